@@ -1,0 +1,533 @@
+"""The per-model spec: one YAML file per model under ``models/``.
+
+A spec says what good data looks like (the data contract), how to train
+candidates, when a challenger may replace the champion, how to roll it out and
+what should trigger a retrain. It is validated once, at start-up; every error
+names the file, the field path, the bad value and the fix, e.g.::
+
+    models/fraud.yaml: rollout.steps[2]=40 must be greater than 50 (steps must increase and end at 100)
+
+Each field's ``description`` doubles as the fix hint shown when the field is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: Azure ML names endpoints, deployments, models and computes with this pattern.
+AZURE_ML_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]$")
+AZURE_ML_NAME_HINT = "3-32 characters: a letter first, then letters, digits or '-', not ending in '-'"
+
+ColumnType = Literal["float", "int", "bool", "string", "category", "timestamp"]
+Severity = Literal["error", "warning"]
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SpecError(ValueError):
+    """A spec file is missing, unreadable or invalid. ``problems`` holds one line per fault."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt option must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- data contract
+
+
+class ColumnSpec(_Strict):
+    name: str = Field(description="a column name, unique within data.columns")
+    type: ColumnType = Field(description="one of float, int, bool, string, category, timestamp")
+    nullable: bool = Field(default=True, description="true if the column may hold missing values")
+    min: float | None = Field(default=None, description="the smallest allowed value (numeric columns only)")
+    max: float | None = Field(default=None, description="the largest allowed value (numeric columns only)")
+    categories: list[str] | None = Field(
+        default=None, description="the allowed values of a category column, e.g. [grocery, travel]"
+    )
+    feature: bool = Field(default=True, description="false for ids and timestamps the model must not see")
+
+
+class SeverityPolicy(_Strict):
+    """Which findings stop a batch (error) and which are only reported (warning)."""
+
+    missing_column: Severity = Field(default="error", description="error or warning")
+    type_mismatch: Severity = Field(default="error", description="error or warning")
+    null_in_required: Severity = Field(default="error", description="error or warning")
+    missing_rate: Severity = Field(default="error", description="error or warning")
+    out_of_range: Severity = Field(default="error", description="error or warning")
+    unseen_category: Severity = Field(default="warning", description="error or warning")
+    too_few_rows: Severity = Field(default="error", description="error or warning")
+    duplicate_key: Severity = Field(default="warning", description="error or warning")
+    label_imbalance: Severity = Field(default="warning", description="error or warning")
+
+
+class DataContract(_Strict):
+    columns: list[ColumnSpec] = Field(min_length=1, description="at least one column: name, type, ...")
+    label: str = Field(description="the name of the label column; it must be one of data.columns")
+    positive_class: str | int | bool = Field(
+        default=1, description="the label value that counts as positive, e.g. 1 or 'fraud'"
+    )
+    key: str | None = Field(default=None, description="a column that identifies a row (duplicates are reported)")
+    min_rows: int = Field(default=1, ge=1, description="the fewest rows a batch may have, e.g. 1000")
+    max_missing_rate: Probability = Field(
+        default=0.05, description="the largest share of missing values per column, in [0, 1], e.g. 0.05"
+    )
+    min_label_share: Probability = Field(
+        default=0.0, description="the smallest share of the rarest label class, in [0, 1], e.g. 0.001"
+    )
+    severity: SeverityPolicy = Field(default_factory=SeverityPolicy, description="error/warning per check")
+
+    def column(self, name: str) -> ColumnSpec:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    @property
+    def feature_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.feature and c.name != self.label]
+
+
+# --------------------------------------------------------------------------- training
+
+
+class SearchDimension(_Strict):
+    """Either a list of ``values`` or a ``min``/``max`` range (optionally ``log``-scaled)."""
+
+    values: list[float | int | str] | None = Field(default=None, description="the values to try, e.g. [64, 128]")
+    min: float | None = Field(default=None, description="the lower end of the range")
+    max: float | None = Field(default=None, description="the upper end of the range")
+    log: bool = Field(default=False, description="true to sample the range on a log scale (min must be > 0)")
+
+
+class TrainingSpec(_Strict):
+    entry: str = Field(default="training_jobs/train.py", description="the training script, relative to the repo")
+    compute: str = Field(default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT})")
+    instance_type: str = Field(
+        default="Standard_NC4as_T4_v3", description="an Azure VM size, e.g. Standard_NC4as_T4_v3"
+    )
+    instance_count: int = Field(default=1, ge=1, le=64, description="nodes per job, 1-64")
+    distribution: Literal["none", "pytorch"] = Field(default="none", description="none or pytorch (torchrun)")
+    processes_per_instance: int = Field(default=1, ge=1, le=16, description="processes per node, 1-16")
+    max_candidates: int = Field(default=4, ge=1, le=64, description="how many candidates to train, 1-64")
+    timeout_minutes: int = Field(default=240, ge=1, le=60 * 24 * 7, description="minutes per job, 1-10080")
+    max_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed job, 0-10")
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="fixed training options for every candidate, e.g. {epochs: 10}"
+    )
+    search_space: dict[str, SearchDimension] = Field(
+        default_factory=dict, description="the options candidates vary, e.g. {lr: {min: 1e-4, max: 1e-2, log: true}}"
+    )
+
+
+# --------------------------------------------------------------------------- promotion
+
+
+class Guardrail(_Strict):
+    metric: str = Field(description="a validation metric, e.g. precision")
+    max_regression: float = Field(ge=0.0, le=1.0, description="the largest allowed drop vs the champion, in [0, 1]")
+
+
+class PromotionSpec(_Strict):
+    primary_metric: Literal["pr_auc", "roc_auc", "f1", "accuracy", "precision", "recall"] = Field(
+        default="pr_auc", description="one of pr_auc, roc_auc, f1, accuracy, precision, recall"
+    )
+    min_improvement: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="how much the challenger must gain, in [0, 1], e.g. 0.005"
+    )
+    significance: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="the significance level of the comparison, in (0, 1), e.g. 0.05"
+    )
+    guardrails: list[Guardrail] = Field(default_factory=list, description="metrics that must not regress")
+    first_run_floor: dict[str, Probability] = Field(
+        default_factory=dict, description="minimum metrics for a first model, e.g. {pr_auc: 0.3}"
+    )
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+class Gates(_Strict):
+    max_error_rate: Probability = Field(default=0.01, description="largest error rate, in [0, 1], e.g. 0.01")
+    max_p95_latency_ms: float = Field(default=500.0, gt=0.0, description="largest p95 latency in ms, e.g. 300")
+    max_latency_ratio: float = Field(
+        default=1.5, ge=1.0, description="largest challenger/champion p95 latency ratio, >= 1, e.g. 1.5"
+    )
+    max_positive_rate_shift: Probability = Field(
+        default=0.05, description="largest change of the predicted-positive rate, in [0, 1], e.g. 0.05"
+    )
+    max_accuracy_drop: Probability = Field(
+        default=0.02, description="largest drop of live accuracy once labels arrive, in [0, 1]"
+    )
+    min_samples: int = Field(default=50, ge=1, description="requests per deployment before a statistical test")
+    confidence: float = Field(default=0.99, gt=0.5, lt=1.0, description="test confidence in (0.5, 1), e.g. 0.99")
+
+
+class ShadowSpec(_Strict):
+    enabled: bool = Field(default=False, description="true to mirror traffic to the challenger first")
+    mirror_percent: int = Field(default=10, ge=1, le=50, description="the mirrored share, 1-50 (Azure's limit)")
+    bake_minutes: float = Field(default=15.0, gt=0.0, description="minutes to mirror before judging")
+    min_agreement: Probability = Field(default=0.95, description="the least prediction agreement, in [0, 1]")
+
+
+class ApprovalSpec(_Strict):
+    required: bool = Field(default=False, description="true to wait for a person's approval before rollout")
+    timeout_hours: float = Field(default=24.0, gt=0.0, description="hours to wait before giving up")
+
+
+class RolloutSpec(_Strict):
+    endpoint: str | None = Field(
+        default=None, description=f"the online endpoint name ({AZURE_ML_NAME_HINT}); default <model>-ep"
+    )
+    instance_type: str = Field(default="Standard_DS3_v2", description="an Azure VM size for the deployment")
+    instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="e.g. [10, 50, 100]")
+    bake_minutes: float = Field(default=30.0, gt=0.0, description="minutes at each step before judging")
+    max_bake_extensions: int = Field(default=2, ge=0, le=10, description="extra bakes when inconclusive, 0-10")
+    probe_timeout_seconds: float = Field(default=30.0, gt=0.0, description="smoke-test timeout in seconds")
+    retire_after_hours: float = Field(default=24.0, ge=0.0, description="hours before the old deployment goes")
+    gates: Gates = Field(default_factory=Gates, description="health gates")
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec, description="optional shadow phase")
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="optional approval wait")
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+class DriftThresholds(_Strict):
+    psi: float = Field(default=0.2, gt=0.0, description="population stability index threshold, > 0, e.g. 0.2")
+    wasserstein: float = Field(default=0.1, gt=0.0, description="normalised Wasserstein threshold, > 0")
+    jensen_shannon: Probability = Field(default=0.1, description="Jensen-Shannon distance threshold, in [0, 1]")
+    ks_pvalue: Probability = Field(default=0.01, description="KS test p-value below which a column drifted")
+    drifted_share: Probability = Field(
+        default=0.5, description="share of drifted columns that makes the dataset drifted, in [0, 1]"
+    )
+
+
+class DebounceSpec(_Strict):
+    quiet_seconds: float = Field(default=120.0, ge=0.0, description="seconds without new blobs before training")
+    max_wait_seconds: float = Field(default=900.0, gt=0.0, description="the longest a burst may delay training")
+
+
+class TriggerSpec(_Strict):
+    max_model_age_days: float | None = Field(default=30.0, gt=0.0, description="retrain a model older than this")
+    drift: DriftThresholds = Field(default_factory=DriftThresholds, description="drift thresholds")
+    performance_drop: Probability = Field(
+        default=0.05, description="retrain when live primary metric drops this much, in [0, 1]"
+    )
+    debounce: DebounceSpec = Field(default_factory=DebounceSpec, description="how blob bursts are grouped")
+    on_validation_failure: Literal["skip_blob", "stop_run"] = Field(
+        default="skip_blob", description="skip_blob (train on the good blobs) or stop_run"
+    )
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description=f"the model name ({AZURE_ML_NAME_HINT}), e.g. fraud")
+    description: str = Field(default="", description="one line saying what the model does")
+    task: Literal["binary", "multiclass"] = Field(default="binary", description="binary or multiclass")
+    data: DataContract = Field(description="the data contract: columns, label, min_rows, ...")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="how candidates are trained")
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="when a challenger wins")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="how a winner is rolled out")
+    triggers: TriggerSpec = Field(default_factory=TriggerSpec, description="what starts a retrain")
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.rollout.endpoint or f"{self.name}-ep"
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def _problem(path: str, value: Any, message: str, fix: str) -> str:
+    return f"{path}={value!r} {message} ({fix})"
+
+
+def _check_azure_name(path: str, value: str) -> list[str]:
+    if 3 <= len(value) <= 32 and AZURE_ML_NAME.match(value):
+        return []
+    return [_problem(path, value, "is not a valid Azure ML name", AZURE_ML_NAME_HINT)]
+
+
+def _check_columns(data: DataContract) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    names = [c.name for c in data.columns]
+    for i, column in enumerate(data.columns):
+        path = f"data.columns[{i}]"
+        if column.name in seen:
+            problems.append(_problem(f"{path}.name", column.name, "is a duplicate", "column names must be unique"))
+        seen.add(column.name)
+        numeric = column.type in ("float", "int")
+        if (column.min is not None or column.max is not None) and not numeric:
+            problems.append(
+                _problem(f"{path}.min", column.min, f"is set on a {column.type} column", "ranges apply to float/int")
+            )
+        if column.min is not None and column.max is not None and column.min > column.max:
+            problems.append(_problem(f"{path}.max", column.max, f"is below min={column.min}", "max must be >= min"))
+        if column.categories is not None and column.type not in ("category", "string"):
+            problems.append(
+                _problem(
+                    f"{path}.categories",
+                    column.categories,
+                    f"is set on a {column.type} column",
+                    "categories apply to category/string columns",
+                )
+            )
+        if column.categories is not None and len(set(column.categories)) != len(column.categories):
+            problems.append(
+                _problem(f"{path}.categories", column.categories, "has duplicates", "list each category once")
+            )
+    if data.label not in names:
+        problems.append(_problem("data.label", data.label, "is not a declared column", f"use one of {names}"))
+    if data.key is not None and data.key not in names:
+        problems.append(_problem("data.key", data.key, "is not a declared column", f"use one of {names}"))
+    if data.key is not None and data.key == data.label:
+        problems.append(_problem("data.key", data.key, "is the label", "the key must identify rows"))
+    return problems
+
+
+def _check_rollout(rollout: RolloutSpec) -> list[str]:
+    problems: list[str] = []
+    for i, step in enumerate(rollout.steps):
+        if not 1 <= step <= 100:
+            problems.append(_problem(f"rollout.steps[{i}]", step, "is out of range", "each step is a percent 1-100"))
+        if i > 0 and step <= rollout.steps[i - 1]:
+            problems.append(
+                _problem(
+                    f"rollout.steps[{i}]",
+                    step,
+                    f"must be greater than {rollout.steps[i - 1]}",
+                    "steps must increase and end at 100",
+                )
+            )
+    if rollout.steps and rollout.steps[-1] != 100:
+        problems.append(
+            _problem(
+                f"rollout.steps[{len(rollout.steps) - 1}]",
+                rollout.steps[-1],
+                "must be 100",
+                "steps must increase and end at 100",
+            )
+        )
+    if rollout.endpoint is not None:
+        problems += _check_azure_name("rollout.endpoint", rollout.endpoint)
+    return problems
+
+
+def _check_search_space(training: TrainingSpec) -> list[str]:
+    problems: list[str] = []
+    for key, dim in training.search_space.items():
+        path = f"training.search_space.{key}"
+        has_values = dim.values is not None
+        has_range = dim.min is not None or dim.max is not None
+        if has_values == has_range:
+            problems.append(
+                _problem(
+                    path,
+                    dim.model_dump(exclude_none=True),
+                    "needs either values or min/max",
+                    "give values: [...] or min: and max:",
+                )
+            )
+            continue
+        if has_values and not dim.values:
+            problems.append(_problem(f"{path}.values", dim.values, "is empty", "list at least one value"))
+        if has_range:
+            if dim.min is None or dim.max is None:
+                problems.append(
+                    _problem(path, dim.model_dump(exclude_none=True), "needs both min and max", "give min: and max:")
+                )
+            elif dim.min > dim.max:
+                problems.append(_problem(f"{path}.max", dim.max, f"is below min={dim.min}", "max must be >= min"))
+            elif dim.log and dim.min <= 0:
+                problems.append(
+                    _problem(f"{path}.min", dim.min, "must be > 0 on a log scale", "use a positive min or log: false")
+                )
+    if training.distribution == "none" and (training.instance_count > 1 or training.processes_per_instance > 1):
+        problems.append(
+            _problem(
+                "training.distribution",
+                training.distribution,
+                "cannot run several processes",
+                "set distribution: pytorch",
+            )
+        )
+    problems += _check_azure_name("training.compute", training.compute)
+    return problems
+
+
+def _check_triggers(triggers: TriggerSpec) -> list[str]:
+    debounce = triggers.debounce
+    if debounce.quiet_seconds > debounce.max_wait_seconds:
+        return [
+            _problem(
+                "triggers.debounce.quiet_seconds",
+                debounce.quiet_seconds,
+                f"exceeds max_wait_seconds={debounce.max_wait_seconds}",
+                "the quiet window must fit inside the max wait",
+            )
+        ]
+    return []
+
+
+def _invariant_problems(spec: ModelSpec) -> list[str]:
+    return (
+        _check_azure_name("name", spec.name)
+        + _check_columns(spec.data)
+        + _check_search_space(spec.training)
+        + _check_rollout(spec.rollout)
+        + _check_triggers(spec.triggers)
+    )
+
+
+# --------------------------------------------------------------------------- pydantic errors, readable
+
+
+def _loc_to_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _field_hint(loc: Sequence[int | str]) -> str | None:
+    """Walk the spec models along ``loc`` and return the field's description (our fix hint)."""
+    model: Any = ModelSpec
+    hint: str | None = None
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            # Inside a dict (search_space.<key>): the key is the user's; keep walking the value type.
+            continue
+        info = fields.get(part)
+        if info is None:
+            return None
+        hint = info.description
+        model = _inner_model(info.annotation)
+    return hint
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The BaseModel class an annotation holds (through list[...] / dict[..., X] / X | None), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_pydantic_error(error: Any) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    path = _loc_to_path(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        hint = _field_hint(loc)
+        return f"{path} is required ({'add it: ' + hint if hint else 'add it'})"
+    if kind == "extra_forbidden":
+        parent = _inner_model_at(loc[:-1])
+        known = sorted(parent.model_fields) if parent is not None else []
+        return f"{path} is not a known field (remove it or fix the spelling; known fields here: {', '.join(known)})"
+    hint = _field_hint(loc) or "see models/README.md"
+    message = str(error["msg"]).replace("Input should", "should")
+    return f"{path}={error.get('input')!r} {message[0].lower() + message[1:]} ({hint})"
+
+
+def _inner_model_at(loc: Sequence[int | str]) -> Any:
+    model: Any = ModelSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return model if fields is None else None
+        model = _inner_model(fields[part].annotation)
+    return model
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_spec(document: Any, source: str) -> ModelSpec:
+    """Validate an already-parsed YAML document; ``source`` names it in errors."""
+    if not isinstance(document, dict):
+        raise SpecError(
+            [f"{source}: the spec must be a YAML mapping (name:, data:, ...), got {type(document).__name__}"]
+        )
+    try:
+        spec = ModelSpec.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError([f"{source}: {_format_pydantic_error(e)}" for e in exc.errors()]) from None
+    problems = _invariant_problems(spec)
+    if problems:
+        raise SpecError([f"{source}: {p}" for p in problems])
+    return spec
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate one spec file; raise :class:`SpecError` naming the file, field and fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file (pass the path of a models/<name>.yaml spec)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"{path}: cannot read it ({exc}); save it as UTF-8 text"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpecError(
+            [f"{path}: is not valid YAML{where} ({getattr(exc, 'problem', exc)}); fix the syntax"]
+        ) from None
+    spec = parse_spec(document, str(path))
+    if spec.name != path.stem:
+        raise SpecError(
+            [
+                f"{path}: name={spec.name!r} does not match the file name (rename the file to "
+                f"{spec.name}.yaml or set name: {path.stem})"
+            ]
+        )
+    return spec
+
+
+def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
+    """Load every ``*.yaml`` spec in ``directory``; all problems of all files are reported together."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SpecError([f"{directory}: the models directory does not exist (set PERENNIAL_MODELS_DIR)"])
+    specs: dict[str, ModelSpec] = {}
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        specs[spec.name] = spec
+    if problems:
+        raise SpecError(problems)
+    return specs

@@ -1,0 +1,87 @@
+"""Process settings: defaults for local runs, and start-up errors that name the setting and an example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.settings import SETTINGS, SettingsError, apply_local_settings, load_settings
+
+GUID = "11111111-2222-3333-4444-555555555555"
+
+
+def test_local_defaults_use_azurite() -> None:
+    settings = load_settings({})
+    assert settings.platform == "local"
+    assert settings.storage.is_azurite
+    assert settings.eventgrid is None
+    assert settings.azureml is None
+
+
+def test_azureml_needs_workspace_settings_and_names_each_one() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PERENNIAL_PLATFORM": "azureml", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    text = str(caught.value)
+    for name in (
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_RESOURCE_GROUP",
+        "AZUREML_WORKSPACE_NAME",
+        "PERENNIAL_EVENTGRID_ENDPOINT",
+    ):
+        assert f"{name} is required" in text
+        assert f"example: {name}=" in text
+
+
+def test_identity_based_storage_from_account_name() -> None:
+    settings = load_settings(
+        {
+            "PERENNIAL_PLATFORM": "azureml",
+            "AzureWebJobsStorage__accountName": "stperennial",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": GUID,
+            "AZURE_SUBSCRIPTION_ID": GUID,
+            "AZURE_RESOURCE_GROUP": "rg",
+            "AZUREML_WORKSPACE_NAME": "ws",
+            "PERENNIAL_EVENTGRID_ENDPOINT": "https://topic.westeurope-1.eventgrid.azure.net/api/events",
+        }
+    )
+    assert settings.storage.uses_identity
+    assert settings.storage.blob_uri == "https://stperennial.blob.core.windows.net"
+    assert settings.storage.table_uri == "https://stperennial.table.core.windows.net"
+    assert settings.azureml is not None
+    assert settings.azureml.workspace_name == "ws"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"PERENNIAL_PLATFORM": "sagemaker"}, "PERENNIAL_PLATFORM='sagemaker' must be 'local' or 'azureml'"),
+        (
+            {"PERENNIAL_EVENTGRID_ENDPOINT": "topic.example"},
+            "PERENNIAL_EVENTGRID_ENDPOINT='topic.example' is not an http(s) URL",
+        ),
+        ({"AzureWebJobsStorage": "nonsense"}, "AzureWebJobsStorage is not a storage connection string"),
+        ({"PERENNIAL_LOG_FORMAT": "xml"}, "PERENNIAL_LOG_FORMAT='xml' must be 'json' or 'text'"),
+        ({"AzureWebJobsStorage__clientId": "me"}, "AzureWebJobsStorage__clientId='me' is not a GUID"),
+    ],
+)
+def test_malformed_setting_is_named_with_an_example(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    assert fragment in str(caught.value)
+    assert "(example: " in str(caught.value)
+
+
+def test_local_settings_json_fills_the_environment_without_overriding(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {"PERENNIAL_PLATFORM": "azureml", "X": "1"}}))
+    env = {"PERENNIAL_PLATFORM": "local"}
+    apply_local_settings(path, env)
+    assert env == {"PERENNIAL_PLATFORM": "local", "X": "1"}
+
+
+def test_example_local_settings_lists_every_setting() -> None:
+    example = json.loads((Path(__file__).resolve().parents[2] / "local.settings.json.example").read_text())
+    assert set(SETTINGS) <= set(example["Values"])

@@ -1,0 +1,88 @@
+"""The model spec: the example specs load, and each broken spec fails with a message naming field and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.spec import SpecError, load_spec, load_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKEN = sorted((ROOT / "tests" / "specs" / "broken").glob("*.yaml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path} must start with '# expect: <message>'"
+    return first.removeprefix("# expect: ")
+
+
+def test_fraud_spec_loads_with_its_contract() -> None:
+    spec = load_spec(ROOT / "models" / "fraud.yaml")
+    assert spec.name == "fraud"
+    assert spec.data.label == "is_fraud"
+    assert spec.rollout.steps[-1] == 100
+    assert spec.endpoint_name == "fraud-ep"
+    assert "transaction_id" not in {c.name for c in spec.data.feature_columns}
+    assert "is_fraud" not in {c.name for c in spec.data.feature_columns}
+
+
+def test_every_example_spec_in_models_loads() -> None:
+    assert "fraud" in load_specs(ROOT / "models")
+
+
+def test_there_are_at_least_ten_broken_specs() -> None:
+    assert len(BROKEN) >= 10
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.stem)
+def test_broken_spec_names_file_field_and_fix(path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert str(path) in message, "the error must name the file"
+    assert _expected(path) in message
+
+
+def test_all_problems_of_a_spec_are_reported_together(tmp_path: Path) -> None:
+    bad = tmp_path / "two-faults.yaml"
+    bad.write_text(
+        "name: two-faults\n"
+        "data: {label: y, columns: [{name: y, type: int}]}\n"
+        "rollout: {steps: [50, 20]}\n"
+        "promotion: {significance: 0}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(bad)
+    # pydantic errors come first; our invariants run only on a structurally valid spec
+    assert any("promotion.significance=0" in p for p in caught.value.problems)
+
+
+def test_missing_file_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_check_cli_exit_codes() -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "perennial_cli.main", "spec", "check", "models/fraud.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "fraud" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "perennial_cli.main", "spec", "check", "models/fraud.yaml", str(BROKEN[0])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert _expected(BROKEN[0]) in " ".join(bad.stderr.split())

@@ -1,0 +1,1 @@
+"""Code that runs ON the Azure ML compute. Self-contained: imports nothing from shared/ or functions/."""
