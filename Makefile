@@ -39,14 +39,14 @@ lint: $(PY_STAMP)  ## ruff
 	$(BIN)/ruff check .
 
 typecheck: $(PY_STAMP)  ## mypy --strict on the app code
-	$(BIN)/mypy --strict shared functions function_app.py perennial_cli
+	$(BIN)/mypy --strict shared functions function_app.py perennial_cli devhost
 
 unit: $(PY_STAMP) $(NODE_STAMP)  ## pytest only
 	$(BIN)/pytest
 
 test: $(PY_STAMP) $(NODE_STAMP)  ## ruff, mypy --strict and the whole pytest suite
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict shared functions function_app.py perennial_cli
+	$(BIN)/mypy --strict shared functions function_app.py perennial_cli devhost
 	$(BIN)/pytest
 
 demo: $(PY_STAMP) $(NODE_STAMP)  ## run the local end-to-end scenario

@@ -47,6 +47,11 @@ SETTINGS: dict[str, str] = {
     "PERENNIAL_EVENTGRID_KEY": "(local only; Azure uses the managed identity)",
 }
 
+#: Settings that only make sense on a laptop; infra/ does not set them in Azure.
+LOCAL_ONLY: frozenset[str] = frozenset(
+    {"PERENNIAL_EVENTGRID_KEY", "PERENNIAL_STATE_DIR", "PERENNIAL_LOG_FORMAT", "AzureWebJobsStorage"}
+)
+
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _AZURITE = "UseDevelopmentStorage=true"
 
