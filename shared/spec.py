@@ -424,16 +424,16 @@ def _field_hint(loc: Sequence[int | str]) -> str | None:
         if info is None:
             return None
         hint = info.description
-        model = _inner_model(info.annotation)
+        model = inner_model(info.annotation)
     return hint
 
 
-def _inner_model(annotation: Any) -> Any:
+def inner_model(annotation: Any) -> Any:
     """The BaseModel class an annotation holds (through list[...] / dict[..., X] / X | None), if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _inner_model(arg)
+        found = inner_model(arg)
         if found is not None:
             return found
     return None
@@ -447,7 +447,7 @@ def _format_pydantic_error(error: Any) -> str:
         hint = _field_hint(loc)
         return f"{path} is required ({'add it: ' + hint if hint else 'add it'})"
     if kind == "extra_forbidden":
-        parent = _inner_model_at(loc[:-1])
+        parent = inner_model_at(loc[:-1])
         known = sorted(parent.model_fields) if parent is not None else []
         return f"{path} is not a known field (remove it or fix the spelling; known fields here: {', '.join(known)})"
     hint = _field_hint(loc) or "see models/README.md"
@@ -455,7 +455,7 @@ def _format_pydantic_error(error: Any) -> str:
     return f"{path}={error.get('input')!r} {message[0].lower() + message[1:]} ({hint})"
 
 
-def _inner_model_at(loc: Sequence[int | str]) -> Any:
+def inner_model_at(loc: Sequence[int | str]) -> Any:
     model: Any = ModelSpec
     for part in loc:
         if isinstance(part, int):
@@ -463,7 +463,7 @@ def _inner_model_at(loc: Sequence[int | str]) -> Any:
         fields = getattr(model, "model_fields", None)
         if fields is None or part not in fields:
             return model if fields is None else None
-        model = _inner_model(fields[part].annotation)
+        model = inner_model(fields[part].annotation)
     return model
 
 

@@ -86,3 +86,10 @@ def test_spec_check_cli_exit_codes() -> None:
     )
     assert bad.returncode == 1
     assert _expected(BROKEN[0]) in " ".join(bad.stderr.split())
+
+
+def test_docs_model_spec_md_matches_the_code() -> None:
+    from perennial_cli.spec import reference_markdown
+
+    current = (ROOT / "docs" / "model-spec.md").read_text(encoding="utf-8")
+    assert current == reference_markdown(), "regenerate it: perennial spec docs > docs/model-spec.md"
