@@ -1,0 +1,179 @@
+// The Azure ML side: the workspace with its dependencies (its own storage account, the
+// shared Key Vault and Application Insights, a container registry), the GPU training cluster
+// and one managed online endpoint per model. Deployments behind the endpoints are created by
+// the app at run time (one per model version), so none is declared here.
+
+@description('Azure region of the Azure ML resources.')
+param location string
+
+@description('Tags applied to every resource.')
+param tags object
+
+@description('Azure ML workspace name.')
+param workspaceName string
+
+@description('Name of the workspace\'s own storage account (it cannot be changed after creation).')
+@minLength(3)
+@maxLength(24)
+param storageAccountName string
+
+@description('Container registry name (5-50 letters and digits) for training and serving images.')
+@minLength(5)
+@maxLength(50)
+param containerRegistryName string
+
+@description('Resource id of the Key Vault the workspace keeps its secrets in.')
+param keyVaultId string
+
+@description('Resource id of the Application Insights component the workspace reports to.')
+param applicationInsightsId string
+
+@description('Compute cluster name; must equal training.compute in the model specs.')
+param computeName string
+
+@description('VM size of the GPU cluster nodes.')
+param computeVmSize string
+
+@description('Dedicated, or LowPriority (much cheaper; nodes may be pre-empted and jobs resume from checkpoints).')
+@allowed([
+  'Dedicated'
+  'LowPriority'
+])
+param computeVmPriority string
+
+@description('Most nodes the cluster may scale out to.')
+@minValue(1)
+param computeMaxNodes int
+
+@description('Seconds an idle node is kept before the cluster scales back to zero.')
+@minValue(60)
+param computeIdleSeconds int
+
+@description('Resource id of the user-assigned identity training jobs run as.')
+param computeIdentityId string
+
+@description('Managed online endpoint names, one per model spec (rollout.endpoint).')
+param endpointNames array
+
+resource mlStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageAccountName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    // Identity-based datastores (systemDatastoresAuthMode below) make account keys unnecessary.
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
+  name: containerRegistryName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Basic'
+  }
+  properties: {
+    // Images are pulled with Entra ID (AcrPull), never with the admin password.
+    adminUserEnabled: false
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
+  name: workspaceName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Basic'
+    tier: 'Basic'
+  }
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    friendlyName: workspaceName
+    description: 'Perennial continuous training'
+    storageAccount: mlStorage.id
+    keyVault: keyVaultId
+    applicationInsights: applicationInsightsId
+    containerRegistry: registry.id
+    // The default datastores are reached with Entra ID, since the account has no keys.
+    systemDatastoresAuthMode: 'identity'
+    publicNetworkAccess: 'Enabled'
+    v1LegacyMode: false
+  }
+}
+
+resource gpuCluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-01' = {
+  parent: workspace
+  name: computeName
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${computeIdentityId}': {}
+    }
+  }
+  properties: {
+    computeType: 'AmlCompute'
+    description: 'GPU training cluster; scales to zero when idle'
+    disableLocalAuth: true
+    properties: {
+      vmSize: computeVmSize
+      vmPriority: computeVmPriority
+      osType: 'Linux'
+      // Zero nodes at rest: the cluster costs nothing until a training job is queued.
+      scaleSettings: {
+        minNodeCount: 0
+        maxNodeCount: computeMaxNodes
+        nodeIdleTimeBeforeScaleDown: 'PT${computeIdleSeconds}S'
+      }
+      enableNodePublicIp: true
+      remoteLoginPortPublicAccess: 'Disabled'
+    }
+  }
+}
+
+// Endpoints only: a managed online endpoint without deployments has no instances and no
+// compute charge. Callers authenticate with Entra ID tokens (AADToken), so no endpoint key exists.
+resource endpoints 'Microsoft.MachineLearningServices/workspaces/onlineEndpoints@2024-10-01' = [
+  for endpointName in endpointNames: {
+    parent: workspace
+    name: endpointName
+    location: location
+    tags: tags
+    kind: 'Managed'
+    identity: {
+      type: 'SystemAssigned'
+    }
+    properties: {
+      authMode: 'AADToken'
+      description: 'Perennial-managed endpoint; deployments and traffic are set by the app'
+      publicNetworkAccess: 'Enabled'
+    }
+  }
+]
+
+output workspaceId string = workspace.id
+output workspaceName string = workspace.name
+output workspacePrincipalId string = workspace.identity.principalId
+output storageAccountId string = mlStorage.id
+output storageAccountName string = mlStorage.name
+output containerRegistryId string = registry.id
+output containerRegistryName string = registry.name
+output computeName string = gpuCluster.name
