@@ -1,0 +1,115 @@
+"""Blob names Perennial trusts: validated before any use, with no SDK involved.
+
+A blob name arrives from outside (an Event Grid subject, a URL, an HTTP body), so it is
+checked before it becomes a path we read, copy or write: no ``..`` or ``.`` segments, no
+absolute paths, no backslashes or control characters, and the first segment must be a
+model we have a spec for (``landing/<model>/…``). Everything here is pure so the event
+parser can use it without importing the storage SDK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+#: Azure's limit on a blob name, in characters.
+MAX_BLOB_NAME = 1024
+#: Container names: 3-63 lowercase letters, digits and single hyphens (Azure's rule).
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BlobNameError(ValueError):
+    """A blob name or URL is unsafe or outside Perennial's layout; ``hint`` says what a valid one looks like."""
+
+    def __init__(self, message: str, hint: str, field: str = "blob") -> None:
+        self.hint = hint
+        self.field = field
+        super().__init__(f"{message} ({hint})")
+
+
+@dataclass(frozen=True)
+class BlobPath:
+    """A validated ``<container>/<model>/<relative>`` location."""
+
+    container: str
+    model: str
+    relative: str
+
+    @property
+    def name(self) -> str:
+        """The blob name inside its container: ``<model>/<relative>``."""
+        return f"{self.model}/{self.relative}"
+
+
+def check_container(container: str) -> str:
+    if not isinstance(container, str) or not _CONTAINER.match(container):
+        raise BlobNameError(
+            f"container {container!r} is not a valid container name",
+            "3-63 lowercase letters, digits or single hyphens, e.g. landing",
+            field="container",
+        )
+    return container
+
+
+def validate_blob_name(name: str, known_models: Collection[str], container: str = "landing") -> BlobPath:
+    """Check ``name`` (inside ``container``) and return where it sits; raise :class:`BlobNameError` if unsafe."""
+    layout = f"{container}/<model>/<file>, where <model> is one of: {', '.join(sorted(known_models)) or 'none'}"
+    check_container(container)
+    if not isinstance(name, str) or not name:
+        raise BlobNameError("the blob name is empty", f"name blobs {layout}")
+    if len(name) > MAX_BLOB_NAME:
+        raise BlobNameError(f"the blob name is {len(name)} characters long", f"Azure allows {MAX_BLOB_NAME}")
+    if _CONTROL.search(name):
+        raise BlobNameError(f"the blob name {name!r} contains control characters", "use printable characters")
+    if "\\" in name:
+        raise BlobNameError(f"the blob name {name!r} contains a backslash", "separate folders with '/'")
+    if name.startswith("/"):
+        raise BlobNameError(f"the blob name {name!r} is an absolute path", f"name blobs {layout}")
+    segments = name.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise BlobNameError(
+            f"the blob name {name!r} has an empty, '.' or '..' segment", "use plain folder names without '..'"
+        )
+    if len(segments) < 2:
+        raise BlobNameError(f"the blob {name!r} is not inside a model folder", f"name blobs {layout}")
+    model = segments[0]
+    if model not in known_models:
+        raise BlobNameError(f"the blob {name!r} is under unknown model {model!r}", f"name blobs {layout}", "model")
+    return BlobPath(container=container, model=model, relative="/".join(segments[1:]))
+
+
+def split_blob_url(url: str) -> tuple[str, str]:
+    """``(container, name)`` of a blob URL, for Azure (``acct.blob…/c/n``) and Azurite (``host:port/acct/c/n``)."""
+    if not isinstance(url, str):
+        raise BlobNameError(f"the blob url {url!r} is not a string", "give the blob's https URL", field="url")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise BlobNameError(f"the blob url {url!r} is not an http(s) URL", "give the blob's https URL", field="url")
+    host = parsed.hostname or ""
+    path = parsed.path.lstrip("/")
+    host_style = ".blob." in host or ".dfs." in host
+    parts = path.split("/", 2 if not host_style else 1)
+    if not host_style:
+        # Path-style (Azurite, IP endpoints): the first segment is the account name.
+        parts = parts[1:]
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise BlobNameError(
+            f"the blob url {url!r} names no container and blob", "expected …/<container>/<blob name>", field="url"
+        )
+    return unquote(parts[0]), unquote(parts[1])
+
+
+def subject_blob(subject: str) -> tuple[str, str]:
+    """``(container, name)`` from a Blob Storage event subject ``/blobServices/default/containers/<c>/blobs/<n>``."""
+    prefix = "/blobServices/default/containers/"
+    if not isinstance(subject, str) or not subject.startswith(prefix) or "/blobs/" not in subject:
+        raise BlobNameError(
+            f"the subject {subject!r} is not a blob subject",
+            "expected /blobServices/default/containers/<container>/blobs/<name>",
+            field="subject",
+        )
+    container, _, name = subject[len(prefix) :].partition("/blobs/")
+    return container, name

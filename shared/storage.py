@@ -1,0 +1,386 @@
+"""Blob storage: the landing, quarantine, manifests and payloads containers (azure-storage-blob).
+
+Layout (names agreed with infra/ and devhost):
+
+- ``landing/<model>/…``      new data; an Event Grid BlobCreated per blob starts ingestion
+- ``quarantine/<model>/…``   batches that failed validation, with ``<blob>.report.json`` beside each
+- ``manifests/<model>/<run>.json``  the exact blobs (url, eTag, size, sha256) a run trained on
+- ``payloads/…``             table values too large for an entity (see shared/tables.py)
+- ``deadletter/…``           Event Grid dead letters (written by the service / the local Event Grid)
+
+Reads are streamed chunk by chunk and pinned to the eTag the run recorded, so a blob that is
+overwritten mid-run is detected (:class:`BlobChangedError`) rather than silently mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
+
+from shared.blobpaths import BlobNameError, BlobPath, validate_blob_name
+from shared.settings import StorageSettings
+
+LANDING = "landing"
+QUARANTINE = "quarantine"
+MANIFESTS = "manifests"
+PAYLOADS = "payloads"
+DEADLETTER = "deadletter"
+#: Every container Perennial uses; infra/ creates them, ``BlobStore.ensure_containers`` does locally.
+CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER)
+
+#: Bytes fetched per request when streaming a blob (bounds memory, not the blob size).
+CHUNK_SIZE = 4 * 1024 * 1024
+
+__all__ = [
+    "CONTAINERS",
+    "DEADLETTER",
+    "LANDING",
+    "MANIFESTS",
+    "PAYLOADS",
+    "QUARANTINE",
+    "BlobChangedError",
+    "BlobMissingError",
+    "BlobNameError",
+    "BlobRef",
+    "BlobStore",
+    "Manifest",
+    "ManifestEntry",
+    "StorageError",
+    "blob_service_client",
+    "storage_credential",
+]
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed in a way the caller can act on; ``hint`` says how."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+class BlobMissingError(StorageError):
+    """The blob is not there (deleted, or never uploaded)."""
+
+
+class BlobChangedError(StorageError):
+    """The blob was overwritten since its eTag was recorded; the recorded version is gone."""
+
+
+def storage_credential(storage: StorageSettings) -> TokenCredential:
+    """The managed identity named by ``__clientId`` if set, else DefaultAzureCredential (CLI, env, MI)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if storage.client_id:
+        return ManagedIdentityCredential(client_id=storage.client_id)
+    return DefaultAzureCredential()
+
+
+def blob_service_client(storage: StorageSettings, **kwargs: Any) -> BlobServiceClient:
+    """A BlobServiceClient from a connection string, or from the blob URI + identity."""
+    kwargs.setdefault("max_chunk_get_size", CHUNK_SIZE)
+    kwargs.setdefault("max_single_get_size", CHUNK_SIZE)
+    if storage.connection_string:
+        return BlobServiceClient.from_connection_string(storage.connection_string, **kwargs)
+    if not storage.blob_uri:
+        raise StorageError(
+            "no blob endpoint is configured", "set AzureWebJobsStorage or AzureWebJobsStorage__blobServiceUri"
+        )
+    return BlobServiceClient(storage.blob_uri, credential=storage_credential(storage), **kwargs)
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """One version of one blob: what Event Grid reports and what a manifest pins."""
+
+    container: str
+    name: str
+    url: str
+    etag: str
+    size: int
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    name: str
+    url: str
+    etag: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The exact data a run used; written once per run (first writer wins, so retries are harmless)."""
+
+    model: str
+    run_id: str
+    blobs: tuple[ManifestEntry, ...]
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        try:
+            raw = json.loads(text)
+            blobs = tuple(ManifestEntry(**b) for b in raw["blobs"])
+            return cls(model=raw["model"], run_id=raw["run_id"], blobs=blobs, created_at=raw["created_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"the manifest is malformed ({exc})", "rewrite it from the run's record") from None
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    blob: BlobRef
+    report: BlobRef
+    source: BlobRef
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file object over an iterator of byte chunks (for csv/pyarrow readers)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(view), len(self._buffer))
+        view[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+def _ref(client: BlobClient) -> BlobRef:
+    try:
+        props = client.get_blob_properties()
+    except ResourceNotFoundError:
+        raise BlobMissingError(
+            f"blob {client.container_name}/{client.blob_name} does not exist", "check the name, or upload it first"
+        ) from None
+    return BlobRef(
+        container=client.container_name,
+        name=client.blob_name,
+        url=client.url,
+        etag=str(props.etag),
+        size=int(props.size),
+        content_type=props.content_settings.content_type,
+    )
+
+
+class BlobStore:
+    """Perennial's view of blob storage; every name is validated against the known models first."""
+
+    def __init__(self, service: BlobServiceClient, known_models: Collection[str]) -> None:
+        self._service = service
+        self.known_models = frozenset(known_models)
+
+    @classmethod
+    def from_settings(cls, storage: StorageSettings, known_models: Collection[str]) -> BlobStore:
+        return cls(blob_service_client(storage), known_models)
+
+    # ----------------------------------------------------------------- containers and names
+
+    def ensure_containers(self) -> None:
+        """Create any missing container (infra/ does this in Azure; locally we do it at start-up)."""
+        for name in CONTAINERS:
+            with contextlib.suppress(ResourceExistsError):
+                self._service.create_container(name)
+
+    def container(self, name: str) -> ContainerClient:
+        return self._service.get_container_client(name)
+
+    def path(self, container: str, name: str) -> BlobPath:
+        """Validate ``name`` inside ``container`` (``<model>/<relative>``); raise BlobNameError if unsafe."""
+        return validate_blob_name(name, self.known_models, container)
+
+    def ref(self, container: str, name: str) -> BlobRef:
+        """The current version of a blob (url, eTag, size)."""
+        self.path(container, name)
+        return _ref(self._service.get_blob_client(container, name))
+
+    def list_landing(self, model: str) -> list[BlobRef]:
+        """Every blob under ``landing/<model>/`` now, oldest name first."""
+        if model not in self.known_models:
+            raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
+        client = self.container(LANDING)
+        return [
+            BlobRef(
+                container=LANDING,
+                name=item.name,
+                url=client.get_blob_client(item.name).url,
+                etag=str(item.etag),
+                size=int(item.size),
+                content_type=item.content_settings.content_type,
+            )
+            for item in client.list_blobs(name_starts_with=f"{model}/")
+        ]
+
+    # ----------------------------------------------------------------- landing
+
+    def upload_landing(
+        self, model: str, relative: str, data: bytes | IO[bytes], content_type: str = "text/csv"
+    ) -> BlobRef:
+        """Put a batch under ``landing/<model>/<relative>`` (the demo and tests; producers use any client)."""
+        path = self.path(LANDING, f"{model}/{relative}")
+        client = self._service.get_blob_client(LANDING, path.name)
+        client.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+        return _ref(client)
+
+    # ----------------------------------------------------------------- streaming reads
+
+    def iter_chunks(self, ref: BlobRef) -> Iterator[bytes]:
+        """Stream the exact version ``ref`` names, chunk by chunk; BlobChangedError if it was overwritten."""
+        self.path(ref.container, ref.name)
+        client = self._service.get_blob_client(ref.container, ref.name)
+        try:
+            downloader = client.download_blob(etag=ref.etag, match_condition=MatchConditions.IfNotModified)
+            yield from downloader.chunks()
+        except ResourceModifiedError:
+            raise BlobChangedError(
+                f"blob {ref.container}/{ref.name} changed since eTag {ref.etag} was recorded",
+                "a newer version has its own BlobCreated event; train on that one",
+            ) from None
+        except ResourceNotFoundError:
+            raise BlobMissingError(
+                f"blob {ref.container}/{ref.name} is gone", "it was deleted or quarantined; nothing to read"
+            ) from None
+
+    def open(self, ref: BlobRef) -> io.BufferedReader:
+        """A buffered file object streaming ``ref`` (pinned to its eTag): feed it to csv/pyarrow readers."""
+        return io.BufferedReader(_ChunkReader(self.iter_chunks(ref)), buffer_size=1024 * 1024)
+
+    def sha256(self, ref: BlobRef) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.iter_chunks(ref):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def read_bytes(self, ref: BlobRef) -> bytes:
+        """The whole blob; only for small blobs (reports, manifests)."""
+        return b"".join(self.iter_chunks(ref))
+
+    # ----------------------------------------------------------------- quarantine
+
+    def quarantine(self, ref: BlobRef, report: Mapping[str, Any], remove_source: bool = True) -> QuarantineRecord:
+        """Copy ``ref`` to ``quarantine/<model>/…`` with ``<blob>.report.json`` beside it; then drop the original.
+
+        Streams the copy (no whole-blob download) and deletes the source only if it is
+        still the version that was validated, so a newer upload is never lost.
+        """
+        source = self.path(ref.container, ref.name)
+        target = self._service.get_blob_client(QUARANTINE, source.name)
+        target.upload_blob(
+            self.open(ref),
+            length=ref.size,
+            overwrite=True,
+            content_settings=ContentSettings(content_type=ref.content_type),
+            metadata={"source_url": ref.url[:1024], "source_etag": ref.etag},
+        )
+        report_client = self._service.get_blob_client(QUARANTINE, f"{source.name}.report.json")
+        report_client.upload_blob(
+            json.dumps(dict(report), indent=2, default=str).encode(),
+            overwrite=True,
+            content_settings=ContentSettings(content_type="application/json"),
+        )
+        if remove_source:
+            # Overwritten meanwhile (the new version gets its own event) or already gone (a retry): keep it.
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                self._service.get_blob_client(ref.container, ref.name).delete_blob(
+                    etag=ref.etag, match_condition=MatchConditions.IfNotModified
+                )
+        return QuarantineRecord(blob=_ref(target), report=_ref(report_client), source=ref)
+
+    def quarantine_report(self, model: str, relative: str) -> dict[str, Any]:
+        ref = self.ref(QUARANTINE, f"{model}/{relative}.report.json")
+        loaded: dict[str, Any] = json.loads(self.read_bytes(ref))
+        return loaded
+
+    # ----------------------------------------------------------------- manifests
+
+    def manifest_entry(self, ref: BlobRef) -> ManifestEntry:
+        """Hash ``ref`` (streaming) into a manifest line."""
+        return ManifestEntry(name=ref.name, url=ref.url, etag=ref.etag, size=ref.size, sha256=self.sha256(ref))
+
+    def write_manifest(self, manifest: Manifest) -> tuple[Manifest, str]:
+        """Write ``manifests/<model>/<run>.json`` once; a second write returns the first (idempotent retries)."""
+        name = self._manifest_name(manifest.model, manifest.run_id)
+        client = self._service.get_blob_client(MANIFESTS, name)
+        try:
+            client.upload_blob(
+                manifest.to_json().encode(),
+                overwrite=False,
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+        except ResourceExistsError:
+            return self.read_manifest(manifest.model, manifest.run_id), client.url
+        return manifest, client.url
+
+    def read_manifest(self, model: str, run_id: str) -> Manifest:
+        name = self._manifest_name(model, run_id)
+        client = self._service.get_blob_client(MANIFESTS, name)
+        try:
+            return Manifest.from_json(client.download_blob().readall())
+        except ResourceNotFoundError:
+            raise BlobMissingError(
+                f"no manifest {MANIFESTS}/{name}", "the run has not reached data selection yet, or the id is wrong"
+            ) from None
+
+    def manifest_url(self, model: str, run_id: str) -> str:
+        return self._service.get_blob_client(MANIFESTS, self._manifest_name(model, run_id)).url
+
+    def _manifest_name(self, model: str, run_id: str) -> str:
+        return self.path(MANIFESTS, f"{model}/{run_id}.json").name
+
+    # ----------------------------------------------------------------- payloads (table spill-over)
+
+    def put_payload(self, name: str, data: bytes) -> str:
+        """Store a large table value; returns the pointer kept in the entity (``payloads/<name>``)."""
+        self._check_payload_name(name)
+        self._service.get_blob_client(PAYLOADS, name).upload_blob(data, overwrite=True)
+        return f"{PAYLOADS}/{name}"
+
+    def get_payload(self, pointer: str) -> bytes:
+        container, _, name = pointer.partition("/")
+        if container != PAYLOADS:
+            raise StorageError(f"payload pointer {pointer!r} is not in {PAYLOADS}/", "the entity is corrupt")
+        self._check_payload_name(name)
+        try:
+            data: bytes = self._service.get_blob_client(PAYLOADS, name).download_blob().readall()
+        except ResourceNotFoundError:
+            raise BlobMissingError(
+                f"payload {pointer} is missing", "it was deleted; the record is incomplete"
+            ) from None
+        return data
+
+    @staticmethod
+    def _check_payload_name(name: str) -> None:
+        segments = name.split("/")
+        if not name or name.startswith("/") or any(s in ("", ".", "..") for s in segments) or "\\" in name:
+            raise BlobNameError(f"payload name {name!r} is unsafe", "use <table>/<partition>/<row>/<property>")
