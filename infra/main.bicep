@@ -180,7 +180,7 @@ module functionApp 'modules/function-app.bicep' = {
     identityClientId: identities.outputs.appClientId
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
-    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
     workspaceName: ml.outputs.workspaceName
     eventGridEndpoint: eventGrid.outputs.customTopicEndpoint
     maximumInstanceCount: functionMaxInstances

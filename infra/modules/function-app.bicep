@@ -30,8 +30,8 @@ param storageAccountName string
 @description('Blob container the plan deploys the app package from.')
 param deploymentContainerName string
 
-@description('Application Insights connection string (not a secret: ingestion needs Entra ID).')
-param applicationInsightsConnectionString string
+@description('Application Insights component the host reports to (with Entra ID auth).')
+param applicationInsightsName string
 
 @description('Azure ML workspace name the app drives.')
 param workspaceName string
@@ -53,6 +53,10 @@ param maximumInstanceCount int = 40
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -124,7 +128,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
       AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
       // Host platform settings: Application Insights with Entra ID auth (local auth is off).
-      APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+      // Not a secret: with local auth off, ingestion also needs the identity's Entra ID token.
+      APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
       // DefaultAzureCredential picks the user-assigned identity by this client id.
       AZURE_CLIENT_ID: identityClientId

@@ -53,6 +53,4 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
 
 output applicationInsightsId string = applicationInsights.id
 output applicationInsightsName string = applicationInsights.name
-// Not a secret: with local auth off, ingestion also needs an Entra ID token.
-output connectionString string = applicationInsights.properties.ConnectionString
 output logAnalyticsId string = logAnalytics.id
