@@ -26,16 +26,18 @@ if ($missing) {
 if ($env:AZURE_SUBSCRIPTION_ID) { az account set --subscription $env:AZURE_SUBSCRIPTION_ID | Out-Null }
 
 Write-Host "postdeploy: waiting for $($functions -join ', ') on $env:AZURE_FUNCTION_APP_NAME (up to ${waitSeconds}s)"
-$waited = 0
+# Listings to try: one now, then one per poll interval until the wait is used up.
+$tries = [math]::Floor($waitSeconds / [math]::Max($pollSeconds, 1)) + 1
+$try = 1
 while ($true) {
   $listed = @(az functionapp function list -g $env:AZURE_RESOURCE_GROUP -n $env:AZURE_FUNCTION_APP_NAME --query "[].name" -o tsv 2>$null)
   $absent = $functions | Where-Object { $fn = $_; -not ($listed | Where-Object { $_ -like "*/$fn" }) }
   if (-not $absent) { break }
-  if ($waited -ge $waitSeconds) {
+  if ($try -ge $tries) {
     Fail "functions not found after ${waitSeconds}s: $($absent -join ' '); check the deployment and the app's start-up errors in Application Insights, then 'azd hooks run postdeploy'"
   }
   Start-Sleep -Seconds $pollSeconds
-  $waited += $pollSeconds
+  $try += 1
 }
 
 Write-Host 'postdeploy: deploying Event Grid subscriptions (infra/wiring.bicep)'

@@ -35,7 +35,11 @@ if [ -n "${AZURE_SUBSCRIPTION_ID:-}" ]; then
 fi
 
 echo "postdeploy: waiting for $FUNCTIONS on $AZURE_FUNCTION_APP_NAME (up to ${WAIT_SECONDS}s)"
-waited=0
+# Listings to try: one now, then one per poll interval until the wait is used up.
+step=$POLL_SECONDS
+[ "$step" -ge 1 ] || step=1
+tries=$((WAIT_SECONDS / step + 1))
+try=1
 while :; do
   # Names come back as '<app>/<function>'.
   listed="$(az functionapp function list -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" --query "[].name" -o tsv 2>/dev/null || true)"
@@ -44,11 +48,11 @@ while :; do
     printf '%s\n' "$listed" | grep -q "/$fn\$" || absent="$absent $fn"
   done
   [ -z "$absent" ] && break
-  if [ "$waited" -ge "$WAIT_SECONDS" ]; then
+  if [ "$try" -ge "$tries" ]; then
     fail "functions not found after ${WAIT_SECONDS}s:$absent; check the deployment ('az functionapp log deployment show -g $AZURE_RESOURCE_GROUP -n $AZURE_FUNCTION_APP_NAME') and the app's start-up errors in Application Insights, then 'azd hooks run postdeploy'"
   fi
   sleep "$POLL_SECONDS"
-  waited=$((waited + POLL_SECONDS))
+  try=$((try + 1))
 done
 
 echo "postdeploy: deploying Event Grid subscriptions (infra/wiring.bicep)"

@@ -26,9 +26,8 @@ var containerNames = [
   'deadletter'
 ]
 var tableNames = [
-  'runs'
-  'lineage'
-  'ingest'
+  'PerennialRuns'
+  'PerennialModels'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

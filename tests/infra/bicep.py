@@ -100,7 +100,9 @@ class BicepDoc:
                 self.target_scope = value if isinstance(value, str) else "resourceGroup"
             elif node.type == "parameter_declaration":
                 name, type_node, *rest = node.named_children
-                self.params[_text(name)] = Param(_text(name), _text(type_node), rest[0] if rest else None, pending, _line(node))
+                self.params[_text(name)] = Param(
+                    _text(name), _text(type_node), rest[0] if rest else None, pending, _line(node)
+                )
             elif node.type == "variable_declaration":
                 self.variables[_text(node.named_children[0])] = node.named_children[-1]
             elif node.type == "output_declaration":
@@ -175,8 +177,10 @@ class BicepDoc:
             return self.value(node.named_children[0], depth + 1)
         return Unresolved(_text(node))
 
-    def template(self, node: Node) -> str:
+    def template(self, node: Node | None) -> str:
         """A string literal with the variables it interpolates filled in (others kept as ``${...}``)."""
+        if node is None:
+            return ""
         if node.type != "string":
             value = self.value(node)
             return value if isinstance(value, str) else _text(node)
@@ -194,7 +198,9 @@ class BicepDoc:
         return self.value(param.default) if param.default is not None else None
 
     def resources_of(self, type_name: str, *, include_existing: bool = False) -> list[Resource]:
-        return [r for r in self.resources if r.type.lower() == type_name.lower() and (include_existing or not r.existing)]
+        return [
+            r for r in self.resources if r.type.lower() == type_name.lower() and (include_existing or not r.existing)
+        ]
 
     def where(self, node: Node) -> str:
         return f"{self.name}:{_line(node)}"
@@ -203,8 +209,8 @@ class BicepDoc:
 # ---------------------------------------------------------------------- tree helpers
 
 
-def _text(node: Node) -> str:
-    return (node.text or b"").decode()
+def _text(node: Node | None) -> str:
+    return (node.text or b"").decode() if node is not None else ""
 
 
 def _line(node: Node) -> int:
@@ -294,9 +300,13 @@ def api_version_problems(doc: BicepDoc, allowed: dict[str, set[str]]) -> list[st
             continue
         versions = lowered.get(r.type.lower())
         if versions is None:
-            problems.append(f"{doc.name}:{r.line}: {r.type} is not in the pinned allow-list (add it with a version that exists)")
+            problems.append(
+                f"{doc.name}:{r.line}: {r.type} is not in the pinned allow-list (add it with a version that exists)"
+            )
         elif r.api_version not in versions:
-            problems.append(f"{doc.name}:{r.line}: {r.type}@{r.api_version} is not a pinned version ({sorted(versions)})")
+            problems.append(
+                f"{doc.name}:{r.line}: {r.type}@{r.api_version} is not a pinned version ({sorted(versions)})"
+            )
     return problems
 
 
@@ -314,10 +324,14 @@ def _role_guid(doc: BicepDoc, node: Node | None) -> tuple[str | None, str]:
     if node.type == "call_expression":
         function = node.child_by_field_name("function")
         args = [a for a in (node.child_by_field_name("arguments") or node).named_children]
-        if function is not None and _text(function) in ("subscriptionResourceId", "tenantResourceId", "resourceId"):
-            if len(args) == 2 and doc.value(args[0]) == "Microsoft.Authorization/roleDefinitions":
-                value = doc.value(args[1])
-                return (value if isinstance(value, str) else None), _text(args[1])
+        names_a_role = (
+            _text(function) in ("subscriptionResourceId", "tenantResourceId", "resourceId")
+            and len(args) == 2
+            and doc.value(args[0]) == "Microsoft.Authorization/roleDefinitions"
+        )
+        if names_a_role:
+            value = doc.value(args[1])
+            return (value if isinstance(value, str) else None), _text(args[1])
         return None, _text(node)
     value = doc.value(node)
     if isinstance(value, str):
@@ -335,18 +349,26 @@ def role_assignment_problems(doc: BicepDoc, pinned: dict[str, str], forbidden: d
         where = f"{doc.name}:{r.line}: {r.symbol}"
         scope = r.get("scope")
         if scope is None:
-            problems.append(f"{where}: has no scope, so it applies to the whole {doc.target_scope}; scope it to one resource")
+            problems.append(
+                f"{where}: has no scope, so it applies to the whole {doc.target_scope}; scope it to one resource"
+            )
         else:
             root = scope
             while root.type in ("resource_expression", "member_expression"):
                 root = root.named_children[0]
             if root.type != "identifier" or _text(root) not in declared:
-                problems.append(f"{where}: scope {_text(scope)!r} is not a resource declared in this file; scope it to one resource")
+                problems.append(
+                    f"{where}: scope {_text(scope)!r} is not a resource declared in this file; scope it to one resource"
+                )
         role, role_expr = _role_guid(doc, r.get("properties.roleDefinitionId"))
         if role is None:
-            problems.append(f"{where}: roleDefinitionId must be subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <a pinned role id>)")
+            problems.append(
+                f"{where}: roleDefinitionId must be subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <a pinned role id>)"
+            )
         elif role.lower() in forbidden:
-            problems.append(f"{where}: grants {forbidden[role.lower()]}, which is never allowed; use a narrow built-in role")
+            problems.append(
+                f"{where}: grants {forbidden[role.lower()]}, which is never allowed; use a narrow built-in role"
+            )
         elif role.lower() not in pinned:
             problems.append(f"{where}: role {role} is not one of the pinned built-in roles")
         principal = r.get("properties.principalId")
@@ -413,20 +435,28 @@ def secure_param_problems(doc: BicepDoc) -> list[str]:
             problems.append(f"{doc.name}:{param.line}: param {param.name} looks like a secret; mark it @secure()")
     for name, node in doc.outputs.items():
         if _SECRET_NAME.search(name):
-            problems.append(f"{doc.name}:{_line(node)}: output {name} looks like a secret; outputs are stored in plain text")
+            problems.append(
+                f"{doc.name}:{_line(node)}: output {name} looks like a secret; outputs are stored in plain text"
+            )
     return problems
 
 
 # Things that only appear when a key, password or SAS is being handled.
 _SECRET_PATTERNS = {
-    "a list*() call that returns keys or secrets": re.compile(r"\blist(Keys|Secrets|Credentials?|AccountSas|ServiceSas|ConnectionStrings)\s*\(", re.I),
+    "a list*() call that returns keys or secrets": re.compile(
+        r"\blist(Keys|Secrets|Credentials?|AccountSas|ServiceSas|ConnectionStrings)\s*\(", re.I
+    ),
     "a storage account key": re.compile(r"AccountKey\s*=", re.I),
     "a connection string with a key": re.compile(r"DefaultEndpointsProtocol\s*=|SharedAccessKey\s*=", re.I),
     "a SAS token": re.compile(r"[?&]sig=[A-Za-z0-9%+/=]{16,}|SharedAccessSignature\s*=", re.I),
     "a private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "an Application Insights instrumentation key": re.compile(r"InstrumentationKey\s*=\s*[0-9a-f]{8}-", re.I),
-    "a password literal": re.compile(r"(password|secret)\w*['\"]?\s*[:=]\s*['\"](?![0-9a-f]{8}-)[^'\"$]{4,}['\"]", re.I),
-    "a function or host key": re.compile(r"\bcode=[A-Za-z0-9_\-]{20,}|x-functions-key|functionapp keys|systemKeys", re.I),
+    "a password literal": re.compile(
+        r"(password|secret)\w*['\"]?\s*[:=]\s*['\"](?![0-9a-f]{8}-)[^'\"$]{4,}['\"]", re.I
+    ),
+    "a function or host key": re.compile(
+        r"\bcode=[A-Za-z0-9_\-]{20,}|x-functions-key|functionapp keys|systemKeys", re.I
+    ),
 }
 
 
@@ -449,7 +479,9 @@ def compute_problems(doc: BicepDoc) -> list[str]:
         scale = r.get("properties.properties.scaleSettings")
         minimum = doc.value(get(scale, "minNodeCount")) if get(scale, "minNodeCount") is not None else "<missing>"
         if minimum != 0:
-            problems.append(f"{doc.name}:{r.line}: {r.symbol} minNodeCount is {minimum!r}; it must be 0 so the idle cluster costs nothing")
+            problems.append(
+                f"{doc.name}:{r.line}: {r.symbol} minNodeCount is {minimum!r}; it must be 0 so the idle cluster costs nothing"
+            )
         for needed in ("maxNodeCount", "nodeIdleTimeBeforeScaleDown"):
             if get(scale, needed) is None:
                 problems.append(f"{doc.name}:{r.line}: {r.symbol} scaleSettings.{needed} is missing")
@@ -478,7 +510,9 @@ def subscription_delivery_problems(doc: BicepDoc) -> list[str]:
         dead = doc.value(r.get("properties.deadLetterWithResourceIdentity"))
         destination = dead.get("deadLetterDestination") if isinstance(dead, dict) else None
         if not isinstance(destination, dict) or destination.get("endpointType") != "StorageBlob":
-            problems.append(f"{where}: needs deadLetterWithResourceIdentity to a StorageBlob container (the account has no keys)")
+            problems.append(
+                f"{where}: needs deadLetterWithResourceIdentity to a StorageBlob container (the account has no keys)"
+            )
     return problems
 
 

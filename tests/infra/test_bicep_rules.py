@@ -65,7 +65,9 @@ def _ids(paths: list[Path]) -> list[str]:
     return [str(p.relative_to(INFRA.parent)) for p in paths]
 
 
-def _role_assignment(name: str, scope: str, role: str, principal_type: str = "principalType: 'ServicePrincipal'") -> str:
+def _role_assignment(
+    name: str, scope: str, role: str, principal_type: str = "principalType: 'ServicePrincipal'"
+) -> str:
     return f"""
 param principalId string
 var roles = {{
@@ -87,7 +89,9 @@ resource ra 'Microsoft.Authorization/roleAssignments@2022-04-01' = {{
 
 
 GOOD_ASSIGNMENT = _role_assignment(
-    "guid(storage.id, principalId, roles.storageBlobDataContributor)", "scope: storage", "roles.storageBlobDataContributor"
+    "guid(storage.id, principalId, roles.storageBlobDataContributor)",
+    "scope: storage",
+    "roles.storageBlobDataContributor",
 )
 
 
@@ -153,13 +157,17 @@ def test_no_role_assignment_at_subscription_or_resource_group_scope(docs: dict[s
         for r in doc.resources_of(bicep.ROLE_ASSIGNMENT):
             scope = r.get("scope")
             assert scope is not None, f"{doc.name}:{r.line}"
-            assert "subscription()" not in bicep._text(scope) and "resourceGroup()" not in bicep._text(scope)
+            assert "subscription()" not in bicep._text(scope)
+            assert "resourceGroup()" not in bicep._text(scope)
 
 
 def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_default(docs: dict[str, BicepDoc]) -> None:
     rbac = docs["modules/rbac.bicep"]
     granted = {
-        (bicep._text(r.get("scope")), PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""])
+        (
+            bicep._text(r.get("scope")),
+            PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
+        )
         for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
         if bicep._text(r.get("properties.principalId")) == "appPrincipalId" and r.condition is None
     }
@@ -185,7 +193,11 @@ def test_the_role_rules_accept_a_good_assignment() -> None:
     ("snippet", "message"),
     [
         (  # no scope: lands on the deployment's resource group
-            _role_assignment("guid(storage.id, principalId, roles.storageBlobDataContributor)", "", "roles.storageBlobDataContributor"),
+            _role_assignment(
+                "guid(storage.id, principalId, roles.storageBlobDataContributor)",
+                "",
+                "roles.storageBlobDataContributor",
+            ),
             "has no scope",
         ),
         (
@@ -197,19 +209,35 @@ def test_the_role_rules_accept_a_good_assignment() -> None:
             "not a resource declared",
         ),
         (
-            _role_assignment("guid(storage.id, principalId, 'b24988ac-6180-42ce-ab80-85409988b7fa')", "scope: storage", "'b24988ac-6180-42ce-ab80-85409988b7fa'"),
+            _role_assignment(
+                "guid(storage.id, principalId, 'b24988ac-6180-42ce-ab80-85409988b7fa')",
+                "scope: storage",
+                "'b24988ac-6180-42ce-ab80-85409988b7fa'",
+            ),
             "Contributor, which is never allowed",
         ),
         (
-            _role_assignment("guid(storage.id, principalId, '8e3af657-a8ff-443c-a75c-2fe8c4bcb635')", "scope: storage", "'8e3af657-a8ff-443c-a75c-2fe8c4bcb635'"),
+            _role_assignment(
+                "guid(storage.id, principalId, '8e3af657-a8ff-443c-a75c-2fe8c4bcb635')",
+                "scope: storage",
+                "'8e3af657-a8ff-443c-a75c-2fe8c4bcb635'",
+            ),
             "Owner, which is never allowed",
         ),
         (
-            _role_assignment("guid(storage.id, principalId, '18d7d88d-d35e-4fb5-a5c3-7773c20a72d9')", "scope: storage", "'18d7d88d-d35e-4fb5-a5c3-7773c20a72d9'"),
+            _role_assignment(
+                "guid(storage.id, principalId, '18d7d88d-d35e-4fb5-a5c3-7773c20a72d9')",
+                "scope: storage",
+                "'18d7d88d-d35e-4fb5-a5c3-7773c20a72d9'",
+            ),
             "User Access Administrator",
         ),
         (
-            _role_assignment("guid(storage.id, principalId, '11111111-2222-3333-4444-555555555555')", "scope: storage", "'11111111-2222-3333-4444-555555555555'"),
+            _role_assignment(
+                "guid(storage.id, principalId, '11111111-2222-3333-4444-555555555555')",
+                "scope: storage",
+                "'11111111-2222-3333-4444-555555555555'",
+            ),
             "not one of the pinned",
         ),
         (
@@ -218,12 +246,24 @@ def test_the_role_rules_accept_a_good_assignment() -> None:
         ),
         (
             _role_assignment(
-                "guid(storage.id, principalId, roles.storageBlobDataContributor)", "scope: storage", "roles.storageBlobDataContributor", principal_type=""
+                "guid(storage.id, principalId, roles.storageBlobDataContributor)",
+                "scope: storage",
+                "roles.storageBlobDataContributor",
+                principal_type="",
             ),
             "principalType is missing",
         ),
     ],
-    ids=["no-scope", "resource-group-scope", "contributor", "owner", "uaa", "unknown-role", "fixed-name", "no-principal-type"],
+    ids=[
+        "no-scope",
+        "resource-group-scope",
+        "contributor",
+        "owner",
+        "uaa",
+        "unknown-role",
+        "fixed-name",
+        "no-principal-type",
+    ],
 )
 def test_the_role_rules_catch_a_bad_assignment(snippet: str, message: str) -> None:
     assert message in " ".join(_roles(snippet))
@@ -265,9 +305,12 @@ def test_the_storage_rule_catches_a_weak_flag(flag: str, bad: str) -> None:
     }
     flags[flag] = bad
     body = "\n".join(f"    {k}: {v}" for k, v in flags.items())
-    doc = BicepDoc.parse(f"resource s 'Microsoft.Storage/storageAccounts@2023-05-01' = {{\n  name: 'st'\n  properties: {{\n{body}\n  }}\n}}\n")
+    doc = BicepDoc.parse(
+        f"resource s 'Microsoft.Storage/storageAccounts@2023-05-01' = {{\n  name: 'st'\n  properties: {{\n{body}\n  }}\n}}\n"
+    )
     problems = bicep.storage_hardening_problems(doc)
-    assert len(problems) == 1 and flag in problems[0]
+    assert len(problems) == 1
+    assert flag in problems[0]
 
 
 def test_the_storage_rule_catches_a_missing_flag_and_a_public_container() -> None:
@@ -307,10 +350,13 @@ def test_secret_looking_parameters_are_secure(docs: dict[str, BicepDoc]) -> None
 
 
 def test_the_secure_param_rule_catches_a_plain_secret() -> None:
-    doc = BicepDoc.parse("@description('x')\nparam adminPassword string\n@secure()\nparam eventGridKey string\noutput sasToken string = 'x'\n")
+    doc = BicepDoc.parse(
+        "@description('x')\nparam adminPassword string\n@secure()\nparam eventGridKey string\noutput sasToken string = 'x'\n"
+    )
     problems = bicep.secure_param_problems(doc)
     assert len(problems) == 2
-    assert "adminPassword" in problems[0] and "sasToken" in problems[1]
+    assert "adminPassword" in problems[0]
+    assert "sasToken" in problems[1]
 
 
 def test_the_gpu_cluster_scales_to_zero(docs: dict[str, BicepDoc]) -> None:
@@ -345,7 +391,8 @@ def test_the_delivery_rule_catches_a_subscription_without_retry_or_dead_letter()
         "  properties: {\n    destination: {\n      endpointType: 'AzureFunction'\n    }\n  }\n}\n"
     )
     problems = " ".join(bicep.subscription_delivery_problems(doc))
-    assert "retryPolicy" in problems and "deadLetterWithResourceIdentity" in problems
+    assert "retryPolicy" in problems
+    assert "deadLetterWithResourceIdentity" in problems
 
 
 def test_no_key_based_event_grid_or_workspace_access(docs: dict[str, BicepDoc]) -> None:

@@ -1,0 +1,299 @@
+"""infra/ agrees with the code: settings, functions, containers, tables, endpoints, compute, azd."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import yaml
+
+from shared import settings as app_settings
+from shared.spec import load_specs
+from tests.infra import bicep
+from tests.infra.bicep import BicepDoc, Unresolved
+from tests.infra.conftest import INFRA, ROOT
+
+# App settings Bicep may set that the code does not read: the Functions host reads them.
+HOST_SETTINGS = frozenset(
+    {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where the host sends telemetry
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # ...with the app identity's Entra ID token
+    }
+)
+# Settings Flex Consumption rejects or that would bring keys back.
+NEVER_IN_AZURE = frozenset({"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "AzureWebJobsStorage"})
+
+STORAGE = "AzureWebJobsStorage"
+STORAGE_IDENTITY = (f"{STORAGE}__credential", f"{STORAGE}__clientId")
+STORAGE_URIS = tuple(f"{STORAGE}__{kind}ServiceUri" for kind in ("blob", "queue", "table"))
+STORAGE_ACCOUNT = f"{STORAGE}__accountName"
+
+
+def app_settings_problems(
+    infra: Mapping[str, Any], code: Mapping[str, str], local_only: frozenset[str], host: frozenset[str]
+) -> list[str]:
+    """Both directions: every non-local setting the code reads is set, and nothing else is."""
+    problems = []
+    storage_alternatives = {*STORAGE_URIS, STORAGE_ACCOUNT}
+    for name in sorted(set(code) - local_only - storage_alternatives):
+        if name not in infra:
+            problems.append(f"{name} is read by shared/settings.py but infra/ does not set it")
+    # Identity-based storage: the credential and client id, plus all three service URIs (Durable
+    # Functions needs queues and tables) or the account name they derive from.
+    for name in STORAGE_IDENTITY:
+        if name not in infra:
+            problems.append(f"{name} is not set: identity-based AzureWebJobsStorage needs it")
+    if STORAGE_ACCOUNT not in infra and not all(uri in infra for uri in STORAGE_URIS):
+        missing = [uri for uri in STORAGE_URIS if uri not in infra]
+        problems.append(f"identity-based storage is incomplete: set {', '.join(missing)} (or {STORAGE_ACCOUNT})")
+    if infra.get(f"{STORAGE}__credential") not in (None, "managedidentity"):
+        problems.append(f"{STORAGE}__credential must be 'managedidentity'")
+    for name in sorted(infra):
+        if name in local_only or name in NEVER_IN_AZURE:
+            problems.append(f"{name} must not be set in Azure (laptop-only, or rejected by Flex Consumption)")
+        elif name not in code and name not in host:
+            problems.append(
+                f"{name} is set by infra/ but no code reads it (remove it, or document it as a host setting)"
+            )
+    if infra.get("PERENNIAL_PLATFORM") != "azureml":
+        problems.append(f"PERENNIAL_PLATFORM is {infra.get('PERENNIAL_PLATFORM')!r}; Azure runs the azureml adapter")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def infra_settings(docs: dict[str, BicepDoc]) -> dict[str, Any]:
+    doc = docs["modules/function-app.bicep"]
+    configs = [r for r in doc.resources_of("Microsoft.Web/sites/config") if doc.value(r.get("name")) == "appsettings"]
+    assert len(configs) == 1, "app settings must be set in exactly one sites/config 'appsettings' resource"
+    values = doc.value(configs[0].get("properties"))
+    assert isinstance(values, dict)
+    return values
+
+
+# ---------------------------------------------------------------------- app settings
+
+
+def test_app_settings_match_what_the_code_reads(infra_settings: dict[str, Any]) -> None:
+    assert app_settings_problems(infra_settings, app_settings.SETTINGS, app_settings.LOCAL_ONLY, HOST_SETTINGS) == []
+
+
+def test_the_app_settings_bicep_sets_start_the_app_in_azureml_mode(infra_settings: dict[str, Any]) -> None:
+    # Feed the settings to the real loader; values only known at deploy time get the example.
+    env = {
+        name: app_settings.SETTINGS.get(name, "x") if isinstance(value, Unresolved) else value
+        for name, value in infra_settings.items()
+    }
+    loaded = app_settings.load_settings(env)
+    assert loaded.platform == "azureml"
+    assert loaded.storage.uses_identity
+    assert loaded.storage.queue_uri is not None  # Durable Functions' task hub
+    assert loaded.azureml is not None
+    assert loaded.azureml.client_id is not None
+    assert loaded.eventgrid is not None
+    assert loaded.eventgrid.key is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("AZUREML_WORKSPACE_NAME"), "AZUREML_WORKSPACE_NAME is read by shared/settings.py"),
+        (lambda s: s.pop("AzureWebJobsStorage__queueServiceUri"), "identity-based storage is incomplete"),
+        (lambda s: s.pop("AzureWebJobsStorage__clientId"), "AzureWebJobsStorage__clientId is not set"),
+        (lambda s: s.update(PERENNIAL_EVENTGRID_KEY="k"), "PERENNIAL_EVENTGRID_KEY must not be set in Azure"),
+        (lambda s: s.update(FUNCTIONS_WORKER_RUNTIME="python"), "FUNCTIONS_WORKER_RUNTIME must not be set"),
+        (lambda s: s.update(PERENNIAL_TYPO="1"), "PERENNIAL_TYPO is set by infra/ but no code reads it"),
+        (lambda s: s.update(PERENNIAL_PLATFORM="local"), "Azure runs the azureml adapter"),
+    ],
+    ids=["missing", "partial-storage", "no-client-id", "local-only", "flex-rejects", "unknown", "local-platform"],
+)
+def test_the_settings_check_catches_a_drift(infra_settings: dict[str, Any], change: Any, message: str) -> None:
+    changed = dict(infra_settings)
+    change(changed)
+    problems = app_settings_problems(changed, app_settings.SETTINGS, app_settings.LOCAL_ONLY, HOST_SETTINGS)
+    assert message in " ".join(problems)
+
+
+def test_the_account_name_alone_is_a_complete_storage_setting() -> None:
+    code = {"AzureWebJobsStorage__accountName": "x", "PERENNIAL_PLATFORM": "local", **dict.fromkeys(STORAGE_URIS, "x")}
+    infra = {"AzureWebJobsStorage__accountName": "st", "PERENNIAL_PLATFORM": "azureml"}
+    infra.update({"AzureWebJobsStorage__credential": "managedidentity", "AzureWebJobsStorage__clientId": "id"})
+    code.update(dict.fromkeys(STORAGE_IDENTITY, "x"))
+    assert app_settings_problems(infra, code, frozenset(), frozenset()) == []
+
+
+# ---------------------------------------------------------------------- Event Grid -> functions
+
+
+def _event_grid_functions(app_functions: dict[str, Any]) -> set[str]:
+    return {
+        name
+        for name, fn in app_functions.items()
+        if fn.get_trigger() is not None and fn.get_trigger().get_binding_name() == "eventGridTrigger"
+    }
+
+
+def test_every_subscription_targets_an_event_grid_function_of_function_app(
+    docs: dict[str, BicepDoc], app_functions: dict[str, Any]
+) -> None:
+    targets = {symbol: name for doc in docs.values() for symbol, name in bicep.function_destinations(doc).items()}
+    assert targets == {
+        "blobCreated": "on_blob_created",
+        "customEvents": "on_alert_event",
+        "workspaceEvents": "on_alert_event",
+    }
+    event_grid = _event_grid_functions(app_functions)
+    missing = {name for name in targets.values() if name not in event_grid}
+    assert not missing, (
+        f"wiring.bicep names functions function_app.py does not register as Event Grid triggers: {missing}"
+    )
+
+
+def test_the_function_check_catches_a_misspelt_function(app_functions: dict[str, Any]) -> None:
+    doc = BicepDoc.parse(
+        "var fn = 'on_blob_create'\nresource s 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {\n"
+        "  name: 's'\n  properties: {\n    destination: {\n      endpointType: 'AzureFunction'\n"
+        "      properties: {\n        resourceId: '${app.id}/functions/${fn}'\n      }\n    }\n  }\n}\n"
+    )
+    assert bicep.function_destinations(doc) == {"s": "on_blob_create"}
+    assert "on_blob_create" not in _event_grid_functions(app_functions)
+
+
+def test_the_postdeploy_hooks_wait_for_the_functions_wiring_names(docs: dict[str, BicepDoc]) -> None:
+    wired = set(bicep.function_destinations(docs["wiring.bicep"]).values())
+    shell = (INFRA / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
+    match = re.search(r'^FUNCTIONS="([^"]+)"', shell, re.MULTILINE)
+    assert match is not None
+    assert set(match.group(1).split()) == wired
+    pwsh = (INFRA / "hooks" / "postdeploy.ps1").read_text(encoding="utf-8")
+    match = re.search(r"^\$functions = @\(([^)]+)\)", pwsh, re.MULTILINE)
+    assert match is not None
+    assert set(re.findall(r"'([^']+)'", match.group(1))) == wired
+
+
+# ---------------------------------------------------------------------- containers, tables, filter
+
+
+def test_containers_match_shared_storage(docs: dict[str, BicepDoc]) -> None:
+    from shared.storage import CONTAINERS, DEADLETTER, LANDING
+
+    storage = docs["modules/storage.bicep"]
+    assert set(storage.value(storage.variables["containerNames"])) == set(CONTAINERS)
+    wiring = docs["wiring.bicep"]
+    assert wiring.value(wiring.variables["deadLetterContainerName"]) == DEADLETTER
+    assert wiring.value(wiring.variables["landingContainerName"]) == LANDING
+    main = docs["main.bicep"]
+    (rbac,) = [m for m in main.modules if m.symbol == "rbac"]
+    assert main.value(bicep.get(rbac.body, "params.landingContainerName")) == LANDING
+    assert main.value(bicep.get(rbac.body, "params.deadLetterContainerName")) == DEADLETTER
+
+
+def test_tables_match_shared_registry(docs: dict[str, BicepDoc]) -> None:
+    from shared.registry import TABLES
+
+    storage = docs["modules/storage.bicep"]
+    assert set(storage.value(storage.variables["tableNames"])) == set(TABLES)
+
+
+def test_the_blob_subscription_filters_to_the_landing_container(docs: dict[str, BicepDoc]) -> None:
+    from shared.storage import LANDING
+
+    wiring = docs["wiring.bicep"]
+    (blob,) = [r for r in bicep.event_subscriptions(wiring) if r.symbol == "blobCreated"]
+    subject = wiring.template(blob.get("properties.filter.subjectBeginsWith"))
+    # The trailing slash matters: without it 'landing' would also match 'landing-old'.
+    assert subject == f"/blobServices/default/containers/{LANDING}/"
+    assert wiring.value(blob.get("properties.filter.includedEventTypes")) == ["Microsoft.Storage.BlobCreated"]
+    # ...on the storage account's system topic.
+    assert blob.parent is None
+    assert bicep._text(blob.get("parent")) == "storageSystemTopic"
+    topics = docs["modules/eventgrid.bicep"].resources_of("Microsoft.EventGrid/systemTopics")
+    storage_topics = [
+        t
+        for t in topics
+        if docs["modules/eventgrid.bicep"].value(t.get("properties.topicType")) == "Microsoft.Storage.StorageAccounts"
+    ]
+    assert len(storage_topics) == 1
+
+
+def test_the_workspace_subscription_takes_the_drift_and_run_events_alerts_expects(docs: dict[str, BicepDoc]) -> None:
+    wiring = docs["wiring.bicep"]
+    (workspace,) = [r for r in bicep.event_subscriptions(wiring) if r.symbol == "workspaceEvents"]
+    assert set(wiring.value(workspace.get("properties.filter.includedEventTypes"))) == {
+        "Microsoft.MachineLearningServices.DatasetDriftDetected",
+        "Microsoft.MachineLearningServices.RunStatusChanged",
+    }
+
+
+# ---------------------------------------------------------------------- Azure ML vs model specs
+
+
+def test_endpoints_and_compute_default_to_what_the_model_specs_use(docs: dict[str, BicepDoc]) -> None:
+    specs = load_specs(ROOT / "models")
+    main = docs["main.bicep"]
+    assert sorted(main.param_default("endpointNames")) == sorted({s.endpoint_name for s in specs.values()})
+    assert {s.training.compute for s in specs.values()} == {main.param_default("computeName")}
+    assert main.param_default("computeVmSize") in {s.training.instance_type for s in specs.values()}
+
+
+def test_bicep_creates_endpoints_but_no_deployments(docs: dict[str, BicepDoc]) -> None:
+    types = {r.type for doc in docs.values() for r in doc.resources}
+    assert "Microsoft.MachineLearningServices/workspaces/onlineEndpoints" in types
+    assert not any(t.endswith("onlineEndpoints/deployments") for t in types)
+
+
+# ---------------------------------------------------------------------- azd and module wiring
+
+
+def test_azure_yaml_deploys_this_repo_as_the_tagged_function_app(docs: dict[str, BicepDoc]) -> None:
+    azure = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    (service_name, service) = next(iter(azure["services"].items()))
+    assert service == {"project": ".", "language": "python", "host": "function"}
+    assert docs["main.bicep"].value(docs["main.bicep"].variables["serviceName"]) == service_name
+    for platform in ("posix", "windows"):
+        script = azure["hooks"]["postdeploy"][platform]["run"]
+        assert (ROOT / script).is_file(), script
+    assert docs["main.bicep"].target_scope == "subscription"
+
+
+def test_main_parameters_name_real_parameters(docs: dict[str, BicepDoc]) -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    main = docs["main.bicep"]
+    assert set(parameters) <= set(main.params)
+    required = {name for name, p in main.params.items() if p.default is None}
+    assert required <= set(parameters)
+
+
+def test_modules_get_exactly_the_parameters_they_declare(docs: dict[str, BicepDoc]) -> None:
+    # What the Bicep compiler would reject: a misspelt or missing module parameter.
+    problems = []
+    for doc_name, doc in docs.items():
+        for module in doc.modules:
+            target = str((INFRA / doc_name).parent.joinpath(module.path).resolve().relative_to(INFRA))
+            assert target in docs, f"{doc_name}: module {module.symbol} points at missing {module.path}"
+            declared = docs[target].params
+            given = set(bicep.keys(bicep.get(module.body, "params")))
+            required = {n for n, p in declared.items() if p.default is None}
+            problems += [f"{doc_name}: {module.symbol} passes unknown {n}" for n in sorted(given - set(declared))]
+            problems += [f"{doc_name}: {module.symbol} lacks {n}" for n in sorted(required - given)]
+    assert problems == []
+
+
+def test_main_outputs_everything_the_hook_and_wiring_need(docs: dict[str, BicepDoc]) -> None:
+    outputs = set(docs["main.bicep"].outputs)
+    shell = (INFRA / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{?((?:AZURE|EVENTGRID)_[A-Z_]+)", shell)) - {"AZURE_SUBSCRIPTION_ID"}
+    assert used
+    assert used <= outputs, used - outputs
+    wiring = docs["wiring.bicep"].params
+    passed = set(re.findall(r"^\s+([a-z]\w+)=\"\$", shell.split("--parameters", 1)[1], re.MULTILINE))
+    assert {n for n, p in wiring.items() if p.default is None} <= passed <= set(wiring)
+
+
+def test_abbreviations_cover_every_prefix_main_uses(docs: dict[str, BicepDoc]) -> None:
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text(encoding="utf-8"))
+    used = set(re.findall(r"abbrs\.(\w+)", docs["main.bicep"].source.decode()))
+    assert used
+    assert used <= set(abbreviations)
