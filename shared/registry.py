@@ -1,0 +1,473 @@
+"""The run and lineage registry (Azure Table storage): what ran, why, on which data, and what shipped.
+
+Two tables, both partitioned by model name so that everything about one model can change
+together in one atomic transaction:
+
+- ``PerennialRuns``   ``run:<run>``, ``cand:<run>:<candidate>``, ``step:<run>:<nnnn>`` (rollout
+  steps) and ``seen:<hash of url+eTag>`` (blob dedupe: which run took which blob version)
+- ``PerennialModels`` ``version:<version>`` (a registered model's lineage) and ``champion``
+
+Records go in and out as dataclasses. Each record read carries its ``etag``; saving it
+back with that ETag fails with :class:`ConcurrencyError` if someone changed it meanwhile
+(never a silent lost update); :meth:`Registry.update_run` is the read-change-write retry
+helper. Values Azure cannot hold in one entity spill to the ``payloads`` container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.data.tables import TableServiceClient
+
+from shared.settings import StorageSettings
+from shared.storage import BlobStore
+from shared.tables import (
+    AlreadyExistsError,
+    ConcurrencyError,
+    Operation,
+    Table,
+    TableLimitError,
+    safe_key,
+    table_service_client,
+)
+
+RUNS_TABLE = "PerennialRuns"
+MODELS_TABLE = "PerennialModels"
+#: Every table Perennial uses; infra/ creates them, ``Registry.ensure_tables`` does locally.
+TABLES: tuple[str, ...] = (RUNS_TABLE, MODELS_TABLE)
+
+__all__ = [
+    "MODELS_TABLE",
+    "RUNS_TABLE",
+    "TABLES",
+    "AlreadyExistsError",
+    "Candidate",
+    "Champion",
+    "ClaimResult",
+    "ConcurrencyError",
+    "Lineage",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "RolloutStep",
+    "Run",
+    "SeenBlob",
+    "TableLimitError",
+    "run_id_for",
+]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_JSON = "_json"
+
+
+class RegistryError(LookupError):
+    """A record the caller needs is missing or an id is malformed; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise RegistryError(f"{what} {value!r} is not a valid id", "use 1-200 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def run_id_for(model: str, dedupe_key: str) -> str:
+    """The deterministic run id of a trigger: the same trigger (redelivered) always maps to the same run."""
+    return f"{model}-{hashlib.sha256(f'{model}|{dedupe_key}'.encode()).hexdigest()[:16]}"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Run:
+    """One retraining attempt of one model, from trigger to decision."""
+
+    model: str
+    run_id: str
+    trigger_kind: str
+    trigger_reason: str
+    trigger_event_id: str
+    status: str = "pending"  # pending | running | succeeded | not_promoted | failed | rolled_back | cancelled
+    stage: str = "created"  # created | validating | training | evaluating | registering | rolling_out | done
+    created_at: datetime = field(default_factory=_now)
+    updated_at: datetime = field(default_factory=_now)
+    instance_id: str | None = None
+    manifest_url: str | None = None
+    candidate_ids: list[str] = field(default_factory=list)
+    decision: str | None = None  # promote | reject
+    decision_reasons: list[str] = field(default_factory=list)
+    registered_version: str | None = None
+    error: str | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class Candidate:
+    """One trained challenger of a run."""
+
+    model: str
+    run_id: str
+    candidate_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+    rationale: str = ""  # why these params were chosen
+    job_name: str | None = None
+    status: str = "planned"  # planned | submitted | running | completed | failed | cancelled
+    metrics: dict[str, float] = field(default_factory=dict)
+    updated_at: datetime = field(default_factory=_now)
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class ModelVersion:
+    """A registered model version with its full lineage."""
+
+    model: str
+    version: str
+    run_id: str
+    candidate_id: str
+    trigger_kind: str
+    trigger_reason: str
+    trigger_event_id: str
+    manifest_url: str
+    data_hashes: dict[str, str] = field(default_factory=dict)  # blob url -> sha256
+    code_version: str = ""
+    environment: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    registered_at: datetime = field(default_factory=_now)
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class RolloutStep:
+    """One step of a staged rollout and the evidence behind its verdict."""
+
+    model: str
+    run_id: str
+    index: int
+    step: str  # deploy | smoke | shadow | traffic-10 | … | rollback
+    traffic: dict[str, int] = field(default_factory=dict)
+    mirror_traffic: dict[str, int] = field(default_factory=dict)
+    verdict: str = "pending"  # pending | pass | fail | inconclusive
+    evidence: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=_now)
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class SeenBlob:
+    """A blob version (url + eTag) and the run that took it: the same batch never trains twice."""
+
+    model: str
+    url: str
+    blob_etag: str
+    run_id: str
+    size: int = 0
+    seen_at: datetime = field(default_factory=_now)
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class Champion:
+    """The version serving a model now."""
+
+    model: str
+    version: str
+    run_id: str
+    deployment: str | None = None
+    since: datetime = field(default_factory=_now)
+    previous_version: str | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claimed: list[SeenBlob]
+    already_seen: list[SeenBlob]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Everything recorded about one run: the answer to "where did this model come from?"."""
+
+    run: Run
+    candidates: list[Candidate]
+    rollout: list[RolloutStep]
+    blobs: list[SeenBlob]
+    version: ModelVersion | None
+
+
+# --------------------------------------------------------------------------- entity codec
+
+R = TypeVar("R", Run, Candidate, ModelVersion, RolloutStep, SeenBlob, Champion)
+
+
+def _encode(record: Any, pk: str, rk: str) -> dict[str, Any]:
+    """Scalars stay native properties; lists and dicts become ``<name>_json`` strings (spillable)."""
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+    for f in fields(record):
+        if f.name == "etag":
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, dict | list | tuple):
+            entity[f"{f.name}{_JSON}"] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            entity[f.name] = value
+    return entity
+
+
+def _decode(cls: type[R], entity: Mapping[str, Any]) -> R:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name == "etag":
+            values["etag"] = entity.get("etag")
+        elif f"{f.name}{_JSON}" in entity:
+            values[f.name] = json.loads(entity[f"{f.name}{_JSON}"])
+        elif f.name in entity and entity[f.name] is not None:
+            value = entity[f.name]
+            # The SDK returns a datetime subclass; hand back a plain one so records compare cleanly.
+            values[f.name] = (
+                datetime.combine(value.date(), value.time(), tzinfo=UTC) if isinstance(value, datetime) else value
+            )
+    return cls(**values)
+
+
+def _version_key(version: str) -> str:
+    """Numeric versions sort numerically (``version:0000000010`` after ``…09``); others as text."""
+    return f"version:{int(version):010d}" if version.isdigit() else f"version:{safe_key(version, 60)}"
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+class Registry:
+    """Perennial's records in Table storage, with ETag concurrency and Azure's limits enforced."""
+
+    def __init__(self, service: TableServiceClient, payloads: BlobStore | None = None) -> None:
+        spill = payloads.put_payload if payloads is not None else None
+        load = payloads.get_payload if payloads is not None else None
+        self.runs_table = Table(service.get_table_client(RUNS_TABLE), spill, load)
+        self.models_table = Table(service.get_table_client(MODELS_TABLE), spill, load)
+
+    @classmethod
+    def from_settings(cls, storage: StorageSettings, payloads: BlobStore | None = None) -> Registry:
+        return cls(table_service_client(storage), payloads)
+
+    def ensure_tables(self) -> None:
+        self.runs_table.ensure()
+        self.models_table.ensure()
+
+    # ----------------------------------------------------------------- runs
+
+    def create_run(self, run: Run) -> Run:
+        """Insert ``run``; if a run with this id exists (a redelivered trigger) return that one instead."""
+        _check_id(run.run_id, "run id")
+        try:
+            etag = self.runs_table.create(_encode(run, run.model, f"run:{run.run_id}"))
+        except AlreadyExistsError:
+            existing = self.get_run(run.model, run.run_id)
+            if existing is None:  # deleted between the two calls
+                raise
+            return existing
+        return replace(run, etag=etag)
+
+    def get_run(self, model: str, run_id: str) -> Run | None:
+        entity = self.runs_table.get(model, f"run:{_check_id(run_id, 'run id')}")
+        return _decode(Run, entity) if entity else None
+
+    def require_run(self, model: str, run_id: str) -> Run:
+        run = self.get_run(model, run_id)
+        if run is None:
+            raise RegistryError(f"no run {run_id!r} for model {model!r}", "list the model's runs to find the id")
+        return run
+
+    def save_run(self, run: Run) -> Run:
+        """Write back a run read earlier; ConcurrencyError if it changed since (its ETag is stale)."""
+        if run.etag is None:
+            raise ConcurrencyError(f"run {run.run_id} has no ETag", "read it with get_run() before saving it")
+        expected = run.etag
+        run = replace(run, updated_at=_now())
+        etag = self.runs_table.replace(_encode(run, run.model, f"run:{run.run_id}"), expected)
+        return replace(run, etag=etag)
+
+    def update_run(self, model: str, run_id: str, change: Callable[[Run], Run], attempts: int = 8) -> Run:
+        """Read, apply ``change`` and save, re-reading on a conflict; ConcurrencyError after ``attempts``."""
+        for _ in range(attempts):
+            try:
+                return self.save_run(change(self.require_run(model, run_id)))
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError(
+            f"run {run_id} kept changing during {attempts} attempts", "retry later; another writer is busy"
+        )
+
+    def runs(self, model: str, limit: int | None = None) -> list[Run]:
+        """The model's runs, newest first."""
+        runs = [_decode(Run, e) for e in self.runs_table.query(model, "run:")]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return runs[:limit] if limit is not None else runs
+
+    # ----------------------------------------------------------------- candidates
+
+    def save_candidates(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Record a run's planned candidates and the run's list of them in one atomic transaction."""
+        if not candidates:
+            return []
+        model, run_id = candidates[0].model, candidates[0].run_id
+        if any(c.model != model or c.run_id != run_id for c in candidates):
+            raise RegistryError("candidates of several runs were saved together", "save one run's candidates at once")
+        ops: list[Operation] = [
+            ("upsert", _encode(c, model, f"cand:{run_id}:{_check_id(c.candidate_id, 'candidate id')}"))
+            for c in candidates
+        ]
+        run = self.require_run(model, run_id)
+        ids = list(dict.fromkeys([*run.candidate_ids, *(c.candidate_id for c in candidates)]))
+        run = replace(run, candidate_ids=ids, updated_at=_now())
+        ops.append(("update", _encode(run, model, f"run:{run_id}"), {"etag": run.etag}))
+        self.runs_table.transact(ops)
+        return self.candidates(model, run_id)
+
+    def save_candidate(self, candidate: Candidate) -> Candidate:
+        """Write back one candidate read earlier (status, job name, metrics); ConcurrencyError if stale."""
+        rk = f"cand:{candidate.run_id}:{_check_id(candidate.candidate_id, 'candidate id')}"
+        candidate = replace(candidate, updated_at=_now())
+        entity = _encode(candidate, candidate.model, rk)
+        etag = self.runs_table.replace(entity, candidate.etag) if candidate.etag else self.runs_table.create(entity)
+        return replace(candidate, etag=etag)
+
+    def candidates(self, model: str, run_id: str) -> list[Candidate]:
+        return [_decode(Candidate, e) for e in self.runs_table.query(model, f"cand:{_check_id(run_id, 'run id')}:")]
+
+    # ----------------------------------------------------------------- rollout steps
+
+    def record_rollout_step(self, step: RolloutStep) -> RolloutStep:
+        """Record step ``index`` of a rollout; re-recording the same index (an activity retry) replaces it."""
+        if not 0 <= step.index <= 9999:
+            raise RegistryError(f"rollout step index {step.index} is out of range", "use 0-9999")
+        rk = f"step:{_check_id(step.run_id, 'run id')}:{step.index:04d}"
+        etag = self.runs_table.upsert(_encode(step, step.model, rk))
+        return replace(step, etag=etag)
+
+    def rollout_steps(self, model: str, run_id: str) -> list[RolloutStep]:
+        return [_decode(RolloutStep, e) for e in self.runs_table.query(model, f"step:{_check_id(run_id, 'run id')}:")]
+
+    # ----------------------------------------------------------------- seen blobs (dedupe)
+
+    @staticmethod
+    def _seen_key(url: str, blob_etag: str) -> str:
+        return "seen:" + hashlib.sha256(f"{url}|{blob_etag}".encode()).hexdigest()
+
+    def seen(self, model: str, url: str, blob_etag: str) -> SeenBlob | None:
+        entity = self.runs_table.get(model, self._seen_key(url, blob_etag))
+        return _decode(SeenBlob, entity) if entity else None
+
+    def claim_blobs(self, model: str, run_id: str, blobs: Iterable[tuple[str, str, int]]) -> ClaimResult:
+        """Claim blob versions ``(url, eTag, size)`` for ``run_id``; versions another run took are reported.
+
+        New claims are written in atomic batches; if a concurrent claimer wins a race the
+        batch rolls back and is retried without the blobs it took, so a version is never
+        claimed twice.
+        """
+        _check_id(run_id, "run id")
+        wanted = {self._seen_key(u, e): SeenBlob(model, u, e, run_id, size) for u, e, size in blobs}
+        claimed: list[SeenBlob] = []
+        already: list[SeenBlob] = []
+        for _ in range(5):
+            pending: list[SeenBlob] = []
+            for key, blob in wanted.items():
+                existing = self.runs_table.get(model, key)
+                if existing is None:
+                    pending.append(blob)
+                else:
+                    record = _decode(SeenBlob, existing)
+                    (claimed if record.run_id == run_id else already).append(record)
+            try:
+                for start in range(0, len(pending), 100):
+                    chunk = pending[start : start + 100]
+                    self.runs_table.transact(
+                        [("create", _encode(b, model, self._seen_key(b.url, b.blob_etag))) for b in chunk]
+                    )
+                    claimed.extend(chunk)
+                    for b in chunk:
+                        wanted.pop(self._seen_key(b.url, b.blob_etag))
+                return ClaimResult(claimed=claimed, already_seen=already)
+            except AlreadyExistsError:
+                # Lost a race for one blob of this chunk: the chunk rolled back; look again.
+                for record in (*claimed, *already):
+                    wanted.pop(self._seen_key(record.url, record.blob_etag), None)
+                continue
+        raise ConcurrencyError(f"claiming blobs for run {run_id} kept racing", "retry the activity")
+
+    def run_blobs(self, model: str, run_id: str) -> list[SeenBlob]:
+        return [b for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:")) if b.run_id == run_id]
+
+    # ----------------------------------------------------------------- versions and the champion
+
+    def register_version(self, version: ModelVersion) -> ModelVersion:
+        """Record a registered version's lineage; registering the same version again returns the first record."""
+        try:
+            etag = self.models_table.create(_encode(version, version.model, _version_key(version.version)))
+        except AlreadyExistsError:
+            return self.require_version(version.model, version.version)
+        return replace(version, etag=etag)
+
+    def version(self, model: str, version: str) -> ModelVersion | None:
+        entity = self.models_table.get(model, _version_key(version))
+        return _decode(ModelVersion, entity) if entity else None
+
+    def require_version(self, model: str, version: str) -> ModelVersion:
+        found = self.version(model, version)
+        if found is None:
+            raise RegistryError(f"model {model!r} has no version {version!r}", "list its versions")
+        return found
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        """Registered versions, newest first."""
+        return [_decode(ModelVersion, e) for e in self.models_table.query(model, "version:")][::-1]
+
+    def champion(self, model: str) -> Champion | None:
+        entity = self.models_table.get(model, "champion")
+        return _decode(Champion, entity) if entity else None
+
+    def set_champion(self, champion: Champion) -> Champion:
+        """Point the model at a new champion. ``champion.etag`` must be the current pointer's ETag
+        (None when the model has none yet); a concurrent promotion raises ConcurrencyError."""
+        entity = _encode(champion, champion.model, "champion")
+        if champion.etag is None:
+            try:
+                etag = self.models_table.create(entity)
+            except AlreadyExistsError:
+                raise ConcurrencyError(
+                    f"model {champion.model} already has a champion", "read it with champion() and pass its etag"
+                ) from None
+        else:
+            etag = self.models_table.replace(entity, champion.etag)
+        return replace(champion, etag=etag)
+
+    # ----------------------------------------------------------------- lineage
+
+    def lineage(self, model: str, run_id: str) -> Lineage:
+        run = self.require_run(model, run_id)
+        version = self.version(model, run.registered_version) if run.registered_version else None
+        return Lineage(
+            run=run,
+            candidates=self.candidates(model, run_id),
+            rollout=self.rollout_steps(model, run_id),
+            blobs=self.run_blobs(model, run_id),
+            version=version,
+        )

@@ -1,0 +1,192 @@
+"""The registry through the real azure-data-tables SDK against Azurite."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.registry import (
+    TABLES,
+    Candidate,
+    Champion,
+    ConcurrencyError,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    RolloutStep,
+    Run,
+    run_id_for,
+)
+
+pytestmark = pytest.mark.azurite
+
+
+def _run(model: str, key: str = "evt-1", **kw: object) -> Run:
+    fields: dict[str, object] = {
+        "trigger_kind": "blob_created",
+        "trigger_reason": "new data in landing",
+        "trigger_event_id": key,
+    } | kw
+    return Run(model=model, run_id=run_id_for(model, key), **fields)  # type: ignore[arg-type]
+
+
+def test_table_names_are_alphanumeric() -> None:
+    assert TABLES == ("PerennialRuns", "PerennialModels")
+    assert all(t.isalnum() for t in TABLES)
+
+
+def test_run_id_is_a_function_of_the_trigger(model: str) -> None:
+    assert run_id_for(model, "evt-1") == run_id_for(model, "evt-1")
+    assert run_id_for(model, "evt-1") != run_id_for(model, "evt-2")
+
+
+def test_every_record_type_round_trips(registry: Registry, model: str) -> None:
+    run = registry.create_run(_run(model, manifest_url="http://x/manifests/m/r.json", decision_reasons=["a", "b"]))
+    assert run.etag
+    assert registry.get_run(model, run.run_id) == run
+
+    candidates = registry.save_candidates(
+        [
+            Candidate(model, run.run_id, "c0", params={"lr": 0.01, "hidden": 64}, rationale="champion's params"),
+            Candidate(model, run.run_id, "c1", params={"lr": 0.003, "hidden": 128}, rationale="sobol point 1"),
+        ]
+    )
+    assert [c.candidate_id for c in candidates] == ["c0", "c1"]
+    assert candidates[1].params == {"lr": 0.003, "hidden": 128}
+    assert registry.require_run(model, run.run_id).candidate_ids == ["c0", "c1"]
+    done = registry.save_candidate(
+        replace(candidates[0], status="completed", job_name="job-abc", metrics={"pr_auc": 0.81})
+    )
+    assert registry.candidates(model, run.run_id)[0] == done
+
+    version = registry.register_version(
+        ModelVersion(
+            model=model,
+            version="3",
+            run_id=run.run_id,
+            candidate_id="c0",
+            trigger_kind="blob_created",
+            trigger_reason="new data",
+            trigger_event_id="evt-1",
+            manifest_url="http://x/manifests/m/r.json",
+            data_hashes={"http://x/landing/m/a.csv": "ab" * 32},
+            code_version="git:abc123",
+            environment="perennial-train:7",
+            params={"lr": 0.01},
+            metrics={"pr_auc": 0.81, "roc_auc": 0.97},
+            evaluation={"champion": {"pr_auc": 0.78}, "p_value": 0.01},
+        )
+    )
+    assert registry.version(model, "3") == version
+    assert registry.register_version(replace(version, code_version="other")) == version, "re-register is a no-op"
+
+    step = registry.record_rollout_step(
+        RolloutStep(model, run.run_id, 1, "traffic-10", {"blue": 90, "green": 10}, {}, "pass", {"p95_ms": 41.5})
+    )
+    assert registry.rollout_steps(model, run.run_id) == [step]
+
+    claim = registry.claim_blobs(model, run.run_id, [("http://x/landing/m/a.csv", '"0x1"', 10)])
+    assert [b.run_id for b in claim.claimed] == [run.run_id]
+    assert registry.seen(model, "http://x/landing/m/a.csv", '"0x1"') == claim.claimed[0]
+
+    champion = registry.set_champion(Champion(model, "3", run.run_id, deployment="green"))
+    assert registry.champion(model) == champion
+
+    saved = registry.update_run(model, run.run_id, lambda r: replace(r, registered_version="3", status="succeeded"))
+    lineage = registry.lineage(model, run.run_id)
+    assert lineage.run == saved
+    assert lineage.version == version
+    assert [c.candidate_id for c in lineage.candidates] == ["c0", "c1"]
+    assert lineage.rollout == [step]
+    assert [b.url for b in lineage.blobs] == ["http://x/landing/m/a.csv"]
+
+
+def test_redelivered_trigger_gets_the_existing_run(registry: Registry, model: str) -> None:
+    first = registry.create_run(_run(model))
+    again = registry.create_run(_run(model, trigger_reason="redelivered"))
+    assert again == first
+
+
+def test_stale_etag_is_refused_not_lost(registry: Registry, model: str) -> None:
+    run = registry.create_run(_run(model))
+    a = registry.require_run(model, run.run_id)
+    b = registry.require_run(model, run.run_id)
+    registry.save_run(replace(a, stage="training"))
+    with pytest.raises(ConcurrencyError) as info:
+        registry.save_run(replace(b, stage="evaluating"))
+    assert "re-read" in info.value.hint
+    assert registry.require_run(model, run.run_id).stage == "training"
+
+
+def test_concurrent_updates_all_land_through_the_retry_helper(registry: Registry, model: str) -> None:
+    run = registry.create_run(_run(model))
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(5):
+                registry.update_run(
+                    model,
+                    run.run_id,
+                    lambda r, n=f"{name}-{i}": replace(r, decision_reasons=[*r.decision_reasons, n]),
+                    attempts=50,
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{t}",)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    reasons = registry.require_run(model, run.run_id).decision_reasons
+    assert sorted(reasons) == sorted(f"w{t}-{i}" for t in range(3) for i in range(5)), "an update was lost"
+
+
+def test_concurrent_promotion_is_detected(registry: Registry, model: str) -> None:
+    registry.set_champion(Champion(model, "1", "r1"))
+    with pytest.raises(ConcurrencyError):
+        registry.set_champion(Champion(model, "2", "r2"))  # no etag: thinks there is no champion yet
+    current = registry.champion(model)
+    assert current is not None
+    promoted = registry.set_champion(Champion(model, "2", "r2", previous_version="1", etag=current.etag))
+    with pytest.raises(ConcurrencyError):
+        registry.set_champion(Champion(model, "3", "r3", etag=current.etag))
+    assert registry.champion(model) == promoted
+
+
+def test_runs_are_listed_newest_first(registry: Registry, model: str) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in (2, 0, 1):
+        registry.create_run(_run(model, f"evt-{i}", created_at=t0 + timedelta(hours=i)))
+    assert [r.trigger_event_id for r in registry.runs(model)] == ["evt-2", "evt-1", "evt-0"]
+    assert [r.trigger_event_id for r in registry.runs(model, limit=1)] == ["evt-2"]
+
+
+def test_versions_sort_numerically(registry: Registry, model: str) -> None:
+    for v in ("2", "10", "9"):
+        registry.register_version(ModelVersion(model, v, "r", "c", "manual", "", "", ""))
+    assert [v.version for v in registry.versions(model)] == ["10", "9", "2"]
+
+
+def test_a_blob_version_is_claimed_by_one_run_only(registry: Registry, model: str) -> None:
+    blobs = [(f"http://x/landing/{model}/{i}.csv", '"0x1"', i) for i in range(3)]
+    first = registry.claim_blobs(model, "run-a", blobs[:2])
+    second = registry.claim_blobs(model, "run-b", blobs)
+    assert len(first.claimed) == 2
+    assert [b.url for b in second.claimed] == [blobs[2][0]]
+    assert sorted(b.url for b in second.already_seen) == sorted(u for u, _, _ in blobs[:2])
+    assert {b.run_id for b in second.already_seen} == {"run-a"}
+    # The same blob with a new eTag (overwritten) is new data.
+    assert registry.claim_blobs(model, "run-c", [(blobs[0][0], '"0x2"', 0)]).claimed
+
+
+def test_missing_run_and_bad_ids_give_typed_errors(registry: Registry, model: str) -> None:
+    with pytest.raises(RegistryError):
+        registry.require_run(model, "nope")
+    with pytest.raises(RegistryError):
+        registry.get_run(model, "a/b")

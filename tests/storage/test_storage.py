@@ -1,0 +1,135 @@
+"""Blob storage through the real SDK against Azurite: layout, name safety, streaming, quarantine, manifests."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from shared.blobpaths import BlobNameError, split_blob_url, subject_blob, validate_blob_name
+from shared.storage import (
+    CONTAINERS,
+    LANDING,
+    QUARANTINE,
+    BlobChangedError,
+    BlobMissingError,
+    BlobStore,
+    Manifest,
+)
+
+pytestmark = pytest.mark.azurite
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "/fraud/a.csv",
+        "fraud/../other/a.csv",
+        "fraud/./a.csv",
+        "fraud//a.csv",
+        "fraud\\a.csv",
+        "fraud/a\x00.csv",
+        "fraud",
+        "unknown/a.csv",
+        "x" * 1025,
+    ],
+)
+def test_unsafe_or_foreign_blob_names_are_refused(name: str) -> None:
+    with pytest.raises(BlobNameError) as info:
+        validate_blob_name(name, {"fraud"})
+    assert info.value.hint
+
+
+def test_valid_name_gives_model_and_relative_path() -> None:
+    path = validate_blob_name("fraud/2026/11/batch-1.csv", {"fraud"})
+    assert (path.container, path.model, path.relative, path.name) == (
+        "landing",
+        "fraud",
+        "2026/11/batch-1.csv",
+        "fraud/2026/11/batch-1.csv",
+    )
+
+
+def test_blob_urls_split_for_azure_and_azurite() -> None:
+    assert split_blob_url("https://acct.blob.core.windows.net/landing/fraud/a%20b.csv") == ("landing", "fraud/a b.csv")
+    assert split_blob_url("http://127.0.0.1:10000/devstoreaccount1/landing/fraud/x.csv") == ("landing", "fraud/x.csv")
+    assert subject_blob("/blobServices/default/containers/landing/blobs/fraud/x.csv") == ("landing", "fraud/x.csv")
+    with pytest.raises(BlobNameError):
+        split_blob_url("ftp://host/landing/x")
+
+
+def test_containers_are_the_agreed_names(store: BlobStore, azurite_connection_string: str) -> None:
+    assert CONTAINERS == ("landing", "quarantine", "manifests", "payloads", "deadletter")
+    names = {c.name for c in BlobServiceClient.from_connection_string(azurite_connection_string).list_containers()}
+    assert set(CONTAINERS) <= names
+
+
+def test_upload_then_stream_in_bounded_chunks(store: BlobStore, model: str) -> None:
+    data = b"".join(f"{i},{i * 7 % 13},{i % 2}\n".encode() for i in range(40_000))  # ~400 KiB
+    ref = store.upload_landing(model, "2026/batch.csv", data)
+    assert (ref.container, ref.name, ref.size) == (LANDING, f"{model}/2026/batch.csv", len(data))
+    assert ref.etag
+    assert ref.url.endswith(f"/landing/{model}/2026/batch.csv")
+    chunks = list(store.iter_chunks(ref))
+    assert len(chunks) > 3, "a large blob must arrive in several chunks"
+    assert max(len(c) for c in chunks) <= 64 * 1024, "no chunk may exceed the configured chunk size"
+    assert b"".join(chunks) == data
+    rows = list(csv.reader(io.TextIOWrapper(store.open(ref), encoding="utf-8")))
+    assert len(rows) == 40_000
+    assert rows[-1] == ["39999", str(39999 * 7 % 13), "1"]
+
+
+def test_reading_an_overwritten_blob_is_detected(store: BlobStore, model: str) -> None:
+    old = store.upload_landing(model, "a.csv", b"x,y\n1,2\n")
+    new = store.upload_landing(model, "a.csv", b"x,y\n3,4\n")
+    assert old.etag != new.etag
+    with pytest.raises(BlobChangedError):
+        store.read_bytes(old)
+    assert store.read_bytes(new) == b"x,y\n3,4\n"
+
+
+def test_reading_a_missing_blob_says_so(store: BlobStore, model: str) -> None:
+    with pytest.raises(BlobMissingError):
+        store.ref(LANDING, f"{model}/never.csv")
+
+
+def test_quarantine_moves_blob_and_writes_report_beside_it(store: BlobStore, model: str) -> None:
+    ref = store.upload_landing(model, "bad/batch.csv", b"a,b\n1,\n")
+    record = store.quarantine(ref, {"ok": False, "errors": ["b: null in required column"]})
+    assert (record.blob.container, record.blob.name) == (QUARANTINE, f"{model}/bad/batch.csv")
+    assert record.report.name == f"{model}/bad/batch.csv.report.json"
+    assert store.read_bytes(record.blob) == b"a,b\n1,\n"
+    assert store.quarantine_report(model, "bad/batch.csv")["errors"] == ["b: null in required column"]
+    assert store.list_landing(model) == []
+
+
+def test_quarantine_keeps_a_newer_upload_in_landing(store: BlobStore, model: str) -> None:
+    old = store.upload_landing(model, "batch.csv", b"bad")
+    store.upload_landing(model, "batch.csv", b"good,newer")
+    with pytest.raises(BlobChangedError):
+        store.quarantine(old, {"ok": False})
+    [still] = store.list_landing(model)
+    assert store.read_bytes(still) == b"good,newer"
+
+
+def test_manifest_pins_exact_blobs_and_is_written_once(store: BlobStore, model: str) -> None:
+    refs = [store.upload_landing(model, f"b{i}.csv", f"v\n{i}\n".encode()) for i in range(3)]
+    entries = tuple(store.manifest_entry(r) for r in refs)
+    first, url = store.write_manifest(Manifest(model=model, run_id="run-1", blobs=entries))
+    assert url.endswith(f"/manifests/{model}/run-1.json")
+    retry, _ = store.write_manifest(Manifest(model=model, run_id="run-1", blobs=entries[:1]))
+    assert retry == first, "a retried activity must get the first manifest back, not overwrite it"
+    loaded = store.read_manifest(model, "run-1")
+    assert loaded == first
+    assert loaded.total_bytes == sum(r.size for r in refs)
+    assert loaded.blobs[0].sha256 == hashlib.sha256(b"v\n0\n").hexdigest()
+    assert [b.etag for b in loaded.blobs] == [r.etag for r in refs]
+
+
+def test_manifest_run_id_cannot_escape_its_folder(store: BlobStore, model: str) -> None:
+    with pytest.raises(BlobNameError):
+        store.read_manifest(model, "../../landing/x")
