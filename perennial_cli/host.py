@@ -1,11 +1,28 @@
-"""``perennial host``: run function_app.py locally with devhost (see devhost/)."""
+"""``perennial host``: run function_app.py locally with devhost (see devhost/README.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from devhost.run import HostOptions, run
 
-def host() -> None:
-    """Run the Functions app locally (devhost). Not built yet: see issue 'devhost'."""
-    typer.echo("devhost is not built yet", err=True)
-    raise typer.Exit(code=2)
+
+def host(
+    app: Path = typer.Option(Path("function_app.py"), "--app", help="The Functions app's entry module."),
+    port: int = typer.Option(7071, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    state: Path = typer.Option(
+        Path(".perennial/devhost"), "--state", help="State folder: SQLite histories, function key."
+    ),
+    clock: str = typer.Option("real", "--clock", help="real, or virtual (tests move it with POST /admin/clock)."),
+    settings: Path | None = typer.Option(None, "--settings", help="local.settings.json (default: beside --app)."),
+    component: list[str] = typer.Option([], "--component", help="module:factory of a plug-in (repeatable)."),
+) -> None:
+    """Run the Functions app locally (devhost): HTTP, Event Grid, timers and Durable Functions."""
+    if clock not in ("real", "virtual"):
+        typer.echo(f"--clock {clock!r} must be 'real' or 'virtual'", err=True)
+        raise typer.Exit(code=2)
+    code = run(HostOptions(app, port, state, clock, settings, list(component)))
+    if code:
+        raise typer.Exit(code=code)

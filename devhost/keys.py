@@ -1,0 +1,41 @@
+"""Function keys for FUNCTION/ADMIN routes, as the host's ``code=`` / ``x-functions-key`` check.
+
+Keys come from the ``DEVHOST_FUNCTION_KEYS`` setting (comma-separated; environment or
+``local.settings.json`` Values). When it is unset, devhost generates one key per state folder,
+stores it in ``<state>/function_key`` and prints it at start-up, so it stays stable across runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+KEYS_SETTING = "DEVHOST_FUNCTION_KEYS"
+KEY_FILE = "function_key"
+
+
+def load_or_create_keys(state_dir: Path, env: dict[str, str] | None = None) -> tuple[list[str], bool]:
+    """The accepted keys, and whether one was generated and stored in ``state_dir``."""
+    source = os.environ if env is None else env
+    configured = [k.strip() for k in source.get(KEYS_SETTING, "").split(",") if k.strip()]
+    if configured:
+        return configured, False
+    path = state_dir / KEY_FILE
+    if path.exists():
+        stored = path.read_text(encoding="utf-8").strip()
+        if stored:
+            return [stored], False
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return [key], True
+
+
+def key_matches(candidate: str | None, keys: list[str]) -> bool:
+    """Constant-time comparison against every accepted key."""
+    if not candidate:
+        return False
+    return any(hmac.compare_digest(candidate.encode(), key.encode()) for key in keys)
