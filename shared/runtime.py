@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from shared.settings import Settings, load_settings
 from shared.spec import ModelSpec, load_specs
@@ -24,8 +25,14 @@ class Runtime:
             ) from None
 
 
+#: The app's root (where function_app.py lives). Azure starts the worker with another working
+#: directory, so a relative PERENNIAL_MODELS_DIR is resolved against this, not the cwd.
+APP_ROOT = Path(__file__).resolve().parents[1]
+
+
 @lru_cache(maxsize=1)
 def get_runtime() -> Runtime:
     """Load settings and every spec under the models directory (raises SettingsError / SpecError)."""
     settings = load_settings()
-    return Runtime(settings=settings, specs=load_specs(settings.models_dir))
+    models_dir = settings.models_dir if settings.models_dir.is_absolute() else APP_ROOT / settings.models_dir
+    return Runtime(settings=settings, specs=load_specs(models_dir))
