@@ -1,0 +1,509 @@
+"""The ML platform port: what the orchestrations need from "the ML platform", as one typed Protocol.
+
+In Azure the adapter is :mod:`shared.platform.azureml` (azure-ai-ml, imported lazily: it is
+heavy); locally it is :mod:`shared.platform.local` (subprocess jobs, a file-backed model
+registry and a real HTTP scoring server on loopback). Both adapters check the traffic
+invariants in :mod:`shared.platform.traffic` before they send anything.
+
+Every operation takes and returns frozen dataclasses (one in, one out, Temporal-style), so
+a field can be added later without breaking callers; a plain ``str`` is used only where the
+single key of a resource is all an operation needs. Job state keeps Azure ML's own status
+string (``JobState.status``) and adds a normalised :data:`JobPhase` the orchestrations branch on.
+
+Importing this module loads neither adapter (and so neither ``azure.ai.ml`` nor subprocess
+machinery): :func:`create_platform` imports the one the settings ask for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+# --------------------------------------------------------------------------- errors
+
+
+class PlatformError(RuntimeError):
+    """A platform operation could not be done. ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+class NotFoundError(PlatformError, LookupError):
+    """The job, model, compute, endpoint or deployment does not exist."""
+
+    def __init__(self, kind: str, name: str, hint: str | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} was not found", hint or f"check the {kind} name, or create it first")
+
+
+class InvalidRequestError(PlatformError, ValueError):
+    """The request is malformed (a bad name, count or path); nothing was sent."""
+
+
+class TrafficInvariantError(InvalidRequestError):
+    """A traffic change or deletion would break a traffic invariant; it was refused before any request."""
+
+
+class DeploymentFailedError(PlatformError):
+    """A deployment did not become healthy (crash on load, failing readiness probe, bad model)."""
+
+
+class TransientPlatformError(PlatformError):
+    """The platform kept answering 429/5xx after every retry; try again later."""
+
+
+# --------------------------------------------------------------------------- names
+
+#: Azure ML names endpoints, deployments, computes and models with this pattern (3-32 chars for endpoints).
+_RESOURCE_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]$")
+#: Job names: letters, digits, '-' and '_' (Azure ML allows up to 255 characters).
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$")
+#: Model names may also contain '.' and '_'.
+_MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,254}$")
+
+
+def check_resource_name(kind: str, name: str, max_length: int = 32) -> str:
+    """Refuse an endpoint/deployment/compute name Azure ML would refuse (3-32 chars, letter first, no trailing '-')."""
+    if 3 <= len(name) <= max_length and _RESOURCE_NAME.match(name):
+        return name
+    raise InvalidRequestError(
+        f"{kind} name {name!r} is not a valid Azure ML name",
+        f"use 3-{max_length} characters: a letter first, then letters, digits or '-', not ending in '-'",
+    )
+
+
+def check_job_name(name: str) -> str:
+    if _JOB_NAME.match(name):
+        return name
+    raise InvalidRequestError(
+        f"job name {name!r} is not a valid Azure ML job name",
+        "use letters, digits, '-' or '_' (at most 255), starting with a letter or digit",
+    )
+
+
+def check_model_name(name: str) -> str:
+    if _MODEL_NAME.match(name):
+        return name
+    raise InvalidRequestError(
+        f"model name {name!r} is not a valid Azure ML model name",
+        "use letters, digits, '.', '-' or '_', starting with a letter or digit",
+    )
+
+
+# --------------------------------------------------------------------------- compute
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """An AmlCompute cluster. ``min_instances`` stays 0 so an idle cluster costs nothing."""
+
+    name: str
+    instance_type: str = "Standard_NC4as_T4_v3"
+    max_instances: int = 4
+    min_instances: int = 0
+    idle_seconds_before_scale_down: int = 600
+    tier: Literal["dedicated", "low_priority"] = "dedicated"
+
+
+@dataclass(frozen=True)
+class ComputeState:
+    name: str
+    instance_type: str
+    min_instances: int
+    max_instances: int
+    provisioning_state: str
+
+
+# --------------------------------------------------------------------------- jobs
+
+#: The normalised phase of a job. ``preempted`` is a failure the caller should resume from a
+#: checkpoint (train.py exits 75 after SIGTERM; Azure reports low-priority preemption as a failure).
+JobPhase = Literal["queued", "running", "completed", "failed", "canceled", "preempted"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"completed", "failed", "canceled", "preempted"})
+
+#: Azure ML job status strings, in life-cycle order, and the phase each one means.
+STATUS_PHASES: dict[str, JobPhase] = {
+    "NotStarted": "queued",
+    "Queued": "queued",
+    "Preparing": "queued",
+    "Provisioning": "queued",
+    "Starting": "running",
+    "Running": "running",
+    "Finalizing": "running",
+    "CancelRequested": "running",
+    "Completed": "completed",
+    "Failed": "failed",
+    "Canceled": "canceled",
+    "NotResponding": "failed",
+    "Paused": "failed",
+    "Unknown": "running",
+}
+
+#: train.py's exit code for "preempted after SIGTERM, checkpoint written: resubmit with --resume auto".
+PREEMPTED_EXIT_CODE = 75
+
+
+def job_phase(status: str, preempted: bool = False) -> JobPhase:
+    """The phase of an Azure ML status string; an unknown string is treated as still running (poll again)."""
+    phase = STATUS_PHASES.get(status, "running")
+    if phase == "failed" and preempted:
+        return "preempted"
+    return phase
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One job input. ``path`` is a local path, an https/azureml:// URI, ``azureml://jobs/<job>/outputs/<name>``
+    or a registered model ``azureml:<model>:<version>`` (both adapters resolve the last two)."""
+
+    path: str
+    type: Literal["uri_file", "uri_folder", "custom_model"] = "uri_folder"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A training or evaluation command job. ``name`` is chosen by the caller and deterministic: submitting
+    the same name twice returns the existing job.
+
+    ``args`` may use two kinds of placeholder, resolved by the adapter: ``{inputs.<name>}`` (where the
+    input is mounted) and ``{outputs}`` (the job's output folder, registered later as the model), e.g.
+    ``("--data", "{inputs.data}", "--contract", "{inputs.contract}", "--output-dir", "{outputs}")``.
+    """
+
+    name: str
+    experiment_name: str
+    compute: str
+    script: str = "train.py"
+    code: str = "training_jobs"
+    args: tuple[str, ...] = ()
+    inputs: Mapping[str, JobInput] = field(default_factory=dict)
+    kind: Literal["training", "evaluation"] = "training"
+    instance_type: str | None = None
+    instance_count: int = 1
+    distribution: Literal["none", "pytorch"] = "none"
+    processes_per_instance: int = 1
+    timeout_seconds: int = 4 * 3600
+    environment: str | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    display_name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The name of every job's single output folder (``{outputs}`` in the args).
+OUTPUT_NAME = "artifacts"
+
+
+def job_output_uri(job_name: str, output: str = OUTPUT_NAME) -> str:
+    """Azure ML's URI of a job output; both adapters accept it as a model path or job input."""
+    return f"azureml://jobs/{job_name}/outputs/{output}"
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    status: str  # Azure ML's own status string, e.g. "Queued", "Running", "Completed"
+    phase: JobPhase
+    experiment_name: str
+    outputs_uri: str  # azureml://jobs/<name>/outputs/artifacts
+    error: str | None = None
+    preempted: bool = False
+    exit_code: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    local_outputs_path: str | None = None  # where the outputs are on disk (local adapter only)
+    studio_url: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True)
+class LogsRequest:
+    job_name: str
+    tail_lines: int | None = 200
+
+
+# --------------------------------------------------------------------------- models
+
+#: The model tag that marks the champion (see :meth:`MLPlatform.set_champion`).
+CHAMPION_TAG = "perennial.champion"
+
+
+@dataclass(frozen=True)
+class ModelRegistration:
+    """Register a new version of ``name`` from a job's outputs (``path`` defaults to the job's output folder)."""
+
+    name: str
+    job_name: str
+    path: str | None = None
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)  # lineage: trigger, data hashes, params, metrics
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    path: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    created_at: datetime | None = None
+    job_name: str | None = None
+
+    @property
+    def is_champion(self) -> bool:
+        return self.tags.get(CHAMPION_TAG) == "true"
+
+    @property
+    def reference(self) -> str:
+        """``azureml:<name>:<version>``, usable as a JobInput path or a deployment's model."""
+        return f"azureml:{self.name}:{self.version}"
+
+
+# --------------------------------------------------------------------------- endpoints and deployments
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    name: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Live traffic per deployment (percent, sums to 100, or 0 with no deployments) and mirrored traffic
+    (at most one deployment, at most 50, to a deployment without live traffic)."""
+
+    live: Mapping[str, int] = field(default_factory=dict)
+    mirror: Mapping[str, int] = field(default_factory=dict)
+
+    def live_percent(self, deployment: str) -> int:
+        return int(self.live.get(deployment, 0))
+
+    def mirror_percent(self, deployment: str) -> int:
+        return int(self.mirror.get(deployment, 0))
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    name: str
+    scoring_uri: str
+    traffic: Traffic
+    provisioning_state: str
+    auth_mode: str = "key"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Liveness/readiness probe settings (Azure ML's ProbeSettings)."""
+
+    initial_delay_seconds: int = 10
+    period_seconds: int = 10
+    timeout_seconds: int = 2
+    failure_threshold: int = 30
+    success_threshold: int = 1
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    endpoint: str
+    name: str
+    model_name: str
+    model_version: str
+    instance_type: str = "Standard_DS3_v2"
+    instance_count: int = 1
+    code: str = "training_jobs"
+    scoring_script: str = "score.py"
+    environment: str | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    liveness_probe: ProbeSpec = field(default_factory=ProbeSpec)
+    readiness_probe: ProbeSpec = field(default_factory=ProbeSpec)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentRef:
+    endpoint: str
+    name: str
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    endpoint: str
+    name: str
+    model_name: str
+    model_version: str
+    instance_type: str
+    instance_count: int
+    provisioning_state: str  # Creating, Updating, Succeeded, Failed, Deleting
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TrafficUpdate:
+    endpoint: str
+    traffic: Traffic
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    """Score ``payload`` (``{"data": [{col: value}, ...]}``) on the endpoint's split, or on one deployment."""
+
+    endpoint: str
+    payload: Mapping[str, Any]
+    deployment: str | None = None
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    status_code: int
+    body: Any
+    latency_ms: float
+    deployment: str | None = None  # which deployment answered, when the platform says (local: always)
+
+
+@dataclass(frozen=True)
+class DeploymentLogsRequest:
+    endpoint: str
+    deployment: str
+    lines: int = 200
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    endpoint: str
+    deployment: str
+    start: datetime
+    end: datetime
+    include_mirrored: bool = False  # local: also count mirrored (shadow) requests
+
+
+@dataclass(frozen=True)
+class DeploymentMetrics:
+    """Health of one deployment over a window. Latencies in milliseconds; None where there were no requests.
+    ``latencies_ms`` / ``predicted_classes`` are raw samples where the adapter has them (local), so the
+    canary analysis can run statistical tests; Azure Monitor only gives aggregates (they are then empty)."""
+
+    endpoint: str
+    deployment: str
+    start: datetime
+    end: datetime
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    latencies_ms: Sequence[float] = ()
+    predicted_classes: Sequence[str] = ()
+    has_samples: bool = False
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+# --------------------------------------------------------------------------- the port
+
+
+@runtime_checkable
+class MLPlatform(Protocol):
+    """What Perennial needs from the ML platform. Every method may raise :class:`PlatformError` subclasses."""
+
+    def ensure_compute(self, spec: ComputeSpec) -> ComputeState:
+        """Create the cluster if it is missing (min 0 nodes); return it as it is."""
+        ...
+
+    def submit_job(self, spec: JobSpec) -> JobState:
+        """Submit a job; if a job of that name exists, return it instead (idempotent by name)."""
+        ...
+
+    def get_job(self, name: str) -> JobState:
+        """The job's current state; NotFoundError if there is none of that name."""
+        ...
+
+    def cancel_job(self, name: str) -> JobState:
+        """Ask the job to stop (a terminal job is returned unchanged)."""
+        ...
+
+    def job_logs(self, request: LogsRequest) -> str:
+        """The job's user logs (stdout/stderr), the last ``tail_lines`` lines."""
+        ...
+
+    def register_model(self, request: ModelRegistration) -> ModelVersion:
+        """Register the next version of a model from a job's outputs, with tags and lineage properties."""
+        ...
+
+    def get_model(self, name: str, version: str) -> ModelVersion: ...
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, oldest first (empty if the model was never registered)."""
+        ...
+
+    def latest_model(self, name: str) -> ModelVersion | None: ...
+
+    def champion(self, name: str) -> ModelVersion | None:
+        """The version tagged ``perennial.champion=true`` (the newest such, should two carry it), or None."""
+        ...
+
+    def set_champion(self, name: str, version: str) -> ModelVersion:
+        """Tag ``version`` champion, then untag the previous one (so there is never a moment with none)."""
+        ...
+
+    def ensure_endpoint(self, spec: EndpointSpec) -> EndpointState: ...
+
+    def get_endpoint(self, name: str) -> EndpointState: ...
+
+    def delete_endpoint(self, name: str) -> None: ...
+
+    def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
+        """Create or update a deployment and wait until it is provisioned (DeploymentFailedError if it is not)."""
+        ...
+
+    def get_deployment(self, ref: DeploymentRef) -> DeploymentState: ...
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]: ...
+
+    def delete_deployment(self, ref: DeploymentRef) -> None:
+        """Delete a deployment that takes no live or mirrored traffic (TrafficInvariantError otherwise)."""
+        ...
+
+    def get_traffic(self, endpoint: str) -> Traffic: ...
+
+    def set_traffic(self, update: TrafficUpdate) -> Traffic:
+        """Set live + mirror traffic after checking every invariant; return the traffic now in force."""
+        ...
+
+    def invoke(self, request: InvokeRequest) -> InvokeResult: ...
+
+    def deployment_logs(self, request: DeploymentLogsRequest) -> str: ...
+
+    def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics: ...
+
+
+def create_platform(settings: Settings) -> MLPlatform:
+    """The adapter the settings ask for (``PERENNIAL_PLATFORM``); imports only that adapter."""
+    if settings.platform == "azureml":
+        from shared.platform.azureml import AzureMLPlatform
+
+        if settings.azureml is None:  # load_settings guarantees it; keep mypy and readers sure
+            raise PlatformError("PERENNIAL_PLATFORM=azureml but no workspace is configured", "set AZUREML_* settings")
+        return AzureMLPlatform.from_settings(settings.azureml)
+    from shared.platform.local import LocalPlatform
+
+    return LocalPlatform(settings.state_dir)
