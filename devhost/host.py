@@ -160,6 +160,7 @@ class DevHost:
         if self._runner is not None:
             await self._runner.cleanup()
         self._invoker.shutdown()
+        await _close_sdk_session()
 
     # -- invocation --------------------------------------------------------------------------
     @property
@@ -244,6 +245,14 @@ class DevHost:
             "",
         ]
         print("\n".join(lines), flush=True)
+
+
+async def _close_sdk_session() -> None:
+    """The Durable SDK keeps one module-level aiohttp session; close it with the loop that owns it."""
+    with contextlib.suppress(Exception):
+        from azure.durable_functions.models.utils import http_utils
+
+        await http_utils._close_session()
 
 
 def _bind(port: int) -> socket.socket:

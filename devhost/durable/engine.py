@@ -151,10 +151,10 @@ class Engine:
         return self.clock.now().timestamp()
 
     def _stamp(self) -> datetime:
-        """The episode time: the clock, but never earlier than the previous one (timestamps must be monotonic)."""
+        """The episode time: the clock, but never earlier than the previous episode (timestamps must not go back)."""
         now = self.clock.now()
-        if now.timestamp() <= self._last_time:
-            now = datetime.fromtimestamp(self._last_time + 1e-6, now.tzinfo)
+        if now.timestamp() < self._last_time:
+            now = datetime.fromtimestamp(self._last_time, now.tzinfo)
         self._last_time = now.timestamp()
         return now
 
