@@ -22,7 +22,8 @@ def test_chaining_through_http_starter_and_status_url(patterns: Harness) -> None
     assert status.custom_status == {"step": 3}
     # The public status URL works too, with the key it carries.
     public = patterns.http.get(body["statusQueryGetUri"])
-    assert public.status_code == 200 and public.json()["output"] == status.output
+    assert public.status_code == 200
+    assert public.json()["output"] == status.output
 
 
 def test_fan_out_fan_in_of_200_activities(patterns: Harness) -> None:
@@ -104,7 +105,8 @@ def test_sub_orchestration_with_retry(patterns: Harness) -> None:
     status = patterns.wait(instance, advance=1)
     assert "cannot process sub retry" in status.output["error"]
     created = [e for e in patterns.history(instance) if e["EventType"] == 7]
-    assert len(created) == 2 and created[0]["InstanceId"] != created[1]["InstanceId"]
+    assert len(created) == 2
+    assert created[0]["InstanceId"] != created[1]["InstanceId"]
 
 
 def test_continue_as_new_carries_state_across_50_generations(patterns: Harness) -> None:
@@ -171,10 +173,12 @@ def test_status_lists_and_filters(patterns: Harness) -> None:
     import azure.durable_functions as df
 
     completed = patterns.call(patterns.sdk().get_status_by(runtime_status=[df.OrchestrationRuntimeStatus.Completed]))
-    assert completed and all(s.runtime_status.value == "Completed" for s in completed)
+    assert completed
+    assert all(s.runtime_status.value == "Completed" for s in completed)
     with_history = patterns.status(a, history=True)
     kinds = [e["EventType"] for e in with_history.historyEvents]
-    assert kinds[:2] == ["OrchestratorStarted", "ExecutionStarted"] and kinds[-1] == "ExecutionCompleted"
+    assert kinds[:2] == ["OrchestratorStarted", "ExecutionStarted"]
+    assert kinds[-1] == "ExecutionCompleted"
 
 
 def test_non_deterministic_orchestrator_fails_with_a_clear_message(patterns: Harness) -> None:
@@ -183,14 +187,16 @@ def test_non_deterministic_orchestrator_fails_with_a_clear_message(patterns: Har
     status = patterns.wait(instance)
     assert status.runtime_status.value == "Failed"
     assert "Non-deterministic orchestrator" in status.output
-    assert "'activity say_hello'" in status.output and "'activity double'" in status.output
+    assert "'activity say_hello'" in status.output
+    assert "'activity double'" in status.output
 
 
 def test_unknown_activity_and_orchestrator_fail_fast(patterns: Harness) -> None:
     instance = patterns.start("calls_missing")
     status = patterns.wait(instance, timeout=10)
     assert status.runtime_status.value == "Failed"
-    assert "no_such_orchestrator" in status.output and "doesn't exist" in status.output
+    assert "no_such_orchestrator" in status.output
+    assert "doesn't exist" in status.output
     with pytest.raises(Exception, match="doesn't exist"):
         patterns.start("no_such_orchestrator")
 
