@@ -1,0 +1,667 @@
+"""The Azure ML adapter of the platform port (azure-ai-ml 1.35), plus Azure Monitor for deployment health.
+
+``azure.ai.ml`` is imported inside the methods, never at module level: it takes 1.3-1.7 s and
+prints warnings on import, and most Function invocations never touch it.
+
+How it maps the port onto Azure ML:
+
+- jobs are ``command()`` jobs with ``experiment_name`` always set (the SDK's default is the
+  current folder's name), ``limits.timeout``, a PyTorch distribution when asked and one
+  ``uri_folder`` output named ``artifacts``; ``{inputs.x}`` / ``{outputs}`` in the args become
+  ``${{inputs.x}}`` / ``${{outputs.artifacts}}``. Submit is idempotent by name: GET first, PUT
+  only if missing, and a conflicting concurrent PUT falls back to the GET.
+- Code: ``JobSpec.code`` / ``DeploymentSpec.code`` may be a code asset id (``azureml:<name>:<version>``,
+  registered once by the deployment pipeline: nothing is uploaded per job) or a local folder,
+  which the SDK uploads itself (content-hashed, so each version once) through its own blob client.
+- models are registered from ``azureml://jobs/<job>/outputs/artifacts``; the champion is the
+  version tagged ``perennial.champion=true`` (tags are mutable on a model version, and unlike
+  registry aliases they need no registry).
+- traffic is the endpoint's ``traffic`` / ``mirror_traffic``, written with one endpoint PUT after
+  the invariants in :mod:`shared.platform.traffic` have been checked (the SDK checks none).
+- every call is retried on 408/429/5xx and connection errors with exponential backoff and full
+  jitter (tenacity); the SDK's own retries are off (``retry_total=0``) so there is one policy.
+  Re-running a whole operation is safe because every write is a PUT by name.
+- a 404 becomes :class:`NotFoundError`; any other service error a :class:`PlatformError` with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from shared.platform import (
+    CHAMPION_TAG,
+    OUTPUT_NAME,
+    ComputeSpec,
+    ComputeState,
+    DeploymentFailedError,
+    DeploymentLogsRequest,
+    DeploymentMetrics,
+    DeploymentRef,
+    DeploymentSpec,
+    DeploymentState,
+    EndpointSpec,
+    EndpointState,
+    InvalidRequestError,
+    InvokeRequest,
+    InvokeResult,
+    JobSpec,
+    JobState,
+    LogsRequest,
+    MetricsQuery,
+    ModelRegistration,
+    ModelVersion,
+    NotFoundError,
+    PlatformError,
+    ProbeSpec,
+    Traffic,
+    TrafficUpdate,
+    TransientPlatformError,
+    check_job_name,
+    check_model_name,
+    check_resource_name,
+    job_output_uri,
+    job_phase,
+)
+from shared.platform.azure_metrics import metrics_endpoint, query_deployment_metrics
+from shared.platform.traffic import check_deletable, check_traffic, check_traffic_shape
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.settings import AzureMLSettings
+
+T = TypeVar("T")
+
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TRAINING_ENVIRONMENT = "azureml:perennial-train@latest"
+DEFAULT_SCORING_ENVIRONMENT = "azureml:perennial-score@latest"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return True
+    return isinstance(exc, HttpResponseError) and exc.status_code in TRANSIENT_STATUS
+
+
+def _service_message(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return str(message).strip().splitlines()[0][:500] if message else type(exc).__name__
+
+
+class AzureMLPlatform:
+    """The Azure adapter of :class:`shared.platform.MLPlatform`."""
+
+    def __init__(
+        self,
+        subscription_id: str,
+        resource_group: str,
+        workspace_name: str,
+        credential: TokenCredential,
+        *,
+        client_kwargs: Mapping[str, Any] | None = None,
+        code_root: str | Path = REPO_ROOT,
+        training_environment: str = DEFAULT_TRAINING_ENVIRONMENT,
+        scoring_environment: str = DEFAULT_SCORING_ENVIRONMENT,
+        retry_attempts: int = 6,
+        retry_max_wait: float = 30.0,
+        retry_initial_wait: float = 1.0,
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.resource_group = resource_group
+        self.workspace_name = workspace_name
+        self.credential = credential
+        # Tests pass a fake transport here; in Azure it is empty. The SDK's own retries are off: ours wrap each call.
+        self.client_kwargs: dict[str, Any] = {"retry_total": 0, **(client_kwargs or {})}
+        self.code_root = Path(code_root)
+        self.training_environment = training_environment
+        self.scoring_environment = scoring_environment
+        self._retrying = Retrying(
+            stop=stop_after_attempt(retry_attempts),
+            wait=wait_random_exponential(multiplier=retry_initial_wait, max=retry_max_wait),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,  # after the last attempt, the service's own error (mapped below), not a RetryError
+        )
+        self._ml: Any = None
+        self._location: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: AzureMLSettings) -> AzureMLPlatform:
+        """Managed identity in Azure (``AZURE_CLIENT_ID`` picks a user-assigned one), developer credentials locally."""
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return cls(settings.subscription_id, settings.resource_group, settings.workspace_name, credential)
+
+    # ================================================================= plumbing
+
+    @property
+    def ml(self) -> Any:
+        """The MLClient, created on first use (this is where azure.ai.ml gets imported)."""
+        if self._ml is None:
+            from azure.ai.ml import MLClient
+
+            self._ml = MLClient(
+                self.credential, self.subscription_id, self.resource_group, self.workspace_name, **self.client_kwargs
+            )
+        return self._ml
+
+    def _call(self, what: str, fn: Callable[[], T], not_found: tuple[str, str] | None = None) -> T:
+        """Run ``fn`` with retries on transient errors; translate SDK errors into the port's errors."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            return self._retrying(fn)
+        except ResourceNotFoundError as exc:
+            if not_found is not None:
+                raise NotFoundError(not_found[0], not_found[1]) from exc
+            raise NotFoundError("resource", what, _service_message(exc)) from exc
+        except HttpResponseError as exc:
+            if _is_transient(exc):
+                raise TransientPlatformError(
+                    f"{what}: Azure ML kept answering {exc.status_code} ({_service_message(exc)})",
+                    "the service is throttling or unavailable: retry later, or lower the request rate",
+                ) from exc
+            if exc.status_code == 404 and not_found is not None:
+                raise NotFoundError(not_found[0], not_found[1]) from exc
+            raise PlatformError(
+                f"{what}: Azure ML answered {exc.status_code}: {_service_message(exc)}",
+                "check the request against the message; 401/403 mean the Function App's identity lacks a role",
+            ) from exc
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientPlatformError(f"{what}: {exc}", "the service is unreachable: retry later") from exc
+            if type(exc).__module__.startswith("azure.ai.ml"):
+                # The SDK's own validation errors (bad names, missing fields): the request was never sent.
+                raise InvalidRequestError(f"{what}: {_service_message(exc)}", "fix the request") from exc
+            raise
+
+    def _code(self, code: str) -> str:
+        return code if code.startswith("azureml:") else str(self.code_root / code)
+
+    # ================================================================= compute
+
+    def ensure_compute(self, spec: ComputeSpec) -> ComputeState:
+        check_resource_name("compute", spec.name, max_length=24)
+        from azure.ai.ml.entities import AmlCompute
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def ensure() -> Any:
+            try:
+                return self.ml.compute.get(spec.name)
+            except ResourceNotFoundError:
+                cluster = AmlCompute(
+                    name=spec.name,
+                    size=spec.instance_type,
+                    min_instances=spec.min_instances,
+                    max_instances=spec.max_instances,
+                    idle_time_before_scale_down=spec.idle_seconds_before_scale_down,
+                    tier=spec.tier,
+                )
+                return self.ml.compute.begin_create_or_update(cluster).result()
+
+        cluster = self._call(f"ensure compute {spec.name}", ensure)
+        return ComputeState(
+            name=cluster.name,
+            instance_type=str(cluster.size),
+            min_instances=int(cluster.min_instances or 0),
+            max_instances=int(cluster.max_instances or 0),
+            provisioning_state=str(cluster.provisioning_state),
+        )
+
+    # ================================================================= jobs
+
+    @staticmethod
+    def command_line(spec: JobSpec) -> str:
+        """``python <script> <args>`` with the port's placeholders turned into Azure ML's ``${{...}}``."""
+        parts = ["python", spec.script]
+        for arg in spec.args:
+            value = arg.replace("{outputs}", f"${{{{outputs.{OUTPUT_NAME}}}}}")
+            for name in spec.inputs:
+                value = value.replace(f"{{inputs.{name}}}", f"${{{{inputs.{name}}}}}")
+            # Azure substitutes ${{...}} textually before the shell runs, so quoting is safe around them.
+            parts.append(value if value.startswith("${{") and value.endswith("}}") else shlex.quote(value))
+        return " ".join(parts)
+
+    def submit_job(self, spec: JobSpec) -> JobState:
+        check_job_name(spec.name)
+        if spec.instance_count < 1 or spec.processes_per_instance < 1 or spec.timeout_seconds < 1:
+            raise InvalidRequestError(
+                f"job {spec.name!r}: instance_count, processes_per_instance and timeout_seconds must be >= 1",
+                "fix the JobSpec",
+            )
+        from azure.ai.ml import Input, Output, command
+        from azure.ai.ml.entities import PyTorchDistribution
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        job = command(
+            name=spec.name,
+            display_name=spec.display_name or spec.name,
+            experiment_name=spec.experiment_name,
+            description=f"perennial {spec.kind} job",
+            code=self._code(spec.code),
+            command=self.command_line(spec),
+            environment=spec.environment or self.training_environment,
+            compute=spec.compute,
+            inputs={name: Input(type=value.type, path=value.path) for name, value in spec.inputs.items()},
+            outputs={OUTPUT_NAME: Output(type="uri_folder")},
+            instance_count=spec.instance_count,
+            distribution=PyTorchDistribution(process_count_per_instance=spec.processes_per_instance)
+            if spec.distribution == "pytorch"
+            else None,
+            environment_variables=dict(spec.environment_variables),
+            tags={**spec.tags, "perennial.kind": spec.kind},
+            timeout=spec.timeout_seconds,
+        )
+        if spec.instance_type:
+            job.resources = {"instance_count": spec.instance_count, "instance_type": spec.instance_type}
+
+        def submit() -> Any:
+            try:
+                return self.ml.jobs.get(spec.name)  # idempotent by name
+            except ResourceNotFoundError:
+                pass
+            try:
+                return self.ml.jobs.create_or_update(job, experiment_name=spec.experiment_name)
+            except HttpResponseError as exc:
+                if exc.status_code in (400, 409) and "exist" in _service_message(exc).lower():
+                    return self.ml.jobs.get(spec.name)  # a concurrent submit won the race
+                raise
+
+        return self._job_state(self._call(f"submit job {spec.name}", submit))
+
+    def _job_state(self, job: Any, error: str | None = None, preempted: bool = False) -> JobState:
+        status = str(job.status or "Unknown")
+        context = getattr(job, "creation_context", None)
+        return JobState(
+            name=job.name,
+            status=status,
+            phase=job_phase(status, preempted),
+            experiment_name=str(job.experiment_name or ""),
+            outputs_uri=job_output_uri(job.name),
+            error=error,
+            preempted=preempted,
+            created_at=getattr(context, "created_at", None),
+            studio_url=getattr(job, "studio_url", None),
+        )
+
+    def _run_details(self, name: str) -> Any:
+        # Run history (error, log files) is not in the job resource; the SDK reads it this way too (jobs.stream).
+        return self.ml.jobs._runs_operations.get_run_details(name)
+
+    def get_job(self, name: str) -> JobState:
+        check_job_name(name)
+        job = self._call(f"get job {name}", lambda: self.ml.jobs.get(name), not_found=("job", name))
+        if job.status not in ("Failed", "NotResponding"):
+            return self._job_state(job)
+        error, preempted = f"job {name} failed; read job_logs or {getattr(job, 'studio_url', '')}", False
+        try:
+            details = self._call(f"job {name} run details", lambda: self._run_details(name))
+            inner = getattr(getattr(details, "error", None), "error", None)
+            if inner is not None and getattr(inner, "message", None):
+                error = str(inner.message)
+        except PlatformError:
+            pass  # the status is what matters; the message is a courtesy
+        lowered = error.lower()
+        preempted = "preempt" in lowered or "exit code 75" in lowered or "exit code: 75" in lowered
+        return self._job_state(job, error=error, preempted=preempted)
+
+    def cancel_job(self, name: str) -> JobState:
+        job = self.get_job(name)
+        if job.terminal:
+            return job
+        self._call(f"cancel job {name}", lambda: self.ml.jobs.begin_cancel(name).result(), not_found=("job", name))
+        return self.get_job(name)
+
+    def job_logs(self, request: LogsRequest) -> str:
+        details = self._call(
+            f"job {request.job_name} logs",
+            lambda: self._run_details(request.job_name),
+            not_found=("job", request.job_name),
+        )
+        texts = []
+        for log_name, url in sorted((getattr(details, "log_files", None) or {}).items()):
+            if "user_logs/" not in log_name and not log_name.startswith("std_log"):
+                continue
+
+            def fetch(url: str = url) -> str:
+                response = self.ml._requests_pipeline.get(url)
+                return str(response.text())
+
+            texts.append(self._call(f"download {log_name}", fetch))
+        lines = "".join(texts).splitlines()
+        if request.tail_lines is not None:
+            lines = lines[-request.tail_lines :]
+        return "\n".join(lines)
+
+    # ================================================================= models
+
+    @staticmethod
+    def _model_version(model: Any) -> ModelVersion:
+        context = getattr(model, "creation_context", None)
+        return ModelVersion(
+            name=model.name,
+            version=str(model.version),
+            path=str(model.path),
+            tags=dict(model.tags or {}),
+            properties=dict(model.properties or {}),
+            description=str(model.description or ""),
+            created_at=getattr(context, "created_at", None),
+            job_name=getattr(model, "job_name", None),
+        )
+
+    def register_model(self, request: ModelRegistration) -> ModelVersion:
+        check_model_name(request.name)
+        job = self.get_job(request.job_name)
+        if job.phase != "completed":
+            raise InvalidRequestError(
+                f"job {request.job_name!r} is {job.status}, so it has no outputs to register",
+                "register a model only from a Completed job",
+            )
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=request.name,
+            path=request.path or job_output_uri(request.job_name),
+            type="custom_model",
+            description=request.description,
+            tags=dict(request.tags),
+            properties={**request.properties, "perennial.job": request.job_name},
+        )
+        # No version: the SDK reads the latest and PUTs the next one.
+        return self._model_version(
+            self._call(f"register model {request.name}", lambda: self.ml.models.create_or_update(model))
+        )
+
+    def get_model(self, name: str, version: str) -> ModelVersion:
+        model = self._call(
+            f"get model {name}:{version}",
+            lambda: self.ml.models.get(name, version=version),
+            not_found=("model", f"{name}:{version}"),
+        )
+        return self._model_version(model)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def versions() -> list[Any]:
+            try:
+                return list(self.ml.models.list(name=name))
+            except ResourceNotFoundError:
+                return []
+
+        found = [self._model_version(m) for m in self._call(f"list model {name}", versions)]
+        return sorted(found, key=lambda m: (len(m.version), m.version))
+
+    def latest_model(self, name: str) -> ModelVersion | None:
+        versions = self.list_model_versions(name)
+        return versions[-1] if versions else None
+
+    def champion(self, name: str) -> ModelVersion | None:
+        champions = [v for v in self.list_model_versions(name) if v.is_champion]
+        return champions[-1] if champions else None
+
+    def _retag(self, name: str, version: str, change: Callable[[dict[str, str]], dict[str, str]]) -> ModelVersion:
+        def update() -> Any:
+            model = self.ml.models.get(name, version=version)
+            model.tags = change(dict(model.tags or {}))
+            return self.ml.models.create_or_update(model)
+
+        return self._model_version(
+            self._call(f"tag model {name}:{version}", update, not_found=("model", f"{name}:{version}"))
+        )
+
+    def set_champion(self, name: str, version: str) -> ModelVersion:
+        champion = self._retag(name, version, lambda tags: {**tags, CHAMPION_TAG: "true"})
+        for other in self.list_model_versions(name):
+            if other.version != version and other.is_champion:
+                self._retag(name, other.version, lambda tags: {k: v for k, v in tags.items() if k != CHAMPION_TAG})
+        return champion
+
+    # ================================================================= endpoints
+
+    def _endpoint_state(self, endpoint: Any) -> EndpointState:
+        return EndpointState(
+            name=endpoint.name,
+            scoring_uri=str(endpoint.scoring_uri or ""),
+            traffic=Traffic(
+                live={k: int(v) for k, v in (endpoint.traffic or {}).items() if int(v) > 0},
+                mirror={k: int(v) for k, v in (endpoint.mirror_traffic or {}).items() if int(v) > 0},
+            ),
+            provisioning_state=str(endpoint.provisioning_state),
+            auth_mode=str(endpoint.auth_mode or "key"),
+        )
+
+    def ensure_endpoint(self, spec: EndpointSpec) -> EndpointState:
+        check_resource_name("endpoint", spec.name)
+        from azure.ai.ml.entities import ManagedOnlineEndpoint
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def ensure() -> Any:
+            try:
+                return self.ml.online_endpoints.get(spec.name)
+            except ResourceNotFoundError:
+                endpoint = ManagedOnlineEndpoint(
+                    name=spec.name, auth_mode="key", description=spec.description, tags=dict(spec.tags)
+                )
+                return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+
+        return self._endpoint_state(self._call(f"ensure endpoint {spec.name}", ensure))
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        endpoint = self._call(
+            f"get endpoint {name}", lambda: self.ml.online_endpoints.get(name), not_found=("endpoint", name)
+        )
+        return self._endpoint_state(endpoint)
+
+    def delete_endpoint(self, name: str) -> None:
+        self._call(
+            f"delete endpoint {name}",
+            lambda: self.ml.online_endpoints.begin_delete(name=name).result(),
+            not_found=("endpoint", name),
+        )
+
+    # ================================================================= deployments
+
+    @staticmethod
+    def _probe(probe: ProbeSpec) -> Any:
+        from azure.ai.ml.entities import ProbeSettings
+
+        return ProbeSettings(
+            initial_delay=probe.initial_delay_seconds,
+            period=probe.period_seconds,
+            timeout=probe.timeout_seconds,
+            failure_threshold=probe.failure_threshold,
+            success_threshold=probe.success_threshold,
+        )
+
+    @staticmethod
+    def _deployment_state(deployment: Any) -> DeploymentState:
+        model = str(deployment.model or "")
+        # The service returns the model as an ARM id: .../models/<name>/versions/<version>
+        parts = model.rstrip("/").split("/")
+        if "versions" in parts:
+            index = parts.index("versions")
+            name, version = parts[index - 1], parts[index + 1]
+        else:
+            _, name, version = ([*model.split(":"), "", ""])[:3]
+        scale = getattr(deployment, "instance_count", None)
+        return DeploymentState(
+            endpoint=str(deployment.endpoint_name),
+            name=str(deployment.name),
+            model_name=name,
+            model_version=version,
+            instance_type=str(deployment.instance_type or ""),
+            instance_count=int(scale or 0),
+            provisioning_state=str(deployment.provisioning_state),
+        )
+
+    def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
+        check_resource_name("endpoint", spec.endpoint)
+        check_resource_name("deployment", spec.name)
+        if spec.instance_count < 1:
+            raise InvalidRequestError(f"deployment {spec.name!r}: instance_count {spec.instance_count}", "use >= 1")
+        from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment
+
+        deployment = ManagedOnlineDeployment(
+            name=spec.name,
+            endpoint_name=spec.endpoint,
+            model=f"azureml:{spec.model_name}:{spec.model_version}",
+            environment=spec.environment or self.scoring_environment,
+            code_configuration=CodeConfiguration(code=self._code(spec.code), scoring_script=spec.scoring_script),
+            instance_type=spec.instance_type,
+            instance_count=spec.instance_count,
+            liveness_probe=self._probe(spec.liveness_probe),
+            readiness_probe=self._probe(spec.readiness_probe),
+            environment_variables=dict(spec.environment_variables),
+            tags=dict(spec.tags),
+        )
+        try:
+            result = self._call(
+                f"deploy {spec.endpoint}/{spec.name}",
+                lambda: self.ml.online_deployments.begin_create_or_update(deployment).result(),
+                not_found=("endpoint", spec.endpoint),
+            )
+        except PlatformError as exc:
+            if isinstance(exc, NotFoundError | InvalidRequestError | TransientPlatformError):
+                raise
+            raise DeploymentFailedError(
+                f"deployment {spec.name!r} on {spec.endpoint!r} failed: {exc.message}",
+                "read deployment_logs for the scoring script's output; fix the model or score.py and redeploy",
+            ) from exc
+        state = self._deployment_state(result)
+        if state.provisioning_state == "Failed":
+            raise DeploymentFailedError(
+                f"deployment {spec.name!r} on {spec.endpoint!r} ended Failed", "read deployment_logs and redeploy"
+            )
+        return state
+
+    def get_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        deployment = self._call(
+            f"get deployment {ref.endpoint}/{ref.name}",
+            lambda: self.ml.online_deployments.get(name=ref.name, endpoint_name=ref.endpoint),
+            not_found=("deployment", f"{ref.endpoint}/{ref.name}"),
+        )
+        return self._deployment_state(deployment)
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]:
+        found = self._call(
+            f"list deployments of {endpoint}",
+            lambda: list(self.ml.online_deployments.list(endpoint_name=endpoint)),
+            not_found=("endpoint", endpoint),
+        )
+        return sorted((self._deployment_state(d) for d in found), key=lambda d: d.name)
+
+    def delete_deployment(self, ref: DeploymentRef) -> None:
+        check_deletable(ref.name, self.get_traffic(ref.endpoint))
+        self._call(
+            f"delete deployment {ref.endpoint}/{ref.name}",
+            lambda: self.ml.online_deployments.begin_delete(name=ref.name, endpoint_name=ref.endpoint).result(),
+            not_found=("deployment", f"{ref.endpoint}/{ref.name}"),
+        )
+
+    # ================================================================= traffic
+
+    def get_traffic(self, endpoint: str) -> Traffic:
+        return self.get_endpoint(endpoint).traffic
+
+    def set_traffic(self, update: TrafficUpdate) -> Traffic:
+        check_traffic_shape(update.traffic)  # before any request, even a read
+        deployments = [d.name for d in self.list_deployments(update.endpoint)]
+        traffic = check_traffic(update.traffic, deployments)  # before any write
+
+        def put() -> Any:
+            endpoint = self.ml.online_endpoints.get(update.endpoint)
+            endpoint.traffic = dict(traffic.live)
+            endpoint.mirror_traffic = dict(traffic.mirror)
+            return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+
+        return self._endpoint_state(
+            self._call(f"set traffic on {update.endpoint}", put, not_found=("endpoint", update.endpoint))
+        ).traffic
+
+    # ================================================================= scoring
+
+    def invoke(self, request: InvokeRequest) -> InvokeResult:
+        from azure.core.exceptions import HttpResponseError
+
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(request.payload, handle)  # the SDK only takes a request file
+        started = time.perf_counter()
+        try:
+            try:
+                text = self._call(
+                    f"invoke {request.endpoint}",
+                    lambda: self.ml.online_endpoints.invoke(
+                        endpoint_name=request.endpoint, request_file=handle.name, deployment_name=request.deployment
+                    ),
+                    not_found=("endpoint", request.endpoint),
+                )
+                status = 200
+            except PlatformError as exc:
+                cause = exc.__cause__
+                if isinstance(exc, NotFoundError) or not isinstance(cause, HttpResponseError):
+                    raise
+                text, status = _service_message(cause), int(cause.status_code or 500)
+        finally:
+            os.unlink(handle.name)
+        try:
+            body: Any = json.loads(text)
+        except ValueError:
+            body = text
+        return InvokeResult(
+            status_code=status,
+            body=body,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            deployment=request.deployment,
+        )
+
+    def deployment_logs(self, request: DeploymentLogsRequest) -> str:
+        text = self._call(
+            f"logs of {request.endpoint}/{request.deployment}",
+            lambda: self.ml.online_deployments.get_logs(
+                name=request.deployment, endpoint_name=request.endpoint, lines=request.lines
+            ),
+            not_found=("deployment", f"{request.endpoint}/{request.deployment}"),
+        )
+        return str(text)
+
+    # ================================================================= health metrics
+
+    def endpoint_resource_id(self, endpoint: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/onlineEndpoints/{endpoint}"
+        )
+
+    def location(self) -> str:
+        if self._location is None:
+            workspace = self._call("get workspace", lambda: self.ml.workspaces.get(self.workspace_name))
+            self._location = str(workspace.location)
+        return self._location
+
+    def metrics_client(self) -> Any:
+        from azure.monitor.querymetrics import MetricsClient
+
+        kwargs = {k: v for k, v in self.client_kwargs.items() if k in ("transport", "retry_total")}
+        return MetricsClient(metrics_endpoint(self.location()), self.credential, **kwargs)
+
+    def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics:
+        check_resource_name("endpoint", query.endpoint)
+        check_resource_name("deployment", query.deployment)
+        client = self.metrics_client()
+        resource = self.endpoint_resource_id(query.endpoint)
+        return self._call(
+            f"metrics of {query.endpoint}/{query.deployment}", lambda: query_deployment_metrics(client, resource, query)
+        )
