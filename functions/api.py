@@ -1,15 +1,33 @@
-"""The HTTP API. Every route needs a function key except /api/health."""
+"""The HTTP API. Every route needs a function key except /api/health.
+
+Errors are ``application/problem+json`` naming the field that was wrong; bad input is a 4xx,
+never a 500. Reads come from the registry (the record of runs); actions go to the model's
+coordinator orchestration or to a run's orchestration as events.
+"""
 
 from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 import shared
-from functions.http import json_response
-from shared.runtime import get_runtime
+from functions.coordination import send_work
+from functions.http import json_response, problem
+from shared.events import EventError, KnownModels, parse_http
+from shared.logs import correlated
+from shared.registry import Registry, RegistryError, Run
+from shared.runtime import Runtime, get_runtime
+from shared.workflow import TriggerInfo, run_id_for
 
 bp = df.Blueprint()
+logger = logging.getLogger("perennial.api")
+
+ACTIVE = frozenset({"pending", "running"})
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -32,3 +50,241 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
             },
         }
     )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _registry(runtime: Runtime) -> Registry:
+    return Registry.from_settings(runtime.settings.storage)
+
+
+def _unknown_model(runtime: Runtime, model: str) -> func.HttpResponse | None:
+    if model in runtime.specs:
+        return None
+    known = ", ".join(sorted(runtime.specs)) or "none"
+    return problem(404, "Unknown model", f"no model spec named {model!r}; known models: {known}", field="model")
+
+
+def _json_body(req: func.HttpRequest) -> tuple[dict[str, Any] | None, func.HttpResponse | None]:
+    raw = req.get_body()
+    if not raw.strip():
+        return {}, None
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, problem(400, "Malformed JSON", f"the body is not valid JSON: {exc}", field="body")
+    if not isinstance(body, dict):
+        return None, problem(400, "Malformed request", "the body must be a JSON object", field="body")
+    return body, None
+
+
+def _model_of_run(runtime: Runtime, run_id: str) -> str | None:
+    """Run ids are ``<model>-<hash>``; the longest matching spec name wins (names may contain '-')."""
+    matches = [name for name in runtime.specs if run_id.startswith(f"{name}-")]
+    return max(matches, key=len) if matches else None
+
+
+def _find_run(runtime: Runtime, run_id: str) -> tuple[Run | None, func.HttpResponse | None]:
+    model = _model_of_run(runtime, run_id)
+    if model is None:
+        return None, problem(404, "Unknown run", f"{run_id!r} is not a run id of a known model", field="id")
+    try:
+        run = _registry(runtime).get_run(model, run_id)
+    except RegistryError as exc:
+        return None, problem(400, "Malformed run id", str(exc), field="id")
+    if run is None:
+        return None, problem(404, "Unknown run", f"no run {run_id!r}; list runs with GET /api/models/{model}/runs")
+    return run, None
+
+
+def _run_summary(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "model": run.model,
+        "status": run.status,
+        "stage": run.stage,
+        "trigger": {"kind": run.trigger_kind, "reason": run.trigger_reason, "event_id": run.trigger_event_id},
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "decision": run.decision,
+        "reasons": run.decision_reasons,
+        "registered_version": run.registered_version,
+        "error": run.error,
+    }
+
+
+# --------------------------------------------------------------------------- models
+
+
+@bp.route(route="models", methods=["GET"])
+def list_models(req: func.HttpRequest) -> func.HttpResponse:
+    """Every model spec with its champion and latest run."""
+    runtime = get_runtime()
+    registry = _registry(runtime)
+    models = []
+    for name, spec in sorted(runtime.specs.items()):
+        champion = registry.champion(name)
+        latest = registry.runs(name, limit=1)
+        models.append(
+            {
+                "model": name,
+                "description": spec.description,
+                "endpoint": spec.endpoint_name,
+                "champion": asdict(champion) if champion else None,
+                "latest_run": _run_summary(latest[0]) if latest else None,
+            }
+        )
+    return json_response({"models": models})
+
+
+@bp.route(route="models/{model}/runs", methods=["GET"])
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """The model's runs, newest first (``?limit=N``, default 20)."""
+    runtime = get_runtime()
+    model = req.route_params.get("model", "")
+    if (error := _unknown_model(runtime, model)) is not None:
+        return error
+    limit_text = req.params.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
+    runs = _registry(runtime).runs(model, limit=int(limit_text))
+    return json_response({"model": model, "runs": [_run_summary(r) for r in runs]})
+
+
+@bp.route(route="models/{model}/retrain", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a retrain: ``{"reason": "...", "requested_by": "...", "blobs": ["landing/<model>/…", …]}``.
+
+    202 with the run id and where to follow it; 409 naming the run when one is already running.
+    """
+    runtime = get_runtime()
+    model = req.route_params.get("model", "")
+    if (error := _unknown_model(runtime, model)) is not None:
+        return error
+    body, error = _json_body(req)
+    if error is not None or body is None:
+        return error or problem(400, "Malformed request", "send a JSON object")
+    selection = body.pop("blobs", None)
+    if selection is not None and (
+        not isinstance(selection, list) or not all(isinstance(b, str) and b for b in selection)
+    ):
+        return problem(400, "Bad data selection", "blobs must be a list of blob names", field="blobs")
+    if "model" in body and body["model"] != model:
+        return problem(
+            400, "Model mismatch", f"body names {body['model']!r} but the URL names {model!r}", field="model"
+        )
+    body["model"] = model
+    with correlated():
+        try:
+            trigger = parse_http(body, KnownModels.from_specs(runtime.specs), req.headers.get("Idempotency-Key"))
+        except EventError as exc:
+            return problem(400, "Malformed retrain request", str(exc), field=exc.field)
+        active = [r for r in _registry(runtime).runs(model, limit=20) if r.status in ACTIVE]
+        if active:
+            run = active[0]
+            return problem(
+                409,
+                "A retrain is already running",
+                f"run {run.run_id} is {run.stage}; wait for it, or abort it with POST /api/runs/{run.run_id}/abort",
+                run_id=run.run_id,
+            )
+        run_id = run_id_for(model, [trigger.dedupe_key])
+        info = TriggerInfo(
+            kind=trigger.kind,
+            reason=trigger.reason,
+            source_event_id=trigger.event_id,
+            details={**trigger.details, "blobs": selection} if selection else trigger.details,
+        )
+        await send_work(client, model, {"kind": "retrain", "run_id": run_id, "trigger": info.dump()})
+    base = req.url.split("/api/")[0]
+    return json_response(
+        {"run_id": run_id, "model": model, "reason": trigger.reason, "status_url": f"{base}/api/runs/{run_id}"},
+        202,
+        headers={"Location": f"{base}/api/runs/{run_id}"},
+    )
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@bp.route(route="runs/{id}", methods=["GET"])
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    """A run: stage, candidates and their metrics, the decision and its reasons, lineage and rollout steps."""
+    runtime = get_runtime()
+    run, error = _find_run(runtime, req.route_params.get("id", ""))
+    if error is not None or run is None:
+        return error or problem(404, "Unknown run", "no such run")
+    lineage = _registry(runtime).lineage(run.model, run.run_id)
+    return json_response(
+        {
+            **_run_summary(run),
+            "manifest_url": run.manifest_url,
+            "candidates": [asdict(c) for c in lineage.candidates],
+            "blobs": [asdict(b) for b in lineage.blobs],
+            "version": asdict(lineage.version) if lineage.version else None,
+            "rollout": [asdict(s) for s in lineage.rollout],
+        }
+    )
+
+
+async def _answer_approval(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, approved: bool
+) -> func.HttpResponse:
+    runtime = get_runtime()
+    run, error = _find_run(runtime, req.route_params.get("id", ""))
+    if error is not None or run is None:
+        return error or problem(404, "Unknown run", "no such run")
+    body, error = _json_body(req)
+    if error is not None or body is None:
+        return error or problem(400, "Malformed request", "send a JSON object")
+    if run.stage != "awaiting_approval" or run.status not in ACTIVE:
+        return problem(
+            409,
+            "Run is not awaiting approval",
+            f"run {run.run_id} is {run.status} at stage {run.stage}; only a run at stage awaiting_approval can be "
+            "approved or rejected",
+        )
+        # (approval is only asked for when the spec sets rollout.approval.required)
+    answer = {"approved": approved, "by": str(body.get("by", "api")), "comment": str(body.get("comment", ""))}
+    try:
+        await client.raise_event(run.run_id, "approval", answer)
+    except Exception as exc:  # the SDK raises bare Exception for 404/410
+        return problem(409, "Run is not waiting", f"run {run.run_id} cannot take an answer now: {exc}")
+    return json_response({"run_id": run.run_id, **answer}, 202)
+
+
+@bp.route(route="runs/{id}/approve", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def approve(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Approve a run awaiting approval (body: ``{"by": "...", "comment": "..."}``)."""
+    return await _answer_approval(req, client, approved=True)
+
+
+@bp.route(route="runs/{id}/reject", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Reject a run awaiting approval; the champion stays."""
+    return await _answer_approval(req, client, approved=False)
+
+
+@bp.route(route="runs/{id}/abort", methods=["POST"])
+def abort(req: func.HttpRequest) -> func.HttpResponse:
+    """Ask a running run to stop. Cancellation is cooperative: the run's jobs see the request at their next
+    poll and are cancelled on the platform, the run stops at its next stage, and a rollout in progress rolls
+    back to the champion — nothing is left half-done."""
+    runtime = get_runtime()
+    run, error = _find_run(runtime, req.route_params.get("id", ""))
+    if error is not None or run is None:
+        return error or problem(404, "Unknown run", "no such run")
+    if run.status not in ACTIVE:
+        return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
+
+    def request_abort(current: Run) -> Run:
+        current.error = "abort requested"
+        return current
+
+    updated = _registry(runtime).update_run(run.model, run.run_id, request_abort)
+    logger.info("abort requested for %s", run.run_id)
+    return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "requested"}, 202)

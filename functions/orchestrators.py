@@ -1,7 +1,326 @@
-"""Durable orchestrators: deterministic generators that only call ``context.*``."""
+"""Durable orchestrators: deterministic generators that only call ``context.*``.
+
+No I/O, no clocks (``context.current_utc_datetime``), no randomness, no environment reads
+(DESIGN rule 1). Every decision that needs data is an activity; the rest is a pure
+function of activity results from ``shared/``. Long waits are durable timers; long
+loops keep their history bounded with ``continue_as_new``.
+
+The loop, one model at a time:
+
+    model_coordinator (eternal, one per model: instance ``model-<name>``)
+        waits for "work" (blobs landed / retrain requested), debounces blob bursts,
+        claims the pending work as ONE run, then
+        └─ continuous_training (instance = run id)
+              validate blobs → manifest → plan candidates → ml_job × K (fan-out)
+              → ml_job (evaluate challenger vs champion) → decide → register
+              → [approval] → staged_rollout → record + publish
+           ml_job (one per logical job): submit → poll with durable timers → resubmit
+              on preemption (--resume auto) / retry on failure / cancel on timeout
+"""
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from typing import Any
+
 import azure.durable_functions as df
 
+from shared.workflow import (
+    POLLS_PER_GENERATION,
+    BlobItem,
+    CandidatePlan,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    RunRequest,
+    ValidationOutcome,
+    best_candidate,
+    blob_identity,
+    candidate_job_base,
+    poll_delay,
+)
+
 bp = df.Blueprint()
+
+Orchestration = Generator[Any, Any, Any]
+
+#: Work events handled per coordinator generation before continue_as_new (bounds history in a storm).
+EVENTS_PER_GENERATION = 50
+
+
+def coordinator_id(model: str) -> str:
+    return f"model-{model}"
+
+
+# --------------------------------------------------------------------------- model_coordinator
+
+
+@bp.orchestration_trigger(context_name="context")
+def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
+    """Turns a stream of 'work' events for one model into one training run at a time.
+
+    Work is ``{"kind": "blobs", "blobs": [...]}`` or ``{"kind": "retrain", "run_id", "trigger"}``.
+    Blob arrivals are debounced: a run starts once no blob has arrived for the spec's quiet
+    window, or when the max wait since the first blob has passed. A retrain request starts
+    a run at once (with the blobs gathered so far). Work that arrives during a run stays in
+    the event buffer, which continue_as_new carries over, and becomes the next run.
+    """
+    state: dict[str, Any] = context.get_input() or {}
+    model: str = state["model"]
+    pending = _Pending(state.get("blobs", []), state.get("requests", []))
+    if state.get("first_work") is not None:
+        pending.absorb(state["first_work"])
+    deadline_text: str | None = state.get("deadline")
+
+    if pending.empty:
+        context.set_custom_status({"model": model, "stage": "idle"})
+        pending.absorb((yield context.wait_for_external_event("work")))
+    settings = yield context.call_activity("coordinator_settings", {"model": model})
+    if deadline_text is None:
+        max_wait = timedelta(seconds=float(settings["max_wait_seconds"]))
+        deadline_text = (context.current_utc_datetime + max_wait).isoformat()
+    quiet = timedelta(seconds=float(settings["quiet_seconds"]))
+
+    # Debounce blob bursts (a retrain request skips the wait).
+    handled = 0
+    while not pending.requests:
+        deadline = datetime.fromisoformat(deadline_text)
+        now = context.current_utc_datetime
+        if now >= deadline:
+            break
+        context.set_custom_status(
+            {"model": model, "stage": "debouncing", "blobs": len(pending.blobs), "deadline": deadline_text}
+        )
+        timer = context.create_timer(min(now + quiet, deadline))
+        event = context.wait_for_external_event("work")
+        winner = yield context.task_any([timer, event])
+        if winner == timer:
+            break
+        timer.cancel()
+        pending.absorb(event.result)
+        handled += 1
+        if handled >= EVENTS_PER_GENERATION:
+            context.continue_as_new({"model": model, "deadline": deadline_text, **pending.dump()})
+            return None
+
+    run = yield context.call_activity("claim_run", {"model": model, **pending.dump()})
+    if run is not None:
+        request = RunRequest.load(run)
+        context.set_custom_status({"model": model, "stage": "training", "run_id": request.run_id})
+        yield context.call_sub_orchestrator("continuous_training", request.dump(), instance_id=request.run_id)
+    context.continue_as_new({"model": model})
+    return None
+
+
+class _Pending:
+    """Work gathered by the coordinator: blobs (deduplicated by url + eTag) and retrain requests."""
+
+    def __init__(self, blobs: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:
+        self.blobs: dict[str, dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = list(requests)
+        for blob in blobs:
+            self._add_blob(blob)
+
+    def _add_blob(self, blob: dict[str, Any]) -> None:
+        self.blobs.setdefault(blob_identity(BlobItem.load(blob)), blob)
+
+    def absorb(self, work: Any) -> None:
+        if not isinstance(work, dict):
+            return
+        if work.get("kind") == "blobs":
+            for blob in work.get("blobs", []):
+                self._add_blob(blob)
+        elif work.get("kind") == "retrain":
+            self.requests.append(work)
+
+    @property
+    def empty(self) -> bool:
+        return not self.blobs and not self.requests
+
+    def dump(self) -> dict[str, Any]:
+        return {"blobs": list(self.blobs.values()), "requests": self.requests}
+
+
+# --------------------------------------------------------------------------- continuous_training
+
+
+@bp.orchestration_trigger(context_name="context")
+def continuous_training(context: df.DurableOrchestrationContext) -> Orchestration:
+    """One run: validate → manifest → candidates → evaluate → decide → register → roll out."""
+    request = RunRequest.load(context.get_input())
+    run = {"model": request.model, "run_id": request.run_id}
+
+    def stage(name: str, **extra: Any) -> Generator[Any, Any, None]:
+        context.set_custom_status({"run_id": request.run_id, "stage": name, **extra})
+        yield context.call_activity("record_stage", {**run, "stage": name, "details": extra})
+
+    yield from stage("validating", blobs=len(request.blobs))
+    blobs = yield context.call_activity("resolve_run_blobs", request.dump())
+    outcomes = yield context.task_all([context.call_activity("validate_blob", {**run, "blob": blob}) for blob in blobs])
+    checked = [ValidationOutcome.load(o) for o in outcomes]
+    good = [o.blob.dump() for o in checked if o.ok]
+    bad = [o for o in checked if not o.ok]
+    if not good or (bad and request.trigger.details.get("on_validation_failure") == "stop_run"):
+        reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or ["no data to train on"]
+        yield context.call_activity("finish_run", {**run, "status": "no_valid_data", "reasons": reasons})
+        return {"run_id": request.run_id, "status": "no_valid_data", "reasons": reasons}
+
+    yield from stage("planning", good_blobs=len(good), quarantined=len(bad))
+    prepared = yield context.call_activity("prepare_training", {**run, "blobs": good})
+    plans = [CandidatePlan.load(p) for p in prepared["candidates"]]
+
+    yield from stage("training", candidates=len(plans))
+    results_raw = yield context.task_all(
+        [
+            context.call_sub_orchestrator(
+                "ml_job",
+                JobRequest(
+                    model=request.model,
+                    run_id=request.run_id,
+                    base_name=candidate_job_base(request.run_id, plan.index),
+                    kind="train",
+                    args={**prepared["job_args"], "params": plan.params},
+                    timeout_minutes=prepared["timeout_minutes"],
+                    max_retries=prepared["max_retries"],
+                ).dump(),
+                instance_id=f"{candidate_job_base(request.run_id, plan.index)}-job",
+            )
+            for plan in plans
+        ]
+    )
+    results = [JobResult.load(r) for r in results_raw]
+    yield context.call_activity("record_candidates", {**run, "results": [r.dump() for r in results]})
+    best = best_candidate(results, prepared["primary_metric"])
+    if best is None:
+        reasons = [f"{r.base_name}: {r.outcome} ({r.error or 'no metrics'})" for r in results]
+        yield context.call_activity("finish_run", {**run, "status": "training_failed", "reasons": reasons})
+        return {"run_id": request.run_id, "status": "training_failed", "reasons": reasons}
+
+    yield from stage("evaluating", best=best.base_name)
+    evaluation = yield context.call_sub_orchestrator(
+        "ml_job",
+        JobRequest(
+            model=request.model,
+            run_id=request.run_id,
+            base_name=f"{request.run_id}-eval",
+            kind="evaluate",
+            args={**prepared["job_args"], "challenger": best.outputs},
+            timeout_minutes=prepared["timeout_minutes"],
+            max_retries=prepared["max_retries"],
+        ).dump(),
+        instance_id=f"{request.run_id}-eval-job",
+    )
+    evaluated = JobResult.load(evaluation)
+    decision = yield context.call_activity(
+        "decide_promotion", {**run, "best": best.dump(), "evaluation": evaluated.dump()}
+    )
+    if not decision["promote"]:
+        yield context.call_activity("finish_run", {**run, "status": "not_promoted", "reasons": decision["reasons"]})
+        return {"run_id": request.run_id, "status": "not_promoted", "reasons": decision["reasons"]}
+
+    yield from stage("registering")
+    registered = yield context.call_activity(
+        "register_model", {**run, "best": best.dump(), "evaluation": evaluated.dump(), "decision": decision}
+    )
+
+    if prepared["approval_required"]:
+        yield from stage("awaiting_approval", version=registered["version"])
+        timeout = context.current_utc_datetime + timedelta(hours=float(prepared["approval_timeout_hours"]))
+        timer = context.create_timer(timeout)
+        approval = context.wait_for_external_event("approval")
+        winner = yield context.task_any([approval, timer])
+        if winner == timer:
+            reasons = [f"no approval within {prepared['approval_timeout_hours']} h"]
+            yield context.call_activity("finish_run", {**run, "status": "approval_timed_out", "reasons": reasons})
+            return {"run_id": request.run_id, "status": "approval_timed_out", "reasons": reasons}
+        timer.cancel()
+        answer = approval.result or {}
+        if not answer.get("approved", False):
+            reasons = [f"rejected by {answer.get('by', 'a reviewer')}: {answer.get('comment', '')}".rstrip(": ")]
+            yield context.call_activity("finish_run", {**run, "status": "rejected", "reasons": reasons})
+            return {"run_id": request.run_id, "status": "rejected", "reasons": reasons}
+
+    yield from stage("rolling_out", version=registered["version"])
+    rollout = yield context.call_sub_orchestrator(
+        "staged_rollout",
+        {**run, "version": registered["version"]},
+        instance_id=f"{request.run_id}-rollout",
+    )
+    status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
+    reasons = list(decision["reasons"]) + list(rollout.get("reasons", []))
+    yield context.call_activity(
+        "finish_run", {**run, "status": status, "reasons": reasons, "version": registered["version"]}
+    )
+    return {"run_id": request.run_id, "status": status, "version": registered["version"], "reasons": reasons}
+
+
+# --------------------------------------------------------------------------- ml_job
+
+
+@bp.orchestration_trigger(context_name="context")
+def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
+    """One logical Azure ML job: submit → poll → resubmit on preemption / retry on failure / cancel on timeout.
+
+    Each generation polls at most POLLS_PER_GENERATION times, then continues as new with its
+    progress, so monitoring a 72-hour job never builds a long history.
+    """
+    job = JobRequest.load(context.get_input())
+    now = context.current_utc_datetime
+    started_at = datetime.fromisoformat(job.started_at) if job.started_at else now
+    if job.started_at is None:
+        job = job.model_copy(update={"started_at": started_at.isoformat()})
+    deadline = started_at + timedelta(minutes=job.timeout_minutes)
+
+    if job.polls == 0:
+        # Idempotent: the platform returns the existing job when this name was already submitted.
+        yield context.call_activity("submit_job", job.dump())
+
+    polls = job.polls
+    for _ in range(POLLS_PER_GENERATION):
+        status = JobStatus.load((yield context.call_activity("job_status", job.dump())))
+        context.set_custom_status({"job": job.job_name, "status": status.status, "attempt": job.attempt})
+        if status.phase == "completed":
+            return JobResult(
+                base_name=job.base_name,
+                job_name=job.job_name,
+                outcome="completed",
+                attempts=job.attempt + 1,
+                outputs=status.outputs,
+                metrics=status.metrics,
+            ).dump()
+        if status.phase in ("preempted", "failed", "canceled", "not_found"):
+            failures = [*job.failures, f"{job.job_name}: {status.phase} ({status.error or status.status})"]
+            if status.phase == "preempted" or (status.phase == "failed" and job.attempt < job.max_retries):
+                # Preemption is not a failure: resume from the checkpoint; a failure retries per spec.
+                context.continue_as_new(
+                    job.model_copy(
+                        update={
+                            "attempt": job.attempt + 1,
+                            "resume": True,
+                            "polls": 0,
+                            "failures": failures,
+                        }
+                    ).dump()
+                )
+                return None
+            return JobResult(
+                base_name=job.base_name,
+                job_name=job.job_name,
+                outcome="canceled" if status.phase == "canceled" else "failed",
+                attempts=job.attempt + 1,
+                error="; ".join(failures),
+            ).dump()
+        if context.current_utc_datetime >= deadline:
+            yield context.call_activity("cancel_job", job.dump())
+            return JobResult(
+                base_name=job.base_name,
+                job_name=job.job_name,
+                outcome="timed_out",
+                attempts=job.attempt + 1,
+                error=f"{job.job_name} did not finish within {job.timeout_minutes} minutes; canceled",
+            ).dump()
+        polls += 1
+        yield context.create_timer(min(context.current_utc_datetime + poll_delay(polls), deadline))
+    context.continue_as_new(job.model_copy(update={"polls": polls}).dump())
+    return None

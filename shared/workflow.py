@@ -1,0 +1,193 @@
+"""The messages orchestrators and activities exchange, and the pure rules that name things.
+
+Durable Functions passes activity inputs and outputs as JSON. Every message here is a
+frozen pydantic model: orchestrators send ``msg.dump()`` (plain JSON) and activities parse
+with ``Model.load(...)``, so a field can be added without breaking running instances
+(unknown fields are ignored on load, new fields have defaults).
+
+Names of side effects are deterministic functions of their inputs (DESIGN rule 2): a run id
+from its trigger, a job name from run + candidate + attempt, a deployment name from the model
+version. An activity that runs twice finds what its first run created instead of creating it
+again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    """Base of every orchestrator <-> activity message: frozen, tolerant of fields added later."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def load(cls, value: Any) -> Self:
+        return cls.model_validate(value)
+
+
+# --------------------------------------------------------------------------- triggers and runs
+
+
+class BlobItem(Message):
+    """One landed blob, identified by (url, etag) as Event Grid reports it."""
+
+    url: str
+    container: str
+    name: str
+    etag: str
+    size: int = 0
+
+
+class TriggerInfo(Message):
+    """Why a run exists: the normalised trigger, kept in the run's lineage."""
+
+    kind: str
+    reason: str
+    source_event_id: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunRequest(Message):
+    """Input of ``continuous_training``: which model, why, and which blobs (empty = the model's latest data)."""
+
+    model: str
+    run_id: str
+    trigger: TriggerInfo
+    blobs: list[BlobItem] = Field(default_factory=list)
+
+
+class ValidationOutcome(Message):
+    blob: BlobItem
+    ok: bool
+    summary: str
+    errors: int = 0
+    warnings: int = 0
+    rows: int = 0
+    quarantined_to: str | None = None
+
+
+class CandidatePlan(Message):
+    index: int
+    params: dict[str, Any]
+    why: str
+
+
+JobKind = Literal["train", "evaluate"]
+JobOutcome = Literal["completed", "failed", "canceled", "timed_out"]
+
+
+class JobRequest(Message):
+    """Input of the ``ml_job`` sub-orchestration: one logical job, retried and resumed as needed."""
+
+    model: str
+    run_id: str
+    base_name: str
+    kind: JobKind
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_minutes: float = 240
+    max_retries: int = 2
+    # progress carried across continue_as_new generations
+    attempt: int = 0
+    resume: bool = False
+    polls: int = 0
+    started_at: str | None = None
+    failures: list[str] = Field(default_factory=list)
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.base_name, self.attempt)
+
+
+class JobResult(Message):
+    base_name: str
+    job_name: str
+    outcome: JobOutcome
+    attempts: int
+    outputs: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class JobStatus(Message):
+    """What ``job_status`` reports: the platform's phase, normalised."""
+
+    name: str
+    phase: Literal["queued", "running", "completed", "failed", "canceled", "preempted", "not_found"]
+    status: str
+    outputs: str | None = None
+    error: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- deterministic names
+
+
+_NAME_SAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def _digest(parts: Iterable[str], length: int = 12) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part.encode("utf-8"))
+        hasher.update(b"\x00")
+    return hasher.hexdigest()[:length]
+
+
+def run_id_for(model: str, trigger_identity: Iterable[str]) -> str:
+    """The run id for a trigger: the same trigger (or the same set of blobs) always gives the same id."""
+    return f"{model}-{_digest(sorted(trigger_identity))}"
+
+
+def blob_identity(blob: BlobItem) -> str:
+    """A blob is identified by (url, eTag): the same bytes delivered twice are one blob (DESIGN rule 3)."""
+    return f"{blob.url}|{blob.etag}"
+
+
+def job_name(base_name: str, attempt: int) -> str:
+    """Azure ML job names are unique per workspace: letters, digits, '-' and '_', at most 255 characters."""
+    return f"{base_name}-a{attempt}"
+
+
+def candidate_job_base(run_id: str, index: int) -> str:
+    return f"{run_id}-c{index}"
+
+
+def deployment_name(model: str, version: str | int) -> str:
+    """Azure ML deployment names: 3-32 chars, a letter first, letters/digits/'-', not ending in '-'."""
+    stem = _NAME_SAFE.sub("-", model.lower()).strip("-")
+    suffix = f"-v{version}"
+    return (stem[: 32 - len(suffix)].rstrip("-") or "m") + suffix
+
+
+# --------------------------------------------------------------------------- polling
+
+
+def poll_delay(polls: int, first: float = 15.0, cap: float = 300.0) -> timedelta:
+    """Back-off between job polls: 15 s, 30 s, 60 s, … capped at 5 minutes."""
+    return timedelta(seconds=min(cap, first * (2 ** min(polls, 16))))
+
+
+#: Polls per ml_job generation before continue_as_new, so a 72-hour job never builds a long history.
+POLLS_PER_GENERATION = 20
+
+
+def best_candidate(results: Iterable[JobResult], metric: str) -> JobResult | None:
+    """The completed candidate with the highest validation ``metric`` (ties: the lowest job name)."""
+    scored = [r for r in results if r.outcome == "completed" and isinstance(r.metrics.get(metric), int | float)]
+    if not scored:
+        return None
+    return sorted(scored, key=lambda r: (-float(r.metrics[metric]), r.job_name))[0]
+
+
+def merge_params(fixed: Mapping[str, Any], varied: Mapping[str, Any]) -> dict[str, Any]:
+    return {**fixed, **varied}
