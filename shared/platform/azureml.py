@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import tempfile
 import time
@@ -83,8 +84,10 @@ T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TRAINING_ENVIRONMENT = "azureml:perennial-train@latest"
-DEFAULT_SCORING_ENVIRONMENT = "azureml:perennial-score@latest"
+#: How a failed job says it was preempted: Azure's own wording, or train.py's exit code 75 (SIGTERM + checkpoint).
+_PREEMPTED = re.compile(r"preempt|\b(?:exit|status) code:?\s*75\b", re.IGNORECASE)
+DEFAULT_TRAINING_ENVIRONMENT = "perennial-train@latest"
+DEFAULT_SCORING_ENVIRONMENT = "perennial-score@latest"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -95,9 +98,15 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, HttpResponseError) and exc.status_code in TRANSIENT_STATUS
 
 
+def _text(value: object) -> str:
+    """An SDK enum's value ("Succeeded"), or the string itself."""
+    return str(getattr(value, "value", value))
+
+
 def _service_message(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return str(message).strip().splitlines()[0][:500] if message else type(exc).__name__
+    message = str(getattr(exc, "message", None) or exc)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(lines[:3])[:500] if lines else type(exc).__name__
 
 
 class AzureMLPlatform:
@@ -188,7 +197,18 @@ class AzureMLPlatform:
             raise
 
     def _code(self, code: str) -> str:
-        return code if code.startswith("azureml:") else str(self.code_root / code)
+        """A code asset as the ARM id the SDK passes through untouched, or a local folder the SDK uploads."""
+        if code.startswith("azureml:") and code.count(":") == 2:
+            _, name, version = code.split(":")
+            return f"{self.workspace_id}/codes/{name}/versions/{version}"
+        return code if code.startswith(("azureml:", "/subscriptions/")) else str(self.code_root / code)
+
+    @property
+    def workspace_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
 
     # ================================================================= compute
 
@@ -217,7 +237,7 @@ class AzureMLPlatform:
             instance_type=str(cluster.size),
             min_instances=int(cluster.min_instances or 0),
             max_instances=int(cluster.max_instances or 0),
-            provisioning_state=str(cluster.provisioning_state),
+            provisioning_state=_text(cluster.provisioning_state),
         )
 
     # ================================================================= jobs
@@ -241,8 +261,7 @@ class AzureMLPlatform:
                 f"job {spec.name!r}: instance_count, processes_per_instance and timeout_seconds must be >= 1",
                 "fix the JobSpec",
             )
-        from azure.ai.ml import Input, Output, command
-        from azure.ai.ml.entities import PyTorchDistribution
+        from azure.ai.ml import Input, Output, PyTorchDistribution, command
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         job = command(
@@ -282,7 +301,7 @@ class AzureMLPlatform:
         return self._job_state(self._call(f"submit job {spec.name}", submit))
 
     def _job_state(self, job: Any, error: str | None = None, preempted: bool = False) -> JobState:
-        status = str(job.status or "Unknown")
+        status = _text(job.status or "Unknown")
         context = getattr(job, "creation_context", None)
         return JobState(
             name=job.name,
@@ -303,7 +322,7 @@ class AzureMLPlatform:
     def get_job(self, name: str) -> JobState:
         check_job_name(name)
         job = self._call(f"get job {name}", lambda: self.ml.jobs.get(name), not_found=("job", name))
-        if job.status not in ("Failed", "NotResponding"):
+        if _text(job.status) not in ("Failed", "NotResponding"):
             return self._job_state(job)
         error, preempted = f"job {name} failed; read job_logs or {getattr(job, 'studio_url', '')}", False
         try:
@@ -313,8 +332,7 @@ class AzureMLPlatform:
                 error = str(inner.message)
         except PlatformError:
             pass  # the status is what matters; the message is a courtesy
-        lowered = error.lower()
-        preempted = "preempt" in lowered or "exit code 75" in lowered or "exit code: 75" in lowered
+        preempted = _PREEMPTED.search(error) is not None
         return self._job_state(job, error=error, preempted=preempted)
 
     def cancel_job(self, name: str) -> JobState:
@@ -439,7 +457,7 @@ class AzureMLPlatform:
                 live={k: int(v) for k, v in (endpoint.traffic or {}).items() if int(v) > 0},
                 mirror={k: int(v) for k, v in (endpoint.mirror_traffic or {}).items() if int(v) > 0},
             ),
-            provisioning_state=str(endpoint.provisioning_state),
+            provisioning_state=_text(endpoint.provisioning_state),
             auth_mode=str(endpoint.auth_mode or "key"),
         )
 
@@ -504,7 +522,7 @@ class AzureMLPlatform:
             model_version=version,
             instance_type=str(deployment.instance_type or ""),
             instance_count=int(scale or 0),
-            provisioning_state=str(deployment.provisioning_state),
+            provisioning_state=_text(deployment.provisioning_state),
         )
 
     def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
@@ -640,10 +658,7 @@ class AzureMLPlatform:
     # ================================================================= health metrics
 
     def endpoint_resource_id(self, endpoint: str) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
-            f"Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/onlineEndpoints/{endpoint}"
-        )
+        return f"{self.workspace_id}/onlineEndpoints/{endpoint}"
 
     def location(self) -> str:
         if self._location is None:
