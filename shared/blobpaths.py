@@ -81,6 +81,12 @@ def validate_blob_name(name: str, known_models: Collection[str], container: str 
     return BlobPath(container=container, model=model, relative="/".join(segments[1:]))
 
 
+def quoted_etag(etag: str) -> str:
+    """ETags in one form everywhere (``"0x8D…"``, quoted as in HTTP and Event Grid): listing returns them bare."""
+    etag = etag.strip()
+    return etag if etag.startswith('"') or etag.startswith("W/") else f'"{etag}"'
+
+
 def split_blob_url(url: str) -> tuple[str, str]:
     """``(container, name)`` of a blob URL, for Azure (``acct.blob…/c/n``) and Azurite (``host:port/acct/c/n``)."""
     if not isinstance(url, str):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import azure.functions as func
 
-from shared.blobpaths import BlobNameError, split_blob_url, subject_blob, validate_blob_name
+from shared.blobpaths import BlobNameError, quoted_etag, split_blob_url, subject_blob, validate_blob_name
 from shared.publish import EventDataError, PerennialEventType, parse_perennial_data
 
 TriggerKind = Literal[
@@ -384,7 +384,7 @@ def _blob_created(env: _Envelope, known: KnownModels) -> Trigger:
     api = _str(data, "api", "data.")
     blob = BlobIdentity(
         url=url,
-        etag=_str(data, "eTag", "data."),
+        etag=quoted_etag(_str(data, "eTag", "data.")),
         size=_int(data, "contentLength", "data."),
         container=container,
         name=name,

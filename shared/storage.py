@@ -28,7 +28,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
 
-from shared.blobpaths import BlobNameError, BlobPath, validate_blob_name
+from shared.blobpaths import BlobNameError, BlobPath, quoted_etag, validate_blob_name
 from shared.settings import StorageSettings
 
 LANDING = "landing"
@@ -188,7 +188,7 @@ def _ref(client: BlobClient) -> BlobRef:
         container=client.container_name,
         name=client.blob_name,
         url=client.url,
-        etag=str(props.etag),
+        etag=quoted_etag(str(props.etag)),
         size=int(props.size),
         content_type=props.content_settings.content_type,
     )
@@ -235,7 +235,7 @@ class BlobStore:
                 container=LANDING,
                 name=item.name,
                 url=client.get_blob_client(item.name).url,
-                etag=str(item.etag),
+                etag=quoted_etag(str(item.etag)),
                 size=int(item.size),
                 content_type=item.content_settings.content_type,
             )

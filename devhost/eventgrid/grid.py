@@ -78,6 +78,8 @@ class LocalEventGrid:
         self.deliverer: Deliverer | None = None
         self.host: HostView | None = None
         self.topic_key = ""
+        #: Where this grid's own routes are served: devhost's URL, unless run standalone on its own port.
+        self.own_url: str | None = None
 
     # ----------------------------------------------------------------- Component protocol
 
@@ -124,7 +126,7 @@ class LocalEventGrid:
         logger.info(
             "local Event Grid: %d subscriptions; custom topics at %s/eventgrid/topics/<topic>/api/events",
             len(self.subscriptions.subscriptions),
-            host.base_url,
+            self.own_url or host.base_url,
         )
 
     async def stop(self) -> None:
@@ -146,7 +148,7 @@ class LocalEventGrid:
         """The URL to give EventGridPublisherClient (``PERENNIAL_EVENTGRID_ENDPOINT``)."""
         if self.host is None:
             raise RuntimeError("the local Event Grid has not started")
-        return f"{self.host.base_url}/eventgrid/topics/{topic}/api/events"
+        return f"{self.own_url or self.host.base_url}/eventgrid/topics/{topic}/api/events"
 
     def route(self, topic: str, event: dict[str, Any]) -> int:
         """Hand ``event`` to every matching subscription of ``topic``; returns how many matched."""

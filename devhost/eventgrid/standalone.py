@@ -57,6 +57,7 @@ async def serve_standalone(grid: LocalEventGrid, host: StandaloneHost, port: int
     server: Any = site._server  # aiohttp exposes the bound port only through the asyncio server
     sockets = getattr(server, "sockets", None) or []
     bound = int(sockets[0].getsockname()[1]) if sockets else port
+    grid.own_url = f"http://127.0.0.1:{bound}"
     try:
         await grid.start(host)
     except BaseException:

@@ -24,6 +24,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from shared.blobpaths import quoted_etag
+
 logger = logging.getLogger("devhost.eventgrid")
 
 LOCAL_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -122,7 +124,7 @@ class BlobWatcher:
         client = self.service.get_container_client(self.container)
         try:
             return {
-                b.name: (str(b.etag), int(b.size), b.content_settings.content_type)
+                b.name: (quoted_etag(str(b.etag)), int(b.size), b.content_settings.content_type)
                 for b in client.list_blobs(include=[])
             }
         except ResourceNotFoundError:
