@@ -1,0 +1,657 @@
+"""Kayenta-style statistical canary analysis: is the challenger deployment as healthy as the champion?
+
+Pure and deterministic: the caller gathers one :class:`DeploymentSample` per deployment over a bake
+window and :func:`analyse_canary` returns a :class:`CanaryVerdict` that keeps all its evidence
+(counts, statistics, p-values, thresholds). ``docs/policy.md`` explains every rule for users.
+
+Per metric there are two kinds of check:
+
+* **gates** from ``spec.rollout.gates``. A gate is *breached* only when the challenger is beyond it
+  *and* a one-sided test says so at ``gates.confidence``; this is what keeps noise from failing a
+  healthy model. The absolute gates (``max_error_rate``, ``max_p95_latency_ms``) are exact binomial
+  tests that are valid at any sample size, so a challenger that crashes on load fails after a few
+  requests. Their breach is a *hard* failure (immediate rollback). The comparative gates
+  (``max_latency_ratio``, ``max_positive_rate_shift``, ``max_accuracy_drop``) need the champion too.
+* a **comparison** with the champion (Mann-Whitney U on trimmed latencies with a relative tolerance;
+  Fisher's exact test for error rate, positive rate and accuracy). A metric that is significantly
+  worse by more than its tolerance scores 0 in a weighted score → pass / marginal / fail.
+
+Statistical comparisons need ``gates.min_samples`` requests on both sides; with fewer on the
+champion side (e.g. at 100 %, or for a first model) only the gates are judged; with fewer on the
+challenger side the verdict is ``inconclusive`` unless a gate is already breached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from shared.spec import Gates, ShadowSpec
+
+Verdict = Literal["pass", "marginal", "fail", "inconclusive"]
+MetricOutcome = Literal["pass", "worse", "breach", "nodata"]
+AnalysisMode = Literal["full", "gates_only", "insufficient"]
+EvidenceValue = float | int | str | bool | None
+
+#: A p95 latency is, by definition, exceeded by 5 % of requests.
+_P95_EXCEEDANCE = 0.05
+
+
+class CanaryInputError(ValueError):
+    """A canary input is impossible (negative counts, more errors than requests, NaN latencies, ...)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+@dataclass(frozen=True)
+class DeploymentSample:
+    """What one deployment served during a bake window.
+
+    ``latencies_ms`` may be empty when the platform only reports aggregates; then give ``p50_ms`` /
+    ``p95_ms`` / ``p99_ms``. ``predicted_positive`` counts positive predictions among the successful
+    requests (``requests - errors``). ``labelled`` / ``correct`` count requests whose delayed label
+    has arrived and how many of those the deployment got right.
+    """
+
+    deployment: str
+    requests: int
+    errors: int
+    latencies_ms: tuple[float, ...] = ()
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    predicted_positive: int = 0
+    labelled: int = 0
+    correct: int = 0
+
+    def __post_init__(self) -> None:
+        # Accept any sequence (a list from JSON) but store a tuple so the value stays immutable.
+        object.__setattr__(self, "latencies_ms", tuple(float(x) for x in self.latencies_ms))
+        where = f"deployment {self.deployment!r}"
+        for name in ("requests", "errors", "predicted_positive", "labelled", "correct"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CanaryInputError(f"{where}: {name}={value!r} is not a count", "pass a whole number >= 0")
+        if self.errors > self.requests:
+            raise CanaryInputError(
+                f"{where}: errors={self.errors} exceeds requests={self.requests}", "count errors among the requests"
+            )
+        if self.predicted_positive > self.requests - self.errors:
+            raise CanaryInputError(
+                f"{where}: predicted_positive={self.predicted_positive} exceeds the {self.requests - self.errors} "
+                "successful requests",
+                "count positive predictions among successful requests only",
+            )
+        if self.correct > self.labelled:
+            raise CanaryInputError(
+                f"{where}: correct={self.correct} exceeds labelled={self.labelled}",
+                "count correct predictions among the labelled requests",
+            )
+        if self.latencies_ms:
+            values = np.asarray(self.latencies_ms)
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise CanaryInputError(
+                    f"{where}: latencies_ms holds a negative, NaN or infinite value",
+                    "drop requests without a measured latency",
+                )
+        for name in ("p50_ms", "p95_ms", "p99_ms"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise CanaryInputError(f"{where}: {name}={value!r} is not a latency", "pass milliseconds >= 0 or None")
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.errors
+
+
+@dataclass(frozen=True)
+class ShadowAgreement:
+    """Mirrored requests answered by both deployments, and on how many their predictions agreed."""
+
+    compared: int
+    agreed: int
+
+    def __post_init__(self) -> None:
+        if self.compared < 0 or not 0 <= self.agreed <= self.compared:
+            raise CanaryInputError(
+                f"shadow agreement {self.agreed}/{self.compared} is impossible",
+                "agreed must be between 0 and compared",
+            )
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """The analysis' own knobs; the defaults are documented in docs/policy.md."""
+
+    #: Latencies count as worse only if the challenger's are significantly more than 10 % slower.
+    latency_tolerance: float = 0.10
+    #: Share of the slowest latencies dropped from each side before Mann-Whitney (cold starts, GC pauses).
+    trim_fraction: float = 0.01
+    #: Tolerances of the comparisons, as a share of the matching gate.
+    error_rate_tolerance_share: float = 0.25
+    positive_rate_tolerance_share: float = 0.5
+    accuracy_tolerance_share: float = 0.5
+    #: Weights of the score (renormalised over the metrics that have data).
+    weights: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "error_rate": 0.45,
+            "latency": 0.25,
+            "positive_rate": 0.10,
+            "accuracy": 0.20,
+            "agreement": 0.45,  # shadow phase only
+        }
+    )
+    pass_score: float = 0.95
+    marginal_score: float = 0.60
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric's judgement. ``unconfirmed_excess``: beyond a gate, but not significantly (yet)."""
+
+    metric: str
+    outcome: MetricOutcome
+    hard: bool
+    weight: float
+    reason: str
+    evidence: Mapping[str, EvidenceValue]
+    unconfirmed_excess: bool = False
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    verdict: Verdict
+    hard_failure: bool
+    mode: AnalysisMode
+    score: float | None
+    metrics: tuple[MetricResult, ...]
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+    confidence: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, for the run record and the ``RolloutRolledBack`` event."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _p_at_least(k: int, n: int, p0: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p0): how surprising k events are if the true rate is p0."""
+    if k <= 0:
+        return 1.0
+    return float(stats.binom.sf(k - 1, n, p0))
+
+
+def _p_at_most(k: int, n: int, p0: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p0)."""
+    return float(stats.binom.cdf(k, n, p0))
+
+
+def _fisher(a_hits: int, a_n: int, b_hits: int, b_n: int, alternative: str) -> float:
+    """Fisher's exact test on [[a_hits, a_misses], [b_hits, b_misses]]; ``greater``: a's rate is higher."""
+    table = [[a_hits, a_n - a_hits], [b_hits, b_n - b_hits]]
+    return float(stats.fisher_exact(table, alternative=alternative).pvalue)
+
+
+def _trim_top(values: np.ndarray, fraction: float) -> np.ndarray:
+    """Drop the slowest ``fraction`` of the samples (the same share from each side keeps A/A fair)."""
+    drop = int(len(values) * fraction)
+    return np.sort(values)[: len(values) - drop] if drop else values
+
+
+def _rate(hits: int, n: int) -> float | None:
+    return hits / n if n else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _error_rate(
+    challenger: DeploymentSample,
+    champion: DeploymentSample | None,
+    gates: Gates,
+    config: CanaryConfig,
+    compare: bool,
+    alpha: float,
+) -> MetricResult:
+    weight = config.weights["error_rate"]
+    n1, e1 = challenger.requests, challenger.errors
+    if n1 == 0:
+        return MetricResult("error_rate", "nodata", False, weight, "error rate: no requests reached the challenger", {})
+    r1 = e1 / n1
+    p_gate = _p_at_least(e1, n1, gates.max_error_rate)
+    breach = r1 > gates.max_error_rate and p_gate < alpha
+    evidence: dict[str, EvidenceValue] = {
+        "challenger_errors": e1,
+        "challenger_requests": n1,
+        "challenger_rate": r1,
+        "max_error_rate": gates.max_error_rate,
+        "gate_p_value": p_gate,
+        "alpha": alpha,
+    }
+    parts = [f"error rate {_pct(r1)} ({e1}/{n1})"]
+    worse = False
+    if compare and champion is not None:
+        n0, e0 = champion.requests, champion.errors
+        r0 = e0 / n0
+        tolerance = config.error_rate_tolerance_share * gates.max_error_rate
+        p_cmp = _fisher(e1, n1, e0, n0, "greater")
+        worse = p_cmp < alpha and r1 - r0 > tolerance
+        evidence |= {
+            "champion_errors": e0,
+            "champion_requests": n0,
+            "champion_rate": r0,
+            "tolerance": tolerance,
+            "fisher_p_value": p_cmp,
+        }
+        parts.append(f"vs champion {_pct(r0)} ({e0}/{n0}), Fisher p={p_cmp:.3g}, tolerance +{tolerance:.2%}")
+    if breach:
+        parts.append(f"breaches max_error_rate {_pct(gates.max_error_rate)} (binomial p={p_gate:.3g} < {alpha:.3g})")
+        outcome: MetricOutcome = "breach"
+    elif worse:
+        parts.append("significantly worse than the champion")
+        outcome = "worse"
+    else:
+        parts.append(f"within max_error_rate {_pct(gates.max_error_rate)}")
+        outcome = "pass"
+    unconfirmed = not breach and r1 > gates.max_error_rate
+    if unconfirmed:
+        parts[-1] = f"above max_error_rate {_pct(gates.max_error_rate)} but not significantly (p={p_gate:.3g})"
+    return MetricResult("error_rate", outcome, breach, weight, "; ".join(parts), evidence, unconfirmed)
+
+
+def _p95(sample: DeploymentSample, min_samples: int) -> tuple[float | None, str]:
+    """The p95 latency and where it came from: the samples when there are enough, else the aggregate."""
+    if len(sample.latencies_ms) >= min_samples or (sample.latencies_ms and sample.p95_ms is None):
+        return float(np.quantile(np.asarray(sample.latencies_ms), 0.95)), "samples"
+    if sample.p95_ms is not None:
+        return sample.p95_ms, "aggregate"
+    return None, "none"
+
+
+def _latency(
+    challenger: DeploymentSample,
+    champion: DeploymentSample | None,
+    gates: Gates,
+    config: CanaryConfig,
+    compare: bool,
+    alpha: float,
+) -> MetricResult:
+    weight = config.weights["latency"]
+    m = gates.min_samples
+    p95_1, source_1 = _p95(challenger, m)
+    if p95_1 is None:
+        return MetricResult("latency", "nodata", False, weight, "latency: the challenger reported none", {})
+    evidence: dict[str, EvidenceValue] = {
+        "challenger_p95_ms": p95_1,
+        "challenger_p95_source": source_1,
+        "challenger_samples": len(challenger.latencies_ms),
+        "max_p95_latency_ms": gates.max_p95_latency_ms,
+        "alpha": alpha,
+    }
+    parts = [f"p95 latency {p95_1:.1f} ms ({source_1})"]
+
+    # Absolute gate. With samples: are significantly more than 5 % of requests slower than the gate?
+    if source_1 == "samples":
+        over = int(np.sum(np.asarray(challenger.latencies_ms) > gates.max_p95_latency_ms))
+        p_gate = _p_at_least(over, len(challenger.latencies_ms), _P95_EXCEEDANCE)
+        evidence |= {"over_gate": over, "gate_p_value": p_gate}
+        hard_breach = p95_1 > gates.max_p95_latency_ms and p_gate < alpha
+    else:  # an aggregate cannot be tested; trust it once it covers enough requests
+        p_gate = None
+        hard_breach = p95_1 > gates.max_p95_latency_ms and challenger.requests >= m
+    unconfirmed = p95_1 > gates.max_p95_latency_ms and not hard_breach
+
+    ratio_breach = worse = False
+    if compare and champion is not None:
+        p95_0, source_0 = _p95(champion, m)
+        if p95_0 is not None:
+            ratio = p95_1 / p95_0 if p95_0 > 0 else math.inf
+            evidence |= {"champion_p95_ms": p95_0, "champion_p95_source": source_0, "p95_ratio": ratio}
+            evidence["max_latency_ratio"] = gates.max_latency_ratio
+            parts.append(f"vs champion {p95_0:.1f} ms (ratio {ratio:.2f}, gate {gates.max_latency_ratio:.2f})")
+            if len(challenger.latencies_ms) >= m and len(champion.latencies_ms) >= m:
+                ratio_breach, worse = _latency_tests(
+                    challenger, champion, p95_0, ratio, gates, config, alpha, evidence, parts
+                )
+            else:
+                # Aggregates only: no test is possible, so the point values decide (documented).
+                ratio_breach = ratio > gates.max_latency_ratio
+                worse = ratio > 1.0 + config.latency_tolerance
+                parts.append("aggregates only: compared without a test")
+    if hard_breach:
+        parts.append(f"breaches max_p95_latency_ms {gates.max_p95_latency_ms:.0f}" + _p_text(p_gate, alpha))
+        outcome: MetricOutcome = "breach"
+    elif ratio_breach:
+        parts.append(f"breaches max_latency_ratio {gates.max_latency_ratio:.2f}")
+        outcome = "breach"
+    elif worse:
+        parts.append(f"significantly slower than the champion beyond the {config.latency_tolerance:.0%} tolerance")
+        outcome = "worse"
+    elif unconfirmed:
+        parts.append(f"above max_p95_latency_ms {gates.max_p95_latency_ms:.0f} but not significantly")
+        outcome = "pass"
+    else:
+        outcome = "pass"
+        parts.append("within the gates")
+    return MetricResult("latency", outcome, hard_breach, weight, "; ".join(parts), evidence, unconfirmed)
+
+
+def _p_text(p: float | None, alpha: float) -> str:
+    return "" if p is None else f" (binomial p={p:.3g} < {alpha:.3g})"
+
+
+def _latency_tests(
+    challenger: DeploymentSample,
+    champion: DeploymentSample,
+    p95_0: float,
+    ratio: float,
+    gates: Gates,
+    config: CanaryConfig,
+    alpha: float,
+    evidence: dict[str, EvidenceValue],
+    parts: list[str],
+) -> tuple[bool, bool]:
+    """Mann-Whitney U with a tolerance, and a tail test, behind the p95 ratio gate → (ratio breach, worse)."""
+    x1 = np.asarray(challenger.latencies_ms)
+    x0 = np.asarray(champion.latencies_ms)
+    t1, t0 = _trim_top(x1, config.trim_fraction), _trim_top(x0, config.trim_fraction)
+    # H1: the challenger's latencies, shrunk by the tolerance, are still stochastically larger.
+    scale = 1.0 + config.latency_tolerance
+    mwu = stats.mannwhitneyu(t1 / scale, t0, alternative="greater")
+    p_mwu = float(mwu.pvalue)
+    # Tail: do more of the challenger's requests than the champion's exceed the POOLED p95? With a
+    # threshold taken from both sides together, Fisher's test is exact when the two are alike (A/A),
+    # and it sees a slow tail that leaves the median — and so Mann-Whitney — untouched.
+    pooled = float(np.quantile(np.concatenate([x1, x0]), 0.95))
+    over1, over0 = int(np.sum(x1 > pooled)), int(np.sum(x0 > pooled))
+    p_tail = _fisher(over1, len(x1), over0, len(x0), "greater")
+    evidence |= {
+        "trimmed_challenger": len(x1) - len(t1),
+        "trimmed_champion": len(x0) - len(t0),
+        "challenger_median_ms": float(np.median(t1)),
+        "champion_median_ms": float(np.median(t0)),
+        "mann_whitney_u": float(mwu.statistic),
+        "mann_whitney_p_value": p_mwu,
+        "latency_tolerance": config.latency_tolerance,
+        "pooled_p95_ms": pooled,
+        "challenger_over_pooled_p95": over1,
+        "champion_over_pooled_p95": over0,
+        "tail_p_value": p_tail,
+    }
+    parts.append(f"Mann-Whitney p={p_mwu:.3g} (tolerance {config.latency_tolerance:.0%}), tail p={p_tail:.3g}")
+    # Two tests back the ratio gate, each at alpha/2 (Bonferroni) so its false-alarm rate stays <= alpha.
+    ratio_breach = ratio > gates.max_latency_ratio and min(p_mwu, p_tail) < alpha / 2
+    return ratio_breach, p_mwu < alpha
+
+
+def _positive_rate(
+    challenger: DeploymentSample,
+    champion: DeploymentSample | None,
+    gates: Gates,
+    config: CanaryConfig,
+    compare: bool,
+    alpha: float,
+) -> MetricResult:
+    weight = config.weights["positive_rate"]
+    m = gates.min_samples
+    if not compare or champion is None or challenger.successes < m or champion.successes < m:
+        return MetricResult(
+            "positive_rate", "nodata", False, weight, f"positive rate: needs {m} predictions on both sides", {}
+        )
+    return _compare_proportions(
+        _Proportions(
+            metric="positive_rate",
+            label="positive rate",
+            hits=(challenger.predicted_positive, champion.predicted_positive),
+            totals=(challenger.successes, champion.successes),
+            two_sided=True,
+            gate_name="max_positive_rate_shift",
+            gate=gates.max_positive_rate_shift,
+            tolerance=config.positive_rate_tolerance_share * gates.max_positive_rate_shift,
+        ),
+        weight,
+        alpha,
+    )
+
+
+def _accuracy(
+    challenger: DeploymentSample,
+    champion: DeploymentSample | None,
+    gates: Gates,
+    config: CanaryConfig,
+    compare: bool,
+    alpha: float,
+) -> MetricResult:
+    weight = config.weights["accuracy"]
+    m = gates.min_samples
+    if not compare or champion is None or challenger.labelled < m or champion.labelled < m:
+        return MetricResult(
+            "accuracy", "nodata", False, weight, f"live accuracy: needs {m} labelled requests on both sides", {}
+        )
+    return _compare_proportions(
+        _Proportions(
+            metric="accuracy",
+            label="live accuracy",
+            hits=(challenger.correct, champion.correct),
+            totals=(challenger.labelled, champion.labelled),
+            two_sided=False,
+            gate_name="max_accuracy_drop",
+            gate=gates.max_accuracy_drop,
+            tolerance=config.accuracy_tolerance_share * gates.max_accuracy_drop,
+        ),
+        weight,
+        alpha,
+    )
+
+
+@dataclass(frozen=True)
+class _Proportions:
+    """A challenger-vs-champion proportion. One-sided metrics are bad when the challenger's is LOWER."""
+
+    metric: str
+    label: str
+    hits: tuple[int, int]  # (challenger, champion)
+    totals: tuple[int, int]
+    two_sided: bool
+    gate_name: str
+    gate: float
+    tolerance: float
+
+
+def _beyond_margin_p(x1: int, n1: int, x0: int, n0: int, margin: float) -> float:
+    """One-sided p-value of H0: p1 - p0 <= margin (Agresti-Caffo adjusted Wald test).
+
+    Adding one hit and one miss to each side keeps the test honest with zero counts, which a
+    plain Wald test is not (its standard error collapses to 0).
+    """
+    q1, q0 = (x1 + 1) / (n1 + 2), (x0 + 1) / (n0 + 2)
+    se = math.sqrt(q1 * (1 - q1) / (n1 + 2) + q0 * (1 - q0) / (n0 + 2))
+    return float(stats.norm.sf((q1 - q0 - margin) / se))
+
+
+def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> MetricResult:
+    (k1, k0), (n1, n0) = p.hits, p.totals
+    r1, r0 = k1 / n1, k0 / n0
+    if p.two_sided:
+        # Shift either way: H0 |r1 - r0| <= gate, the union of two one-sided tests (Bonferroni x2).
+        effect = abs(r1 - r0)
+        p_gate = min(1.0, 2 * min(_beyond_margin_p(k1, n1, k0, n0, p.gate), _beyond_margin_p(k0, n0, k1, n1, p.gate)))
+        p_diff = _fisher(k1, n1, k0, n0, "two-sided")
+        shown = f"shift {r1 - r0:+.2%}"
+    else:
+        effect = r0 - r1  # the drop
+        p_gate = _beyond_margin_p(k0, n0, k1, n1, p.gate)
+        p_diff = _fisher(k1, n1, k0, n0, "less")
+        shown = f"drop {effect:+.2%}"
+    breach = effect > p.gate and p_gate < alpha
+    worse = p_diff < alpha and effect > p.tolerance
+    unconfirmed = effect > p.gate and not breach
+    evidence: dict[str, EvidenceValue] = {
+        "challenger_hits": k1,
+        "challenger_total": n1,
+        "champion_hits": k0,
+        "champion_total": n0,
+        "effect": effect,
+        p.gate_name: p.gate,
+        "gate_p_value": p_gate,
+        "tolerance": p.tolerance,
+        "fisher_p_value": p_diff,
+        "alpha": alpha,
+    }
+    text = f"{p.label} {_pct(r1)} ({k1}/{n1}) vs champion {_pct(r0)} ({k0}/{n0}), {shown}, Fisher p={p_diff:.3g}"
+    if breach:
+        return MetricResult(
+            p.metric,
+            "breach",
+            False,
+            weight,
+            f"{text}; significantly beyond {p.gate_name} {_pct(p.gate)} (p={p_gate:.3g} < {alpha:.3g})",
+            evidence,
+        )
+    if worse:
+        return MetricResult(
+            p.metric, "worse", False, weight, f"{text}; significantly worse by more than {_pct(p.tolerance)}", evidence
+        )
+    if unconfirmed:
+        suffix = f"beyond {p.gate_name} {_pct(p.gate)} but not significantly (p={p_gate:.3g})"
+    else:
+        suffix = f"within {p.gate_name} {_pct(p.gate)}"
+    return MetricResult(p.metric, "pass", False, weight, f"{text}; {suffix}", evidence, unconfirmed)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _combine(
+    metrics: Sequence[MetricResult], mode: AnalysisMode, gates: Gates, config: CanaryConfig, lead: str
+) -> CanaryVerdict:
+    """Gate breaches fail; too little data is inconclusive; otherwise the weighted score decides."""
+    reasons = [lead] + [m.reason for m in metrics]
+    breaches = [m for m in metrics if m.outcome == "breach"]
+    scored = [m for m in metrics if m.outcome != "nodata"]
+    total = sum(m.weight for m in scored)
+    score = sum(m.weight for m in scored if m.outcome == "pass") / total if total else None
+    if breaches:
+        hard = any(m.hard for m in breaches)
+        names = ", ".join(m.metric for m in breaches)
+        reasons.insert(0, f"fail ({'hard' if hard else 'soft'}): gate breached on {names}")
+        return _verdict("fail", hard, mode, score, metrics, reasons, gates)
+    if mode == "insufficient" or score is None:
+        reasons.insert(0, f"inconclusive: fewer than min_samples={gates.min_samples} requests to judge")
+        return _verdict("inconclusive", False, mode, score, metrics, reasons, gates)
+    worse = ", ".join(m.metric for m in metrics if m.outcome == "worse")
+    verdict: Verdict
+    if score < config.marginal_score:
+        verdict = "fail"
+        reasons.insert(
+            0, f"fail (soft): score {score:.2f} < marginal_score {config.marginal_score:.2f}; worse: {worse}"
+        )
+    elif score < config.pass_score:
+        verdict = "marginal"
+        reasons.insert(0, f"marginal: score {score:.2f} < pass_score {config.pass_score:.2f}; worse: {worse}")
+    else:
+        verdict = "pass"
+        reasons.insert(0, f"pass: score {score:.2f} >= pass_score {config.pass_score:.2f}")
+    return _verdict(verdict, False, mode, score, metrics, reasons, gates)
+
+
+def _verdict(
+    verdict: Verdict,
+    hard: bool,
+    mode: AnalysisMode,
+    score: float | None,
+    metrics: Sequence[MetricResult],
+    reasons: list[str],
+    gates: Gates,
+) -> CanaryVerdict:
+    # An excess that is not significant does not change the verdict (more traffic at the next step will
+    # confirm or clear it) but it is surfaced, so a person reading the run sees it.
+    warnings = tuple(f"{m.metric}: beyond its gate, not significantly yet" for m in metrics if m.unconfirmed_excess)
+    return CanaryVerdict(verdict, hard, mode, score, tuple(metrics), tuple(reasons), warnings, gates.confidence)
+
+
+def analyse_canary(
+    challenger: DeploymentSample,
+    champion: DeploymentSample | None,
+    gates: Gates,
+    config: CanaryConfig | None = None,
+) -> CanaryVerdict:
+    """Judge the challenger's bake window against the champion's (None when there is no champion)."""
+    config = config or CanaryConfig()
+    m = gates.min_samples
+    mode: AnalysisMode
+    if challenger.requests < m:
+        mode = "insufficient"
+        lead = f"challenger served {challenger.requests} < min_samples={m} requests: only breaches can be judged"
+    elif champion is None or champion.requests < m:
+        mode = "gates_only"
+        served = "no champion" if champion is None else f"champion served {champion.requests} < min_samples={m}"
+        lead = f"{served}: comparisons skipped, absolute gates only"
+    else:
+        mode = "full"
+        lead = f"challenger {challenger.requests} vs champion {champion.requests} requests at confidence {gates.confidence}"
+    compare = mode == "full"
+    # Bonferroni over the four metrics: a healthy challenger fails with probability <= 1 - confidence.
+    alpha = (1.0 - gates.confidence) / 4
+    metrics = [
+        _error_rate(challenger, champion, gates, config, compare, alpha),
+        _latency(challenger, champion, gates, config, compare, alpha),
+        _positive_rate(challenger, champion, gates, config, compare, alpha),
+        _accuracy(challenger, champion, gates, config, compare, alpha),
+    ]
+    return _combine(metrics, mode, gates, config, lead)
+
+
+def judge_shadow(
+    agreement: ShadowAgreement,
+    challenger_latencies_ms: Sequence[float],
+    champion_latencies_ms: Sequence[float],
+    shadow: ShadowSpec,
+    gates: Gates,
+    config: CanaryConfig | None = None,
+) -> CanaryVerdict:
+    """Judge the shadow phase: prediction agreement on mirrored requests, and their latencies."""
+    config = config or CanaryConfig()
+    alpha = (1.0 - gates.confidence) / 2  # Bonferroni over agreement and latency
+    m = gates.min_samples
+    challenger = DeploymentSample("challenger", len(challenger_latencies_ms), 0, tuple(challenger_latencies_ms))
+    champion = DeploymentSample("champion", len(champion_latencies_ms), 0, tuple(champion_latencies_ms))
+    n, k = agreement.compared, agreement.agreed
+    rate = k / n if n else None
+    # H1: the true agreement is below min_agreement (exact binomial, lower tail).
+    p = _p_at_most(k, n, shadow.min_agreement) if n else 1.0
+    breach = rate is not None and rate < shadow.min_agreement and p < alpha
+    unconfirmed = rate is not None and rate < shadow.min_agreement and not breach
+    text = f"prediction agreement {_pct(rate)} ({k}/{n}) vs min_agreement {_pct(shadow.min_agreement)}"
+    if breach:
+        text += f"; significantly below (binomial p={p:.3g} < {alpha:.3g})"
+    elif unconfirmed:
+        text += f"; below but not significantly (p={p:.3g})"
+    agreement_result = MetricResult(
+        "agreement",
+        "nodata" if n == 0 else ("breach" if breach else "pass"),
+        False,
+        config.weights["agreement"],
+        text,
+        {"compared": n, "agreed": k, "rate": rate, "min_agreement": shadow.min_agreement, "p_value": p, "alpha": alpha},
+        unconfirmed,
+    )
+    enough = n >= m and challenger.requests >= m
+    mode: AnalysisMode = "full" if enough and champion.requests >= m else ("gates_only" if enough else "insufficient")
+    latency = _latency(challenger, champion, gates, config, mode == "full", alpha)
+    lead = f"shadow: {n} mirrored requests compared, mirror {shadow.mirror_percent}%"
+    return _combine([agreement_result, latency], mode, gates, config, lead)
