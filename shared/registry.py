@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from azure.data.tables import TableServiceClient
 
 from shared.settings import StorageSettings
-from shared.storage import BlobStore
+from shared.storage import BlobStore, blob_service_client
 from shared.tables import (
     AlreadyExistsError,
     ConcurrencyError,
@@ -266,6 +266,9 @@ class Registry:
 
     @classmethod
     def from_settings(cls, storage: StorageSettings, payloads: BlobStore | None = None) -> Registry:
+        """Tables from ``storage``; large values spill to that account's payloads container by default."""
+        if payloads is None:
+            payloads = BlobStore(blob_service_client(storage), known_models=())
         return cls(table_service_client(storage), payloads)
 
     def ensure_tables(self) -> None:

@@ -358,6 +358,23 @@ class BlobStore:
     def _manifest_name(self, model: str, run_id: str) -> str:
         return self.path(MANIFESTS, f"{model}/{run_id}.json").name
 
+    # ----------------------------------------------------------------- small JSON documents
+
+    def put_json(self, container: str, name: str, document: Any) -> str:
+        """Write a small JSON document at ``<container>/<model>/…`` (validated name); returns its URL."""
+        path = self.path(container, name)
+        client = self._service.get_blob_client(container, path.name)
+        client.upload_blob(
+            json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
+            overwrite=True,
+            content_settings=ContentSettings(content_type="application/json"),
+        )
+        return client.url
+
+    def get_json(self, container: str, name: str) -> Any:
+        """Read a small JSON document written by :meth:`put_json` (BlobMissingError if absent)."""
+        return json.loads(self.read_bytes(self.ref(container, name)))
+
     # ----------------------------------------------------------------- payloads (table spill-over)
 
     def put_payload(self, name: str, data: bytes) -> str:

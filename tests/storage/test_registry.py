@@ -190,3 +190,15 @@ def test_missing_run_and_bad_ids_give_typed_errors(registry: Registry, model: st
         registry.require_run(model, "nope")
     with pytest.raises(RegistryError):
         registry.get_run(model, "a/b")
+
+
+def test_registry_from_settings_spills_large_values_without_extra_wiring(
+    azurite_connection_string: str, model: str, store: object
+) -> None:
+    from shared.settings import StorageSettings
+
+    registry = Registry.from_settings(StorageSettings(azurite_connection_string, None, None, None, None))
+    registry.ensure_tables()
+    reasons = ["r" * 40_000]  # 80 KiB in UTF-16: over Azure's 64 KiB string limit
+    run = registry.create_run(_run(model, decision_reasons=reasons))
+    assert registry.require_run(model, run.run_id).decision_reasons == reasons

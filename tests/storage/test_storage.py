@@ -133,3 +133,11 @@ def test_manifest_pins_exact_blobs_and_is_written_once(store: BlobStore, model: 
 def test_manifest_run_id_cannot_escape_its_folder(store: BlobStore, model: str) -> None:
     with pytest.raises(BlobNameError):
         store.read_manifest(model, "../../landing/x")
+
+
+def test_json_documents_round_trip_under_a_model_folder(store: BlobStore, model: str) -> None:
+    url = store.put_json("manifests", f"{model}/run-9.contract.json", {"columns": ["a", "b"]})
+    assert url.endswith(f"/manifests/{model}/run-9.contract.json")
+    assert store.get_json("manifests", f"{model}/run-9.contract.json") == {"columns": ["a", "b"]}
+    with pytest.raises(BlobNameError):
+        store.put_json("manifests", "../escape.json", {})
