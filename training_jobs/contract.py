@@ -1,0 +1,150 @@
+"""The data contract as the compute sees it: contract.json, written from ``shared.spec.DataContract``.
+
+This is a deliberately small, dependency-free reader (the compute does not ship ``shared/``):
+it keeps the fields training and scoring need and ignores the rest (severity, key, ...) so the
+spec may grow without breaking jobs already running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from training_jobs.errors import ContractError
+
+NUMERIC_TYPES = ("float", "int", "bool")
+CATEGORICAL_TYPES = ("category", "string")
+COLUMN_TYPES = (*NUMERIC_TYPES, *CATEGORICAL_TYPES, "timestamp")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    feature: bool = True
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in NUMERIC_TYPES
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.type in CATEGORICAL_TYPES
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["categories"] = list(self.categories) if self.categories is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class Contract:
+    columns: tuple[Column, ...]
+    label: str
+    positive_class: str | int | bool = 1
+
+    @property
+    def feature_columns(self) -> list[Column]:
+        """Columns the model sees: feature=true, not the label, and not timestamps (see README)."""
+        return [c for c in self.columns if c.feature and c.name != self.label and c.type != "timestamp"]
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": [c.to_json() for c in self.columns],
+            "label": self.label,
+            "positive_class": self.positive_class,
+        }
+
+
+def canonical_label(value: Any) -> str:
+    """One spelling per label value, so 1, 1.0, "1", True and "true" name the same class."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    text = str(value).strip()
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return "1" if lowered == "true" else "0"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else text
+
+
+def _column(raw: Any, index: int) -> Column:
+    where = f"columns[{index}]"
+    if not isinstance(raw, dict):
+        raise ContractError(f"contract {where} is not an object", "each column is {name, type, ...}")
+    name = raw.get("name")
+    kind = raw.get("type")
+    if not isinstance(name, str) or not name:
+        raise ContractError(f"contract {where}.name is missing", "give every column a name")
+    if kind not in COLUMN_TYPES:
+        raise ContractError(f"contract {where}.type={kind!r} is unknown", f"use one of {', '.join(COLUMN_TYPES)}")
+    categories = raw.get("categories")
+    if categories is not None and not (isinstance(categories, list) and all(isinstance(c, str) for c in categories)):
+        raise ContractError(f"contract {where}.categories is not a list of strings", "e.g. [grocery, travel]")
+    return Column(
+        name=name,
+        type=str(kind),
+        nullable=bool(raw.get("nullable", True)),
+        min=None if raw.get("min") is None else float(raw["min"]),
+        max=None if raw.get("max") is None else float(raw["max"]),
+        categories=tuple(categories) if categories is not None else None,
+        feature=bool(raw.get("feature", True)),
+    )
+
+
+def parse_contract(document: Any, source: str = "contract.json") -> Contract:
+    if not isinstance(document, dict):
+        raise ContractError(f"{source} is not a JSON object", "write it with DataContract.model_dump(mode='json')")
+    raw_columns = document.get("columns")
+    if not isinstance(raw_columns, list) or not raw_columns:
+        raise ContractError(f"{source} has no columns", "list the data's columns under 'columns'")
+    columns = tuple(_column(raw, i) for i, raw in enumerate(raw_columns))
+    names = [c.name for c in columns]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ContractError(f"{source} lists columns twice: {', '.join(duplicates)}", "column names must be unique")
+    label = document.get("label")
+    if label not in names:
+        raise ContractError(f"{source}: label={label!r} is not one of the columns", "set label to a column name")
+    positive = document.get("positive_class", 1)
+    if not isinstance(positive, str | int | bool):
+        raise ContractError(f"{source}: positive_class={positive!r} is not a scalar", "e.g. 1 or 'fraud'")
+    contract = Contract(columns=columns, label=str(label), positive_class=positive)
+    if not contract.feature_columns:
+        raise ContractError(f"{source} has no feature columns", "mark at least one non-label column feature: true")
+    return contract
+
+
+def load_contract(path: str | Path) -> Contract:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(
+            f"{path}: no such file", "pass --contract with the contract.json written from the spec"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{path}: cannot read it as JSON ({exc})", "write it with json.dump") from None
+    return parse_contract(document, str(path))

@@ -1,0 +1,267 @@
+"""Reading the data: a folder of CSV/Parquet files (an Azure ML uri_folder mount) or one file.
+
+A manifest pins the exact files and their sha256: a listed file that is missing or changed
+stops the job (the model card would otherwise lie about its data). Labels are mapped to class
+indices here, and the train/validation split is made here, once, the same way on every rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from training_jobs.contract import Contract, canonical_label
+from training_jobs.errors import DataError, ManifestError
+
+log = logging.getLogger("training_jobs.data")
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+#: The validation split does not depend on --seed: candidates of one sweep (different seeds)
+#: must be judged on the same rows.
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    name: str
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str | None
+    run_id: str | None
+    files: tuple[ManifestFile, ...]
+    #: sha256 of the canonical JSON of the file list: the data's identity in the model card.
+    hash: str
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame
+    files: list[dict[str, Any]] = field(default_factory=list)
+    manifest: Manifest | None = None
+    #: sha256 over (name, sha256) of every file read: identifies the data even without a manifest.
+    data_hash: str = ""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _canonical_hash(entries: list[dict[str, Any]]) -> str:
+    text = json.dumps(sorted(entries, key=lambda e: str(e["name"])), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest", "pass --manifest with the run's manifest.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read it as JSON ({exc})", "write it with json.dump") from None
+    raw_files = document.get("files") if isinstance(document, dict) else None
+    if not isinstance(raw_files, list) or not raw_files:
+        raise ManifestError(f"{path}: 'files' is missing or empty", 'list {"name", "sha256", "size"} per file')
+    files: list[ManifestFile] = []
+    for i, entry in enumerate(raw_files):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(digest, str) or len(digest) != 64:
+            raise ManifestError(f"{path}: files[{i}] needs a name and a 64-hex sha256", "regenerate the manifest")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ManifestError(f"{path}: files[{i}].name={name!r} leaves the data folder", "use relative names")
+        size = entry.get("size")
+        files.append(ManifestFile(name=name, sha256=digest.lower(), size=int(size) if size is not None else None))
+    canonical = [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files]
+    model = document.get("model")
+    run_id = document.get("run_id")
+    return Manifest(
+        model=str(model) if model is not None else None,
+        run_id=str(run_id) if run_id is not None else None,
+        files=tuple(files),
+        hash=_canonical_hash(canonical),
+    )
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(DATA_SUFFIXES) and not path.name.startswith(".")
+
+
+def _find_files(data: Path, manifest: Manifest | None) -> list[Path]:
+    if manifest is not None:
+        base = data if data.is_dir() else data.parent
+        paths: list[Path] = []
+        for entry in manifest.files:
+            path = base / entry.name
+            if not path.is_file():
+                raise ManifestError(
+                    f"manifest lists {entry.name!r} but {path} does not exist",
+                    "pass the --data folder the manifest was written for",
+                )
+            if entry.size is not None and path.stat().st_size != entry.size:
+                raise ManifestError(
+                    f"{entry.name}: size {path.stat().st_size} != {entry.size} in the manifest",
+                    "the file changed after the manifest was written; re-run validation to get a new manifest",
+                )
+            actual = sha256_file(path)
+            if actual != entry.sha256:
+                raise ManifestError(
+                    f"{entry.name}: sha256 {actual} != {entry.sha256} in the manifest",
+                    "the file changed after the manifest was written; re-run validation to get a new manifest",
+                )
+            paths.append(path)
+        return paths
+    if data.is_file():
+        return [data]
+    if not data.is_dir():
+        raise DataError(f"{data}: no such file or folder", "pass --data with a folder of CSV/Parquet files or one file")
+    paths = sorted(p for p in data.rglob("*") if _is_data_file(p))
+    if not paths:
+        raise DataError(f"{data} holds no .csv or .parquet files", "point --data at the folder the batches landed in")
+    return paths
+
+
+def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
+    # Category/string columns are read as text so "01" stays "01" and codes never become floats.
+    text_columns = {c.name: "string" for c in contract.columns if c.is_categorical}
+    try:
+        if path.name.lower().endswith((".parquet", ".pq")):
+            frame = pd.read_parquet(path)
+            for name in text_columns:
+                if name in frame.columns:
+                    frame[name] = frame[name].astype("string")
+            return frame
+        return pd.read_csv(path, dtype=text_columns, low_memory=False)
+    except Exception as exc:  # pandas/pyarrow raise many types; all mean "this file is unreadable"
+        raise DataError(
+            f"{path}: cannot read it ({type(exc).__name__}: {exc})", "check the file is CSV or Parquet"
+        ) from exc
+
+
+def load_dataset(data: str | Path, contract: Contract, manifest: Manifest | None = None) -> Dataset:
+    """Read every data file (or exactly the manifest's files, verified) into one frame."""
+    paths = _find_files(Path(data), manifest)
+    frames: list[pd.DataFrame] = []
+    files: list[dict[str, Any]] = []
+    for path in paths:
+        frame = _read_one(path, contract)
+        frames.append(frame)
+        name = path.name if Path(data).is_file() else str(path.relative_to(Path(data)))
+        files.append({"name": name, "sha256": sha256_file(path), "rows": len(frame)})
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    needed = [c.name for c in contract.feature_columns if not c.nullable] + [contract.label]
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"the data has no column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})",
+            "the files do not match the contract; fix the data or the spec's data.columns",
+        )
+    data_hash = _canonical_hash([{"name": f["name"], "sha256": f["sha256"]} for f in files])
+    return Dataset(frame=frame, files=files, manifest=manifest, data_hash=data_hash)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """Classes in model-output order. Binary: [negative, positive], the model predicts P(positive)."""
+
+    task: str  # "binary" | "multiclass"
+    classes: tuple[str, ...]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "binary" else len(self.classes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "classes": list(self.classes)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabelSpace:
+        return cls(task=str(data["task"]), classes=tuple(str(c) for c in data["classes"]))
+
+
+def _label_strings(frame: pd.DataFrame, contract: Contract) -> list[str | None]:
+    return [None if _is_missing(v) else canonical_label(v) for v in frame[contract.label].tolist()]
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and value != value
+
+
+def drop_unlabelled(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    labels = _label_strings(frame, contract)
+    keep = np.array([v is not None for v in labels], dtype=bool)
+    if not keep.all():
+        log.warning("dropping %d row(s) with no %s label", int((~keep).sum()), contract.label)
+        frame = frame.loc[keep].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"no row has a {contract.label} label", "the label column must be filled for training data")
+    return frame
+
+
+def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
+    values = sorted({v for v in _label_strings(frame, contract) if v is not None})
+    positive = canonical_label(contract.positive_class)
+    if len(values) > 2:
+        return LabelSpace(task="multiclass", classes=tuple(values))
+    if positive not in values:
+        raise DataError(
+            f"positive_class={contract.positive_class!r} never occurs in {contract.label} (values: {values})",
+            "set data.positive_class to the label value that means positive",
+        )
+    if len(values) < 2:
+        raise DataError(f"{contract.label} has one class only ({values})", "training needs rows of both classes")
+    negative = next(v for v in values if v != positive)
+    return LabelSpace(task="binary", classes=(negative, positive))
+
+
+def encode_labels(frame: pd.DataFrame, contract: Contract, space: LabelSpace) -> npt.NDArray[np.int64]:
+    labels = _label_strings(frame, contract)
+    if space.task == "binary":
+        positive = space.classes[1]
+        return np.array([1 if v == positive else 0 for v in labels], dtype=np.int64)
+    index = {c: i for i, c in enumerate(space.classes)}
+    unknown = sorted({v for v in labels if v not in index}, key=str)
+    if unknown:
+        raise DataError(
+            f"{contract.label} holds classes the model never saw: {unknown[:5]}", "evaluate on data with known classes"
+        )
+    return np.array([index[v] for v in labels if v is not None], dtype=np.int64)
+
+
+def stratified_split(
+    y: npt.NDArray[np.int64], val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(train, val) row indices; every class keeps its share in both (a 1% class must reach val)."""
+    rng = np.random.default_rng(seed)
+    train: list[npt.NDArray[np.int64]] = []
+    val: list[npt.NDArray[np.int64]] = []
+    for cls in np.unique(y):
+        rows = np.flatnonzero(y == cls).astype(np.int64)
+        rng.shuffle(rows)
+        n_val = round(len(rows) * val_fraction)
+        if len(rows) >= 2:
+            n_val = min(max(n_val, 1), len(rows) - 1)
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

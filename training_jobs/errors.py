@@ -1,0 +1,37 @@
+"""Typed errors for the training, evaluation and scoring scripts.
+
+Each carries a remediation ``hint``; the command-line entry points print both and exit with
+``EXIT_BAD_INPUT`` (2) so the orchestrator marks the job as a user error, not a crash.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+#: SIGTERM arrived (low-priority preemption); a checkpoint was written: resubmit with --resume auto.
+EXIT_PREEMPTED = 75
+
+
+class TrainingJobError(Exception):
+    """Bad input or usage: the message says what is wrong, ``hint`` what to do about it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+class ContractError(TrainingJobError):
+    """contract.json is missing, unreadable or inconsistent."""
+
+
+class DataError(TrainingJobError):
+    """The training / holdout data cannot be read or does not fit the contract."""
+
+
+class ManifestError(TrainingJobError):
+    """manifest.json is malformed, or a listed file is missing or has a different hash."""
+
+
+class ModelBundleError(TrainingJobError):
+    """A model folder lacks a file or holds one that cannot be read safely."""

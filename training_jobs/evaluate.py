@@ -1,0 +1,152 @@
+"""Score the challenger (and the champion, if any) on the same holdout; write comparison.json.
+
+    python training_jobs/evaluate.py --challenger DIR --data PATH --contract contract.json \\
+        --output comparison.json [--champion DIR] [--primary-metric pr_auc] [--bootstrap 1000] \\
+        [--confidence 0.95] [--seed 0] [--manifest manifest.json]
+
+The whole of --data is the holdout. Each model predicts with its own threshold (from its
+preprocessing.json). comparison.json is what the promotion policy reads; its shape is fixed
+(see training_jobs/README.md). Exit codes: 0 written, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _make_package_importable() -> None:
+    """Run as a script (or from Azure ML's copy of this folder, whatever its name): import siblings as a package."""
+    if "training_jobs" in sys.modules:
+        return
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location(
+        "training_jobs", here / "__init__.py", submodule_search_locations=[str(here)]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load training_jobs from {here}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["training_jobs"] = module
+    spec.loader.exec_module(module)
+
+
+if not __package__:
+    _make_package_importable()
+
+from training_jobs.bundle import Predictor  # noqa: E402
+from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
+from training_jobs.contract import load_contract  # noqa: E402
+from training_jobs.data import drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, TrainingJobError  # noqa: E402
+from training_jobs.metrics import classification_metrics, json_safe  # noqa: E402
+
+log = logging.getLogger("training_jobs.evaluate")
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py", description="Challenger vs champion on one holdout.", allow_abbrev=False
+    )
+    p.add_argument("--challenger", type=Path, required=True, help="the challenger's model folder")
+    p.add_argument("--champion", type=Path, help="the champion's model folder (omit for a first model)")
+    p.add_argument("--data", type=Path, required=True, help="the holdout: a folder of CSV/Parquet files or one file")
+    p.add_argument("--contract", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True, help="where comparison.json goes")
+    p.add_argument("--manifest", type=Path)
+    p.add_argument(
+        "--primary-metric", choices=("pr_auc", "roc_auc", "f1", "accuracy", "precision", "recall"), default="pr_auc"
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (>= 100)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval, in (0.5, 1)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    if args.bootstrap < 100:
+        raise TrainingJobError(f"--bootstrap {args.bootstrap} is too few", "use at least 100 (1000 is typical)")
+    if not 0.5 < args.confidence < 1.0:
+        raise TrainingJobError(f"--confidence {args.confidence} is outside (0.5, 1)", "e.g. 0.95")
+    contract = load_contract(args.contract)
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    challenger = Predictor.load(args.challenger)
+    champion = Predictor.load(args.champion) if args.champion else None
+    space = challenger.preprocessor.labels
+    if champion is not None and champion.preprocessor.labels != space:
+        raise TrainingJobError(
+            f"challenger classes {space.classes} differ from champion classes {champion.preprocessor.labels.classes}",
+            "models predicting different classes cannot be compared on one holdout",
+        )
+    frame = drop_unlabelled(load_dataset(args.data, contract, manifest).frame, contract)
+    y = encode_labels(frame, contract, space)
+    if space.task == "binary" and (y.sum() == 0 or y.sum() == len(y)):
+        raise DataError("the holdout has one class only", "evaluate on data holding both classes")
+    p_new = challenger.predict_proba(frame, len(frame))
+    classes = list(space.classes)
+    result: dict[str, Any] = {
+        "primary_metric": args.primary_metric,
+        "n_holdout": len(frame),
+        "challenger": _summary(classification_metrics(y, p_new, challenger.threshold, classes)),
+        "champion": None,
+        "difference": None,
+        "mcnemar": None,
+    }
+    if champion is not None:
+        p_old = champion.predict_proba(frame, len(frame))
+        result["champion"] = _summary(classification_metrics(y, p_old, champion.threshold, classes))
+        result["difference"] = paired_bootstrap(
+            args.primary_metric,
+            y,
+            p_new,
+            p_old,
+            challenger.threshold,
+            champion.threshold,
+            args.bootstrap,
+            args.confidence,
+            args.seed,
+        ).to_json()
+        result["mcnemar"] = mcnemar(y, p_new, p_old, challenger.threshold, champion.threshold).to_json()
+    return result
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {name: metrics[name] for name in METRICS}
+
+
+def write_comparison(path: Path, comparison: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(json_safe(comparison), stream, indent=2, allow_nan=False)
+    os.chmod(temp, 0o644)  # mkstemp makes 0600; model files are read by other processes and users
+    os.replace(temp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        comparison = compare(args)
+    except TrainingJobError as exc:
+        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    write_comparison(args.output, comparison)
+    difference = comparison["difference"]
+    summary = f"n_holdout={comparison['n_holdout']} challenger_{args.primary_metric}={comparison['challenger'][args.primary_metric]}"
+    if difference is not None:
+        summary += f" difference={difference['estimate']:.4f} ci=[{difference['ci_low']:.4f}, {difference['ci_high']:.4f}] p={difference['p_value']:.3f}"
+    print(f"done {summary} output={args.output}", flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Scoring payloads: parse ``{"data": [...]}`` / ``{"input_data": ...}`` and check each row against the contract.
+
+Every problem names the row index and the column, e.g.
+``row 3, column 'amount': expected a number, got "12,50" (str)``, so a caller can fix the exact cell.
+Unknown categories are accepted (the model maps them to "other"); extra keys (ids, the label) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from training_jobs.contract import Column
+
+MAX_ROWS = 10_000
+MAX_LISTED_PROBLEMS = 20
+
+
+class PayloadError(ValueError):
+    """The request body is malformed; the message says where and how. Servers answer it with a 400."""
+
+
+def parse_records(raw: str | bytes | dict[str, Any] | list[Any]) -> list[Any]:
+    """The rows of a request: a list of objects, from any of the accepted envelopes."""
+    document: Any = raw
+    if isinstance(raw, str | bytes):
+        try:
+            document = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PayloadError(f'the body is not JSON ({exc}); send {{"data": [{{"column": value, ...}}]}}') from None
+    if not isinstance(document, dict):
+        raise PayloadError('the body must be a JSON object: {"data": [{"column": value, ...}, ...]}')
+    key = "data" if "data" in document else "input_data" if "input_data" in document else None
+    if key is None:
+        raise PayloadError(f'the body has no "data" (or "input_data") key; found: {sorted(document)[:10]}')
+    rows = document[key]
+    if isinstance(rows, dict) and "columns" in rows and "data" in rows:
+        rows = _split_to_records(rows, key)
+    if not isinstance(rows, list):
+        raise PayloadError(f'"{key}" must be a list of row objects, got {type(rows).__name__}')
+    if not rows:
+        raise PayloadError(f'"{key}" is empty: send at least one row')
+    if len(rows) > MAX_ROWS:
+        raise PayloadError(f'"{key}" has {len(rows)} rows; send at most {MAX_ROWS} per request')
+    return rows
+
+
+def _split_to_records(split: dict[str, Any], key: str) -> list[Any]:
+    """Azure ML's pandas "split" orientation: {"columns": [...], "data": [[...], ...]}."""
+    columns, values = split["columns"], split["data"]
+    if not isinstance(columns, list) or not isinstance(values, list):
+        raise PayloadError(f'"{key}.columns" and "{key}.data" must be lists')
+    records: list[Any] = []
+    for i, row in enumerate(values):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise PayloadError(f"row {i}: expected a list of {len(columns)} values matching {key}.columns")
+        records.append(dict(zip(columns, row, strict=True)))
+    return records
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _check_value(column: Column, value: Any) -> str | None:
+    """The problem with one cell, or None."""
+    if value is None:
+        return None if column.nullable else "is required (the contract says nullable: false)"
+    if column.type in ("float", "int"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {_describe(value)}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {_describe(value)}"
+        if column.type == "int" and not float(value).is_integer():
+            return f"expected a whole number, got {_describe(value)}"
+        if column.min is not None and value < column.min:
+            return f"{value} is below the minimum {column.min:g}"
+        if column.max is not None and value > column.max:
+            return f"{value} is above the maximum {column.max:g}"
+        return None
+    if column.type == "bool":
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return None
+        return f"expected true or false, got {_describe(value)}"
+    if not isinstance(value, str):
+        return f"expected a string, got {_describe(value)}"
+    return None
+
+
+def validate_records(rows: list[Any], columns: list[Column]) -> dict[str, list[Any]]:
+    """Check every row; return the feature columns as lists (None for missing) or raise PayloadError."""
+    problems: list[str] = []
+    out: dict[str, list[Any]] = {c.name: [] for c in columns}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            problems.append(f"row {i}: expected an object of column: value, got {_describe(row)}")
+            continue
+        for column in columns:
+            value = row.get(column.name)
+            problem = _check_value(column, value)
+            if problem is not None:
+                if column.name not in row:
+                    problem = "is missing (required: the contract says nullable: false)"
+                problems.append(f"row {i}, column {column.name!r}: {problem}")
+            out[column.name].append(value)
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        tail = f"; and {more} more problem(s)" if more else ""
+        raise PayloadError(f"{len(problems)} invalid value(s): " + "; ".join(shown) + tail)
+    return out

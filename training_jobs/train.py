@@ -1,0 +1,691 @@
+"""Train a tabular classifier on the compute: resumable, distributed, reproducible.
+
+    python training_jobs/train.py --data DATA --contract contract.json --output-dir OUT [options]
+    torchrun --nproc-per-node 2 training_jobs/train.py ...            # same, on 2 processes
+
+Read top to bottom: parse options, read and verify the data, fit preprocessing on the training
+split, build the model, maybe resume from a checkpoint, train (gradient accumulation, AMP,
+DDP), evaluate each epoch with early stopping, write the model folder. ``--batch-size`` is the
+global batch of one optimiser step; each rank and micro-step takes an equal slice of it, so a
+run's result does not depend on how many processes or accumulation steps produced it.
+
+Exit codes: 0 done; 2 bad input or usage; 75 preempted (SIGTERM: a checkpoint was written,
+resubmit with ``--resume auto``); anything else is a failure. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+def _make_package_importable() -> None:
+    """Run as a script (or from Azure ML's copy of this folder, whatever its name): import siblings as a package."""
+    if "training_jobs" in sys.modules:
+        return
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location(
+        "training_jobs", here / "__init__.py", submodule_search_locations=[str(here)]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load training_jobs from {here}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["training_jobs"] = module
+    spec.loader.exec_module(module)
+
+
+if not __package__:
+    _make_package_importable()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from training_jobs import distributed  # noqa: E402
+from training_jobs.batching import DataOrder, IndexBatcher, micro_slice  # noqa: E402
+from training_jobs.bundle import CARD, CONFIG, METRICS, PREPROCESSING, WEIGHTS, write_bundle  # noqa: E402
+from training_jobs.card import code_version, package_versions  # noqa: E402
+from training_jobs.checkpoint import (  # noqa: E402
+    capture_rng,
+    load_checkpoint,
+    newest_valid,
+    restore_rng,
+    save_checkpoint,
+)
+from training_jobs.contract import load_contract  # noqa: E402
+from training_jobs.data import (  # noqa: E402
+    drop_unlabelled,
+    encode_labels,
+    infer_label_space,
+    load_dataset,
+    load_manifest,
+    stratified_split,
+)
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TrainingJobError  # noqa: E402
+from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
+from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
+from training_jobs.preprocessing import Preprocessor  # noqa: E402
+from training_jobs.tracking import Tracker  # noqa: E402
+
+log = logging.getLogger("training_jobs.train")
+
+PRIMARY_METRIC = "pr_auc"  # early stopping watches this on the validation split
+SAMPLE_ROWS = 5
+#: Test hook (fault injection): deliver a real SIGTERM to ourselves after this optimiser step.
+SIGTERM_AT_STEP_ENV = "TRAINING_JOBS_SIGTERM_AT_STEP"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if kind is int:
+            if not value.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+            value = int(value)
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train a tabular classifier (see training_jobs/README.md).", allow_abbrev=False
+    )
+    p.add_argument("--data", type=Path, required=True, help="a folder of CSV/Parquet files, or one file")
+    p.add_argument("--contract", type=Path, required=True, help="contract.json (DataContract.model_dump)")
+    p.add_argument("--output-dir", type=Path, required=True, help="where the model folder and checkpoints go")
+    p.add_argument("--manifest", type=Path, help="manifest.json: files (relative to --data) and their sha256")
+    p.add_argument("--lr", type=_number(float, 0, low_open=True), default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--width", type=_number(int, 1), default=128, help="hidden units per layer")
+    p.add_argument("--depth", type=_number(int, 0), default=2, help="hidden layers")
+    p.add_argument("--dropout", type=_number(float, 0, 0.9), default=0.1)
+    p.add_argument("--weight-decay", type=_number(float, 0), default=1e-4)
+    p.add_argument("--batch-size", type=_number(int, 1), default=512, help="global rows per optimiser step")
+    p.add_argument("--epochs", type=_number(int, 1), default=10)
+    p.add_argument("--max-steps", type=_number(int, 0), default=0, help="optimiser steps; >0 overrides --epochs")
+    p.add_argument("--seed", type=_number(int, 0), default=0)
+    p.add_argument("--grad-accum", type=_number(int, 1), default=1, help="micro-steps per optimiser step")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off")
+    p.add_argument("--imbalance", choices=("none", "class-weight", "resample"), default="none")
+    p.add_argument("--early-stopping-patience", type=_number(int, 0), default=3, help="epochs; 0 = off")
+    p.add_argument("--val-fraction", type=_number(float, 0, 0.9, low_open=True), default=0.2)
+    p.add_argument("--checkpoint-every-steps", type=_number(int, 0), default=1000, help="0 = off")
+    p.add_argument("--checkpoint-every-minutes", type=_number(float, 0), default=10.0, help="0 = off")
+    p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a checkpoint path")
+    return p
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+@dataclass
+class Preemption:
+    """Set by the SIGTERM handler; the loop checks it between optimiser steps."""
+
+    requested: bool = False
+    installed: bool = field(default=False, repr=False)
+
+    def install(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        self.installed = True
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Temp file + rename: a reader (or a preemption) never sees half a file."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(json_safe(data), stream, indent=2, allow_nan=False)
+    os.chmod(temp, 0o644)  # mkstemp makes 0600; model files are read by other processes and users
+    os.replace(temp, path)
+
+
+def _configure_determinism(seed: int, device: torch.device) -> None:
+    # Identical inputs give identical weights on CPU; on CUDA this also needs a fixed cuBLAS workspace.
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _lr_lambda(total_steps: int) -> Any:
+    warmup = max(1, min(100, total_steps // 20))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine down to 10% of the peak
+
+    return factor
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay matrices (Linear weights, embeddings), not biases or LayerNorm gains — nanoGPT's split.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
+    if amp == "off":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class Progress:
+    """What the loop carries between steps; all of it goes into a checkpoint."""
+
+    step: int = 0
+    order: DataOrder = field(default_factory=DataOrder)
+    best_metric: float = -math.inf
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = distributed.setup()
+    try:
+        return _train(args, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
+    started = time.monotonic()
+    _configure_determinism(args.seed, ctx.device)
+    out: Path = args.output_dir
+    ckpt_dir = out / "checkpoints"
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    preemption = Preemption()
+    preemption.install()
+
+    # ---- data: verified, labelled, split; preprocessing fitted on the training rows only
+    contract = load_contract(args.contract)
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    dataset = load_dataset(args.data, contract, manifest)
+    frame = drop_unlabelled(dataset.frame, contract)
+    labels = infer_label_space(frame, contract)
+    y_all = encode_labels(frame, contract, labels)
+    train_rows, val_rows = stratified_split(y_all, args.val_fraction)
+    preprocessor = Preprocessor.fit(frame.iloc[train_rows], contract, labels)
+    numeric, categorical = preprocessor.transform(frame, len(frame))
+    device = ctx.device
+    x_num = torch.from_numpy(numeric[train_rows]).to(device)
+    x_cat = torch.from_numpy(categorical[train_rows]).to(device)
+    y = torch.from_numpy(y_all[train_rows]).to(device)
+    v_num = torch.from_numpy(numeric[val_rows]).to(device)
+    v_cat = torch.from_numpy(categorical[val_rows]).to(device)
+    v_y = torch.from_numpy(y_all[val_rows]).to(device)
+    n_train = len(train_rows)
+
+    # ---- batch geometry: global batch = grad_accum × world_size × micro-batch, all equal
+    parts = args.grad_accum * ctx.world_size
+    if args.batch_size % parts:
+        raise TrainingJobError(
+            f"--batch-size {args.batch_size} does not split into --grad-accum {args.grad_accum} × {ctx.world_size} process(es)",
+            f"use a multiple of {parts}",
+        )
+    batch_size = args.batch_size
+    if batch_size > n_train:
+        batch_size = max(parts, n_train // parts * parts)
+        log.warning("--batch-size %d exceeds the %d training rows: using %d", args.batch_size, n_train, batch_size)
+        if batch_size > n_train:
+            raise TrainingJobError(f"only {n_train} training rows", "add data or lower --val-fraction")
+
+    # ---- class imbalance
+    counts = torch.bincount(y.cpu(), minlength=len(labels.classes)).double()
+    class_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).float()
+    sample_weights = class_weights[y.cpu()] if args.imbalance == "resample" else None
+    loss_weights = class_weights.to(device) if args.imbalance == "class-weight" else None
+
+    batcher = IndexBatcher(n_train, batch_size, args.seed, device, sample_weights)
+    steps_per_epoch = batcher.steps_per_epoch
+    total_steps = args.max_steps if args.max_steps > 0 else args.epochs * steps_per_epoch
+
+    # ---- model, optimiser, schedule, scaler
+    config = ModelConfig(
+        n_numeric=len(preprocessor.feature_names),
+        cardinalities=preprocessor.cardinalities,
+        n_outputs=labels.n_outputs,
+        width=args.width,
+        depth=args.depth,
+        dropout=args.dropout,
+    )
+    torch.manual_seed(args.seed)
+    model = TabularMLP(config).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    if args.amp == "fp16" and device.type == "cpu":
+        log.warning("--amp fp16 on CPU is slow and gains nothing; bf16 is the CPU choice")
+
+    fingerprint = _fingerprint(args, dataset.data_hash, batch_size)
+    progress = Progress()
+    resumed_from = _maybe_resume(args.resume, ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress)
+    # DDP after loading: it broadcasts rank 0's parameters, which now are the resumed ones.
+    train_model: nn.Module = (
+        DistributedDataParallel(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
+        if ctx.enabled
+        else model
+    )
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if labels.task == "binary":
+            per_row = nn.functional.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+        else:
+            per_row = nn.functional.cross_entropy(logits, target, reduction="none")
+        if loss_weights is not None:
+            per_row = per_row * loss_weights[target]
+        # mean (not a weight-normalised mean): micro-batch means average exactly to the global batch mean
+        return per_row.mean()
+
+    def evaluate_val() -> dict[str, Any]:
+        model.eval()
+        mine = torch.arange(ctx.rank, len(v_y), ctx.world_size, device=device)
+        chunks = []
+        with torch.inference_mode(), _autocast(device, args.amp):
+            for start in range(0, len(mine), 8192):
+                rows = mine[start : start + 8192]
+                chunks.append(probabilities(model(v_num[rows], v_cat[rows]), config.n_outputs))
+        probs = torch.cat(chunks) if chunks else torch.zeros(0, device=device)
+        probs = distributed.gather_rows(ctx, probs.float())
+        targets = distributed.gather_rows(ctx, v_y[mine])
+        model.train()
+        return {"p": probs.cpu().double().numpy(), "y": targets.cpu().numpy()}
+
+    tracker = Tracker(enabled=ctx.is_main)
+    params = _params(args, batch_size, ctx.world_size)
+    tracker.params(params)
+    if ctx.is_main:
+        print(
+            f"start rows={len(frame)} train={n_train} val={len(val_rows)} task={labels.task} "
+            f"features={config.n_numeric}+{len(config.cardinalities)}cat steps={total_steps} "
+            f"steps_per_epoch={steps_per_epoch} world_size={ctx.world_size} device={device} "
+            f"resumed_from={resumed_from.name if resumed_from else 'none'}",
+            flush=True,
+        )
+
+    # ---- the loop
+    fault_step = int(os.environ.get(SIGTERM_AT_STEP_ENV, "0") or 0)
+    log_every = max(1, min(100, steps_per_epoch // 5))
+    order = batcher.epoch_order(progress.order.epoch)
+    last_checkpoint = time.monotonic()
+    window_loss = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of step losses, steps)
+    window_start = time.monotonic()
+    window_steps = 0
+    last_val = math.nan
+    if progress.history:
+        last_val = float(progress.history[-1].get(PRIMARY_METRIC) or math.nan)
+    train_model.train()
+    while progress.step < total_steps and not progress.stopped_early:
+        batch = batcher.batch(order, progress.order.position)
+        step_loss = torch.zeros((), device=device)
+        for micro in range(args.grad_accum):
+            rows = micro_slice(batch, micro, args.grad_accum, ctx.rank, ctx.world_size)
+            last_micro = micro == args.grad_accum - 1
+            no_sync = train_model.no_sync() if ctx.enabled and not last_micro else nullcontext()  # type: ignore[operator]
+            with no_sync:
+                with _autocast(device, args.amp):
+                    logits = train_model(x_num[rows], x_cat[rows])
+                loss = loss_fn(logits.float(), y[rows]) / args.grad_accum
+                scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        progress.step += 1
+        progress.order.position += 1
+        window_loss += torch.stack([step_loss.double(), torch.ones((), dtype=torch.float64, device=device)])
+        window_steps += 1
+
+        epoch_done = progress.order.position >= steps_per_epoch
+        if epoch_done or progress.step >= total_steps:
+            scored = evaluate_val()
+            last_val = _after_evaluation(scored, progress, model, preprocessor, args, labels.classes)
+            tracker.metrics({f"val_{PRIMARY_METRIC}": last_val}, step=progress.step)
+        if epoch_done:
+            progress.order = DataOrder(epoch=progress.order.epoch + 1, position=0)
+            order = batcher.epoch_order(progress.order.epoch)
+
+        if progress.step % log_every == 0 or epoch_done or progress.step >= total_steps:
+            totals = distributed.all_reduce_sum(ctx, window_loss) / ctx.world_size
+            seconds = max(time.monotonic() - window_start, 1e-9)
+            samples_per_s = window_steps * batch_size / seconds
+            mean_loss = float(totals[0] / max(float(totals[1]), 1.0))
+            if ctx.is_main:
+                print(
+                    f"progress step={progress.step}/{total_steps} epoch={progress.order.epoch} loss={mean_loss:.5f} "
+                    f"val_{PRIMARY_METRIC}={last_val:.4f} samples_per_s={samples_per_s:.0f} "
+                    f"lr={scheduler.get_last_lr()[0]:.3g}",
+                    flush=True,
+                )
+            tracker.metrics({"train_loss": mean_loss, "samples_per_s": samples_per_s}, step=progress.step)
+            window_loss.zero_()
+            window_start, window_steps = time.monotonic(), 0
+
+        if fault_step and progress.step == fault_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        stop, due_by_time = _agree(ctx, progress.step, preemption.requested, last_checkpoint, args)
+        due_by_steps = args.checkpoint_every_steps > 0 and progress.step % args.checkpoint_every_steps == 0
+        if stop or due_by_steps or due_by_time:
+            progress.elapsed_s += time.monotonic() - started
+            started = time.monotonic()
+            reason = "preempted" if stop else "periodic"
+            if ctx.is_main:
+                _checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress, reason)
+            last_checkpoint = time.monotonic()
+        if stop:
+            distributed.barrier(ctx)
+            if ctx.is_main:
+                _write_json(out / "preempted.json", {"step": progress.step, "resume": "--resume auto"})
+                print(f"preempted step={progress.step}: checkpoint written, exiting {EXIT_PREEMPTED}", flush=True)
+            tracker.finish()
+            return EXIT_PREEMPTED
+
+    # ---- finish: best weights (with early stopping), final metrics, the model folder
+    if args.early_stopping_patience > 0 and progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
+    scored = evaluate_val()
+    progress.elapsed_s += time.monotonic() - started
+    started = time.monotonic()
+    if ctx.is_main:
+        metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress)
+        _checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress, "final")
+        write_bundle(out, model, config, preprocessor)
+        _write_json(out / METRICS, metrics)
+        _write_json(
+            out / CARD,
+            _model_card(args, params, metrics, dataset, manifest, labels.task, ctx, progress, len(frame), n_train),
+        )
+        sample = frame.iloc[val_rows[:SAMPLE_ROWS]]
+        sample_rows = [
+            {c.name: _json_value(r[c.name]) for c in contract.feature_columns if c.name in r}
+            for _, r in sample.iterrows()
+        ]
+        _write_json(out / "sample_input.json", {"data": sample_rows})
+        (out / "preempted.json").unlink(missing_ok=True)
+        tracker.metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        tracker.artifacts([out / n for n in (WEIGHTS, CONFIG, PREPROCESSING, METRICS, CARD, "sample_input.json")])
+        print(
+            f"done steps={progress.step} best_step={progress.best_step} val_{PRIMARY_METRIC}={metrics[PRIMARY_METRIC]} "
+            f"stopped_early={progress.stopped_early} seconds={progress.elapsed_s:.1f} output={out}",
+            flush=True,
+        )
+    distributed.barrier(ctx)
+    tracker.finish()
+    return EXIT_OK
+
+
+def _agree(
+    ctx: distributed.DistContext, step: int, requested: bool, last_checkpoint: float, args: argparse.Namespace
+) -> tuple[bool, bool]:
+    """(stop now, checkpoint by time now), the same on every rank (a signal may reach one rank only)."""
+    due = args.checkpoint_every_minutes > 0 and time.monotonic() - last_checkpoint >= args.checkpoint_every_minutes * 60
+    if not ctx.enabled:
+        return requested, due
+    if (
+        step % 10
+    ):  # a collective every step would stall the GPU pipeline; 10 steps is still well inside the grace period
+        return False, False
+    flags = torch.tensor([float(requested), float(due)], device=ctx.device)
+    flags = distributed.all_reduce_max(ctx, flags)
+    return bool(flags[0].item()), bool(flags[1].item())
+
+
+def _after_evaluation(
+    scored: dict[str, Any],
+    progress: Progress,
+    model: TabularMLP,
+    preprocessor: Preprocessor,
+    args: argparse.Namespace,
+    classes: tuple[str, ...],
+) -> float:
+    value = metric_value(PRIMARY_METRIC, scored["y"], scored["p"], preprocessor.threshold)
+    progress.history.append({"step": progress.step, "epoch": progress.order.epoch, PRIMARY_METRIC: value})
+    comparable = value if math.isfinite(value) else -math.inf
+    if comparable > progress.best_metric or progress.best_state is None:
+        progress.best_metric = comparable
+        progress.best_step = progress.step
+        progress.best_state = _clone_state(model)
+        progress.bad_epochs = 0
+    else:
+        progress.bad_epochs += 1
+        if 0 < args.early_stopping_patience <= progress.bad_epochs:
+            progress.stopped_early = True
+    return value
+
+
+def _final_metrics(
+    scored: dict[str, Any], preprocessor: Preprocessor, classes: tuple[str, ...], n_train: int, progress: Progress
+) -> dict[str, Any]:
+    metrics = classification_metrics(scored["y"], scored["p"], preprocessor.threshold, list(classes))
+    metrics["n_val"] = metrics.pop("n")
+    metrics["n_train"] = n_train
+    metrics["primary_metric"] = PRIMARY_METRIC
+    metrics["task"] = preprocessor.labels.task
+    metrics["best_step"] = progress.best_step
+    metrics["steps"] = progress.step
+    metrics["history"] = progress.history
+    return metrics
+
+
+def _fingerprint(args: argparse.Namespace, data_hash: str, batch_size: int) -> dict[str, Any]:
+    """What must match for a checkpoint to continue this run (the process count may change)."""
+    keys = ("lr", "width", "depth", "dropout", "weight_decay", "epochs", "max_steps", "seed", "amp", "imbalance")
+    fingerprint: dict[str, Any] = {k: getattr(args, k) for k in keys}
+    fingerprint.update(batch_size=batch_size, val_fraction=args.val_fraction, data_hash=data_hash)
+    return fingerprint
+
+
+def _params(args: argparse.Namespace, batch_size: int, world_size: int) -> dict[str, Any]:
+    skip = {"data", "contract", "output_dir", "manifest", "resume"}
+    params = {k: v for k, v in vars(args).items() if k not in skip}
+    params.update(batch_size=batch_size, world_size=world_size)
+    return params
+
+
+def _checkpoint(
+    directory: Path,
+    fingerprint: dict[str, Any],
+    model: TabularMLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    reason: str,
+) -> None:
+    save_checkpoint(
+        directory,
+        progress.step,
+        {
+            "fingerprint": fingerprint,
+            "reason": reason,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "data_order": progress.order.to_dict(),
+            "rng": capture_rng(),
+            "best": {
+                "metric": progress.best_metric,
+                "step": progress.best_step,
+                "state": progress.best_state,
+                "bad_epochs": progress.bad_epochs,
+                "stopped_early": progress.stopped_early,
+            },
+            "history": progress.history,
+            "elapsed_s": progress.elapsed_s,
+        },
+    )
+
+
+def _maybe_resume(
+    resume: str,
+    directory: Path,
+    fingerprint: dict[str, Any],
+    model: TabularMLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+) -> Path | None:
+    if resume == "never":
+        return None
+    if resume == "auto" or Path(resume).is_dir():
+        found = newest_valid(directory if resume == "auto" else Path(resume), fingerprint)
+        if found is None:
+            return None
+        path, state = found.path, found.state
+    else:
+        path = Path(resume)
+        if not path.is_file():
+            raise TrainingJobError(
+                f"--resume {resume}: no such checkpoint", "pass auto, never or an existing ckpt-*.pt"
+            )
+        try:
+            state = load_checkpoint(path)
+        except ValueError as exc:
+            raise TrainingJobError(
+                f"--resume {resume} is unusable ({exc})", "pass auto to use the newest valid one"
+            ) from None
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        if resume in ("auto",) or Path(resume).is_dir():
+            log.warning("checkpoint %s does not fit this model (%s): starting fresh", path, exc)
+            return None
+        raise TrainingJobError(f"--resume {resume} does not fit this model ({exc})", "use --resume never") from None
+    progress.step = int(state["step"])
+    progress.order = DataOrder(**{k: int(v) for k, v in state["data_order"].items()})
+    best = state.get("best", {})
+    progress.best_metric = float(best.get("metric", -math.inf))
+    progress.best_step = int(best.get("step", 0))
+    progress.best_state = best.get("state")
+    progress.bad_epochs = int(best.get("bad_epochs", 0))
+    progress.stopped_early = bool(best.get("stopped_early", False))
+    progress.history = list(state.get("history", []))
+    progress.elapsed_s = float(state.get("elapsed_s", 0.0))
+    restore_rng(state["rng"])
+    log.info("resumed from %s at step %d", path, progress.step)
+    return path
+
+
+def _model_card(
+    args: argparse.Namespace,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    dataset: Any,
+    manifest: Any,
+    task: str,
+    ctx: distributed.DistContext,
+    progress: Progress,
+    n_rows: int,
+    n_train: int,
+) -> dict[str, Any]:
+    run_id = (
+        (manifest.run_id if manifest else None) or os.environ.get("AZUREML_RUN_ID") or os.environ.get("MLFLOW_RUN_ID")
+    )
+    return {
+        "model": manifest.model if manifest else None,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": task,
+        "params": params,
+        "metrics": {k: v for k, v in metrics.items() if k != "history"},
+        "data": {
+            "manifest_hash": manifest.hash if manifest else None,
+            "data_hash": dataset.data_hash,
+            "files": dataset.files,
+            "rows": n_rows,
+            "n_train": n_train,
+            "n_val": metrics["n_val"],
+        },
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "seed": args.seed,
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+        "training": {
+            "steps": progress.step,
+            "best_step": progress.best_step,
+            "stopped_early": progress.stopped_early,
+            "seconds": round(progress.elapsed_s, 3),
+        },
+        "files": [WEIGHTS, CONFIG, PREPROCESSING, METRICS, CARD, "sample_input.json"],
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)  # unknown or bad options: usage message, exit 2
+    try:
+        return run(args)
+    except TrainingJobError as exc:
+        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
