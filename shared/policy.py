@@ -1,0 +1,700 @@
+"""Pure decisions: retrain? promote? advance, hold or roll back a rollout?
+
+Nothing here does I/O or reads a clock: time is an argument, inputs and outputs are frozen
+dataclasses, and every decision carries human-readable reasons *with numbers* plus machine-readable
+evidence, so the run record can say exactly why. ``docs/policy.md`` explains the rules for users.
+The statistics of a canary bake live in ``shared/canary.py``; candidate planning in
+``shared/planning.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.canary import CanaryVerdict
+from shared.spec import PromotionSpec, RolloutSpec, TriggerSpec
+
+EvidenceValue = float | int | str | bool | None
+
+#: The metrics ``training_jobs/evaluate.py`` writes for each model in comparison.json.
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+#: Metrics where lower is better (expected calibration error); every other one: higher is better.
+LOWER_IS_BETTER = frozenset({"ece"})
+#: How closely a bootstrap CI's confidence must match 1 - significance for its bound to count.
+_CONFIDENCE_MATCH = 1e-6
+
+
+class PolicyInputError(ValueError):
+    """An input to a decision is malformed or inconsistent; ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+# --------------------------------------------------------------------------- comparison.json
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    pr_auc: float
+    ece: float
+
+    def value(self, metric: str) -> float:
+        if metric not in METRICS:
+            raise PolicyInputError(f"unknown metric {metric!r}", f"use one of {', '.join(METRICS)}")
+        return float(getattr(self, metric))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Bootstrap estimate of challenger minus champion on the primary metric, over the same holdout."""
+
+    metric: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p_value: float
+    bootstrap_samples: int
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's test on the paired predictions: b = only the champion right, c = only the challenger."""
+
+    b: int
+    c: int
+    statistic: float
+    p_value: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    primary_metric: str
+    n_holdout: int
+    challenger: ModelMetrics
+    champion: ModelMetrics | None
+    difference: Difference | None
+    mcnemar: McNemar | None
+
+
+_COMPARISON_HINT = "regenerate it with training_jobs/evaluate.py; the shape is documented in docs/policy.md"
+
+
+def _bad(path: str, value: object, expected: str) -> PolicyInputError:
+    return PolicyInputError(f"comparison.json: {path}={value!r} {expected}", _COMPARISON_HINT)
+
+
+def _keys(document: object, path: str, required: Sequence[str]) -> Mapping[str, object]:
+    if not isinstance(document, Mapping):
+        raise _bad(path, document, "must be a JSON object")
+    missing = [k for k in required if k not in document]
+    extra = sorted(set(document) - set(required))
+    if missing:
+        raise _bad(path, "{...}", f"is missing {', '.join(missing)}")
+    if extra:
+        raise _bad(
+            path, "{...}", f"has unknown keys {', '.join(map(str, extra))}; expected exactly {', '.join(required)}"
+        )
+    return document
+
+
+def _number(document: Mapping[str, object], key: str, path: str, low: float, high: float) -> float:
+    value = document[key]
+    # bool is an int in Python but never a metric; NaN/inf would poison every comparison.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(f"{path}.{key}", value, "must be a finite number")
+    if not low <= value <= high:
+        raise _bad(f"{path}.{key}", value, f"must be in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def _count(document: Mapping[str, object], key: str, path: str, low: int = 0) -> int:
+    value = document[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _bad(f"{path}.{key}", value, f"must be a whole number >= {low}")
+    return value
+
+
+def _metrics(document: object, path: str) -> ModelMetrics:
+    doc = _keys(document, path, METRICS)
+    return ModelMetrics(**{m: _number(doc, m, path, 0.0, 1.0) for m in METRICS})
+
+
+def parse_comparison(document: object) -> Comparison:
+    """Validate a parsed comparison.json; raise :class:`PolicyInputError` naming the bad field."""
+    top = ("primary_metric", "n_holdout", "challenger", "champion", "difference", "mcnemar")
+    doc = _keys(document, "(top level)", top)
+    primary = doc["primary_metric"]
+    if primary not in METRICS:
+        raise _bad("primary_metric", primary, f"must be one of {', '.join(METRICS)}")
+    assert isinstance(primary, str)
+    challenger = _metrics(doc["challenger"], "challenger")
+    champion = None if doc["champion"] is None else _metrics(doc["champion"], "champion")
+    difference = None
+    if doc["difference"] is not None:
+        d = _keys(
+            doc["difference"],
+            "difference",
+            ("metric", "estimate", "ci_low", "ci_high", "confidence", "p_value", "bootstrap_samples"),
+        )
+        if d["metric"] != primary:
+            raise _bad("difference.metric", d["metric"], f"must equal primary_metric {primary!r}")
+        difference = Difference(
+            metric=primary,
+            estimate=_number(d, "estimate", "difference", -1.0, 1.0),
+            ci_low=_number(d, "ci_low", "difference", -1.0, 1.0),
+            ci_high=_number(d, "ci_high", "difference", -1.0, 1.0),
+            confidence=_number(d, "confidence", "difference", 0.0, 1.0),
+            p_value=_number(d, "p_value", "difference", 0.0, 1.0),
+            bootstrap_samples=_count(d, "bootstrap_samples", "difference", low=1),
+        )
+        if not difference.ci_low <= difference.ci_high:
+            raise _bad("difference.ci_low", difference.ci_low, f"must not exceed ci_high={difference.ci_high}")
+    mcnemar = None
+    if doc["mcnemar"] is not None:
+        mc = _keys(doc["mcnemar"], "mcnemar", ("b", "c", "statistic", "p_value"))
+        mcnemar = McNemar(
+            b=_count(mc, "b", "mcnemar"),
+            c=_count(mc, "c", "mcnemar"),
+            statistic=_number(mc, "statistic", "mcnemar", 0.0, math.inf),
+            p_value=_number(mc, "p_value", "mcnemar", 0.0, 1.0),
+        )
+    if champion is not None and difference is None:
+        raise _bad("difference", None, "is required when there is a champion")
+    return Comparison(
+        primary_metric=primary,
+        n_holdout=_count(doc, "n_holdout", "(top level)", low=1),
+        challenger=challenger,
+        champion=champion,
+        difference=difference,
+        mcnemar=mcnemar,
+    )
+
+
+def load_comparison(text: str | bytes) -> Comparison:
+    """Parse the text of comparison.json."""
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyInputError(f"comparison.json is not valid JSON ({exc})", _COMPARISON_HINT) from None
+    return parse_comparison(document)
+
+
+# --------------------------------------------------------------------------- promotion
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule of a decision: whether it passed, why (with numbers) and the numbers themselves."""
+
+    name: str
+    passed: bool
+    reason: str
+    evidence: Mapping[str, EvidenceValue]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    first_run: bool
+    summary: str
+    checks: tuple[Check, ...]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(c.reason for c in self.checks)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self) | {"reasons": list(self.reasons)}
+
+
+def _direction(metric: str) -> str:
+    return "lower" if metric in LOWER_IS_BETTER else "higher"
+
+
+def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision:
+    checks: list[Check] = []
+    for metric, floor in sorted(spec.first_run_floor.items()):
+        value = comparison.challenger.value(metric)
+        # Floors are minimums, except for a lower-is-better metric (ece), where the floor is a ceiling.
+        passed = value <= floor if metric in LOWER_IS_BETTER else value >= floor
+        op = ("<=" if passed else ">") if metric in LOWER_IS_BETTER else (">=" if passed else "<")
+        checks.append(
+            Check(
+                f"first_run_floor.{metric}",
+                passed,
+                f"{metric} {value:.4f} {op} first_run_floor {floor:.4f}",
+                {"metric": metric, "value": value, "floor": floor},
+            )
+        )
+    if not checks:
+        checks.append(Check("first_run_floor", True, "no first_run_floor set: the first model is promoted", {}))
+    promote = all(c.passed for c in checks)
+    failed = [c.reason for c in checks if not c.passed]
+    summary = (
+        "promote: first model, every first_run_floor met"
+        if promote
+        else "not promoted: first model below its floor: " + "; ".join(failed)
+    )
+    return PromotionDecision(promote, True, summary, tuple(checks))
+
+
+def _significance(difference: Difference, spec: PromotionSpec) -> Check:
+    """Significant improvement: estimate > 0 and (p < significance, or a matching CI above 0)."""
+    alpha = spec.significance
+    ci_matches = abs(difference.confidence - (1.0 - alpha)) <= _CONFIDENCE_MATCH
+    by_p = difference.p_value < alpha
+    by_ci = ci_matches and difference.ci_low > 0
+    passed = difference.estimate > 0 and (by_p or by_ci)
+    ci = f"{difference.confidence:.0%} CI [{difference.ci_low:+.4f}, {difference.ci_high:+.4f}]"
+    if passed:
+        how = f"p={difference.p_value:.3g} < significance {alpha:g}" if by_p else f"{ci} excludes 0"
+        reason = f"{difference.metric} gain {difference.estimate:+.4f} is significant ({how})"
+    elif difference.estimate <= 0:
+        reason = f"{difference.metric} {difference.estimate:+.4f}: no gain to test ({ci})"
+    else:
+        ci_note = f"{ci} includes 0" if ci_matches else f"{ci} does not match 1-significance, not used"
+        reason = (
+            f"{difference.metric} gain {difference.estimate:+.4f} is not significant "
+            f"(p={difference.p_value:.3g} >= significance {alpha:g}; {ci_note})"
+        )
+    return Check(
+        "significance",
+        passed,
+        reason,
+        {
+            "estimate": difference.estimate,
+            "p_value": difference.p_value,
+            "significance": alpha,
+            "ci_low": difference.ci_low,
+            "ci_high": difference.ci_high,
+            "ci_confidence": difference.confidence,
+            "ci_used": ci_matches,
+            "bootstrap_samples": difference.bootstrap_samples,
+        },
+    )
+
+
+def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision:
+    """Should the challenger replace the champion? Every rule is checked and recorded, pass or fail.
+
+    First run (no champion): promote iff every ``first_run_floor`` metric is met. Otherwise promote
+    iff the primary metric gains at least ``min_improvement``, the gain is significant, and no
+    guardrail metric regresses by more than its ``max_regression``.
+    """
+    if comparison.primary_metric != spec.primary_metric:
+        raise PolicyInputError(
+            f"comparison.json compares {comparison.primary_metric!r} but the spec's primary_metric is "
+            f"{spec.primary_metric!r}",
+            f"re-run the evaluation with --primary-metric {spec.primary_metric}",
+        )
+    for metric in list(spec.first_run_floor) + [g.metric for g in spec.guardrails]:
+        if metric not in METRICS:
+            raise PolicyInputError(
+                f"the spec names metric {metric!r}, which the evaluation does not report",
+                f"use one of {', '.join(METRICS)} in promotion.first_run_floor / guardrails",
+            )
+    champion = comparison.champion
+    if champion is None:
+        return _first_run(comparison, spec)
+    difference = comparison.difference
+    assert difference is not None  # parse_comparison guarantees it when there is a champion
+    metric = spec.primary_metric
+    new, old = comparison.challenger.value(metric), champion.value(metric)
+    gain = difference.estimate
+    checks: list[Check] = []
+    improvement_ok = gain >= spec.min_improvement
+    if gain < 0:
+        why = f"champion is better: {metric} {gain:+.4f} (challenger {new:.4f} vs champion {old:.4f})"
+    else:
+        op = ">=" if improvement_ok else "<"
+        why = f"{metric} {gain:+.4f} {op} min_improvement {spec.min_improvement:g} (challenger {new:.4f} vs champion {old:.4f})"
+    checks.append(
+        Check(
+            "min_improvement",
+            improvement_ok,
+            why,
+            {
+                "metric": metric,
+                "estimate": gain,
+                "min_improvement": spec.min_improvement,
+                "challenger": new,
+                "champion": old,
+            },
+        )
+    )
+    checks.append(_significance(difference, spec))
+    for guardrail in spec.guardrails:
+        g_new, g_old = comparison.challenger.value(guardrail.metric), champion.value(guardrail.metric)
+        regression = (g_new - g_old) if guardrail.metric in LOWER_IS_BETTER else (g_old - g_new)
+        ok = regression <= guardrail.max_regression
+        verdict = "within" if ok else "exceeds"
+        checks.append(
+            Check(
+                f"guardrail.{guardrail.metric}",
+                ok,
+                f"{guardrail.metric} {g_old:.4f} → {g_new:.4f} (regression {regression:+.4f}, {_direction(guardrail.metric)} "
+                f"is better) {verdict} max_regression {guardrail.max_regression:g}",
+                {
+                    "metric": guardrail.metric,
+                    "challenger": g_new,
+                    "champion": g_old,
+                    "regression": regression,
+                    "max_regression": guardrail.max_regression,
+                },
+            )
+        )
+    if comparison.mcnemar is not None:
+        mc = comparison.mcnemar
+        # Recorded, never gating: it tests disagreement on hard labels, not the primary metric.
+        checks.append(
+            Check(
+                "mcnemar (information)",
+                True,
+                f"McNemar: only challenger right {mc.c}, only champion right {mc.b}, p={mc.p_value:.3g}",
+                {"b": mc.b, "c": mc.c, "statistic": mc.statistic, "p_value": mc.p_value},
+            )
+        )
+    promote = all(c.passed for c in checks)
+    failed = [c.reason for c in checks if not c.passed]
+    summary = (
+        f"promote: {metric} {gain:+.4f} on {comparison.n_holdout} holdout rows, significant, guardrails held"
+        if promote
+        else "not promoted: " + "; ".join(failed)
+    )
+    return PromotionDecision(promote, False, summary, tuple(checks))
+
+
+# --------------------------------------------------------------------------- retrain
+
+
+@dataclass(frozen=True)
+class LivePerformance:
+    """The live primary metric (from delayed labels) and the baseline it is judged against."""
+
+    metric: str
+    value: float
+    baseline: float
+    labelled: int
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """The dataset-level result of comparing recent scoring inputs with the reference profile."""
+
+    drifted: bool
+    drifted_share: float
+    drifted_columns: tuple[str, ...]
+    columns_checked: int | None = None
+
+
+RetrainKind = Literal["age", "performance", "drift"]
+
+
+@dataclass(frozen=True)
+class RetrainReason:
+    kind: RetrainKind
+    message: str
+    evidence: Mapping[str, EvidenceValue]
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    reasons: tuple[RetrainReason, ...]
+    #: Checks that could not run and why (no model yet, too few labels, no drift report).
+    notes: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        if not self.retrain:
+            return "no retrain: " + ("; ".join(self.notes) if self.notes else "every check is within its threshold")
+        return "retrain: " + "; ".join(r.message for r in self.reasons)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self) | {"summary": self.summary}
+
+
+#: Fewer live labels than this say too little about performance to trigger a retrain.
+MIN_LABELS_FOR_PERFORMANCE = 100
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PolicyInputError(f"{name}={value.isoformat()} has no time zone", "pass an aware UTC datetime")
+    return value
+
+
+def decide_retrain(
+    *,
+    now: datetime,
+    triggers: TriggerSpec,
+    registered_at: datetime | None,
+    live: LivePerformance | None = None,
+    drift: DriftSummary | None = None,
+    min_labels: int = MIN_LABELS_FOR_PERFORMANCE,
+) -> RetrainDecision:
+    """Which of age, performance drop and drift call for a retrain (no reasons → no retrain)."""
+    now = _aware(now, "now")
+    reasons: list[RetrainReason] = []
+    notes: list[str] = []
+
+    if registered_at is None:
+        notes.append("no registered model yet: age not checked (the first model trains when data lands)")
+    elif triggers.max_model_age_days is None:
+        notes.append("max_model_age_days is not set: age not checked")
+    else:
+        age = (now - _aware(registered_at, "registered_at")) / timedelta(days=1)
+        if age > triggers.max_model_age_days:
+            reasons.append(
+                RetrainReason(
+                    "age",
+                    f"model is {age:.1f} days old > max_model_age_days {triggers.max_model_age_days:g}",
+                    {"age_days": age, "max_model_age_days": triggers.max_model_age_days},
+                )
+            )
+
+    if live is None:
+        notes.append("no live labels yet: performance not checked")
+    elif live.labelled < min_labels:
+        notes.append(f"only {live.labelled} < {min_labels} live labels: performance not checked")
+    else:
+        drop = live.baseline - live.value
+        if drop > triggers.performance_drop:
+            reasons.append(
+                RetrainReason(
+                    "performance",
+                    f"live {live.metric} {live.value:.4f} is {drop:.4f} below baseline {live.baseline:.4f} "
+                    f"> performance_drop {triggers.performance_drop:g} ({live.labelled} labels)",
+                    {
+                        "metric": live.metric,
+                        "value": live.value,
+                        "baseline": live.baseline,
+                        "drop": drop,
+                        "performance_drop": triggers.performance_drop,
+                        "labelled": live.labelled,
+                    },
+                )
+            )
+
+    if drift is None:
+        notes.append("no drift report: drift not checked")
+    else:
+        threshold = triggers.drift.drifted_share
+        if drift.drifted or drift.drifted_share >= threshold:
+            columns = ", ".join(drift.drifted_columns) or "none listed"
+            of = f" of {drift.columns_checked}" if drift.columns_checked is not None else ""
+            reasons.append(
+                RetrainReason(
+                    "drift",
+                    f"{len(drift.drifted_columns)}{of} columns drifted (share {drift.drifted_share:.2f}, "
+                    f"drifted_share {threshold:g}): {columns}",
+                    {
+                        "drifted": drift.drifted,
+                        "drifted_share": drift.drifted_share,
+                        "threshold": threshold,
+                        "drifted_columns": columns,
+                    },
+                )
+            )
+    return RetrainDecision(bool(reasons), tuple(reasons), tuple(notes))
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+class TrafficError(ValueError):
+    """A traffic split that Azure ML would reject or that breaks the rollout's invariants."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
+def _names(champion: str, challenger: str) -> None:
+    if not champion or not challenger or champion == challenger:
+        raise TrafficError(
+            f"champion={champion!r} and challenger={challenger!r}", "pass two different, non-empty deployment names"
+        )
+
+
+def traffic_for_step(champion: str, challenger: str, percent: int) -> dict[str, int]:
+    """The live traffic map with ``percent`` on the challenger and the rest on the champion."""
+    _names(champion, challenger)
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+        raise TrafficError(f"percent={percent!r}", "a rollout step is a whole percent 0-100")
+    return {champion: 100 - percent, challenger: percent}
+
+
+def mirror_for_shadow(challenger: str, live_traffic: Mapping[str, int], percent: int) -> dict[str, int]:
+    """The mirror map of a shadow phase: Azure allows at most 50 %, and never to a live deployment."""
+    if not 1 <= percent <= 50:
+        raise TrafficError(f"mirror percent={percent}", "mirror 1-50 % (Azure ML's limit)")
+    if live_traffic.get(challenger, 0) > 0:
+        raise TrafficError(
+            f"{challenger!r} takes {live_traffic[challenger]} % live traffic",
+            "mirror only to a deployment with 0 % live",
+        )
+    return {challenger: percent}
+
+
+#: Soft rollback steps when the spec's steps are not given: 50 → 10 → 0.
+DEFAULT_ROLLBACK_LADDER = (50, 10)
+
+
+def rollback_plan(
+    current_traffic: Mapping[str, int],
+    champion: str,
+    challenger: str,
+    hard: bool,
+    steps: Sequence[int] | None = None,
+) -> list[dict[str, int]]:
+    """Traffic maps that bring the champion back to 100 %, each summing to 100.
+
+    Hard failures go back in one move. Soft ones step down (e.g. 50 → 10 → 0 on the challenger) so a
+    champion that was scaled down takes load gradually. Any other deployment still taking traffic is
+    moved to the champion in the first map. Tolerant of a malformed current map on purpose: a
+    rollback must always be possible.
+    """
+    _names(champion, challenger)
+    others = sorted(name for name in current_traffic if name not in (champion, challenger))
+    share = current_traffic.get(challenger, 0)
+    share = min(max(share if isinstance(share, int) else 0, 0), 100)
+    ladder = DEFAULT_ROLLBACK_LADDER if steps is None else tuple(sorted((s for s in steps if s < 100), reverse=True))
+    shares = [] if hard else [s for s in ladder if 0 < s < share]
+    plans: list[dict[str, int]] = []
+    for s in [*shares, 0]:
+        plan = {champion: 100 - s, challenger: s} | dict.fromkeys(others, 0)
+        plans.append(plan)
+    return plans
+
+
+# --------------------------------------------------------------------------- rollout stepping
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where a staged rollout stands after a bake. ``step_index`` -1 is the shadow phase."""
+
+    champion: str
+    challenger: str
+    step_index: int
+    traffic: Mapping[str, int]
+    extensions_used: int = 0
+
+
+RolloutActionKind = Literal["advance", "hold", "rollback", "complete"]
+
+
+@dataclass(frozen=True)
+class RolloutAction:
+    """What to do next. Apply ``mirror`` (None: leave it) before the ``traffic_plan`` maps, in order."""
+
+    kind: RolloutActionKind
+    step_index: int
+    percent: int
+    traffic_plan: tuple[dict[str, int], ...]
+    mirror: dict[str, int] | None
+    bake_minutes: float
+    extensions_used: int
+    hard: bool
+    reasons: tuple[str, ...]
+    verdict: Mapping[str, object]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def next_rollout_action(state: RolloutState, verdict: CanaryVerdict, spec: RolloutSpec) -> RolloutAction:
+    """Advance, hold (extend the bake), roll back or complete, given the verdict of the last bake.
+
+    * fail → roll back: in one move when hard, stepped through the spec's lower steps when soft;
+    * inconclusive or marginal → hold for another bake while ``max_bake_extensions`` allow, then a
+      soft rollback (a change that cannot be shown healthy does not ship);
+    * pass → the next step, or complete after the last (100 %).
+    """
+    _names(state.champion, state.challenger)
+    steps = spec.steps
+    if not -1 <= state.step_index < len(steps):
+        raise PolicyInputError(
+            f"step_index={state.step_index} is outside the {len(steps)} steps {steps}",
+            "pass the index of the step just baked, or -1 for the shadow phase",
+        )
+    if state.step_index == -1 and not spec.shadow.enabled:
+        raise PolicyInputError("step_index=-1 (shadow) but rollout.shadow.enabled is false", "start at step 0")
+    shadow = state.step_index == -1
+    where = "shadow phase" if shadow else f"step {state.step_index + 1}/{len(steps)} ({steps[state.step_index]} %)"
+    current = 0 if shadow else steps[state.step_index]
+    verdict_record = verdict.to_dict()
+    lead = f"{where}: canary verdict {verdict.verdict}: {verdict.reasons[0] if verdict.reasons else ''}"
+
+    def rollback(hard: bool, why: str) -> RolloutAction:
+        plan = rollback_plan(state.traffic, state.champion, state.challenger, hard, steps)
+        path = " → ".join(str(p[state.challenger]) for p in plan)
+        return RolloutAction(
+            "rollback",
+            -1,
+            0,
+            tuple(plan),
+            {},
+            0.0,
+            state.extensions_used,
+            hard,
+            (lead, f"{why}; {'hard' if hard else 'stepped'} rollback, challenger % {path}"),
+            verdict_record,
+        )
+
+    if verdict.verdict == "fail":
+        return rollback(verdict.hard_failure, "failed gate or score")
+    if verdict.verdict in ("inconclusive", "marginal"):
+        if state.extensions_used < spec.max_bake_extensions:
+            bake = spec.shadow.bake_minutes if shadow else spec.bake_minutes
+            used = state.extensions_used + 1
+            return RolloutAction(
+                "hold",
+                state.step_index,
+                current,
+                (),
+                None,
+                bake,
+                used,
+                False,
+                (lead, f"extend the bake by {bake:g} min (extension {used}/{spec.max_bake_extensions})"),
+                verdict_record,
+            )
+        return rollback(
+            False,
+            f"still {verdict.verdict} after {state.extensions_used}/{spec.max_bake_extensions} bake extensions "
+            "(raise bake_minutes or max_bake_extensions for low-traffic models)",
+        )
+    if state.step_index == len(steps) - 1:
+        plan = traffic_for_step(state.champion, state.challenger, 100)
+        return RolloutAction(
+            "complete", state.step_index, 100, (plan,), {}, 0.0, 0, False, (lead, "every step passed"), verdict_record
+        )
+    nxt = state.step_index + 1
+    plan = traffic_for_step(state.champion, state.challenger, steps[nxt])
+    return RolloutAction(
+        "advance",
+        nxt,
+        steps[nxt],
+        (plan,),
+        {},  # a deployment taking live traffic may not be mirrored to: the shadow mirror is cleared first
+        spec.bake_minutes,
+        0,
+        False,
+        (lead, f"advance to step {nxt + 1}/{len(steps)}: {steps[nxt]} % on {state.challenger}"),
+        verdict_record,
+    )
