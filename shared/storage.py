@@ -380,7 +380,14 @@ class BlobStore:
     def put_payload(self, name: str, data: bytes) -> str:
         """Store a large table value; returns the pointer kept in the entity (``payloads/<name>``)."""
         self._check_payload_name(name)
-        self._service.get_blob_client(PAYLOADS, name).upload_blob(data, overwrite=True)
+        client = self._service.get_blob_client(PAYLOADS, name)
+        try:
+            client.upload_blob(data, overwrite=True)
+        except ResourceNotFoundError:
+            # A fresh local account without the container (infra/ creates it in Azure).
+            with contextlib.suppress(ResourceExistsError):
+                self._service.create_container(PAYLOADS)
+            client.upload_blob(data, overwrite=True)
         return f"{PAYLOADS}/{name}"
 
     def get_payload(self, pointer: str) -> bytes:

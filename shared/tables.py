@@ -261,6 +261,14 @@ class Table:
         with contextlib.suppress(ResourceExistsError):
             self.client.create_table()
 
+    def _first_write(self, write: Callable[[Entity], Any], body: Entity) -> Any:
+        """Run ``write``; if the table does not exist yet (a fresh local account), create it and retry once."""
+        try:
+            return write(body)
+        except ResourceNotFoundError:
+            self.ensure()
+            return write(body)
+
     def get(self, pk: str, rk: str) -> Entity | None:
         try:
             raw = self.client.get_entity(check_key(pk, "PartitionKey"), check_key(rk))
@@ -277,13 +285,18 @@ class Table:
             # RowKeys are compared as strings: [prefix, prefix + U+FFFF) is exactly "starts with prefix".
             flt += " and RowKey ge @lo and RowKey lt @hi"
             params.update(lo=prefix, hi=prefix + "\uffff")
-        for raw in self.client.query_entities(flt, parameters=params):
-            yield restore(raw, self.load)
+        try:
+            for raw in self.client.query_entities(flt, parameters=params):
+                yield restore(raw, self.load)
+        except ResourceNotFoundError:
+            return  # the table does not exist yet: nothing recorded
 
     def create(self, entity: Mapping[str, Any]) -> str:
         """Insert; AlreadyExistsError if the key is taken. Returns the new ETag."""
         try:
-            meta = self.client.create_entity(prepare(entity, self.name, self.spill))
+            meta = self._first_write(
+                lambda body: self.client.create_entity(body), prepare(entity, self.name, self.spill)
+            )
         except ResourceExistsError:
             raise AlreadyExistsError(
                 f"{self.name}/{entity['PartitionKey']}/{entity['RowKey']} already exists",
@@ -293,7 +306,10 @@ class Table:
 
     def upsert(self, entity: Mapping[str, Any]) -> str:
         """Insert or replace without a concurrency check (only for records with a single writer)."""
-        meta = self.client.upsert_entity(prepare(entity, self.name, self.spill), mode=UpdateMode.REPLACE)
+        meta = self._first_write(
+            lambda body: self.client.upsert_entity(body, mode=UpdateMode.REPLACE),
+            prepare(entity, self.name, self.spill),
+        )
         return str(meta["etag"])
 
     def replace(self, entity: Mapping[str, Any], etag: str) -> str:
@@ -340,7 +356,13 @@ class Table:
         for start in range(0, len(prepared), MAX_BATCH):
             chunk = prepared[start : start + MAX_BATCH]
             try:
-                self.client.submit_transaction(chunk)
+                try:
+                    self.client.submit_transaction(chunk)
+                except TableTransactionError as exc:
+                    if str(getattr(exc, "error_code", "")) != "TableNotFound":
+                        raise
+                    self.ensure()  # a fresh local account: create the table once and replay the batch
+                    self.client.submit_transaction(chunk)
             except TableTransactionError as exc:
                 failed = chunk[exc.index][1] if 0 <= exc.index < len(chunk) else {}
                 where = f"{self.name}/{failed.get('PartitionKey')}/{failed.get('RowKey')}"

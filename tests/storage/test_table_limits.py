@@ -139,3 +139,16 @@ def test_registry_record_with_huge_reasons_round_trips(registry: Registry, model
     assert registry.require_run(model, run.run_id).decision_reasons == reasons
     saved = registry.save_run(replace(run, decision_reasons=reasons[:3]))
     assert registry.require_run(model, run.run_id) == saved
+
+
+def test_a_fresh_account_gets_its_tables_on_first_write(azurite_connection_string: str, model: str) -> None:
+    import uuid
+
+    service = TableServiceClient.from_connection_string(azurite_connection_string)
+    fresh = Table(service.get_table_client(f"Fresh{uuid.uuid4().hex[:8]}"))
+    assert list(fresh.query(model)) == [], "reading a table that does not exist yet finds nothing"
+    fresh.create({"PartitionKey": model, "RowKey": "a"})
+    other = Table(service.get_table_client(f"Fresh{uuid.uuid4().hex[:8]}"))
+    other.transact([("create", {"PartitionKey": model, "RowKey": "b"})])
+    assert [e["RowKey"] for e in fresh.query(model)] == ["a"]
+    assert [e["RowKey"] for e in other.query(model)] == ["b"]
