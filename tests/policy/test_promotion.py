@@ -1,0 +1,185 @@
+"""decide_promotion: a challenger replaces the champion only when the numbers say so, and the run says why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from shared.policy import (
+    Comparison,
+    Difference,
+    ModelMetrics,
+    PolicyInputError,
+    decide_promotion,
+)
+from shared.spec import Guardrail, PromotionSpec
+
+BASE = ModelMetrics(accuracy=0.97, precision=0.80, recall=0.70, f1=0.75, roc_auc=0.95, pr_auc=0.60, ece=0.02)
+SPEC = PromotionSpec(
+    primary_metric="pr_auc",
+    min_improvement=0.005,
+    significance=0.05,
+    guardrails=[Guardrail(metric="precision", max_regression=0.05), Guardrail(metric="ece", max_regression=0.01)],
+    first_run_floor={"pr_auc": 0.3, "recall": 0.5},
+)
+
+
+def _comparison(
+    *,
+    estimate: float = 0.012,
+    p_value: float = 0.01,
+    ci: tuple[float, float] = (0.003, 0.021),
+    confidence: float = 0.95,
+    challenger: dict[str, float] | None = None,
+    champion: bool = True,
+) -> Comparison:
+    new = replace(BASE, pr_auc=BASE.pr_auc + estimate, **(challenger or {}))
+    return Comparison(
+        primary_metric="pr_auc",
+        n_holdout=5000,
+        challenger=new,
+        champion=BASE if champion else None,
+        difference=Difference("pr_auc", estimate, ci[0], ci[1], confidence, p_value, 1000) if champion else None,
+        mcnemar=None,
+    )
+
+
+@dataclass
+class Case:
+    name: str
+    comparison: Comparison
+    promote: bool
+    says: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+
+
+CASES = [
+    Case(
+        "clear win",
+        _comparison(),
+        True,
+        ["pr_auc +0.0120 >= min_improvement 0.005", "is significant (p=0.01 < significance 0.05)"],
+    ),
+    Case(
+        "gain below min_improvement",
+        _comparison(estimate=0.0031, p_value=0.03, ci=(0.0004, 0.006)),
+        False,
+        ["pr_auc +0.0031 < min_improvement 0.005"],
+        ["min_improvement"],
+    ),
+    Case(
+        "insignificant gain",
+        _comparison(estimate=0.02, p_value=0.2, ci=(-0.01, 0.05)),
+        False,
+        ["gain +0.0200 is not significant (p=0.2 >= significance 0.05; 95% CI [-0.0100, +0.0500] includes 0)"],
+        ["significance"],
+    ),
+    Case(
+        "champion better",
+        _comparison(estimate=-0.004, p_value=0.4, ci=(-0.01, 0.002)),
+        False,
+        ["champion is better: pr_auc -0.0040 (challenger 0.5960 vs champion 0.6000)"],
+        ["min_improvement", "significance"],
+    ),
+    Case(
+        "guardrail breach",
+        _comparison(challenger={"precision": 0.741}),
+        False,
+        ["precision 0.8000 → 0.7410 (regression +0.0590, higher is better) exceeds max_regression 0.05"],
+        ["guardrail.precision"],
+    ),
+    Case(
+        "lower-is-better guardrail breach (ece up)",
+        _comparison(challenger={"ece": 0.035}),
+        False,
+        ["ece 0.0200 → 0.0350 (regression +0.0150, lower is better) exceeds max_regression 0.01"],
+        ["guardrail.ece"],
+    ),
+    Case(
+        "guardrail regression exactly at the limit is allowed",
+        _comparison(challenger={"precision": 0.75}),
+        True,
+        ["within max_regression 0.05"],
+    ),
+    Case(
+        "ci alone is enough when its confidence matches 1-significance",
+        _comparison(p_value=0.06, ci=(0.001, 0.03), confidence=0.95),
+        True,
+        ["95% CI [+0.0010, +0.0300] excludes 0"],
+    ),
+    Case(
+        "a ci of another confidence is not used",
+        _comparison(p_value=0.06, ci=(0.001, 0.03), confidence=0.9),
+        False,
+        ["does not match 1-significance, not used"],
+        ["significance"],
+    ),
+    Case("first run above every floor", _comparison(champion=False), True, ["pr_auc 0.6120 >= first_run_floor 0.3000"]),
+    Case(
+        "first run below a floor",
+        _comparison(champion=False, challenger={"recall": 0.42}),
+        False,
+        ["recall 0.4200 < first_run_floor 0.5000"],
+        ["first_run_floor.recall"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_promotion_decision_and_its_reasons(case: Case) -> None:
+    decision = decide_promotion(case.comparison, SPEC)
+    assert decision.promote is case.promote
+    assert decision.first_run is (case.comparison.champion is None)
+    text = " | ".join(decision.reasons)
+    for phrase in case.says:
+        assert phrase in text
+    assert sorted(c.name for c in decision.checks if not c.passed) == sorted(case.failed_checks)
+    assert decision.summary.startswith("promote" if case.promote else "not promoted")
+    for check in decision.checks:
+        assert check.reason, "every check says why"
+
+
+def test_every_check_is_recorded_even_when_the_first_fails() -> None:
+    decision = decide_promotion(_comparison(estimate=-0.01, p_value=0.5, ci=(-0.02, 0.0)), SPEC)
+    assert [c.name for c in decision.checks] == [
+        "min_improvement",
+        "significance",
+        "guardrail.precision",
+        "guardrail.ece",
+    ]
+    assert decision.checks[0].evidence["estimate"] == -0.01
+
+
+def test_the_decision_serialises_for_the_run_record() -> None:
+    record = decide_promotion(_comparison(), SPEC).to_dict()
+    assert record["promote"] is True
+    assert isinstance(record["reasons"], list)
+    assert record["reasons"]
+
+
+def test_no_first_run_floor_promotes_the_first_model_and_says_so() -> None:
+    decision = decide_promotion(_comparison(champion=False), PromotionSpec())
+    assert decision.promote
+    assert "no first_run_floor set" in decision.reasons[0]
+
+
+def test_a_comparison_of_another_metric_is_refused() -> None:
+    with pytest.raises(PolicyInputError, match="primary_metric is 'roc_auc'") as caught:
+        decide_promotion(_comparison(), PromotionSpec(primary_metric="roc_auc"))
+    assert "--primary-metric roc_auc" in caught.value.hint
+
+
+def test_a_guardrail_on_an_unreported_metric_is_refused() -> None:
+    spec = PromotionSpec(guardrails=[Guardrail(metric="log_loss", max_regression=0.1)])
+    with pytest.raises(PolicyInputError, match="'log_loss'"):
+        decide_promotion(_comparison(), spec)
+
+
+def test_mcnemar_is_recorded_but_never_blocks() -> None:
+    from shared.policy import McNemar
+
+    comparison = replace(_comparison(), mcnemar=McNemar(b=30, c=12, statistic=7.7, p_value=0.005))
+    decision = decide_promotion(comparison, SPEC)
+    assert decision.promote
+    assert any("McNemar" in r for r in decision.reasons)
