@@ -149,14 +149,14 @@ class Preemption:
     """Set by the SIGTERM handler; the loop checks it between optimiser steps."""
 
     requested: bool = False
-    installed: bool = field(default=False, repr=False)
 
-    def install(self) -> None:
+    def install(self) -> Any:
+        """Install the handler; returns the previous one (restored when training ends)."""
+
         def handler(signum: int, frame: FrameType | None) -> None:
             self.requested = True
 
-        signal.signal(signal.SIGTERM, handler)
-        self.installed = True
+        return signal.signal(signal.SIGTERM, handler)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -236,21 +236,22 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     ctx = distributed.setup()
+    preemption = Preemption()
+    previous = preemption.install()
     try:
-        return _train(args, ctx)
+        return _train(args, ctx, preemption)
     finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         distributed.teardown(ctx)
 
 
-def _train(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
+def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: Preemption) -> int:
     started = time.monotonic()
     _configure_determinism(args.seed, ctx.device)
     out: Path = args.output_dir
     ckpt_dir = out / "checkpoints"
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    preemption = Preemption()
-    preemption.install()
 
     # ---- data: verified, labelled, split; preprocessing fitted on the training rows only
     contract = load_contract(args.contract)
