@@ -1,0 +1,110 @@
+"""Perennial's own events: versioned data, the local adapters, and settings → adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.events import parse_event
+from shared.publish import (
+    DATA_VERSION,
+    EVENT_DATA,
+    EventDataError,
+    EventGridPublisher,
+    MemoryPublisher,
+    ModelPromoted,
+    OutboxPublisher,
+    PerennialEventType,
+    RolloutRolledBack,
+    make_event,
+    parse_perennial_data,
+    publisher_from_settings,
+)
+from shared.settings import StorageSettings, load_settings
+from shared.storage import StorageError, blob_service_client
+from shared.tables import table_service_client
+
+
+def test_every_event_type_has_a_data_model_and_the_agreed_names() -> None:
+    names = {t.value for t in PerennialEventType}
+    assert {
+        "Perennial.RetrainRequested",
+        "Perennial.ValidationFailed",
+        "Perennial.ModelRegistered",
+        "Perennial.ModelPromoted",
+        "Perennial.RolloutRolledBack",
+        "Perennial.RunCompleted",
+    } <= names
+    assert set(EVENT_DATA) == set(PerennialEventType)
+
+
+def test_published_events_parse_back_as_triggers(tmp_path: Path) -> None:
+    outbox = OutboxPublisher(tmp_path / "events" / "outbox.jsonl")
+    event = make_event(
+        RolloutRolledBack(model="fraud", version="4", run_id="r1", step="traffic-10", reasons=["p95 720 ms > 500 ms"]),
+        event_id="r1:rolled-back",
+    )
+    outbox.publish([event])
+    [line] = (tmp_path / "events" / "outbox.jsonl").read_text().splitlines()
+    raw = json.loads(line)
+    assert (raw["eventType"], raw["dataVersion"], raw["subject"]) == (
+        "Perennial.RolloutRolledBack",
+        DATA_VERSION,
+        "models/fraud",
+    )
+    trigger = parse_event(raw, {"fraud"})
+    assert (trigger.kind, trigger.actionable, trigger.event_id) == ("perennial_event", False, "r1:rolled-back")
+    assert trigger.details["reasons"] == ["p95 720 ms > 500 ms"]
+
+
+def test_memory_publisher_keeps_events() -> None:
+    memory = MemoryPublisher()
+    memory.publish([make_event(ModelPromoted(model="fraud", version="2", run_id="r"))])
+    assert [e.event_type for e in memory.events] == ["Perennial.ModelPromoted"]
+
+
+def test_data_is_validated_against_its_type_and_major_version() -> None:
+    with pytest.raises(EventDataError) as info:
+        parse_perennial_data("Perennial.ModelPromoted", "1.0", {"model": "fraud"})
+    assert info.value.field == "data.version"
+    with pytest.raises(EventDataError):
+        parse_perennial_data("Perennial.ModelPromoted", "2.0", {"model": "fraud", "version": "1", "run_id": "r"})
+    with pytest.raises(EventDataError):
+        parse_perennial_data(
+            "Perennial.DriftDetected", "1.0", {"model": "f", "method": "psi", "score": float("nan"), "threshold": 0.2}
+        )
+
+
+def test_settings_choose_the_adapter(tmp_path: Path) -> None:
+    local = load_settings({"PERENNIAL_STATE_DIR": str(tmp_path)})
+    assert isinstance(publisher_from_settings(local), OutboxPublisher)
+    configured = load_settings(
+        {
+            "PERENNIAL_EVENTGRID_ENDPOINT": "http://127.0.0.1:7071/eventgrid/topics/perennial/api/events",
+            "PERENNIAL_EVENTGRID_KEY": "k",
+        }
+    )
+    publisher = publisher_from_settings(configured)
+    assert isinstance(publisher, EventGridPublisher)
+    publisher.close()
+
+
+def test_storage_clients_from_identity_settings() -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    identity = StorageSettings(
+        None,
+        "https://stperennial.blob.core.windows.net",
+        "https://stperennial.table.core.windows.net",
+        None,
+        "00000000-0000-0000-0000-000000000001",
+    )
+    blobs = blob_service_client(identity)
+    tables = table_service_client(identity)
+    assert blobs.url.startswith("https://stperennial.blob.core.windows.net")
+    assert tables.url.startswith("https://stperennial.table.core.windows.net")
+    assert isinstance(blobs.credential, ManagedIdentityCredential)
+    with pytest.raises(StorageError):
+        blob_service_client(StorageSettings(None, None, None, None, None))
