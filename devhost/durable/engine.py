@@ -20,6 +20,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from devhost.app_loader import AppFunction, FunctionIndex
 from devhost.components import Clock
 from devhost.durable import history as h
+from devhost.durable import sdk_speedups
 from devhost.durable.history import Event, EventType
 from devhost.durable.replay import Scheduled, parse_actions, replay
 from devhost.durable.store import InstanceRow, Message, NewMessage, Store, WorkItem
@@ -43,6 +45,9 @@ logger = logging.getLogger("devhost.durable")
 RUNNING_STATES = {"Pending", "Running", "Suspended", "ContinuedAsNew"}
 TERMINAL_STATES = {"Completed", "Failed", "Terminated"}
 _MARKER = "$OutOfProcData$:"
+#: While other activities of an instance still run, its completions are delivered in batches at least this far
+#: apart (and at least as far apart as its last episode took).
+BATCH_SECONDS = 0.01
 
 
 class InstanceExistsError(RuntimeError):
@@ -84,6 +89,7 @@ class Engine:
         activity_workers: int = 8,
         on_invocation: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        sdk_speedups.install()
         self.index = index
         self.clock = clock
         self.store = Store(state_dir / "durable.sqlite3")
@@ -103,6 +109,9 @@ class Engine:
         self.episodes = 0
         self._on_invocation = on_invocation
         self._pending_work: list[WorkItem] = []
+        self._instance_in_flight: defaultdict[str, int] = defaultdict(int)
+        self._flush_scheduled: set[str] = set()
+        self._episode_seconds: dict[str, float] = {}
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,14 +143,20 @@ class Engine:
 
     async def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is runnable now (future timers do not count); False on timeout."""
+        # Every state change (message queued, activity finished, episode committed) happens between two
+        # awaits and updates the counters is_idle() reads, so one idle observation is conclusive.
         deadline = time.monotonic() + timeout
-        quiet = 0
         while time.monotonic() < deadline:
-            quiet = quiet + 1 if self.is_idle() else 0
-            if quiet >= 3:  # idle on consecutive checks: no completion is about to wake anything
+            if self.is_idle():
                 return True
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
         return False
+
+    def next_timer(self) -> datetime | None:
+        """When the earliest pending durable timer fires (None when there is none)."""
+        if not self._timers:
+            return None
+        return datetime.fromtimestamp(self._timers[0][0], self._now().tzinfo)
 
     # -- time ----------------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -445,13 +460,15 @@ class Engine:
         self._after_commit(out)
         for child_id, *_ in starts:
             self._mark_ready(child_id)
-        self._report(row, time.perf_counter() - started, error)
+        self._episode_seconds[row.instance_id] = time.perf_counter() - started
+        self._report(row, time.perf_counter() - started, error, len(all_events) + len(appended) - len(new_events))
 
-    def _report(self, row: InstanceRow, seconds: float, error: str | None) -> None:
+    def _report(self, row: InstanceRow, seconds: float, error: str | None, history_events: int) -> None:
         outcome = "Failed" if error else ("Succeeded" if row.status != "Failed" else "Failed")
         record = {
             "function": row.name,
             "instance_id": row.instance_id,
+            "history_events": history_events,
             "duration_ms": round(seconds * 1000, 2),
             "outcome": outcome,
             "runtime_status": row.status,
@@ -568,6 +585,7 @@ class Engine:
     # -- activities ------------------------------------------------------------------------------
     def _spawn_activity(self, item: WorkItem) -> None:
         self._activities_in_flight += 1
+        self._instance_in_flight[item.instance_id] += 1
         task = asyncio.create_task(self._run_activity(item))
         self._activity_tasks.add(task)
         task.add_done_callback(self._activity_tasks.discard)
@@ -579,9 +597,30 @@ class Engine:
             with self.store.transaction() as db:
                 if Store.finish_work(db, item.id):
                     Store.add_messages(db, [NewMessage(item.instance_id, item.execution_id, "event", event)])
-            self._mark_ready(item.instance_id)
         finally:
             self._activities_in_flight -= 1
+            self._instance_in_flight[item.instance_id] -= 1
+        self._completed(item.instance_id)
+
+    def _completed(self, instance_id: str) -> None:
+        """Wake the instance for its new result: now if nothing else of it runs, else batched every few ms.
+
+        A fan-out of N activities would otherwise replay its (long) history N times; batching the
+        completions, as DurableTask.Core's message batches do, keeps a fan-out near O(N).
+        """
+        if self._instance_in_flight[instance_id] <= 0:
+            del self._instance_in_flight[instance_id]
+            self._mark_ready(instance_id)
+        elif instance_id not in self._flush_scheduled:
+            self._flush_scheduled.add(instance_id)
+
+            def flush() -> None:
+                self._flush_scheduled.discard(instance_id)
+                self._mark_ready(instance_id)
+
+            # Wait at least as long as the instance's last replay took, so replays stay a bounded share.
+            delay = max(BATCH_SECONDS, self._episode_seconds.get(instance_id, 0.0))
+            asyncio.get_running_loop().call_later(delay, flush)
 
     async def _invoke_activity(self, item: WorkItem) -> Event:
         fn = self.index.activities.get(item.name)
