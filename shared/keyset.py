@@ -1,0 +1,145 @@
+"""Duplicate-key detection in bounded memory: 64-bit key hashes in a few sorted runs.
+
+Each key is hashed to 64 bits (FNV-1a over the UTF-8 bytes, vectorised over the Arrow
+buffers, then a splitmix64 finaliser so the high bits are uniform). Seen hashes live in
+sorted numpy runs merged like a log-structured tree (a run merges into the previous one
+when that one is not more than twice its size), so a lookup is a binary search per run and
+the total merge work is O(n log n).
+
+Bound: at most ``max_keys`` hashes (8 bytes each: 4M keys = 32 MB). Past that, the set keeps
+only the hashes below a threshold that halves each time the set fills again ("hash-space
+sampling"): a key whose hash is kept is still checked exactly, so a duplicate key is found with
+probability ``coverage`` and the duplicate count is reported as found / coverage. Two distinct
+keys collide with probability ~n²/2⁶⁵ (1e-8 for a million keys), which could only ever
+over-report a duplicate, never hide one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+U64 = np.dtype(np.uint64)
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+HashArray = np.ndarray[Any, np.dtype[np.uint64]]
+
+
+def _splitmix64(h: HashArray) -> HashArray:
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def hash_keys(array: pa.Array) -> HashArray:
+    """64-bit hashes of the non-null values of ``array`` (nulls are dropped first)."""
+    if array.null_count:
+        array = array.drop_null()
+    if pa.types.is_integer(array.type) or pa.types.is_timestamp(array.type) or pa.types.is_boolean(array.type):
+        ints = array.cast(pa.int64()).to_numpy(zero_copy_only=False).view(U64)
+        return _splitmix64(ints.copy())
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_binary(array.type)):
+        array = pc.cast(array, pa.string())
+    return _hash_strings(array)
+
+
+def _hash_strings(array: pa.Array) -> HashArray:
+    n = len(array)
+    offsets_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    buffers = array.buffers()
+    offsets: np.ndarray[Any, Any] = np.frombuffer(
+        buffers[1], dtype=offsets_type, count=n + 1, offset=array.offset * np.dtype(offsets_type).itemsize
+    )
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
+    h = np.full(n, _FNV_OFFSET, dtype=U64)
+    if n == 0:
+        return h
+    # FNV-1a one byte position at a time across all keys: keys are short (ids), so this is a
+    # handful of vectorised passes rather than a Python loop per key.
+    longest = int(lengths.max())
+    shortest = int(lengths.min())
+    for j in range(longest):
+        if j < shortest:
+            h ^= data[starts + j].astype(U64)
+            h *= _FNV_PRIME
+        else:
+            active = np.flatnonzero(lengths > j)
+            h[active] = (h[active] ^ data[starts[active] + j].astype(U64)) * _FNV_PRIME
+    h ^= lengths.astype(U64)
+    return _splitmix64(h)
+
+
+@dataclass
+class KeySetStats:
+    tracked: int
+    max_keys: int
+    coverage: float
+
+
+class KeySet:
+    """A set of 64-bit key hashes that reports, per batch, which keys it has seen before."""
+
+    def __init__(self, max_keys: int = 4_000_000) -> None:
+        if max_keys < 1024:
+            raise ValueError("max_keys must be at least 1024")
+        self.max_keys = max_keys
+        self._runs: list[HashArray] = []
+        self._limit: np.uint64 | None = None  # keep only hashes below this (None: keep all)
+        self._level = 0
+
+    @property
+    def coverage(self) -> float:
+        """The share of the key space that is checked exactly (1.0 until max_keys is reached)."""
+        return 1.0 / (1 << self._level)
+
+    @property
+    def tracked(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+    def stats(self) -> KeySetStats:
+        return KeySetStats(tracked=self.tracked, max_keys=self.max_keys, coverage=self.coverage)
+
+    def add(self, hashes: HashArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Add a batch of hashes; True where that key was seen before (earlier in the batch or before it)."""
+        duplicate = np.zeros(len(hashes), dtype=np.bool_)
+        if len(hashes) == 0:
+            return duplicate
+        checked = np.ones(len(hashes), dtype=np.bool_) if self._limit is None else hashes < self._limit
+        idx = np.flatnonzero(checked)
+        sub = hashes[idx]
+        order = np.argsort(sub, kind="stable")
+        ordered = sub[order]
+        # Within the batch: every repeat after the first occurrence (stable sort keeps row order).
+        repeat = np.zeros(len(ordered), dtype=np.bool_)
+        repeat[1:] = ordered[1:] == ordered[:-1]
+        seen = np.zeros(len(ordered), dtype=np.bool_)
+        for run in self._runs:
+            pos = np.searchsorted(run, ordered)
+            pos[pos == len(run)] = 0
+            seen |= run[pos] == ordered
+        duplicate[idx[order]] = repeat | seen
+        fresh = ordered[~(repeat | seen)]
+        if len(fresh):
+            self._push(fresh)
+        return duplicate
+
+    def _push(self, run: HashArray) -> None:
+        self._runs.append(run)
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            last = self._runs.pop()
+            # Concatenating two sorted runs and sorting stably is a linear timsort merge.
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")
+        while self.tracked > self.max_keys:
+            self._level += 1
+            self._limit = np.uint64((1 << (64 - self._level)) - 1)
+            limit = self._limit
+            self._runs = [r[: np.searchsorted(r, limit)] for r in self._runs]

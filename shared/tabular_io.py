@@ -1,0 +1,295 @@
+"""Stream a CSV or Parquet file as Arrow record batches, from a path or any readable binary stream.
+
+- The format comes from the caller, the file name's extension, or the magic bytes (``PAR1``).
+- CSV: the header line is read first (so we know which contract columns exist) and then the
+  whole file is parsed by ``pyarrow.csv.open_csv`` with every wanted column as *string*: the
+  contract cast happens per batch in ``shared.typecast`` so a bad value costs one slow batch,
+  not the whole read, and is reported with its row. Rows with the wrong number of fields are
+  skipped and counted (``malformed_rows``), not fatal.
+- Parquet needs random access to its footer. A path or a seekable stream is read in place; a
+  forward-only stream (a blob download) is first spooled to a temporary file, in chunks.
+- Anything that cannot be read raises :class:`CorruptInput` with a reason and a fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, TypeAlias
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+Format = Literal["csv", "parquet"]
+Source: TypeAlias = "str | Path | IO[bytes] | pa.Table"
+PARQUET_MAGIC = b"PAR1"
+HEADER_PEEK = 1 << 20  # the header line must fit in the first MiB
+CSV_BLOCK_SIZE = 4 << 20
+PARQUET_BATCH_ROWS = 65_536
+MAX_EXAMPLES = 5
+
+
+class CorruptInput(Exception):
+    """The input cannot be read as the format it claims to be."""
+
+    def __init__(self, reason: str, remediation: str) -> None:
+        self.reason = reason
+        self.remediation = remediation
+        super().__init__(f"{reason} ({remediation})")
+
+
+@dataclass
+class MalformedRows:
+    count: int = 0
+    examples: list[tuple[int | None, str]] = field(default_factory=list)
+
+
+class _CountingReader(io.RawIOBase):
+    """Replays the bytes already peeked, then the rest of the stream, counting everything read."""
+
+    def __init__(self, stream: IO[bytes], prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self.bytes_read = len(prefix)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        chunk = self._stream.read(len(view))
+        if not chunk:
+            return 0
+        view[: len(chunk)] = chunk
+        self.bytes_read += len(chunk)
+        return len(chunk)
+
+
+class TabularSource:
+    """One open input. Iterate :meth:`batches` once; read the counters afterwards."""
+
+    def __init__(self, source: Source, fmt: Format | None = None, name: str | None = None) -> None:
+        self._source = source
+        self._cleanup = contextlib.ExitStack()
+        self.name = name or _source_name(source)
+        self.malformed = MalformedRows()
+        self._counter: _CountingReader | None = None
+        self._size: int | None = None
+        self.columns: list[str] = []
+        self.format: Format | Literal["table"]
+        if isinstance(source, pa.Table):
+            self.format = "table"
+            self.columns = list(source.column_names)
+            return
+        prefix = self._peek()
+        self.format = fmt or _detect_format(self.name, prefix)
+        if self.format == "csv":
+            self.columns = _csv_header(prefix, self._size)
+        else:
+            self._open_parquet()
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        self._cleanup.close()
+
+    def __enter__(self) -> TabularSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def bytes_read(self) -> int:
+        if self._counter is not None:
+            return self._counter.bytes_read
+        return self._size or 0
+
+    # -- opening
+
+    def _peek(self) -> bytes:
+        source = self._source
+        if isinstance(source, str | Path):
+            path = Path(source)
+            try:
+                self._size = path.stat().st_size
+                with path.open("rb") as handle:
+                    return handle.read(HEADER_PEEK)
+            except FileNotFoundError:
+                raise CorruptInput(f"{path} does not exist", "check the path") from None
+            except IsADirectoryError:
+                raise CorruptInput(f"{path} is a directory", "pass one CSV or Parquet file") from None
+            except OSError as exc:
+                raise CorruptInput(f"{path} cannot be read ({exc})", "check the file's permissions") from None
+        assert not isinstance(source, pa.Table)
+        if _seekable(source):
+            start = source.tell()
+            prefix = source.read(HEADER_PEEK)
+            source.seek(start)
+            with contextlib.suppress(OSError, ValueError):
+                self._size = source.seek(0, os.SEEK_END) - start
+                source.seek(start)
+            return prefix
+        prefix = source.read(HEADER_PEEK)
+        self._counter = _CountingReader(source, prefix)
+        return prefix
+
+    def _open_parquet(self) -> None:
+        source = self._source
+        assert not isinstance(source, pa.Table)
+        if isinstance(source, str | Path):
+            handle: Any = str(source)
+        elif self._counter is not None:
+            # Forward-only stream: Parquet's footer is at the end, so spool to disk in 1 MiB chunks.
+            spool = self._cleanup.enter_context(tempfile.TemporaryFile(prefix="perennial-", suffix=".parquet"))  # noqa: SIM115
+            shutil.copyfileobj(self._counter, spool, 1 << 20)
+            spool.seek(0)
+            handle = spool
+        else:
+            handle = source
+        try:
+            self._parquet = pq.ParquetFile(handle)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise CorruptInput(
+                f"not a readable Parquet file ({_first_line(exc)})",
+                "the file is truncated or not Parquet: re-export it, or name it .csv if it is CSV",
+            ) from None
+        self.columns = list(self._parquet.schema_arrow.names)
+
+    # -- reading
+
+    def batches(self, wanted: list[str]) -> Iterator[pa.RecordBatch]:
+        """Record batches of the ``wanted`` columns (those present in the file); raises CorruptInput."""
+        present = [c for c in wanted if c in self.columns]
+        if self.format == "table":
+            assert isinstance(self._source, pa.Table)
+            yield from self._source.select(present).to_batches(max_chunksize=PARQUET_BATCH_ROWS)
+        elif self.format == "parquet":
+            yield from self._parquet_batches(present)
+        else:
+            yield from self._csv_batches(present)
+
+    def _parquet_batches(self, present: list[str]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present, use_threads=True)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise CorruptInput(
+                f"the Parquet data is corrupt ({_first_line(exc)})", "re-export the file; it may be truncated"
+            ) from None
+
+    def _csv_batches(self, present: list[str]) -> Iterator[pa.RecordBatch]:
+        if not present:
+            return
+        source = self._source
+        handle: Any
+        if isinstance(source, str | Path):
+            handle = str(source)
+        elif self._counter is not None:
+            handle = self._counter
+        else:
+            handle = source
+
+        def on_bad_row(row: Any) -> str:
+            self.malformed.count += 1
+            if len(self.malformed.examples) < MAX_EXAMPLES:
+                text = row.text if len(row.text) <= 200 else row.text[:200] + "…"
+                number = row.number - 2 if row.number is not None and row.number >= 2 else None
+                self.malformed.examples.append((number, f"{row.actual_columns} fields: {text}"))
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=True),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=present,
+                    column_types={c: pa.string() for c in present},
+                    strings_can_be_null=True,
+                ),
+            )
+            yield from reader
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise _csv_error(exc) from None
+
+
+def _csv_error(exc: Exception) -> CorruptInput:
+    message = _first_line(exc)
+    if "UTF8" in message or "UTF-8" in message or "utf8" in message:
+        return CorruptInput(
+            f"the CSV is not valid UTF-8 text ({message})",
+            "re-export the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        )
+    if "Empty CSV" in message:
+        return CorruptInput("the file is empty", "upload the batch again; the copy may have failed")
+    return CorruptInput(
+        f"the CSV cannot be parsed ({message})",
+        "check the quoting and delimiters (comma-separated, double quotes), or re-export the file",
+    )
+
+
+def _csv_header(prefix: bytes, size: int | None) -> list[str]:
+    if not prefix:
+        raise CorruptInput("the file is empty", "upload the batch again; the copy may have failed")
+    if b"\x00" in prefix[:4096]:
+        raise CorruptInput(
+            "the file is binary, not CSV text", "upload a CSV or Parquet file (Parquet files start with PAR1)"
+        )
+    end = prefix.find(b"\n")
+    if end < 0 and (size is None or size > len(prefix)):
+        raise CorruptInput("no header line in the first MiB", "the first line must name the columns")
+    line = prefix if end < 0 else prefix[:end]
+    line = line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")  # Excel writes a UTF-8 byte-order mark
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptInput(
+            f"the header is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+            "re-export the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    names = next(csv.reader([text]), [])
+    if not names or not any(n.strip() for n in names):
+        raise CorruptInput("the header line is empty", "the first line must name the columns")
+    return names
+
+
+def _detect_format(name: str, prefix: bytes) -> Format:
+    lower = name.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".csv", ".txt")):
+        return "csv"
+    return "parquet" if prefix.startswith(PARQUET_MAGIC) else "csv"
+
+
+def _seekable(stream: IO[bytes]) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, pa.Table):
+        return "<table>"
+    if isinstance(source, str | Path):
+        return str(source)
+    return str(getattr(source, "name", None) or "<stream>")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,195 @@
+"""Cast one raw column (as read from CSV or Parquet) to the type the data contract declares.
+
+The fast path is one Arrow cast per batch. When it fails (a bad value somewhere in the batch),
+the batch falls back to a per-value Python parse that keeps the good values, turns the bad
+ones into nulls and remembers where they were, so a report can say "row 1234: 'abc' is not a
+float" and still profile the rest. Bad batches are rare, so the slow path's cost does not
+matter; the fast path's does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shared.spec import ColumnType
+
+#: The Arrow type every contract type is normalised to.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "category": pa.string(),
+    "timestamp": pa.timestamp("us"),
+}
+
+_TRUE = frozenset({"true", "1", "t", "yes", "y"})
+_FALSE = frozenset({"false", "0", "f", "no", "n"})
+
+
+@dataclass
+class CastResult:
+    """A column in its contract type. ``values`` is null where the input was missing or bad."""
+
+    values: pa.Array
+    missing: int
+    bad: int = 0
+    #: (row offset within the batch, the raw value as text) of the first few bad values.
+    bad_examples: list[tuple[int, str]] = field(default_factory=list)
+    #: Boolean mask of bad rows (None when there are none), so callers can tell bad from missing.
+    bad_mask: np.ndarray[Any, np.dtype[np.bool_]] | None = None
+
+
+def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_examples: int = 5) -> CastResult:
+    """Cast ``array`` to the Arrow type of ``column_type``; never raises on bad values."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    target = ARROW_TYPES[column_type]
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_large_string(array.type):
+        array = array.cast(pa.string())
+    try:
+        values = _fast_cast(array, column_type, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _slow_cast(array, column_type, target, max_examples)
+    if column_type == "float" and values.null_count < len(values):
+        # NaN is how pandas and many writers spell "missing" in a float column: count it as missing.
+        nan = pc.is_nan(values)
+        if pc.any(nan).as_py():
+            values = pc.if_else(nan, pa.scalar(None, pa.float64()), values)
+    return CastResult(values=values, missing=values.null_count)
+
+
+def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) -> pa.Array:
+    source = array.type
+    if source == target:
+        return array
+    if column_type in ("string", "category"):
+        return array.cast(pa.string())
+    if column_type == "bool" and not (pa.types.is_string(source) or pa.types.is_boolean(source)):
+        raise pa.ArrowInvalid("only strings and booleans are cast to bool on the fast path")
+    if column_type == "bool" and pa.types.is_string(source):
+        # Arrow accepts true/false/1/0 in any case; anything else fails and goes the slow path.
+        return array.cast(pa.bool_())
+    if column_type == "float" and (pa.types.is_integer(source) or pa.types.is_decimal(source)):
+        return array.cast(target, safe=False)
+    if column_type == "timestamp":
+        if pa.types.is_timestamp(source) and source.tz is not None:
+            return array.cast(pa.timestamp(source.unit)).cast(target)
+        if pa.types.is_string(source):
+            try:
+                return array.cast(target)
+            except pa.ArrowInvalid:
+                # ISO 8601 with a zone offset ("...Z", "+02:00"): parse as UTC, then drop the zone.
+                return array.cast(pa.timestamp("us", tz="UTC")).cast(target)
+    # Safe casts refuse to truncate 1.5 to an int or overflow: those go the slow path.
+    return array.cast(target, safe=True)
+
+
+def _slow_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType, max_examples: int) -> CastResult:
+    parse = _PARSERS[column_type]
+    raw = array.to_pylist()
+    parsed: list[Any] = []
+    bad_rows: list[int] = []
+    missing = 0
+    for i, value in enumerate(raw):
+        if value is None:
+            parsed.append(None)
+            missing += 1
+            continue
+        try:
+            result = parse(value)
+        except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
+            parsed.append(None)
+            bad_rows.append(i)
+            continue
+        if result is None:  # a NaN float: missing, not bad
+            missing += 1
+        parsed.append(result)
+    values = pa.array(parsed, type=target)
+    mask = np.zeros(len(raw), dtype=np.bool_)
+    mask[bad_rows] = True
+    examples = [(i, _as_text(raw[i])) for i in bad_rows[:max_examples]]
+    return CastResult(values=values, missing=missing, bad=len(bad_rows), bad_examples=examples, bad_mask=mask)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _parse_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a float")
+    result = float(value.decode() if isinstance(value, bytes) else value)
+    return None if math.isnan(result) else result
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not an int")
+    if isinstance(value, int):
+        result = value
+    else:
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            result = int(text)
+        except (ValueError, TypeError):
+            # "3.0" is how pandas writes an int column that has a gap; accept whole numbers only.
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError(f"{text!r} is not a whole number") from None
+            result = int(number)
+    if not -(2**63) <= result < 2**63:
+        raise OverflowError(f"{result} does not fit in 64 bits")
+    return result
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = (value.decode() if isinstance(value, bytes) else str(value)).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        parsed = datetime.fromisoformat(text.strip())
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _parse_string(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # strict: a non-UTF-8 value is bad, not silently mangled
+    return str(value)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "float": _parse_float,
+    "int": _parse_int,
+    "bool": _parse_bool,
+    "timestamp": _parse_timestamp,
+    "string": _parse_string,
+    "category": _parse_string,
+}

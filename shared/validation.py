@@ -1,0 +1,597 @@
+"""Check a batch of data against a model's data contract in one streaming pass.
+
+``validate(source, contract)`` reads a CSV or Parquet file (a path or any readable binary
+stream, e.g. a blob download) as Arrow record batches, casts each column to its contract
+type, runs every check and builds the batch's profile (``shared.profile``) in the same
+pass, so memory stays bounded by one record batch plus the profile and the key set
+(``shared.keyset``), whatever the file size.
+
+Checks (their severities come from ``data.severity`` in the spec): missing columns, type
+mismatches (with the failing values and rows), nulls in non-nullable columns, the missing
+rate, numeric ranges, unknown categories, too few rows, duplicate keys, and the label's
+presence and class balance. Input that cannot be read at all (truncated Parquet, ragged or
+binary CSV, a wrong encoding, an empty file) produces a failed report that says why; no
+exception escapes ``validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shared.keyset import KeySet, hash_keys
+from shared.profile import (
+    DEFAULT_BINS,
+    DEFAULT_SAMPLE_SIZE,
+    DEFAULT_TOP_K,
+    DatasetProfile,
+    ProfileBuilder,
+)
+from shared.spec import ColumnSpec, DataContract, Severity
+from shared.tabular_io import CorruptInput, Format, Source, TabularSource
+from shared.typecast import conform
+
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 5
+MAX_LABEL_CLASSES = 1000
+
+Check = Literal[
+    "corrupt_input",
+    "malformed_rows",
+    "missing_column",
+    "missing_label",
+    "extra_column",
+    "type_mismatch",
+    "null_in_required",
+    "missing_rate",
+    "out_of_range",
+    "unseen_category",
+    "too_few_rows",
+    "duplicate_key",
+    "label_imbalance",
+]
+
+
+@dataclass
+class Example:
+    row: int | None  # 0-based data row (the first row after a CSV header is 0); None if unknown
+    value: str
+
+
+@dataclass
+class Finding:
+    check: Check
+    severity: Severity
+    message: str
+    remediation: str
+    column: str | None = None
+    count: int = 0
+    examples: list[Example] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    source: str
+    format: str
+    rows: int
+    bytes_read: int
+    columns: list[str]
+    findings: list[Finding]
+    profile: DatasetProfile | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no finding is an error (warnings do not stop a batch)."""
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def to_dict(self, include_profile: bool = True) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "format": self.format,
+            "rows": self.rows,
+            "bytes_read": self.bytes_read,
+            "seconds": round(self.seconds, 4),
+            "columns": self.columns,
+            "findings": [asdict(f) for f in self.findings],
+            "notes": self.notes,
+            "profile": self.profile.to_dict() if include_profile and self.profile is not None else None,
+        }
+
+    def to_json(self, include_profile: bool = True) -> str:
+        return json.dumps(self.to_dict(include_profile), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValidationReport:
+        findings = [
+            Finding(**{**f, "examples": [Example(**e) for e in f.get("examples", [])]}) for f in data["findings"]
+        ]
+        profile = DatasetProfile.from_dict(data["profile"]) if data.get("profile") else None
+        return cls(
+            source=data["source"],
+            format=data["format"],
+            rows=int(data["rows"]),
+            bytes_read=int(data["bytes_read"]),
+            columns=list(data["columns"]),
+            findings=findings,
+            profile=profile,
+            seconds=float(data["seconds"]),
+            notes=list(data.get("notes", [])),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ValidationReport:
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> str:
+        """A few lines for a person: the verdict, then one line per finding."""
+        verdict = "PASSED" if self.ok else "FAILED"
+        head = (
+            f"{verdict}: {self.source} ({self.format}, {self.rows:,} rows, {_human_bytes(self.bytes_read)}, "
+            f"{self.seconds:.2f} s): {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        )
+        lines = [head]
+        for f in self.findings:
+            where = f" [{f.column}]" if f.column else ""
+            rows = [str(e.row) for e in f.examples if e.row is not None]
+            at = f" (rows {', '.join(rows)})" if rows else ""
+            lines.append(f"  {f.severity}{where} {f.check}: {f.message}{at}. Fix: {f.remediation}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------- per-column state
+
+
+@dataclass
+class _Tally:
+    """A count and the first few examples of one problem in one column."""
+
+    count: int = 0
+    examples: list[Example] = field(default_factory=list)
+
+    def add(self, count: int, examples: list[Example]) -> None:
+        self.count += count
+        room = MAX_EXAMPLES - len(self.examples)
+        if room > 0:
+            self.examples += examples[:room]
+
+
+@dataclass
+class _ColumnState:
+    spec: ColumnSpec
+    missing: int = 0
+    bad_type: _Tally = field(default_factory=_Tally)
+    nulls: _Tally = field(default_factory=_Tally)
+    below: _Tally = field(default_factory=_Tally)
+    above: _Tally = field(default_factory=_Tally)
+    unseen: dict[str, int] = field(default_factory=dict)
+    unseen_examples: list[Example] = field(default_factory=list)
+    allowed: frozenset[str] | None = None
+
+
+def _rows_where(mask: pa.Array | np.ndarray[Any, Any], offset: int, limit: int = MAX_EXAMPLES) -> list[int]:
+    if isinstance(mask, np.ndarray):
+        idx = np.flatnonzero(mask)[:limit]
+    else:
+        idx = pc.indices_nonzero(mask.fill_null(False)).slice(0, limit).to_numpy()
+    return [offset + int(i) for i in idx]
+
+
+class _Validator:
+    def __init__(
+        self,
+        contract: DataContract,
+        reference: DatasetProfile | None,
+        max_keys: int,
+        bins: int,
+        sample_size: int,
+        top_k: int,
+    ) -> None:
+        self.contract = contract
+        self.policy = contract.severity
+        self.findings: list[Finding] = []
+        self.notes: list[str] = []
+        self.rows = 0
+        self.states = {c.name: _ColumnState(spec=c) for c in contract.columns}
+        for state in self.states.values():
+            if state.spec.categories is not None:
+                state.allowed = frozenset(state.spec.categories)
+        kwargs: dict[str, Any] = {"bins": bins, "sample_size": sample_size, "top_k": top_k}
+        self.profiler = (
+            ProfileBuilder.from_reference(contract, reference, **kwargs)
+            if reference is not None
+            else ProfileBuilder(contract, **kwargs)
+        )
+        self.keys = KeySet(max_keys) if contract.key is not None else None
+        self.duplicates = _Tally()
+        self.label_counts: dict[str, int] = {}
+        self.label_overflow = False
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    # -- schema
+
+    def check_schema(self, found: list[str]) -> list[str]:
+        present = set(found)
+        for spec in self.contract.columns:
+            if spec.name in present:
+                continue
+            if spec.name == self.contract.label:
+                self.add(
+                    Finding(
+                        "missing_label",
+                        "error",
+                        f"the label column {spec.name!r} is not in the file",
+                        f"add the label column {spec.name!r}; a batch without labels cannot be trained on",
+                        column=spec.name,
+                    )
+                )
+            else:
+                self.add(
+                    Finding(
+                        "missing_column",
+                        self.policy.missing_column,
+                        f"the column {spec.name!r} ({spec.type}) is not in the file",
+                        f"add the column, or remove it from data.columns in the spec if it is gone for good "
+                        f"(columns found: {', '.join(found[:20])})",
+                        column=spec.name,
+                    )
+                )
+        extra = [c for c in found if c not in self.states]
+        if extra:
+            self.add(
+                Finding(
+                    "extra_column",
+                    "warning",
+                    f"{len(extra)} column(s) not in the contract are ignored: {', '.join(extra[:10])}",
+                    "add them to data.columns if the model should use them",
+                    count=len(extra),
+                )
+            )
+        return [c.name for c in self.contract.columns if c.name in present]
+
+    # -- one record batch
+
+    def batch(self, batch: pa.RecordBatch) -> None:
+        offset = self.rows
+        n = batch.num_rows
+        self.rows += n
+        self.profiler.add_rows(n)
+        for name in batch.schema.names:
+            state = self.states[name]
+            result = conform(batch.column(name), state.spec.type, MAX_EXAMPLES)
+            values = result.values
+            if result.bad:
+                state.bad_type.add(result.bad, [Example(offset + i, v) for i, v in result.bad_examples])
+            state.missing += result.missing
+            if result.missing and not state.spec.nullable:
+                mask = values.is_null()
+                if result.bad_mask is not None:
+                    mask = pc.and_(mask, pa.array(~result.bad_mask))
+                state.nulls.add(
+                    result.missing,
+                    [Example(r, "") for r in _rows_where(mask, offset)]
+                    if len(state.nulls.examples) < MAX_EXAMPLES
+                    else [],
+                )
+            if state.spec.type in ("float", "int") and (state.spec.min is not None or state.spec.max is not None):
+                self._check_range(state, values, offset)
+            if state.allowed is not None:
+                self._check_categories(state, values, offset)
+            self.profiler.update(name, values)
+            if name == self.contract.key and self.keys is not None:
+                self._check_keys(values, offset)
+            if name == self.contract.label:
+                self._count_labels(values)
+
+    def _check_range(self, state: _ColumnState, values: pa.Array, offset: int) -> None:
+        if values.null_count == len(values):
+            return
+        bounds = pc.min_max(values)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        lo, hi = state.spec.min, state.spec.max
+        if lo is not None and low < lo:
+            mask = pc.less(values, lo)
+            count = int(pc.sum(mask).as_py() or 0)
+            rows = _rows_where(mask, offset) if len(state.below.examples) < MAX_EXAMPLES else []
+            state.below.add(count, [Example(r, str(values[r - offset].as_py())) for r in rows])
+        if hi is not None and high > hi:
+            mask = pc.greater(values, hi)
+            count = int(pc.sum(mask).as_py() or 0)
+            rows = _rows_where(mask, offset) if len(state.above.examples) < MAX_EXAMPLES else []
+            state.above.add(count, [Example(r, str(values[r - offset].as_py())) for r in rows])
+
+    def _check_categories(self, state: _ColumnState, values: pa.Array, offset: int) -> None:
+        assert state.allowed is not None
+        counted = pc.value_counts(values.drop_null() if values.null_count else values)
+        unseen = [
+            (str(v), int(c))
+            for v, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
+            if str(v) not in state.allowed
+        ]
+        if not unseen:
+            return
+        for value, count in unseen:
+            state.unseen[value] = state.unseen.get(value, 0) + count
+        room = MAX_EXAMPLES - len(state.unseen_examples)
+        if room > 0:
+            mask = pc.is_in(values, value_set=pa.array([v for v, _ in unseen], pa.string()))
+            state.unseen_examples += [
+                Example(r, str(values[r - offset].as_py())) for r in _rows_where(mask, offset, room)
+            ]
+        if len(state.unseen) > 10 * MAX_LABEL_CLASSES:  # a free-text column: keep the report small
+            top = sorted(state.unseen.items(), key=lambda kv: -kv[1])[:MAX_LABEL_CLASSES]
+            state.unseen = dict(top)
+
+    def _check_keys(self, values: pa.Array, offset: int) -> None:
+        assert self.keys is not None
+        present = values if not values.null_count else values.filter(values.is_valid())
+        duplicate = self.keys.add(hash_keys(present))
+        count = int(duplicate.sum())
+        if not count:
+            return
+        examples: list[Example] = []
+        if len(self.duplicates.examples) < MAX_EXAMPLES:
+            positions = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)) if values.null_count else None
+            for i in np.flatnonzero(duplicate)[:MAX_EXAMPLES]:
+                row = int(positions[i]) if positions is not None else int(i)
+                examples.append(Example(offset + row, str(values[row].as_py())))
+        self.duplicates.add(count, examples)
+
+    def _count_labels(self, values: pa.Array) -> None:
+        if self.label_overflow:
+            return
+        counted = pc.value_counts(values.drop_null() if values.null_count else values)
+        for v, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
+            key = _label_key(v)
+            self.label_counts[key] = self.label_counts.get(key, 0) + int(c)
+        if len(self.label_counts) > MAX_LABEL_CLASSES:
+            self.label_overflow = True
+            self.notes.append(
+                f"the label has more than {MAX_LABEL_CLASSES} distinct values; the class balance was not checked "
+                "(is this a regression target? the task must be binary or multiclass)"
+            )
+
+    # -- verdicts at the end
+
+    def finish(self, present: list[str]) -> None:
+        c = self.contract
+        p = self.policy
+        for name in present:
+            state = self.states[name]
+            spec = state.spec
+            if state.bad_type.count:
+                self.add(
+                    Finding(
+                        "type_mismatch",
+                        p.type_mismatch,
+                        f"{state.bad_type.count:,} value(s) cannot be read as {spec.type}",
+                        f"fix the upstream export of {name!r} so every value is a {spec.type} "
+                        "(or change its type in data.columns); bad values were treated as missing",
+                        column=name,
+                        count=state.bad_type.count,
+                        examples=state.bad_type.examples,
+                    )
+                )
+            if state.nulls.count:
+                self.add(
+                    Finding(
+                        "null_in_required",
+                        p.null_in_required,
+                        f"{state.nulls.count:,} missing value(s) in a column declared nullable: false",
+                        f"fill {name!r} upstream, or set nullable: true for it in the spec",
+                        column=name,
+                        count=state.nulls.count,
+                        examples=state.nulls.examples,
+                    )
+                )
+            rate = (state.missing + state.bad_type.count) / self.rows if self.rows else 0.0
+            if rate > c.max_missing_rate:
+                self.add(
+                    Finding(
+                        "missing_rate",
+                        p.missing_rate,
+                        f"{rate:.2%} of the values are missing or unreadable (limit {c.max_missing_rate:.2%})",
+                        f"find why {name!r} went missing upstream, or raise data.max_missing_rate",
+                        column=name,
+                        count=state.missing + state.bad_type.count,
+                    )
+                )
+            for tally, side, bound in ((state.below, "below min", spec.min), (state.above, "above max", spec.max)):
+                if tally.count:
+                    self.add(
+                        Finding(
+                            "out_of_range",
+                            p.out_of_range,
+                            f"{tally.count:,} value(s) {side}={bound:g}",
+                            f"check the upstream units/encoding of {name!r}, or widen its min/max in the spec",
+                            column=name,
+                            count=tally.count,
+                            examples=tally.examples,
+                        )
+                    )
+            if state.unseen:
+                total = sum(state.unseen.values())
+                top = sorted(state.unseen.items(), key=lambda kv: -kv[1])[:10]
+                listed = ", ".join(f"{v!r}×{n:,}" for v, n in top)
+                self.add(
+                    Finding(
+                        "unseen_category",
+                        p.unseen_category,
+                        f"{total:,} value(s) outside the declared categories: {listed}",
+                        f"add the new values to categories of {name!r} in the spec if they are legitimate, "
+                        "or fix the upstream mapping",
+                        column=name,
+                        count=total,
+                        examples=state.unseen_examples,
+                    )
+                )
+        if self.rows < c.min_rows:
+            self.add(
+                Finding(
+                    "too_few_rows",
+                    p.too_few_rows,
+                    f"{self.rows:,} row(s), fewer than data.min_rows={c.min_rows:,}",
+                    "wait for a larger batch (or merge small files upstream), or lower data.min_rows",
+                    count=self.rows,
+                )
+            )
+        if self.duplicates.count and self.keys is not None:
+            coverage = self.keys.coverage
+            estimate = round(self.duplicates.count / coverage)
+            how = "" if coverage == 1.0 else f" (estimated from a {coverage:.1%} hash sample of the keys)"
+            self.add(
+                Finding(
+                    "duplicate_key",
+                    p.duplicate_key,
+                    f"{estimate:,} row(s) repeat a {c.key!r} seen earlier{how}",
+                    "deduplicate the batch upstream (the same transaction exported twice?), or set data.key "
+                    "to a column that identifies a row",
+                    column=c.key,
+                    count=estimate,
+                    examples=self.duplicates.examples,
+                )
+            )
+        if self.keys is not None and self.keys.coverage < 1.0:
+            self.notes.append(
+                f"more than {self.keys.max_keys:,} distinct keys: duplicate keys were checked exactly on a "
+                f"{self.keys.coverage:.1%} hash sample of the key space (bounded memory)"
+            )
+        if c.label in present and not self.label_overflow and self.rows:
+            self._check_label_balance()
+
+    def _check_label_balance(self) -> None:
+        c = self.contract
+        labelled = sum(self.label_counts.values())
+        if not labelled:
+            return
+        label_type = self.states[c.label].spec.type
+        positive = _label_key(c.positive_class, as_bool=label_type == "bool")
+        shares = {k: v / labelled for k, v in self.label_counts.items()}
+        shares.setdefault(positive, 0.0)
+        rarest, share = min(shares.items(), key=lambda kv: kv[1])
+        if share < c.min_label_share or len(shares) < 2:
+            balance = ", ".join(f"{k}: {v:.3%}" for k, v in sorted(shares.items()))
+            self.add(
+                Finding(
+                    "label_imbalance",
+                    self.policy.label_imbalance,
+                    f"the rarest label class {rarest!r} is {share:.3%} of the rows (minimum "
+                    f"{c.min_label_share:.3%}); classes: {balance}",
+                    "check the labelling pipeline (did positives stop arriving?), or lower data.min_label_share",
+                    column=c.label,
+                    count=self.label_counts.get(rarest, 0),
+                )
+            )
+
+
+def _label_key(value: Any, as_bool: bool = False) -> str:
+    if as_bool or isinstance(value, bool):
+        if isinstance(value, str):
+            return "true" if value.strip().lower() in ("1", "true", "t", "yes") else "false"
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def validate(
+    source: Source,
+    contract: DataContract,
+    *,
+    reference: DatasetProfile | None = None,
+    fmt: Format | None = None,
+    name: str | None = None,
+    max_keys: int = 4_000_000,
+    bins: int = DEFAULT_BINS,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    top_k: int = DEFAULT_TOP_K,
+) -> ValidationReport:
+    """Validate and profile ``source`` (a path, a readable binary stream or an Arrow table).
+
+    ``reference`` (the training profile) supplies the histogram edges so the new profile
+    compares with it bin by bin. Never raises for bad data: every problem is a finding.
+    """
+    started = time.perf_counter()
+    checker = _Validator(contract, reference, max_keys, bins, sample_size, top_k)
+    label = name or "<input>"
+    fmt_name: str = fmt or "unknown"
+    columns: list[str] = []
+    bytes_read = 0
+    profile: DatasetProfile | None = None
+    try:
+        with TabularSource(source, fmt=fmt, name=name) as table:
+            label, fmt_name, columns = table.name, table.format, table.columns
+            present = checker.check_schema(columns)
+            try:
+                for batch in table.batches(present):
+                    checker.batch(batch)
+            finally:
+                bytes_read = table.bytes_read
+                if table.malformed.count:
+                    checker.add(
+                        Finding(
+                            "malformed_rows",
+                            "error",
+                            f"{table.malformed.count:,} row(s) do not have {len(columns)} fields and were skipped",
+                            "fix the export's quoting/delimiters (a comma inside an unquoted value?) and upload again",
+                            count=table.malformed.count,
+                            examples=[Example(r, t) for r, t in table.malformed.examples],
+                        )
+                    )
+            checker.finish(present)
+            profile = checker.profiler.finish()
+    except CorruptInput as exc:
+        where = f" after {checker.rows:,} rows" if checker.rows else ""
+        checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
+    except Exception as exc:  # a bug of ours must still yield a failed report, not a crashed activity
+        log.exception("validation of %s failed unexpectedly", label)
+        checker.add(
+            Finding(
+                "corrupt_input",
+                "error",
+                f"the batch could not be validated ({type(exc).__name__}: {exc})",
+                "report this as a perennial bug with the file; the batch was not judged",
+            )
+        )
+    return ValidationReport(
+        source=label,
+        format=fmt_name,
+        rows=checker.rows,
+        bytes_read=bytes_read,
+        columns=columns,
+        findings=checker.findings,
+        profile=profile,
+        seconds=time.perf_counter() - started,
+        notes=checker.notes,
+    )
