@@ -472,32 +472,20 @@ class _Proportions:
     tolerance: float
 
 
-def _beyond_margin_p(x1: int, n1: int, x0: int, n0: int, margin: float) -> float:
-    """One-sided p-value of H0: p1 - p0 <= margin (Agresti-Caffo adjusted Wald test).
-
-    Adding one hit and one miss to each side keeps the test honest with zero counts, which a
-    plain Wald test is not (its standard error collapses to 0).
-    """
-    q1, q0 = (x1 + 1) / (n1 + 2), (x0 + 1) / (n0 + 2)
-    se = math.sqrt(q1 * (1 - q1) / (n1 + 2) + q0 * (1 - q0) / (n0 + 2))
-    return float(stats.norm.sf((q1 - q0 - margin) / se))
-
-
 def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> MetricResult:
     (k1, k0), (n1, n0) = p.hits, p.totals
     r1, r0 = k1 / n1, k0 / n0
     if p.two_sided:
-        # Shift either way: H0 |r1 - r0| <= gate, the union of two one-sided tests (Bonferroni x2).
-        effect = abs(r1 - r0)
-        p_gate = min(1.0, 2 * min(_beyond_margin_p(k1, n1, k0, n0, p.gate), _beyond_margin_p(k0, n0, k1, n1, p.gate)))
+        effect = abs(r1 - r0)  # a shift either way
         p_diff = _fisher(k1, n1, k0, n0, "two-sided")
         shown = f"shift {r1 - r0:+.2%}"
     else:
         effect = r0 - r1  # the drop
-        p_gate = _beyond_margin_p(k0, n0, k1, n1, p.gate)
         p_diff = _fisher(k1, n1, k0, n0, "less")
         shown = f"drop {effect:+.2%}"
-    breach = effect > p.gate and p_gate < alpha
+    # Kayenta-style: the difference must be real (Fisher, p < alpha) AND larger than the gate (breach)
+    # or than the tolerance (worse). A difference the data cannot tell from noise never fails a rollout.
+    breach = effect > p.gate and p_diff < alpha
     worse = p_diff < alpha and effect > p.tolerance
     unconfirmed = effect > p.gate and not breach
     evidence: dict[str, EvidenceValue] = {
@@ -507,7 +495,6 @@ def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> Metric
         "champion_total": n0,
         "effect": effect,
         p.gate_name: p.gate,
-        "gate_p_value": p_gate,
         "tolerance": p.tolerance,
         "fisher_p_value": p_diff,
         "alpha": alpha,
@@ -519,7 +506,7 @@ def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> Metric
             "breach",
             False,
             weight,
-            f"{text}; significantly beyond {p.gate_name} {_pct(p.gate)} (p={p_gate:.3g} < {alpha:.3g})",
+            f"{text}; breaches {p.gate_name} {_pct(p.gate)} (p={p_diff:.3g} < {alpha:.3g})",
             evidence,
         )
     if worse:
@@ -527,7 +514,7 @@ def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> Metric
             p.metric, "worse", False, weight, f"{text}; significantly worse by more than {_pct(p.tolerance)}", evidence
         )
     if unconfirmed:
-        suffix = f"beyond {p.gate_name} {_pct(p.gate)} but not significantly (p={p_gate:.3g})"
+        suffix = f"beyond {p.gate_name} {_pct(p.gate)} but not significantly (p={p_diff:.3g} >= {alpha:.3g})"
     else:
         suffix = f"within {p.gate_name} {_pct(p.gate)}"
     return MetricResult(p.metric, "pass", False, weight, f"{text}; {suffix}", evidence, unconfirmed)
