@@ -211,3 +211,12 @@ def test_unknown_instance_is_404_for_every_operation(patterns: Harness) -> None:
     )
     assert response.status_code == 404
     assert patterns.http.get("/runtime/webhooks/durabletask/instances/nobody").status_code == 401  # no key
+
+
+def test_parallel_retries_are_numbered_as_the_sdk_numbers_them(patterns: Harness) -> None:
+    instance = patterns.start("parallel_retries", "pr")
+    status = patterns.wait(instance, advance=1)
+    assert status.runtime_status.value == "Completed", status.output
+    assert status.output == ["pr-left ok on attempt 3", "pr-right ok on attempt 3", "Hello middle", "Hello after"]
+    ids = [e["EventId"] for e in patterns.history(instance) if e["EventType"] in (4, 10)]
+    assert sorted(ids) == list(range(len(ids)))  # every id used once, none skipped
