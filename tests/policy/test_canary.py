@@ -10,8 +10,8 @@ import pytest
 from shared.canary import (
     CanaryInputError,
     CanaryVerdict,
-    MetricResult,
     DeploymentSample,
+    MetricResult,
     ShadowAgreement,
     analyse_canary,
     judge_shadow,
