@@ -34,7 +34,7 @@ def test_a_crash_on_load_fails_hard_after_a_handful_of_requests() -> None:
     error = _metric(verdict, "error_rate")
     assert error.outcome == "breach"
     assert error.evidence["challenger_errors"] == 10
-    assert error.evidence["gate_p_value"] < 1e-10
+    assert float(error.evidence["gate_p_value"] or 1.0) < 1e-10
     assert "error rate 100.00% (10/10)" in error.reason
     assert "breaches max_error_rate 1.00%" in error.reason
     assert verdict.reasons[0] == "fail (hard): gate breached on error_rate"

@@ -88,7 +88,7 @@ def test_skipped_checks_are_explained() -> None:
 def test_age_evidence_is_machine_readable() -> None:
     decision = decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=NOW - timedelta(days=40))
     assert decision.reasons[0].evidence == {"age_days": 40.0, "max_model_age_days": 30}
-    assert decision.to_dict()["summary"].startswith("retrain: model is 40.0 days old")
+    assert str(decision.to_dict()["summary"]).startswith("retrain: model is 40.0 days old")
 
 
 def test_age_check_can_be_switched_off() -> None:
