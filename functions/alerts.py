@@ -16,8 +16,9 @@ from functions.coordination import send_work
 from functions.http import json_response, problem
 from shared.events import EventError, KnownModels, Trigger, parse_event, parse_http
 from shared.logs import correlated
+from shared.registry import run_id_for
 from shared.runtime import get_runtime
-from shared.workflow import TriggerInfo, run_id_for
+from shared.workflow import TriggerInfo
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.alerts")
@@ -32,7 +33,7 @@ def retrain_work(trigger: Trigger) -> dict[str, object]:
     info = TriggerInfo(
         kind=trigger.kind, reason=trigger.reason, source_event_id=trigger.event_id, details=trigger.details
     )
-    return {"kind": "retrain", "run_id": run_id_for(trigger.model, [trigger.dedupe_key]), "trigger": info.dump()}
+    return {"kind": "retrain", "run_id": run_id_for(trigger.model, trigger.dedupe_key), "trigger": info.dump()}
 
 
 async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> str | None:

@@ -20,9 +20,9 @@ from functions.coordination import send_work
 from functions.http import json_response, problem
 from shared.events import EventError, KnownModels, parse_http
 from shared.logs import correlated
-from shared.registry import Registry, RegistryError, Run
+from shared.registry import Registry, RegistryError, Run, run_id_for
 from shared.runtime import Runtime, get_runtime
-from shared.workflow import TriggerInfo, run_id_for
+from shared.workflow import TriggerInfo
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.api")
@@ -190,7 +190,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
                 f"run {run.run_id} is {run.stage}; wait for it, or abort it with POST /api/runs/{run.run_id}/abort",
                 run_id=run.run_id,
             )
-        run_id = run_id_for(model, [trigger.dedupe_key])
+        run_id = run_id_for(model, trigger.dedupe_key)
         info = TriggerInfo(
             kind=trigger.kind,
             reason=trigger.reason,

@@ -143,9 +143,9 @@ def _digest(parts: Iterable[str], length: int = 12) -> str:
     return hasher.hexdigest()[:length]
 
 
-def run_id_for(model: str, trigger_identity: Iterable[str]) -> str:
-    """The run id for a trigger: the same trigger (or the same set of blobs) always gives the same id."""
-    return f"{model}-{_digest(sorted(trigger_identity))}"
+def blobs_dedupe_key(blobs: Iterable[BlobItem]) -> str:
+    """The trigger identity of a set of blobs (order-free): the same set always makes the same run id."""
+    return "blobs|" + _digest(sorted(blob_identity(b) for b in blobs), length=32)
 
 
 def blob_identity(blob: BlobItem) -> str:

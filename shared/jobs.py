@@ -1,0 +1,169 @@
+"""Turn a run's plan into platform jobs: stage the inputs, then build the training / evaluation JobSpecs.
+
+Staging differs by platform and nothing else does: the local stand-in reads files, so the
+manifest's blobs are downloaded into the state folder; Azure ML mounts blob storage, so the
+inputs are the blobs' URLs. Either way a job sees a data folder, the manifest (names relative
+to that folder, with sha256) and the data contract — train.py trains on exactly the
+manifest's files and refuses a file whose hash changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.events import MODEL_TAG
+from shared.platform import JobInput, JobSpec
+from shared.spec import ModelSpec
+from shared.storage import LANDING, BlobStore, Manifest
+
+#: Where the local platform's staged inputs live, under the state folder.
+STAGING_DIR = "staging"
+
+
+@dataclass(frozen=True)
+class StagedInputs:
+    """Job inputs for one run: a data folder, the manifest and the contract."""
+
+    data: JobInput
+    manifest: JobInput
+    contract: JobInput
+
+    def as_inputs(self) -> dict[str, JobInput]:
+        return {"data": self.data, "manifest": self.manifest, "contract": self.contract}
+
+    def dump(self) -> dict[str, Any]:
+        return {name: {"path": i.path, "type": i.type} for name, i in self.as_inputs().items()}
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> StagedInputs:
+        return cls(**{name: JobInput(path=v["path"], type=v["type"]) for name, v in raw.items()})
+
+
+def _relative(model: str, blob_name: str) -> str:
+    """A landing blob's name relative to the model's landing folder (``landing/<model>/x.csv`` → ``x.csv``)."""
+    prefix = f"{model}/"
+    return blob_name[len(prefix) :] if blob_name.startswith(prefix) else blob_name
+
+
+def job_manifest(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as train.py reads it: file names relative to the data folder, with sha256 and size."""
+    return {
+        "model": manifest.model,
+        "run_id": manifest.run_id,
+        "files": [
+            {"name": _relative(manifest.model, b.name), "sha256": b.sha256, "size": b.size} for b in manifest.blobs
+        ],
+    }
+
+
+def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir: Path) -> StagedInputs:
+    """Download the manifest's blobs into ``<state>/staging/<run>/data`` (idempotent: done files are kept)."""
+    root = state_dir / STAGING_DIR / manifest.run_id
+    data = root / "data"
+    for entry in manifest.blobs:
+        target = data / _relative(manifest.model, entry.name)
+        if target.exists() and target.stat().st_size == entry.size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with partial.open("wb") as handle:
+            for chunk in store.iter_chunks(store.ref(LANDING, entry.name)):
+                handle.write(chunk)
+        partial.replace(target)
+    (root / "manifest.json").write_text(json.dumps(job_manifest(manifest), indent=2), encoding="utf-8")
+    (root / "contract.json").write_text(spec.data.model_dump_json(indent=2), encoding="utf-8")
+    return StagedInputs(
+        data=JobInput(str(data.resolve()), "uri_folder"),
+        manifest=JobInput(str((root / "manifest.json").resolve()), "uri_file"),
+        contract=JobInput(str((root / "contract.json").resolve()), "uri_file"),
+    )
+
+
+def stage_azure(store: BlobStore, manifest: Manifest, spec: ModelSpec) -> StagedInputs:
+    """Write the job manifest and contract beside the run's manifest; the data folder is the model's landing folder."""
+    run_prefix = f"{manifest.model}/{manifest.run_id}"
+    manifest_url = store.put_json("manifests", f"{run_prefix}.job-manifest.json", job_manifest(manifest))
+    contract_url = store.put_json("manifests", f"{run_prefix}.contract.json", spec.data.model_dump(mode="json"))
+    landing = store.container(LANDING).url.rstrip("/")
+    return StagedInputs(
+        data=JobInput(f"{landing}/{manifest.model}/", "uri_folder"),
+        manifest=JobInput(manifest_url, "uri_file"),
+        contract=JobInput(contract_url, "uri_file"),
+    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def training_job(
+    spec: ModelSpec, name: str, inputs: StagedInputs, params: Mapping[str, Any], run_id: str, resume: bool
+) -> JobSpec:
+    """The command job that trains one candidate with ``params`` (train.py's options, e.g. lr, width)."""
+    args: list[str] = [
+        "--data", "{inputs.data}",
+        "--manifest", "{inputs.manifest}",
+        "--contract", "{inputs.contract}",
+        "--output-dir", "{outputs}",
+    ]  # fmt: skip
+    for key, value in sorted(params.items()):
+        args += [_flag(key), str(value)]
+    args += ["--resume", "auto" if resume else "never"]
+    training = spec.training
+    return JobSpec(
+        name=name,
+        experiment_name=f"perennial-{spec.name}",
+        compute=training.compute,
+        script=Path(training.entry).name,
+        code=str(Path(training.entry).parent),
+        args=tuple(args),
+        inputs=inputs.as_inputs(),
+        kind="training",
+        instance_type=training.instance_type,
+        instance_count=training.instance_count,
+        distribution=training.distribution,
+        processes_per_instance=training.processes_per_instance,
+        timeout_seconds=int(training.timeout_minutes * 60),
+        display_name=f"{spec.name} candidate {name}",
+        tags={MODEL_TAG: spec.name, "perennial_run": run_id},
+    )
+
+
+def evaluation_job(
+    spec: ModelSpec, name: str, inputs: StagedInputs, challenger: str, champion: str | None, run_id: str
+) -> JobSpec:
+    """The command job that scores challenger and champion on the same holdout and writes comparison.json."""
+    job_inputs: dict[str, JobInput] = {
+        **inputs.as_inputs(),
+        "challenger": JobInput(challenger, "uri_folder"),
+    }
+    args = [
+        "--challenger", "{inputs.challenger}",
+        "--data", "{inputs.data}",
+        "--manifest", "{inputs.manifest}",
+        "--contract", "{inputs.contract}",
+        "--output", "{outputs}/comparison.json",
+        "--primary-metric", spec.promotion.primary_metric,
+        "--confidence", str(1 - spec.promotion.significance),
+    ]  # fmt: skip
+    if champion is not None:
+        job_inputs["champion"] = JobInput(champion, "custom_model")
+        args += ["--champion", "{inputs.champion}"]
+    return JobSpec(
+        name=name,
+        experiment_name=f"perennial-{spec.name}",
+        compute=spec.training.compute,
+        script="evaluate.py",
+        code=str(Path(spec.training.entry).parent),
+        args=tuple(args),
+        inputs=job_inputs,
+        kind="evaluation",
+        instance_type=spec.training.instance_type,
+        timeout_seconds=int(spec.training.timeout_minutes * 60),
+        display_name=f"{spec.name} evaluation {name}",
+        tags={MODEL_TAG: spec.name, "perennial_run": run_id},
+    )
