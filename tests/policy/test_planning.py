@@ -39,10 +39,10 @@ def test_ranges_are_stratified_one_candidate_per_stratum() -> None:
     """Latin hypercube: cut each range into K strata, every stratum is used exactly once."""
     plan = plan_candidates(SPEC, 3)
     k = len(plan)
-    lr_strata = sorted(
-        int((math.log(c.params["lr"]) - math.log(1e-4)) / (math.log(1e-1) - math.log(1e-4)) * k) for c in plan
-    )  # type: ignore[arg-type]
-    dropout_strata = sorted(min(int(c.params["dropout"] / 0.5 * k), k - 1) for c in plan)  # type: ignore[operator]
+    lrs = [float(c.params["lr"]) for c in plan]
+    dropouts = [float(c.params["dropout"]) for c in plan]
+    lr_strata = sorted(int((math.log(x) - math.log(1e-4)) / (math.log(1e-1) - math.log(1e-4)) * k) for x in lrs)
+    dropout_strata = sorted(min(int(x / 0.5 * k), k - 1) for x in dropouts)
     assert lr_strata == list(range(k))
     assert dropout_strata == list(range(k))
 
