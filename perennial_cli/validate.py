@@ -1,11 +1,128 @@
-"""``perennial validate``: check a data file against a model's data contract."""
+"""``perennial validate``: check a data file against a model's data contract (and drift vs a reference).
+
+Exit codes: 0 the batch passes (warnings allowed), 1 it fails a hard check, 2 the spec or the
+reference profile cannot be used.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.drift import DriftReport, compare
+from shared.profile import DatasetProfile, ProfileError
+from shared.spec import SpecError, load_spec
+from shared.validation import ValidationReport
+from shared.validation import validate as validate_batch
 
 
-def validate() -> None:
-    """Validate a CSV/Parquet file against a spec. Not built yet: see issue 'validation'."""
-    typer.echo("validation is not built yet", err=True)
-    raise typer.Exit(code=2)
+def validate(
+    path: Path = typer.Argument(..., help="A CSV or Parquet file (format from the extension or the PAR1 magic)."),
+    spec: Path = typer.Option(
+        ..., "--spec", help="The model spec whose data contract applies, e.g. models/fraud.yaml."
+    ),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="A reference profile (JSON from --profile-out) to check drift against."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+    profile_out: Path | None = typer.Option(
+        None, "--profile-out", help="Write this batch's profile (JSON) here, e.g. to use as a reference later."
+    ),
+) -> None:
+    """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails."""
+    err = Console(stderr=True)
+    try:
+        model = load_spec(spec)
+    except SpecError as exc:
+        for line in exc.problems:
+            err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    ref_profile: DatasetProfile | None = None
+    if reference is not None:
+        try:
+            ref_profile = DatasetProfile.from_json(reference.read_bytes())
+        except OSError as exc:
+            err.print(f"[red]✗[/red] {reference}: cannot read the reference profile ({exc.strerror})", highlight=False)
+            raise typer.Exit(code=2) from None
+        except ProfileError as exc:
+            err.print(f"[red]✗[/red] {reference}: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    report = validate_batch(path, model.data, reference=ref_profile)
+    drift: DriftReport | None = None
+    if ref_profile is not None and report.profile is not None:
+        features = [c.name for c in model.data.feature_columns]
+        drift = compare(ref_profile, report.profile, model.triggers.drift, columns=features)
+    if profile_out is not None and report.profile is not None:
+        profile_out.parent.mkdir(parents=True, exist_ok=True)
+        profile_out.write_text(report.profile.to_json(), encoding="utf-8")
+
+    if as_json:
+        document = {"validation": report.to_dict(include_profile=False), "drift": drift.to_dict() if drift else None}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        _print(report, drift, profile_out)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _print(report: ValidationReport, drift: DriftReport | None, profile_out: Path | None) -> None:
+    out = Console()
+    mark = "[green]✓ passed[/green]" if report.ok else "[red]✗ failed[/red]"
+    out.print(
+        f"{mark} {report.source}: {report.format}, {report.rows:,} rows, {report.bytes_read:,} bytes, "
+        f"{report.seconds:.2f} s — {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+        highlight=False,
+    )
+    if report.findings:
+        table = Table(show_lines=False)
+        for heading in ("", "check", "column", "count", "what (example rows)"):
+            table.add_column(heading, overflow="fold")
+        for f in report.findings:
+            colour = "red" if f.severity == "error" else "yellow"
+            rows = ", ".join(f"{e.row}={e.value!r}" if e.value else str(e.row) for e in f.examples if e.row is not None)
+            table.add_row(
+                f"[{colour}]{f.severity}[/{colour}]",
+                f.check,
+                f.column or "",
+                f"{f.count:,}",
+                f"{f.message}" + (f" (rows {rows})" if rows else ""),
+            )
+        out.print(table)
+        for f in report.findings:
+            where = f" {f.column}" if f.column else ""
+            out.print(f"fix {f.check}{where}: {f.remediation}", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False)
+    if drift is not None:
+        verdict = "[red]dataset drifted[/red]" if drift.drifted else "[green]no dataset drift[/green]"
+        out.print(
+            f"{verdict}: {len(drift.drifted_columns)} of {len(drift.columns)} feature column(s) drifted "
+            f"({drift.drifted_share:.0%}, threshold {drift.thresholds['drifted_share']:.0%})",
+            highlight=False,
+        )
+        table = Table()
+        for heading in ("column", "kind", "PSI", "Wasserstein/std", "JS", "KS p", "drifted"):
+            table.add_column(heading)
+        for c in drift.columns:
+            table.add_row(
+                c.column,
+                c.kind,
+                _fmt(c.psi),
+                _fmt(c.wasserstein),
+                _fmt(c.jensen_shannon),
+                _fmt(c.ks_pvalue),
+                "[red]yes[/red]" if c.drifted else "no",
+            )
+        out.print(table)
+    if profile_out is not None:
+        out.print(f"profile written to {profile_out}", highlight=False)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"

@@ -138,7 +138,7 @@ class NumericProfile:
             self.edges = quantile_edges(x, bins)
         if self._hist is None:
             self._hist = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self._hist += _bin_counts(x, self.edges)
+        self._hist += bin_counts(x, self.edges)
         self._sample_update(x, rng)
 
     def _sample_update(self, x: FloatArray, rng: np.random.Generator) -> None:
@@ -216,7 +216,7 @@ class NumericProfile:
         )
 
 
-def _bin_counts(x: FloatArray, edges: Sequence[float]) -> np.ndarray[Any, np.dtype[np.int64]]:
+def bin_counts(x: FloatArray, edges: Sequence[float]) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Counts per bin ``(-inf, e0), [e0, e1), …, [e_last, inf)``.
 
     With ~20 edges, one vectorised comparison per edge is ~10x faster than ``np.searchsorted``
