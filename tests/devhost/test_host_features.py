@@ -178,3 +178,18 @@ def test_bad_app_fails_start_up_with_a_fix(tmp_path: Path) -> None:
 
     with pytest.raises(AppLoadError, match="missing setting FOO"):
         start_harness(broken, tmp_path / "state")
+
+
+def test_cli_errors_exit_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from typer.testing import CliRunner
+
+    from devhost.run import HostOptions, run
+    from perennial_cli.main import app as cli
+
+    result = CliRunner().invoke(cli, ["host", "--clock", "sometimes"])
+    assert result.exit_code == 2
+    assert "must be 'real' or 'virtual'" in result.output
+    assert run(HostOptions(app=tmp_path / "missing_app.py", port=0, state=tmp_path / "state")) == 2
+    err = capsys.readouterr().err
+    assert "missing_app.py does not exist" in err
+    assert "fix: pass --app" in err
