@@ -27,6 +27,9 @@ METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 LOWER_IS_BETTER = frozenset({"ece"})
 #: How closely a bootstrap CI's confidence must match 1 - significance for its bound to count.
 _CONFIDENCE_MATCH = 1e-6
+#: Slack for comparisons at a limit: 0.80 - 0.75 is 0.05000000000000004 in floating point, and a
+#: regression of exactly max_regression is allowed.
+_EPS = 1e-9
 
 
 class PolicyInputError(ValueError):
@@ -229,7 +232,7 @@ def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision
     for metric, floor in sorted(spec.first_run_floor.items()):
         value = comparison.challenger.value(metric)
         # Floors are minimums, except for a lower-is-better metric (ece), where the floor is a ceiling.
-        passed = value <= floor if metric in LOWER_IS_BETTER else value >= floor
+        passed = value <= floor + _EPS if metric in LOWER_IS_BETTER else value >= floor - _EPS
         op = ("<=" if passed else ">") if metric in LOWER_IS_BETTER else (">=" if passed else "<")
         checks.append(
             Check(
@@ -315,7 +318,7 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
     new, old = comparison.challenger.value(metric), champion.value(metric)
     gain = difference.estimate
     checks: list[Check] = []
-    improvement_ok = gain >= spec.min_improvement
+    improvement_ok = gain >= spec.min_improvement - _EPS
     if gain < 0:
         why = f"champion is better: {metric} {gain:+.4f} (challenger {new:.4f} vs champion {old:.4f})"
     else:
@@ -339,7 +342,7 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
     for guardrail in spec.guardrails:
         g_new, g_old = comparison.challenger.value(guardrail.metric), champion.value(guardrail.metric)
         regression = (g_new - g_old) if guardrail.metric in LOWER_IS_BETTER else (g_old - g_new)
-        ok = regression <= guardrail.max_regression
+        ok = regression <= guardrail.max_regression + _EPS
         verdict = "within" if ok else "exceeds"
         checks.append(
             Check(
