@@ -1,7 +1,508 @@
-"""Durable activities: each is idempotent and calls into shared/."""
+"""Durable activities: each is idempotent and calls into shared/.
+
+Activities run at least once (DESIGN rule 2). Each side effect has a deterministic key and
+is checked before it is created: a run id from its trigger, a job name from run + candidate +
+attempt, a manifest written once, a model version found by its run tag before registering.
+Inputs and outputs are plain JSON (``shared.workflow`` messages).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
 import azure.durable_functions as df
 
+from shared import policy
+from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
+from shared.planning import plan_candidates, seed_for_run
+from shared.platform import ComputeSpec, JobState, MLPlatform, ModelRegistration, NotFoundError, create_platform
+from shared.policy import PolicyInputError, parse_comparison
+from shared.profile import DatasetProfile, merge_profiles
+from shared.publish import (
+    EventPublisher,
+    ModelRegistered,
+    RunCompleted,
+    ValidationFailed,
+    make_event,
+    publisher_from_settings,
+)
+from shared.registry import Candidate, ModelVersion, Registry, Run, run_id_for
+from shared.runtime import get_runtime
+from shared.storage import LANDING, MANIFESTS, BlobMissingError, BlobStore, Manifest
+from shared.validation import validate
+from shared.workflow import (
+    BlobItem,
+    CandidatePlan,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    RunRequest,
+    TriggerInfo,
+    ValidationOutcome,
+    blobs_dedupe_key,
+)
+
 bp = df.Blueprint()
+logger = logging.getLogger("perennial.activities")
+
+ACTIVE = frozenset({"pending", "running"})
+
+
+# --------------------------------------------------------------------------- process-wide clients
+
+
+@lru_cache(maxsize=1)
+def _store() -> BlobStore:
+    runtime = get_runtime()
+    return BlobStore.from_settings(runtime.settings.storage, runtime.specs.keys())
+
+
+@lru_cache(maxsize=1)
+def _registry() -> Registry:
+    return Registry.from_settings(get_runtime().settings.storage, _store())
+
+
+@lru_cache(maxsize=1)
+def _platform() -> MLPlatform:
+    return create_platform(get_runtime().settings)
+
+
+@lru_cache(maxsize=1)
+def _publisher() -> EventPublisher:
+    return publisher_from_settings(get_runtime().settings)
+
+
+def _profile_name(model: str, run_id: str, blob_name: str) -> str:
+    import hashlib
+
+    return f"{model}/{run_id}/profiles/{hashlib.sha256(blob_name.encode()).hexdigest()[:16]}.json"
+
+
+def _reference_profile_name(model: str, run_id: str) -> str:
+    return f"{model}/{run_id}/profile.json"
+
+
+def _champion_reference(model: str) -> DatasetProfile | None:
+    """The training profile of the current champion: the reference for drift and histogram edges."""
+    champion = _registry().champion(model)
+    if champion is None:
+        return None
+    try:
+        return DatasetProfile.from_dict(_store().get_json(MANIFESTS, _reference_profile_name(model, champion.run_id)))
+    except BlobMissingError:
+        return None
+
+
+def _job_outputs(state: JobState) -> Path:
+    """Where a finished job's outputs can be read. The local platform keeps them on disk."""
+    if state.local_outputs_path is None:
+        raise NotImplementedError(
+            f"reading outputs of {state.name} needs the Azure ML output download, which is not wired yet"
+        )
+    return Path(state.local_outputs_path)
+
+
+# --------------------------------------------------------------------------- coordinator
+
+
+@bp.activity_trigger(input_name="payload")
+def coordinator_settings(payload: dict[str, Any]) -> dict[str, Any]:
+    """The debounce window of a model (read from its spec, so orchestrators never read configuration)."""
+    debounce = get_runtime().spec(payload["model"]).triggers.debounce
+    return {"quiet_seconds": debounce.quiet_seconds, "max_wait_seconds": debounce.max_wait_seconds}
+
+
+@bp.activity_trigger(input_name="payload")
+def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Turn gathered work into one run: claim its blobs (a blob version trains once) and create the run record.
+
+    Returns the RunRequest, or None when nothing is left to do (every blob already trained, or the request
+    is a redelivery of a run that already finished).
+    """
+    model: str = payload["model"]
+    blobs = [BlobItem.load(b) for b in payload.get("blobs", [])]
+    requests = list(payload.get("requests", []))
+    registry = _registry()
+    if requests:
+        first = requests[0]
+        run_id = str(first["run_id"])
+        trigger = TriggerInfo.load(first["trigger"])
+        extra = [TriggerInfo.load(r["trigger"]).reason for r in requests[1:]]
+        if extra:
+            trigger = trigger.model_copy(update={"details": {**trigger.details, "also_requested": extra}})
+    elif blobs:
+        run_id = run_id_for(model, blobs_dedupe_key(blobs))
+        names = ", ".join(sorted(b.name for b in blobs)[:5]) + (" …" if len(blobs) > 5 else "")
+        trigger = TriggerInfo(
+            kind="blob_created", reason=f"{len(blobs)} new blob(s) landed: {names}", source_event_id=run_id
+        )
+    else:
+        return None
+    claimed = registry.claim_blobs(model, run_id, [(b.url, b.etag, b.size) for b in blobs]).claimed if blobs else []
+    if blobs and not claimed and not requests:
+        logger.info("every blob of this burst already trained; no run for %s", model)
+        return None
+    run = registry.create_run(
+        Run(
+            model=model,
+            run_id=run_id,
+            trigger_kind=trigger.kind,
+            trigger_reason=trigger.reason,
+            trigger_event_id=trigger.source_event_id,
+            status="running",
+            stage="created",
+            instance_id=run_id,
+            details={"trigger": trigger.dump()},
+        )
+    )
+    if run.status not in ACTIVE:
+        logger.info("run %s already finished (%s); the request was a redelivery", run_id, run.status)
+        return None
+    claimed_ids = {(c.url, c.blob_etag) for c in claimed}
+    mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
+    return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
+
+
+# --------------------------------------------------------------------------- run bookkeeping
+
+
+@bp.activity_trigger(input_name="payload")
+def record_stage(payload: dict[str, Any]) -> dict[str, Any]:
+    """Record the run's stage; tell the orchestrator whether someone asked to abort."""
+
+    def change(run: Run) -> Run:
+        details = {**run.details, payload["stage"]: payload.get("details", {})}
+        return replace(run, stage=payload["stage"], details=details)
+
+    run = _registry().update_run(payload["model"], payload["run_id"], change)
+    return {"abort": run.abort_requested}
+
+
+@bp.activity_trigger(input_name="payload")
+def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
+    """Record the outcome with its reasons and publish RunCompleted (same event id on a retry)."""
+    status: str = payload["status"]
+    reasons = [str(r) for r in payload.get("reasons", [])]
+
+    def change(run: Run) -> Run:
+        decision = {"promoted": "promote", "not_promoted": "reject"}.get(status, run.decision)
+        return replace(
+            run,
+            status=status,
+            stage="done",
+            decision=decision,
+            decision_reasons=reasons or run.decision_reasons,
+            registered_version=payload.get("version") or run.registered_version,
+        )
+
+    run = _registry().update_run(payload["model"], payload["run_id"], change)
+    _publisher().publish(
+        [
+            make_event(
+                RunCompleted(model=run.model, run_id=run.run_id, status=status, decision=run.decision, reasons=reasons),
+                event_id=f"{run.run_id}:completed",
+            )
+        ]
+    )
+    return {"run_id": run.run_id, "status": run.status}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@bp.activity_trigger(input_name="payload")
+def resolve_run_blobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The blobs a run trains on: the model's landing folder now (or the request's selection)."""
+    request = RunRequest.load(payload)
+    store = _store()
+    selection = request.trigger.details.get("blobs")
+    refs = (
+        [store.ref(LANDING, name.removeprefix(f"{LANDING}/")) for name in selection]
+        if selection
+        else store.list_landing(request.model)
+    )
+    return [BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs]
+
+
+@bp.activity_trigger(input_name="payload")
+def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate one blob against the contract in one streaming pass; quarantine it with its report if it fails."""
+    model, run_id = payload["model"], payload["run_id"]
+    blob = BlobItem.load(payload["blob"])
+    spec = get_runtime().spec(model)
+    store = _store()
+    try:
+        ref = store.ref(LANDING, blob.name)
+    except BlobMissingError:
+        # Quarantined by an earlier attempt of this activity (or deleted): report what we know.
+        return ValidationOutcome(blob=blob, ok=False, summary="the blob is no longer in landing").dump()
+    with store.open(ref) as stream:
+        report = validate(stream, spec.data, reference=_champion_reference(model), name=f"{LANDING}/{ref.name}")
+    if report.ok and report.profile is not None:
+        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), report.profile.to_dict())
+        return ValidationOutcome(
+            blob=blob,
+            ok=True,
+            summary=report.summary().splitlines()[0],
+            warnings=len(report.warnings),
+            rows=report.rows,
+        ).dump()
+    record = store.quarantine(ref, report.to_dict(include_profile=False))
+    errors = [f"{f.check}{f' [{f.column}]' if f.column else ''}: {f.message}" for f in report.errors]
+    _publisher().publish(
+        [
+            make_event(
+                ValidationFailed(
+                    model=model, blob_url=ref.url, blob_etag=ref.etag, report_url=record.report.url, errors=errors
+                ),
+                event_id=f"{run_id}:invalid:{ref.etag}",
+            )
+        ]
+    )
+    logger.warning("quarantined %s: %s", ref.name, "; ".join(errors))
+    return ValidationOutcome(
+        blob=blob,
+        ok=False,
+        summary=report.summary().splitlines()[0],
+        errors=len(report.errors),
+        warnings=len(report.warnings),
+        rows=report.rows,
+        quarantined_to=record.blob.url,
+    ).dump()
+
+
+@bp.activity_trigger(input_name="payload")
+def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
+    """Pin the data (manifest + hashes), merge profiles and measure drift, stage inputs, plan candidates."""
+    model, run_id = payload["model"], payload["run_id"]
+    runtime = get_runtime()
+    spec = runtime.spec(model)
+    store, registry, platform = _store(), _registry(), _platform()
+    blobs = [BlobItem.load(b) for b in payload["blobs"]]
+
+    entries = tuple(store.manifest_entry(store.ref(LANDING, b.name)) for b in blobs)
+    manifest, manifest_url = store.write_manifest(Manifest(model=model, run_id=run_id, blobs=entries))
+
+    profiles = [
+        DatasetProfile.from_dict(store.get_json(MANIFESTS, _profile_name(model, run_id, b.name))) for b in blobs
+    ]
+    profile = merge_profiles(profiles)
+    store.put_json(MANIFESTS, _reference_profile_name(model, run_id), profile.to_dict())
+    drift_summary: dict[str, Any] = {}
+    reference = _champion_reference(model)
+    if reference is not None:
+        from shared.drift import compare
+
+        report = compare(reference, profile, spec.triggers.drift, columns=[c.name for c in spec.data.feature_columns])
+        drift_summary = {
+            "drifted": report.drifted,
+            "drifted_share": report.drifted_share,
+            "drifted_columns": report.drifted_columns,
+        }
+
+    if runtime.settings.platform == "local":
+        staged = stage_local(store, manifest, spec, runtime.settings.state_dir.resolve())
+    else:
+        staged = stage_azure(store, manifest, spec)
+    platform.ensure_compute(ComputeSpec(name=spec.training.compute, instance_type=spec.training.instance_type))
+
+    champion = registry.champion(model)
+    champion_version = registry.version(model, champion.version) if champion else None
+    champion_params = champion_version.params if champion_version else None
+    plans = plan_candidates(spec.training, seed_for_run(run_id), champion_params or None)
+    registry.save_candidates(
+        [
+            Candidate(model=model, run_id=run_id, candidate_id=f"c{p.index}", params=dict(p.params), rationale=p.why)
+            for p in plans
+        ]
+    )
+
+    def change(run: Run) -> Run:
+        return replace(
+            run, manifest_url=manifest_url, details={**run.details, "drift": drift_summary, "rows": profile.rows}
+        )
+
+    registry.update_run(model, run_id, change)
+    return {
+        "candidates": [CandidatePlan(index=p.index, params=dict(p.params), why=p.why).dump() for p in plans],
+        "job_args": {"inputs": staged.dump()},
+        "primary_metric": spec.promotion.primary_metric,
+        "timeout_minutes": spec.training.timeout_minutes,
+        "max_retries": spec.training.max_retries,
+        "approval_required": spec.rollout.approval.required,
+        "approval_timeout_hours": spec.rollout.approval.timeout_hours,
+        "drift": drift_summary,
+    }
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _job_spec(job: JobRequest) -> Any:
+    spec = get_runtime().spec(job.model)
+    inputs = StagedInputs.load(job.args["inputs"])
+    if job.kind == "train":
+        return training_job(spec, job.job_name, inputs, job.args.get("params", {}), job.run_id, resume=job.resume)
+    champion = _registry().champion(job.model)
+    champion_ref = f"azureml:{job.model}:{champion.version}" if champion else None
+    return evaluation_job(spec, job.job_name, inputs, job.args["challenger"], champion_ref, job.run_id)
+
+
+@bp.activity_trigger(input_name="payload")
+def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit (idempotent by job name: a retry finds the job its first attempt created)."""
+    job = JobRequest.load(payload)
+    state = _platform().submit_job(_job_spec(job))
+    logger.info("submitted %s (%s)", job.job_name, state.status, extra={"run_id": job.run_id})
+    return {"name": state.name, "status": state.status}
+
+
+@bp.activity_trigger(input_name="payload")
+def job_status(payload: dict[str, Any]) -> dict[str, Any]:
+    """The job's phase; when it completed, its metrics (train) or comparison (evaluate). Honours an abort."""
+    job = JobRequest.load(payload)
+    platform = _platform()
+    run = _registry().get_run(job.model, job.run_id)
+    try:
+        if run is not None and run.abort_requested:
+            state = platform.cancel_job(job.job_name)
+            return JobStatus(name=job.job_name, phase="canceled", status=state.status, error="aborted").dump()
+        state = platform.get_job(job.job_name)
+    except NotFoundError as exc:
+        return JobStatus(name=job.job_name, phase="not_found", status="NotFound", error=str(exc)).dump()
+    metrics: dict[str, Any] = {}
+    if state.phase == "completed":
+        outputs = _job_outputs(state)
+        document = outputs / ("metrics.json" if job.kind == "train" else "comparison.json")
+        metrics = json.loads(document.read_text(encoding="utf-8"))
+    return JobStatus(
+        name=state.name,
+        phase=state.phase,
+        status=state.status,
+        outputs=state.outputs_uri,
+        error=state.error,
+        metrics=metrics,
+    ).dump()
+
+
+@bp.activity_trigger(input_name="payload")
+def cancel_job(payload: dict[str, Any]) -> dict[str, Any]:
+    job = JobRequest.load(payload)
+    state = _platform().cancel_job(job.job_name)
+    return {"name": state.name, "status": state.status}
+
+
+@bp.activity_trigger(input_name="payload")
+def record_candidates(payload: dict[str, Any]) -> int:
+    """Write each candidate's job, outcome and validation metrics into the registry."""
+    registry = _registry()
+    model, run_id = payload["model"], payload["run_id"]
+    by_id = {c.candidate_id: c for c in registry.candidates(model, run_id)}
+    for raw in payload["results"]:
+        result = JobResult.load(raw)
+        candidate_id = result.base_name.rsplit("-", 1)[-1]
+        current = by_id.get(candidate_id)
+        if current is None:
+            continue
+        numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+        registry.save_candidate(replace(current, job_name=result.job_name, status=result.outcome, metrics=numeric))
+    return len(payload["results"])
+
+
+# --------------------------------------------------------------------------- decide and register
+
+
+@bp.activity_trigger(input_name="payload")
+def decide_promotion(payload: dict[str, Any]) -> dict[str, Any]:
+    """Apply the spec's promotion policy to the evaluation; the reasons are recorded either way."""
+    model, run_id = payload["model"], payload["run_id"]
+    evaluation = JobResult.load(payload["evaluation"])
+    if evaluation.outcome != "completed":
+        reasons = [f"evaluation {evaluation.job_name} {evaluation.outcome}: {evaluation.error}"]
+        return {"promote": False, "reasons": reasons, "decision": None}
+    try:
+        comparison = parse_comparison(evaluation.metrics)
+    except PolicyInputError as exc:
+        return {"promote": False, "reasons": [f"the evaluation's comparison.json is unusable: {exc}"], "decision": None}
+    decision = policy.decide_promotion(comparison, get_runtime().spec(model).promotion)
+
+    def change(run: Run) -> Run:
+        return replace(
+            run,
+            decision="promote" if decision.promote else "reject",
+            decision_reasons=list(decision.reasons),
+            details={**run.details, "evaluation": evaluation.metrics},
+        )
+
+    _registry().update_run(model, run_id, change)
+    return {
+        "promote": decision.promote,
+        "reasons": [decision.summary, *decision.reasons],
+        "decision": decision.to_dict(),
+    }
+
+
+@bp.activity_trigger(input_name="payload")
+def register_model(payload: dict[str, Any]) -> dict[str, Any]:
+    """Register the winner with its full lineage (once: a retry finds the version tagged with this run)."""
+    model, run_id = payload["model"], payload["run_id"]
+    best = JobResult.load(payload["best"])
+    evaluation = JobResult.load(payload["evaluation"])
+    registry, platform, store = _registry(), _platform(), _store()
+    run = registry.require_run(model, run_id)
+    manifest = store.read_manifest(model, run_id)
+    candidate_id = best.base_name.rsplit("-", 1)[-1]
+    candidate = next((c for c in registry.candidates(model, run_id) if c.candidate_id == candidate_id), None)
+    card: dict[str, Any] = {}
+    try:
+        card = json.loads((_job_outputs(platform.get_job(best.job_name)) / "model_card.json").read_text())
+    except (OSError, ValueError, NotImplementedError):
+        card = {}
+
+    existing = next((v for v in platform.list_model_versions(model) if v.tags.get("perennial_run") == run_id), None)
+    version = existing or platform.register_model(
+        ModelRegistration(
+            name=model,
+            job_name=best.job_name,
+            description=f"{model} trained by run {run_id}: {run.trigger_reason}",
+            tags={"perennial_run": run_id, "perennial_candidate": candidate_id},
+            properties={
+                "trigger": run.trigger_reason[:500],
+                "manifest": store.manifest_url(model, run_id),
+                "primary_metric": str(best.metrics.get(get_runtime().spec(model).promotion.primary_metric)),
+            },
+        )
+    )
+    record = registry.register_version(
+        ModelVersion(
+            model=model,
+            version=version.version,
+            run_id=run_id,
+            candidate_id=candidate_id,
+            trigger_kind=run.trigger_kind,
+            trigger_reason=run.trigger_reason,
+            trigger_event_id=run.trigger_event_id,
+            manifest_url=store.manifest_url(model, run_id),
+            data_hashes={b.url: b.sha256 for b in manifest.blobs},
+            code_version=str(card.get("code_version", "")),
+            environment=json.dumps(card.get("package_versions", {}), sort_keys=True),
+            params=dict(candidate.params) if candidate else {},
+            metrics={k: float(v) for k, v in best.metrics.items() if isinstance(v, int | float)},
+            evaluation=evaluation.metrics,
+        )
+    )
+    registry.update_run(model, run_id, lambda r: replace(r, registered_version=record.version))
+    _publisher().publish(
+        [
+            make_event(
+                ModelRegistered(model=model, version=record.version, run_id=run_id, metrics=record.metrics),
+                event_id=f"{run_id}:registered",
+            )
+        ]
+    )
+    return {"version": record.version}

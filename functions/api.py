@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import azure.durable_functions as df
@@ -282,8 +282,7 @@ def abort(req: func.HttpRequest) -> func.HttpResponse:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
 
     def request_abort(current: Run) -> Run:
-        current.error = "abort requested"
-        return current
+        return replace(current, abort_requested=True)
 
     updated = _registry(runtime).update_run(run.model, run.run_id, request_abort)
     logger.info("abort requested for %s", run.run_id)

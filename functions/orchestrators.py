@@ -151,11 +151,20 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     request = RunRequest.load(context.get_input())
     run = {"model": request.model, "run_id": request.run_id}
 
-    def stage(name: str, **extra: Any) -> Generator[Any, Any, None]:
+    def stage(name: str, **extra: Any) -> Generator[Any, Any, bool]:
+        """Record the stage; True when someone asked to abort the run (POST /api/runs/{id}/abort)."""
         context.set_custom_status({"run_id": request.run_id, "stage": name, **extra})
-        yield context.call_activity("record_stage", {**run, "stage": name, "details": extra})
+        answer = yield context.call_activity("record_stage", {**run, "stage": name, "details": extra})
+        return bool(answer and answer.get("abort"))
 
-    yield from stage("validating", blobs=len(request.blobs))
+    def finish(status: str, reasons: list[str], **extra: Any) -> Generator[Any, Any, dict[str, Any]]:
+        yield context.call_activity("finish_run", {**run, "status": status, "reasons": reasons, **extra})
+        return {"run_id": request.run_id, "status": status, "reasons": reasons, **extra}
+
+    aborted = ["aborted on request"]
+
+    if (yield from stage("validating", blobs=len(request.blobs))):
+        return (yield from finish("aborted", aborted))
     blobs = yield context.call_activity("resolve_run_blobs", request.dump())
     outcomes = yield context.task_all([context.call_activity("validate_blob", {**run, "blob": blob}) for blob in blobs])
     checked = [ValidationOutcome.load(o) for o in outcomes]
@@ -163,14 +172,15 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     bad = [o for o in checked if not o.ok]
     if not good or (bad and request.trigger.details.get("on_validation_failure") == "stop_run"):
         reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or ["no data to train on"]
-        yield context.call_activity("finish_run", {**run, "status": "no_valid_data", "reasons": reasons})
-        return {"run_id": request.run_id, "status": "no_valid_data", "reasons": reasons}
+        return (yield from finish("no_valid_data", reasons))
 
-    yield from stage("planning", good_blobs=len(good), quarantined=len(bad))
+    if (yield from stage("planning", good_blobs=len(good), quarantined=len(bad))):
+        return (yield from finish("aborted", aborted))
     prepared = yield context.call_activity("prepare_training", {**run, "blobs": good})
     plans = [CandidatePlan.load(p) for p in prepared["candidates"]]
 
-    yield from stage("training", candidates=len(plans))
+    if (yield from stage("training", candidates=len(plans))):
+        return (yield from finish("aborted", aborted))
     results_raw = yield context.task_all(
         [
             context.call_sub_orchestrator(
@@ -194,10 +204,10 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     best = best_candidate(results, prepared["primary_metric"])
     if best is None:
         reasons = [f"{r.base_name}: {r.outcome} ({r.error or 'no metrics'})" for r in results]
-        yield context.call_activity("finish_run", {**run, "status": "training_failed", "reasons": reasons})
-        return {"run_id": request.run_id, "status": "training_failed", "reasons": reasons}
+        return (yield from finish("training_failed", reasons))
 
-    yield from stage("evaluating", best=best.base_name)
+    if (yield from stage("evaluating", best=best.base_name)):
+        return (yield from finish("aborted", aborted))
     evaluation = yield context.call_sub_orchestrator(
         "ml_job",
         JobRequest(
@@ -216,32 +226,32 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         "decide_promotion", {**run, "best": best.dump(), "evaluation": evaluated.dump()}
     )
     if not decision["promote"]:
-        yield context.call_activity("finish_run", {**run, "status": "not_promoted", "reasons": decision["reasons"]})
-        return {"run_id": request.run_id, "status": "not_promoted", "reasons": decision["reasons"]}
+        return (yield from finish("not_promoted", decision["reasons"]))
 
-    yield from stage("registering")
+    if (yield from stage("registering")):
+        return (yield from finish("aborted", aborted))
     registered = yield context.call_activity(
         "register_model", {**run, "best": best.dump(), "evaluation": evaluated.dump(), "decision": decision}
     )
 
     if prepared["approval_required"]:
-        yield from stage("awaiting_approval", version=registered["version"])
+        if (yield from stage("awaiting_approval", version=registered["version"])):
+            return (yield from finish("aborted", aborted))
         timeout = context.current_utc_datetime + timedelta(hours=float(prepared["approval_timeout_hours"]))
         timer = context.create_timer(timeout)
         approval = context.wait_for_external_event("approval")
         winner = yield context.task_any([approval, timer])
         if winner == timer:
             reasons = [f"no approval within {prepared['approval_timeout_hours']} h"]
-            yield context.call_activity("finish_run", {**run, "status": "approval_timed_out", "reasons": reasons})
-            return {"run_id": request.run_id, "status": "approval_timed_out", "reasons": reasons}
+            return (yield from finish("approval_timed_out", reasons))
         timer.cancel()
         answer = approval.result or {}
         if not answer.get("approved", False):
             reasons = [f"rejected by {answer.get('by', 'a reviewer')}: {answer.get('comment', '')}".rstrip(": ")]
-            yield context.call_activity("finish_run", {**run, "status": "rejected", "reasons": reasons})
-            return {"run_id": request.run_id, "status": "rejected", "reasons": reasons}
+            return (yield from finish("rejected", reasons))
 
-    yield from stage("rolling_out", version=registered["version"])
+    if (yield from stage("rolling_out", version=registered["version"])):
+        return (yield from finish("aborted", aborted))
     rollout = yield context.call_sub_orchestrator(
         "staged_rollout",
         {**run, "version": registered["version"]},
@@ -249,10 +259,7 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     )
     status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
     reasons = list(decision["reasons"]) + list(rollout.get("reasons", []))
-    yield context.call_activity(
-        "finish_run", {**run, "status": status, "reasons": reasons, "version": registered["version"]}
-    )
-    return {"run_id": request.run_id, "status": status, "version": registered["version"], "reasons": reasons}
+    return (yield from finish(status, reasons, version=registered["version"]))
 
 
 # --------------------------------------------------------------------------- ml_job

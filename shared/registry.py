@@ -112,6 +112,8 @@ class Run:
     decision_reasons: list[str] = field(default_factory=list)
     registered_version: str | None = None
     error: str | None = None
+    abort_requested: bool = False  # set by POST /api/runs/{id}/abort; the run's activities act on it
+    details: dict[str, Any] = field(default_factory=dict)  # stage details: drift summary, validation counts, …
     etag: str | None = field(default=None, compare=False)
 
 
