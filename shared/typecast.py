@@ -140,6 +140,10 @@ def _parse_int(value: Any) -> int:
         raise TypeError("a boolean is not an int")
     if isinstance(value, int):
         result = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        result = int(value)
     else:
         text = value.decode() if isinstance(value, bytes) else value
         try:

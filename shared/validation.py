@@ -500,19 +500,27 @@ class _Validator:
         shares = {k: v / labelled for k, v in self.label_counts.items()}
         shares.setdefault(positive, 0.0)
         rarest, share = min(shares.items(), key=lambda kv: kv[1])
-        if share < c.min_label_share or len(shares) < 2:
-            balance = ", ".join(f"{k}: {v:.3%}" for k, v in sorted(shares.items()))
-            self.add(
-                Finding(
-                    "label_imbalance",
-                    self.policy.label_imbalance,
-                    f"the rarest label class {rarest!r} is {share:.3%} of the rows (minimum "
-                    f"{c.min_label_share:.3%}); classes: {balance}",
-                    "check the labelling pipeline (did positives stop arriving?), or lower data.min_label_share",
-                    column=c.label,
-                    count=self.label_counts.get(rarest, 0),
-                )
+        balance = ", ".join(f"{k}: {v:.3%}" for k, v in sorted(shares.items()))
+        if len(self.label_counts) < 2:  # one class only: nothing to learn from
+            only = next(iter(self.label_counts))
+            message = f"every labelled row has the label {only!r} (positive class {positive!r}); classes: {balance}"
+        elif share < c.min_label_share:
+            message = (
+                f"the rarest label class {rarest!r} is {share:.3%} of the rows (minimum {c.min_label_share:.3%}); "
+                f"classes: {balance}"
             )
+        else:
+            return
+        self.add(
+            Finding(
+                "label_imbalance",
+                self.policy.label_imbalance,
+                message,
+                "check the labelling pipeline (did positives stop arriving?), or lower data.min_label_share",
+                column=c.label,
+                count=self.label_counts.get(rarest, 0),
+            )
+        )
 
 
 def _label_key(value: Any, as_bool: bool = False) -> str:
