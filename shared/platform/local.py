@@ -212,7 +212,7 @@ class LocalPlatform:
                     )
                 start = arg.find("{inputs.", end)
 
-    def _spawn(self, module: str, args: list[str], log_dir: Path) -> None:
+    def _spawn(self, module: str, args: list[str], log_dir: Path) -> subprocess.Popen[bytes]:
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -220,7 +220,7 @@ class LocalPlatform:
         }
         with open(log_dir / f"{module.rsplit('.', 1)[-1]}.log", "ab") as log:
             # Own session: a Ctrl-C or kill of the caller's process group does not reach it.
-            subprocess.Popen(
+            return subprocess.Popen(
                 [self.python, "-m", module, *args],
                 cwd=REPO_ROOT,
                 env=env,
@@ -444,17 +444,29 @@ class LocalPlatform:
             port = self._router_port(name)
             if port is not None:
                 return port
-            self._spawn("devhost.mlservice.router", [str(self.state_dir), name], self.layout.endpoint_dir(name))
+            router = self._spawn(
+                "devhost.mlservice.router", [str(self.state_dir), name], self.layout.endpoint_dir(name)
+            )
             deadline = time.monotonic() + self.start_timeout + 120  # the router loads every deployment first
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and router.poll() is None:
                 port = self._router_port(name)
                 if port is not None:
                     return port
                 time.sleep(0.05)
+            port = self._router_port(name)  # it may have exited because another router already serves
+            if port is not None:
+                return port
         raise PlatformError(
-            f"the local scoring server for endpoint {name!r} did not start",
+            f"the local scoring server for endpoint {name!r} did not start: {self._router_log_tail(name)}",
             f"see {self.layout.endpoint_dir(name) / 'router.log'}",
         )
+
+    def _router_log_tail(self, name: str) -> str:
+        try:
+            text = (self.layout.endpoint_dir(name) / "router.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return "no log"
+        return " | ".join(text.strip().splitlines()[-3:])
 
     def _stop_router(self, name: str) -> None:
         info = read_json(self.layout.router_file(name)) or {}

@@ -157,7 +157,7 @@ def azure_platform(fake_arm: FakeAzureML) -> MLPlatform:
         SUBSCRIPTION,
         RESOURCE_GROUP,
         WORKSPACE,
-        FakeCredential(),  # type: ignore[arg-type]
+        FakeCredential(),
         client_kwargs={"transport": fake_arm, "polling_interval": 0},
         retry_initial_wait=0.0,
         retry_attempts=3,

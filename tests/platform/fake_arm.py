@@ -73,7 +73,7 @@ class Failure:
 
 
 @dataclass
-class FakeAzureML(HttpTransport):
+class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
     """The transport. ``resources`` maps ARM paths (lower-cased) to stored JSON documents."""
 
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -312,7 +312,7 @@ def _response(request: Any, status: int, document: Any, headers: dict[str, str],
         body=io.BytesIO(data), headers=all_headers, status=status, preload_content=False, decode_content=False
     )
     if isinstance(request, RestHttpRequest):
-        response = RestRequestsTransportResponse(request=request, internal_response=inner)
+        response = RestRequestsTransportResponse(request=request, internal_response=inner)  # type: ignore[no-untyped-call]
         if not stream:
             response.read()  # as azure-core's RequestsTransport does for a non-streamed request
         return response

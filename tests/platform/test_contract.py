@@ -72,7 +72,8 @@ def test_submit_is_idempotent_by_name(harness: Harness) -> None:
 def test_job_walks_the_azure_ml_life_cycle(harness: Harness) -> None:
     harness.platform.ensure_compute(ComputeSpec("cpu-cluster", max_instances=2))
     submitted = harness.platform.submit_job(harness.job_spec("train-1"))
-    assert submitted.status in STATUS_PHASES and submitted.phase in ("queued", "running")
+    assert submitted.status in STATUS_PHASES
+    assert submitted.phase in ("queued", "running")
     assert not submitted.terminal
     harness.start("train-1")
     running = harness.wait_status("train-1", {"Running"})
@@ -90,7 +91,8 @@ def test_failed_job_says_why(harness: Harness) -> None:
     harness.finish("train-bad", "Failed", "Execution failed. User process 'python' exited with status code 3")
     state = harness.wait("train-bad")
     assert (state.status, state.phase, state.preempted) == ("Failed", "failed", False)
-    assert state.error and "3" in state.error
+    assert state.error
+    assert "3" in state.error
 
 
 def test_preempted_job_is_not_a_plain_failure(harness: Harness) -> None:
@@ -99,7 +101,9 @@ def test_preempted_job_is_not_a_plain_failure(harness: Harness) -> None:
     harness.finish("train-pre", "Failed", "Execution failed. User process 'python' exited with status code 75")
     state = harness.wait("train-pre")
     assert state.status == "Failed"
-    assert state.phase == "preempted" and state.preempted and state.terminal
+    assert state.phase == "preempted"
+    assert state.preempted
+    assert state.terminal
 
 
 def test_cancel_stops_a_job(harness: Harness) -> None:
@@ -116,7 +120,8 @@ def test_cancel_stops_a_job(harness: Harness) -> None:
 def test_unknown_job_is_not_found(harness: Harness) -> None:
     with pytest.raises(NotFoundError) as error:
         harness.platform.get_job("no-such-job")
-    assert error.value.kind == "job" and "no-such-job" in str(error.value)
+    assert error.value.kind == "job"
+    assert "no-such-job" in str(error.value)
 
 
 def test_bad_job_name_refused_before_any_request(harness: Harness) -> None:
@@ -135,23 +140,29 @@ def test_registry_versions_lineage_and_champion(harness: Harness) -> None:
     assert harness.platform.list_model_versions("fraud") == []
     assert harness.platform.latest_model("fraud") is None
     lineage = {"trigger": "blob:abc", "data.sha256": "0f" * 32, "params.lr": "0.5"}
-    first = harness.platform.register_model(ModelRegistration("fraud", "train-a", tags={"kind": "fraud"}, properties=lineage))
+    first = harness.platform.register_model(
+        ModelRegistration("fraud", "train-a", tags={"kind": "fraud"}, properties=lineage)
+    )
     second = harness.platform.register_model(ModelRegistration("fraud", "train-a"))
     assert (first.version, second.version) == ("1", "2")
     assert all(first.properties[k] == v for k, v in lineage.items())
     assert first.tags["kind"] == "fraud"
     assert [v.version for v in harness.platform.list_model_versions("fraud")] == ["1", "2"]
     latest = harness.platform.latest_model("fraud")
-    assert latest is not None and latest.version == "2"
+    assert latest is not None
+    assert latest.version == "2"
     assert harness.platform.get_model("fraud", "1").properties["params.lr"] == "0.5"
 
     assert harness.platform.champion("fraud") is None
     harness.platform.set_champion("fraud", "1")
     champion = harness.platform.champion("fraud")
-    assert champion is not None and champion.version == "1" and champion.tags["kind"] == "fraud"
+    assert champion is not None
+    assert champion.version == "1"
+    assert champion.tags["kind"] == "fraud"
     harness.platform.set_champion("fraud", "2")
     champion = harness.platform.champion("fraud")
-    assert champion is not None and champion.version == "2"
+    assert champion is not None
+    assert champion.version == "2"
     assert CHAMPION_TAG not in harness.platform.get_model("fraud", "1").tags
     assert harness.platform.get_model("fraud", "1").tags["kind"] == "fraud"  # other tags survive
 
@@ -206,7 +217,8 @@ def test_invoke_scores_on_the_split_or_a_pinned_deployment(harness: Harness) -> 
     assert len(result.body["predictions"]) == 2
     assert {"class", "probability"} <= set(result.body["predictions"][0])
     pinned = harness.platform.invoke(InvokeRequest(ENDPOINT, payload, deployment="green"))
-    assert pinned.status_code == 200 and pinned.deployment == "green"
+    assert pinned.status_code == 200
+    assert pinned.deployment == "green"
 
 
 def test_deployment_of_an_unknown_model_is_refused(harness: Harness) -> None:
@@ -214,7 +226,9 @@ def test_deployment_of_an_unknown_model_is_refused(harness: Harness) -> None:
     if harness.fake is not None:
         harness.fake.fail_next("PUT", r"/deployments/blue$", 404, code="ModelNotFound")
     with pytest.raises(NotFoundError):
-        harness.platform.create_or_update_deployment(DeploymentSpec(ENDPOINT, "blue", "fraud", "9", code=harness.scoring_code))
+        harness.platform.create_or_update_deployment(
+            DeploymentSpec(ENDPOINT, "blue", "fraud", "9", code=harness.scoring_code)
+        )
 
 
 BAD_TRAFFIC = {
@@ -268,13 +282,18 @@ def test_health_metrics_cover_the_window(harness: Harness) -> None:
     else:
         for _ in range(20):
             harness.platform.invoke(InvokeRequest(ENDPOINT, {"data": [{"amount": 0.9}]}))
-    metrics = harness.platform.deployment_metrics(MetricsQuery(ENDPOINT, "blue", start, datetime.now(UTC) + timedelta(seconds=1)))
+    metrics = harness.platform.deployment_metrics(
+        MetricsQuery(ENDPOINT, "blue", start, datetime.now(UTC) + timedelta(seconds=1))
+    )
     assert metrics.requests == (100 if harness.fake else 20)
     assert metrics.error_rate == (0.05 if harness.fake else 0.0)
-    assert metrics.p50_ms is not None and metrics.p95_ms is not None and metrics.p99_ms is not None
+    assert metrics.p50_ms is not None
+    assert metrics.p95_ms is not None
+    assert metrics.p99_ms is not None
     assert metrics.p50_ms <= metrics.p95_ms <= metrics.p99_ms
     if harness.kind == "local":  # raw samples for the statistical tests
-        assert metrics.has_samples and len(metrics.latencies_ms) == 20
+        assert metrics.has_samples
+        assert len(metrics.latencies_ms) == 20
         assert set(metrics.predicted_classes) == {"1"}
 
 
@@ -289,16 +308,35 @@ def azure_monitor_answer(start: datetime, requests_2xx: int, requests_5xx: int, 
             "type": "Microsoft.Insights/metrics",
             "name": {"value": metric},
             "unit": "Count",
-            "timeseries": [{"metadatavalues": [{"name": {"value": k}, "value": v} for k, v in dims.items()], "data": points}],
+            "timeseries": [
+                {"metadatavalues": [{"name": {"value": k}, "value": v} for k, v in dims.items()], "data": points}
+            ],
         }
 
     requests = [
-        series("RequestsPerMinute", [{"timeStamp": stamp, "total": requests_2xx}], {"deployment": "blue", "statusCodeClass": "2xx"}),
-        series("RequestsPerMinute", [{"timeStamp": stamp, "total": requests_5xx}], {"deployment": "blue", "statusCodeClass": "5xx"}),
+        series(
+            "RequestsPerMinute",
+            [{"timeStamp": stamp, "total": requests_2xx}],
+            {"deployment": "blue", "statusCodeClass": "2xx"},
+        ),
+        series(
+            "RequestsPerMinute",
+            [{"timeStamp": stamp, "total": requests_5xx}],
+            {"deployment": "blue", "statusCodeClass": "5xx"},
+        ),
     ]
     latency = [
         series(name, [{"timeStamp": stamp, "average": value}], {"deployment": "blue"})
-        for name, value in (("RequestLatency_P50", p95 / 2), ("RequestLatency_P95", p95), ("RequestLatency_P99", p95 * 1.5))
+        for name, value in (
+            ("RequestLatency_P50", p95 / 2),
+            ("RequestLatency_P95", p95),
+            ("RequestLatency_P99", p95 * 1.5),
+        )
     ]
-    common = {"starttime": start.isoformat(), "endtime": datetime.now(UTC).isoformat(), "interval": "PT1M", "resourceid": resource}
+    common = {
+        "starttime": start.isoformat(),
+        "endtime": datetime.now(UTC).isoformat(),
+        "interval": "PT1M",
+        "resourceid": resource,
+    }
     return [{**common, "value": requests}, {**common, "value": latency}]

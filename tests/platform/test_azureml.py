@@ -1,0 +1,260 @@
+"""The Azure adapter's requests, retries and error mapping, through the real SDK and the fake transport."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.platform import (
+    ComputeSpec,
+    DeploymentFailedError,
+    DeploymentSpec,
+    EndpointSpec,
+    JobInput,
+    JobSpec,
+    LogsRequest,
+    MLPlatform,
+    ModelRegistration,
+    NotFoundError,
+    Traffic,
+    TrafficUpdate,
+    TransientPlatformError,
+)
+from shared.platform.azureml import AzureMLPlatform
+from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET
+from tests.platform.fake_arm import WORKSPACE_PATH, FakeAzureML, Recorded
+
+ARM_VERSION = "2025-01-01-preview"  # what azure-ai-ml 1.35.2 sends for job PUTs
+
+
+def _job(name: str = "train-1", **changes: object) -> JobSpec:
+    values: dict[str, object] = {
+        "name": name,
+        "experiment_name": "fraud-training",
+        "compute": "gpu-cluster",
+        "code": TRAINING_CODE_ASSET,
+        "args": (
+            "--data",
+            "{inputs.data}",
+            "--contract",
+            "{inputs.contract}",
+            "--output-dir",
+            "{outputs}",
+            "--lr",
+            "0.01",
+        ),
+        "inputs": {
+            "data": JobInput("azureml://datastores/landing/paths/fraud/2026/batch.parquet", "uri_file"),
+            "contract": JobInput("azureml://datastores/landing/paths/fraud/contract.json", "uri_file"),
+        },
+        "instance_type": "Standard_NC4as_T4_v3",
+        "instance_count": 2,
+        "distribution": "pytorch",
+        "processes_per_instance": 1,
+        "timeout_seconds": 5400,
+        "environment": "azureml:perennial-train:1",
+    }
+    values.update(changes)
+    return JobSpec(**values)  # type: ignore[arg-type]
+
+
+def _only(fake: FakeAzureML, method: str, suffix: str) -> Recorded:
+    found = [r for r in fake.requests if r.method == method and r.path.endswith(suffix)]
+    assert len(found) == 1, [(r.method, r.path) for r in fake.requests]
+    return found[0]
+
+
+def test_importing_the_port_does_not_import_azure_ml() -> None:
+    code = (
+        "import sys, shared.platform, shared.platform.traffic, shared.platform.azureml, shared.platform.local; "
+        "print(sorted(m for m in sys.modules if m.startswith(('azure.ai.ml', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_compute_is_an_aml_cluster_that_scales_to_zero(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    state = azure_platform.ensure_compute(ComputeSpec("gpu-cluster", "Standard_NC4as_T4_v3", max_instances=4))
+    put = _only(fake_arm, "PUT", "/computes/gpu-cluster")
+    assert put.path == f"{WORKSPACE_PATH}/computes/gpu-cluster"
+    assert put.api_version
+    properties = put.body["properties"]
+    assert properties["computeType"] == "AmlCompute"
+    assert properties["properties"]["vmSize"] == "Standard_NC4as_T4_v3"
+    assert properties["properties"]["scaleSettings"]["minNodeCount"] == 0
+    assert properties["properties"]["scaleSettings"]["maxNodeCount"] == 4
+    assert (state.min_instances, state.max_instances, state.provisioning_state) == (0, 4, "Succeeded")
+    fake_arm.clear()
+    azure_platform.ensure_compute(ComputeSpec("gpu-cluster", max_instances=4))
+    assert fake_arm.writes() == []  # it exists: nothing is written
+
+
+def test_command_job_request_matches_the_service(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job())
+    put = _only(fake_arm, "PUT", "/jobs/train-1")
+    assert put.path == f"{WORKSPACE_PATH}/jobs/train-1"
+    assert put.api_version == ARM_VERSION
+    p = put.body["properties"]
+    assert p["jobType"] == "Command"
+    assert p["experimentName"] == "fraud-training"
+    assert p["computeId"].endswith("/computes/gpu-cluster")
+    assert p["codeId"].endswith("/codes/perennial-training-code/versions/1")
+    assert p["environmentId"].endswith("/environments/perennial-train/versions/1")
+    assert p["command"] == (
+        "python train.py --data ${{inputs.data}} --contract ${{inputs.contract}} "
+        "--output-dir ${{outputs.artifacts}} --lr 0.01"
+    )
+    assert p["inputs"]["data"] == {
+        "uri": "azureml://datastores/landing/paths/fraud/2026/batch.parquet",
+        "jobInputType": "uri_file",
+    }
+    assert p["outputs"]["artifacts"]["jobOutputType"] == "uri_folder"
+    assert p["distribution"] == {"distributionType": "PyTorch", "processCountPerInstance": 1}
+    assert p["resources"]["instanceCount"] == 2
+    assert p["resources"]["instanceType"] == "Standard_NC4as_T4_v3"
+    assert p["limits"]["timeout"] == "PT1H30M"
+    assert p["tags"]["perennial.kind"] == "training"
+
+
+def test_args_are_shell_quoted(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job(args=("--data", "{inputs.data}", "--note", "it's; rm -rf /")))
+    command = _only(fake_arm, "PUT", "/jobs/train-1").body["properties"]["command"]
+    assert command == "python train.py --data ${{inputs.data}} --note 'it'\"'\"'s; rm -rf /'"
+
+
+def test_a_429_then_200_succeeds_after_a_retry(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job())
+    fake_arm.clear()
+    fake_arm.fail_next("GET", r"/jobs/train-1$", 429, code="TooManyRequests")
+    state = azure_platform.get_job("train-1")
+    assert state.status == "NotStarted"
+    assert [r.method for r in fake_arm.requests if r.path.endswith("/jobs/train-1")] == ["GET", "GET"]
+
+
+def test_persistent_5xx_becomes_a_transient_error_with_a_hint(
+    azure_platform: MLPlatform, fake_arm: FakeAzureML
+) -> None:
+    fake_arm.fail_next("GET", r"/jobs/train-1$", 503, times=10)
+    with pytest.raises(TransientPlatformError, match="503") as error:
+        azure_platform.get_job("train-1")
+    assert "retry" in error.value.hint
+    assert len([r for r in fake_arm.requests if r.path.endswith("/jobs/train-1")]) == 3  # retry_attempts
+
+
+def test_a_client_error_is_not_retried(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    fake_arm.fail_next("GET", r"/jobs/train-1$", 403, code="AuthorizationFailed")
+    with pytest.raises(Exception, match="403") as error:
+        azure_platform.get_job("train-1")
+    assert "role" in str(error.value)
+    assert len([r for r in fake_arm.requests if r.path.endswith("/jobs/train-1")]) == 1
+
+
+def test_a_missing_job_is_not_found_not_a_crash(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    with pytest.raises(NotFoundError) as error:
+        azure_platform.get_job("missing-job")
+    assert (error.value.kind, error.value.name) == ("job", "missing-job")
+    assert _only(fake_arm, "GET", "/jobs/missing-job").api_version
+
+
+def test_cancel_posts_to_the_job(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job())
+    fake_arm.set_job_status("train-1", "Running")
+    assert azure_platform.cancel_job("train-1").status == "Canceled"
+    post = _only(fake_arm, "POST", "/jobs/train-1/cancel")
+    assert post.api_version
+
+
+def test_job_logs_come_from_run_history(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job())
+    fake_arm.log_text["train-1"] = "epoch 1 loss 0.3\nepoch 2 loss 0.2\n"
+    assert azure_platform.job_logs(LogsRequest("train-1", tail_lines=1)) == "epoch 2 loss 0.2"
+
+
+def test_model_is_registered_from_the_job_output(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.submit_job(_job())
+    fake_arm.set_job_status("train-1", "Completed")
+    fake_arm.clear()
+    version = azure_platform.register_model(
+        ModelRegistration("fraud", "train-1", tags={"stage": "candidate"}, properties={"metrics.pr_auc": "0.81"})
+    )
+    put = _only(fake_arm, "PUT", "/models/fraud/versions/1")
+    p = put.body["properties"]
+    assert p["modelUri"] == "azureml://jobs/train-1/outputs/artifacts"
+    assert p["modelType"] == "custom_model"
+    assert p["properties"] == {"metrics.pr_auc": "0.81", "perennial.job": "train-1"}
+    assert p["tags"] == {"stage": "candidate"}
+    assert version.version == "1"
+
+
+def test_deployment_and_traffic_requests(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))
+    endpoint_put = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep")
+    assert endpoint_put.body["properties"]["authMode"] == "Key"
+    fake_arm.clear()
+    spec = DeploymentSpec(
+        "fraud-ep", "fraud-v3", "fraud", "3", instance_type="Standard_DS3_v2", instance_count=2, code=SCORING_CODE_ASSET
+    )
+    azure_platform.create_or_update_deployment(spec)
+    p = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep/deployments/fraud-v3").body["properties"]
+    assert p["endpointComputeType"] == "Managed"
+    assert p["model"].endswith("/models/fraud/versions/3")
+    assert p["instanceType"] == "Standard_DS3_v2"
+    assert p["codeConfiguration"]["scoringScript"] == "score.py"
+    assert p["livenessProbe"]["failureThreshold"] == 30
+    assert p["readinessProbe"]["period"] == "PT10S"
+    sku = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep/deployments/fraud-v3").body["sku"]
+    assert sku["capacity"] == 2
+
+    azure_platform.create_or_update_deployment(
+        DeploymentSpec("fraud-ep", "fraud-v2", "fraud", "2", code=SCORING_CODE_ASSET)
+    )
+    azure_platform.set_traffic(TrafficUpdate("fraud-ep", Traffic({"fraud-v2": 100})))
+    fake_arm.clear()
+    azure_platform.set_traffic(TrafficUpdate("fraud-ep", Traffic({"fraud-v2": 90, "fraud-v3": 10})))
+    put = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep")
+    assert put.body["properties"]["traffic"] == {"fraud-v2": 90, "fraud-v3": 10}
+    fake_arm.clear()
+    azure_platform.set_traffic(TrafficUpdate("fraud-ep", Traffic({"fraud-v2": 100, "fraud-v3": 0}, {"fraud-v3": 20})))
+    body = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep").body["properties"]
+    assert body["traffic"] == {"fraud-v2": 100}  # zeros stripped
+    assert body["mirrorTraffic"] == {"fraud-v3": 20}
+
+
+def test_a_failed_deployment_is_a_typed_error(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))
+    fake_arm.fail_next("PUT", r"/deployments/fraud-v3$", 400, code="BadRequest")
+    with pytest.raises(DeploymentFailedError) as error:
+        azure_platform.create_or_update_deployment(
+            DeploymentSpec("fraud-ep", "fraud-v3", "fraud", "3", code=SCORING_CODE_ASSET)
+        )
+    assert "deployment_logs" in error.value.hint
+
+
+def test_metrics_query_the_endpoint_resource_in_its_region(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    from shared.platform import MetricsQuery
+    from tests.platform.test_contract import azure_monitor_answer
+
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    fake_arm.metrics = azure_monitor_answer(start, requests_2xx=190, requests_5xx=10, p95=80.0)
+    metrics = azure_platform.deployment_metrics(MetricsQuery("fraud-ep", "blue", start, datetime.now(UTC)))
+    posts = [r for r in fake_arm.requests if r.path.endswith("/metrics:getBatch")]
+    assert len(posts) == 2
+    assert all(r.host == "westeurope.metrics.monitor.azure.com" for r in posts)
+    assert posts[0].body["resourceids"][0].endswith("/onlineEndpoints/fraud-ep")
+    assert posts[0].query["metricnamespace"] == ["Microsoft.MachineLearningServices/workspaces/onlineEndpoints"]
+    assert "deployment eq 'blue'" in posts[0].query["filter"][0]
+    assert (metrics.requests, metrics.errors, metrics.error_rate) == (200, 10, 0.05)
+    assert metrics.p95_ms == pytest.approx(80.0)
+    assert metrics.p50_ms == pytest.approx(40.0)
+    assert not metrics.has_samples
+
+
+def test_experiment_name_is_always_sent(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    assert isinstance(azure_platform, AzureMLPlatform)
+    azure_platform.submit_job(_job(name="eval-1", kind="evaluation", experiment_name="fraud-evaluation"))
+    body = _only(fake_arm, "PUT", "/jobs/eval-1").body["properties"]
+    assert body["experimentName"] == "fraud-evaluation"
+    assert body["tags"]["perennial.kind"] == "evaluation"
