@@ -34,10 +34,12 @@ class Problem:
         return ["--data", str(self.data), "--contract", str(self.contract), "--output-dir", str(output), *extra]
 
 
-def script_env(**extra: str) -> dict[str, str]:
+def script_env(single_thread: bool = True, **extra: str) -> dict[str, str]:
+    """The subprocess environment; ``single_thread=False`` keeps this process's threading settings."""
     env = dict(os.environ)
-    # One thread: deterministic CPU reductions, and two subprocesses do not fight over 2 cores.
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if single_thread:  # a fixed thread count keeps CPU reductions reproducible and leaves a core free
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONUNBUFFERED"] = "1"
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra)
     return env
