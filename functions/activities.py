@@ -8,9 +8,11 @@ Inputs and outputs are plain JSON (``shared.workflow`` messages).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import replace
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,20 +20,49 @@ from typing import Any
 import azure.durable_functions as df
 
 from shared import policy
+from shared.canary import DeploymentSample, analyse_canary
+from shared.events import MODEL_TAG
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
 from shared.planning import plan_candidates, seed_for_run
-from shared.platform import ComputeSpec, JobState, MLPlatform, ModelRegistration, NotFoundError, create_platform
-from shared.policy import PolicyInputError, parse_comparison
+from shared.platform import (
+    ComputeSpec,
+    DeploymentFailedError,
+    DeploymentMetrics,
+    DeploymentRef,
+    DeploymentSpec,
+    EndpointSpec,
+    InvokeRequest,
+    JobState,
+    MetricsQuery,
+    MLPlatform,
+    ModelRegistration,
+    NotFoundError,
+    PlatformError,
+    Traffic,
+    TrafficUpdate,
+    create_platform,
+)
+from shared.policy import (
+    PolicyInputError,
+    RolloutState,
+    mirror_for_shadow,
+    next_rollout_action,
+    parse_comparison,
+    rollback_plan,
+    traffic_for_step,
+)
 from shared.profile import DatasetProfile, merge_profiles
 from shared.publish import (
     EventPublisher,
+    ModelPromoted,
     ModelRegistered,
+    RolloutRolledBack,
     RunCompleted,
     ValidationFailed,
     make_event,
     publisher_from_settings,
 )
-from shared.registry import Candidate, ModelVersion, Registry, Run, run_id_for
+from shared.registry import Candidate, Champion, ModelVersion, Registry, RolloutStep, Run, run_id_for
 from shared.runtime import get_runtime
 from shared.storage import LANDING, MANIFESTS, BlobMissingError, BlobStore, Manifest
 from shared.validation import validate
@@ -45,6 +76,7 @@ from shared.workflow import (
     TriggerInfo,
     ValidationOutcome,
     blobs_dedupe_key,
+    deployment_name,
 )
 
 bp = df.Blueprint()
@@ -506,3 +538,261 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
         ]
     )
     return {"version": record.version}
+
+
+# --------------------------------------------------------------------------- staged rollout
+
+
+def _sample(metrics: DeploymentMetrics, positive: str) -> DeploymentSample:
+    successes = metrics.requests - metrics.errors
+    positives = sum(1 for c in metrics.predicted_classes if str(c) == positive)
+    return DeploymentSample(
+        deployment=metrics.deployment,
+        requests=metrics.requests,
+        errors=metrics.errors,
+        latencies_ms=tuple(metrics.latencies_ms),
+        p50_ms=metrics.p50_ms,
+        p95_ms=metrics.p95_ms,
+        p99_ms=metrics.p99_ms,
+        predicted_positive=min(positives, successes),
+    )
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_prepare(payload: dict[str, Any]) -> dict[str, Any]:
+    """Ensure the endpoint and create the challenger deployment (name = f(model version): a retry finds it)."""
+    model, version = payload["model"], str(payload["version"])
+    spec = get_runtime().spec(model)
+    platform, registry = _platform(), _registry()
+    endpoint = spec.endpoint_name
+    platform.ensure_endpoint(EndpointSpec(name=endpoint))
+    champion = registry.champion(model)
+    champion_deployment = champion.deployment if champion and champion.deployment else None
+    if champion_deployment and champion_deployment not in {d.name for d in platform.list_deployments(endpoint)}:
+        champion_deployment = None  # the champion's deployment is gone: treat this as a first rollout
+    challenger = deployment_name(model, version)
+    plan: dict[str, Any] = {
+        "endpoint": endpoint,
+        "champion": champion_deployment,
+        "challenger": challenger,
+        "steps": list(spec.rollout.steps),
+        "bake_minutes": spec.rollout.bake_minutes,
+        "shadow": spec.rollout.shadow.enabled,
+        "shadow_bake_minutes": spec.rollout.shadow.bake_minutes,
+    }
+    try:
+        platform.create_or_update_deployment(
+            DeploymentSpec(
+                endpoint=endpoint,
+                name=challenger,
+                model_name=model,
+                model_version=version,
+                instance_type=spec.rollout.instance_type,
+                instance_count=spec.rollout.instance_count,
+                tags={MODEL_TAG: model, "perennial_run": payload["run_id"]},
+            )
+        )
+    except DeploymentFailedError as exc:
+        plan["error"] = f"deployment {challenger} failed: {exc}"
+    _record_step(payload, "deploy", {}, {}, "fail" if "error" in plan else "pass", {"deployment": challenger})
+    return plan
+
+
+def _record_step(
+    payload: dict[str, Any],
+    step: str,
+    traffic: dict[str, int],
+    mirror: dict[str, int],
+    verdict: str,
+    evidence: dict[str, Any],
+) -> None:
+    registry = _registry()
+    index = len(registry.rollout_steps(payload["model"], payload["run_id"]))
+    registry.record_rollout_step(
+        RolloutStep(
+            model=payload["model"],
+            run_id=payload["run_id"],
+            index=index,
+            step=step,
+            traffic=traffic,
+            mirror_traffic=mirror,
+            verdict=verdict,
+            evidence=evidence,
+        )
+    )
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the challenger directly with the model's sample input: it must load and answer in time."""
+    spec = get_runtime().spec(payload["model"])
+    platform = _platform()
+    version = platform.get_model(payload["model"], str(payload["version"]))
+    sample_path = Path(version.path) / "sample_input.json"
+    sample = json.loads(sample_path.read_text()) if sample_path.exists() else None
+    if sample is None:
+        return {"ok": False, "reason": f"the model has no sample_input.json at {sample_path}"}
+    try:
+        result = platform.invoke(
+            InvokeRequest(
+                endpoint=payload["endpoint"],
+                payload=sample,
+                deployment=payload["challenger"],
+                timeout_seconds=spec.rollout.probe_timeout_seconds,
+            )
+        )
+    except PlatformError as exc:
+        result_ok, reason = False, str(exc)
+    else:
+        result_ok = result.status_code == 200
+        reason = f"HTTP {result.status_code} in {result.latency_ms:.0f} ms: {str(result.body)[:300]}"
+    _record_step(payload, "smoke", {}, {}, "pass" if result_ok else "fail", {"result": reason})
+    if not result_ok:
+        _remove_challenger(payload)
+    return {"ok": result_ok, "reason": reason}
+
+
+def _remove_challenger(payload: dict[str, Any]) -> None:
+    """Put all live traffic back on the champion (if any) and delete the challenger deployment."""
+    platform = _platform()
+    endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
+    current = platform.get_traffic(endpoint)
+    if current.live_percent(challenger) or current.mirror_percent(challenger):
+        live = {champion: 100} if champion else {}
+        platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+    with contextlib.suppress(NotFoundError):
+        platform.delete_deployment(DeploymentRef(endpoint, challenger))
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
+    """Apply a rollout action's mirror then traffic maps, in order (or set up the first step when action is None)."""
+    platform = _platform()
+    spec = get_runtime().spec(payload["model"])
+    endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
+    action = payload.get("action")
+    step_index = int(payload["step_index"])
+    if action is None:
+        if champion is None:
+            plans, mirror = [{challenger: 100}], {}
+        elif step_index == -1:
+            plans, mirror = (
+                [{champion: 100}],
+                mirror_for_shadow(challenger, {champion: 100}, spec.rollout.shadow.mirror_percent),
+            )
+        else:
+            plans, mirror = [traffic_for_step(champion, challenger, spec.rollout.steps[step_index])], {}
+    else:
+        plans = [dict(p) for p in action["traffic_plan"]]
+        mirror = action["mirror"]
+        if champion is None and action["kind"] == "rollback":
+            plans = []  # no champion to return to: the challenger is removed below
+    current = platform.get_traffic(endpoint)
+    if mirror is not None and dict(current.mirror) != mirror:
+        current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=current.live, mirror=mirror)))
+    for live in plans:
+        live = {name: share for name, share in live.items() if share or name in (champion, challenger)}
+        current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror=current.mirror)))
+    if action is not None and action["kind"] == "rollback":
+        _remove_challenger(payload)
+        current = platform.get_traffic(endpoint)
+    return {"live": dict(current.live), "mirror": dict(current.mirror)}
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
+    """Compare challenger vs champion over the bake window and decide: advance, hold, roll back or complete."""
+    model = payload["model"]
+    spec = get_runtime().spec(model)
+    platform = _platform()
+    endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
+    step_index = int(payload["step_index"])
+    start = datetime.fromisoformat(payload["window_start"])
+    end = datetime.fromisoformat(payload["window_end"])
+    positive = str(spec.data.positive_class)
+    shadow = step_index == -1
+    challenger_metrics = platform.deployment_metrics(
+        MetricsQuery(endpoint=endpoint, deployment=challenger, start=start, end=end, include_mirrored=shadow)
+    )
+    champion_sample = (
+        _sample(
+            platform.deployment_metrics(MetricsQuery(endpoint=endpoint, deployment=champion, start=start, end=end)),
+            positive,
+        )
+        if champion
+        else None
+    )
+    verdict = analyse_canary(_sample(challenger_metrics, positive), champion_sample, spec.rollout.gates)
+    traffic = platform.get_traffic(endpoint)
+    run = _registry().get_run(model, payload["run_id"])
+    # A first model is judged on the gates only, at its single (final) step; the policy needs a champion name.
+    state_champion = champion or f"{challenger}-none"
+    state = RolloutState(
+        champion=state_champion,
+        challenger=challenger,
+        step_index=step_index,
+        traffic=dict(traffic.live),
+        extensions_used=int(payload["extensions_used"]),
+    )
+    action: dict[str, Any] = json.loads(
+        json.dumps(next_rollout_action(state, verdict, spec.rollout).to_dict(), default=str)
+    )
+    if run is not None and run.abort_requested:
+        plan = rollback_plan(dict(traffic.live), state_champion, challenger, hard=True)
+        action = {**action, "kind": "rollback", "traffic_plan": plan, "mirror": {}, "hard": True,
+                  "reasons": ["aborted on request: rolled back to the champion"]}  # fmt: skip
+    if champion is None:
+        action["traffic_plan"] = [{k: v for k, v in p.items() if k != state_champion} for p in action["traffic_plan"]]
+    step_label = "shadow" if shadow else f"traffic-{spec.rollout.steps[step_index]}"
+    _record_step(
+        payload,
+        step_label,
+        dict(traffic.live),
+        dict(traffic.mirror),
+        verdict.verdict,
+        {"action": action["kind"], "reasons": list(action["reasons"]), "verdict": verdict.to_dict()},
+    )
+    return action
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
+    """On success: the new champion (registry + platform tag), ModelPromoted. On rollback: RolloutRolledBack."""
+    model, run_id, version = payload["model"], payload["run_id"], str(payload["version"])
+    registry, platform = _registry(), _platform()
+    reasons = [str(r) for r in payload.get("reasons", [])]
+    if payload["outcome"] != "completed":
+        _remove_challenger(payload)
+        _publisher().publish(
+            [
+                make_event(
+                    RolloutRolledBack(model=model, version=version, run_id=run_id, step="rollout", reasons=reasons),
+                    event_id=f"{run_id}:rolled-back",
+                )
+            ]
+        )
+        return {"champion": payload.get("champion")}
+    current = registry.champion(model)
+    if current is None or current.version != version:
+        registry.set_champion(
+            Champion(
+                model=model,
+                version=version,
+                run_id=run_id,
+                deployment=payload["challenger"],
+                previous_version=current.version if current else None,
+                etag=current.etag if current else None,
+            )
+        )
+    platform.set_champion(model, version)
+    _publisher().publish(
+        [
+            make_event(
+                ModelPromoted(
+                    model=model, version=version, run_id=run_id, previous_version=current.version if current else None
+                ),
+                event_id=f"{run_id}:promoted",
+            )
+        ]
+    )
+    return {"champion": payload["challenger"]}

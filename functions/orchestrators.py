@@ -331,3 +331,62 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
         yield context.create_timer(min(context.current_utc_datetime + poll_delay(polls), deadline))
     context.continue_as_new(job.model_copy(update={"polls": polls}).dump())
     return None
+
+
+# --------------------------------------------------------------------------- staged_rollout
+
+
+@bp.orchestration_trigger(context_name="context")
+def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
+    """Ship a registered version: deploy → smoke test → [shadow] → each step: set traffic → bake → analyse.
+
+    Any failed gate rolls back to the champion (traffic maps from shared.policy, each summing to 100,
+    the champion ending at 100) and deletes the challenger deployment. Input: model, run_id, version.
+    """
+    request: dict[str, Any] = context.get_input()
+    plan = yield context.call_activity("rollout_prepare", request)
+    base = {**request, "endpoint": plan["endpoint"], "champion": plan["champion"], "challenger": plan["challenger"]}
+    if plan.get("error"):
+        yield context.call_activity("rollout_finish", {**base, "outcome": "rolled_back", "reasons": [plan["error"]]})
+        return {"outcome": "rolled_back", "reasons": [plan["error"]]}
+
+    smoke = yield context.call_activity("rollout_smoke", base)
+    if not smoke["ok"]:
+        reasons = [f"smoke test failed: {smoke['reason']}"]
+        yield context.call_activity("rollout_finish", {**base, "outcome": "rolled_back", "reasons": reasons})
+        return {"outcome": "rolled_back", "reasons": reasons}
+
+    steps: list[int] = plan["steps"]
+    first_model = plan["champion"] is None
+    # A first model has nothing to split with: it takes all traffic and is judged on the absolute gates.
+    step_index = len(steps) - 1 if first_model else (-1 if plan["shadow"] else 0)
+    yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": None})
+    extensions = 0
+    window_start = context.current_utc_datetime
+    bake = float(plan["shadow_bake_minutes"] if step_index == -1 else plan["bake_minutes"])
+    while True:
+        context.set_custom_status({"run_id": request["run_id"], "stage": "baking", "step_index": step_index})
+        yield context.create_timer(context.current_utc_datetime + timedelta(minutes=bake))
+        action = yield context.call_activity(
+            "rollout_analyse",
+            {
+                **base,
+                "step_index": step_index,
+                "extensions_used": extensions,
+                "window_start": window_start.isoformat(),
+                "window_end": context.current_utc_datetime.isoformat(),
+            },
+        )
+        yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": action})
+        kind = action["kind"]
+        if kind in ("complete", "rollback"):
+            outcome = "completed" if kind == "complete" else "rolled_back"
+            reasons = list(action["reasons"])
+            yield context.call_activity("rollout_finish", {**base, "outcome": outcome, "reasons": reasons})
+            return {"outcome": outcome, "reasons": reasons}
+        if kind == "advance":
+            step_index, extensions = int(action["step_index"]), 0
+            window_start = context.current_utc_datetime
+        else:  # hold: the window grows, so an extension adds data instead of starting over
+            extensions = int(action["extensions_used"])
+        bake = float(action["bake_minutes"])
