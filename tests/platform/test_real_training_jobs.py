@@ -62,9 +62,7 @@ def test_real_scripts_train_evaluate_register_deploy_and_score(tmp_path: Path) -
         )
         assert train.phase in ("queued", "running")
         done = _wait(platform, "fraud-train-1")
-        assert done.status == "Completed", platform.job_logs(
-            __import__("shared.platform", fromlist=["LogsRequest"]).LogsRequest("fraud-train-1")
-        )
+        assert done.status == "Completed", platform.job_logs(LogsRequest("fraud-train-1"))
         outputs = Path(done.local_outputs_path or "")
         assert (outputs / "model.safetensors").is_file()
         assert (outputs / "metrics.json").is_file()

@@ -36,7 +36,7 @@ def test_every_valid_split_is_accepted_and_zeros_are_stripped(traffic: Traffic) 
 def test_any_other_live_total_is_refused(traffic: Traffic, delta: int) -> None:
     name = next(iter(traffic.live))
     broken = Traffic({**traffic.live, name: traffic.live[name] + delta}, traffic.mirror)
-    with pytest.raises(TrafficInvariantError, match="sums to|from 0 to 100"):
+    with pytest.raises(TrafficInvariantError, match=r"sums to|from 0 to 100"):
         check_traffic_shape(broken)
 
 
