@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -696,7 +696,7 @@ def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
     if action is not None and action["kind"] == "rollback":
         _remove_challenger(payload)
         current = platform.get_traffic(endpoint)
-    return {"live": dict(current.live), "mirror": dict(current.mirror)}
+    return {"live": dict(current.live), "mirror": dict(current.mirror), "applied_at": datetime.now(UTC).isoformat()}
 
 
 @bp.activity_trigger(input_name="payload")
@@ -708,7 +708,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
     step_index = int(payload["step_index"])
     start = datetime.fromisoformat(payload["window_start"])
-    end = datetime.fromisoformat(payload["window_end"])
+    end = datetime.now(UTC)
     positive = str(spec.data.positive_class)
     shadow = step_index == -1
     challenger_metrics = platform.deployment_metrics(
@@ -734,6 +734,21 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
         traffic=dict(traffic.live),
         extensions_used=int(payload["extensions_used"]),
     )
+    if (
+        champion is None
+        and verdict.verdict == "inconclusive"
+        and challenger_metrics.requests < spec.rollout.gates.min_samples
+    ):
+        # A first model protects nothing yet: with too little traffic to judge, the smoke test decides.
+        verdict = replace(
+            verdict,
+            verdict="pass",
+            reasons=(
+                f"first model: {challenger_metrics.requests} request(s) in the bake window (< {spec.rollout.gates.min_samples}); "
+                "no champion to protect, the smoke test passed",
+                *verdict.reasons,
+            ),
+        )
     action: dict[str, Any] = json.loads(
         json.dumps(next_rollout_action(state, verdict, spec.rollout).to_dict(), default=str)
     )

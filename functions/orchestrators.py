@@ -360,9 +360,10 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     first_model = plan["champion"] is None
     # A first model has nothing to split with: it takes all traffic and is judged on the absolute gates.
     step_index = len(steps) - 1 if first_model else (-1 if plan["shadow"] else 0)
-    yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": None})
+    applied = yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": None})
     extensions = 0
-    window_start = context.current_utc_datetime
+    # Bake windows are wall-clock times taken by the activities (metrics are stamped by the platform's clock).
+    window_start: str = applied["applied_at"]
     bake = float(plan["shadow_bake_minutes"] if step_index == -1 else plan["bake_minutes"])
     while True:
         context.set_custom_status({"run_id": request["run_id"], "stage": "baking", "step_index": step_index})
@@ -373,11 +374,10 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
                 **base,
                 "step_index": step_index,
                 "extensions_used": extensions,
-                "window_start": window_start.isoformat(),
-                "window_end": context.current_utc_datetime.isoformat(),
+                "window_start": window_start,
             },
         )
-        yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": action})
+        applied = yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": action})
         kind = action["kind"]
         if kind in ("complete", "rollback"):
             outcome = "completed" if kind == "complete" else "rolled_back"
@@ -386,7 +386,7 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
             return {"outcome": outcome, "reasons": reasons}
         if kind == "advance":
             step_index, extensions = int(action["step_index"]), 0
-            window_start = context.current_utc_datetime
+            window_start = applied["applied_at"]
         else:  # hold: the window grows, so an extension adds data instead of starting over
             extensions = int(action["extensions_used"])
         bake = float(action["bake_minutes"])
