@@ -77,6 +77,7 @@ from shared.workflow import (
     ValidationOutcome,
     blobs_dedupe_key,
     deployment_name,
+    job_name,
 )
 
 bp = df.Blueprint()
@@ -379,7 +380,8 @@ def _job_spec(job: JobRequest) -> Any:
     spec = get_runtime().spec(job.model)
     inputs = StagedInputs.load(job.args["inputs"])
     if job.kind == "train":
-        return training_job(spec, job.job_name, inputs, job.args.get("params", {}), job.run_id, resume=job.resume)
+        previous = job_name(job.base_name, job.attempt - 1) if job.resume and job.attempt > 0 else None
+        return training_job(spec, job.job_name, inputs, job.args.get("params", {}), job.run_id, resume_from=previous)
     champion = _registry().champion(job.model)
     champion_ref = f"azureml:{job.model}:{champion.version}" if champion else None
     return evaluation_job(spec, job.job_name, inputs, job.args["challenger"], champion_ref, job.run_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.events import MODEL_TAG
-from shared.platform import JobInput, JobSpec
+from shared.platform import JobInput, JobSpec, job_output_uri
 from shared.spec import ModelSpec
 from shared.storage import LANDING, BlobStore, Manifest
 
@@ -101,9 +101,18 @@ def _flag(name: str) -> str:
 
 
 def training_job(
-    spec: ModelSpec, name: str, inputs: StagedInputs, params: Mapping[str, Any], run_id: str, resume: bool
+    spec: ModelSpec,
+    name: str,
+    inputs: StagedInputs,
+    params: Mapping[str, Any],
+    run_id: str,
+    resume_from: str | None = None,
 ) -> JobSpec:
-    """The command job that trains one candidate with ``params`` (train.py's options, e.g. lr, width)."""
+    """The command job that trains one candidate with ``params`` (train.py's options, e.g. lr, width).
+
+    ``resume_from`` names an earlier attempt (preempted or failed): its checkpoints are mounted and
+    train.py continues from the newest valid one instead of starting over.
+    """
     args: list[str] = [
         "--data", "{inputs.data}",
         "--manifest", "{inputs.manifest}",
@@ -112,7 +121,10 @@ def training_job(
     ]  # fmt: skip
     for key, value in sorted(params.items()):
         args += [_flag(key), str(value)]
-    args += ["--resume", "auto" if resume else "never"]
+    job_inputs = inputs.as_inputs()
+    if resume_from is not None:
+        job_inputs["previous"] = JobInput(job_output_uri(resume_from), "uri_folder")
+        args += ["--resume", "{inputs.previous}/checkpoints"]
     training = spec.training
     return JobSpec(
         name=name,
@@ -121,7 +133,7 @@ def training_job(
         script=Path(training.entry).name,
         code=str(Path(training.entry).parent),
         args=tuple(args),
-        inputs=inputs.as_inputs(),
+        inputs=job_inputs,
         kind="training",
         instance_type=training.instance_type,
         instance_count=training.instance_count,
