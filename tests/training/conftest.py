@@ -11,10 +11,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.training import synthetic
 from training_jobs import train
@@ -59,6 +61,16 @@ def run_script(script: Path, args: list[str], timeout: float = 120, **env: str) 
 
 def train_in_process(problem: Problem, output: Path, *extra: str) -> int:
     return train.main(problem.args(output, *extra))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """In-process runs use one thread, like the subprocess runs (OMP/MKL_NUM_THREADS=1): reproducible
+    across the two, and much faster than two threads fighting other work for 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -91,9 +91,9 @@ def test_the_script_exits_75_on_an_external_sigterm_and_resumes_exactly(problem:
     straight = tmp_path / "straight"
     output = tmp_path / "preempted"
     args = [sys.executable, str(TRAIN), *problem.args(output, *long_run)]
-    # The same threading settings as this process, where the straight and resumed runs happen: CPU
-    # kernels split their work by thread, so bit-exactness holds for one machine and one thread setup.
-    env = script_env(single_thread=False)
+    # One thread, as in this process (conftest), where the straight and resumed runs happen: CPU
+    # kernels split work by thread, so bit-exactness holds for one machine and one thread count.
+    env = script_env()
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     for line in process.stdout:

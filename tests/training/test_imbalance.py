@@ -1,0 +1,43 @@
+"""--imbalance on 1% positives: class weights and resampling find the rare class that plain training misses.
+
+Fixed seeds, 20,000 rows (about 40 positives in validation). Measured with these settings:
+recall none 0.03, class-weight 0.68, resample 0.61; F1 0.05 / 0.15 / 0.19. PR-AUC is a
+ranking metric that reweighting does not improve (it moves the scores, not their order
+much): it is asserted not to collapse, not to rise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import Problem, train_in_process
+
+RUN = ("--batch-size", "256", "--epochs", "6", "--lr", "0.003", "--early-stopping-patience", "0", "--seed", "3")
+
+
+@pytest.fixture(scope="module")
+def results(rare_problem: Problem, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for mode in ("none", "class-weight", "resample"):
+        folder = tmp_path_factory.mktemp(mode)
+        assert train_in_process(rare_problem, folder, *RUN, "--imbalance", mode) == 0
+        out[mode] = json.loads((folder / "metrics.json").read_text())
+    return out
+
+
+def test_the_validation_split_keeps_the_rare_class(results: dict[str, dict[str, float]]) -> None:
+    support = results["none"]["per_class"]["1"]["support"]  # type: ignore[index]
+    assert 30 <= support <= 50
+
+
+@pytest.mark.parametrize("mode", ["class-weight", "resample"])
+def test_imbalance_handling_raises_rare_class_recall_and_f1(results: dict[str, dict[str, float]], mode: str) -> None:
+    none, treated = results["none"], results[mode]
+    assert none["recall"] < 0.2  # the plain model predicts "negative" nearly always at threshold 0.5
+    assert treated["recall"] >= none["recall"] + 0.3
+    assert treated["f1"] >= none["f1"] + 0.05
+    assert treated["pr_auc"] >= 0.5 * none["pr_auc"]
+    assert treated["roc_auc"] > 0.8
