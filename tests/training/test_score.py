@@ -1,0 +1,163 @@
+"""score.py, as Azure ML and the local endpoint server use it: init() from AZUREML_MODEL_DIR, run(raw)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.training.conftest import ROOT
+from training_jobs.bundle import Predictor
+from training_jobs.errors import ModelBundleError
+
+SCORE = ROOT / "training_jobs" / "score.py"
+
+
+def load_score_module() -> ModuleType:
+    """Load score.py by file path, the way an inference server does (a fresh module each time)."""
+    spec = importlib.util.spec_from_file_location(f"score_under_test_{id(object())}", SCORE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def score(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(trained))
+    monkeypatch.delenv("AZUREML_MODEL_VERSION", raising=False)
+    module = load_score_module()
+    module.init()
+    yield module
+
+
+def good_row(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "x0": 0.5, "x1": -1.0, "x2": 0.1, "x3": 0.2, "x4": 0.0, "gap": 12.5,
+        "count": 3, "flag": True, "region": "east", "channel": "web",
+    }  # fmt: skip
+    row.update(changes)
+    return row
+
+
+def test_the_sample_input_scores_with_class_probability_and_version(score: ModuleType, trained: Path) -> None:
+    raw = (trained / "sample_input.json").read_text()
+    answer = score.run(raw)
+    rows = json.loads(raw)["data"]
+    assert len(answer["predictions"]) == len(rows)
+    for prediction in answer["predictions"]:
+        assert set(prediction) == {"class", "probability"}
+        assert prediction["class"] in (0, 1)
+        assert 0.0 <= prediction["probability"] <= 1.0
+        assert prediction["class"] == int(prediction["probability"] >= 0.5)
+    assert answer["model_version"] == "run-42"  # from the model card when the environment names none
+
+
+def test_scores_match_the_predictor_used_by_evaluation(score: ModuleType, trained: Path, holdout: Any) -> None:
+    frame = pd.read_csv(next(holdout.data.glob("*.csv")), dtype={"region": "string", "channel": "string"}).head(300)
+    records = json.loads(frame.drop(columns=["row_id", "label"]).to_json(orient="records"))
+    answer = score.run(json.dumps({"data": records}))
+    expected = Predictor.load(trained).predict_proba(frame, len(frame))
+    got = np.array([p["probability"] for p in answer["predictions"]])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_input_data_envelopes_and_the_split_orientation_are_accepted(score: ModuleType) -> None:
+    rows = [good_row(), good_row(x0=3.0, region="somewhere-new", channel=None, gap=None)]
+    by_records = score.run(json.dumps({"input_data": rows}))
+    columns = list(rows[0])
+    split = {"input_data": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
+    assert score.run(json.dumps(split)) == by_records
+    assert score.run({"data": rows}) == by_records  # an already-parsed body works too
+    assert len(by_records["predictions"]) == 2
+
+
+def test_the_model_version_comes_from_the_environment_first(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(trained))
+    monkeypatch.setenv("AZUREML_MODEL_VERSION", "7")
+    module = load_score_module()
+    module.init()
+    assert module.run(json.dumps({"data": [good_row()]}))["model_version"] == "7"
+
+
+def test_the_model_may_sit_one_folder_below_the_model_dir(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mount = tmp_path / "azureml-models"
+    shutil.copytree(trained, mount / "toy" / "INPUT_model", ignore=shutil.ignore_patterns("checkpoints"))
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(mount / "toy"))
+    module = load_score_module()
+    module.init()
+    assert module.run(json.dumps({"data": [good_row()]}))["predictions"]
+
+
+def test_init_explains_a_missing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_score_module()
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    with pytest.raises(ModelBundleError, match="AZUREML_MODEL_DIR is not set"):
+        module.init()
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    with pytest.raises(ModelBundleError, match="no model.safetensors in"):
+        module.init()
+    with pytest.raises(RuntimeError, match="before init"):
+        module.run("{}")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "the body is not JSON"),
+        ("[1, 2]", "the body must be a JSON object"),
+        ('{"rows": []}', 'no "data" (or "input_data") key'),
+        ('{"data": []}', '"data" is empty'),
+        ('{"data": {"x0": 1}}', '"data" must be a list of row objects'),
+        (json.dumps({"data": [good_row(), 5]}), "row 1: expected an object"),
+        (json.dumps({"data": [good_row(), good_row(x0="1.5")]}), "row 1, column 'x0': expected a number, got \"1.5\" (str)"),
+        (json.dumps({"data": [good_row(count=2.5)]}), "row 0, column 'count': expected a whole number"),
+        (json.dumps({"data": [good_row(), good_row(), good_row(count=-1)]}), "row 2, column 'count': -1 is below the minimum 0"),
+        (json.dumps({"data": [good_row(gap=5000)]}), "row 0, column 'gap': 5000 is above the maximum 1000"),
+        (json.dumps({"data": [good_row(flag="yes")]}), "row 0, column 'flag': expected true or false"),
+        (json.dumps({"data": [good_row(region=3)]}), "row 0, column 'region': expected a string"),
+        (json.dumps({"data": [good_row(region=None)]}), "row 0, column 'region': is required"),
+        (json.dumps({"data": [{k: v for k, v in good_row().items() if k != "x4"}]}), "row 0, column 'x4': is missing"),
+        (json.dumps({"data": [good_row(x1=True)]}), "row 0, column 'x1': expected a number, got true (bool)"),
+        ('{"data": [{"x0": NaN}]}', "row 0, column 'x0': expected a finite number"),
+    ],
+)
+def test_malformed_payloads_are_rejected_naming_row_and_column(score: ModuleType, body: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        score.run(body)
+
+
+def test_every_bad_cell_is_reported_up_to_a_limit(score: ModuleType) -> None:
+    body = json.dumps({"data": [good_row(x0="bad") for _ in range(30)]})
+    with pytest.raises(ValueError, match="30 invalid value") as error:
+        score.run(body)
+    assert "row 19, column 'x0'" in str(error.value)
+    assert "and 10 more problem(s)" in str(error.value)
+
+
+def test_the_model_folder_holds_no_pickle(trained: Path) -> None:
+    # What a deployment loads is safetensors and JSON only (checkpoints are not part of the model).
+    for path in trained.iterdir():
+        if path.is_file():
+            assert path.suffix in (".safetensors", ".json"), path.name
+
+
+def test_mismatched_weights_are_refused_with_a_hint(trained: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((broken / "model_config.json").read_text())
+    config["width"] += 1
+    (broken / "model_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelBundleError, match="re-train or re-register"):
+        Predictor.load(broken)
