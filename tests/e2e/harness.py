@@ -1,0 +1,159 @@
+"""Perennial end to end: devhost (a subprocess, virtual clock) + the local Event Grid + Azurite + local ML.
+
+The host runs function_app.py unmodified, as `perennial host` would, on free loopback ports;
+tests talk to it over real HTTP and land blobs in Azurite like a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+
+from shared.registry import Registry
+from shared.settings import load_settings
+from shared.storage import BlobStore
+from tests.azurite import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "e2e-function-key"
+T = TypeVar("T")
+
+
+def fast_fraud_spec(directory: Path, **overrides: Any) -> Path:
+    """models/fraud.yaml, made quick for tests: tiny training, short debounce and bakes."""
+    spec = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text())
+    spec["data"]["min_rows"] = 200
+    spec["training"].update(
+        max_candidates=2,
+        timeout_minutes=10080,
+        params={"epochs": 2, "batch_size": 256, "imbalance": "class-weight", "checkpoint-every-minutes": 0},
+        search_space={"lr": {"values": [0.003, 0.01]}, "width": {"values": [32]}, "depth": {"values": [1]}},
+    )
+    spec["promotion"].update(first_run_floor={"pr_auc": 0.05}, min_improvement=0.0)
+    spec["rollout"].update(steps=[50, 100], bake_minutes=1, max_bake_extensions=0)
+    spec["rollout"]["shadow"]["enabled"] = False
+    spec["triggers"]["debounce"] = {"quiet_seconds": 30, "max_wait_seconds": 120}
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        spec[section][field] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "fraud.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+class PerennialHost:
+    """A devhost subprocess serving Perennial, plus the clients a user has (HTTP API, blob storage)."""
+
+    def __init__(self, workdir: Path, connection_string: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "AzureWebJobsStorage": connection_string,
+            "PERENNIAL_MODELS_DIR": str(workdir / "models"),
+            "PERENNIAL_STATE_DIR": str(workdir / "state"),
+            "PERENNIAL_LOG_FORMAT": "text",
+            "DEVHOST_FUNCTION_KEYS": KEY,
+            "PERENNIAL_EVENTGRID_ENDPOINT": f"{self.base_url}/eventgrid/topics/perennial/api/events",
+            "PERENNIAL_EVENTGRID_KEY": "e2e-topic-key",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.base_url, timeout=60, headers={"x-functions-key": KEY})
+        settings = load_settings(self.env)
+        from shared.spec import load_specs
+
+        self.store = BlobStore.from_settings(settings.storage, load_specs(workdir / "models").keys())
+        self.registry = Registry.from_settings(settings.storage, self.store)
+        self.store.ensure_containers()
+        self.registry.ensure_tables()
+
+    # ----------------------------------------------------------------- process
+
+    def start(self) -> None:
+        log = (self.workdir / "host.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(self.port),
+                "--state", str(self.workdir / "state" / "devhost"), "--clock", "virtual",
+                "--component", "devhost.eventgrid:component",
+            ],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"devhost did not answer within 90 s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crashed worker."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.http.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.workdir / "host.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # ----------------------------------------------------------------- clients
+
+    def advance(self, seconds: float) -> None:
+        response = self.http.post("/admin/clock", json={"advance_seconds": seconds})
+        assert response.status_code == 200, response.text
+
+    def land(self, name: str, data: bytes) -> None:
+        """Upload ``landing/fraud/<name>`` as a producer would."""
+        self.store.container("landing").upload_blob(f"fraud/{name}", data, overwrite=True)
+
+    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = 240, advance: float = 15) -> T:
+        """Poll ``probe`` until it returns something, moving the virtual clock ``advance`` s each round."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = probe()
+            if found:
+                return found
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"devhost died while waiting for {what}:\n{self.log_tail()}")
+            if advance:
+                self.advance(advance)
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def runs(self) -> list[dict[str, Any]]:
+        response = self.http.get("/api/models/fraud/runs")
+        assert response.status_code == 200, response.text
+        return list(response.json()["runs"])
+
+    def finished_runs(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs() if r["status"] not in ("pending", "running")]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
