@@ -1,0 +1,92 @@
+"""evaluate.py: challenger vs champion on one holdout, comparison.json in the exact agreed shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import EVALUATE, Problem, run_script
+from training_jobs import evaluate
+
+MODEL_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece"}
+DIFFERENCE_KEYS = {"metric", "estimate", "ci_low", "ci_high", "confidence", "p_value", "bootstrap_samples"}
+
+
+def compare(holdout: Problem, output: Path, challenger: Path, champion: Path | None, *extra: str) -> dict[str, object]:
+    argv = ["--challenger", str(challenger), "--data", str(holdout.data), "--contract", str(holdout.contract)]
+    argv += ["--output", str(output), *extra]
+    if champion is not None:
+        argv += ["--champion", str(champion)]
+    assert evaluate.main(argv) == 0
+    result: dict[str, object] = json.loads(output.read_text())
+    return result
+
+
+def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
+    holdout: Problem, trained: Path, weak: Path, tmp_path: Path
+) -> None:
+    result = compare(holdout, tmp_path / "comparison.json", trained, weak)
+    assert set(result) == {"primary_metric", "n_holdout", "challenger", "champion", "difference", "mcnemar"}
+    assert result["primary_metric"] == "pr_auc"
+    assert result["n_holdout"] == 5000
+    challenger, champion = result["challenger"], result["champion"]
+    assert isinstance(challenger, dict) and isinstance(champion, dict)
+    assert set(challenger) == MODEL_KEYS and set(champion) == MODEL_KEYS
+    difference = result["difference"]
+    assert isinstance(difference, dict) and set(difference) == DIFFERENCE_KEYS
+    assert difference["metric"] == "pr_auc"
+    assert difference["estimate"] == pytest.approx(challenger["pr_auc"] - champion["pr_auc"])
+    assert difference["ci_low"] > 0 and difference["ci_low"] < difference["estimate"] < difference["ci_high"]
+    assert difference["p_value"] < 0.01
+    assert difference["confidence"] == 0.95 and difference["bootstrap_samples"] == 1000
+    mcnemar = result["mcnemar"]
+    assert isinstance(mcnemar, dict) and set(mcnemar) == {"b", "c", "statistic", "p_value"}
+    assert 0 <= mcnemar["p_value"] <= 1
+
+
+def test_swapping_the_models_flips_the_difference(holdout: Problem, trained: Path, weak: Path, tmp_path: Path) -> None:
+    forward = compare(holdout, tmp_path / "a.json", trained, weak, "--bootstrap", "200")
+    backward = compare(holdout, tmp_path / "b.json", weak, trained, "--bootstrap", "200")
+    f, b = forward["difference"], backward["difference"]
+    assert isinstance(f, dict) and isinstance(b, dict)
+    assert b["estimate"] == pytest.approx(-f["estimate"])
+    assert b["ci_high"] < 0 and b["p_value"] > 0.99
+    fm, bm = forward["mcnemar"], backward["mcnemar"]
+    assert isinstance(fm, dict) and isinstance(bm, dict)
+    assert (fm["b"], fm["c"]) == (bm["c"], bm["b"])
+
+
+def test_a_model_against_itself_is_no_improvement(holdout: Problem, trained: Path, tmp_path: Path) -> None:
+    result = compare(holdout, tmp_path / "c.json", trained, trained, "--bootstrap", "100", "--primary-metric", "roc_auc")
+    difference = result["difference"]
+    assert isinstance(difference, dict)
+    assert difference["estimate"] == 0.0 and difference["ci_low"] == 0.0 and difference["ci_high"] == 0.0
+    assert difference["p_value"] == 1.0  # every resample has difference <= 0
+    assert result["mcnemar"] == {"b": 0, "c": 0, "statistic": 0.0, "p_value": 1.0}
+
+
+def test_without_a_champion_only_the_challenger_is_scored(holdout: Problem, trained: Path, tmp_path: Path) -> None:
+    result = compare(holdout, tmp_path / "first.json", trained, None)
+    assert result["champion"] is None and result["difference"] is None and result["mcnemar"] is None
+    assert isinstance(result["challenger"], dict) and result["challenger"]["roc_auc"] > 0.85
+
+
+def test_the_same_seed_gives_the_same_interval(holdout: Problem, trained: Path, weak: Path, tmp_path: Path) -> None:
+    one = compare(holdout, tmp_path / "1.json", trained, weak, "--bootstrap", "200", "--seed", "4")
+    two = compare(holdout, tmp_path / "2.json", trained, weak, "--bootstrap", "200", "--seed", "4")
+    assert one == two
+
+
+def test_the_script_exits_2_on_a_missing_model_or_a_bad_manifest(holdout: Problem, trained: Path, tmp_path: Path) -> None:
+    args = ["--data", str(holdout.data), "--contract", str(holdout.contract), "--output", str(tmp_path / "x.json")]
+    done = run_script(EVALUATE, ["--challenger", str(tmp_path / "nothing"), *args])
+    assert done.returncode == 2
+    assert "no model.safetensors" in done.stderr and "hint:" in done.stderr
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": [{"name": "batch-000.csv", "sha256": "f" * 64}]}))
+    done = run_script(EVALUATE, ["--challenger", str(trained), "--manifest", str(manifest), *args])
+    assert done.returncode == 2
+    assert "batch-000.csv: sha256" in done.stderr
+    assert not (tmp_path / "x.json").exists()
