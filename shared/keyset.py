@@ -116,9 +116,24 @@ class KeySet:
         checked = np.ones(len(hashes), dtype=np.bool_) if self._limit is None else hashes < self._limit
         idx = np.flatnonzero(checked)
         sub = hashes[idx]
-        order = np.argsort(sub, kind="stable")
-        ordered = sub[order]
-        # Within the batch: every repeat after the first occurrence (stable sort keeps row order).
+        # Fast path (no duplicates, the common case): a plain sort is ~2x cheaper than argsort.
+        ordered = np.sort(sub)
+        repeat, seen = self._flags(ordered)
+        if repeat.any() or seen.any():
+            # Rare path: redo with argsort to map the duplicates back to their rows.
+            order = np.argsort(sub, kind="stable")
+            ordered = sub[order]
+            repeat, seen = self._flags(ordered)
+            duplicate[idx[order]] = repeat | seen
+        fresh = ordered[~(repeat | seen)]
+        if len(fresh):
+            self._push(fresh)
+        return duplicate
+
+    def _flags(
+        self, ordered: HashArray
+    ) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], np.ndarray[Any, np.dtype[np.bool_]]]:
+        """(repeat of the previous value in this sorted batch, already in a stored run)."""
         repeat = np.zeros(len(ordered), dtype=np.bool_)
         repeat[1:] = ordered[1:] == ordered[:-1]
         seen = np.zeros(len(ordered), dtype=np.bool_)
@@ -126,11 +141,7 @@ class KeySet:
             pos = np.searchsorted(run, ordered)
             pos[pos == len(run)] = 0
             seen |= run[pos] == ordered
-        duplicate[idx[order]] = repeat | seen
-        fresh = ordered[~(repeat | seen)]
-        if len(fresh):
-            self._push(fresh)
-        return duplicate
+        return repeat, seen
 
     def _push(self, run: HashArray) -> None:
         self._runs.append(run)

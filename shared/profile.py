@@ -107,6 +107,7 @@ class NumericProfile:
     sample_size: int = DEFAULT_SAMPLE_SIZE
     # Random keys of the sample while it is being built (bottom-k); not serialised.
     _keys: FloatArray | None = field(default=None, repr=False, compare=False)
+    _threshold: float = field(default=1.0, repr=False, compare=False)
     _hist: np.ndarray[Any, np.dtype[np.int64]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -142,21 +143,35 @@ class NumericProfile:
         self._sample_update(x, rng)
 
     def _sample_update(self, x: FloatArray, rng: np.random.Generator) -> None:
-        keys = rng.random(x.size)
         if self._keys is None:
             self._keys = np.zeros(0)
+            self._threshold = 1.0
         if self._keys.size >= self.sample_size:
-            # Only keys below the current k-th smallest can enter: few, once the sample is full.
-            keep = keys < self._keys.max()
-            keys, x = keys[keep], x[keep]
-        all_keys = np.concatenate([self._keys, keys])
-        all_values = np.concatenate([self.sample, x])
-        if all_keys.size > self.sample_size:
-            part = np.argpartition(all_keys, self.sample_size - 1)[: self.sample_size]
-            all_keys, all_values = all_keys[part], all_values[part]
-        self._keys, self.sample = all_keys, all_values
+            # Bottom-k with a threshold t: each value enters independently with probability t, so
+            # draw how many (binomial) and which, instead of a random key for every value.
+            entering = int(rng.binomial(x.size, self._threshold))
+            if entering == 0:
+                return
+            x = x[rng.choice(x.size, size=entering, replace=False)]
+            keys = rng.random(entering) * self._threshold  # uniform below the threshold
+        else:
+            keys = rng.random(x.size)
+        self._keys = np.concatenate([self._keys, keys])
+        self.sample = np.concatenate([self.sample, x])
+        # Compact to the k smallest keys only when the buffer has doubled: a stale (higher)
+        # threshold lets a few extra candidates in but never keeps out one that belongs.
+        if self._keys.size >= 2 * self.sample_size:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._keys is None or self._keys.size <= self.sample_size:
+            return
+        part = np.argpartition(self._keys, self.sample_size - 1)[: self.sample_size]
+        self._keys, self.sample = self._keys[part], self.sample[part]
+        self._threshold = float(self._keys.max())
 
     def finish(self) -> None:
+        self._compact()
         if self._hist is not None:
             self.hist = [int(v) for v in self._hist]
         self._hist = None
@@ -478,8 +493,12 @@ class ProfileBuilder:
     def add_rows(self, n: int) -> None:
         self.rows += n
 
-    def update(self, name: str, values: pa.Array) -> None:
-        """Fold one record batch's values (already in the contract type) of column ``name`` in."""
+    def update(self, name: str, values: pa.Array, value_counts: pa.StructArray | None = None) -> None:
+        """Fold one record batch's values (already in the contract type) of column ``name`` in.
+
+        ``value_counts`` (``pc.value_counts`` of the non-null values) saves recounting when the
+        caller has it already.
+        """
         profile = self.columns[name]
         profile.rows += len(values)
         profile.nulls += values.null_count
@@ -488,7 +507,7 @@ class ProfileBuilder:
             x = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             profile.numeric.update(x, self._rngs[name], self.bins)
         elif profile.categorical is not None:
-            profile.categorical.update(*_value_counts(values, profile.categorical.top_k))
+            profile.categorical.update(*_value_counts(values, profile.categorical.top_k, value_counts))
 
     def finish(self) -> DatasetProfile:
         for profile in self.columns.values():
@@ -499,9 +518,10 @@ class ProfileBuilder:
         return DatasetProfile(rows=self.rows, columns=self.columns)
 
 
-def _value_counts(values: pa.Array, top_k: int) -> tuple[dict[str, int], int]:
+def _value_counts(values: pa.Array, top_k: int, counted: pa.StructArray | None) -> tuple[dict[str, int], int]:
     """Counts of the non-null values; beyond 2*top_k distinct values the rest is one 'other' count."""
-    counted = pc.value_counts(values.drop_null() if values.null_count else values)
+    if counted is None:
+        counted = pc.value_counts(values.drop_null() if values.null_count else values)
     if len(counted) > 2 * top_k:
         # A high-cardinality column: keep the batch's most frequent values, lump the rest.
         counts = counted.field("counts")

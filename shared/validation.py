@@ -36,7 +36,7 @@ from shared.profile import (
     ProfileBuilder,
 )
 from shared.spec import ColumnSpec, DataContract, Severity
-from shared.tabular_io import CorruptInput, Format, Source, TabularSource
+from shared.tabular_io import CorruptInput, Format, Source, TabularSource, prefetch
 from shared.typecast import conform
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,8 @@ class _Validator:
                 )
             if state.spec.type in ("float", "int") and (state.spec.min is not None or state.spec.max is not None):
                 self._check_range(state, values, offset)
-            if state.allowed is not None:
-                self._check_categories(state, values, offset)
-            self.profiler.update(name, values)
+            counted = self._check_categories(state, values, offset) if state.allowed is not None else None
+            self.profiler.update(name, values, counted)
             if name == self.contract.key and self.keys is not None:
                 self._check_keys(values, offset)
             if name == self.contract.label:
@@ -331,7 +330,8 @@ class _Validator:
             rows = _rows_where(mask, offset) if len(state.above.examples) < MAX_EXAMPLES else []
             state.above.add(count, [Example(r, str(values[r - offset].as_py())) for r in rows])
 
-    def _check_categories(self, state: _ColumnState, values: pa.Array, offset: int) -> None:
+    def _check_categories(self, state: _ColumnState, values: pa.Array, offset: int) -> pa.StructArray:
+        """Record values outside the declared categories; return the value counts for the profile."""
         assert state.allowed is not None
         counted = pc.value_counts(values.drop_null() if values.null_count else values)
         unseen = [
@@ -340,7 +340,7 @@ class _Validator:
             if str(v) not in state.allowed
         ]
         if not unseen:
-            return
+            return counted
         for value, count in unseen:
             state.unseen[value] = state.unseen.get(value, 0) + count
         room = MAX_EXAMPLES - len(state.unseen_examples)
@@ -352,6 +352,7 @@ class _Validator:
         if len(state.unseen) > 10 * MAX_LABEL_CLASSES:  # a free-text column: keep the report small
             top = sorted(state.unseen.items(), key=lambda kv: -kv[1])[:MAX_LABEL_CLASSES]
             state.unseen = dict(top)
+        return counted
 
     def _check_keys(self, values: pa.Array, offset: int) -> None:
         assert self.keys is not None
@@ -562,7 +563,7 @@ def validate(
             label, fmt_name, columns = table.name, table.format, table.columns
             present = checker.check_schema(columns)
             try:
-                for batch in table.batches(present):
+                for batch in prefetch(table.batches(present)):
                     checker.batch(batch)
             finally:
                 bytes_read = table.bytes_read
