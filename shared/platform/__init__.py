@@ -230,6 +230,25 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class JobOutputRequest:
+    """One file of a finished job's output folder, e.g. ``metrics.json`` or ``comparison.json`` (a relative path)."""
+
+    job_name: str
+    path: str
+
+
+def check_output_path(path: str) -> str:
+    """A relative path inside the output folder: no absolute paths, no '..' (outputs are untrusted input)."""
+    parts = path.replace("\\", "/").split("/")
+    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise InvalidRequestError(
+            f"output path {path!r} is not a plain relative path",
+            "name a file inside the output folder, e.g. metrics.json",
+        )
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
 class LogsRequest:
     job_name: str
     tail_lines: int | None = 200
@@ -443,6 +462,10 @@ class MLPlatform(Protocol):
 
     def job_logs(self, request: LogsRequest) -> str:
         """The job's user logs (stdout/stderr), the last ``tail_lines`` lines."""
+        ...
+
+    def read_job_output(self, request: JobOutputRequest) -> bytes:
+        """A small file from a finished job's output folder (metrics.json, comparison.json); NotFoundError if absent."""
         ...
 
     def register_model(self, request: ModelRegistration) -> ModelVersion:

@@ -54,6 +54,7 @@ from shared.platform import (
     InvalidRequestError,
     InvokeRequest,
     InvokeResult,
+    JobOutputRequest,
     JobSpec,
     JobState,
     LogsRequest,
@@ -68,6 +69,7 @@ from shared.platform import (
     TransientPlatformError,
     check_job_name,
     check_model_name,
+    check_output_path,
     check_resource_name,
     job_output_uri,
     job_phase,
@@ -126,6 +128,8 @@ class AzureMLPlatform:
         retry_attempts: int = 6,
         retry_max_wait: float = 30.0,
         retry_initial_wait: float = 1.0,
+        outputs_datastore: str = "workspaceblobstore",
+        blob_service_factory: Callable[[str], Any] | None = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.resource_group = resource_group
@@ -142,6 +146,9 @@ class AzureMLPlatform:
             retry=retry_if_exception(_is_transient),
             reraise=True,  # after the last attempt, the service's own error (mapped below), not a RetryError
         )
+        self.outputs_datastore = outputs_datastore
+        # Tests point this at Azurite; in Azure it is a BlobServiceClient on the datastore's account with our identity.
+        self._blob_service_factory = blob_service_factory
         self._ml: Any = None
         self._location: str | None = None
 
@@ -274,7 +281,8 @@ class AzureMLPlatform:
             environment=spec.environment or self.training_environment,
             compute=spec.compute,
             inputs={name: Input(type=value.type, path=value.path) for name, value in spec.inputs.items()},
-            outputs={OUTPUT_NAME: Output(type="uri_folder")},
+            # A fixed output path (rather than the service's default) so read_job_output can find the files.
+            outputs={OUTPUT_NAME: Output(type="uri_folder", path=self._output_uri(spec.name))},
             instance_count=spec.instance_count,
             distribution=PyTorchDistribution(process_count_per_instance=spec.processes_per_instance)
             if spec.distribution == "pytorch"
@@ -362,6 +370,46 @@ class AzureMLPlatform:
         if request.tail_lines is not None:
             lines = lines[-request.tail_lines :]
         return "\n".join(lines)
+
+    def _output_prefix(self, job_name: str) -> str:
+        return f"perennial/jobs/{job_name}/{OUTPUT_NAME}/"
+
+    def _output_uri(self, job_name: str) -> str:
+        return f"azureml://datastores/{self.outputs_datastore}/paths/{self._output_prefix(job_name)}"
+
+    def _blob_service(self, account_url: str) -> Any:
+        if self._blob_service_factory is not None:
+            return self._blob_service_factory(account_url)
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(account_url, credential=self.credential)
+
+    def read_job_output(self, request: JobOutputRequest) -> bytes:
+        relative = check_output_path(request.path)
+        job = self.get_job(request.job_name)
+        if not job.terminal:
+            raise InvalidRequestError(
+                f"job {request.job_name!r} is {job.status}", "read outputs once the job has ended"
+            )
+        datastore = self._call(
+            f"get datastore {self.outputs_datastore}",
+            lambda: self.ml.datastores.get(self.outputs_datastore),
+            not_found=("datastore", self.outputs_datastore),
+        )
+        account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
+        blob_name = self._output_prefix(request.job_name) + relative
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def download() -> bytes:
+            service = self._blob_service(account_url)
+            try:
+                return bytes(service.get_blob_client(datastore.container_name, blob_name).download_blob().readall())
+            except ResourceNotFoundError:
+                raise NotFoundError(
+                    "job output", f"{request.job_name}/{relative}", "check what the script writes to its output folder"
+                ) from None
+
+        return self._call(f"read {blob_name}", download)
 
     # ================================================================= models
 

@@ -49,6 +49,7 @@ from shared.platform import (
     InvalidRequestError,
     InvokeRequest,
     InvokeResult,
+    JobOutputRequest,
     JobSpec,
     JobState,
     LogsRequest,
@@ -61,6 +62,7 @@ from shared.platform import (
     TrafficUpdate,
     check_job_name,
     check_model_name,
+    check_output_path,
     check_resource_name,
     job_output_uri,
     job_phase,
@@ -291,6 +293,20 @@ class LocalPlatform:
         if request.tail_lines is not None:
             lines = lines[-request.tail_lines :]
         return "\n".join(lines)
+
+    def read_job_output(self, request: JobOutputRequest) -> bytes:
+        relative = check_output_path(request.path)
+        job = self.get_job(request.job_name)
+        if not job.terminal:
+            raise InvalidRequestError(
+                f"job {request.job_name!r} is {job.status}", "read outputs once the job has ended"
+            )
+        try:
+            return (self.layout.job_outputs_dir(request.job_name) / relative).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(
+                "job output", f"{request.job_name}/{relative}", "check what the script writes"
+            ) from None
 
     # ================================================================= models
 

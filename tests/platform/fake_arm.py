@@ -32,6 +32,7 @@ WORKSPACE_PATH = (
     f"Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"
 )
 API_HOST = f"{LOCATION}.api.azureml.ms"
+OUTPUTS_CONTAINER = "azureml-blobstore-perennial"
 
 
 class FakeCredential:
@@ -93,6 +94,23 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
                 "name": "1",
                 "properties": {"image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"},
             }
+
+        # The workspace's default blob datastore (job outputs are read from it).
+        path = f"{WORKSPACE_PATH}/datastores/workspaceblobstore"
+        self.resources[self._key(path)] = {
+            "id": path,
+            "name": "workspaceblobstore",
+            "properties": {
+                "datastoreType": "AzureBlob",
+                "accountName": "devstoreaccount1",
+                "containerName": OUTPUTS_CONTAINER,
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "credentials": {"credentialsType": "None"},
+                "isDefault": True,
+            },
+            "systemData": _system_data(),
+        }
 
     # ------------------------------------------------------------------ test controls
 

@@ -258,3 +258,46 @@ def test_experiment_name_is_always_sent(azure_platform: MLPlatform, fake_arm: Fa
     body = _only(fake_arm, "PUT", "/jobs/eval-1").body["properties"]
     assert body["experimentName"] == "fraud-evaluation"
     assert body["tags"]["perennial.kind"] == "evaluation"
+
+
+@pytest.mark.azurite
+def test_job_outputs_are_read_from_the_workspace_datastore(
+    fake_arm: FakeAzureML, azurite_connection_string: str
+) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.platform import InvalidRequestError, JobOutputRequest
+    from tests.platform.fake_arm import OUTPUTS_CONTAINER, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, FakeCredential
+
+    blobs = BlobServiceClient.from_connection_string(azurite_connection_string)
+    container = blobs.get_container_client(OUTPUTS_CONTAINER)
+    if not container.exists():
+        container.create_container()
+    container.upload_blob("perennial/jobs/train-1/artifacts/metrics.json", b'{"pr_auc": 0.8}', overwrite=True)
+    asked: list[str] = []
+
+    def azurite(account_url: str) -> BlobServiceClient:
+        asked.append(account_url)
+        return blobs
+
+    platform = AzureMLPlatform(
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        WORKSPACE,
+        FakeCredential(),
+        client_kwargs={"transport": fake_arm, "polling_interval": 0},
+        retry_initial_wait=0.0,
+        blob_service_factory=azurite,
+    )
+    platform.submit_job(_job())
+    output = _only(fake_arm, "PUT", "/jobs/train-1").body["properties"]["outputs"]["artifacts"]
+    assert output["uri"] == "azureml://datastores/workspaceblobstore/paths/perennial/jobs/train-1/artifacts/"
+    with pytest.raises(InvalidRequestError, match="ended"):
+        platform.read_job_output(JobOutputRequest("train-1", "metrics.json"))
+    fake_arm.set_job_status("train-1", "Completed")
+    assert platform.read_job_output(JobOutputRequest("train-1", "metrics.json")) == b'{"pr_auc": 0.8}'
+    assert asked == ["https://devstoreaccount1.blob.core.windows.net"]
+    with pytest.raises(NotFoundError):
+        platform.read_job_output(JobOutputRequest("train-1", "comparison.json"))
+    with pytest.raises(InvalidRequestError):
+        platform.read_job_output(JobOutputRequest("train-1", "../train-2/artifacts/metrics.json"))

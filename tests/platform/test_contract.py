@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from shared.platform import (
     EndpointSpec,
     InvalidRequestError,
     InvokeRequest,
+    JobOutputRequest,
     MetricsQuery,
     ModelRegistration,
     NotFoundError,
@@ -340,3 +342,18 @@ def azure_monitor_answer(start: datetime, requests_2xx: int, requests_5xx: int, 
         "resourceid": resource,
     }
     return [{**common, "value": requests}, {**common, "value": latency}]
+
+
+def test_job_outputs_can_be_read_back_locally(harness: Harness) -> None:
+    if harness.kind == "azure":
+        pytest.skip(
+            "the Azure path reads blobs: test_azureml.py::test_job_outputs_are_read_from_the_workspace_datastore"
+        )
+    harness.platform.ensure_compute(ComputeSpec("cpu-cluster", max_instances=2))
+    _completed_job(harness, "train-a", lr=0.3)
+    document = json.loads(harness.platform.read_job_output(JobOutputRequest("train-a", "metrics.json")))
+    assert document == {"pr_auc": pytest.approx(0.53)}
+    with pytest.raises(NotFoundError):
+        harness.platform.read_job_output(JobOutputRequest("train-a", "missing.json"))
+    with pytest.raises(InvalidRequestError):
+        harness.platform.read_job_output(JobOutputRequest("train-a", "/etc/passwd"))
