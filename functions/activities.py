@@ -196,6 +196,8 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     if run.status not in ACTIVE:
         logger.info("run %s already finished (%s); the request was a redelivery", run_id, run.status)
         return None
+    if run.status == "pending":  # created by the API when it accepted the request
+        run = registry.update_run(model, run_id, lambda r: replace(r, status="running"))
     claimed_ids = {(c.url, c.blob_etag) for c in claimed}
     mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()

@@ -191,6 +191,19 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
                 run_id=run.run_id,
             )
         run_id = run_id_for(model, trigger.dedupe_key)
+        # Record the run now, so a second request is refused (409) even before the coordinator picks it up.
+        _registry(runtime).create_run(
+            Run(
+                model=model,
+                run_id=run_id,
+                trigger_kind=trigger.kind,
+                trigger_reason=trigger.reason,
+                trigger_event_id=trigger.event_id,
+                status="pending",
+                stage="queued",
+                instance_id=run_id,
+            )
+        )
         info = TriggerInfo(
             kind=trigger.kind,
             reason=trigger.reason,

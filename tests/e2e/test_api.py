@@ -1,0 +1,48 @@
+"""Bad API requests get a 4xx problem+json that names the field — never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.harness import PerennialHost
+
+pytestmark = [pytest.mark.slow, pytest.mark.azurite]
+
+
+def _problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = dict(response.json())
+    assert body["status"] == status
+    assert body["detail"]
+    return body
+
+
+def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
+    http = perennial.http
+    assert _problem(http.post("/api/models/nope/retrain", json={}), 404)["field"] == "model"
+    assert _problem(http.post("/api/models/fraud/retrain", content=b"{not json"), 400)["field"] == "body"
+    assert _problem(http.post("/api/models/fraud/retrain", json=[1, 2]), 400)["field"] == "body"
+    assert _problem(http.post("/api/models/fraud/retrain", json={"reason": 7}), 400)["field"] == "reason"
+    assert _problem(http.post("/api/models/fraud/retrain", json={"blobs": "x.csv"}), 400)["field"] == "blobs"
+    assert _problem(http.post("/api/models/fraud/retrain", json={"colour": "red"}), 400)["field"] == "colour"
+    assert _problem(http.get("/api/models/fraud/runs?limit=0"), 400)["field"] == "limit"
+    assert _problem(http.get("/api/runs/nope-123"), 404)["field"] == "id"
+    assert _problem(http.get("/api/runs/fraud-0000000000000000"), 404)
+    assert _problem(http.post("/api/runs/fraud-0000000000000000/approve", json={}), 404)
+    assert _problem(http.post("/api/runs/fraud-0000000000000000/abort"), 404)
+    alert = {"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {"alertId": "a"}}}
+    assert _problem(http.post("/api/alerts/azure-monitor", json=alert), 400)["field"]
+    # Without a key: 401, not a 500.
+    assert httpx.get(f"{perennial.base_url}/api/models").status_code == 401
+    assert httpx.get(f"{perennial.base_url}/api/health").status_code == 200
+
+
+def test_approve_on_a_finished_run_is_a_409(perennial: PerennialHost) -> None:
+    from shared.registry import Run
+
+    perennial.registry.create_run(Run("fraud", "fraud-00000000000000aa", "manual", "test", "e1", status="promoted"))
+    body = _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/approve", json={"by": "me"}), 409)
+    assert "awaiting_approval" in str(body["detail"])
+    assert _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/abort"), 409)
