@@ -27,6 +27,7 @@ How it maps the port onto Azure ML:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from shared.settings import AzureMLSettings
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -306,7 +308,9 @@ class AzureMLPlatform:
                     return self.ml.jobs.get(spec.name)  # a concurrent submit won the race
                 raise
 
-        return self._job_state(self._call(f"submit job {spec.name}", submit))
+        state = self._job_state(self._call(f"submit job {spec.name}", submit))
+        logger.info("Azure ML job %s: %s", spec.name, state.status, extra={"job": spec.name})
+        return state
 
     def _job_state(self, job: Any, error: str | None = None, preempted: bool = False) -> JobState:
         status = _text(job.status or "Unknown")
@@ -646,6 +650,8 @@ class AzureMLPlatform:
         check_traffic_shape(update.traffic)  # before any request, even a read
         deployments = [d.name for d in self.list_deployments(update.endpoint)]
         traffic = check_traffic(update.traffic, deployments)  # before any write
+
+        logger.info("endpoint %s traffic: live %s mirror %s", update.endpoint, dict(traffic.live), dict(traffic.mirror))
 
         def put() -> Any:
             endpoint = self.ml.online_endpoints.get(update.endpoint)

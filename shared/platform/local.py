@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import math
 import os
 import secrets
@@ -85,6 +86,7 @@ from shared.platform.localstore import (
 from shared.platform.traffic import check_deletable, check_traffic, check_traffic_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 PROCESS_LOST = (
     "process lost: the job's runner process is gone (the machine restarted or it was killed); "
@@ -188,6 +190,7 @@ class LocalPlatform:
                 {"spec": job_spec_to_dict(spec), "code_dir": str(code_dir), "python": self.python},
             )
             write_json(self.layout.job_state_file(spec.name), {"status": "NotStarted", "created_at": iso(utcnow())})
+            logger.info("local job %s submitted to %s", spec.name, spec.compute, extra={"job": spec.name})
             self._spawn("devhost.mlservice.jobrunner", [str(self.state_dir), spec.name], self.layout.job_dir(spec.name))
             # Wait for the runner to own the job, so "runner lock free" always means "runner gone".
             deadline = time.monotonic() + self.start_timeout
@@ -624,6 +627,12 @@ class LocalPlatform:
             document["traffic"] = dict(traffic.live)
             document["mirror"] = dict(traffic.mirror)
             write_json(self.layout.endpoint_file(update.endpoint), document)
+            logger.info(
+                "local endpoint %s traffic: live %s mirror %s",
+                update.endpoint,
+                dict(traffic.live),
+                dict(traffic.mirror),
+            )
         return self.get_traffic(update.endpoint)
 
     # ================================================================= scoring
