@@ -495,6 +495,9 @@ class LocalPlatform:
             deadline = time.monotonic() + 10
             while is_held(self.layout.router_lock(name)) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if is_held(self.layout.router_lock(name)):  # stuck: its workers exit by themselves once it is gone
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(info["pid"]), signal.SIGKILL)
 
     def stop_endpoints(self) -> None:
         """Stop every local endpoint's server (devhost shutdown, test teardown). State stays; resume() restarts."""
