@@ -58,7 +58,9 @@ def test_two_torchrun_processes_match_one_process(problem: Problem, tmp_path: Pa
     single, double = tmp_path / "single", tmp_path / "double"
     common = problem.args(single, *RUN)
     env = script_env()
-    done = subprocess.run([sys.executable, str(TRAIN), *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, str(TRAIN), *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(TRAIN)]
     done = subprocess.run(

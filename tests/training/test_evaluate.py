@@ -32,17 +32,23 @@ def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
     assert result["primary_metric"] == "pr_auc"
     assert result["n_holdout"] == 5000
     challenger, champion = result["challenger"], result["champion"]
-    assert isinstance(challenger, dict) and isinstance(champion, dict)
-    assert set(challenger) == MODEL_KEYS and set(champion) == MODEL_KEYS
+    assert isinstance(challenger, dict)
+    assert isinstance(champion, dict)
+    assert set(challenger) == MODEL_KEYS
+    assert set(champion) == MODEL_KEYS
     difference = result["difference"]
-    assert isinstance(difference, dict) and set(difference) == DIFFERENCE_KEYS
+    assert isinstance(difference, dict)
+    assert set(difference) == DIFFERENCE_KEYS
     assert difference["metric"] == "pr_auc"
     assert difference["estimate"] == pytest.approx(challenger["pr_auc"] - champion["pr_auc"])
-    assert difference["ci_low"] > 0 and difference["ci_low"] < difference["estimate"] < difference["ci_high"]
+    assert difference["ci_low"] > 0
+    assert difference["ci_low"] < difference["estimate"] < difference["ci_high"]
     assert difference["p_value"] < 0.01
-    assert difference["confidence"] == 0.95 and difference["bootstrap_samples"] == 1000
+    assert difference["confidence"] == 0.95
+    assert difference["bootstrap_samples"] == 1000
     mcnemar = result["mcnemar"]
-    assert isinstance(mcnemar, dict) and set(mcnemar) == {"b", "c", "statistic", "p_value"}
+    assert isinstance(mcnemar, dict)
+    assert set(mcnemar) == {"b", "c", "statistic", "p_value"}
     assert 0 <= mcnemar["p_value"] <= 1
 
 
@@ -50,27 +56,37 @@ def test_swapping_the_models_flips_the_difference(holdout: Problem, trained: Pat
     forward = compare(holdout, tmp_path / "a.json", trained, weak, "--bootstrap", "200")
     backward = compare(holdout, tmp_path / "b.json", weak, trained, "--bootstrap", "200")
     f, b = forward["difference"], backward["difference"]
-    assert isinstance(f, dict) and isinstance(b, dict)
+    assert isinstance(f, dict)
+    assert isinstance(b, dict)
     assert b["estimate"] == pytest.approx(-f["estimate"])
-    assert b["ci_high"] < 0 and b["p_value"] > 0.99
+    assert b["ci_high"] < 0
+    assert b["p_value"] > 0.99
     fm, bm = forward["mcnemar"], backward["mcnemar"]
-    assert isinstance(fm, dict) and isinstance(bm, dict)
+    assert isinstance(fm, dict)
+    assert isinstance(bm, dict)
     assert (fm["b"], fm["c"]) == (bm["c"], bm["b"])
 
 
 def test_a_model_against_itself_is_no_improvement(holdout: Problem, trained: Path, tmp_path: Path) -> None:
-    result = compare(holdout, tmp_path / "c.json", trained, trained, "--bootstrap", "100", "--primary-metric", "roc_auc")
+    result = compare(
+        holdout, tmp_path / "c.json", trained, trained, "--bootstrap", "100", "--primary-metric", "roc_auc"
+    )
     difference = result["difference"]
     assert isinstance(difference, dict)
-    assert difference["estimate"] == 0.0 and difference["ci_low"] == 0.0 and difference["ci_high"] == 0.0
+    assert difference["estimate"] == 0.0
+    assert difference["ci_low"] == 0.0
+    assert difference["ci_high"] == 0.0
     assert difference["p_value"] == 1.0  # every resample has difference <= 0
     assert result["mcnemar"] == {"b": 0, "c": 0, "statistic": 0.0, "p_value": 1.0}
 
 
 def test_without_a_champion_only_the_challenger_is_scored(holdout: Problem, trained: Path, tmp_path: Path) -> None:
     result = compare(holdout, tmp_path / "first.json", trained, None)
-    assert result["champion"] is None and result["difference"] is None and result["mcnemar"] is None
-    assert isinstance(result["challenger"], dict) and result["challenger"]["roc_auc"] > 0.85
+    assert result["champion"] is None
+    assert result["difference"] is None
+    assert result["mcnemar"] is None
+    assert isinstance(result["challenger"], dict)
+    assert result["challenger"]["roc_auc"] > 0.85
 
 
 def test_the_same_seed_gives_the_same_interval(holdout: Problem, trained: Path, weak: Path, tmp_path: Path) -> None:
@@ -79,14 +95,16 @@ def test_the_same_seed_gives_the_same_interval(holdout: Problem, trained: Path, 
     assert one == two
 
 
-def test_the_script_exits_2_on_a_missing_model_or_a_bad_manifest(holdout: Problem, trained: Path, tmp_path: Path) -> None:
+def test_the_script_exits_2_on_a_missing_model_or_a_bad_manifest(
+    holdout: Problem, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["--data", str(holdout.data), "--contract", str(holdout.contract), "--output", str(tmp_path / "x.json")]
-    done = run_script(EVALUATE, ["--challenger", str(tmp_path / "nothing"), *args])
-    assert done.returncode == 2
-    assert "no model.safetensors" in done.stderr and "hint:" in done.stderr
+    assert evaluate.main(["--challenger", str(tmp_path / "nothing"), *args]) == 2
+    assert "no model.safetensors" in capsys.readouterr().err
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"files": [{"name": "batch-000.csv", "sha256": "f" * 64}]}))
     done = run_script(EVALUATE, ["--challenger", str(trained), "--manifest", str(manifest), *args])
     assert done.returncode == 2
     assert "batch-000.csv: sha256" in done.stderr
+    assert "hint:" in done.stderr
     assert not (tmp_path / "x.json").exists()

@@ -9,7 +9,6 @@ much): it is asserted not to collapse, not to rise.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -50,7 +50,9 @@ def test_binary_metrics_are_those_of_the_positive_class() -> None:
     y = np.array([0, 0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.6, 0.3, 0.7, 0.4])  # TP=1, FP=1, FN=1
     m = classification_metrics(y, p, 0.5, ["neg", "pos"])
-    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5
+    assert m["precision"] == 0.5
+    assert m["recall"] == 0.5
+    assert m["f1"] == 0.5
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["per_class"]["neg"] == {"precision": 0.75, "recall": 0.75, "support": 4}
 
@@ -88,5 +90,6 @@ def test_the_paired_bootstrap_interval_covers_the_estimate() -> None:
     noisy = np.clip(0.2 * y + rng.random(2000) * 0.8, 0, 1)
     d = paired_bootstrap("pr_auc", y, good, noisy, 0.5, 0.5, samples=300, confidence=0.9, seed=1)
     assert d.ci_low < d.estimate < d.ci_high
-    assert d.ci_low > 0 and d.p_value == 0.0
+    assert d.ci_low > 0
+    assert d.p_value == 0.0
     assert d.bootstrap_samples == 300
