@@ -190,3 +190,39 @@ def test_a_corrupt_or_foreign_checkpoint_is_skipped_with_a_warning(
 
 def test_resume_from_an_explicit_missing_path_is_a_usage_error(problem: Problem, tmp_path: Path) -> None:
     assert train_in_process(problem, tmp_path / "out", "--resume", str(tmp_path / "nope.pt")) == 2
+
+
+def test_a_three_class_label_trains_a_multiclass_model_that_scores(tmp_path: Path) -> None:
+    from tests.training import synthetic
+    from training_jobs.bundle import Predictor
+
+    data, contract_path = synthetic.write_problem(tmp_path, rows=3000, seed=7, positive_rate=0.05)
+    csv = next(data.glob("*.csv"))
+    frame = pd.read_csv(csv)
+    frame["label"] = np.select([frame["x0"] > 0.5, frame["x1"] > 0.5], ["high", "mid"], "low")
+    frame.to_csv(csv, index=False)
+    contract = json.loads(contract_path.read_text())
+    contract["columns"][-1] = {**contract["columns"][-1], "type": "category", "min": None, "max": None}
+    contract["positive_class"] = "high"
+    contract_path.write_text(json.dumps(contract))
+    assert (
+        train_in_process(
+            Problem(data, contract_path, tmp_path),
+            tmp_path / "out",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.005",
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["task"] == "multiclass"
+    assert set(metrics["per_class"]) == {"high", "low", "mid"}
+    assert metrics["accuracy"] > 0.9  # the classes are simple thresholds of two features
+    predictor = Predictor.load(tmp_path / "out")
+    probabilities = predictor.predict_proba(frame, len(frame))
+    assert probabilities.shape == (3000, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
