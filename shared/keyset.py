@@ -6,7 +6,8 @@ sorted numpy runs merged like a log-structured tree (a run merges into the previ
 when that one is not more than twice its size), so a lookup is a binary search per run and
 the total merge work is O(n log n).
 
-Bound: at most ``max_keys`` hashes (8 bytes each: 4M keys = 32 MB). Past that, the set keeps
+Bound: at most ``max_keys`` hashes (8 bytes each: the default 2M keys = 16 MB, ~50 MB at peak while
+runs merge). Past that, the set keeps
 only the hashes below a threshold that halves each time the set fills again ("hash-space
 sampling"): a key whose hash is kept is still checked exactly, so a duplicate key is found with
 probability ``coverage`` and the duplicate count is reported as found / coverage. Two distinct
@@ -88,7 +89,7 @@ class KeySetStats:
 class KeySet:
     """A set of 64-bit key hashes that reports, per batch, which keys it has seen before."""
 
-    def __init__(self, max_keys: int = 4_000_000) -> None:
+    def __init__(self, max_keys: int = 2_000_000) -> None:
         if max_keys < 1024:
             raise ValueError("max_keys must be at least 1024")
         self.max_keys = max_keys

@@ -541,7 +541,7 @@ def validate(
     reference: DatasetProfile | None = None,
     fmt: Format | None = None,
     name: str | None = None,
-    max_keys: int = 4_000_000,
+    max_keys: int = 2_000_000,
     bins: int = DEFAULT_BINS,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     top_k: int = DEFAULT_TOP_K,
