@@ -10,7 +10,7 @@ Bound: at most ``max_keys`` hashes (8 bytes each: the default 2M keys = 16 MB, ~
 runs merge). Past that, the set keeps
 only the hashes below a threshold that halves each time the set fills again ("hash-space
 sampling"): a key whose hash is kept is still checked exactly, so a duplicate key is found with
-probability ``coverage`` and the duplicate count is reported as found / coverage. Two distinct
+probability ``coverage`` and each one found counts 1 / coverage (at the time) towards the estimate. Two distinct
 keys collide with probability ~n²/2⁶⁵ (1e-8 for a million keys), which could only ever
 over-report a duplicate, never hide one.
 """
@@ -96,6 +96,8 @@ class KeySet:
         self._runs: list[HashArray] = []
         self._limit: np.uint64 | None = None  # keep only hashes below this (None: keep all)
         self._level = 0
+        #: Duplicates found, each scaled by the coverage when it was found (the unbiased estimate).
+        self.estimated_duplicates = 0.0
 
     @property
     def coverage(self) -> float:
@@ -126,6 +128,7 @@ class KeySet:
             ordered = sub[order]
             repeat, seen = self._flags(ordered)
             duplicate[idx[order]] = repeat | seen
+        self.estimated_duplicates += int(duplicate.sum()) / self.coverage
         fresh = ordered[~(repeat | seen)]
         if len(fresh):
             self._push(fresh)

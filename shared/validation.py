@@ -469,7 +469,7 @@ class _Validator:
             )
         if self.duplicates.count and self.keys is not None:
             coverage = self.keys.coverage
-            estimate = round(self.duplicates.count / coverage)
+            estimate = round(self.keys.estimated_duplicates)
             how = "" if coverage == 1.0 else f" (estimated from a {coverage:.1%} hash sample of the keys)"
             self.add(
                 Finding(
