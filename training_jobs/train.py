@@ -399,7 +399,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         epoch_done = progress.order.position >= steps_per_epoch
         if epoch_done or progress.step >= total_steps:
             scored = evaluate_val()
-            last_val = _after_evaluation(scored, progress, model, preprocessor, args, labels.classes)
+            last_val = _after_evaluation(scored, progress, model, preprocessor, args)
             tracker.metrics({f"val_{PRIMARY_METRIC}": last_val}, step=progress.step)
         if epoch_done:
             progress.order = DataOrder(epoch=progress.order.epoch + 1, position=0)
@@ -496,7 +496,6 @@ def _after_evaluation(
     model: TabularMLP,
     preprocessor: Preprocessor,
     args: argparse.Namespace,
-    classes: tuple[str, ...],
 ) -> float:
     value = metric_value(PRIMARY_METRIC, scored["y"], scored["p"], preprocessor.threshold)
     progress.history.append({"step": progress.step, "epoch": progress.order.epoch, PRIMARY_METRIC: value})
