@@ -63,17 +63,21 @@ def train_in_process(problem: Problem, output: Path, *extra: str) -> int:
     return train.main(problem.args(output, *extra))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """In-process runs use one thread, like the subprocess runs (OMP/MKL_NUM_THREADS=1): reproducible
-    across the two, and much faster than two threads fighting other work for 2 cores."""
-    before = torch.get_num_threads()
+    across the two, and much faster than two threads fighting other work for 2 cores. train.py also
+    switches on deterministic algorithms; both settings are put back for the rest of the session."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
     """8,000 rows over two CSV files, 5% positives: enough signal for quick, stable runs."""
     folder = tmp_path_factory.mktemp("problem")
@@ -81,7 +85,7 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
     return Problem(data, contract, folder)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rare_problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
     """20,000 rows with 1% positives: the class-imbalance case."""
     folder = tmp_path_factory.mktemp("rare")
@@ -89,7 +93,7 @@ def rare_problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
     return Problem(data, contract, folder)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def holdout(tmp_path_factory: pytest.TempPathFactory) -> Problem:
     folder = tmp_path_factory.mktemp("holdout")
     data, contract = synthetic.write_problem(folder, rows=5000, seed=99, files=1, positive_rate=0.05)
@@ -106,7 +110,7 @@ def write_manifest(problem: Problem, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def trained(problem: Problem, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained once with a manifest (4 epochs): used by the output, score and evaluate tests."""
     output = tmp_path_factory.mktemp("trained")
@@ -118,7 +122,7 @@ def trained(problem: Problem, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def weak(problem: Problem, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A barely trained model (3 steps): the champion a real challenger must beat."""
     output = tmp_path_factory.mktemp("weak")
