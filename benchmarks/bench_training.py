@@ -171,8 +171,7 @@ def checkpoint_cost(step_seconds: float) -> tuple[float, float]:
     return save_seconds, save_seconds / (interval + save_seconds)
 
 
-def gpu_figures() -> None:
-    device = torch.device("cuda")
+def gpu_figures(device: torch.device) -> None:
     x_num, x_cat, y = generate(max(ROWS, 1_000_000), device)
     print(f"GPU: {torch.cuda.get_device_name(device)}")
     for amp in ("off", "bf16", "fp16"):
@@ -241,7 +240,7 @@ def main() -> int:
         f"(every {CHECKPOINT_EVERY_STEPS} steps or {CHECKPOINT_EVERY_MINUTES:g} min) {share:.3%} of training time (target < 2%)"
     )
     if torch.cuda.is_available():
-        gpu_figures()
+        gpu_figures(torch.device("cuda"))
     else:
         print("GPU figures: not measured (no GPU on this machine)")
     return 0 if ratio >= TARGET_RATIO and share < 0.02 else 1
