@@ -72,7 +72,6 @@ def run(options: HostOptions) -> int:
     from shared.logs import configure_logging
 
     configure_logging(os.environ.get("PERENNIAL_LOG_FORMAT", "text"))
-    logging.getLogger("devhost.durable").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(options))
     except DevHostError as exc:

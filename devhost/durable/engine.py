@@ -473,10 +473,18 @@ class Engine:
             "outcome": outcome,
             "runtime_status": row.status,
         }
-        if error:
-            logger.error("orchestrator failed: %s", error, extra=record)
-        else:
-            logger.debug("orchestrator episode", extra=record)
+        # One line per episode, as the host logs each orchestrator invocation.
+        logger.log(
+            logging.ERROR if error else logging.INFO,
+            "Executed 'Functions.%s' (%s, InstanceId=%s, Duration=%sms, RuntimeStatus=%s)%s",
+            row.name,
+            outcome,
+            row.instance_id,
+            record["duration_ms"],
+            row.status,
+            f": orchestrator failed: {error}" if error else "",
+            extra=record,
+        )
         if self._on_invocation:
             self._on_invocation(record)
 
@@ -653,10 +661,17 @@ class Engine:
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "outcome": outcome,
         }
-        if error:
-            logger.warning("activity failed: %s", error, extra=record)
-        else:
-            logger.debug("activity", extra=record)
+        # One line per activity invocation, as the host logs it (a failure is a warning: the orchestrator decides).
+        logger.log(
+            logging.WARNING if error else logging.INFO,
+            "Executed 'Functions.%s' (%s, InstanceId=%s, Duration=%sms)%s",
+            item.name,
+            outcome,
+            item.instance_id,
+            record["duration_ms"],
+            f": activity failed: {error}" if error else "",
+            extra=record,
+        )
         if self._on_invocation:
             self._on_invocation(record)
         return event

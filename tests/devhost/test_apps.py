@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,12 @@ def test_independent_sample_app_runs_unmodified(tmp_path: Path) -> None:
     assert f"place_order: [POST] {base}/api/orders" in output
     assert "fulfil_order: orchestrationTrigger" in output
     assert "Executed 'Functions.place_order' (Succeeded" in output
+    # Orchestrator episodes and activities are logged per invocation too: function, instance id, duration, outcome.
+    instance = started.json()["id"]
+    for function in ("fulfil_order", "validate_order", "reserve_item", "charge"):
+        assert re.search(
+            rf"Executed 'Functions\.{function}' \(Succeeded, InstanceId={instance}, Duration=[0-9.]+ms", output
+        ), f"no invocation log line for {function}"
     assert "devhost: shutting down" in output
     assert "Traceback" not in output
 
