@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from perennial_cli import demo, host, spec, validate
+from perennial_cli import demo, host, runs, spec, validate
 
 app = typer.Typer(
     name="perennial",
@@ -16,6 +16,14 @@ app.add_typer(spec.app, name="spec")
 app.command("host")(host.host)
 app.command("validate")(validate.validate)
 app.command("demo")(demo.demo)
+app.command("models", rich_help_panel=runs.PANEL)(runs.models)
+app.command("retrain", rich_help_panel=runs.PANEL)(runs.retrain)
+app.command("runs", rich_help_panel=runs.PANEL)(runs.runs)
+app.command("run", rich_help_panel=runs.PANEL)(runs.show_run)
+app.command("approve", rich_help_panel=runs.PANEL)(runs.approve)
+app.command("reject", rich_help_panel=runs.PANEL)(runs.reject)
+app.command("abort", rich_help_panel=runs.PANEL)(runs.abort)
+app.command("rollback", rich_help_panel=runs.PANEL)(runs.rollback)
 
 
 def main() -> None:

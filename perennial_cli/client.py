@@ -1,0 +1,483 @@
+"""A typed HTTP client for a running Perennial host (devhost locally, the Function App in Azure).
+
+One method per API route (see functions/api.py). Answers are parsed into pydantic models that
+ignore nothing they do not know about (``extra="allow"``), so a newer host still works with an
+older client. Every failure is a :class:`ClientError` carrying a remediation ``hint``:
+
+- :class:`HostUnreachable` — nothing answers at the URL (start a host, or fix ``--host``);
+- :class:`Unauthorized`    — a 401: the function key is missing or wrong;
+- :class:`ProblemError`    — any other 4xx/5xx, with its RFC 9457 problem (title, detail, field, …);
+- :class:`UnexpectedResponse` — an answer that is not what a Perennial host sends.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "DEFAULT_HOST_URL",
+    "HOST_ENV",
+    "KEY_ENV",
+    "LOCAL_KEY_FILE",
+    "Accepted",
+    "Candidate",
+    "Champion",
+    "ClientError",
+    "HostUnreachable",
+    "ModelInfo",
+    "ModelVersion",
+    "PerennialClient",
+    "Problem",
+    "ProblemError",
+    "RetrainAccepted",
+    "RolloutStep",
+    "RunDetail",
+    "RunSummary",
+    "SeenBlob",
+    "TriggerInfo",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "local_key",
+    "normalise_url",
+    "requested_by_default",
+]
+
+DEFAULT_HOST_URL = "http://127.0.0.1:7071"
+HOST_ENV = "PERENNIAL_HOST_URL"
+KEY_ENV = "PERENNIAL_FUNCTION_KEY"
+#: Where ``perennial host`` (devhost) stores the function key it generates, relative to where it runs.
+LOCAL_KEY_FILE = Path(".perennial") / "devhost" / "function_key"
+KEY_HEADER = "x-functions-key"
+
+START_HINT = "start one with `perennial host` (or `make demo`), or point --host / PERENNIAL_HOST_URL at a running host"
+KEY_HINT = (
+    "pass the host's function key with --key KEY or PERENNIAL_FUNCTION_KEY "
+    f"(a local host prints it at start-up and stores it in {LOCAL_KEY_FILE})"
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ClientError(Exception):
+    """Talking to the host failed; ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class HostUnreachable(ClientError):
+    """Nothing answers at the host URL (connection refused, unknown name, or no answer in time)."""
+
+
+class UnexpectedResponse(ClientError):
+    """The answer is not one a Perennial host sends (not JSON, or not the documented shape)."""
+
+
+class Problem(BaseModel):
+    """An ``application/problem+json`` body (RFC 9457). Extra members (``run_id``, …) are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = "about:blank"
+    title: str = ""
+    status: int = 0
+    detail: str = ""
+    field: str | None = None
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """Members beyond the standard ones, e.g. the ``run_id`` of a 409 on retrain."""
+        return dict(self.model_extra or {})
+
+
+class ProblemError(ClientError):
+    """The host answered with an error status; ``problem`` is its body (synthesised if it sent none)."""
+
+    def __init__(self, status: int, problem: Problem, hint: str = "") -> None:
+        self.status = status
+        self.problem = problem
+        message = f"{status} {problem.title}".strip() + (f": {problem.detail}" if problem.detail else "")
+        super().__init__(message, hint)
+
+
+class Unauthorized(ProblemError):
+    """A 401: the route needs a function key and none (or a wrong one) was sent."""
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class TriggerInfo(_Body):
+    kind: str = ""
+    reason: str = ""
+    event_id: str | None = None
+
+
+class RunSummary(_Body):
+    """One run as listed by ``GET /api/models/{model}/runs``."""
+
+    run_id: str
+    model: str
+    status: str
+    stage: str
+    trigger: TriggerInfo = Field(default_factory=TriggerInfo)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    decision: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    registered_version: str | None = None
+    error: str | None = None
+
+
+class Candidate(_Body):
+    candidate_id: str
+    status: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = ""
+    job_name: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class SeenBlob(_Body):
+    url: str
+    blob_etag: str = ""
+    size: int = 0
+
+
+class ModelVersion(_Body):
+    """A registered version and its lineage."""
+
+    version: str
+    run_id: str = ""
+    candidate_id: str = ""
+    manifest_url: str = ""
+    data_hashes: dict[str, str] = Field(default_factory=dict)
+    code_version: str = ""
+    environment: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    registered_at: datetime | None = None
+
+
+class RolloutStep(_Body):
+    index: int
+    step: str
+    traffic: dict[str, int] = Field(default_factory=dict)
+    mirror_traffic: dict[str, int] = Field(default_factory=dict)
+    verdict: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    at: datetime | None = None
+
+
+class RunDetail(RunSummary):
+    """One run in full, as ``GET /api/runs/{id}`` returns it."""
+
+    manifest_url: str | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+    blobs: list[SeenBlob] = Field(default_factory=list)
+    version: ModelVersion | None = None
+    rollout: list[RolloutStep] = Field(default_factory=list)
+
+
+class Champion(_Body):
+    version: str
+    run_id: str = ""
+    deployment: str | None = None
+    since: datetime | None = None
+    previous_version: str | None = None
+
+
+class ModelInfo(_Body):
+    """One model as ``GET /api/models`` lists it."""
+
+    model: str
+    description: str = ""
+    endpoint: str = ""
+    champion: Champion | None = None
+    latest_run: RunSummary | None = None
+
+
+class RetrainAccepted(_Body):
+    """The 202 of ``POST /api/models/{model}/retrain``; ``location`` is the Location header."""
+
+    run_id: str
+    model: str = ""
+    reason: str = ""
+    status_url: str | None = None
+    location: str | None = None
+
+
+class Accepted(_Body):
+    """The 202 of an action (approve, reject, abort, rollback): whatever the host said, plus the run id."""
+
+    run_id: str | None = None
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def normalise_url(url: str) -> str:
+    """``http://host:7071``, ``http://host:7071/`` and ``http://host:7071/api`` all mean the same host."""
+    url = url.strip().rstrip("/")
+    url = url.removesuffix("/api")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientError(f"--host {url!r} is not an http(s) URL", f"use e.g. {DEFAULT_HOST_URL}")
+    return url
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_key(url: str, key_file: Path = LOCAL_KEY_FILE) -> str | None:
+    """The key a local ``perennial host`` stored, when ``url`` is on this machine and the file exists."""
+    if not _is_loopback(url):
+        return None
+    try:
+        return key_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+class PerennialClient:
+    """Perennial's HTTP API. ``key`` is sent as ``x-functions-key``; ``transport`` is for tests."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_HOST_URL,
+        key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = normalise_url(base_url)
+        self.timeout = timeout
+        headers = {"accept": "application/json, application/problem+json", "user-agent": "perennial-cli"}
+        if key:
+            headers[KEY_HEADER] = key
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PerennialClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- reads
+
+    def models(self) -> list[ModelInfo]:
+        """``GET /api/models``: every model with its champion and latest run."""
+        body = self._json("GET", "/api/models")
+        return [self._parse(ModelInfo, m, "a model") for m in self._list(body, "models")]
+
+    def runs(self, model: str, limit: int = 20) -> list[RunSummary]:
+        """``GET /api/models/{model}/runs?limit=N``: the model's runs, newest first."""
+        body = self._json("GET", f"/api/models/{_seg(model)}/runs", params={"limit": str(limit)})
+        return [self._parse(RunSummary, r, "a run") for r in self._list(body, "runs")]
+
+    def run_document(self, run_id: str) -> dict[str, Any]:
+        """``GET /api/runs/{id}`` exactly as the host sent it."""
+        body = self._json("GET", f"/api/runs/{_seg(run_id)}")
+        if not isinstance(body, dict):
+            raise self._unexpected("a run", "a JSON object")
+        return body
+
+    def run(self, run_id: str) -> RunDetail:
+        """``GET /api/runs/{id}``: stage, candidates, decision, lineage and rollout steps."""
+        return self._parse(RunDetail, self.run_document(run_id), "a run")
+
+    # ----------------------------------------------------------------- actions
+
+    def retrain(
+        self, model: str, reason: str | None, requested_by: str | None, blobs: list[str] | None = None
+    ) -> RetrainAccepted:
+        """``POST /api/models/{model}/retrain``. A 409 (a run is already active) raises ProblemError with its run_id."""
+        payload: dict[str, Any] = {}
+        if reason:
+            payload["reason"] = reason
+        if requested_by:
+            payload["requested_by"] = requested_by
+        if blobs:
+            payload["blobs"] = blobs
+        response = self._send("POST", f"/api/models/{_seg(model)}/retrain", json=payload)
+        body = self._body(response)
+        if not isinstance(body, dict):
+            raise self._unexpected("a retrain answer", "a JSON object")
+        return self._parse(RetrainAccepted, {"location": response.headers.get("location"), **body}, "a retrain answer")
+
+    def approve(self, run_id: str, by: str | None, comment: str | None) -> Accepted:
+        """``POST /api/runs/{id}/approve``: answer a run waiting at stage awaiting_approval."""
+        return self._action(f"/api/runs/{_seg(run_id)}/approve", _answer(by, comment))
+
+    def reject(self, run_id: str, by: str | None, comment: str | None) -> Accepted:
+        """``POST /api/runs/{id}/reject``: the champion stays."""
+        return self._action(f"/api/runs/{_seg(run_id)}/reject", _answer(by, comment))
+
+    def abort(self, run_id: str) -> Accepted:
+        """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll)."""
+        return self._action(f"/api/runs/{_seg(run_id)}/abort", None)
+
+    def rollback(self, model: str, reason: str | None) -> Accepted:
+        """``POST /api/models/{model}/rollback``: put the previous champion back."""
+        return self._action(f"/api/models/{_seg(model)}/rollback", {"reason": reason} if reason else {})
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _action(self, path: str, payload: dict[str, Any] | None) -> Accepted:
+        body = self._json("POST", path, json=payload)
+        if body is None:
+            return Accepted()
+        if not isinstance(body, dict):
+            raise self._unexpected("an answer", "a JSON object")
+        return self._parse(Accepted, body, "an answer")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._body(self._send(method, path, **kwargs))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise HostUnreachable(
+                f"no Perennial host is running at {self.base_url} ({_reason(exc)})", START_HINT
+            ) from None
+        except httpx.TimeoutException:
+            raise HostUnreachable(
+                f"the host at {self.base_url} did not answer {method} {path} within {self.timeout:g} s",
+                "check that it is running and not overloaded (its log says what it is doing)",
+            ) from None
+        except httpx.TransportError as exc:
+            raise HostUnreachable(f"{method} {url} failed: {_reason(exc)}", START_HINT) from None
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ProblemError:
+        status = response.status_code
+        problem = _problem_of(response) or Problem(
+            title=response.reason_phrase or "Error",
+            status=status,
+            detail=_snippet(response.text),
+        )
+        if status == 401:
+            return Unauthorized(status, problem, KEY_HINT)
+        if status == 403:
+            return ProblemError(status, problem, "the key was accepted but lacks access; use a function or host key")
+        return ProblemError(status, problem)
+
+    def _body(self, response: httpx.Response) -> Any:
+        if not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise UnexpectedResponse(
+                f"{response.request.method} {response.request.url} answered {response.status_code} with "
+                f"something that is not JSON: {_snippet(response.text)!r}",
+                f"check that {self.base_url} is a Perennial host",
+            ) from None
+
+    def _list(self, body: Any, key: str) -> list[Any]:
+        items = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise self._unexpected(f"the {key}", f"a JSON object with a {key!r} list")
+        return items
+
+    def _parse(self, model: type[B], value: Any, what: str) -> B:
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise UnexpectedResponse(
+                f"the host sent {what} this client does not understand: {where}: {first['msg']}",
+                "upgrade the perennial CLI to the host's version (GET /api/health says which)",
+            ) from None
+
+    def _unexpected(self, what: str, expected: str) -> UnexpectedResponse:
+        return UnexpectedResponse(
+            f"the host sent {what} that is not {expected}",
+            "upgrade the perennial CLI to the host's version (GET /api/health says which)",
+        )
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: ``a/b`` cannot reach another route."""
+    return quote(value, safe="")
+
+
+def _answer(by: str | None, comment: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if by:
+        body["by"] = by
+    if comment:
+        body["comment"] = comment
+    return body
+
+
+def _problem_of(response: httpx.Response) -> Problem | None:
+    """The problem+json body, or any JSON object that looks like one (some proxies drop the media type)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not ({"title", "detail"} & body.keys()):
+        return None
+    body.setdefault("status", response.status_code)
+    try:
+        return Problem.model_validate(body)
+    except ValidationError:
+        return Problem(
+            title=str(body.get("title", "")), status=response.status_code, detail=str(body.get("detail", ""))
+        )
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.removeprefix("[Errno 111] ").strip()
+
+
+def requested_by_default() -> str:
+    """Who is asking: the OS user (``USER`` / the password database), else ``cli``."""
+    try:
+        return getpass.getuser() or "cli"
+    except (OSError, KeyError):
+        return os.environ.get("USERNAME", "cli")

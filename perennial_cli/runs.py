@@ -1,0 +1,425 @@
+"""The commands that talk to a running host: models, retrain, runs, run, approve, reject, abort, rollback.
+
+Each one is a thin layer over :class:`perennial_cli.client.PerennialClient`: it makes one call and
+prints the answer as a table. Every failure prints what went wrong and what to do, and exits 1
+(typer itself exits 2 on a usage error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from perennial_cli.client import (
+    DEFAULT_HOST_URL,
+    HOST_ENV,
+    KEY_ENV,
+    LOCAL_KEY_FILE,
+    Accepted,
+    ClientError,
+    PerennialClient,
+    Problem,
+    ProblemError,
+    RunDetail,
+    RunSummary,
+    local_key,
+    requested_by_default,
+)
+
+PANEL = "Talk to a running host"
+
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar=HOST_ENV,
+        metavar="URL",
+        help="The Perennial host: `perennial host` locally, or https://<app>.azurewebsites.net.",
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar=KEY_ENV,
+        metavar="KEY",
+        show_default=False,
+        help=f"Function key, sent as x-functions-key. For a host on this machine it defaults to {LOCAL_KEY_FILE}.",
+    ),
+]
+
+
+def _out() -> Console:
+    """Standard output; made per command so that it sizes itself to the terminal (or $COLUMNS) of this call."""
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+@contextmanager
+def _client(host: str, key: str | None) -> Iterator[PerennialClient]:
+    """A client for ``host``; any ClientError inside the block is printed with its fix and exits 1."""
+    try:
+        with PerennialClient(host, key or local_key(host)) as client:
+            yield client
+    except ClientError as exc:
+        _print_error(exc)
+        raise typer.Exit(code=1) from None
+
+
+def _print_error(exc: ClientError) -> None:
+    err = _err()
+    if isinstance(exc, ProblemError):
+        _print_problem(exc.problem, exc.status)
+    else:
+        err.print(f"[red]✗[/red] {escape(exc.message)}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"  fix: {escape(exc.hint)}", soft_wrap=True)
+
+
+def _print_problem(problem: Problem, status: int) -> None:
+    err = _err()
+    title = problem.title or "Error"
+    err.print(f"[red]✗ {status} {escape(title)}[/red]", soft_wrap=True)
+    if problem.detail:
+        err.print(f"  {escape(problem.detail)}", soft_wrap=True)
+    if problem.field:
+        err.print(f"  field: [bold]{escape(problem.field)}[/bold]", soft_wrap=True)
+    for name, value in sorted(problem.extras.items()):
+        err.print(f"  {escape(name)}: {escape(_text(value))}", soft_wrap=True)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value, default=str)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _pairs(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_text(v)}" for k, v in sorted(values.items()))
+
+
+_COLOURS = {
+    "succeeded": "green",
+    "promoted": "green",
+    "pass": "green",
+    "running": "cyan",
+    "pending": "cyan",
+    "not_promoted": "yellow",
+    "no_valid_data": "yellow",
+    "inconclusive": "yellow",
+    "cancelled": "yellow",
+    "aborted": "yellow",
+    "failed": "red",
+    "fail": "red",
+    "rolled_back": "red",
+}
+
+
+def _status(value: str | None) -> str:
+    if not value:
+        return ""
+    colour = _COLOURS.get(value)
+    return f"[{colour}]{escape(value)}[/{colour}]" if colour else escape(value)
+
+
+def _print_accepted(what: str, answer: Accepted) -> None:
+    out = _out()
+    out.print(f"[green]✓[/green] {escape(what)}", soft_wrap=True)
+    for name, value in answer.model_dump(exclude_none=True).items():
+        out.print(f"  {escape(name)}: {escape(_text(value))}", soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
+    """List the host's models: each one's champion version and latest run.
+
+    Example: perennial models --host http://127.0.0.1:7071
+    """
+    out = _out()
+    with _client(host, key) as client:
+        found = client.models()
+    if not found:
+        out.print("the host serves no models (add a spec under models/ and restart it)")
+        return
+    table = Table(title=f"Models at {escape(client.base_url)}", title_justify="left")
+    for heading in ("model", "champion", "since (UTC)", "latest run", "status", "stage", "started (UTC)"):
+        table.add_column(heading, no_wrap=heading in ("model", "latest run"))
+    for model in found:
+        champion, latest = model.champion, model.latest_run
+        table.add_row(
+            escape(model.model),
+            escape(champion.version) if champion else "[dim]none yet[/dim]",
+            _when(champion.since) if champion else "",
+            escape(latest.run_id) if latest else "[dim]no runs[/dim]",
+            _status(latest.status) if latest else "",
+            escape(latest.stage) if latest else "",
+            _when(latest.created_at) if latest else "",
+        )
+    out.print(table)
+
+
+def runs(
+    model: str = typer.Argument(..., metavar="MODEL", help="The model's name (its spec file name, e.g. fraud)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many runs to show, newest first."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """List a model's runs, newest first: trigger, status, stage, decision and the version it registered.
+
+    Example: perennial runs fraud --limit 5
+    """
+    out = _out()
+    with _client(host, key) as client:
+        found = client.runs(model, limit)
+    if not found:
+        out.print(f"model {escape(model)} has no runs yet (start one with: perennial retrain {escape(model)})")
+        return
+    out.print(_runs_table(model, found))
+
+
+def _runs_table(model: str, found: list[RunSummary]) -> Table:
+    table = Table(title=f"Runs of {escape(model)} (newest first)", title_justify="left")
+    for heading in ("run id", "trigger", "status", "stage", "decision", "version", "started (UTC)"):
+        table.add_column(heading, no_wrap=heading in ("run id", "started (UTC)"))
+    for run in found:
+        table.add_row(
+            escape(run.run_id),
+            escape(run.trigger.kind),
+            _status(run.status),
+            escape(run.stage),
+            escape(run.decision or ""),
+            escape(run.registered_version or ""),
+            _when(run.created_at),
+        )
+    return table
+
+
+def show_run(
+    run_id: str = typer.Argument(
+        ..., metavar="RUN_ID", help="The run id, e.g. fraud-3f2a9c1e0b7d4a65 (see `perennial runs MODEL`)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the host's JSON as it is, for scripts."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Show one run: stage, trigger, candidates and their metrics, the decision and why, lineage, rollout steps.
+
+    Example: perennial run fraud-3f2a9c1e0b7d4a65
+    """
+    with _client(host, key) as client:
+        if as_json:
+            sys.stdout.write(json.dumps(client.run_document(run_id), indent=2, sort_keys=True) + "\n")
+            return
+        run = client.run(run_id)
+    _print_run(run)
+
+
+def _print_run(run: RunDetail) -> None:
+    out = _out()
+    out.print(f"[bold]Run {escape(run.run_id)}[/bold] of model {escape(run.model)}", soft_wrap=True)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim", no_wrap=True)
+    facts.add_column(overflow="fold")
+    facts.add_row("status", f"{_status(run.status)} at stage {escape(run.stage)}")
+    trigger = escape(run.trigger.kind or "unknown")
+    if run.trigger.reason:
+        trigger += f": {escape(run.trigger.reason)}"
+    facts.add_row("trigger", trigger)
+    facts.add_row("started", f"{_when(run.created_at)} UTC (updated {_when(run.updated_at)} UTC)")
+    if run.error:
+        facts.add_row("error", f"[red]{escape(run.error)}[/red]")
+    out.print(facts)
+
+    out.print()
+    if run.candidates:
+        table = Table(title="Candidates", title_justify="left")
+        for heading in ("candidate", "status", "params", "metrics", "job"):
+            table.add_column(heading, overflow="fold", no_wrap=heading == "candidate")
+        for candidate in run.candidates:
+            table.add_row(
+                escape(candidate.candidate_id),
+                _status(candidate.status),
+                escape(_pairs(candidate.params)),
+                escape(_pairs(candidate.metrics)),
+                escape(candidate.job_name or ""),
+            )
+        out.print(table)
+    else:
+        out.print("[dim]Candidates: none planned yet[/dim]")
+
+    out.print()
+    if run.decision:
+        colour = "green" if run.decision == "promote" else "yellow"
+        out.print(f"[bold]Decision:[/bold] [{colour}]{escape(run.decision)}[/{colour}]")
+    else:
+        out.print("[bold]Decision:[/bold] [dim]none yet[/dim]")
+    for reason in run.reasons:
+        out.print(f"  • {escape(reason)}", soft_wrap=True)
+
+    out.print()
+    out.print("[bold]Lineage[/bold]")
+    lineage = Table.grid(padding=(0, 2))
+    lineage.add_column(style="dim", no_wrap=True)
+    lineage.add_column(overflow="fold")
+    version = run.version
+    if version is not None:
+        lineage.add_row("version", f"{escape(version.version)} (candidate {escape(version.candidate_id)})")
+    else:
+        lineage.add_row("version", "[dim]none registered[/dim]")
+    manifest = (version.manifest_url if version else "") or run.manifest_url or ""
+    lineage.add_row("manifest", escape(manifest) or "[dim]none yet[/dim]")
+    hashes = len(version.data_hashes) if version else 0
+    lineage.add_row("data", f"{hashes} blob hash(es) recorded, {len(run.blobs)} blob(s) claimed by this run")
+    if version is not None:
+        lineage.add_row("params", escape(_pairs(version.params)) or "[dim]none[/dim]")
+        if version.metrics:
+            lineage.add_row("metrics", escape(_pairs(version.metrics)))
+        if version.code_version or version.environment:
+            lineage.add_row("code", escape(" ".join(x for x in (version.code_version, version.environment) if x)))
+    out.print(lineage)
+
+    out.print()
+    if run.rollout:
+        table = Table(title="Rollout", title_justify="left")
+        for heading in ("#", "step", "traffic %", "mirror %", "verdict", "at (UTC)"):
+            table.add_column(heading, overflow="fold", no_wrap=heading in ("#", "at (UTC)"))
+        for step in sorted(run.rollout, key=lambda s: s.index):
+            table.add_row(
+                str(step.index),
+                escape(step.step),
+                escape(_pairs(step.traffic)),
+                escape(_pairs(step.mirror_traffic)),
+                _status(step.verdict),
+                _when(step.at),
+            )
+        out.print(table)
+    else:
+        out.print("[dim]Rollout: not started[/dim]")
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def retrain(
+    model: str = typer.Argument(..., metavar="MODEL", help="The model to retrain (its spec file name, e.g. fraud)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the run and in its lineage."),
+    blob: list[str] = typer.Option(
+        [], "--blob", metavar="NAME", help="Train on this landing blob only, e.g. landing/fraud/b1.csv (repeatable)."
+    ),
+    requested_by: str | None = typer.Option(
+        None, "--requested-by", show_default=False, help="Who asks. Default: your OS user name."
+    ),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Start a retrain of MODEL now (on all its landing data, or on --blob ones). Exit 1 if one is running.
+
+    Example: perennial retrain fraud --reason "chargebacks rose this week"
+    """
+    out = _out()
+    err = _err()
+    with _client(host, key) as client:
+        try:
+            accepted = client.retrain(model, reason, requested_by or requested_by_default(), list(blob) or None)
+        except ProblemError as exc:
+            running = exc.problem.extras.get("run_id")
+            if exc.status != 409 or not isinstance(running, str):
+                raise
+            err.print(f"[red]✗[/red] a retrain of {escape(model)} is already running: run {escape(running)}")
+            err.print(f"  {escape(exc.problem.detail)}", soft_wrap=True)
+            err.print(f"  follow it: perennial run {escape(running)}    stop it: perennial abort {escape(running)}")
+            raise typer.Exit(code=1) from None
+    name = escape(accepted.model or model)
+    out.print(f"[green]✓[/green] retrain of {name} accepted: run [bold]{escape(accepted.run_id)}[/bold]")
+    out.print(f"  reason: {escape(accepted.reason)}", soft_wrap=True)
+    urls = dict.fromkeys(u for u in (accepted.status_url, accepted.location) if u)
+    for url in urls:
+        out.print(f"  status: {escape(url)}", soft_wrap=True)
+    out.print(f"  follow it: perennial run {escape(accepted.run_id)}")
+
+
+def approve(
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A run waiting at stage awaiting_approval."),
+    comment: str | None = typer.Option(None, "--comment", help="Recorded with the answer."),
+    by: str | None = typer.Option(None, "--by", show_default=False, help="Who approves. Default: your OS user name."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Approve a run that waits for approval (rollout.approval.required); its rollout starts.
+
+    Example: perennial approve fraud-3f2a9c1e0b7d4a65 --comment "metrics reviewed"
+    """
+    with _client(host, key) as client:
+        answer = client.approve(run_id, by or requested_by_default(), comment)
+    _print_accepted(f"approved run {run_id}", answer)
+
+
+def reject(
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A run waiting at stage awaiting_approval."),
+    comment: str | None = typer.Option(None, "--comment", help="Recorded with the answer: say why."),
+    by: str | None = typer.Option(None, "--by", show_default=False, help="Who rejects. Default: your OS user name."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Reject a run that waits for approval; the champion stays.
+
+    Example: perennial reject fraud-3f2a9c1e0b7d4a65 --comment "trained on the faulty export"
+    """
+    with _client(host, key) as client:
+        answer = client.reject(run_id, by or requested_by_default(), comment)
+    _print_accepted(f"rejected run {run_id}", answer)
+
+
+def abort(
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A pending or running run."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Ask a run to stop. Its jobs are cancelled at their next poll; a rollout in progress rolls back.
+
+    Example: perennial abort fraud-3f2a9c1e0b7d4a65
+    """
+    with _client(host, key) as client:
+        answer = client.abort(run_id)
+    _print_accepted(f"abort of run {run_id} requested (it stops at its next poll or stage)", answer)
+
+
+def rollback(
+    model: str = typer.Argument(..., metavar="MODEL", help="The model whose previous champion should serve again."),
+    reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the rollback."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Put MODEL's previous champion back at 100 % of traffic. Exit 1 if there is none to go back to.
+
+    Example: perennial rollback fraud --reason "complaints about false declines"
+    """
+    out = _out()
+    with _client(host, key) as client:
+        answer = client.rollback(model, reason)
+    _print_accepted(f"rollback of {model} accepted", answer)
+    if answer.run_id:
+        out.print(f"  follow it: perennial run {escape(answer.run_id)}")

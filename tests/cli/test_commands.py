@@ -1,0 +1,148 @@
+"""The `perennial` commands that talk to a host, run for real against devhost + Azurite over loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from perennial_cli.main import app
+from tests.cli.conftest import NOT_PROMOTED, PROMOTED, RUNNING
+from tests.e2e.harness import KEY, PerennialHost
+
+pytestmark = [pytest.mark.slow, pytest.mark.azurite]
+
+
+def perennial(host: PerennialHost, *args: str, key: str = KEY) -> Result:
+    """Run the CLI in-process with the host and key from the environment, as a user would set them."""
+    env = {"PERENNIAL_HOST_URL": host.base_url, "PERENNIAL_FUNCTION_KEY": key, "COLUMNS": "200"}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_models_shows_each_champion_and_latest_run(host: PerennialHost) -> None:
+    result = perennial(host, "models")
+    assert result.exit_code == 0, result.output
+    fraud = next(line for line in result.output.splitlines() if "│ fraud " in line)
+    assert "│ 3 " in fraud
+    assert RUNNING in fraud
+    assert "training" in fraud
+    lending = next(line for line in result.output.splitlines() if "│ lending " in line)
+    assert "none yet" in lending
+    assert "no runs" in lending
+
+
+def test_runs_is_a_table_newest_first(host: PerennialHost) -> None:
+    result = perennial(host, "runs", "fraud")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index(RUNNING) < out.index(NOT_PROMOTED) < out.index(PROMOTED)
+    promoted = next(line for line in out.splitlines() if PROMOTED in line)
+    for cell in ("manual", "promoted", "done", "promote", "│ 3 ", "2025-03-01 09:00:00"):
+        assert cell in promoted
+    assert "drift" in next(line for line in out.splitlines() if NOT_PROMOTED in line)
+
+    newest = perennial(host, "runs", "fraud", "--limit", "1")
+    assert newest.exit_code == 0
+    assert RUNNING in newest.output
+    assert PROMOTED not in newest.output
+
+
+def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) -> None:
+    result = perennial(host, "run", PROMOTED)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "promoted at stage done" in out
+    assert "manual: quarterly refresh" in out
+    assert "c0" in out
+    assert "pr_auc=0.412" in out
+    assert "lr=0.003, width=32" in out
+    assert "pr_auc=0.377" in out
+    assert "Decision: promote" in out
+    assert "beats the champion's 0.388" in out
+    assert "3 (candidate c0)" in out
+    assert "manifests/fraud/fraud-00000000000000a1.json" in out
+    assert "2 blob hash(es) recorded" in out
+    rollout = out[out.index("Rollout") :]
+    assert "traffic-50" in rollout
+    assert "fraud-v2=50, fraud-v3=50" in rollout
+    assert "pass" in rollout
+
+    raw = perennial(host, "run", PROMOTED, "--json")
+    assert raw.exit_code == 0, raw.output
+    document = json.loads(raw.stdout)
+    assert document["run_id"] == PROMOTED
+    assert document["version"]["version"] == "3"
+    assert len(document["rollout"]) == 3
+
+
+def test_retrain_is_accepted_then_refused_while_it_runs(host: PerennialHost) -> None:
+    # With no data a run ends in well under a second; to hold it in the queue deterministically, the model's
+    # coordinator (idle, waiting for work) is suspended first, so the accepted request stays pending.
+    durable = "/runtime/webhooks/durabletask"
+    started = host.http.post(f"{durable}/orchestrators/model_coordinator/model-lending", json={"model": "lending"})
+    assert started.status_code == 202, started.text
+    host.wait_for("the idle coordinator", lambda: _idle(host), timeout=30, advance=0)
+    assert host.http.post(f"{durable}/instances/model-lending/suspend?reason=test").status_code == 202
+
+    first = perennial(host, "retrain", "lending", "--reason", "cli test", "--requested-by", "tester")
+    assert first.exit_code == 0, first.output
+    run_id = next(word for word in first.output.split() if word.startswith("lending-"))
+    assert f"{host.base_url}/api/runs/{run_id}" in first.output
+    assert "reason: cli test" in first.output
+
+    second = perennial(host, "retrain", "lending")
+    assert second.exit_code == 1, second.output
+    assert f"already running: run {run_id}" in second.output
+    assert f"perennial abort {run_id}" in second.output
+    run = host.registry.get_run("lending", run_id)
+    assert run is not None
+    assert run.trigger_reason == "cli test"
+    assert run.status == "pending"
+    host.http.post(f"{durable}/instances/model-lending/resume?reason=test")
+
+
+def _idle(host: PerennialHost) -> bool:
+    status = host.http.get("/runtime/webhooks/durabletask/instances/model-lending")
+    return status.status_code in (200, 202) and (status.json().get("customStatus") or {}).get("stage") == "idle"
+
+
+def test_approve_on_a_finished_run_prints_the_409(host: PerennialHost) -> None:
+    result = perennial(host, "approve", PROMOTED, "--comment", "looks good")
+    assert result.exit_code == 1
+    assert "409 Run is not awaiting approval" in result.output
+    assert "only a run at stage awaiting_approval" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_abort_asks_a_running_run_to_stop(host: PerennialHost) -> None:
+    result = perennial(host, "abort", RUNNING)
+    assert result.exit_code == 0, result.output
+    assert f"run_id: {RUNNING}" in result.output
+    assert "abort: requested" in result.output
+    run = host.registry.get_run("fraud", RUNNING)
+    assert run is not None
+    assert run.abort_requested
+
+    finished = perennial(host, "abort", PROMOTED)
+    assert finished.exit_code == 1
+    assert "409 Run is not running" in finished.output
+
+
+def test_unknown_model_and_run_name_the_field(host: PerennialHost) -> None:
+    result = perennial(host, "runs", "nope")
+    assert result.exit_code == 1
+    assert "404 Unknown model" in result.output
+    assert "known models: fraud, lending" in result.output
+    assert "field: model" in result.output
+
+    run = perennial(host, "run", "nope-123")
+    assert run.exit_code == 1
+    assert "field: id" in run.output
+
+
+def test_a_wrong_key_says_how_to_pass_one(host: PerennialHost) -> None:
+    result = perennial(host, "models", key="not-the-key")
+    assert result.exit_code == 1
+    assert "401 Unauthorized" in result.output
+    assert "--key KEY or PERENNIAL_FUNCTION_KEY" in result.output

@@ -1,0 +1,155 @@
+"""The CLI without a Perennial host: nothing listening, a canned server for shapes devhost cannot produce, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from perennial_cli.client import local_key
+from perennial_cli.main import app
+from tests.azurite import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ["models", "retrain", "runs", "run", "approve", "reject", "abort", "rollback"]
+
+# path -> (status, content type, body) as an Azure Functions host might answer
+CANNED: dict[str, tuple[int, str, bytes]] = {
+    "/api/models/fraud/rollback": (
+        202,
+        "application/json",
+        json.dumps({"run_id": "fraud-rollback-1", "from_version": "3", "to_version": "2"}).encode(),
+    ),
+    "/api/models/lending/rollback": (
+        409,
+        "application/problem+json",
+        json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Nothing to roll back to",
+                "status": 409,
+                "detail": "model lending has no previous champion",
+                "field": "model",
+                "champion": "1",
+            }
+        ).encode(),
+    ),
+    "/api/models": (401, "text/plain", b""),  # Azure sends an empty 401
+    "/api/models/fraud/runs": (502, "text/html", b"<html><body>Bad Gateway</body></html>"),
+}
+
+
+class _Canned(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        status, content_type, body = CANNED.get(self.path.split("?")[0], (404, "text/plain", b""))
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def canned() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def perennial(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "PERENNIAL_FUNCTION_KEY": "k"})
+
+
+def test_no_host_says_how_to_start_one() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = perennial("runs", "fraud", "--host", url)
+    assert result.exit_code == 1
+    assert f"no Perennial host is running at {url}" in result.output
+    assert "perennial host" in result.output
+    assert "make demo" in result.output
+
+
+def test_the_console_script_exits_1_with_the_hint() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "perennial"), "models"],
+        env={"PATH": "/usr/bin:/bin", "PERENNIAL_HOST_URL": url},
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"no Perennial host is running at {url}" in done.stderr
+    assert "perennial host" in done.stderr
+
+
+def test_rollback_prints_whatever_the_host_accepted(canned: str) -> None:
+    result = perennial("rollback", "fraud", "--reason", "bad week", "--host", canned)
+    assert result.exit_code == 0, result.output
+    assert "rollback of fraud accepted" in result.output
+    assert "run_id: fraud-rollback-1" in result.output
+    assert "to_version: 2" in result.output
+    assert "perennial run fraud-rollback-1" in result.output
+
+
+def test_rollback_without_a_previous_version_prints_the_problem(canned: str) -> None:
+    result = perennial("rollback", "lending", "--host", canned)
+    assert result.exit_code == 1
+    for text in ("409 Nothing to roll back to", "no previous champion", "field: model", "champion: 1"):
+        assert text in result.output
+
+
+def test_an_empty_401_still_gets_the_key_hint(canned: str) -> None:
+    result = perennial("models", "--host", canned)
+    assert result.exit_code == 1
+    assert "401" in result.output
+    assert "PERENNIAL_FUNCTION_KEY" in result.output
+
+
+def test_a_non_json_error_is_shown_not_raised(canned: str) -> None:
+    result = perennial("runs", "fraud", "--host", f"{canned}/api/")
+    assert result.exit_code == 1
+    assert "502" in result.output
+    assert "Bad Gateway" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_host_url_is_a_clear_error() -> None:
+    result = perennial("models", "--host", "127.0.0.1:7071")
+    assert result.exit_code == 1
+    assert "is not an http(s) URL" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_useful_help(command: str) -> None:
+    result = perennial(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example: perennial " in result.output
+    assert "--host" in result.output
+    assert "PERENNIAL_HOST_URL" in result.output
+    assert "--key" in result.output
+    assert "PERENNIAL_FUNCTION_KEY" in result.output
+
+
+def test_a_local_host_key_is_found_only_for_loopback_urls(tmp_path: Path) -> None:
+    key_file = tmp_path / "function_key"
+    key_file.write_text("local-key\n")
+    assert local_key("http://127.0.0.1:7071", key_file) == "local-key"
+    assert local_key("http://localhost:7071", key_file) == "local-key"
+    assert local_key("https://perennial-abc.azurewebsites.net", key_file) is None
+    assert local_key("http://127.0.0.1:7071", tmp_path / "missing") is None
