@@ -14,7 +14,6 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import azure.durable_functions as df
@@ -32,7 +31,7 @@ from shared.platform import (
     DeploymentSpec,
     EndpointSpec,
     InvokeRequest,
-    JobState,
+    JobOutputRequest,
     MetricsQuery,
     MLPlatform,
     ModelRegistration,
@@ -51,7 +50,7 @@ from shared.policy import (
     rollback_plan,
     traffic_for_step,
 )
-from shared.profile import DatasetProfile, merge_profiles
+from shared.profile import ColumnProfile, DatasetProfile, NumericProfile, merge_profiles
 from shared.publish import (
     EventPublisher,
     ModelPromoted,
@@ -131,13 +130,9 @@ def _champion_reference(model: str) -> DatasetProfile | None:
         return None
 
 
-def _job_outputs(state: JobState) -> Path:
-    """Where a finished job's outputs can be read. The local platform keeps them on disk."""
-    if state.local_outputs_path is None:
-        raise NotImplementedError(
-            f"reading outputs of {state.name} needs the Azure ML output download, which is not wired yet"
-        )
-    return Path(state.local_outputs_path)
+def _job_json(job_name: str, path: str) -> Any:
+    """A JSON file from a finished job's output folder, through the platform (local disk or the datastore)."""
+    return json.loads(_platform().read_job_output(JobOutputRequest(job_name=job_name, path=path)))
 
 
 # --------------------------------------------------------------------------- coordinator
@@ -251,8 +246,10 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload")
-def resolve_run_blobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The blobs a run trains on: the model's landing folder now (or the request's selection)."""
+def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
+    """The blobs a run trains on (the model's landing folder now, or the request's selection) and the
+    histogram edges every blob of the run is profiled on: the champion's reference edges, or None for a
+    first model (the orchestrator then takes them from the first valid blob), so the profiles merge."""
     request = RunRequest.load(payload)
     store = _store()
     selection = request.trigger.details.get("blobs")
@@ -261,7 +258,20 @@ def resolve_run_blobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
         if selection
         else store.list_landing(request.model)
     )
-    return [BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs]
+    reference = _champion_reference(request.model)
+    return {
+        "blobs": [BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs],
+        "edges": reference.edges() if reference is not None else None,
+    }
+
+
+def _edges_reference(edges: dict[str, list[float]]) -> DatasetProfile:
+    """A profile that carries only histogram edges: what validation needs to bin a blob like its run's others."""
+    columns = {
+        name: ColumnProfile(name=name, type="float", numeric=NumericProfile(edges=[float(e) for e in column_edges]))
+        for name, column_edges in edges.items()
+    }
+    return DatasetProfile(columns=columns)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -276,8 +286,10 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     except BlobMissingError:
         # Quarantined by an earlier attempt of this activity (or deleted): report what we know.
         return ValidationOutcome(blob=blob, ok=False, summary="the blob is no longer in landing").dump()
+    edges = payload.get("edges")
+    reference = _edges_reference(edges) if edges else None
     with store.open(ref) as stream:
-        report = validate(stream, spec.data, reference=_champion_reference(model), name=f"{LANDING}/{ref.name}")
+        report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
     if report.ok and report.profile is not None:
         store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), report.profile.to_dict())
         return ValidationOutcome(
@@ -286,6 +298,7 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
             summary=report.summary().splitlines()[0],
             warnings=len(report.warnings),
             rows=report.rows,
+            edges=report.profile.edges(),
         ).dump()
     record = store.quarantine(ref, report.to_dict(include_profile=False))
     errors = [f"{f.check}{f' [{f.column}]' if f.column else ''}: {f.message}" for f in report.errors]
@@ -413,9 +426,7 @@ def job_status(payload: dict[str, Any]) -> dict[str, Any]:
         return JobStatus(name=job.job_name, phase="not_found", status="NotFound", error=str(exc)).dump()
     metrics: dict[str, Any] = {}
     if state.phase == "completed":
-        outputs = _job_outputs(state)
-        document = outputs / ("metrics.json" if job.kind == "train" else "comparison.json")
-        metrics = json.loads(document.read_text(encoding="utf-8"))
+        metrics = _job_json(state.name, "metrics.json" if job.kind == "train" else "comparison.json")
     return JobStatus(
         name=state.name,
         phase=state.phase,
@@ -496,8 +507,9 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
     candidate = next((c for c in registry.candidates(model, run_id) if c.candidate_id == candidate_id), None)
     card: dict[str, Any] = {}
     try:
-        card = json.loads((_job_outputs(platform.get_job(best.job_name)) / "model_card.json").read_text())
-    except (OSError, ValueError, NotImplementedError):
+        card = _job_json(best.job_name, "model_card.json")
+    except (PlatformError, ValueError):
+        logger.warning("%s has no readable model_card.json; lineage lacks code and package versions", best.job_name)
         card = {}
 
     existing = next((v for v in platform.list_model_versions(model) if v.tags.get("perennial_run") == run_id), None)
@@ -632,10 +644,16 @@ def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
     spec = get_runtime().spec(payload["model"])
     platform = _platform()
     version = platform.get_model(payload["model"], str(payload["version"]))
-    sample_path = Path(version.path) / "sample_input.json"
-    sample = json.loads(sample_path.read_text()) if sample_path.exists() else None
-    if sample is None:
-        return {"ok": False, "reason": f"the model has no sample_input.json at {sample_path}"}
+    source_job = version.job_name or version.properties.get("perennial.job")
+    try:
+        if source_job is None:
+            raise NotFoundError("training job", f"{version.name}:{version.version}", "register models from a job")
+        sample = _job_json(source_job, "sample_input.json")
+    except (PlatformError, ValueError) as exc:
+        reason = f"the model's sample_input.json could not be read ({exc})"
+        _record_step(payload, "smoke", {}, {}, "fail", {"result": reason})
+        _remove_challenger(payload)
+        return {"ok": False, "reason": reason}
     try:
         result = platform.invoke(
             InvokeRequest(
@@ -663,7 +681,9 @@ def _remove_challenger(payload: dict[str, Any]) -> None:
     current = platform.get_traffic(endpoint)
     if current.live_percent(challenger) or current.mirror_percent(challenger):
         live = {champion: 100} if champion else {}
-        platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+        # With no champion to return to, a failed first model is taken off: the endpoint serves nothing.
+        update = TrafficUpdate(endpoint, Traffic(live=live, mirror={}), allow_no_live_traffic=champion is None)
+        platform.set_traffic(update)
     with contextlib.suppress(NotFoundError):
         platform.delete_deployment(DeploymentRef(endpoint, challenger))
 
@@ -815,3 +835,35 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
         ]
     )
     return {"champion": payload["challenger"]}
+
+
+@bp.activity_trigger(input_name="payload")
+def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
+    """After a rollout that failed unexpectedly: the champion back at 100, the challenger deleted, recorded.
+
+    Works from the registry and the endpoint alone (the failed rollout's plan may never have been made).
+    """
+    model, version = payload["model"], str(payload["version"])
+    spec = get_runtime().spec(model)
+    platform, registry = _platform(), _registry()
+    endpoint, challenger = spec.endpoint_name, deployment_name(model, version)
+    champion = registry.champion(model)
+    if champion is not None and champion.version == version:
+        return {"champion": champion.deployment}  # it had already been promoted: nothing to undo
+    names = {d.name for d in platform.list_deployments(endpoint)}
+    champion_deployment = champion.deployment if champion and champion.deployment in names else None
+    base = {**payload, "endpoint": endpoint, "champion": champion_deployment, "challenger": challenger}
+    if challenger in names:
+        _remove_challenger(base)
+    traffic = platform.get_traffic(endpoint)
+    reason = str(payload.get("reason", "the rollout failed"))
+    _record_step(base, "rollback", dict(traffic.live), dict(traffic.mirror), "fail", {"reasons": [reason]})
+    _publisher().publish(
+        [
+            make_event(
+                RolloutRolledBack(model=model, version=version, run_id=payload["run_id"], step="rollout", reasons=[reason]),
+                event_id=f"{payload['run_id']}:rolled-back",
+            )
+        ]
+    )
+    return {"champion": champion_deployment}

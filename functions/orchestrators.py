@@ -108,9 +108,22 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     if run is not None:
         request = RunRequest.load(run)
         context.set_custom_status({"model": model, "stage": "training", "run_id": request.run_id})
-        yield context.call_sub_orchestrator("continuous_training", request.dump(), instance_id=request.run_id)
+        try:
+            yield context.call_sub_orchestrator("continuous_training", request.dump(), instance_id=request.run_id)
+        except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
+            # A run that crashed is recorded as failed (with the error), and the coordinator lives on:
+            # one bad run must never stop a model from ever training again.
+            reasons = [f"the run failed unexpectedly: {_first_line(str(exc))}"]
+            yield context.call_activity(
+                "finish_run", {"model": model, "run_id": request.run_id, "status": "failed", "reasons": reasons}
+            )
     context.continue_as_new({"model": model})
     return None
+
+
+def _first_line(text: str, limit: int = 500) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no message"
+    return line[:limit]
 
 
 class _Pending:
@@ -165,9 +178,24 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
 
     if (yield from stage("validating", blobs=len(request.blobs))):
         return (yield from finish("aborted", aborted))
-    blobs = yield context.call_activity("resolve_run_blobs", request.dump())
-    outcomes = yield context.task_all([context.call_activity("validate_blob", {**run, "blob": blob}) for blob in blobs])
-    checked = [ValidationOutcome.load(o) for o in outcomes]
+    resolved = yield context.call_activity("resolve_run_blobs", request.dump())
+    blobs: list[dict[str, Any]] = resolved["blobs"]
+    edges = resolved["edges"]
+    checked: list[ValidationOutcome] = []
+    # Every blob of a run is profiled on the same histogram edges, so the profiles merge. A first model
+    # has no reference: validate one blob at a time until one is valid, and bin the rest on its edges.
+    while edges is None and len(checked) < len(blobs):
+        first = ValidationOutcome.load(
+            (yield context.call_activity("validate_blob", {**run, "blob": blobs[len(checked)]}))
+        )
+        checked.append(first)
+        edges = first.edges if first.ok else None
+    rest = blobs[len(checked) :]
+    if rest:  # (task_all of nothing answers None, not [])
+        outcomes = yield context.task_all(
+            [context.call_activity("validate_blob", {**run, "blob": blob, "edges": edges}) for blob in rest]
+        )
+        checked += [ValidationOutcome.load(o) for o in outcomes]
     good = [o.blob.dump() for o in checked if o.ok]
     bad = [o for o in checked if not o.ok]
     if not good or (bad and request.trigger.details.get("on_validation_failure") == "stop_run"):
@@ -252,11 +280,17 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
 
     if (yield from stage("rolling_out", version=registered["version"])):
         return (yield from finish("aborted", aborted))
-    rollout = yield context.call_sub_orchestrator(
-        "staged_rollout",
-        {**run, "version": registered["version"]},
-        instance_id=f"{request.run_id}-rollout",
-    )
+    try:
+        rollout = yield context.call_sub_orchestrator(
+            "staged_rollout",
+            {**run, "version": registered["version"]},
+            instance_id=f"{request.run_id}-rollout",
+        )
+    except Exception as exc:
+        # Whatever broke, traffic must not stay split: the champion goes back to 100 and the challenger goes.
+        reason = f"the rollout failed unexpectedly: {_first_line(str(exc))}"
+        yield context.call_activity("rollout_abandon", {**run, "version": registered["version"], "reason": reason})
+        rollout = {"outcome": "rolled_back", "reasons": [reason]}
     status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
     reasons = list(decision["reasons"]) + list(rollout.get("reasons", []))
     return (yield from finish(status, reasons, version=registered["version"]))

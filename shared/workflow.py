@@ -74,6 +74,8 @@ class ValidationOutcome(Message):
     warnings: int = 0
     rows: int = 0
     quarantined_to: str | None = None
+    #: Histogram edges of a valid blob's profile; a first run profiles its other blobs on them so they merge.
+    edges: dict[str, list[float]] | None = None
 
 
 class CandidatePlan(Message):

@@ -377,6 +377,9 @@ class DeploymentState:
 class TrafficUpdate:
     endpoint: str
     traffic: Traffic
+    #: Let live traffic sum to 0 while deployments exist (the endpoint serves nothing). Only for taking a
+    #: failed first model off an endpoint that has no champion to return to; never the default.
+    allow_no_live_traffic: bool = False
 
 
 @dataclass(frozen=True)
@@ -435,6 +438,63 @@ class DeploymentMetrics:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+
+# --------------------------------------------------------------------------- scoring records
+
+#: Rows of one request whose input values are kept in its scoring record (predictions are kept for every row).
+MAX_INPUT_ROWS = 100
+
+
+@dataclass(frozen=True)
+class ScoringQuery:
+    """The scored requests of one deployment in ``[start, end)``, oldest first, at most ``limit`` of them.
+
+    ``include_inputs=False`` skips the input rows (the live-accuracy join needs only ids and predictions)."""
+
+    endpoint: str
+    deployment: str
+    start: datetime
+    end: datetime
+    include_mirrored: bool = False  # also mirrored (shadow) copies; Azure's collector does not mark them
+    include_inputs: bool = True
+    limit: int = 50_000
+
+
+@dataclass(frozen=True)
+class ScoringRecord:
+    """One scored request: its id (the client's ``x-ms-client-request-id`` / ``x-request-id``, else generated),
+    the predicted class of every input row (as text, in row order), and the input values of its first
+    :data:`MAX_INPUT_ROWS` rows. ``status`` / ``latency_ms`` are None where the platform does not record them
+    (Azure ML's data collector logs only what score.py collected)."""
+
+    request_id: str
+    time: datetime
+    deployment: str
+    status: int | None = 200
+    latency_ms: float | None = None
+    mirrored: bool = False
+    rows: int = 0  # input rows of the request (``inputs`` may hold fewer)
+    predictions: tuple[str, ...] = ()
+    #: Binary: P(positive) per row; multiclass: the predicted class's probability; None where absent.
+    probabilities: tuple[float | None, ...] = ()
+    inputs: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class ScoringRecords:
+    """The answer to a :class:`ScoringQuery`. ``truncated``: more requests matched than ``limit``."""
+
+    endpoint: str
+    deployment: str
+    start: datetime
+    end: datetime
+    records: tuple[ScoringRecord, ...] = ()
+    truncated: bool = False
 
 
 # --------------------------------------------------------------------------- the port
@@ -517,6 +577,11 @@ class MLPlatform(Protocol):
     def deployment_logs(self, request: DeploymentLogsRequest) -> str: ...
 
     def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics: ...
+
+    def scoring_records(self, query: ScoringQuery) -> ScoringRecords:
+        """The requests one deployment scored in the window (ids, predictions, bounded inputs), oldest first;
+        empty when nothing was recorded. Local: the scoring server's logs; Azure: the data collector's output."""
+        ...
 
 
 def create_platform(settings: Settings) -> MLPlatform:

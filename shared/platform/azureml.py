@@ -26,6 +26,7 @@ How it maps the port onto Azure ML:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +34,8 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,6 +67,8 @@ from shared.platform import (
     NotFoundError,
     PlatformError,
     ProbeSpec,
+    ScoringQuery,
+    ScoringRecords,
     Traffic,
     TrafficUpdate,
     TransientPlatformError,
@@ -76,6 +80,13 @@ from shared.platform import (
     job_phase,
 )
 from shared.platform.azure_metrics import metrics_endpoint, query_deployment_metrics
+from shared.platform.scoring import (
+    INPUTS_COLLECTION,
+    OUTPUTS_COLLECTION,
+    CollectedRequests,
+    collector_prefixes,
+    parse_collector_line,
+)
 from shared.platform.traffic import check_deletable, check_traffic, check_traffic_shape
 
 if TYPE_CHECKING:
@@ -132,6 +143,8 @@ class AzureMLPlatform:
         retry_initial_wait: float = 1.0,
         outputs_datastore: str = "workspaceblobstore",
         blob_service_factory: Callable[[str], Any] | None = None,
+        collect_data: bool = True,
+        collector_datastore: str = "workspaceblobstore",
     ) -> None:
         self.subscription_id = subscription_id
         self.resource_group = resource_group
@@ -151,6 +164,10 @@ class AzureMLPlatform:
         self.outputs_datastore = outputs_datastore
         # Tests point this at Azurite; in Azure it is a BlobServiceClient on the datastore's account with our identity.
         self._blob_service_factory = blob_service_factory
+        # Deployments log model_inputs / model_outputs with Azure ML's data collector (score.py calls it);
+        # scoring_records reads them from this datastore's default path.
+        self.collect_data = collect_data
+        self.collector_datastore = collector_datastore
         self._ml: Any = None
         self._location: str | None = None
 
@@ -585,6 +602,7 @@ class AzureMLPlatform:
         from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment
 
         deployment = ManagedOnlineDeployment(
+            data_collector=self._data_collector(),
             name=spec.name,
             endpoint_name=spec.endpoint,
             model=f"azureml:{spec.model_name}:{spec.model_version}",
@@ -616,6 +634,21 @@ class AzureMLPlatform:
                 f"deployment {spec.name!r} on {spec.endpoint!r} ended Failed", "read deployment_logs and redeploy"
             )
         return state
+
+    def _data_collector(self) -> Any:
+        """Collect score.py's ``model_inputs`` / ``model_outputs`` to the default path, rolled per hour."""
+        if not self.collect_data:
+            return None
+        from azure.ai.ml.entities import DataCollector, DeploymentCollection
+
+        return DataCollector(
+            collections={
+                INPUTS_COLLECTION: DeploymentCollection(enabled="true"),
+                OUTPUTS_COLLECTION: DeploymentCollection(enabled="true"),
+            },
+            rolling_rate="Hour",
+            sampling_rate=1.0,
+        )
 
     def get_deployment(self, ref: DeploymentRef) -> DeploymentState:
         deployment = self._call(
@@ -649,13 +682,15 @@ class AzureMLPlatform:
     def set_traffic(self, update: TrafficUpdate) -> Traffic:
         check_traffic_shape(update.traffic)  # before any request, even a read
         deployments = [d.name for d in self.list_deployments(update.endpoint)]
-        traffic = check_traffic(update.traffic, deployments)  # before any write
+        # Before any write.
+        traffic = check_traffic(update.traffic, deployments, allow_no_live_traffic=update.allow_no_live_traffic)
 
         logger.info("endpoint %s traffic: live %s mirror %s", update.endpoint, dict(traffic.live), dict(traffic.mirror))
 
         def put() -> Any:
             endpoint = self.ml.online_endpoints.get(update.endpoint)
-            endpoint.traffic = dict(traffic.live)
+            # An endpoint taken dark names its deployments at 0 (an empty map could read as "unchanged").
+            endpoint.traffic = dict(traffic.live) or dict.fromkeys(deployments, 0)
             endpoint.mirror_traffic = dict(traffic.mirror)
             return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
 
@@ -734,3 +769,80 @@ class AzureMLPlatform:
         return self._call(
             f"metrics of {query.endpoint}/{query.deployment}", lambda: query_deployment_metrics(client, resource, query)
         )
+
+    # ================================================================= scoring records (data collector)
+
+    def _datastore_location(self, name: str) -> tuple[str, str]:
+        """(blob account URL, container) of a workspace datastore."""
+        datastore = self._call(
+            f"get datastore {name}", lambda: self.ml.datastores.get(name), not_found=("datastore", name)
+        )
+        account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
+        return account_url, str(datastore.container_name)
+
+    def scoring_records(self, query: ScoringQuery) -> ScoringRecords:
+        """What the data collector logged for one deployment in the window: score.py's ``model_inputs`` and
+        ``model_outputs`` under ``modelDataCollector/<endpoint>/<deployment>/<collection>/<yyyy>/<MM>/<dd>/<HH>/``
+        on the workspace blob datastore, joined per request id (score.py's ``request_id`` column, else the
+        event's correlation id). Only blobs modified since ``start`` in day folders the window touches are read,
+        line by line. The collector does not mark mirrored copies, so ``include_mirrored`` changes nothing."""
+        check_resource_name("endpoint", query.endpoint)
+        check_resource_name("deployment", query.deployment)
+        account_url, container_name = self._datastore_location(self.collector_datastore)
+        collections = [OUTPUTS_COLLECTION, *([INPUTS_COLLECTION] if query.include_inputs else [])]
+
+        def read() -> CollectedRequests:
+            collected = CollectedRequests(query.start, query.end, query.limit)
+            container = self._blob_service(account_url).get_container_client(container_name)
+            for collection in collections:
+                for prefix in collector_prefixes(query.endpoint, query.deployment, collection, query.start, query.end):
+                    for blob in container.list_blobs(name_starts_with=prefix):
+                        if not _may_hold(blob, prefix, query):
+                            continue
+                        for line in _lines(container.get_blob_client(blob.name).download_blob().chunks()):
+                            events = parse_collector_line(line)
+                            if collection == INPUTS_COLLECTION:
+                                collected.add_inputs(events)
+                            else:
+                                collected.add_outputs(events)
+            return collected
+
+        collected = self._call(
+            f"read the data collector's records of {query.endpoint}/{query.deployment}",
+            read,
+            not_found=("datastore container", f"{self.collector_datastore}/{container_name}"),
+        )
+        return ScoringRecords(
+            endpoint=query.endpoint,
+            deployment=query.deployment,
+            start=query.start,
+            end=query.end,
+            records=collected.records(query.deployment, query.include_inputs),
+            truncated=collected.truncated,
+        )
+
+
+def _may_hold(blob: Any, prefix: str, query: ScoringQuery) -> bool:
+    """False when a collector blob cannot hold events of the window: last written before it started, or in an
+    hour folder that begins at or after its end."""
+    modified = getattr(blob, "last_modified", None)
+    if modified is not None and modified < query.start:
+        return False
+    hour = str(blob.name)[len(prefix) :].split("/", 1)[0]
+    if hour.isdigit() and len(hour) == 2:
+        day = prefix.rstrip("/").rsplit("/", 3)[-3:]
+        with contextlib.suppress(ValueError):
+            folder = datetime(int(day[0]), int(day[1]), int(day[2]), int(hour), tzinfo=UTC)
+            return folder < query.end
+    return True
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a blob streamed chunk by chunk (a JSONL file can be larger than memory wants)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending

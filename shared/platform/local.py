@@ -59,6 +59,9 @@ from shared.platform import (
     ModelVersion,
     NotFoundError,
     PlatformError,
+    ScoringQuery,
+    ScoringRecord,
+    ScoringRecords,
     Traffic,
     TrafficUpdate,
     check_job_name,
@@ -83,6 +86,7 @@ from shared.platform.localstore import (
     utcnow,
     write_json,
 )
+from shared.platform.scoring import record_from_router_line
 from shared.platform.traffic import check_deletable, check_traffic, check_traffic_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -626,7 +630,11 @@ class LocalPlatform:
         check_traffic_shape(update.traffic)
         with locked(self.layout.endpoint_dir(update.endpoint) / ".lock"):
             document = self._endpoint_document(update.endpoint)
-            traffic = check_traffic(update.traffic, self._deployment_names(update.endpoint))
+            traffic = check_traffic(
+                update.traffic,
+                self._deployment_names(update.endpoint),
+                allow_no_live_traffic=update.allow_no_live_traffic,
+            )
             document["traffic"] = dict(traffic.live)
             document["mirror"] = dict(traffic.mirror)
             write_json(self.layout.endpoint_file(update.endpoint), document)
@@ -712,4 +720,37 @@ class LocalPlatform:
             latencies_ms=tuple(latencies),
             predicted_classes=tuple(classes),
             has_samples=True,
+        )
+
+    def scoring_records(self, query: ScoringQuery) -> ScoringRecords:
+        """The router's per-request lines of one deployment in the window (lines without a request id, written
+        before ids were recorded, are skipped). A deployment that never served has no records, not an error."""
+        check_resource_name("endpoint", query.endpoint)
+        check_resource_name("deployment", query.deployment)
+        start, end = query.start.timestamp(), query.end.timestamp()
+        records: list[ScoringRecord] = []
+        truncated = False
+        path = self.layout.metrics_file(query.endpoint, query.deployment)
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    sample = json.loads(line)
+                    if not start <= float(sample["t"]) < end or (sample.get("mirror") and not query.include_mirrored):
+                        continue
+                    record = record_from_router_line(sample, query.deployment, query.include_inputs)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line being written right now
+                if record is None:
+                    continue
+                if len(records) >= query.limit:
+                    truncated = True
+                    break
+                records.append(record)
+        return ScoringRecords(
+            endpoint=query.endpoint,
+            deployment=query.deployment,
+            start=query.start,
+            end=query.end,
+            records=tuple(records),
+            truncated=truncated,
         )

@@ -62,9 +62,12 @@ def check_traffic_shape(traffic: Traffic) -> None:
         )
 
 
-def check_traffic(traffic: Traffic, deployments: Collection[str]) -> Traffic:
+def check_traffic(traffic: Traffic, deployments: Collection[str], *, allow_no_live_traffic: bool = False) -> Traffic:
     """Every invariant, given the names of the endpoint's deployments; returns the traffic with zeros removed
-    (Azure ML strips them too, so both adapters store and return the same shape)."""
+    (Azure ML strips them too, so both adapters store and return the same shape).
+
+    ``allow_no_live_traffic`` (explicit, never the default) lets live traffic sum to 0 while deployments
+    exist: the one way to take a failed first model off an endpoint that has no champion to return to."""
     check_traffic_shape(traffic)
     known = set(deployments)
     for name in [*traffic.live, *traffic.mirror]:
@@ -73,7 +76,7 @@ def check_traffic(traffic: Traffic, deployments: Collection[str]) -> Traffic:
                 f"deployment {name!r} does not exist on this endpoint (it has: {', '.join(sorted(known)) or 'none'})",
                 "create the deployment first, or name only existing deployments",
             )
-    if sum(traffic.live.values()) == 0 and known:
+    if sum(traffic.live.values()) == 0 and known and not allow_no_live_traffic:
         raise TrafficInvariantError(
             "live traffic sums to 0 while the endpoint has deployments",
             "route 100% of live traffic to a deployment (e.g. the champion)",

@@ -37,3 +37,102 @@ def test_first_blob_trains_registers_with_lineage_and_ships(perennial: Perennial
     assert steps[:2] == ["deploy", "smoke"]
     models = perennial.http.get("/api/models").json()["models"]
     assert models[0]["champion"]["version"] == version["version"]
+
+
+def _blob_created(perennial: PerennialHost, name: str, event_id: str) -> dict[str, object]:
+    """A Microsoft.Storage.BlobCreated event (Event Grid schema) for a blob that is really in landing."""
+    ref = perennial.store.ref("landing", f"fraud/{name}")
+    return {
+        "id": event_id,
+        "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        "subject": f"/blobServices/default/containers/landing/blobs/fraud/{name}",
+        "eventType": "Microsoft.Storage.BlobCreated",
+        "eventTime": "2026-11-22T10:00:00Z",
+        "dataVersion": "",
+        "metadataVersion": "1",
+        "data": {
+            "api": "PutBlob",
+            "clientRequestId": event_id,
+            "requestId": event_id,
+            "eTag": ref.etag,
+            "contentType": "text/csv",
+            "contentLength": ref.size,
+            "blobType": "BlockBlob",
+            "url": ref.url,
+            "sequencer": f"{event_id:0>32}"[:32],
+            "storageDiagnostics": {"batchId": event_id},
+        },
+    }
+
+
+def test_event_storm_makes_exactly_one_run_with_each_blob_once(perennial: PerennialHost) -> None:
+    import random
+
+    names = [f"storm-{i:02d}.csv" for i in range(50)]
+    for i, name in enumerate(names):
+        perennial.land(name, _csv(600, seed=100 + i, start=i * 1000))
+    events = [_blob_created(perennial, name, f"evt-{i}-{copy}") for i, name in enumerate(names) for copy in range(4)]
+    random.Random(7).shuffle(events)
+    for start in range(0, len(events), 25):  # Event Grid delivers in batches, duplicates and all
+        response = perennial.http.post(
+            "/runtime/webhooks/eventgrid?functionName=on_blob_created",
+            json=events[start : start + 25],
+            headers={"aeg-event-type": "Notification"},
+        )
+        assert response.status_code in (200, 202), response.text
+    run = perennial.wait_for("the storm's run", lambda: (perennial.finished_runs() or [None])[0], timeout=400)
+    assert len(perennial.runs()) == 1, perennial.runs()
+    detail = perennial.run(run["run_id"])
+    claimed = sorted(b["url"].rsplit("/", 1)[-1] for b in detail["blobs"])
+    assert claimed == names
+    assert len(detail["version"]["data_hashes"]) == 50
+
+
+def test_manual_retrain_and_a_drift_alert_each_start_a_run_with_their_reason(perennial: PerennialHost) -> None:
+    perennial.land("batch-001.csv", _csv(3000, seed=1))
+    perennial.wait_for("the first run", lambda: (perennial.finished_runs() or [None])[0])
+
+    accepted = perennial.http.post(
+        "/api/models/fraud/retrain", json={"reason": "new fraud ring", "requested_by": "ana"}
+    )
+    assert accepted.status_code == 202, accepted.text
+    run_id = accepted.json()["run_id"]
+    refused = perennial.http.post("/api/models/fraud/retrain", json={"reason": "again"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["run_id"] == run_id
+    manual = perennial.wait_for(
+        "the manual run", lambda: next((r for r in perennial.finished_runs() if r["run_id"] == run_id), None)
+    )
+    assert manual["trigger"]["kind"] == "manual"
+    assert manual["trigger"]["reason"] == "new fraud ring"
+
+    drift = {
+        "id": "drift-evt-1",
+        "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w",
+        "subject": "datadrifts/fraud-monitor/runs/r1",
+        "eventType": "Microsoft.MachineLearningServices.DatasetDriftDetected",
+        "eventTime": "2026-11-22T10:00:00Z",
+        "dataVersion": "2",
+        "metadataVersion": "1",
+        "data": {
+            "DataDriftId": "d1",
+            "DataDriftName": "fraud-monitor",
+            "RunId": "r1",
+            "BaseDatasetId": "b",
+            "TargetDatasetId": "t",
+            "DriftCoefficient": 0.83,
+            "StartTime": "2026-11-21T00:00:00Z",
+            "EndTime": "2026-11-22T00:00:00Z",
+        },
+    }
+    response = perennial.http.post(
+        "/runtime/webhooks/eventgrid?functionName=on_alert_event",
+        json=[drift],
+        headers={"aeg-event-type": "Notification"},
+    )
+    assert response.status_code in (200, 202), response.text
+    drifted = perennial.wait_for(
+        "the drift run",
+        lambda: next((r for r in perennial.finished_runs() if r["trigger"]["kind"] == "drift_alert"), None),
+    )
+    assert "drift coefficient 0.830" in drifted["trigger"]["reason"]

@@ -66,6 +66,13 @@ def test_zero_traffic_is_only_for_an_endpoint_without_deployments() -> None:
         check_traffic(Traffic({"blue": 0}), ["blue"])
 
 
+def test_an_endpoint_may_go_dark_only_when_asked_explicitly() -> None:
+    # Taking a failed first model off an endpoint with no champion: the one legitimate zero.
+    assert check_traffic(Traffic({"blue": 0}), ["blue"], allow_no_live_traffic=True) == Traffic()
+    with pytest.raises(TrafficInvariantError, match="sums to 50"):
+        check_traffic(Traffic({"blue": 50}), ["blue"], allow_no_live_traffic=True)
+
+
 def test_only_existing_deployments_may_be_named() -> None:
     with pytest.raises(TrafficInvariantError, match="'purple' does not exist"):
         check_traffic(Traffic({"blue": 100}, {"purple": 10}), ["blue"])
