@@ -450,7 +450,7 @@ def _format_pydantic_error(error: Any) -> str:
         parent = inner_model_at(loc[:-1])
         known = sorted(parent.model_fields) if parent is not None else []
         return f"{path} is not a known field (remove it or fix the spelling; known fields here: {', '.join(known)})"
-    hint = _field_hint(loc) or "see models/README.md"
+    hint = _field_hint(loc) or "see docs/model-spec.md"
     message = str(error["msg"]).replace("Input should", "should")
     return f"{path}={error.get('input')!r} {message[0].lower() + message[1:]} ({hint})"
 

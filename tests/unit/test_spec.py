@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +43,12 @@ def test_there_are_at_least_ten_broken_specs() -> None:
 def test_broken_spec_names_file_field_and_fix(path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(path)
-    message = str(caught.value)
-    assert str(path) in message, "the error must name the file"
-    assert _expected(path) in message
+    # The whole line is asserted: file, field path (with the bad value) and the fix.
+    assert caught.value.problems == [f"{path}: {_expected(path)}"]
+    field, _, rest = _expected(path).partition(" ")
+    assert field, "the message names a field first"
+    assert rest
+    assert re.search(r"\(.+\)$|; fix the syntax$", rest), f"no fix hint in {rest!r}"
 
 
 def test_all_problems_of_a_spec_are_reported_together(tmp_path: Path) -> None:
@@ -93,3 +97,11 @@ def test_docs_model_spec_md_matches_the_code() -> None:
 
     current = (ROOT / "docs" / "model-spec.md").read_text(encoding="utf-8")
     assert current == reference_markdown(), "regenerate it: perennial spec docs > docs/model-spec.md"
+
+
+def test_fix_hints_point_at_documents_that_exist() -> None:
+    source = (ROOT / "shared" / "spec.py").read_text(encoding="utf-8")
+    referenced = re.findall(r"see ([\w/.-]+\.md)", source)
+    assert referenced
+    for document in referenced:
+        assert (ROOT / document).is_file(), f"a spec error hint points at {document}, which does not exist"
