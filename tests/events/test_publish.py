@@ -22,7 +22,7 @@ from shared.publish import (
     parse_perennial_data,
     publisher_from_settings,
 )
-from shared.settings import StorageSettings, load_settings
+from shared.settings import EventGridSettings, StorageSettings, load_settings
 from shared.storage import StorageError, blob_service_client
 from shared.tables import table_service_client
 
@@ -108,3 +108,32 @@ def test_storage_clients_from_identity_settings() -> None:
     assert isinstance(blobs.credential, ManagedIdentityCredential)
     with pytest.raises(StorageError):
         blob_service_client(StorageSettings(None, None, None, None, None))
+
+
+def test_in_azure_the_publisher_uses_the_app_identity_not_a_key() -> None:
+    from azure.core.credentials import AzureKeyCredential
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = "00000000-0000-0000-0000-000000000002"
+    azure = load_settings(
+        {
+            "PERENNIAL_PLATFORM": "azureml",
+            "AzureWebJobsStorage__accountName": "stperennial",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": client_id,
+            "AZURE_CLIENT_ID": client_id,
+            "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000003",
+            "AZURE_RESOURCE_GROUP": "rg",
+            "AZUREML_WORKSPACE_NAME": "ws",
+            "PERENNIAL_EVENTGRID_ENDPOINT": "https://evgt-x.westeurope-1.eventgrid.azure.net/api/events",
+        }
+    )
+    publisher = publisher_from_settings(azure)
+    assert isinstance(publisher, EventGridPublisher)
+    credential = publisher._client._credential
+    assert isinstance(credential, ManagedIdentityCredential)
+    publisher.close()
+    # Locally (devhost's topic) the key is used.
+    local = EventGridPublisher(EventGridSettings("http://127.0.0.1:7071/eventgrid/topics/perennial/api/events", "k"))
+    assert isinstance(local._client._credential, AzureKeyCredential)
+    local.close()

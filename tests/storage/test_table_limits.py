@@ -152,3 +152,66 @@ def test_a_fresh_account_gets_its_tables_on_first_write(azurite_connection_strin
     other.transact([("create", {"PartitionKey": model, "RowKey": "b"})])
     assert [e["RowKey"] for e in fresh.query(model)] == ["a"]
     assert [e["RowKey"] for e in other.query(model)] == ["b"]
+
+
+# --------------------------------------------------------------------------- nothing reaches the service
+
+
+class _Requests:
+    """Every HTTP request the table client sends, recorded by azure-core's raw_request_hook."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, int]] = []
+
+    def __call__(self, request: Any) -> None:
+        http = request.http_request
+        body = http.body if isinstance(http.body, bytes) else str(http.body or "").encode()
+        self.sent.append((http.method, http.url, len(body)))
+
+
+@pytest.fixture
+def counted(azurite_connection_string: str, store: BlobStore) -> tuple[Table, _Requests]:
+    requests = _Requests()
+    service = TableServiceClient.from_connection_string(azurite_connection_string, raw_request_hook=requests)
+    t = Table(service.get_table_client("PerennialLimitTests"), store.put_payload, store.get_payload)
+    t.ensure()
+    requests.sent.clear()
+    return t, requests
+
+
+def test_refused_batch_and_wide_entity_send_no_request(counted: tuple[Table, _Requests], model: str) -> None:
+    table, requests = counted
+    ops: list[Operation] = [("create", {"PartitionKey": model, "RowKey": f"r{i:03d}", "v": i}) for i in range(101)]
+    with pytest.raises(TableLimitError):
+        table.transact(ops)
+    with pytest.raises(TableLimitError):
+        table.create({"PartitionKey": model, "RowKey": "wide"} | {f"p{i}": i for i in range(253)})
+    with pytest.raises(TableLimitError):
+        table.create({"PartitionKey": model, "RowKey": "bad/key"})
+    assert requests.sent == [], "a refused operation must not reach the service"
+    # The recorder does see what is sent: a valid entity is one request.
+    table.create({"PartitionKey": model, "RowKey": "fine"})
+    assert len(requests.sent) == 1
+
+
+def test_split_batch_sends_two_transactions_of_at_most_100(counted: tuple[Table, _Requests], model: str) -> None:
+    table, requests = counted
+    ops: list[Operation] = [("create", {"PartitionKey": model, "RowKey": f"r{i:03d}", "v": i}) for i in range(101)]
+    table.transact(ops, atomic=False)
+    batches = [r for r in requests.sent if r[0] == "POST" and r[1].rstrip("/").endswith("$batch")]
+    assert len(batches) == 2
+    assert _count(table, model) == 101
+
+
+def test_a_1_1_mib_entity_reaches_the_service_under_1_mib(
+    counted: tuple[Table, _Requests], model: str, store: BlobStore
+) -> None:
+    table, requests = counted
+    big = "é" * (580 * 1024)  # 1.13 MiB in UTF-16
+    entity = {"PartitionKey": model, "RowKey": "big11", "payload": big}
+    assert entity_size(entity) > 1.1 * 1024 * 1024
+    table.create(entity)
+    table_requests = [r for r in requests.sent if "/PerennialLimitTests" in r[1]]
+    assert len(table_requests) == 1
+    assert table_requests[0][2] < 64 * 1024, "the large value went to blob, not into the table request"
+    assert table.get(model, "big11")["payload"] == big  # type: ignore[index]
