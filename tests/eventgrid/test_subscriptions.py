@@ -111,6 +111,12 @@ def test_subscriptions_mirror_infra_wiring() -> None:
         for flt in sub.filter.advanced_filters:
             assert f"key: '{flt.key}'" in bicep
     assert set(re.findall(r"var \w+FunctionName = '(\w+)'", bicep)) == {s.function for s in subs.subscriptions}
+    # The landing filter is the one wiring.bicep builds from landingContainerName (= shared.storage.LANDING).
+    from shared.storage import LANDING
+
+    assert "subjectBeginsWith: '/blobServices/default/containers/${landingContainerName}/'" in bicep
+    [landing] = [s for s in subs.subscriptions if s.topic == "storage"]
+    assert landing.filter.subject_begins_with == f"/blobServices/default/containers/{LANDING}/"
     attempts = re.search(r"param maxDeliveryAttempts int = (\d+)", bicep)
     ttl = re.search(r"param eventTimeToLiveInMinutes int = (\d+)", bicep)
     assert attempts is not None
