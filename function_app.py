@@ -10,7 +10,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions import activities, alerts, api, ingest, orchestrators, schedule
+from functions import activities, alerts, api, housekeeping, ingest, orchestrators, schedule
 from shared.logs import configure_logging
 from shared.runtime import get_runtime
 
@@ -18,5 +18,5 @@ _runtime = get_runtime()
 configure_logging(_runtime.settings.log_format, in_azure=_runtime.settings.in_azure)
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (api.bp, ingest.bp, alerts.bp, schedule.bp, orchestrators.bp, activities.bp):
+for blueprint in (api.bp, ingest.bp, alerts.bp, schedule.bp, housekeeping.bp, orchestrators.bp, activities.bp):
     app.register_functions(blueprint)

@@ -192,7 +192,9 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
         logger.info("run %s already finished (%s); the request was a redelivery", run_id, run.status)
         return None
     if run.status == "pending":  # created by the API when it accepted the request
-        run = registry.update_run(model, run_id, lambda r: replace(r, status="running"))
+        run = registry.update_run(
+            model, run_id, lambda r: replace(r, status="running", details={**r.details, "trigger": trigger.dump()})
+        )
     claimed_ids = {(c.url, c.blob_etag) for c in claimed}
     mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
@@ -597,21 +599,47 @@ def rollout_prepare(payload: dict[str, Any]) -> dict[str, Any]:
         "shadow_bake_minutes": spec.rollout.shadow.bake_minutes,
     }
     try:
-        platform.create_or_update_deployment(
-            DeploymentSpec(
-                endpoint=endpoint,
-                name=challenger,
-                model_name=model,
-                model_version=version,
-                instance_type=spec.rollout.instance_type,
-                instance_count=spec.rollout.instance_count,
-                tags={MODEL_TAG: model, "perennial_run": payload["run_id"]},
-            )
-        )
+        platform.create_or_update_deployment(_deployment_spec(model, version, payload["run_id"]))
     except DeploymentFailedError as exc:
         plan["error"] = f"deployment {challenger} failed: {exc}"
     _record_step(payload, "deploy", {}, {}, "fail" if "error" in plan else "pass", {"deployment": challenger})
     return plan
+
+
+def _deployment_spec(model: str, version: str, run_id: str) -> DeploymentSpec:
+    """The deployment of one model version (its name is a function of the version, so a retry finds it)."""
+    spec = get_runtime().spec(model)
+    return DeploymentSpec(
+        endpoint=spec.endpoint_name,
+        name=deployment_name(model, version),
+        model_name=model,
+        model_version=version,
+        instance_type=spec.rollout.instance_type,
+        instance_count=spec.rollout.instance_count,
+        tags={MODEL_TAG: model, "perennial_run": run_id},
+    )
+
+
+def _restore_capacity(model: str, endpoint: str, deployment: str) -> bool:
+    """Scale a deployment back up to the spec's instance count before it takes traffic back; True if it was."""
+    platform = _platform()
+    state = platform.get_deployment(DeploymentRef(endpoint, deployment))
+    wanted = get_runtime().spec(model).rollout.instance_count
+    if state.instance_count >= wanted:
+        return False
+    logger.info("scaling %s back from %d to %d instance(s) before it takes traffic", deployment, state.instance_count, wanted)
+    platform.create_or_update_deployment(
+        DeploymentSpec(
+            endpoint=endpoint,
+            name=deployment,
+            model_name=state.model_name,
+            model_version=state.model_version,
+            instance_type=state.instance_type,
+            instance_count=wanted,
+            tags={MODEL_TAG: model},
+        )
+    )
+    return True
 
 
 def _record_step(
@@ -711,6 +739,8 @@ def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
         mirror = action["mirror"]
         if champion is None and action["kind"] == "rollback":
             plans = []  # no champion to return to: the challenger is removed below
+    if action is not None and action["kind"] == "rollback" and champion is not None:
+        _restore_capacity(payload["model"], endpoint, champion)  # the champion must carry its load again
     current = platform.get_traffic(endpoint)
     if mirror is not None and dict(current.mirror) != mirror:
         current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=current.live, mirror=mirror)))
@@ -867,3 +897,82 @@ def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
         ]
     )
     return {"champion": champion_deployment}
+
+
+# --------------------------------------------------------------------------- rollback to the previous champion
+
+
+@bp.activity_trigger(input_name="payload")
+def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring the previous champion's deployment back: recreated if it was retired, scaled up if it was
+    scaled down. Returns the plan (endpoint, the current champion's deployment, the one to restore)."""
+    request = RunRequest.load(payload)
+    model = request.model
+    registry, platform = _registry(), _platform()
+    champion = registry.champion(model)
+    if champion is None or champion.previous_version is None:
+        return {"error": f"{model} has no previous version to roll back to"}
+    endpoint = get_runtime().spec(model).endpoint_name
+    previous = champion.previous_version
+    target = deployment_name(model, previous)
+    names = {d.name for d in platform.list_deployments(endpoint)}
+    try:
+        if target in names:
+            _restore_capacity(model, endpoint, target)
+        else:
+            platform.create_or_update_deployment(_deployment_spec(model, previous, request.run_id))
+    except DeploymentFailedError as exc:
+        return {"error": f"the previous version {previous} could not be deployed again: {exc}"}
+    current = champion.deployment if champion.deployment in names else None
+    _record_step(payload, "deploy", {}, {}, "pass", {"deployment": target, "restored": target in names})
+    return {
+        "endpoint": endpoint,
+        "champion": current,
+        "challenger": target,
+        "version": previous,
+        "from_version": champion.version,
+    }
+
+
+@bp.activity_trigger(input_name="payload")
+def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
+    """Move traffic to the restored version (in steps unless ``immediate``), then point the registry at it."""
+    model, run_id = payload["model"], payload["run_id"]
+    registry, platform = _registry(), _platform()
+    endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
+    version, from_version = str(payload["version"]), str(payload["from_version"])
+    run = registry.require_run(model, run_id)
+    immediate = bool(run.details.get("trigger", {}).get("details", {}).get("immediate", False))
+    traffic = platform.get_traffic(endpoint)
+    plans = rollback_plan(dict(traffic.live), target, current, hard=immediate) if current else [{target: 100}]
+    if traffic.mirror:
+        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=traffic.live, mirror={})))
+    for live in plans:
+        live = {name: share for name, share in live.items() if share or name in (current, target)}
+        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+    champion = registry.champion(model)
+    if champion is not None and champion.version != version:
+        registry.set_champion(
+            Champion(
+                model=model,
+                version=version,
+                run_id=run_id,
+                deployment=target,
+                previous_version=champion.version,
+                etag=champion.etag,
+            )
+        )
+    platform.set_champion(model, version)
+    summary = f"rolled back from version {from_version} to version {version} ({len(plans)} traffic step(s))"
+    _record_step(payload, "rollback", dict(traffic.live), dict(traffic.mirror), "pass", {"summary": summary})
+    _publisher().publish(
+        [
+            make_event(
+                RolloutRolledBack(
+                    model=model, version=from_version, run_id=run_id, step="manual rollback", reasons=[run.trigger_reason]
+                ),
+                event_id=f"{run_id}:rolled-back",
+            )
+        ]
+    )
+    return {"summary": summary, "live": dict(traffic.live)}

@@ -219,6 +219,84 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     )
 
 
+@bp.route(route="models/{model}/rollback", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Restore the previous champion: ``{"reason": "...", "requested_by": "...", "immediate": false}``.
+
+    202 with the rollback's run id; 409 when there is no previous version, or while a run is in progress
+    (abort that run instead: a rollout in progress rolls back to the champion).
+    """
+    runtime = get_runtime()
+    model = req.route_params.get("model", "")
+    if (error := _unknown_model(runtime, model)) is not None:
+        return error
+    body, error = _json_body(req)
+    if error is not None or body is None:
+        return error or problem(400, "Malformed request", "send a JSON object")
+    fields = {"reason": str, "requested_by": str, "immediate": bool}
+    for name, value in body.items():
+        if name not in fields:
+            return problem(400, "Unknown field", f"{name!r} is not a rollback field ({', '.join(fields)})", field=name)
+        if not isinstance(value, fields[name]):
+            return problem(400, "Wrong type", f"{name} must be a {fields[name].__name__}", field=name)
+    registry = _registry(runtime)
+    champion = registry.champion(model)
+    if champion is None or champion.previous_version is None:
+        current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
+        return problem(409, "Nothing to roll back to", f"{model} has no previous version: {current}", field="model")
+    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE]
+    if active:
+        run = active[0]
+        return problem(
+            409,
+            "A run is in progress",
+            f"run {run.run_id} is {run.stage}; abort it with POST /api/runs/{run.run_id}/abort "
+            "(a rollout in progress rolls back to the champion), then roll back if you still need to",
+            run_id=run.run_id,
+        )
+    requested_by = str(body.get("requested_by", "api"))
+    reason = str(body.get("reason") or f"rollback requested by {requested_by}")
+    # One rollback per champion version: a retried request is the same run.
+    run_id = run_id_for(model, f"rollback:{champion.version}:{champion.since.isoformat()}")
+    existing = registry.get_run(model, run_id)
+    if existing is None:
+        registry.create_run(
+            Run(
+                model=model,
+                run_id=run_id,
+                trigger_kind="rollback",
+                trigger_reason=reason,
+                trigger_event_id=run_id,
+                status="pending",
+                stage="queued",
+                instance_id=run_id,
+            )
+        )
+        info = TriggerInfo(
+            kind="rollback",
+            reason=reason,
+            source_event_id=run_id,
+            details={"requested_by": requested_by, "immediate": bool(body.get("immediate", False))},
+        )
+        with correlated():
+            await send_work(client, model, {"kind": "rollback", "run_id": run_id, "trigger": info.dump()})
+        logger.info("rollback of %s from %s to %s requested", model, champion.version, champion.previous_version)
+    base = req.url.split("/api/")[0]
+    return json_response(
+        {
+            "run_id": run_id,
+            "model": model,
+            "from_version": champion.version,
+            "to_version": champion.previous_version,
+            "reason": reason,
+            "status_url": f"{base}/api/runs/{run_id}",
+        },
+        202,
+        headers={"Location": f"{base}/api/runs/{run_id}"},
+    )
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -283,7 +361,8 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
 
 
 @bp.route(route="runs/{id}/abort", methods=["POST"])
-def abort(req: func.HttpRequest) -> func.HttpResponse:
+@bp.durable_client_input(client_name="client")
+async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ask a running run to stop. Cancellation is cooperative: the run's jobs see the request at their next
     poll and are cancelled on the platform, the run stops at its next stage, and a rollout in progress rolls
     back to the champion — nothing is left half-done."""
@@ -298,5 +377,11 @@ def abort(req: func.HttpRequest) -> func.HttpResponse:
         return replace(current, abort_requested=True)
 
     updated = _registry(runtime).update_run(run.model, run.run_id, request_abort)
+    # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.
+    for instance in (run.run_id, f"{run.run_id}-rollout"):
+        try:
+            await client.raise_event(instance, "abort", {"by": "api"})
+        except Exception:  # the SDK raises bare Exception when the instance is not running: nothing waits there
+            logger.debug("no waiting instance %s to wake for the abort", instance)
     logger.info("abort requested for %s", run.run_id)
     return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "requested"}, 202)

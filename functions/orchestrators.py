@@ -104,12 +104,16 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
             context.continue_as_new({"model": model, "deadline": deadline_text, **pending.dump()})
             return None
 
-    run = yield context.call_activity("claim_run", {"model": model, **pending.dump()})
+    rollback = pending.take_rollback()
+    work = {"blobs": [], "requests": [rollback]} if rollback is not None else pending.dump()
+    run = yield context.call_activity("claim_run", {"model": model, **work})
+    leftover = pending.dump() if rollback is not None else {}
     if run is not None:
         request = RunRequest.load(run)
-        context.set_custom_status({"model": model, "stage": "training", "run_id": request.run_id})
+        kind = "model_rollback" if request.trigger.kind == "rollback" else "continuous_training"
+        context.set_custom_status({"model": model, "stage": kind, "run_id": request.run_id})
         try:
-            yield context.call_sub_orchestrator("continuous_training", request.dump(), instance_id=request.run_id)
+            yield context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
         except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
             # A run that crashed is recorded as failed (with the error), and the coordinator lives on:
             # one bad run must never stop a model from ever training again.
@@ -117,7 +121,8 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
             yield context.call_activity(
                 "finish_run", {"model": model, "run_id": request.run_id, "status": "failed", "reasons": reasons}
             )
-    context.continue_as_new({"model": model})
+    # Work that waited behind a rollback is carried over; the rest arrives as buffered events.
+    context.continue_as_new({"model": model, **leftover})
     return None
 
 
@@ -144,8 +149,15 @@ class _Pending:
         if work.get("kind") == "blobs":
             for blob in work.get("blobs", []):
                 self._add_blob(blob)
-        elif work.get("kind") == "retrain":
+        elif work.get("kind") in ("retrain", "rollback"):
             self.requests.append(work)
+
+    def take_rollback(self) -> dict[str, Any] | None:
+        """A rollback restores service: it runs alone and before anything else that is waiting."""
+        for index, request in enumerate(self.requests):
+            if request.get("kind") == "rollback":
+                return self.requests.pop(index)
+        return None
 
     @property
     def empty(self) -> bool:
@@ -268,11 +280,14 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         timeout = context.current_utc_datetime + timedelta(hours=float(prepared["approval_timeout_hours"]))
         timer = context.create_timer(timeout)
         approval = context.wait_for_external_event("approval")
-        winner = yield context.task_any([approval, timer])
+        abort = context.wait_for_external_event("abort")
+        winner = yield context.task_any([approval, timer, abort])
         if winner == timer:
             reasons = [f"no approval within {prepared['approval_timeout_hours']} h"]
             return (yield from finish("approval_timed_out", reasons))
         timer.cancel()
+        if winner == abort:
+            return (yield from finish("aborted", aborted))
         answer = approval.result or {}
         if not answer.get("approved", False):
             reasons = [f"rejected by {answer.get('by', 'a reviewer')}: {answer.get('comment', '')}".rstrip(": ")]
@@ -401,7 +416,10 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     bake = float(plan["shadow_bake_minutes"] if step_index == -1 else plan["bake_minutes"])
     while True:
         context.set_custom_status({"run_id": request["run_id"], "stage": "baking", "step_index": step_index})
-        yield context.create_timer(context.current_utc_datetime + timedelta(minutes=bake))
+        timer = context.create_timer(context.current_utc_datetime + timedelta(minutes=bake))
+        abort = context.wait_for_external_event("abort")
+        if (yield context.task_any([timer, abort])) == abort:
+            timer.cancel()  # the analysis sees the abort request and rolls back at once
         action = yield context.call_activity(
             "rollout_analyse",
             {
@@ -424,3 +442,33 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
         else:  # hold: the window grows, so an extension adds data instead of starting over
             extensions = int(action["extensions_used"])
         bake = float(action["bake_minutes"])
+
+
+# --------------------------------------------------------------------------- model_rollback
+
+
+@bp.orchestration_trigger(context_name="context")
+def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
+    """Restore the previous champion (POST /api/models/{model}/rollback): its deployment is brought back
+    (recreated if it was retired, scaled back up if it was scaled down) and smoke-tested, then traffic
+    moves to it in steps (or at once when asked), and the registry points at it again."""
+    request = RunRequest.load(context.get_input())
+    run = {"model": request.model, "run_id": request.run_id}
+    context.set_custom_status({"run_id": request.run_id, "stage": "rolling_back"})
+    yield context.call_activity("record_stage", {**run, "stage": "rolling_back", "details": {}})
+    plan = yield context.call_activity("rollback_prepare", request.dump())
+    if plan.get("error"):
+        reasons = [plan["error"]]
+        yield context.call_activity("finish_run", {**run, "status": "failed", "reasons": reasons})
+        return {"run_id": request.run_id, "status": "failed", "reasons": reasons}
+    smoke = yield context.call_activity("rollout_smoke", {**run, **plan})
+    if not smoke["ok"]:
+        reasons = [f"the previous version {plan['version']} failed its smoke test: {smoke['reason']}; nothing changed"]
+        yield context.call_activity("finish_run", {**run, "status": "failed", "reasons": reasons})
+        return {"run_id": request.run_id, "status": "failed", "reasons": reasons}
+    restored = yield context.call_activity("rollback_restore", {**run, **plan})
+    reasons = [restored["summary"]]
+    yield context.call_activity(
+        "finish_run", {**run, "status": "rolled_back", "reasons": reasons, "version": plan["version"]}
+    )
+    return {"run_id": request.run_id, "status": "rolled_back", "reasons": reasons}

@@ -701,3 +701,53 @@ def next_rollout_action(state: RolloutState, verdict: CanaryVerdict, spec: Rollo
         (lead, f"advance to step {nxt + 1}/{len(steps)}: {steps[nxt]} % on {state.challenger}"),
         verdict_record,
     )
+
+
+# --------------------------------------------------------------------------- retiring old deployments
+
+
+@dataclass(frozen=True)
+class Retirement:
+    deployment: str
+    reason: str
+
+
+def deployments_to_retire(
+    *,
+    now: datetime,
+    deployments: Sequence[str],
+    live: Mapping[str, int],
+    mirror: Mapping[str, int],
+    champion: str | None,
+    previous: str | None,
+    champion_since: datetime | None,
+    retire_after_hours: float,
+    run_in_progress: bool,
+) -> list[Retirement]:
+    """Which deployments of a model's endpoint can go: none that takes live or mirrored traffic, never the
+    champion's; the previous champion's only once ``retire_after_hours`` have passed since the promotion
+    (until then it is the one-command rollback); any other idle one (a leftover of a crash or a failed
+    rollout) at once. Nothing while a run is in progress: its challenger or rollback target may be idle."""
+    if run_in_progress:
+        return []
+    now = _aware(now, "now")
+    out: list[Retirement] = []
+    for name in sorted(deployments):
+        if live.get(name, 0) or mirror.get(name, 0) or name == champion:
+            continue
+        if name == previous:
+            if champion_since is None:
+                continue
+            age_hours = (now - _aware(champion_since, "champion_since")) / timedelta(hours=1)
+            if age_hours < retire_after_hours:
+                continue
+            out.append(
+                Retirement(
+                    name,
+                    f"the previous champion's deployment, idle for {age_hours:.1f} h "
+                    f">= retire_after_hours {retire_after_hours:g}",
+                )
+            )
+        else:
+            out.append(Retirement(name, "idle, and neither the champion's nor the previous champion's deployment"))
+    return out

@@ -1,0 +1,37 @@
+"""Timer trigger: retire idle deployments (the previous champion's after its grace period, leftovers at once)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared.housekeeping import retire_idle_deployments
+from shared.logs import correlated
+from shared.platform import PlatformError, create_platform
+from shared.registry import Registry
+from shared.runtime import get_runtime
+
+bp = df.Blueprint()
+logger = logging.getLogger("perennial.housekeeping")
+
+#: Every ten minutes: retire_after_hours is measured in hours, so this is precise enough and cheap.
+RETIRE_SCHEDULE = "0 */10 * * * *"
+
+
+@bp.timer_trigger(arg_name="timer", schedule=RETIRE_SCHEDULE, run_on_startup=False)
+def retire_deployments(timer: func.TimerRequest) -> None:
+    runtime = get_runtime()
+    platform = create_platform(runtime.settings)
+    registry = Registry.from_settings(runtime.settings.storage)
+    with correlated():
+        for model, spec in sorted(runtime.specs.items()):
+            try:
+                retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
+            except PlatformError as exc:  # one model's trouble must not stop the others; the next tick retries
+                logger.warning("could not retire idle deployments of %s: %s", model, exc)
+                continue
+            for retirement in retired:
+                logger.info("%s: retired %s (%s)", model, retirement.deployment, retirement.reason)

@@ -1,0 +1,58 @@
+"""Retire deployments nobody needs any more (the glue between the platform, the registry and the policy).
+
+The previous champion's deployment is kept, idle, for ``rollout.retire_after_hours`` after a promotion —
+that is what makes ``POST /api/models/{model}/rollback`` instant — and then deleted; anything else idle
+on a model's endpoint (left by a crash or a failed rollout) goes at once. The decision is
+``shared.policy.deployments_to_retire``; this module only gathers its inputs and acts on its answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import datetime
+
+from shared.platform import DeploymentRef, MLPlatform, NotFoundError, TrafficInvariantError
+from shared.policy import Retirement, deployments_to_retire
+from shared.registry import Registry
+from shared.spec import ModelSpec
+from shared.workflow import deployment_name
+
+logger = logging.getLogger("perennial.housekeeping")
+
+ACTIVE = frozenset({"pending", "running"})
+
+
+def retire_idle_deployments(
+    model: str, spec: ModelSpec, platform: MLPlatform, registry: Registry, now: datetime
+) -> list[Retirement]:
+    """Delete the model's idle deployments the policy lets go; returns what was deleted, and why."""
+    endpoint = spec.endpoint_name
+    try:
+        deployments = [d.name for d in platform.list_deployments(endpoint)]
+    except NotFoundError:
+        return []  # no endpoint yet: nothing deployed
+    if not deployments:
+        return []
+    traffic = platform.get_traffic(endpoint)
+    champion = registry.champion(model)
+    in_progress = any(run.status in ACTIVE for run in registry.runs(model, limit=20))
+    plan = deployments_to_retire(
+        now=now,
+        deployments=deployments,
+        live=traffic.live,
+        mirror=traffic.mirror,
+        champion=champion.deployment if champion else None,
+        previous=deployment_name(model, champion.previous_version) if champion and champion.previous_version else None,
+        champion_since=champion.since if champion else None,
+        retire_after_hours=spec.rollout.retire_after_hours,
+        run_in_progress=in_progress,
+    )
+    done: list[Retirement] = []
+    for retirement in plan:
+        # The port refuses to delete a deployment that took traffic meanwhile: then it simply stays.
+        with contextlib.suppress(NotFoundError, TrafficInvariantError):
+            platform.delete_deployment(DeploymentRef(endpoint, retirement.deployment))
+            logger.info("retired %s/%s: %s", endpoint, retirement.deployment, retirement.reason)
+            done.append(retirement)
+    return done
