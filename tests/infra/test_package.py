@@ -1,0 +1,111 @@
+"""The Function App package azd deploys (the repository minus .funcignore) starts on its own in Azure mode."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.infra.conftest import ROOT
+
+# The settings infra/modules/function-app.bicep gives the app (values made up, shapes real).
+AZURE_SETTINGS = {
+    "PERENNIAL_PLATFORM": "azureml",
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+    "AzureWebJobsStorage__blobServiceUri": "https://stabc.blob.core.windows.net",
+    "AzureWebJobsStorage__queueServiceUri": "https://stabc.queue.core.windows.net",
+    "AzureWebJobsStorage__tableServiceUri": "https://stabc.table.core.windows.net",
+    "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000002",
+    "AZURE_RESOURCE_GROUP": "rg-perennial",
+    "AZUREML_WORKSPACE_NAME": "mlw-abc",
+    "PERENNIAL_EVENTGRID_ENDPOINT": "https://evgt-abc.westeurope-1.eventgrid.azure.net/api/events",
+}
+
+PROBE = """
+import json, sys
+sys.path.insert(0, ".")
+import function_app
+root, package = sys.argv[1], sys.argv[2]
+# A module loaded from the repository but outside the package would be missing in Azure.
+leaked = sorted(
+    name for name, module in list(sys.modules.items())
+    if (getattr(module, "__file__", None) or "").startswith(root + "/")
+    and not (module.__file__ or "").startswith(root + "/.venv/")
+)
+print(json.dumps({"functions": [f.get_function_name() for f in function_app.app.get_functions()], "leaked": leaked}))
+"""
+
+
+def _patterns() -> list[str]:
+    lines = (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _ignored(relative: str, is_dir: bool, patterns: list[str]) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if is_dir and (fnmatch.fnmatch(relative, pattern[:-1]) or fnmatch.fnmatch(name, pattern[:-1])):
+                return True
+        elif fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(name, pattern):
+            return True
+    return False
+
+
+def _package(target: Path) -> None:
+    patterns = _patterns()
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        base = Path(directory).relative_to(ROOT).as_posix()
+        out = []
+        for name in names:
+            relative = name if base == "." else f"{base}/{name}"
+            if _ignored(relative, (Path(directory) / name).is_dir(), patterns):
+                out.append(name)
+        return out
+
+    shutil.copytree(ROOT, target, ignore=ignore)
+
+
+def test_funcignore_leaves_out_the_local_tools_and_keeps_the_app(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    _package(package)
+    kept = {p.name for p in package.iterdir()}
+    assert {
+        "function_app.py",
+        "host.json",
+        "requirements.txt",
+        "functions",
+        "shared",
+        "models",
+        "training_jobs",
+    } <= kept
+    assert not kept & {".venv", "node_modules", "tests", "devhost", ".perennial", "infra", ".git", "benchmarks"}
+
+
+@pytest.mark.slow
+def test_the_deployed_package_imports_function_app_in_azure_mode(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    _package(package)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **AZURE_SETTINGS}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", PROBE, str(ROOT), str(package)],
+        cwd=package,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["leaked"] == [], f"function_app needs modules .funcignore leaves out: {result['leaked']}"
+    assert {"health", "on_blob_created", "on_alert_event"} <= set(result["functions"])
