@@ -11,8 +11,13 @@ so endpoints outlive the process that created them, as in Azure):
 - One worker subprocess per deployment (:mod:`devhost.mlservice.worker`) loads the scoring
   script with ``AZUREML_MODEL_DIR``; the router starts, health-checks (readiness) and replaces
   workers when told to sync, and restarts one that died (liveness), as Azure restarts a container.
-- Every request is appended to ``metrics/<deployment>.jsonl`` (time, latency, status, predicted
-  classes, mirrored or not), which LocalPlatform reads for the health gates.
+- Every request gets a request id: the client's ``x-ms-client-request-id`` or ``x-request-id`` header
+  when it is a sane token, else a new uuid4; the response names it in ``x-request-id`` (and echoes
+  ``x-ms-client-request-id`` when sent), as Azure ML endpoints do. A mirrored copy keeps the id.
+- Every request is appended to ``metrics/<deployment>.jsonl``: time, latency, status, mirrored or
+  not (what LocalPlatform reads for the health gates), and the scoring record — request id,
+  deployment, row count, predicted class and probability per row, and the input values of the
+  first 100 rows (:func:`shared.platform.scoring.router_line`), which live accuracy and input drift read.
 - ``POST /__perennial/sync`` (same key) reconciles workers with ``deployments/*.json`` and writes
   each deployment's provisioning state; ``POST /__perennial/shutdown`` stops everything.
 """
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.platform.localstore import FileLock, LocalLayout, read_json, write_json
+from shared.platform.scoring import RESPONSE_REQUEST_ID_HEADER, request_id_from, router_line
 
 ADMIN_PREFIX = "/__perennial/"
 #: Locally a deployment gets at most this long to become ready (Azure allows far longer; tests cannot wait).
@@ -230,7 +237,7 @@ class Router:
                 return name
         return live[-1][0]
 
-    def forward(self, deployment: str, body: bytes, mirrored: bool = False) -> tuple[int, bytes]:
+    def forward(self, deployment: str, body: bytes, mirrored: bool = False, request_id: str = "") -> tuple[int, bytes]:
         """Send ``body`` to the deployment's worker; record the outcome in its metrics file."""
         with self.workers_lock:
             worker = self.workers.get(deployment)
@@ -246,16 +253,25 @@ class Router:
                 conn.close()
             except OSError as exc:
                 status, data = 502, json.dumps({"error": f"deployment {deployment!r} failed: {exc}"}).encode()
-        self._record(deployment, (time.perf_counter() - started) * 1000.0, status, data, mirrored)
+        ms = (time.perf_counter() - started) * 1000.0
+        self._record(deployment, request_id or str(uuid.uuid4()), ms, status, body, data, mirrored)
         return status, data
 
-    def _record(self, deployment: str, ms: float, status: int, data: bytes, mirrored: bool) -> None:
-        classes: list[str] = []
-        if status == 200:
-            with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
-                classes = [str(p["class"]) for p in json.loads(data).get("predictions", [])]
+    def _record(
+        self, deployment: str, request_id: str, ms: float, status: int, body: bytes, data: bytes, mirrored: bool
+    ) -> None:
         line = json.dumps(
-            {"t": time.time(), "ms": round(ms, 3), "status": status, "classes": classes, "mirror": mirrored}
+            router_line(
+                request_id=request_id,
+                deployment=deployment,
+                at=time.time(),
+                latency_ms=ms,
+                status=status,
+                mirrored=mirrored,
+                request=body,
+                response=data,
+            ),
+            allow_nan=False,
         )
         lock = self.metrics_locks.setdefault(deployment, threading.Lock())
         path = self.layout.metrics_file(self.name, deployment)
@@ -264,13 +280,13 @@ class Router:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
 
-    def maybe_mirror(self, body: bytes) -> None:
+    def maybe_mirror(self, body: bytes, request_id: str) -> None:
         mirror = {k: v for k, v in self.endpoint.current().get("mirror", {}).items() if v > 0}
         for name, percent in mirror.items():
             with self.rng_lock:
                 hit = self.rng.random() * 100 < percent
             if hit:
-                self.mirror_pool.submit(self.forward, name, body, True)
+                self.mirror_pool.submit(self.forward, name, body, True, request_id)
 
     # ----------------------------------------------------------------- server
 
@@ -282,12 +298,19 @@ class Router:
             # Headers and body go out as two writes; without TCP_NODELAY, Nagle + delayed ACK add 40 ms.
             disable_nagle_algorithm = True
 
-            def _reply(self, status: int, data: bytes, deployment: str | None = None) -> None:
+            def _reply(
+                self, status: int, data: bytes, deployment: str | None = None, request_id: str | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 if deployment:
                     self.send_header("azureml-model-deployment", deployment)
+                if request_id:
+                    self.send_header(RESPONSE_REQUEST_ID_HEADER, request_id)
+                    client_id = self.headers.get("x-ms-client-request-id")
+                    if client_id == request_id:
+                        self.send_header("x-ms-client-request-id", client_id)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -323,25 +346,28 @@ class Router:
                 if path != "/score":
                     self._error(HTTPStatus.NOT_FOUND, f"no route POST {path}; POST /score")
                     return
+                request_id = request_id_from(self.headers.get)
                 pinned = self.headers.get("azureml-model-deployment")
                 if pinned:
                     if pinned not in router._deployments():
-                        self._error(HTTPStatus.NOT_FOUND, f"deployment {pinned!r} does not exist on this endpoint")
+                        message = f"deployment {pinned!r} does not exist on this endpoint"
+                        self._reply(HTTPStatus.NOT_FOUND, json.dumps({"error": message}).encode(), None, request_id)
                         return
                     deployment = pinned
                 else:
                     picked = router.pick(dict(router.endpoint.current().get("traffic", {})))
                     if picked is None:
-                        self._error(
-                            HTTPStatus.SERVICE_UNAVAILABLE,
+                        message = (
                             "no valid deployments to route to: give a deployment live traffic, or pin one with "
-                            "the azureml-model-deployment header",
+                            "the azureml-model-deployment header"
                         )
+                        error = json.dumps({"error": message}).encode()
+                        self._reply(HTTPStatus.SERVICE_UNAVAILABLE, error, None, request_id)
                         return
                     deployment = picked
-                    router.maybe_mirror(body)
-                status, data = router.forward(deployment, body)
-                self._reply(status, data, deployment)
+                    router.maybe_mirror(body, request_id)
+                status, data = router.forward(deployment, body, request_id=request_id)
+                self._reply(status, data, deployment, request_id)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
