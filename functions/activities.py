@@ -262,7 +262,9 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     )
     reference = _champion_reference(request.model)
     return {
-        "blobs": [BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs],
+        "blobs": [
+            BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs
+        ],
         "edges": reference.edges() if reference is not None else None,
     }
 
@@ -627,7 +629,9 @@ def _restore_capacity(model: str, endpoint: str, deployment: str) -> bool:
     wanted = get_runtime().spec(model).rollout.instance_count
     if state.instance_count >= wanted:
         return False
-    logger.info("scaling %s back from %d to %d instance(s) before it takes traffic", deployment, state.instance_count, wanted)
+    logger.info(
+        "scaling %s back from %d to %d instance(s) before it takes traffic", deployment, state.instance_count, wanted
+    )
     platform.create_or_update_deployment(
         DeploymentSpec(
             endpoint=endpoint,
@@ -891,7 +895,9 @@ def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
     _publisher().publish(
         [
             make_event(
-                RolloutRolledBack(model=model, version=version, run_id=payload["run_id"], step="rollout", reasons=[reason]),
+                RolloutRolledBack(
+                    model=model, version=version, run_id=payload["run_id"], step="rollout", reasons=[reason]
+                ),
                 event_id=f"{payload['run_id']}:rolled-back",
             )
         ]
@@ -969,7 +975,11 @@ def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
         [
             make_event(
                 RolloutRolledBack(
-                    model=model, version=from_version, run_id=run_id, step="manual rollback", reasons=[run.trigger_reason]
+                    model=model,
+                    version=from_version,
+                    run_id=run_id,
+                    step="manual rollback",
+                    reasons=[run.trigger_reason],
                 ),
                 event_id=f"{run_id}:rolled-back",
             )

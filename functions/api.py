@@ -114,6 +114,62 @@ def _run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+def _run_in_progress(registry: Registry, model: str) -> func.HttpResponse | None:
+    """409 naming the run when one is in progress (one run at a time per model)."""
+    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE]
+    if not active:
+        return None
+    run = active[0]
+    return problem(
+        409,
+        "A run is in progress",
+        f"run {run.run_id} is {run.stage}; wait for it, or abort it with POST /api/runs/{run.run_id}/abort "
+        "(a rollout in progress rolls back to the champion)",
+        run_id=run.run_id,
+    )
+
+
+async def _queue_run(
+    req: func.HttpRequest,
+    client: df.DurableOrchestrationClient,
+    registry: Registry,
+    work_kind: str,
+    run: Run,
+    trigger: TriggerInfo,
+    extra: dict[str, Any],
+) -> func.HttpResponse:
+    """Record the run as pending at once (so a second request is refused with 409 even before the
+    coordinator picks it up), hand it to the model's coordinator, answer 202 with where to follow it."""
+    registry.create_run(run)
+    await send_work(client, run.model, {"kind": work_kind, "run_id": run.run_id, "trigger": trigger.dump()})
+    base = req.url.split("/api/")[0]
+    status_url = f"{base}/api/runs/{run.run_id}"
+    body = {"run_id": run.run_id, "model": run.model, **extra, "reason": run.trigger_reason, "status_url": status_url}
+    return json_response(body, 202, headers={"Location": status_url})
+
+
+def _pending_run(model: str, run_id: str, kind: str, reason: str, event_id: str) -> Run:
+    return Run(
+        model=model,
+        run_id=run_id,
+        trigger_kind=kind,
+        trigger_reason=reason,
+        trigger_event_id=event_id,
+        status="pending",
+        stage="queued",
+        instance_id=run_id,
+    )
+
+
+def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpResponse | None:
+    for name, value in body.items():
+        if name not in fields:
+            return problem(400, "Unknown field", f"{name!r} is not a field here ({', '.join(fields)})", field=name)
+        if not isinstance(value, fields[name]):
+            return problem(400, "Wrong type", f"{name} must be a {fields[name].__name__}", field=name)
+    return None
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -181,42 +237,18 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             trigger = parse_http(body, KnownModels.from_specs(runtime.specs), req.headers.get("Idempotency-Key"))
         except EventError as exc:
             return problem(400, "Malformed retrain request", str(exc), field=exc.field)
-        active = [r for r in _registry(runtime).runs(model, limit=20) if r.status in ACTIVE]
-        if active:
-            run = active[0]
-            return problem(
-                409,
-                "A retrain is already running",
-                f"run {run.run_id} is {run.stage}; wait for it, or abort it with POST /api/runs/{run.run_id}/abort",
-                run_id=run.run_id,
-            )
+        registry = _registry(runtime)
+        if (busy := _run_in_progress(registry, model)) is not None:
+            return busy
         run_id = run_id_for(model, trigger.dedupe_key)
-        # Record the run now, so a second request is refused (409) even before the coordinator picks it up.
-        _registry(runtime).create_run(
-            Run(
-                model=model,
-                run_id=run_id,
-                trigger_kind=trigger.kind,
-                trigger_reason=trigger.reason,
-                trigger_event_id=trigger.event_id,
-                status="pending",
-                stage="queued",
-                instance_id=run_id,
-            )
-        )
         info = TriggerInfo(
             kind=trigger.kind,
             reason=trigger.reason,
             source_event_id=trigger.event_id,
             details={**trigger.details, "blobs": selection} if selection else trigger.details,
         )
-        await send_work(client, model, {"kind": "retrain", "run_id": run_id, "trigger": info.dump()})
-    base = req.url.split("/api/")[0]
-    return json_response(
-        {"run_id": run_id, "model": model, "reason": trigger.reason, "status_url": f"{base}/api/runs/{run_id}"},
-        202,
-        headers={"Location": f"{base}/api/runs/{run_id}"},
-    )
+        run = _pending_run(model, run_id, trigger.kind, trigger.reason, trigger.event_id)
+        return await _queue_run(req, client, registry, "retrain", run, info, {})
 
 
 @bp.route(route="models/{model}/rollback", methods=["POST"])
@@ -234,67 +266,71 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
-    fields = {"reason": str, "requested_by": str, "immediate": bool}
-    for name, value in body.items():
-        if name not in fields:
-            return problem(400, "Unknown field", f"{name!r} is not a rollback field ({', '.join(fields)})", field=name)
-        if not isinstance(value, fields[name]):
-            return problem(400, "Wrong type", f"{name} must be a {fields[name].__name__}", field=name)
+    if (error := _check_fields(body, {"reason": str, "requested_by": str, "immediate": bool})) is not None:
+        return error
     registry = _registry(runtime)
     champion = registry.champion(model)
     if champion is None or champion.previous_version is None:
         current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
         return problem(409, "Nothing to roll back to", f"{model} has no previous version: {current}", field="model")
-    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE]
-    if active:
-        run = active[0]
-        return problem(
-            409,
-            "A run is in progress",
-            f"run {run.run_id} is {run.stage}; abort it with POST /api/runs/{run.run_id}/abort "
-            "(a rollout in progress rolls back to the champion), then roll back if you still need to",
-            run_id=run.run_id,
-        )
+    if (busy := _run_in_progress(registry, model)) is not None:
+        return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollback requested by {requested_by}")
-    # One rollback per champion version: a retried request is the same run.
+    # One rollback per champion (version and promotion time): a retried request is the same run.
     run_id = run_id_for(model, f"rollback:{champion.version}:{champion.since.isoformat()}")
-    existing = registry.get_run(model, run_id)
-    if existing is None:
-        registry.create_run(
-            Run(
-                model=model,
-                run_id=run_id,
-                trigger_kind="rollback",
-                trigger_reason=reason,
-                trigger_event_id=run_id,
-                status="pending",
-                stage="queued",
-                instance_id=run_id,
-            )
-        )
-        info = TriggerInfo(
-            kind="rollback",
-            reason=reason,
-            source_event_id=run_id,
-            details={"requested_by": requested_by, "immediate": bool(body.get("immediate", False))},
-        )
-        with correlated():
-            await send_work(client, model, {"kind": "rollback", "run_id": run_id, "trigger": info.dump()})
-        logger.info("rollback of %s from %s to %s requested", model, champion.version, champion.previous_version)
-    base = req.url.split("/api/")[0]
-    return json_response(
-        {
-            "run_id": run_id,
-            "model": model,
-            "from_version": champion.version,
-            "to_version": champion.previous_version,
-            "reason": reason,
-            "status_url": f"{base}/api/runs/{run_id}",
-        },
-        202,
-        headers={"Location": f"{base}/api/runs/{run_id}"},
+    info = TriggerInfo(
+        kind="rollback",
+        reason=reason,
+        source_event_id=run_id,
+        details={"requested_by": requested_by, "immediate": bool(body.get("immediate", False))},
     )
+    logger.info("rollback of %s from %s to %s requested", model, champion.version, champion.previous_version)
+    run = _pending_run(model, run_id, "rollback", reason, run_id)
+    versions = {"from_version": champion.version, "to_version": champion.previous_version}
+    with correlated():
+        return await _queue_run(req, client, registry, "rollback", run, info, versions)
+
+
+@bp.route(route="models/{model}/versions/{version}/rollout", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Ship a registered version through the staged rollout: ``{"reason": "...", "requested_by": "..."}``.
+
+    202 with the run id; 404 for a version that is not registered; 409 when it is the champion already
+    or while a run is in progress.
+    """
+    runtime = get_runtime()
+    model, version = req.route_params.get("model", ""), req.route_params.get("version", "")
+    if (error := _unknown_model(runtime, model)) is not None:
+        return error
+    body, error = _json_body(req)
+    if error is not None or body is None:
+        return error or problem(400, "Malformed request", "send a JSON object")
+    if (error := _check_fields(body, {"reason": str, "requested_by": str})) is not None:
+        return error
+    if not version.isdigit():
+        return problem(400, "Bad version", f"version {version!r} must be a version number such as 3", field="version")
+    registry = _registry(runtime)
+    if registry.version(model, version) is None:
+        return problem(404, "Unknown version", f"{model} has no registered version {version}", field="version")
+    champion = registry.champion(model)
+    if champion is not None and champion.version == version:
+        return problem(409, "Already the champion", f"version {version} of {model} is the champion", field="version")
+    if (busy := _run_in_progress(registry, model)) is not None:
+        return busy
+    requested_by = str(body.get("requested_by", "api"))
+    reason = str(body.get("reason") or f"rollout of version {version} requested by {requested_by}")
+    run_id = run_id_for(model, f"rollout:{version}:{req.headers.get('Idempotency-Key') or reason}")
+    info = TriggerInfo(
+        kind="rollout",
+        reason=reason,
+        source_event_id=run_id,
+        details={"version": version, "requested_by": requested_by},
+    )
+    run = _pending_run(model, run_id, "rollout", reason, run_id)
+    with correlated():
+        return await _queue_run(req, client, registry, "rollout", run, info, {"version": version})
 
 
 # --------------------------------------------------------------------------- runs

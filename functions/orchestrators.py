@@ -47,6 +47,8 @@ Orchestration = Generator[Any, Any, Any]
 
 #: Work events handled per coordinator generation before continue_as_new (bounds history in a storm).
 EVENTS_PER_GENERATION = 50
+#: Work kinds that run alone, in this order of precedence, and the orchestrator that runs each.
+EXCLUSIVE_ORCHESTRATORS = {"rollback": "model_rollback", "rollout": "version_rollout"}
 
 
 def coordinator_id(model: str) -> str:
@@ -104,13 +106,13 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
             context.continue_as_new({"model": model, "deadline": deadline_text, **pending.dump()})
             return None
 
-    rollback = pending.take_rollback()
-    work = {"blobs": [], "requests": [rollback]} if rollback is not None else pending.dump()
+    exclusive = pending.take_exclusive()
+    work = {"blobs": [], "requests": [exclusive]} if exclusive is not None else pending.dump()
     run = yield context.call_activity("claim_run", {"model": model, **work})
-    leftover = pending.dump() if rollback is not None else {}
+    leftover = pending.dump() if exclusive is not None else {}
     if run is not None:
         request = RunRequest.load(run)
-        kind = "model_rollback" if request.trigger.kind == "rollback" else "continuous_training"
+        kind = EXCLUSIVE_ORCHESTRATORS.get(request.trigger.kind, "continuous_training")
         context.set_custom_status({"model": model, "stage": kind, "run_id": request.run_id})
         try:
             yield context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
@@ -149,14 +151,16 @@ class _Pending:
         if work.get("kind") == "blobs":
             for blob in work.get("blobs", []):
                 self._add_blob(blob)
-        elif work.get("kind") in ("retrain", "rollback"):
+        elif work.get("kind") in ("retrain", *EXCLUSIVE_ORCHESTRATORS):
             self.requests.append(work)
 
-    def take_rollback(self) -> dict[str, Any] | None:
-        """A rollback restores service: it runs alone and before anything else that is waiting."""
-        for index, request in enumerate(self.requests):
-            if request.get("kind") == "rollback":
-                return self.requests.pop(index)
+    def take_exclusive(self) -> dict[str, Any] | None:
+        """A rollback (first: it restores service) or a rollout of a registered version runs alone,
+        before the retrains and blobs that are waiting."""
+        for kind in EXCLUSIVE_ORCHESTRATORS:
+            for index, request in enumerate(self.requests):
+                if request.get("kind") == kind:
+                    return self.requests.pop(index)
         return None
 
     @property
@@ -295,20 +299,39 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
 
     if (yield from stage("rolling_out", version=registered["version"])):
         return (yield from finish("aborted", aborted))
+    rollout = yield from _roll_out(context, run, str(registered["version"]))
+    status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
+    reasons = list(decision["reasons"]) + list(rollout.get("reasons", []))
+    return (yield from finish(status, reasons, version=registered["version"]))
+
+
+def _roll_out(context: df.DurableOrchestrationContext, run: dict[str, str], version: str) -> Orchestration:
+    """Run ``staged_rollout`` for ``version``; if it fails unexpectedly, abandon it to the champion."""
     try:
-        rollout = yield context.call_sub_orchestrator(
-            "staged_rollout",
-            {**run, "version": registered["version"]},
-            instance_id=f"{request.run_id}-rollout",
+        rollout: dict[str, Any] = yield context.call_sub_orchestrator(
+            "staged_rollout", {**run, "version": version}, instance_id=f"{run['run_id']}-rollout"
         )
     except Exception as exc:
         # Whatever broke, traffic must not stay split: the champion goes back to 100 and the challenger goes.
         reason = f"the rollout failed unexpectedly: {_first_line(str(exc))}"
-        yield context.call_activity("rollout_abandon", {**run, "version": registered["version"], "reason": reason})
+        yield context.call_activity("rollout_abandon", {**run, "version": version, "reason": reason})
         rollout = {"outcome": "rolled_back", "reasons": [reason]}
+    return rollout
+
+
+@bp.orchestration_trigger(context_name="context")
+def version_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
+    """Ship an already registered version (POST /api/models/{model}/versions/{version}/rollout)."""
+    request = RunRequest.load(context.get_input())
+    run = {"model": request.model, "run_id": request.run_id}
+    version = str(request.trigger.details["version"])
+    context.set_custom_status({"run_id": request.run_id, "stage": "rolling_out", "version": version})
+    yield context.call_activity("record_stage", {**run, "stage": "rolling_out", "details": {"version": version}})
+    rollout = yield from _roll_out(context, run, version)
     status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
-    reasons = list(decision["reasons"]) + list(rollout.get("reasons", []))
-    return (yield from finish(status, reasons, version=registered["version"]))
+    reasons = list(rollout.get("reasons", []))
+    yield context.call_activity("finish_run", {**run, "status": status, "reasons": reasons, "version": version})
+    return {"run_id": request.run_id, "status": status, "reasons": reasons}
 
 
 # --------------------------------------------------------------------------- ml_job

@@ -8,8 +8,9 @@ a 500. ``run`` is called under a lock: scoring scripts assume one request at a t
 the inference server's default single worker does.
 
 Fault injection for tests (``faults_file``, JSON, re-read when it changes): ``crash_on_load``
-(exit 1 before listening), ``error_rate`` (that share of requests answer 500) and
-``added_latency_ms`` (sleep before scoring).
+(exit 1 before listening), ``error_rate`` (that share of requests answer 500),
+``added_latency_ms`` (sleep before scoring) and ``flip_rate`` (that share of binary predictions
+answer the other class: a silently worse model, with no errors and no extra latency).
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def serve(script: Path, port_file: Path, faults_path: Path) -> int:
                 print(f"run() failed: {exc!r}", file=sys.stderr, flush=True)
                 self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"scoring failed: {exc}"})
                 return
+            flip = float(current.get("flip_rate", 0.0))
+            if flip > 0 and isinstance(result, dict):
+                for prediction in result.get("predictions", []):
+                    if prediction.get("class") in (0, 1) and rng.random() < flip:
+                        prediction["class"] = 1 - prediction["class"]
             self._reply(HTTPStatus.OK, result)
 
         def log_message(self, format: str, *args: Any) -> None:

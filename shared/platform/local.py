@@ -105,6 +105,7 @@ class FaultSpec:
     error_rate: float = 0.0
     added_latency_ms: float = 0.0
     crash_on_load: bool = False
+    flip_rate: float = 0.0  # share of binary predictions answering the other class (a silently worse model)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -618,6 +619,7 @@ class LocalPlatform:
                 "error_rate": faults.error_rate,
                 "added_latency_ms": faults.added_latency_ms,
                 "crash_on_load": faults.crash_on_load,
+                "flip_rate": faults.flip_rate,
             },
         )
 
