@@ -45,7 +45,14 @@ SETTINGS: dict[str, str] = {
     "AZUREML_WORKSPACE_NAME": "mlw-perennial-dev",
     "PERENNIAL_EVENTGRID_ENDPOINT": "https://evgt-perennial.westeurope-1.eventgrid.azure.net/api/events",
     "PERENNIAL_EVENTGRID_KEY": "(local only; Azure uses the managed identity)",
+    # When the schedule timer checks every model's age, live performance and input drift (NCRONTAB with
+    # seconds, UTC): hourly by default. It asks for at most one retrain per model per hour.
+    "PERENNIAL_RETRAIN_SCHEDULE": "0 0 * * * *",
 }
+
+#: The schedule timer's default NCRONTAB (hourly, on the hour).
+DEFAULT_RETRAIN_SCHEDULE = "0 0 * * * *"
+_NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
 
 #: Settings that only make sense on a laptop; infra/ does not set them in Azure.
 LOCAL_ONLY: frozenset[str] = frozenset(
@@ -113,6 +120,7 @@ class Settings:
     azureml: AzureMLSettings | None
     eventgrid: EventGridSettings | None
     in_azure: bool
+    retrain_schedule: str = DEFAULT_RETRAIN_SCHEDULE
 
     def describe(self) -> dict[str, object]:
         """A secret-free summary for /api/health and logs."""
@@ -204,6 +212,22 @@ def _azureml(env: Mapping[str, str], problems: list[str]) -> AzureMLSettings:
     return AzureMLSettings(subscription, values["AZURE_RESOURCE_GROUP"], values["AZUREML_WORKSPACE_NAME"], client_id)
 
 
+def _schedule(env: Mapping[str, str], problems: list[str]) -> str:
+    """The retrain timer's NCRONTAB: six fields (second minute hour day month day-of-week)."""
+    value = " ".join(env.get("PERENNIAL_RETRAIN_SCHEDULE", "").split()) or DEFAULT_RETRAIN_SCHEDULE
+    fields = value.split(" ")
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        problems.append(
+            _problem(
+                "PERENNIAL_RETRAIN_SCHEDULE",
+                f"={value!r} is not a six-field NCRONTAB expression (second minute hour day month day-of-week; "
+                "TimeSpan values are not supported on Flex Consumption)",
+            )
+        )
+        return DEFAULT_RETRAIN_SCHEDULE
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on any fault."""
     env = os.environ if env is None else env
@@ -228,6 +252,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     eventgrid = EventGridSettings(endpoint, key) if endpoint else None
     if platform == "azureml" and eventgrid is None:
         problems.append(_problem("PERENNIAL_EVENTGRID_ENDPOINT", "is required when PERENNIAL_PLATFORM=azureml"))
+    retrain_schedule = _schedule(env, problems)
 
     if problems:
         raise SettingsError(problems)
@@ -240,4 +265,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         azureml=azureml,
         eventgrid=eventgrid,
         in_azure=bool(env.get("WEBSITE_INSTANCE_ID")),
+        retrain_schedule=retrain_schedule,
     )

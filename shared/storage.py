@@ -7,6 +7,8 @@ Layout (names agreed with infra/ and devhost):
 - ``manifests/<model>/<run>.json``  the exact blobs (url, eTag, size, sha256) a run trained on
 - ``payloads/…``             table values too large for an entity (see shared/tables.py)
 - ``deadletter/…``           Event Grid dead letters (written by the service / the local Event Grid)
+- ``feedback/<model>/<name>.csv|.jsonl``  delayed labels of scored requests: ``request_id``, ``label``
+  and optionally ``row`` (the row of a multi-row request, default 0); read by blob last-modified time
 
 Reads are streamed chunk by chunk and pinned to the eTag the run recorded, so a blob that is
 overwritten mid-run is detected (:class:`BlobChangedError`) rather than silently mixed in.
@@ -15,9 +17,11 @@ overwritten mid-run is detected (:class:`BlobChangedError`) rather than silently
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +40,13 @@ QUARANTINE = "quarantine"
 MANIFESTS = "manifests"
 PAYLOADS = "payloads"
 DEADLETTER = "deadletter"
+FEEDBACK = "feedback"
 #: Every container Perennial uses; infra/ creates them, ``BlobStore.ensure_containers`` does locally.
-CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER)
+CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER, FEEDBACK)
+#: The file kinds a feedback blob may be (by name).
+FEEDBACK_SUFFIXES = (".csv", ".jsonl")
+
+logger = logging.getLogger("perennial.storage")
 
 #: Bytes fetched per request when streaming a blob (bounds memory, not the blob size).
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -45,6 +54,7 @@ CHUNK_SIZE = 4 * 1024 * 1024
 __all__ = [
     "CONTAINERS",
     "DEADLETTER",
+    "FEEDBACK",
     "LANDING",
     "MANIFESTS",
     "PAYLOADS",
@@ -54,6 +64,7 @@ __all__ = [
     "BlobNameError",
     "BlobRef",
     "BlobStore",
+    "FeedbackLabel",
     "Manifest",
     "ManifestEntry",
     "StorageError",
@@ -148,6 +159,16 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class FeedbackLabel:
+    """One delayed label: the true ``label`` (as text) of row ``row`` of the scored request ``request_id``."""
+
+    request_id: str
+    label: str
+    row: int = 0
+    blob: str = ""  # the feedback blob it came from
+
+
+@dataclass(frozen=True)
 class QuarantineRecord:
     blob: BlobRef
     report: BlobRef
@@ -175,6 +196,31 @@ class _ChunkReader(io.RawIOBase):
         view[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
+
+
+def _feedback_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value).strip()
+
+
+def _feedback_label(record: Mapping[str, Any], blob: str) -> FeedbackLabel | None:
+    """One feedback row, or None when it lacks a request id or label or has a bad row number."""
+    request_id = _feedback_text(record.get("request_id"))
+    label = _feedback_text(record.get("label"))
+    raw_row = record.get("row")
+    if not request_id or not label or len(request_id) > 256:
+        return None
+    if raw_row is None or raw_row == "":
+        row = 0
+    else:
+        try:
+            row = int(str(raw_row).strip())
+        except ValueError:
+            return None
+        if row < 0 or isinstance(raw_row, bool):
+            return None
+    return FeedbackLabel(request_id=request_id, label=label, row=row, blob=blob)
 
 
 def _ref(client: BlobClient) -> BlobRef:
@@ -374,6 +420,115 @@ class BlobStore:
     def get_json(self, container: str, name: str) -> Any:
         """Read a small JSON document written by :meth:`put_json` (BlobMissingError if absent)."""
         return json.loads(self.read_bytes(self.ref(container, name)))
+
+    def put_json_once(self, container: str, name: str, document: Any) -> bool:
+        """Write a small JSON document only if none is there yet (``If-None-Match: *``): True if this call wrote
+        it, False if it existed. A claim two racing writers cannot both win."""
+        path = self.path(container, name)
+        client = self._service.get_blob_client(container, path.name)
+        try:
+            client.upload_blob(
+                json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
+                overwrite=False,
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+        except ResourceExistsError:
+            return False
+        return True
+
+    def delete(self, container: str, name: str) -> None:
+        """Delete a blob if it is there (a validated name)."""
+        path = self.path(container, name)
+        with contextlib.suppress(ResourceNotFoundError):
+            self._service.get_blob_client(container, path.name).delete_blob()
+
+    # ----------------------------------------------------------------- feedback (delayed labels)
+
+    def upload_feedback(self, model: str, relative: str, data: bytes) -> BlobRef:
+        """Put labels under ``feedback/<model>/<relative>`` (.csv or .jsonl; tests and the demo)."""
+        path = self.path(FEEDBACK, f"{model}/{relative}")
+        if not path.name.endswith(FEEDBACK_SUFFIXES):
+            raise BlobNameError(f"feedback blob {path.name!r} is neither .csv nor .jsonl", "name it <name>.csv")
+        client = self._service.get_blob_client(FEEDBACK, path.name)
+        kind = "text/csv" if path.name.endswith(".csv") else "application/x-ndjson"
+        client.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=kind))
+        return _ref(client)
+
+    def list_feedback(self, model: str, start: datetime, end: datetime) -> list[BlobRef]:
+        """Feedback blobs of ``model`` last modified in ``[start, end)``, oldest first (a later file's label for
+        the same request wins). Other file kinds are ignored."""
+        if model not in self.known_models:
+            raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
+        client = self.container(FEEDBACK)
+        found: list[tuple[datetime, BlobRef]] = []
+        try:
+            for item in client.list_blobs(name_starts_with=f"{model}/"):
+                modified = item.last_modified
+                if not item.name.endswith(FEEDBACK_SUFFIXES) or modified is None or not start <= modified < end:
+                    continue
+                try:
+                    self.path(FEEDBACK, item.name)
+                except BlobNameError:
+                    continue
+                ref = BlobRef(
+                    container=FEEDBACK,
+                    name=item.name,
+                    url=client.get_blob_client(item.name).url,
+                    etag=quoted_etag(str(item.etag)),
+                    size=int(item.size),
+                    content_type=item.content_settings.content_type,
+                )
+                found.append((modified, ref))
+        except ResourceNotFoundError:
+            return []  # no feedback container yet: no labels
+        return [ref for _, ref in sorted(found, key=lambda pair: (pair[0], pair[1].name))]
+
+    def iter_feedback(self, model: str, start: datetime, end: datetime) -> Iterator[FeedbackLabel]:
+        """Stream the labels of every feedback blob of ``model`` modified in ``[start, end)``, blob by blob.
+
+        CSV needs a header with ``request_id`` and ``label`` (``row`` optional, default 0); JSONL one object per
+        line with the same keys. Rows without a request id or label, or with a bad row number, are skipped and
+        counted in a warning; so is a blob that is overwritten or deleted while it is read."""
+        for ref in self.list_feedback(model, start, end):
+            skipped = 0
+            try:
+                for parsed in self._feedback_rows(ref):
+                    if parsed is None:
+                        skipped += 1
+                    else:
+                        yield parsed
+            except (BlobChangedError, BlobMissingError) as exc:
+                logger.warning("feedback blob %s was not read to the end: %s", ref.name, exc)
+            except (UnicodeDecodeError, csv.Error) as exc:
+                logger.warning("feedback blob %s is not UTF-8 CSV/JSON lines: %s", ref.name, exc)
+            if skipped:
+                logger.warning(
+                    "feedback blob %s: skipped %d row(s) without a request_id and label (or with a bad row)",
+                    ref.name,
+                    skipped,
+                )
+
+    def _feedback_rows(self, ref: BlobRef) -> Iterator[FeedbackLabel | None]:
+        text = io.TextIOWrapper(self.open(ref), encoding="utf-8-sig", newline="")
+        if ref.name.endswith(".csv"):
+            reader = csv.DictReader(text)
+            if not {"request_id", "label"} <= set(reader.fieldnames or ()):
+                logger.warning(
+                    "feedback blob %s has no request_id and label columns (header: %s)", ref.name, reader.fieldnames
+                )
+                return
+            for record in reader:
+                yield _feedback_label(record, ref.name)
+        else:
+            for line in text:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    yield None
+                    continue
+                yield _feedback_label(record, ref.name) if isinstance(record, dict) else None
 
     # ----------------------------------------------------------------- payloads (table spill-over)
 

@@ -139,6 +139,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       AZURE_RESOURCE_GROUP: resourceGroup().name
       AZUREML_WORKSPACE_NAME: workspaceName
       PERENNIAL_EVENTGRID_ENDPOINT: eventGridEndpoint
+      // The schedule timer (age, live performance, input drift per model): hourly, on the hour (UTC).
+      PERENNIAL_RETRAIN_SCHEDULE: '0 0 * * * *'
     }
   }
 

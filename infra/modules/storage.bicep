@@ -24,6 +24,7 @@ var containerNames = [
   'manifests'
   'payloads'
   'deadletter'
+  'feedback'
 ]
 var tableNames = [
   'PerennialRuns'
