@@ -1,7 +1,84 @@
-"""Timer trigger: evaluates the retraining policy per model and publishes RetrainRequested."""
+"""Timer trigger: evaluates the retraining policy per model and publishes RetrainRequested.
+
+Glue only: every tick (``PERENNIAL_RETRAIN_SCHEDULE``, NCRONTAB, hourly by default) hands each model
+to :func:`shared.live.run_schedule`, which checks age, live performance on delayed labels and drift of
+recent scoring inputs, and publishes ``Perennial.RetrainRequested`` (deterministic id: model + hour
+slot). The event comes back through Event Grid to ``alerts.on_alert_event``, so every retrain goes
+through the same door. The schedule string is resolved from settings when the app loads (rather than
+``%PERENNIAL_RETRAIN_SCHEDULE%``), so the local host and Azure read the same value.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+
 import azure.durable_functions as df
+import azure.functions as func
+
+from shared.live import run_schedule
+from shared.logs import correlated
+from shared.platform import MLPlatform, create_platform
+from shared.publish import EventPublisher, publisher_from_settings
+from shared.registry import Registry
+from shared.runtime import get_runtime
+from shared.spec import ModelSpec
+from shared.storage import BlobStore
 
 bp = df.Blueprint()
+logger = logging.getLogger("perennial.schedule")
+
+
+@lru_cache(maxsize=1)
+def _store() -> BlobStore:
+    runtime = get_runtime()
+    return BlobStore.from_settings(runtime.settings.storage, runtime.specs.keys())
+
+
+@lru_cache(maxsize=1)
+def _registry() -> Registry:
+    return Registry.from_settings(get_runtime().settings.storage, _store())
+
+
+@lru_cache(maxsize=1)
+def _platform() -> MLPlatform:
+    return create_platform(get_runtime().settings)
+
+
+@lru_cache(maxsize=1)
+def _publisher() -> EventPublisher:
+    return publisher_from_settings(get_runtime().settings)
+
+
+def _failed(spec: ModelSpec, exc: Exception) -> None:
+    logger.error("schedule check of %s failed: %s", spec.name, exc, exc_info=exc)
+
+
+@bp.function_name("retrain_schedule")
+@bp.timer_trigger(arg_name="timer", schedule=get_runtime().settings.retrain_schedule, use_monitor=True)
+def retrain_schedule(timer: func.TimerRequest) -> None:
+    """Check every model with a champion; ask for a retrain where the policy says so."""
+    with correlated():
+        now = datetime.now(UTC)
+        if timer.past_due:
+            logger.info("retrain schedule is past due; checking now (%s)", now.isoformat())
+        checks = run_schedule(
+            get_runtime().specs.values(),
+            now,
+            registry=_registry(),
+            store=_store(),
+            platform=_platform(),
+            publisher=_publisher(),
+            on_error=_failed,
+        )
+        for check in checks:
+            level = logging.WARNING if check.action == "failed" else logging.INFO
+            logger.log(
+                level,
+                "schedule %s %s: %s",
+                check.model,
+                check.action,
+                check.summary,
+                extra={"model": check.model, "slot": check.slot, "event_id": check.event_id},
+            )

@@ -1,0 +1,650 @@
+"""Live signals: how a deployed model does on delayed labels, whether its inputs drifted, and the schedule.
+
+Three parts, pure where they can be:
+
+- **Labels ⨝ predictions.** Every scored request has a request id (:mod:`shared.platform.scoring`); label
+  producers drop ``request_id,label[,row]`` files under ``feedback/<model>/`` (:meth:`BlobStore.iter_feedback`).
+  :func:`join_labels` matches them row by row with a deployment's :class:`ScoringRecord` s and counts
+  ``labelled`` / ``correct`` rows, plus the confusion counts and scores the live metrics need.
+  :meth:`LiveCounts.metrics` computes, from labels alone: ``accuracy`` always; for binary models
+  ``precision``, ``recall`` and ``f1`` of the positive class, and ``roc_auc`` / ``pr_auc`` (average
+  precision, as ``training_jobs/metrics.py`` computes them) when the records carry P(positive).
+  :func:`live_counts` is what the rollout calls for a canary's ``labelled`` / ``correct``.
+- **Input drift.** :func:`scoring_profile` profiles the recorded inputs on the champion's reference edges
+  (``ProfileBuilder.from_reference``) and :func:`input_drift` compares with ``shared.drift.compare`` →
+  :class:`~shared.policy.DriftSummary`.
+- **The schedule.** :func:`check_model` gathers age, live performance and input drift for one model with a
+  champion, asks :func:`shared.policy.decide_retrain`, and publishes ``Perennial.RetrainRequested`` with
+  the reasons under a deterministic event id (model + hour slot). A model whose run is in progress, or
+  that ran recently (:attr:`ScheduleWindows.cooldown`), is left alone; a slot already requested is claimed
+  once (a create-once blob), so a redelivered timer does not ask twice.
+
+Binary labels are compared by meaning, not spelling: a label is positive when it equals the spec's
+``positive_class`` (``1``, ``1.0``, ``"1"`` and ``true`` are one value); a prediction is positive when
+score.py says class ``1`` (its convention) or names the positive class. Multiclass labels must be
+spelt as score.py answers (the class index); labels spelt otherwise are reported, not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from scipy.stats import rankdata
+
+from shared.drift import DriftReport, compare
+from shared.platform import (
+    MLPlatform,
+    NotFoundError,
+    PlatformError,
+    ScoringQuery,
+    ScoringRecord,
+)
+from shared.platform.scoring import class_text
+from shared.policy import DriftSummary, LivePerformance, RetrainDecision, decide_retrain
+from shared.profile import DatasetProfile, ProfileBuilder
+from shared.publish import EventPublisher, OutboundEvent, PublishError, RetrainRequested, make_event
+from shared.registry import Champion, Registry, Run
+from shared.spec import DataContract, ModelSpec
+from shared.storage import MANIFESTS, BlobMissingError, BlobStore, FeedbackLabel, StorageError
+from shared.typecast import conform
+
+logger = logging.getLogger("perennial.live")
+
+#: Run statuses that mean "a retrain is in progress" (as the API and the activities use them).
+ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
+#: Metrics computable from labels and recorded predictions.
+LIVE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+_ONE = frozenset({"1", "true"})
+
+
+def reference_profile_name(model: str, run_id: str) -> str:
+    """Where a run's merged training profile is kept in ``manifests/`` (the reference for drift)."""
+    return f"{model}/{run_id}/profile.json"
+
+
+# =========================================================================== labels ⨝ predictions
+
+
+@dataclass(frozen=True)
+class LiveCounts:
+    """One deployment's scored rows that have a delayed label, and how many it got right.
+
+    ``labelled`` / ``correct`` count rows (a multi-row request contributes one per labelled row).
+    ``scores`` / ``outcomes`` are P(positive) and the label (1 positive) of the labelled rows, kept only when
+    every labelled row has a probability (binary models), so rank metrics use all of them or none."""
+
+    deployment: str
+    requests: int = 0  # successfully scored requests in the window
+    labels_read: int = 0  # feedback rows read for the model in the label window
+    labelled: int = 0
+    correct: int = 0
+    true_positive: int = 0
+    false_positive: int = 0
+    false_negative: int = 0
+    true_negative: int = 0
+    task: Literal["binary", "multiclass"] = "binary"
+    scores: tuple[float, ...] = ()
+    outcomes: tuple[int, ...] = ()
+    #: Multiclass rows whose label and prediction are spelt differently (a name vs score.py's class index).
+    unmatched_spelling: int = 0
+    truncated: bool = False  # the scoring query hit its limit: counts are over the oldest records only
+
+    def metrics(self) -> dict[str, float]:
+        """The live metrics these counts support (see the module docstring); an undefined one is left out."""
+        out: dict[str, float] = {}
+        if self.labelled == 0:
+            return out
+        if self.task == "multiclass" and self.unmatched_spelling * 2 > self.labelled:
+            return out  # mostly names vs indices: accuracy would be meaningless
+        out["accuracy"] = self.correct / self.labelled
+        if self.task != "binary":
+            return out
+        predicted, actual = self.true_positive + self.false_positive, self.true_positive + self.false_negative
+        if predicted:
+            out["precision"] = self.true_positive / predicted
+        if actual:
+            out["recall"] = self.true_positive / actual
+        if "precision" in out and "recall" in out:
+            total = out["precision"] + out["recall"]
+            out["f1"] = 2 * out["precision"] * out["recall"] / total if total else 0.0
+        if self.scores and len(self.scores) == self.labelled:
+            y = np.asarray(self.outcomes, dtype=np.int64)
+            p = np.asarray(self.scores, dtype=np.float64)
+            roc, pr = _roc_auc(y, p), _average_precision(y, p)
+            if not math.isnan(roc):
+                out["roc_auc"] = roc
+            if not math.isnan(pr):
+                out["pr_auc"] = pr
+        return out
+
+
+def _roc_auc(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> float:
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(p)  # average ranks for ties, as the Mann-Whitney U statistic needs
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _average_precision(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> float:
+    """Average precision with tied scores admitted together (training_jobs/metrics.py's definition)."""
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return math.nan
+    order = np.argsort(-p, kind="mergesort")
+    scores, hits = p[order], y[order]
+    tps, fps = np.cumsum(hits), np.cumsum(1 - hits)
+    last_of_group = np.concatenate((np.flatnonzero(np.diff(scores)), [len(scores) - 1]))
+    tps, fps = tps[last_of_group], fps[last_of_group]
+    precision = tps / (tps + fps)
+    recall = tps / n_pos
+    return float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
+
+
+def _positive(text: str, positive: str) -> bool:
+    return text == positive or (text in _ONE and positive in _ONE)
+
+
+def _integer_like(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def join_labels(
+    records: Iterable[ScoringRecord],
+    labels: Iterable[FeedbackLabel],
+    *,
+    deployment: str,
+    task: Literal["binary", "multiclass"] = "binary",
+    positive_class: str | int | bool = 1,
+    truncated: bool = False,
+) -> LiveCounts:
+    """Match labels to recorded predictions by (request id, row) and count. Only successfully scored
+    requests count; a request id recorded twice (a client retry) keeps its latest answer, and a row
+    labelled twice its latest label (feedback blobs are read oldest first)."""
+    predictions: dict[tuple[str, int], tuple[str, float | None]] = {}
+    requests = 0
+    for record in records:
+        if not record.ok or not record.predictions:
+            continue
+        requests += 1
+        for row, predicted in enumerate(record.predictions):
+            probability = record.probabilities[row] if row < len(record.probabilities) else None
+            predictions[(record.request_id, row)] = (predicted, probability)
+    joined: dict[tuple[str, int], str] = {}
+    read = 0
+    for label in labels:
+        read += 1
+        key = (label.request_id, label.row)
+        if key in predictions:
+            joined[key] = label.label
+    positive = class_text(positive_class)
+    correct = tp = fp = fn = tn = unmatched = 0
+    scores: list[float] = []
+    outcomes: list[int] = []
+    all_scored = True
+    for key, label_text in joined.items():
+        predicted, probability = predictions[key]
+        truth = class_text(label_text)
+        if task == "binary":
+            predicted_positive = _positive(predicted, positive) or predicted in _ONE
+            actual_positive = _positive(truth, positive)
+            correct += predicted_positive == actual_positive
+            tp += predicted_positive and actual_positive
+            fp += predicted_positive and not actual_positive
+            fn += actual_positive and not predicted_positive
+            tn += not predicted_positive and not actual_positive
+            if probability is None:
+                all_scored = False
+            else:
+                scores.append(probability)
+                outcomes.append(int(actual_positive))
+        else:
+            correct += predicted == truth
+            unmatched += _integer_like(predicted) != _integer_like(truth)
+    keep_scores = task == "binary" and all_scored and bool(joined)
+    return LiveCounts(
+        deployment=deployment,
+        requests=requests,
+        labels_read=read,
+        labelled=len(joined),
+        correct=correct,
+        true_positive=tp,
+        false_positive=fp,
+        false_negative=fn,
+        true_negative=tn,
+        task=task,
+        scores=tuple(scores) if keep_scores else (),
+        outcomes=tuple(outcomes) if keep_scores else (),
+        unmatched_spelling=unmatched,
+        truncated=truncated,
+    )
+
+
+def deployment_live_counts(
+    platform: MLPlatform,
+    store: BlobStore,
+    spec: ModelSpec,
+    endpoint: str,
+    deployment: str,
+    start: datetime,
+    end: datetime,
+    *,
+    labels_until: datetime | None = None,
+    include_mirrored: bool = False,
+    limit: int = 50_000,
+) -> LiveCounts:
+    """Read one deployment's scoring records for ``[start, end)`` and the model's feedback blobs modified in
+    ``[start, labels_until or end)`` (labels arrive after the requests they label), and join them."""
+    records = platform.scoring_records(
+        ScoringQuery(
+            endpoint, deployment, start, end, include_mirrored=include_mirrored, include_inputs=False, limit=limit
+        )
+    )
+    labels = store.iter_feedback(spec.name, start, labels_until or end)
+    return join_labels(
+        records.records,
+        labels,
+        deployment=deployment,
+        task=spec.task,
+        positive_class=spec.data.positive_class,
+        truncated=records.truncated,
+    )
+
+
+def live_counts(
+    platform: MLPlatform,
+    store: BlobStore,
+    model: str,
+    endpoint: str,
+    deployment: str,
+    start: datetime,
+    end: datetime,
+    *,
+    spec: ModelSpec | None = None,
+    include_mirrored: bool = False,
+) -> tuple[int, int]:
+    """``(labelled, correct)`` rows of ``deployment`` for requests scored in ``[start, end)`` with labels
+    that landed by ``end``: the canary's ``DeploymentSample.labelled`` / ``correct``. ``spec`` defaults to
+    the running app's spec of ``model`` (for the positive class); pass ``include_mirrored=True`` in the
+    shadow phase."""
+    if spec is None:
+        from shared.runtime import get_runtime
+
+        spec = get_runtime().spec(model)
+    counts = deployment_live_counts(
+        platform, store, spec, endpoint, deployment, start, end, include_mirrored=include_mirrored
+    )
+    return counts.labelled, counts.correct
+
+
+def live_performance(
+    counts: LiveCounts, primary_metric: str, baseline_metrics: Mapping[str, float]
+) -> tuple[LivePerformance | None, list[str]]:
+    """The live value of the primary metric against the registered baseline, for ``decide_retrain``.
+
+    When the primary metric cannot be computed from labels (e.g. ``pr_auc`` without recorded
+    probabilities) accuracy stands in, judged against the baseline's accuracy, and a note says so."""
+    notes: list[str] = []
+    if counts.labelled == 0:
+        return None, notes
+    live = counts.metrics()
+    if counts.truncated:
+        notes.append("more scoring records than the query limit: live metrics use the oldest ones")
+    if not live:
+        notes.append(
+            f"{counts.unmatched_spelling} of {counts.labelled} labels are spelt unlike score.py's classes "
+            "(send multiclass labels as class indices): performance not checked"
+        )
+        return None, notes
+    metric = primary_metric
+    if metric not in live or metric not in baseline_metrics:
+        fallback = "accuracy"
+        why = "has no baseline" if metric in live else "cannot be computed from the labels"
+        if fallback not in baseline_metrics:
+            notes.append(f"live {metric} {why} and the model has no accuracy baseline: performance not checked")
+            return None, notes
+        notes.append(f"live {metric} {why}: judged on accuracy instead")
+        metric = fallback
+    return LivePerformance(metric, live[metric], float(baseline_metrics[metric]), counts.labelled), notes
+
+
+# =========================================================================== input drift
+
+#: Fewer recent input rows than this say too little about drift.
+MIN_DRIFT_ROWS = 200
+_PROFILE_BATCH = 5_000
+
+
+def _column_array(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: let the contract's parser decide per value
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def scoring_profile(
+    records: Iterable[ScoringRecord], contract: DataContract, reference: DatasetProfile
+) -> DatasetProfile:
+    """Profile the recorded input rows on the reference's histogram edges (so the two compare bin by bin).
+    A value the contract's type cannot hold counts as missing."""
+    builder = ProfileBuilder.from_reference(contract, reference)
+    batch: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        builder.add_rows(len(batch))
+        for column in contract.columns:
+            array = _column_array([row.get(column.name) for row in batch])
+            builder.update(column.name, conform(array, column.type).values)
+        batch.clear()
+
+    for record in records:
+        if record.mirrored:
+            continue
+        for row in record.inputs:
+            batch.append(row)
+            if len(batch) >= _PROFILE_BATCH:
+                flush()
+    flush()
+    return builder.finish()
+
+
+def input_drift(
+    records: Iterable[ScoringRecord],
+    spec: ModelSpec,
+    reference: DatasetProfile,
+    min_rows: int = MIN_DRIFT_ROWS,
+) -> tuple[DriftSummary | None, DriftReport | None, list[str]]:
+    """Drift of recent scoring inputs against the reference profile, as ``decide_retrain`` wants it."""
+    current = scoring_profile(records, spec.data, reference)
+    if current.rows < min_rows:
+        return None, None, [f"only {current.rows} < {min_rows} recent input rows: drift not checked"]
+    report = compare(reference, current, spec.triggers.drift, columns=[c.name for c in spec.data.feature_columns])
+    summary = DriftSummary(
+        drifted=report.drifted,
+        drifted_share=report.drifted_share,
+        drifted_columns=tuple(report.drifted_columns),
+        columns_checked=len(report.columns),
+    )
+    return summary, report, []
+
+
+# =========================================================================== the schedule
+
+
+@dataclass(frozen=True)
+class ScheduleWindows:
+    """How far back the schedule looks, and how long it leaves a model alone after a run."""
+
+    performance: timedelta = timedelta(days=7)  # requests whose delayed labels count
+    drift: timedelta = timedelta(hours=24)  # recent inputs compared with the reference
+    cooldown: timedelta = timedelta(hours=24)  # after a run was created, don't ask again for this long
+    min_drift_rows: int = MIN_DRIFT_ROWS
+    record_limit: int = 50_000
+
+
+def schedule_slot(now: datetime) -> str:
+    """The hour slot of a schedule tick (UTC), e.g. ``20250301T14``: at most one request per model per slot,
+    and a redelivered or past-due tick in the same hour finds the same slot."""
+    if now.tzinfo is None:
+        raise ValueError("the schedule's time must be timezone-aware (UTC)")
+    return f"{now.astimezone(UTC):%Y%m%dT%H}"
+
+
+def schedule_event_id(model: str, slot: str) -> str:
+    """The deterministic id of the schedule's RetrainRequested (and so of the run alerts starts for it)."""
+    return f"schedule-{model}-{slot}"
+
+
+def schedule_marker_name(model: str, slot: str) -> str:
+    """The create-once blob (in ``manifests/``) that claims a slot's request."""
+    return f"{model}/schedule/{slot}.json"
+
+
+def blocking_run(runs: Sequence[Run], now: datetime, cooldown: timedelta) -> str | None:
+    """Why the schedule leaves a model alone (a run in progress, or one created within ``cooldown``), or None."""
+    for run in runs:
+        if run.status in ACTIVE_RUN_STATUSES:
+            return f"run {run.run_id} is {run.status} ({run.stage}): nothing to ask"
+    if runs and cooldown > timedelta(0):
+        newest = max(runs, key=lambda r: r.created_at)
+        if now - newest.created_at < cooldown:
+            until = newest.created_at + cooldown
+            return (
+                f"run {newest.run_id} ({newest.status}) was created at {newest.created_at:%Y-%m-%d %H:%M} UTC: "
+                f"cooling down until {until:%Y-%m-%d %H:%M} UTC"
+            )
+    return None
+
+
+def retrain_event(model: str, slot: str, decision: RetrainDecision, notes: Sequence[str] = ()) -> OutboundEvent:
+    """``Perennial.RetrainRequested`` for a schedule decision, with the reasons and their evidence."""
+    data = RetrainRequested(
+        model=model,
+        reason="schedule: " + "; ".join(r.message for r in decision.reasons),
+        requested_by="schedule",
+        details={
+            "slot": slot,
+            "reasons": [{"kind": r.kind, "message": r.message, "evidence": dict(r.evidence)} for r in decision.reasons],
+            "notes": [*decision.notes, *notes],
+        },
+    )
+    return make_event(data, event_id=schedule_event_id(model, slot))
+
+
+Action = Literal["requested", "no_retrain", "skipped", "already_requested", "failed"]
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """What the schedule did for one model in one slot, and why."""
+
+    model: str
+    slot: str
+    action: Action
+    summary: str
+    decision: RetrainDecision | None = None
+    event_id: str | None = None
+    notes: tuple[str, ...] = ()
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "slot": self.slot,
+            "action": self.action,
+            "summary": self.summary,
+            "decision": self.decision.to_dict() if self.decision else None,
+            "event_id": self.event_id,
+            "notes": list(self.notes),
+            "evidence": dict(self.evidence),
+        }
+
+
+def _champion_deployment(platform: MLPlatform, spec: ModelSpec, champion: Champion) -> str | None:
+    if champion.deployment:
+        return champion.deployment
+    try:
+        deployments = platform.list_deployments(spec.endpoint_name)
+    except NotFoundError:
+        return None
+    serving = [d.name for d in deployments if d.model_name == spec.name and d.model_version == champion.version]
+    return serving[0] if serving else None
+
+
+def _reference(store: BlobStore, model: str, champion: Champion) -> DatasetProfile | None:
+    try:
+        return DatasetProfile.from_dict(store.get_json(MANIFESTS, reference_profile_name(model, champion.run_id)))
+    except BlobMissingError:
+        return None
+
+
+def check_model(
+    spec: ModelSpec,
+    now: datetime,
+    *,
+    registry: Registry,
+    store: BlobStore,
+    platform: MLPlatform,
+    publisher: EventPublisher,
+    windows: ScheduleWindows = ScheduleWindows(),
+) -> ModelCheck:
+    """Evaluate the retraining policy for one model and publish ``RetrainRequested`` when it says so."""
+    model = spec.name
+    slot = schedule_slot(now)
+    marker = schedule_marker_name(model, slot)
+
+    def result(action: Action, summary: str, **extra: Any) -> ModelCheck:
+        return ModelCheck(model=model, slot=slot, action=action, summary=summary, **extra)
+
+    champion = registry.champion(model)
+    if champion is None:
+        return result("skipped", "no champion yet: the first model trains when data lands")
+    try:
+        store.get_json(MANIFESTS, marker)
+    except BlobMissingError:
+        pass
+    else:
+        return result(
+            "already_requested",
+            f"a retrain was already requested in slot {slot}",
+            event_id=schedule_event_id(model, slot),
+        )
+    blocked = blocking_run(registry.runs(model, limit=50), now, windows.cooldown)
+    if blocked is not None:
+        return result("skipped", blocked)
+
+    notes: list[str] = []
+    evidence: dict[str, Any] = {"champion_version": champion.version}
+    version = registry.version(model, champion.version)
+    registered_at = version.registered_at if version is not None else champion.since
+    baseline = dict(version.metrics) if version is not None else {}
+    deployment = _champion_deployment(platform, spec, champion)
+    live: LivePerformance | None = None
+    drift: DriftSummary | None = None
+    if deployment is None:
+        notes.append(f"no deployment of version {champion.version} on {spec.endpoint_name}: live checks skipped")
+    else:
+        evidence["deployment"] = deployment
+        try:
+            counts = deployment_live_counts(
+                platform,
+                store,
+                spec,
+                spec.endpoint_name,
+                deployment,
+                now - windows.performance,
+                now,
+                limit=windows.record_limit,
+            )
+            live, live_notes = live_performance(counts, spec.promotion.primary_metric, baseline)
+            notes += live_notes
+            evidence["live"] = {
+                "requests": counts.requests,
+                "labels_read": counts.labels_read,
+                "labelled": counts.labelled,
+                "correct": counts.correct,
+                **counts.metrics(),
+            }
+            reference = _reference(store, model, champion)
+            if reference is None:
+                notes.append(f"no reference profile for run {champion.run_id}: drift not checked")
+            else:
+                records = platform.scoring_records(
+                    ScoringQuery(spec.endpoint_name, deployment, now - windows.drift, now, limit=windows.record_limit)
+                )
+                drift, report, drift_notes = input_drift(records.records, spec, reference, windows.min_drift_rows)
+                notes += drift_notes
+                if report is not None:
+                    evidence["drift"] = {
+                        "drifted": report.drifted,
+                        "drifted_share": report.drifted_share,
+                        "drifted_columns": report.drifted_columns,
+                        "rows": sum(len(r.inputs) for r in records.records if not r.mirrored),
+                    }
+        except (PlatformError, StorageError) as exc:
+            notes.append(f"live checks failed: {exc}")
+
+    decision = decide_retrain(now=now, triggers=spec.triggers, registered_at=registered_at, live=live, drift=drift)
+    all_notes = (*decision.notes, *notes)
+    if not decision.retrain:
+        return result("no_retrain", decision.summary, decision=decision, notes=tuple(notes), evidence=evidence)
+
+    event = retrain_event(model, slot, decision, notes)
+    claim = {"event_id": event.id, "requested_at": now.isoformat(), "decision": decision.to_dict(), "notes": all_notes}
+    if not store.put_json_once(MANIFESTS, marker, claim):
+        return result("already_requested", f"a retrain was already requested in slot {slot}", event_id=event.id)
+    try:
+        publisher.publish([event])
+    except PublishError as exc:
+        store.delete(MANIFESTS, marker)  # let the next tick (or a retry of this one) ask again
+        return result(
+            "failed",
+            f"publishing RetrainRequested failed: {exc}",
+            decision=decision,
+            notes=tuple(notes),
+            evidence=evidence,
+        )
+    return result(
+        "requested", decision.summary, decision=decision, event_id=event.id, notes=tuple(notes), evidence=evidence
+    )
+
+
+def run_schedule(
+    specs: Iterable[ModelSpec],
+    now: datetime,
+    *,
+    registry: Registry,
+    store: BlobStore,
+    platform: MLPlatform,
+    publisher: EventPublisher,
+    windows: ScheduleWindows = ScheduleWindows(),
+    on_error: Callable[[ModelSpec, Exception], None] | None = None,
+) -> list[ModelCheck]:
+    """:func:`check_model` for every model; one model's failure does not stop the others."""
+    checks: list[ModelCheck] = []
+    for spec in specs:
+        try:
+            checks.append(
+                check_model(
+                    spec, now, registry=registry, store=store, platform=platform, publisher=publisher, windows=windows
+                )
+            )
+        except Exception as exc:
+            if on_error is not None:
+                on_error(spec, exc)
+            checks.append(ModelCheck(spec.name, schedule_slot(now), "failed", f"{type(exc).__name__}: {exc}"))
+    return checks
+
+
+__all__ = [
+    "ACTIVE_RUN_STATUSES",
+    "LIVE_METRICS",
+    "MIN_DRIFT_ROWS",
+    "LiveCounts",
+    "ModelCheck",
+    "ScheduleWindows",
+    "blocking_run",
+    "check_model",
+    "deployment_live_counts",
+    "input_drift",
+    "join_labels",
+    "live_counts",
+    "live_performance",
+    "reference_profile_name",
+    "retrain_event",
+    "run_schedule",
+    "schedule_event_id",
+    "schedule_marker_name",
+    "schedule_slot",
+    "scoring_profile",
+]

@@ -1,0 +1,103 @@
+"""Feedback blobs (delayed labels) on Azurite: formats, bad rows, the time window, and the rollout's counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.blobpaths import BlobNameError
+from shared.live import live_counts
+from shared.platform.local import LocalPlatform
+from shared.spec import ModelSpec
+from shared.storage import FEEDBACK, BlobStore, FeedbackLabel
+from tests.live.conftest import ENDPOINT, Scored, settle, write_scored
+
+pytestmark = pytest.mark.azurite
+
+
+def test_csv_and_jsonl_labels_stream_with_bad_rows_skipped(
+    store: BlobStore, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    store.upload_feedback(model, "day-1.csv", b"request_id,label\nr1,1\nr2,0\n,1\nr3,\n")
+    store.upload_feedback(
+        model,
+        "batch/day-2.jsonl",
+        b'{"request_id": "r4", "label": true, "row": 2}\n\nnot json\n[1]\n'
+        b'{"request_id": "r5", "label": 0, "row": "x"}\n',
+    )
+    store.upload_feedback(
+        model, "multi.csv", "\ufeffrequest_id,row,label\nr6,1,fraud\n".encode()
+    )  # a BOM, as Excel writes
+    store.upload_feedback(model, "no-header.csv", b"r7,1\n")
+    store.container(FEEDBACK).upload_blob(f"{model}/notes.txt", b"request_id,label\nr8,1\n")
+    settle()
+    labels = list(store.iter_feedback(model, start, datetime.now(UTC)))
+    assert sorted((f.request_id, f.row, f.label) for f in labels) == [
+        ("r1", 0, "1"),
+        ("r2", 0, "0"),
+        ("r4", 2, "true"),
+        ("r6", 1, "fraud"),
+    ]
+    assert {f.blob for f in labels} >= {f"{model}/day-1.csv", f"{model}/batch/day-2.jsonl"}
+    assert "skipped 2 row(s)" in caplog.text  # day-1.csv: a row without an id, one without a label
+    assert "skipped 3 row(s)" in caplog.text  # day-2.jsonl: not json, not an object, a bad row number
+    assert "no request_id and label columns" in caplog.text
+
+
+def test_only_blobs_modified_in_the_window_are_read(store: BlobStore, model: str) -> None:
+    store.upload_feedback(model, "old.csv", b"request_id,label\nold,1\n")
+    settle()
+    middle = datetime.now(UTC)
+    settle()  # last-modified times are whole seconds: the new blob's must not round down below `middle`
+    store.upload_feedback(model, "new.csv", b"request_id,label\nnew,1\n")
+    settle()
+    assert [f.request_id for f in store.iter_feedback(model, middle, datetime.now(UTC))] == ["new"]
+    assert [f.request_id for f in store.iter_feedback(model, middle - timedelta(hours=1), middle)] == ["old"]
+    # Oldest first, so a later correction of the same request wins in the join.
+    assert [f.request_id for f in store.iter_feedback(model, middle - timedelta(hours=1), datetime.now(UTC))] == [
+        "old",
+        "new",
+    ]
+
+
+def test_feedback_names_are_checked(store: BlobStore, model: str) -> None:
+    with pytest.raises(BlobNameError):
+        store.upload_feedback(model, "labels.parquet", b"")
+    with pytest.raises(BlobNameError):
+        store.upload_feedback(model, "../escape.csv", b"")
+    with pytest.raises(BlobNameError):
+        list(store.iter_feedback("someone-else", datetime.now(UTC), datetime.now(UTC)))
+
+
+def test_live_counts_for_the_rollout(store: BlobStore, spec: ModelSpec, platform: LocalPlatform) -> None:
+    """What rollout_analyse calls: (labelled, correct) per deployment for the bake window."""
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    write_scored(
+        platform,
+        "fraud-v2",
+        [
+            Scored("a", start + timedelta(minutes=1), [{"amount": 1.0}], [1]),
+            Scored("b", start + timedelta(minutes=2), [{"amount": 2.0}, {"amount": 3.0}], [0, 1]),
+            Scored("c", start + timedelta(minutes=3), [{"amount": 4.0}], [0]),
+            Scored("m", start + timedelta(minutes=4), [{"amount": 4.0}], [1], mirrored=True),
+            Scored("late", start - timedelta(minutes=5), [{"amount": 4.0}], [1]),  # before the window
+        ],
+    )
+    write_scored(platform, "fraud-v1", [Scored("a", start + timedelta(minutes=1), [{"amount": 1.0}], [0])])
+    store.upload_feedback(spec.name, "labels.csv", b"request_id,row,label\na,0,1\nb,0,0\nb,1,0\nm,0,1\nlate,0,1\n")
+    settle()
+    end = datetime.now(UTC)
+    assert live_counts(platform, store, spec.name, ENDPOINT, "fraud-v2", start, end, spec=spec) == (3, 2)
+    assert live_counts(platform, store, spec.name, ENDPOINT, "fraud-v1", start, end, spec=spec) == (1, 0)
+    shadow = live_counts(platform, store, spec.name, ENDPOINT, "fraud-v2", start, end, spec=spec, include_mirrored=True)
+    assert shadow == (4, 3)
+    # Labels that landed after the window's end are not counted yet.
+    assert live_counts(
+        platform, store, spec.name, ENDPOINT, "fraud-v2", start, start + timedelta(minutes=5), spec=spec
+    ) == (0, 0)
+
+
+def test_feedback_label_defaults() -> None:
+    assert FeedbackLabel("r", "1").row == 0
