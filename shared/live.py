@@ -320,6 +320,8 @@ def live_performance(
 
 #: Fewer recent input rows than this say too little about drift.
 MIN_DRIFT_ROWS = 200
+#: At most this many recent input rows are profiled (a profile of 100k rows is as good as one of millions).
+MAX_DRIFT_ROWS = 100_000
 _PROFILE_BATCH = 5_000
 
 
@@ -331,12 +333,17 @@ def _column_array(values: list[Any]) -> pa.Array:
 
 
 def scoring_profile(
-    records: Iterable[ScoringRecord], contract: DataContract, reference: DatasetProfile
+    records: Iterable[ScoringRecord],
+    contract: DataContract,
+    reference: DatasetProfile,
+    max_rows: int = MAX_DRIFT_ROWS,
 ) -> DatasetProfile:
-    """Profile the recorded input rows on the reference's histogram edges (so the two compare bin by bin).
-    A value the contract's type cannot hold counts as missing."""
+    """Profile the recorded input rows (of live, not mirrored, requests; at most ``max_rows``) on the
+    reference's histogram edges, so the two compare bin by bin. A value the contract's type cannot hold
+    counts as missing."""
     builder = ProfileBuilder.from_reference(contract, reference)
     batch: list[Mapping[str, Any]] = []
+    taken = 0
 
     def flush() -> None:
         if not batch:
@@ -351,7 +358,10 @@ def scoring_profile(
         if record.mirrored:
             continue
         for row in record.inputs:
+            if taken >= max_rows:
+                break
             batch.append(row)
+            taken += 1
             if len(batch) >= _PROFILE_BATCH:
                 flush()
     flush()
@@ -389,7 +399,8 @@ class ScheduleWindows:
     drift: timedelta = timedelta(hours=24)  # recent inputs compared with the reference
     cooldown: timedelta = timedelta(hours=24)  # after a run was created, don't ask again for this long
     min_drift_rows: int = MIN_DRIFT_ROWS
-    record_limit: int = 50_000
+    record_limit: int = 50_000  # scoring records read for live performance (ids and predictions only)
+    drift_record_limit: int = 5_000  # scoring records read for drift (with up to 100 input rows each)
 
 
 def schedule_slot(now: datetime) -> str:
@@ -560,7 +571,9 @@ def check_model(
                 notes.append(f"no reference profile for run {champion.run_id}: drift not checked")
             else:
                 records = platform.scoring_records(
-                    ScoringQuery(spec.endpoint_name, deployment, now - windows.drift, now, limit=windows.record_limit)
+                    ScoringQuery(
+                        spec.endpoint_name, deployment, now - windows.drift, now, limit=windows.drift_record_limit
+                    )
                 )
                 drift, report, drift_notes = input_drift(records.records, spec, reference, windows.min_drift_rows)
                 notes += drift_notes
@@ -629,6 +642,7 @@ def run_schedule(
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "LIVE_METRICS",
+    "MAX_DRIFT_ROWS",
     "MIN_DRIFT_ROWS",
     "LiveCounts",
     "ModelCheck",

@@ -94,3 +94,8 @@ def test_mirrored_copies_and_values_of_the_wrong_type_are_not_inputs(fraud_spec:
     # Same edges as the reference, so the two compare bin by bin.
     amount_edges = profile.columns["amount"].numeric.edges if profile.columns["amount"].numeric else None
     assert amount_edges == pytest.approx(reference.edges()["amount"])
+
+
+def test_the_profile_is_bounded(fraud_spec: ModelSpec) -> None:
+    profile = scoring_profile(scored(300, seed=7), fraud_spec.data, reference_profile(fraud_spec), max_rows=55)
+    assert profile.rows == 55
