@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,20 @@ def test_bad_app_fails_start_up_with_a_fix(tmp_path: Path) -> None:
         start_harness(broken, tmp_path / "state")
 
 
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """``run()`` installs a stderr handler on the root logger; keep it from outliving the test's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logging")
 def test_cli_errors_exit_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from typer.testing import CliRunner
 
