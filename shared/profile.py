@@ -33,12 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.spec import ColumnType, DataContract
+from shared.typecast import numbers, value_counts
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 PROFILE_VERSION = 1
 DEFAULT_BINS = 20
 DEFAULT_SAMPLE_SIZE = 10_000
 DEFAULT_TOP_K = 100
+QUANTILE_SAMPLE = 16_384  # values the first batch's quantile edges are computed from, at most
 OTHER = "__other__"
 
 
@@ -124,19 +126,27 @@ class NumericProfile:
             return self._hist
         return np.asarray(self.hist if self.hist is not None else [], dtype=np.int64)
 
-    def update(self, x: FloatArray, rng: np.random.Generator, bins: int) -> None:
-        """Fold a batch of non-null values in."""
+    def update(
+        self, x: FloatArray, rng: np.random.Generator, bins: int, bounds: tuple[float, float] | None = None
+    ) -> None:
+        """Fold a batch of non-null values in (``bounds``: their min and max, if the caller has them)."""
         n = int(x.size)
         if n == 0:
             return
-        batch_mean = float(x.mean())
-        # x.var() is numpy's two-pass variance (stable); a BLAS dot here would spin up threads.
-        batch_m2 = float(x.var()) * n
+        batch_mean = float(x.sum()) / n
+        # Two passes (mean, then squared deviations) are numerically stable; the deviations are
+        # squared in place, and summed without BLAS (a dot product here would spin up threads).
+        deviations = x - batch_mean
+        np.multiply(deviations, deviations, out=deviations)
+        batch_m2 = float(deviations.sum())
         self.count, self.mean, self.m2 = _merge_moments(self.count, self.mean, self.m2, n, batch_mean, batch_m2)
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
+        low, high = bounds if bounds is not None else (float(x.min()), float(x.max()))
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
         if self.edges is None:
-            self.edges = quantile_edges(x, bins)
+            # No reference: edges from this first batch's quantiles, estimated on at most ~16k
+            # evenly spaced values (exact quantiles of a sample are no worse as bin edges).
+            self.edges = quantile_edges(x[:: max(1, n // QUANTILE_SAMPLE)], bins)
         if self._hist is None:
             self._hist = np.zeros(len(self.edges) + 1, dtype=np.int64)
         self._hist += bin_counts(x, self.edges)
@@ -493,19 +503,27 @@ class ProfileBuilder:
     def add_rows(self, n: int) -> None:
         self.rows += n
 
-    def update(self, name: str, values: pa.Array, value_counts: pa.StructArray | None = None) -> None:
+    def update(
+        self,
+        name: str,
+        values: pa.Array,
+        value_counts: pa.StructArray | None = None,
+        *,
+        present: np.ndarray[Any, Any] | None = None,
+        bounds: tuple[float, float] | None = None,
+    ) -> None:
         """Fold one record batch's values (already in the contract type) of column ``name`` in.
 
-        ``value_counts`` (``pc.value_counts`` of the non-null values) saves recounting when the
-        caller has it already.
+        What the caller has computed already saves recounting: ``value_counts``
+        (``pc.value_counts`` of the non-null values), ``present`` (the non-null values as numpy,
+        ``shared.typecast.numbers``) and ``bounds`` (their min and max).
         """
         profile = self.columns[name]
         profile.rows += len(values)
         profile.nulls += values.null_count
         if profile.numeric is not None:
-            present = values.drop_null() if values.null_count else values
-            x = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            profile.numeric.update(x, self._rngs[name], self.bins)
+            x = (present if present is not None else numbers(values)).astype(np.float64, copy=False)
+            profile.numeric.update(x, self._rngs[name], self.bins, bounds)
         elif profile.categorical is not None:
             profile.categorical.update(*_value_counts(values, profile.categorical.top_k, value_counts))
 
@@ -521,7 +539,7 @@ class ProfileBuilder:
 def _value_counts(values: pa.Array, top_k: int, counted: pa.StructArray | None) -> tuple[dict[str, int], int]:
     """Counts of the non-null values; beyond 2*top_k distinct values the rest is one 'other' count."""
     if counted is None:
-        counted = pc.value_counts(values.drop_null() if values.null_count else values)
+        counted = value_counts(values)
     if len(counted) > 2 * top_k:
         # A high-cardinality column: keep the batch's most frequent values, lump the rest.
         counts = counted.field("counts")

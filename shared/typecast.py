@@ -54,6 +54,12 @@ def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_exam
         array = array.combine_chunks()
     target = ARROW_TYPES[column_type]
     if pa.types.is_dictionary(array.type):
+        if column_type == "category" and _is_text(array.type.value_type):
+            # A dictionary-encoded category column stays encoded: counting its values is then a
+            # bincount of small integers (value_counts) rather than hashing every string.
+            if array.type.value_type != pa.string():
+                array = array.cast(pa.dictionary(array.type.index_type, pa.string()))
+            return CastResult(values=array, missing=array.null_count)
         array = array.dictionary_decode()
     if pa.types.is_large_string(array.type):
         array = array.cast(pa.string())
@@ -61,12 +67,63 @@ def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_exam
         values = _fast_cast(array, column_type, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return _slow_cast(array, column_type, target, max_examples)
-    if column_type == "float" and values.null_count < len(values):
+    if column_type == "float" and values.null_count < len(values) and _has_nan(values):
         # NaN is how pandas and many writers spell "missing" in a float column: count it as missing.
-        nan = pc.is_nan(values)
-        if pc.any(nan).as_py():
-            values = pc.if_else(nan, pa.scalar(None, pa.float64()), values)
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
     return CastResult(values=values, missing=values.null_count)
+
+
+def _has_nan(values: pa.Array) -> bool:
+    """Whether a float64 array holds a NaN among its non-null values (numpy on the data buffer: ~5x
+    cheaper than Arrow's is_nan + any; the buffer's null slots are only looked at if it has NaNs)."""
+    data = values.buffers()[1]
+    if data is None:
+        return False
+    raw = np.frombuffer(data, dtype=np.float64, count=len(values), offset=values.offset * 8)
+    if not np.isnan(raw.min()):
+        return False
+    return values.null_count == 0 or bool(pc.any(pc.is_nan(values)).as_py())
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def value_counts(values: pa.Array) -> pa.StructArray:
+    """``pc.value_counts`` of the non-null values (struct of ``values`` and ``counts``).
+
+    A dictionary array is counted by a bincount of its indices (a value may then appear twice if
+    the dictionary repeats it; callers add counts up by value).
+    """
+    if not pa.types.is_dictionary(values.type):
+        return pc.value_counts(values.drop_null() if values.null_count else values)
+    counts = np.bincount(numbers(values.indices), minlength=len(values.dictionary))
+    used = np.flatnonzero(counts)
+    return pa.StructArray.from_arrays(
+        [values.dictionary.take(pa.array(used)), pa.array(counts[used], pa.int64())], names=["values", "counts"]
+    )
+
+
+def numbers(values: pa.Array) -> np.ndarray[Any, Any]:
+    """The non-null values of a numeric Arrow array as a numpy array (no copy when none is null).
+
+    Reads the Arrow buffers directly: ~5x cheaper than ``drop_null().to_numpy()``.
+    """
+    kind = values.type
+    if not (pa.types.is_integer(kind) or pa.types.is_float32(kind) or pa.types.is_float64(kind)):
+        present = values.drop_null() if values.null_count else values
+        return np.asarray(present.to_numpy(zero_copy_only=False))
+    dtype = np.dtype(kind.to_pandas_dtype())
+    n, offset = len(values), values.offset
+    validity, data = values.buffers()[:2]
+    if data is None or values.null_count == n:
+        return np.zeros(0, dtype=dtype)
+    raw = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
+    if values.null_count == 0 or validity is None:
+        return raw
+    bits = np.frombuffer(validity, dtype=np.uint8, count=(offset + n + 7) // 8)
+    valid = np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].view(np.bool_)
+    return raw[valid]
 
 
 def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) -> pa.Array:

@@ -16,10 +16,12 @@ exception escapes ``validate``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -36,8 +38,8 @@ from shared.profile import (
     ProfileBuilder,
 )
 from shared.spec import ColumnSpec, DataContract, Severity
-from shared.tabular_io import CorruptInput, Format, Source, TabularSource, prefetch
-from shared.typecast import conform
+from shared.tabular_io import CorruptInput, Format, Source, TabularSource, prefetch, usable_cpus
+from shared.typecast import ARROW_TYPES, conform, numbers, value_counts
 
 log = logging.getLogger(__name__)
 
@@ -282,42 +284,61 @@ class _Validator:
 
     # -- one record batch
 
-    def batch(self, batch: pa.RecordBatch) -> None:
+    def batch(self, batch: pa.RecordBatch, pool: ThreadPoolExecutor | None = None) -> None:
+        """Check and profile one record batch, its columns in parallel on ``pool`` if given.
+
+        Every column has its own state (tallies, profile, random generator; the key set and the
+        label counts belong to one column each), so columns are independent; batches are not
+        (row offsets, reservoir order), so this returns only once every column is done.
+        """
         offset = self.rows
         n = batch.num_rows
         self.rows += n
         self.profiler.add_rows(n)
-        for name in batch.schema.names:
-            state = self.states[name]
-            result = conform(batch.column(name), state.spec.type, MAX_EXAMPLES)
-            values = result.values
-            if result.bad:
-                state.bad_type.add(result.bad, [Example(offset + i, v) for i, v in result.bad_examples])
-            state.missing += result.missing
-            if result.missing and not state.spec.nullable:
-                mask = values.is_null()
-                if result.bad_mask is not None:
-                    mask = pc.and_(mask, pa.array(~result.bad_mask))
-                state.nulls.add(
-                    result.missing,
-                    [Example(r, "") for r in _rows_where(mask, offset)]
-                    if len(state.nulls.examples) < MAX_EXAMPLES
-                    else [],
-                )
-            if state.spec.type in ("float", "int") and (state.spec.min is not None or state.spec.max is not None):
-                self._check_range(state, values, offset)
-            counted = self._check_categories(state, values, offset) if state.allowed is not None else None
-            self.profiler.update(name, values, counted)
-            if name == self.contract.key and self.keys is not None:
-                self._check_keys(values, offset)
-            if name == self.contract.label:
-                self._count_labels(values)
-
-    def _check_range(self, state: _ColumnState, values: pa.Array, offset: int) -> None:
-        if values.null_count == len(values):
+        names = batch.schema.names
+        if pool is None or len(names) < 2:
+            for name in names:
+                self._column(name, batch.column(name), offset)
             return
-        bounds = pc.min_max(values)
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        # The key column (hashing, key set) is the slowest: start it first.
+        names = sorted(names, key=lambda name: name != self.contract.key)
+        for future in [pool.submit(self._column, name, batch.column(name), offset) for name in names]:
+            future.result()
+
+    def _column(self, name: str, column: pa.Array, offset: int) -> None:
+        state = self.states[name]
+        result = conform(column, state.spec.type, MAX_EXAMPLES)
+        values = result.values
+        if result.bad:
+            state.bad_type.add(result.bad, [Example(offset + i, v) for i, v in result.bad_examples])
+        state.missing += result.missing
+        if result.missing and not state.spec.nullable:
+            mask = values.is_null()
+            if result.bad_mask is not None:
+                mask = pc.and_(mask, pa.array(~result.bad_mask))
+            state.nulls.add(
+                result.missing,
+                [Example(r, "") for r in _rows_where(mask, offset)] if len(state.nulls.examples) < MAX_EXAMPLES else [],
+            )
+        present: np.ndarray[Any, Any] | None = None
+        bounds: tuple[float, float] | None = None
+        if state.spec.type in ("float", "int"):
+            # The non-null values as numpy, once: the range check and the profile share them.
+            present = numbers(values)
+            if present.size:
+                low, high = present.min(), present.max()
+                bounds = (float(low), float(high))
+                if state.spec.min is not None or state.spec.max is not None:
+                    self._check_range(state, values, offset, low, high)
+        counted = self._check_categories(state, values, offset) if state.allowed is not None else None
+        self.profiler.update(name, values, counted, present=present, bounds=bounds)
+        if name == self.contract.key and self.keys is not None:
+            self._check_keys(values, offset)
+        if name == self.contract.label:
+            self._count_labels(values, present, bounds)
+
+    def _check_range(self, state: _ColumnState, values: pa.Array, offset: int, low: Any, high: Any) -> None:
+        """``low`` and ``high`` are the batch's min and max (numpy scalars, exact for int64)."""
         lo, hi = state.spec.min, state.spec.max
         if lo is not None and low < lo:
             mask = pc.less(values, lo)
@@ -333,7 +354,7 @@ class _Validator:
     def _check_categories(self, state: _ColumnState, values: pa.Array, offset: int) -> pa.StructArray:
         """Record values outside the declared categories; return the value counts for the profile."""
         assert state.allowed is not None
-        counted = pc.value_counts(values.drop_null() if values.null_count else values)
+        counted = value_counts(values)
         unseen = [
             (str(v), int(c))
             for v, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
@@ -345,6 +366,8 @@ class _Validator:
             state.unseen[value] = state.unseen.get(value, 0) + count
         room = MAX_EXAMPLES - len(state.unseen_examples)
         if room > 0:
+            if pa.types.is_dictionary(values.type):
+                values = values.dictionary_decode()
             mask = pc.is_in(values, value_set=pa.array([v for v, _ in unseen], pa.string()))
             state.unseen_examples += [
                 Example(r, str(values[r - offset].as_py())) for r in _rows_where(mask, offset, room)
@@ -369,11 +392,24 @@ class _Validator:
                 examples.append(Example(offset + row, str(values[row].as_py())))
         self.duplicates.add(count, examples)
 
-    def _count_labels(self, values: pa.Array) -> None:
+    def _count_labels(
+        self, values: pa.Array, present: np.ndarray[Any, Any] | None, bounds: tuple[float, float] | None
+    ) -> None:
         if self.label_overflow:
             return
-        counted = pc.value_counts(values.drop_null() if values.null_count else values)
-        for v, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
+        if (
+            present is not None
+            and present.dtype == np.int64
+            and bounds is not None
+            and 0 <= bounds[0] <= bounds[1] < 1024
+        ):
+            # Small non-negative int classes (the usual label): a bincount, ~4x cheaper than hashing.
+            counts = np.bincount(present)
+            pairs: list[tuple[Any, int]] = [(int(v), int(counts[v])) for v in np.flatnonzero(counts)]
+        else:
+            counted = value_counts(values)
+            pairs = list(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+        for v, c in pairs:
             key = _label_key(v)
             self.label_counts[key] = self.label_counts.get(key, 0) + int(c)
         if len(self.label_counts) > MAX_LABEL_CLASSES:
@@ -524,6 +560,18 @@ class _Validator:
         )
 
 
+def _read_types(contract: DataContract) -> dict[str, pa.DataType]:
+    """How the reader should parse each column where it can (numbers as numbers, categories as
+    dictionaries); anything else arrives as text and ``conform`` casts it."""
+    types: dict[str, pa.DataType] = {}
+    for column in contract.columns:
+        if column.type in ("float", "int"):
+            types[column.name] = ARROW_TYPES[column.type]
+        elif column.type == "category":
+            types[column.name] = pa.dictionary(pa.int32(), pa.string())
+    return types
+
+
 def _label_key(value: Any, as_bool: bool = False) -> str:
     if as_bool or isinstance(value, bool):
         if isinstance(value, str):
@@ -545,13 +593,39 @@ def validate(
     bins: int = DEFAULT_BINS,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     top_k: int = DEFAULT_TOP_K,
+    threads: int | None = None,
 ) -> ValidationReport:
     """Validate and profile ``source`` (a path, a readable binary stream or an Arrow table).
 
     ``reference`` (the training profile) supplies the histogram edges so the new profile
-    compares with it bin by bin. Never raises for bad data: every problem is a finding.
+    compares with it bin by bin. ``threads`` check columns in parallel (numpy and Arrow release
+    the GIL); by default one per CPU this process may use, at most 4. Never raises for bad data:
+    every problem is a finding.
     """
     started = time.perf_counter()
+    workers = threads if threads is not None else min(4, usable_cpus())
+    with ThreadPoolExecutor(workers, thread_name_prefix="perennial-validate") if workers > 1 else _no_pool() as pool:
+        return _validate(source, contract, reference, fmt, name, max_keys, bins, sample_size, top_k, pool, started)
+
+
+@contextlib.contextmanager
+def _no_pool() -> Iterator[None]:
+    yield None
+
+
+def _validate(
+    source: Source,
+    contract: DataContract,
+    reference: DatasetProfile | None,
+    fmt: Format | None,
+    name: str | None,
+    max_keys: int,
+    bins: int,
+    sample_size: int,
+    top_k: int,
+    pool: ThreadPoolExecutor | None,
+    started: float,
+) -> ValidationReport:
     checker = _Validator(contract, reference, max_keys, bins, sample_size, top_k)
     label = name or "<input>"
     fmt_name: str = fmt or "unknown"
@@ -563,8 +637,8 @@ def validate(
             label, fmt_name, columns = table.name, table.format, table.columns
             present = checker.check_schema(columns)
             try:
-                for batch in prefetch(table.batches(present)):
-                    checker.batch(batch)
+                for batch in prefetch(table.batches(present, _read_types(contract))):
+                    checker.batch(batch, pool)
             finally:
                 bytes_read = table.bytes_read
                 if table.malformed.count:
