@@ -7,7 +7,10 @@ virtual clock lets a test run hours of timer-driven orchestration in seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 
 def utcnow() -> datetime:
@@ -33,10 +36,20 @@ class VirtualClock:
     goes backwards: orchestration timestamps must be monotonic.
     """
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, path: Path | None = None) -> None:
         self._now = (start or utcnow()).astimezone(UTC)
         self._changed = asyncio.Event()
         self._waiters = 0
+        self._path = path
+
+    @classmethod
+    def persistent(cls, path: Path) -> VirtualClock:
+        """A virtual clock kept in ``path``: a host restarted on the same state resumes at the time it had
+        reached, so durable timers set before a crash fire when they would have (not hours later)."""
+        start = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            start = datetime.fromisoformat(path.read_text(encoding="utf-8").strip())
+        return cls(max(start, utcnow()) if start is not None and start.tzinfo else None, path=path)
 
     def now(self) -> datetime:
         return self._now
@@ -50,6 +63,11 @@ class VirtualClock:
         when = when.astimezone(UTC)
         if when > self._now:
             self._now = when
+            if self._path is not None:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = self._path.with_suffix(".tmp")
+                temporary.write_text(when.isoformat(), encoding="utf-8")
+                os.replace(temporary, self._path)
             # Wake every sleeper; each re-checks its own deadline.
             self._changed.set()
             self._changed = asyncio.Event()

@@ -62,7 +62,9 @@ class DevHost:
         if isinstance(clock, str):
             if clock not in ("real", "virtual"):
                 raise ConfigError(f"--clock {clock!r} is not supported", "use --clock real or --clock virtual")
-            self._clock: Clock = VirtualClock() if clock == "virtual" else RealClock()
+            self._clock: Clock = (
+                VirtualClock.persistent(self._state_dir / "virtual-clock.txt") if clock == "virtual" else RealClock()
+            )
         else:
             self._clock = clock
         self.settings_path = Path(settings_path) if settings_path else self.app_path.parent / "local.settings.json"

@@ -22,6 +22,7 @@ from shared import policy
 from shared.canary import DeploymentSample, analyse_canary
 from shared.events import MODEL_TAG
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
+from shared.live import live_counts, reference_profile_name
 from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
     ComputeSpec,
@@ -115,17 +116,13 @@ def _profile_name(model: str, run_id: str, blob_name: str) -> str:
     return f"{model}/{run_id}/profiles/{hashlib.sha256(blob_name.encode()).hexdigest()[:16]}.json"
 
 
-def _reference_profile_name(model: str, run_id: str) -> str:
-    return f"{model}/{run_id}/profile.json"
-
-
 def _champion_reference(model: str) -> DatasetProfile | None:
     """The training profile of the current champion: the reference for drift and histogram edges."""
     champion = _registry().champion(model)
     if champion is None:
         return None
     try:
-        return DatasetProfile.from_dict(_store().get_json(MANIFESTS, _reference_profile_name(model, champion.run_id)))
+        return DatasetProfile.from_dict(_store().get_json(MANIFESTS, reference_profile_name(model, champion.run_id)))
     except BlobMissingError:
         return None
 
@@ -344,7 +341,7 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
         DatasetProfile.from_dict(store.get_json(MANIFESTS, _profile_name(model, run_id, b.name))) for b in blobs
     ]
     profile = merge_profiles(profiles)
-    store.put_json(MANIFESTS, _reference_profile_name(model, run_id), profile.to_dict())
+    store.put_json(MANIFESTS, reference_profile_name(model, run_id), profile.to_dict())
     drift_summary: dict[str, Any] = {}
     reference = _champion_reference(model)
     if reference is not None:
@@ -563,9 +560,11 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- staged rollout
 
 
-def _sample(metrics: DeploymentMetrics, positive: str) -> DeploymentSample:
+def _sample(metrics: DeploymentMetrics, positive: str, live: tuple[int, int] = (0, 0)) -> DeploymentSample:
+    """The canary's view of one deployment: health metrics, and (labelled, correct) once labels arrived."""
     successes = metrics.requests - metrics.errors
     positives = sum(1 for c in metrics.predicted_classes if str(c) == positive)
+    labelled, correct = live
     return DeploymentSample(
         deployment=metrics.deployment,
         requests=metrics.requests,
@@ -575,6 +574,8 @@ def _sample(metrics: DeploymentMetrics, positive: str) -> DeploymentSample:
         p95_ms=metrics.p95_ms,
         p99_ms=metrics.p99_ms,
         predicted_positive=min(positives, successes),
+        labelled=labelled,
+        correct=min(correct, labelled),
     )
 
 
@@ -772,15 +773,28 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     challenger_metrics = platform.deployment_metrics(
         MetricsQuery(endpoint=endpoint, deployment=challenger, start=start, end=end, include_mirrored=shadow)
     )
+
+    def labels(deployment: str, mirrored: bool = False) -> tuple[int, int]:
+        """Delayed labels joined to this window's predictions (none yet is normal: the gate then waits)."""
+        try:
+            return live_counts(
+                platform, _store(), model, endpoint, deployment, start, end, spec=spec, include_mirrored=mirrored
+            )
+        except (PlatformError, OSError, ValueError) as exc:
+            logger.warning("live labels of %s unavailable for this bake: %s", deployment, exc)
+            return (0, 0)
+
     champion_sample = (
         _sample(
             platform.deployment_metrics(MetricsQuery(endpoint=endpoint, deployment=champion, start=start, end=end)),
             positive,
+            labels(champion),
         )
         if champion
         else None
     )
-    verdict = analyse_canary(_sample(challenger_metrics, positive), champion_sample, spec.rollout.gates)
+    challenger_sample = _sample(challenger_metrics, positive, labels(challenger, mirrored=shadow))
+    verdict = analyse_canary(challenger_sample, champion_sample, spec.rollout.gates)
     traffic = platform.get_traffic(endpoint)
     run = _registry().get_run(model, payload["run_id"])
     # A first model is judged on the gates only, at its single (final) step; the policy needs a champion name.

@@ -437,8 +437,12 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     # Bake windows are wall-clock times taken by the activities (metrics are stamped by the platform's clock).
     window_start: str = applied["applied_at"]
     bake = float(plan["shadow_bake_minutes"] if step_index == -1 else plan["bake_minutes"])
+    bakes = 0
     while True:
-        context.set_custom_status({"run_id": request["run_id"], "stage": "baking", "step_index": step_index})
+        bakes += 1  # tells watchers a new bake window started (a hold keeps the step index)
+        context.set_custom_status(
+            {"run_id": request["run_id"], "stage": "baking", "step_index": step_index, "bake": bakes}
+        )
         timer = context.create_timer(context.current_utc_datetime + timedelta(minutes=bake))
         abort = context.wait_for_external_event("abort")
         if (yield context.task_any([timer, abort])) == abort:

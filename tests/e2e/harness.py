@@ -158,7 +158,115 @@ class PerennialHost:
     def finished_runs(self) -> list[dict[str, Any]]:
         return [r for r in self.runs() if r["status"] not in ("pending", "running")]
 
+    def platform(self) -> Any:
+        """The local ML platform on the host's state folder (endpoints, deployments, faults), as the host sees it."""
+        from shared.platform.local import LocalPlatform
+
+        return LocalPlatform(self.workdir / "state")
+
+    def traffic(self, endpoint: str = "fraud-ep") -> dict[str, int]:
+        return dict(self.platform().get_traffic(endpoint).live)
+
     def run(self, run_id: str) -> dict[str, Any]:
         response = self.http.get(f"/api/runs/{run_id}")
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+ACTIVE = ("pending", "running")
+
+
+class ScoringTraffic:
+    """A client of the model's online endpoint, as the bank's authorisation service would be: it scores
+    single transactions concurrently and remembers who answered each (and the true label, for feedback)."""
+
+    def __init__(self, host: PerennialHost, endpoint: str = "fraud-ep", seed: int = 11) -> None:
+        from perennial_cli.synthetic import fraud_batch
+
+        self.host = host
+        self.endpoint = endpoint
+        frame = fraud_batch(4000, seed=seed, start_id=9_000_000)
+        self.labels = frame.pop("is_fraud").tolist()
+        frame = frame.astype(object).where(frame.notna(), None)
+        self.rows: list[dict[str, Any]] = frame.to_dict(orient="records")
+        self.sent = 0
+        #: (request id, deployment that answered, HTTP status, true label) per request sent
+        self.answers: list[tuple[str, str | None, int, int]] = []
+
+    def send(self, count: int, workers: int = 8) -> dict[str, int]:
+        """Score ``count`` transactions (``workers`` at a time); returns how many each deployment answered."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        uri, key = self.host.platform().scoring_address(self.endpoint)
+        start = self.sent
+        self.sent += count
+
+        def one(index: int) -> tuple[str, str | None, int, int]:
+            row = index % len(self.rows)
+            request_id = f"req-{index:08d}"
+            response = httpx.post(
+                uri,
+                json={"data": [self.rows[row]]},
+                headers={"Authorization": f"Bearer {key}", "x-ms-client-request-id": request_id},
+                timeout=30,
+            )
+            answered = response.headers.get("azureml-model-deployment")
+            return response.headers.get("x-request-id", request_id), answered, response.status_code, self.labels[row]
+
+        with ThreadPoolExecutor(workers) as pool:
+            answers = list(pool.map(one, range(start, start + count)))
+        self.answers += answers
+        counts: dict[str, int] = {}
+        for _, deployment, _, _ in answers:
+            counts[str(deployment)] = counts.get(str(deployment), 0) + 1
+        return counts
+
+
+def rollout_status(host: PerennialHost, run_id: str) -> dict[str, Any] | None:
+    """The staged_rollout instance's custom status (None until it exists)."""
+    response = host.http.get(f"/runtime/webhooks/durabletask/instances/{run_id}-rollout")
+    if response.status_code not in (200, 202):  # 202 while it runs, as the real host answers
+        return None
+    body = response.json()
+    if body.get("runtimeStatus") not in ("Running", "Pending"):
+        return None
+    status = body.get("customStatus")
+    return status if isinstance(status, dict) else None
+
+
+def drive_rollout(
+    host: PerennialHost,
+    run_id: str,
+    traffic: ScoringTraffic,
+    bake_minutes: float,
+    requests_per_bake: int = 240,
+    on_bake: Callable[[ScoringTraffic], None] | None = None,
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """Play a rollout to its end: at every new bake window, send scoring traffic (real time, while the
+    virtual clock stands still, so the window holds it), then move the clock past the bake."""
+    deadline = time.monotonic() + timeout
+    baked: set[tuple[int, int]] = set()
+    while time.monotonic() < deadline:
+        detail = host.run(run_id)
+        if detail["status"] not in ACTIVE:
+            return detail
+        if host.process is not None and host.process.poll() is not None:
+            raise AssertionError(f"devhost died during the rollout:\n{host.log_tail()}")
+        status = rollout_status(host, run_id)
+        if status and status.get("stage") == "baking":
+            key = (int(status["step_index"]), int(status["bake"]))
+            if key not in baked:
+                baked.add(key)
+                traffic.send(requests_per_bake)
+                if on_bake is not None:
+                    on_bake(traffic)
+                host.advance(bake_minutes * 60 + 1)
+                continue
+        elif detail["stage"] in ("queued", "created", "validating", "planning", "training", "evaluating"):
+            host.advance(15)  # the run has not reached its rollout yet: let its timers fire
+        time.sleep(0.3)
+    raise AssertionError(f"the rollout of {run_id} did not finish in {timeout:.0f} s:\n{host.log_tail()}")
