@@ -1,15 +1,15 @@
-"""Duplicate-key detection in bounded memory: 64-bit key hashes in sorted runs behind a Bloom filter.
+"""Duplicate-key detection in bounded memory: 64-bit key hashes in sorted runs behind a bitmap.
 
 Each key is hashed to 64 bits (FNV-1a over the UTF-8 bytes, vectorised over the Arrow
 buffers, then a splitmix64 finaliser so the high bits are uniform). Seen hashes live in
-sorted numpy runs, one per batch, plus a byte-per-slot Bloom filter (two marks per hash). A batch
-is sorted once (which also finds its own repeats); only the few keys whose marks are both set —
+sorted numpy runs, one per batch, plus a bitmap indexed by their leading bits. A batch is
+sorted once (which also finds its own repeats); only the few keys whose bit is already set —
 possible repeats, mostly false alarms — are binary-searched in the runs, so a batch costs about
 one sort whatever the number of runs. Past ``MAX_RUNS`` runs the two shortest are merged
 (a linear timsort merge), which keeps the merge work at O(n log(n / MAX_RUNS)).
 
 Bound: at most ``max_keys`` hashes (8 bytes each: the default 2M keys = 16 MB, ~32 MB at peak while
-runs merge) and a filter of 8 bytes per allowed key (16 MB by default). Past that, the set keeps
+runs merge) and a bitmap of 8 bytes per allowed key (16 MB by default). Past that, the set keeps
 only the hashes below a threshold that halves each time the set fills again ("hash-space
 sampling"): a key whose hash is kept is still checked exactly, so a duplicate key is found with
 probability ``coverage`` and each one found counts 1 / coverage (at the time) towards the estimate.
@@ -65,7 +65,7 @@ def _hash_strings(array: pa.Array) -> HashArray:
     )
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     starts = offsets[:-1]
-    lengths = np.diff(offsets)
+    lengths = offsets[1:] - starts
     h = np.full(n, _FNV_OFFSET, dtype=U64)
     if n == 0:
         return h
@@ -101,13 +101,12 @@ class KeySet:
             raise ValueError("max_keys must be at least 1024")
         self.max_keys = max_keys
         self._runs: list[HashArray] = []
-        # A Bloom filter of the stored hashes (two one-byte marks per hash, at least 8 bytes per key):
-        # a batch searches the runs only for its keys whose marks are both set — at max_keys
-        # about 5% of new keys, far fewer before — not for every key in every run.
-        bits = max(16, (8 * max_keys - 1).bit_length())
-        self._marks = np.zeros(1 << bits, dtype=np.uint8)
-        self._mark_shift = np.uint64(64 - bits)
-        self._mark_mask = np.uint64((1 << bits) - 1)
+        # A bitmap of the stored hashes' leading bits (at least 64 bits per allowed key: 16 MB for
+        # 2M): a batch searches the runs only for the keys whose bit is set — at max_keys under 2%
+        # of new keys, fewer before — not for every key in every run. The batch is sorted, so its
+        # lookups walk the bitmap in order (cache-friendly), unlike a second hash would.
+        self._bits = max(16, (64 * max_keys - 1).bit_length())
+        self._marks = np.zeros(1 << (self._bits - 3), dtype=np.uint8)
         self._limit: np.uint64 | None = None  # keep only hashes below this (None: keep all)
         self._level = 0
         #: Duplicates found, each scaled by the coverage when it was found (the unbiased estimate).
@@ -159,8 +158,9 @@ class KeySet:
         seen = np.zeros(len(ordered), dtype=np.bool_)
         if not self._runs:
             return repeat, seen
-        first, second = self._mark_slots(ordered)
-        candidates = np.flatnonzero(self._marks[first] & self._marks[second])
+        slot = self._slots(ordered)
+        marked = self._marks[slot >> 3] & np.left_shift(np.uint8(1), (slot & 7).astype(np.uint8))
+        candidates = np.flatnonzero(marked)
         if len(candidates):
             wanted = ordered[candidates]
             hit = np.zeros(len(candidates), dtype=np.bool_)
@@ -171,14 +171,24 @@ class KeySet:
             seen[candidates] = hit
         return repeat, seen
 
-    def _mark_slots(self, hashes: HashArray) -> tuple[IndexArray, IndexArray]:
-        """The two Bloom-filter slots of each hash: its top bits and its bottom bits."""
-        return (hashes >> self._mark_shift).astype(np.intp), (hashes & self._mark_mask).astype(np.intp)
+    def _slots(self, hashes: HashArray) -> IndexArray:
+        """Bitmap slots: the leading bits of each hash below the sampling limit (whose top
+        ``level`` bits are 0, so they are shifted out first)."""
+        if self._level:
+            hashes = hashes << np.uint64(self._level)
+        # After a right shift by at least one bit every value fits an int64: a view, not a copy.
+        return (hashes >> np.uint64(64 - self._bits)).view(np.int64)
 
-    def _mark(self, hashes: HashArray) -> None:
-        first, second = self._mark_slots(hashes)
-        self._marks[first] = 1
-        self._marks[second] = 1
+    def _mark(self, ordered: HashArray) -> None:
+        """Set the bits of sorted hashes."""
+        slot = self._slots(ordered)
+        byte = slot >> 3
+        bits = np.left_shift(np.uint8(1), (slot & 7).astype(np.uint8))
+        self._marks[byte] |= bits  # where hashes share a byte, only the last one's bit lands…
+        shared = np.flatnonzero(byte[1:] == byte[:-1])
+        if len(shared):  # …so OR those few in one by one (ufunc.at applies repeated indices in turn)
+            both = np.union1d(shared, shared + 1)
+            np.bitwise_or.at(self._marks, byte[both], bits[both])
 
     def _push(self, run: HashArray) -> None:
         self._mark(run)

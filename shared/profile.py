@@ -41,6 +41,7 @@ DEFAULT_BINS = 20
 DEFAULT_SAMPLE_SIZE = 10_000
 DEFAULT_TOP_K = 100
 QUANTILE_SAMPLE = 16_384  # values the first batch's quantile edges are computed from, at most
+INT_COUNTS_SPAN = 1 << 16  # integer batches spanning fewer values are profiled from a bincount
 OTHER = "__other__"
 
 
@@ -127,20 +128,38 @@ class NumericProfile:
         return np.asarray(self.hist if self.hist is not None else [], dtype=np.int64)
 
     def update(
-        self, x: FloatArray, rng: np.random.Generator, bins: int, bounds: tuple[float, float] | None = None
+        self,
+        x: np.ndarray[Any, Any],
+        rng: np.random.Generator,
+        bins: int,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
-        """Fold a batch of non-null values in (``bounds``: their min and max, if the caller has them)."""
+        """Fold a batch of non-null values in (``bounds``: their min and max, if the caller has them).
+
+        Integers spanning fewer than ``INT_COUNTS_SPAN`` values are counted once (a bincount), and
+        moments and histogram come from the counts: ~2x cheaper than the float passes.
+        """
         n = int(x.size)
         if n == 0:
             return
-        batch_mean = float(x.sum()) / n
-        # Two passes (mean, then squared deviations) are numerically stable; the deviations are
-        # squared in place, and summed without BLAS (a dot product here would spin up threads).
-        deviations = x - batch_mean
-        np.multiply(deviations, deviations, out=deviations)
-        batch_m2 = float(deviations.sum())
-        self.count, self.mean, self.m2 = _merge_moments(self.count, self.mean, self.m2, n, batch_mean, batch_m2)
         low, high = bounds if bounds is not None else (float(x.min()), float(x.max()))
+        counts: np.ndarray[Any, np.dtype[np.int64]] | None = None
+        if x.dtype.kind in "iu" and high - low < INT_COUNTS_SPAN and abs(low) < 2**52:  # low is exact
+            counts = np.bincount(x - x.dtype.type(low))
+            # Deviations from the batch minimum are small exact integers: a stable, exact-ish sum.
+            offsets = np.arange(len(counts), dtype=np.float64)
+            batch_mean = low + float(counts @ offsets) / n
+            deviations = offsets + (low - batch_mean)
+            batch_m2 = float(counts @ (deviations * deviations))
+        else:
+            x = x.astype(np.float64, copy=False)
+            batch_mean = float(x.sum()) / n
+            # Two passes (mean, then squared deviations) are numerically stable; the deviations are
+            # squared in place, and summed without BLAS (a dot product here would spin up threads).
+            squares = x - batch_mean
+            np.multiply(squares, squares, out=squares)
+            batch_m2 = float(squares.sum())
+        self.count, self.mean, self.m2 = _merge_moments(self.count, self.mean, self.m2, n, batch_mean, batch_m2)
         self.min = min(self.min, low)
         self.max = max(self.max, high)
         if self.edges is None:
@@ -149,7 +168,10 @@ class NumericProfile:
             self.edges = quantile_edges(x[:: max(1, n // QUANTILE_SAMPLE)], bins)
         if self._hist is None:
             self._hist = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self._hist += bin_counts(x, self.edges)
+        if counts is not None:
+            self._hist += _bin_counts_of_counts(counts, low, self.edges)
+        else:
+            self._hist += bin_counts(x, self.edges)
         self._sample_update(x, rng)
 
     def _sample_update(self, x: FloatArray, rng: np.random.Generator) -> None:
@@ -167,7 +189,7 @@ class NumericProfile:
         else:
             keys = rng.random(x.size)
         self._keys = np.concatenate([self._keys, keys])
-        self.sample = np.concatenate([self.sample, x])
+        self.sample = np.concatenate([self.sample, x.astype(np.float64, copy=False)])
         # Compact to the k smallest keys only when the buffer has doubled: a stale (higher)
         # threshold lets a few extra candidates in but never keeps out one that belongs.
         if self._keys.size >= 2 * self.sample_size:
@@ -249,6 +271,17 @@ def bin_counts(x: FloatArray, edges: Sequence[float]) -> np.ndarray[Any, np.dtyp
     """
     at_or_above = np.array([x.size] + [int(np.count_nonzero(x >= e)) for e in edges] + [0], dtype=np.int64)
     return at_or_above[:-1] - at_or_above[1:]
+
+
+def _bin_counts_of_counts(
+    counts: np.ndarray[Any, np.dtype[np.int64]], low: float, edges: Sequence[float]
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """``bin_counts`` of integers given as counts of ``low``, ``low + 1``, …: from suffix sums."""
+    at_or_above = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # [i]: values >= low + i
+    first = np.clip(np.ceil(np.asarray(edges, dtype=np.float64) - low), 0, len(counts)).astype(np.intp)
+    total = int(at_or_above[0])
+    cuts = np.concatenate([[total], at_or_above[first], [0]]).astype(np.int64)
+    return cuts[:-1] - cuts[1:]
 
 
 def _merge_samples(a: FloatArray, n_a: int, b: FloatArray, n_b: int, size: int) -> FloatArray:
@@ -522,7 +555,7 @@ class ProfileBuilder:
         profile.rows += len(values)
         profile.nulls += values.null_count
         if profile.numeric is not None:
-            x = (present if present is not None else numbers(values)).astype(np.float64, copy=False)
+            x = present if present is not None else numbers(values)
             profile.numeric.update(x, self._rngs[name], self.bins, bounds)
         elif profile.categorical is not None:
             profile.categorical.update(*_value_counts(values, profile.categorical.top_k, value_counts))

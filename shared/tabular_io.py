@@ -38,7 +38,7 @@ PARQUET_MAGIC = b"PAR1"
 HEADER_PEEK = 1 << 20  # the header line must fit in the first MiB
 CSV_BLOCK_SIZE = 4 << 20  # bytes of whole lines parsed at a time (one record batch); a few are in flight
 CSV_PARSE_THREADS = 2  # blocks parsed at once (at most the usable CPUs)
-PARQUET_BATCH_ROWS = 65_536
+PARQUET_BATCH_ROWS = 131_072
 MAX_EXAMPLES = 5
 
 

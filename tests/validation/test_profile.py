@@ -154,3 +154,21 @@ def test_quantile_edges() -> None:
 def test_bad_profile_json_says_what_to_do(text: str, match: str) -> None:
     with pytest.raises(ProfileError, match=match):
         DatasetProfile.from_json(text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-1000, 1000), min_size=1, max_size=300), st.integers(0, 2**40))
+def test_small_integer_batches_profile_like_floats(values: list[int], offset: int) -> None:
+    """Integers spanning few values are profiled from a bincount; the profile is the float one."""
+    from shared.profile import NumericProfile
+
+    x = np.asarray(values, dtype=np.int64) + offset
+    edges = sorted({float(offset), offset + 0.5, offset - 3.0, offset + 250.0})
+    by_counts, by_floats = NumericProfile(edges=edges), NumericProfile(edges=edges)
+    by_counts.update(x, np.random.default_rng(0), 20, (float(x.min()), float(x.max())))
+    by_floats.update(x.astype(np.float64), np.random.default_rng(0), 20)
+    assert (by_counts.count, by_counts.min, by_counts.max) == (by_floats.count, by_floats.min, by_floats.max)
+    assert by_counts.mean == pytest.approx(by_floats.mean, rel=1e-12)
+    assert by_counts.m2 == pytest.approx(by_floats.m2, rel=1e-9, abs=1e-9)
+    assert list(by_counts.histogram()) == list(by_floats.histogram())
+    assert sorted(by_counts.sample.tolist()) == sorted(by_floats.sample.tolist())
