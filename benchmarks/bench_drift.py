@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ PEER_PINS = [
     "pydantic==2.14.3",
 ]
 PLANTED = ("f3", "i1", "channel")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 PEER = """
 import json, sys, time, warnings
@@ -78,36 +80,51 @@ def main() -> int:
     reference = validate(reference_table, CONTRACT).profile  # precomputed at training time: not timed
     assert reference is not None
 
-    runs = []
-    for _ in range(3):
+    python = ensure_peer_venv()
+
+    def perennial() -> tuple[float, float, list[str]]:
         started = time.perf_counter()
         current = validate(current_table, CONTRACT, reference=reference).profile
         assert current is not None
-        report = compare(reference, current, columns=columns)
-        runs.append(time.perf_counter() - started)
         compare_started = time.perf_counter()
-        compare(reference, current, columns=columns)
-        compare_only = time.perf_counter() - compare_started
-    ours = min(runs)
+        report = compare(reference, current, columns=columns)
+        done = time.perf_counter()
+        return done - started, done - compare_started, sorted(report.drifted_columns)
 
-    python = ensure_peer_venv()
-    peer = subprocess.run(
-        [str(python), "-c", PEER, str(reference_path), str(current_path), ",".join(columns)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    theirs = json.loads(peer.stdout.strip().splitlines()[-1])
+    def evidently() -> tuple[float, list[str]]:
+        peer = subprocess.run(
+            [str(python), "-c", PEER, str(reference_path), str(current_path), ",".join(columns)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        result = json.loads(peer.stdout.strip().splitlines()[-1])
+        return float(result["seconds"]), list(result["drifted"])
+
+    # Alternated (ours, Evidently, ours, …) so load from other processes hits both alike.
+    ours_runs: list[tuple[float, float, list[str]]] = []
+    peer_runs: list[tuple[float, list[str]]] = []
+    for _ in range(ROUNDS):
+        ours_runs.append(perennial())
+        peer_runs.append(evidently())
+    ours, compare_only, flagged = min(ours_runs)
+    theirs = {"seconds": min(r[0] for r in peer_runs), "drifted": peer_runs[0][1]}
+    median = statistics.median(p[0] / o[0] for p, o in zip(peer_runs, ours_runs, strict=True))
+    report_columns = flagged
     ratio = theirs["seconds"] / ours
-    same = sorted(report.drifted_columns) == theirs["drifted"]
+    same = report_columns == theirs["drifted"] and all(r[2] == report_columns for r in ours_runs)
+    one, five, _ = os.getloadavg()
     print(
         f"data: 1,000,000 rows × 20 columns per batch; {len(columns)} columns compared; planted drift in {', '.join(PLANTED)}"
     )
-    print("a shared 2-core machine: timings are noisy, the ratio is what is measured side by side")
     print(
-        f"perennial profile + compare {ours:6.2f} s (compare alone {compare_only * 1000:.0f} ms) flags {sorted(report.drifted_columns)}"
+        f"{ROUNDS} rounds, ours and Evidently alternated; load average {one:.1f} / {five:.1f} at the end (a shared "
+        "machine: timings are noisy, the ratio is what is measured side by side)"
+    )
+    print(
+        f"perennial profile + compare {ours:6.2f} s (compare alone {compare_only * 1000:.0f} ms) flags {report_columns}"
     )
     print(f"Evidently DataDriftPreset   {theirs['seconds']:6.2f} s flags {theirs['drifted']}")
-    print(f"ratio {ratio:.1f}× (target ≥ 20×); same columns flagged: {same}")
+    print(f"ratio {ratio:.1f}× best, {median:.1f}× median of rounds (target ≥ 20×); same columns flagged: {same}")
     return 0 if ratio >= 20 and same else 1

@@ -174,25 +174,40 @@ class NumericProfile:
             self._hist += bin_counts(x, self.edges)
         self._sample_update(x, rng)
 
-    def _sample_update(self, x: FloatArray, rng: np.random.Generator) -> None:
+    def _sample_update(self, x: np.ndarray[Any, Any], rng: np.random.Generator) -> None:
+        """Bottom-k sampling: every value gets a uniform random key; the k smallest keys are kept.
+
+        Keys are drawn only below a cut ``t`` (each value enters independently with probability
+        ``t``, its key uniform below ``t``): once at least k keys lie below ``t``, no value keyed
+        above it can be among the k smallest. Before the sample is full a large batch is cut at
+        about 2k / n, so the first batch does not key (and partition) every one of its values.
+        """
         if self._keys is None:
             self._keys = np.zeros(0)
             self._threshold = 1.0
-        if self._keys.size >= self.sample_size:
-            # Bottom-k with a threshold t: each value enters independently with probability t, so
-            # draw how many (binomial) and which, instead of a random key for every value.
-            entering = int(rng.binomial(x.size, self._threshold))
+        n, k = int(x.size), self.sample_size
+        cut = self._threshold
+        entering: int | None = None
+        if self._keys.size >= k:
+            entering = int(rng.binomial(n, cut))
+        elif n > k:
+            trial = min(cut, 2.0 * k / n)
+            drawn = int(rng.binomial(n, trial))
+            if drawn + int(np.count_nonzero(self._keys < trial)) >= k:  # else (never in practice) key all
+                cut, entering = trial, drawn
+        if entering is None:
+            keys = rng.random(n) * cut
+        else:
             if entering == 0:
                 return
-            x = x[rng.choice(x.size, size=entering, replace=False)]
-            keys = rng.random(entering) * self._threshold  # uniform below the threshold
-        else:
-            keys = rng.random(x.size)
+            x = x[rng.choice(n, size=entering, replace=False)]
+            keys = rng.random(entering) * cut
+        self._threshold = cut
         self._keys = np.concatenate([self._keys, keys])
         self.sample = np.concatenate([self.sample, x.astype(np.float64, copy=False)])
         # Compact to the k smallest keys only when the buffer has doubled: a stale (higher)
         # threshold lets a few extra candidates in but never keeps out one that belongs.
-        if self._keys.size >= 2 * self.sample_size:
+        if self._keys.size >= 2 * k:
             self._compact()
 
     def _compact(self) -> None:

@@ -22,16 +22,17 @@ import shutil
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import IO, Any, Literal, TypeAlias, TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+_T = TypeVar("_T")
 Format = Literal["csv", "parquet"]
 Source: TypeAlias = "str | Path | IO[bytes] | pa.Table"
 PARQUET_MAGIC = b"PAR1"
@@ -179,7 +180,9 @@ class TabularSource:
 
     # -- reading
 
-    def batches(self, wanted: list[str], types: Mapping[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, wanted: list[str], types: Mapping[str, pa.DataType] | None = None, threads: int | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """Record batches of the ``wanted`` columns (those present in the file); raises CorruptInput.
 
         ``types`` asks for columns to be parsed as that Arrow type where the format allows it:
@@ -187,17 +190,21 @@ class TabularSource:
         categories as dictionaries; Parquet reads text columns named with a dictionary type as
         dictionaries. A CSV block whose values do not all parse is re-read with every column as
         text, so a bad value still reaches the caller (and its cast) rather than failing the read.
+        ``threads``: how many threads may decode at once (default: up to CSV_PARSE_THREADS, or
+        Arrow's pool for Parquet; 1 decodes on the calling thread only).
         """
         present = [c for c in wanted if c in self.columns]
         if self.format == "table":
             assert isinstance(self._source, pa.Table)
             yield from self._source.select(present).to_batches(max_chunksize=PARQUET_BATCH_ROWS)
         elif self.format == "parquet":
-            yield from self._parquet_batches(present, types or {})
+            yield from self._parquet_batches(present, types or {}, threads != 1)
         else:
-            yield from self._csv_batches(present, types or {})
+            yield from self._csv_batches(present, types or {}, threads or CSV_PARSE_THREADS)
 
-    def _parquet_batches(self, present: list[str], types: Mapping[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    def _parquet_batches(
+        self, present: list[str], types: Mapping[str, pa.DataType], use_threads: bool
+    ) -> Iterator[pa.RecordBatch]:
         schema = self._parquet.schema_arrow
         dictionary = [
             c
@@ -211,13 +218,15 @@ class TabularSource:
                 if not isinstance(self._parquet_handle, str):
                     self._parquet_handle.seek(self._parquet_start)
                 parquet = pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary)
-            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present, use_threads=True)
+            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present, use_threads=use_threads)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptInput(
                 f"the Parquet data is corrupt ({_first_line(exc)})", "re-export the file; it may be truncated"
             ) from None
 
-    def _csv_batches(self, present: list[str], types: Mapping[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    def _csv_batches(
+        self, present: list[str], types: Mapping[str, pa.DataType], threads: int
+    ) -> Iterator[pa.RecordBatch]:
         if not present:
             return
         source = self._source
@@ -233,12 +242,12 @@ class TabularSource:
             handle = source
         text = {c: pa.string() for c in present}
         typed = {c: types.get(c, pa.string()) for c in present}
-        threads = max(1, min(CSV_PARSE_THREADS, usable_cpus()))
+        threads = max(1, min(threads, usable_cpus()))
         rows_before = 0  # rows (malformed included, blank lines not) before the block: for row numbers
         try:
             # Blocks are parsed in parallel (Arrow releases the GIL) and taken in order; at most
-            # ``threads + 1`` are in flight, so memory stays bounded.
-            with ThreadPoolExecutor(threads, thread_name_prefix="perennial-csv") as pool:
+            # ``threads + 1`` are in flight, so memory stays bounded. One thread: inline.
+            with ThreadPoolExecutor(threads, thread_name_prefix="perennial-csv") if threads > 1 else _inline() as pool:
                 parsing: deque[Future[_ParsedBlock]] = deque()
                 blocks = _csv_blocks(handle)
                 while True:
@@ -298,6 +307,23 @@ class TabularSource:
             table = parse(text)  # a value that is not its type: the caller's cast reports it by row
         batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
         return _ParsedBlock(batch, table.num_rows + skipped[0], skipped[0], bad)
+
+
+class _Inline:
+    """An executor that runs each task at once on the calling thread."""
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+@contextlib.contextmanager
+def _inline() -> Iterator[_Inline]:
+    yield _Inline()
 
 
 @dataclass

@@ -599,8 +599,9 @@ def validate(
 
     ``reference`` (the training profile) supplies the histogram edges so the new profile
     compares with it bin by bin. ``threads`` check columns in parallel (numpy and Arrow release
-    the GIL); by default one per CPU this process may use, at most 4. Never raises for bad data:
-    every problem is a finding.
+    the GIL) while the next batch is read and decoded; by default one per CPU this process may
+    use, at most 4; 1 does everything on the calling thread. Never raises for bad data: every
+    problem is a finding.
     """
     started = time.perf_counter()
     workers = threads if threads is not None else min(4, usable_cpus())
@@ -637,7 +638,8 @@ def _validate(
             label, fmt_name, columns = table.name, table.format, table.columns
             present = checker.check_schema(columns)
             try:
-                for batch in prefetch(table.batches(present, _read_types(contract))):
+                batches = table.batches(present, _read_types(contract), threads=1 if pool is None else None)
+                for batch in prefetch(batches) if pool is not None else batches:
                     checker.batch(batch, pool)
             finally:
                 bytes_read = table.bytes_read

@@ -172,3 +172,21 @@ def test_small_integer_batches_profile_like_floats(values: list[int], offset: in
     assert by_counts.m2 == pytest.approx(by_floats.m2, rel=1e-9, abs=1e-9)
     assert list(by_counts.histogram()) == list(by_floats.histogram())
     assert sorted(by_counts.sample.tolist()) == sorted(by_floats.sample.tolist())
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 20, 400])
+def test_sample_is_uniform_whatever_the_batch_sizes(chunks: int) -> None:
+    """Bottom-k with a cut: big first batches are keyed only below ~2k/n, and stay uniform."""
+    builder = ProfileBuilder(CONTRACT, sample_size=2000)
+    x = np.arange(400_000, dtype=np.float64)
+    for chunk in np.array_split(x, chunks):
+        builder.update("x", pa.array(chunk))
+    numeric = builder.finish().columns["x"].numeric
+    assert numeric is not None
+    sample = numeric.sample
+    assert sample.size == 2000
+    assert len(np.unique(sample)) == 2000  # without replacement
+    # Each tenth of the range holds ~200 of the 2000 (binomial sd ~13): a chi-square test.
+    observed = np.bincount((sample // 40_000).astype(int), minlength=10)
+    chi2 = float(((observed - 200) ** 2 / 200).sum())
+    assert chi2 < 27.9, observed  # the 0.999 quantile of chi-square with 9 degrees of freedom
