@@ -1,10 +1,13 @@
 """Training throughput: our index-batched, preloaded-tensor loop vs a plain DataLoader(TensorDataset) loop.
 
 Same generated data (200,000 rows: 12 numeric features + 2 categorical columns, 1% positives),
-same model (training_jobs.model.TabularMLP, width 128, depth 2), same loss, optimiser (AdamW)
-and batch size (512); one epoch each, alternated, three rounds, median. The peer is the
-textbook loop: ``DataLoader(TensorDataset(x_num, x_cat, y), batch_size=512, shuffle=True)``
-(num_workers=0: worker processes only add IPC for tensors already in memory).
+same model (training_jobs.model.TabularMLP, depth 2), and the same optimiser step on both sides:
+train.py's (loss, backward, clip at 1.0, fused AdamW with its weight-decay groups, LambdaLR
+warm-up + cosine, deterministic algorithms on) with batch size 512; one epoch each, alternated,
+three rounds, median. Ours feeds it batches the way train.py does (``IndexBatcher`` +
+``index_select`` on preloaded tensors); the peer is the textbook loop:
+``DataLoader(TensorDataset(x_num, x_cat, y), batch_size=512, shuffle=True)`` (num_workers=0:
+worker processes only add IPC for tensors already in memory).
 
 Also measured: the cost of one checkpoint (training_jobs.checkpoint.save_checkpoint with the
 model, AdamW state, RNG states and a best-weights copy, as train.py writes it) as a share of
@@ -34,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from training_jobs.batching import IndexBatcher
 from training_jobs.checkpoint import capture_rng, save_checkpoint
 from training_jobs.model import ModelConfig, TabularMLP
+from training_jobs.train import _lr_lambda, _param_groups
 
 ROWS = int(os.environ.get("BENCH_TRAINING_ROWS", "200000"))
 BATCH = 512
@@ -64,7 +68,8 @@ def make_model(
     torch.manual_seed(0)
     model = TabularMLP(ModelConfig(n_numeric=12, cardinalities=CARDINALITIES, width=width, depth=2, dropout=dropout))
     model.to(device).train()
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as train.py
+    # As train.py: fused AdamW, weight decay 1e-4 on matrices only.
+    return model, torch.optim.AdamW(_param_groups(model, 1e-4), lr=1e-3, fused=True)
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
@@ -76,8 +81,13 @@ def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
 def run_epoch(
     batches: Batches, model: TabularMLP, optimizer: torch.optim.Optimizer, device: torch.device, amp: str = "off"
 ) -> tuple[int, float]:
-    """(samples, seconds) for one pass; the same step for both loops."""
+    """(samples, seconds) for one pass; the same step for both loops: train.py's optimiser step
+    (loss, backward, unscale, clip at 1.0, AdamW, scaler, zero_grad, LambdaLR warm-up + cosine,
+    the detached step loss kept for the progress line), with its deterministic-algorithms setting."""
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as train.py
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(ROWS // BATCH))
+    window_loss = torch.zeros((), dtype=torch.float64, device=device)
     samples = 0
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -88,9 +98,13 @@ def run_epoch(
             logits = model(num, cat)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y.float())
         scaler.scale(loss).backward()
+        window_loss += loss.detach()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
         samples += y.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -105,7 +119,7 @@ def ours(x_num: torch.Tensor, x_cat: torch.Tensor, y: torch.Tensor, batch: int, 
         epoch[0] += 1
         for position in range(batcher.steps_per_epoch):
             rows = batcher.batch(order, position)
-            yield x_num[rows], x_cat[rows], y[rows]
+            yield x_num.index_select(0, rows), x_cat.index_select(0, rows), y.index_select(0, rows)  # as train.py
 
     return batches
 
