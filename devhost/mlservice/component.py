@@ -17,12 +17,14 @@ state folder; nothing here is needed for them to work.
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import asdict
 
 from aiohttp import web
 
 from devhost.components import HostView
 from shared.platform.local import LocalPlatform
+from shared.settings import load_settings
 
 
 class LocalMLService:
@@ -33,7 +35,9 @@ class LocalMLService:
         return [web.get("/mlservice/status", self._status)]
 
     async def start(self, host: HostView) -> None:
-        self.platform = LocalPlatform(host.state_dir)
+        # The app's LocalPlatform lives under PERENNIAL_STATE_DIR (local.settings.json is in the environment
+        # by now), not under devhost's own --state folder: serve the same endpoints the activities create.
+        self.platform = LocalPlatform(load_settings(os.environ).state_dir)
         await asyncio.to_thread(self.platform.resume)
 
     async def stop(self) -> None:

@@ -87,6 +87,8 @@ class PerennialHost:
                 sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(self.port),
                 "--state", str(self.workdir / "state" / "devhost"), "--clock", "virtual",
                 "--component", "devhost.eventgrid:component",
+                # Endpoints come back after a restart and stop with the host: no scoring server outlives a test.
+                "--component", "devhost.mlservice.component:component",
             ],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

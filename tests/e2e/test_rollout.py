@@ -216,7 +216,7 @@ def test_a_silently_worse_model_rolls_back_on_live_accuracy(shipped: PerennialHo
         lines = ["request_id,label", *(f"{rid},{label}" for rid, _, status, label in traffic.answers if status == 200)]
         shipped.store.upload_feedback("fraud", f"labels-{traffic.sent}.csv", ("\n".join(lines) + "\n").encode())
 
-    version, detail = _ship(shipped, FaultSpec(flip_rate=0.3), on_bake=label_feedback, requests_per_bake=400)
+    version, detail = _ship(shipped, FaultSpec(flip_rate=0.5), on_bake=label_feedback, requests_per_bake=600)
     assert detail["status"] == "rolled_back", [s["evidence"] for s in detail["rollout"]]
     failed = _first_failure(detail)
     assert failed["step"] == "traffic-50", _verdicts(detail)

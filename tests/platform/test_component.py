@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from devhost.components import Clock, Component
@@ -58,8 +59,10 @@ class _Host:
         return []
 
 
-def test_component_resumes_endpoints_and_stops_them(tmp_path: Path) -> None:
+def test_component_resumes_endpoints_and_stops_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = tmp_path / "state"
+    # The component serves the app's platform state (PERENNIAL_STATE_DIR), not devhost's --state folder.
+    monkeypatch.setenv("PERENNIAL_STATE_DIR", str(state))
     platform = LocalPlatform(state, code_root=HERE)
     try:
         h = Harness("local", platform, tmp_path)
@@ -83,7 +86,7 @@ def test_component_resumes_endpoints_and_stops_them(tmp_path: Path) -> None:
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
-                await service.start(_Host(state, port))
+                await service.start(_Host(tmp_path / "devhost", port))
                 assert await asyncio.to_thread(platform._router_port, "fraud-ep") is not None  # serving again
                 async with (
                     aiohttp.ClientSession() as session,
