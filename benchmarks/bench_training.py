@@ -84,7 +84,8 @@ def run_epoch(
     """(samples, seconds) for one pass; the same step for both loops: train.py's optimiser step
     (loss, backward, unscale, clip at 1.0, AdamW, scaler, zero_grad, LambdaLR warm-up + cosine,
     the detached step loss kept for the progress line), with its deterministic-algorithms setting."""
-    torch.use_deterministic_algorithms(True, warn_only=True)  # as train.py
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as train.py's _configure_determinism
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(ROWS // BATCH))
     window_loss = torch.zeros((), dtype=torch.float64, device=device)

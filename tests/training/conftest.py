@@ -67,14 +67,16 @@ def train_in_process(problem: Problem, output: Path, *extra: str) -> int:
 def one_torch_thread() -> Iterator[None]:
     """In-process runs use one thread, like the subprocess runs (OMP/MKL_NUM_THREADS=1): reproducible
     across the two, and much faster than two threads fighting other work for 2 cores. train.py also
-    switches on deterministic algorithms; both settings are put back for the rest of the session."""
+    switches on deterministic algorithms (without filling new memory); all are put back for the rest of the session."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="package")
