@@ -205,6 +205,9 @@ def test_keyset_with_many_runs_finds_every_repeat() -> None:
     assert keyset.coverage == 1.0
 
 
+# A ragged row that is also not UTF-8 makes pyarrow's invalid-row callback fail to decode its text
+# (an "exception ignored" inside pyarrow); the block then fails to parse and is reported as corrupt.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
