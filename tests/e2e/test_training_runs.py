@@ -1,0 +1,82 @@
+"""Runs that do not go the easy way: a corrupt blob among good ones, and a challenger that is worse.
+
+One host for the module (devhost + local Event Grid + Azurite + subprocess training, virtual clock).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from perennial_cli.synthetic import fraud_batch
+from tests.azurite import start_azurite
+from tests.e2e.harness import PerennialHost, fast_fraud_spec
+
+pytestmark = [pytest.mark.slow, pytest.mark.azurite, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PerennialHost]:
+    workdir = tmp_path_factory.mktemp("runs")
+    azurite = start_azurite()
+    fast_fraud_spec(workdir / "models")
+    perennial = PerennialHost(workdir, azurite.connection_string)
+    perennial.start()
+    try:
+        yield perennial
+    finally:
+        perennial.stop()
+        azurite.stop()
+
+
+def _finished(host: PerennialHost, count: int) -> dict[str, object] | None:
+    runs = host.finished_runs()
+    return runs[0] if len(runs) >= count else None
+
+
+def test_a_corrupt_blob_is_quarantined_and_the_run_trains_on_the_good_ones(host: PerennialHost) -> None:
+    corrupt = fraud_batch(1500, seed=3, start_id=50_000)
+    corrupt["amount"] = corrupt["amount"].astype(object)
+    corrupt.loc[corrupt.index[::7], "amount"] = "n/a"  # a broken export: text in a numeric column
+    host.land("batch-001.csv", fraud_batch(3000, seed=1).to_csv(index=False).encode())
+    host.land("batch-002-corrupt.csv", corrupt.to_csv(index=False).encode())
+
+    run = host.wait_for("the run", lambda: _finished(host, 1))
+    detail = host.run(str(run["run_id"]))
+    assert detail["status"] == "promoted", detail["reasons"]
+    assert sorted(b["url"].rsplit("/", 1)[-1] for b in detail["blobs"]) == ["batch-001.csv", "batch-002-corrupt.csv"]
+    # It trained on the good blob only, and the corrupt one left landing for quarantine, report beside it.
+    assert [url.rsplit("/", 1)[-1] for url in detail["version"]["data_hashes"]] == ["batch-001.csv"]
+    landing = [b.name for b in host.store.container("landing").list_blobs()]
+    assert landing == ["fraud/batch-001.csv"]
+    quarantined = sorted(b.name for b in host.store.container("quarantine").list_blobs())
+    assert quarantined[0] == "fraud/batch-002-corrupt.csv", quarantined
+    report_name = next(name for name in quarantined if name.endswith(".json"))
+    report = json.loads(host.store.container("quarantine").download_blob(report_name).readall())
+    assert report["ok"] is False
+    assert any(f.get("column") == "amount" for f in report["findings"]), report["findings"]
+
+
+def test_a_worse_challenger_is_not_promoted_and_the_run_says_why(host: PerennialHost) -> None:
+    champion = host.registry.champion("fraud")
+    assert champion is not None, "the first test ships the champion"
+    # A feed whose labels were mangled upstream: the same transactions, labels shuffled (no signal left).
+    noisy = fraud_batch(9000, seed=4, start_id=100_000)
+    noisy["is_fraud"] = np.random.default_rng(4).permutation(noisy["is_fraud"].to_numpy())
+    host.land("batch-003-mislabelled.csv", noisy.to_csv(index=False).encode())
+
+    run = host.wait_for("the second run", lambda: _finished(host, 2))
+    detail = host.run(str(run["run_id"]))
+    assert detail["status"] == "not_promoted", detail["reasons"]
+    assert detail["decision"] == "reject"
+    reasons = " ".join(detail["reasons"])
+    assert "pr_auc" in reasons
+    assert re.search(r"\d\.\d{4}", reasons), reasons  # the numbers behind the decision
+    after = host.registry.champion("fraud")
+    assert after is not None
+    assert after.version == champion.version
+    assert detail["rollout"] == []  # nothing was deployed
