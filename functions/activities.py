@@ -21,6 +21,7 @@ import azure.durable_functions as df
 from shared import policy
 from shared.canary import DeploymentSample, analyse_canary
 from shared.events import MODEL_TAG
+from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
 from shared.live import live_counts, reference_profile_name
 from shared.planning import plan_candidates, seed_for_run
@@ -872,6 +873,11 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
             )
         )
     platform.set_champion(model, version)
+    # The champion before last has no purpose any more; the previous one stays for its grace period.
+    for retired in retire_idle_deployments(
+        model, get_runtime().spec(model), platform, registry, datetime.now(UTC), finishing_run=run_id
+    ):
+        logger.info("retired %s: %s", retired.deployment, retired.reason)
     _publisher().publish(
         [
             make_event(

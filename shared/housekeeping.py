@@ -24,9 +24,18 @@ ACTIVE = frozenset({"pending", "running"})
 
 
 def retire_idle_deployments(
-    model: str, spec: ModelSpec, platform: MLPlatform, registry: Registry, now: datetime
+    model: str,
+    spec: ModelSpec,
+    platform: MLPlatform,
+    registry: Registry,
+    now: datetime,
+    *,
+    finishing_run: str | None = None,
 ) -> list[Retirement]:
-    """Delete the model's idle deployments the policy lets go; returns what was deleted, and why."""
+    """Delete the model's idle deployments the policy lets go; returns what was deleted, and why.
+
+    ``finishing_run``: the run calling this as it completes its own rollout (it does not count as in progress).
+    """
     endpoint = spec.endpoint_name
     try:
         deployments = [d.name for d in platform.list_deployments(endpoint)]
@@ -36,7 +45,7 @@ def retire_idle_deployments(
         return []
     traffic = platform.get_traffic(endpoint)
     champion = registry.champion(model)
-    in_progress = any(run.status in ACTIVE for run in registry.runs(model, limit=20))
+    in_progress = any(run.status in ACTIVE and run.run_id != finishing_run for run in registry.runs(model, limit=20))
     plan = deployments_to_retire(
         now=now,
         deployments=deployments,
