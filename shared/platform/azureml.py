@@ -540,7 +540,8 @@ class AzureMLPlatform:
                 return self.ml.online_endpoints.get(spec.name)
             except ResourceNotFoundError:
                 endpoint = ManagedOnlineEndpoint(
-                    name=spec.name, auth_mode="key", description=spec.description, tags=dict(spec.tags)
+                    # Entra ID tokens, as infra/modules/ml.bicep declares them: no endpoint key to leak or rotate.
+                    name=spec.name, auth_mode="aad_token", description=spec.description, tags=dict(spec.tags)
                 )
                 return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
 
