@@ -62,6 +62,10 @@ class JobRunner:
     # ----------------------------------------------------------------- state
 
     def _write(self, **changes: Any) -> None:
+        status = changes.get("status")
+        if status is not None and status != self.state.get("status"):
+            # Every transition, in order: a status can be too brief to be seen by polling (Starting).
+            self.state["history"] = [*self.state.get("history", []), {"status": status, "at": iso(utcnow())}]
         self.state.update(changes)
         write_json(self.layout.job_state_file(self.name), self.state)
 

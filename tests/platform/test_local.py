@@ -71,6 +71,11 @@ def test_four_jobs_with_a_cap_of_two_leave_two_queued(local_platform: LocalPlatf
     for name in queued:
         h.finish(name)
     assert [h.wait(n).status for n in names] == ["Completed"] * 4
+    # Each walked Azure ML's whole life-cycle, Starting included (too brief to catch by polling).
+    for name in names:
+        history = (read_json(local_platform.layout.job_state_file(name)) or {}).get("history", [])
+        walked = [step["status"] for step in history]
+        assert walked == ["Queued", "Starting", "Running", "Completed"], (name, walked)
 
 
 OWNER = """
