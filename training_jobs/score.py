@@ -8,6 +8,11 @@ the contract saved with the model and answers::
 
     {"predictions": [{"class": 1, "probability": 0.97}, ...], "model_version": "3"}
 
+In Azure, when ``azureml-ai-monitoring`` is installed (environment.yml), every request's input rows
+and predictions are also handed to Azure ML's data collector (``model_inputs`` / ``model_outputs``),
+each row tagged with the request id (the client's ``x-ms-client-request-id`` / ``x-request-id``, else
+a new one), so Perennial can join delayed labels to predictions. Collection never fails a request.
+
 Binary models: ``probability`` is P(positive class) and ``class`` is 1 when it reaches the
 model's threshold. Multiclass: ``class`` is the index into the model's classes and
 ``probability`` that class's probability. A bad payload raises ``ValueError`` whose message
@@ -19,7 +24,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +61,22 @@ log = logging.getLogger("training_jobs.score")
 
 _predictor: Predictor | None = None
 _model_version = "unknown"
+#: Azure ML's data collectors (model_inputs, model_outputs), when azureml-ai-monitoring is installed.
+_collectors: tuple[Any, Any] | None = None
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Handler = Callable[[Any], dict[str, Any]]
+
+
+def _plain(function: Handler) -> Handler:
+    return function
+
+
+try:  # With @rawhttp the Azure ML inference server hands run() the request, headers included.
+    from azureml.contrib.services.aml_request import rawhttp as _rawhttp  # type: ignore[import-not-found]
+except ImportError:  # locally (and in tests) run() gets the body
+    _rawhttp = _plain
+rawhttp: Callable[[Handler], Handler] = _rawhttp
 
 
 def init() -> None:
@@ -69,12 +93,62 @@ def init() -> None:
         or "unknown"
     )
     log.info("loaded model %s (version %s) from %s", _predictor.directory.name, _model_version, _predictor.directory)
+    _start_data_collection()
 
 
-def run(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """Score a request body; ValueError (PayloadError) names the bad row and column."""
+def _start_data_collection() -> None:
+    global _collectors
+    try:
+        from azureml.ai.monitoring import Collector  # type: ignore[import-not-found]
+    except ImportError:
+        _collectors = None
+        return
+
+    def on_error(exc: Exception) -> None:
+        log.warning("data collection failed (scoring is unaffected): %s", exc)
+
+    _collectors = (
+        Collector(name="model_inputs", on_error=on_error),
+        Collector(name="model_outputs", on_error=on_error),
+    )
+
+
+def _request_id(headers: Any) -> str:
+    """The client's request id if it is a sane token, else a new one (as the local scoring server does)."""
+    for name in ("x-ms-client-request-id", "x-request-id"):
+        value = str((headers.get(name) if headers is not None else None) or "").strip()
+        if _REQUEST_ID.match(value):
+            return value
+    return str(uuid.uuid4())
+
+
+def _collect(request_id: str, rows: list[dict[str, Any]], classes: list[int], probabilities: list[float]) -> None:
+    """Hand the request's rows and predictions to Azure ML's data collector, tagged with the request id."""
+    if _collectors is None:
+        return
+    try:
+        import pandas as pd
+        from azureml.ai.monitoring.context import BasicCorrelationContext  # type: ignore[import-not-found]
+
+        inputs, outputs = _collectors
+        frame = pd.DataFrame(rows)
+        frame["request_id"] = request_id
+        context = inputs.collect(frame, BasicCorrelationContext(id=request_id))
+        answers = {"request_id": [request_id] * len(classes), "class": classes, "probability": probabilities}
+        outputs.collect(pd.DataFrame(answers), context)
+    except Exception as exc:  # collection is best effort: never fail a scoring request for it
+        log.warning("data collection failed for request %s: %s", request_id, exc)
+
+
+@rawhttp
+def run(raw: Any) -> dict[str, Any]:
+    """Score a request body (or, in Azure, the request itself); ValueError (PayloadError) names the bad row
+    and column."""
     if _predictor is None:
         raise RuntimeError("score.run() was called before init(): call init() once when the process starts")
+    headers = None
+    if hasattr(raw, "get_data"):  # the inference server's request object (@rawhttp)
+        headers, raw = raw.headers, raw.get_data()
     rows = parse_records(raw)
     columns = validate_records(rows, _predictor.preprocessor.contract.feature_columns)
     probabilities = _predictor.predict_proba(columns, len(rows))
@@ -82,6 +156,8 @@ def run(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     # Binary: P(positive); multiclass: the probability of the class predicted.
     chosen = probabilities[np.arange(len(rows)), classes] if probabilities.ndim == 2 else probabilities
     predictions = [{"class": int(c), "probability": round(float(p), 6)} for c, p in zip(classes, chosen, strict=True)]
+    if _collectors is not None:
+        _collect(_request_id(headers), rows, [int(c) for c in classes], [round(float(p), 6) for p in chosen])
     return {"predictions": predictions, "model_version": _model_version}
 
 
