@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -90,16 +91,24 @@ def ensure_file(name: str, rows: int = ROWS, seed: int = 1, drifted: tuple[str, 
     return path
 
 
+CPU_SECONDS: dict[str, list[float]] = {}  # name -> CPU seconds (user + system, all threads) per run
+
+
 def alternated(sides: dict[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, list[float]]:
-    """Seconds of each side, run in turn (A, B, C, A, B, C, …) so load from other processes hits
-    every side alike; compare the best (or the median) of each."""
+    """Wall seconds of each side, run in turn (A, B, C, A, B, C, …) so load from other processes hits
+    every side alike; compare the best (or the median) of each. CPU seconds go to CPU_SECONDS."""
     times: dict[str, list[float]] = {name: [] for name in sides}
+    for name in sides:
+        CPU_SECONDS[name] = []
     for _ in range(rounds):
         for name, fn in sides.items():
             gc.collect()
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            CPU_SECONDS[name].append(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
     return times
 
 
@@ -157,11 +166,13 @@ def main() -> int:
         ours, single, theirs = min(times["ours"]), min(times["ours, 1 thread"]), min(times["peer"])
         ratio = theirs / ours
         median = statistics.median(p / o for p, o in zip(times["peer"], times["ours"], strict=True))
+        cpu = {name: min(CPU_SECONDS[name]) for name in times}
         failing += ratio < 2.0
         print(
             f"{label:8s} perennial validate+profile {ours:5.2f} s ({ROWS / ours / 1e6:.2f} M rows/s; 1 thread {single:5.2f} s) | "
             f"pandas read + pandera validate {theirs:5.2f} s | ratio {ratio:.1f}× best, {median:.1f}× median of rounds "
-            f"(1 thread {theirs / single:.1f}×; target ≥ 2×)"
+            f"(1 thread {theirs / single:.1f}×; target ≥ 2×) | CPU s: ours {cpu['ours']:.2f}, "
+            f"1 thread {cpu['ours, 1 thread']:.2f}, peer {cpu['peer']:.2f}"
         )
     frame = pd.read_parquet(parquet)
     table = pa.Table.from_pandas(frame, preserve_index=False)
