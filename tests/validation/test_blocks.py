@@ -236,3 +236,21 @@ def test_damaged_files_give_a_report_never_an_exception(
         report = validate(source, small_contract(), name=f"damaged.{kind}")
         assert isinstance(report, ValidationReport)
         assert not [f for f in report.findings if "could not be validated" in f.message], report.summary()
+
+
+def test_an_error_in_a_lane_is_reported_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while checking one column on a worker lane still ends in a failed report (no hang)."""
+    import shared.validation as validation
+
+    original = validation._Validator._column
+
+    def broken(self: validation._Validator, name: str, column: pa.Array, offset: int) -> None:
+        if name == "n" and offset > 0:
+            raise RuntimeError("boom")
+        original(self, name, column, offset)
+
+    monkeypatch.setattr(validation._Validator, "_column", broken)
+    monkeypatch.setattr(tabular_io, "CSV_BLOCK_SIZE", 300)
+    report = validate(rows_to_csv(tmp_path / "b.csv", good_rows(200)), small_contract(), threads=2)
+    assert not report.ok
+    assert any("could not be validated (RuntimeError: boom)" in f.message for f in report.findings)
