@@ -80,3 +80,21 @@ def test_a_worse_challenger_is_not_promoted_and_the_run_says_why(host: Perennial
     assert after is not None
     assert after.version == champion.version
     assert detail["rollout"] == []  # nothing was deployed
+
+
+def test_a_blob_landing_during_a_run_trains_in_the_next_run(host: PerennialHost) -> None:
+    accepted = host.http.post("/api/models/fraud/retrain", json={"reason": "weekly refresh"})
+    assert accepted.status_code == 202, accepted.text
+    first = accepted.json()["run_id"]
+    host.wait_for("the retrain to be training", lambda: host.run(first)["stage"] == "training" or None, advance=0)
+    host.land("batch-004.csv", fraud_batch(2000, seed=5, start_id=200_000).to_csv(index=False).encode())
+
+    host.wait_for("the retrain", lambda: host.run(first)["status"] not in ("pending", "running") or None)
+    follow_up = host.wait_for(
+        "the next run, for the blob that landed meanwhile",
+        lambda: next((r for r in host.finished_runs() if r["trigger"]["kind"] == "blob_created"
+                      and "batch-004.csv" in r["trigger"]["reason"]), None),
+    )  # fmt: skip
+    assert follow_up["run_id"] != first
+    claimed = [b["url"].rsplit("/", 1)[-1] for b in host.run(follow_up["run_id"])["blobs"]]
+    assert claimed == ["batch-004.csv"]
