@@ -264,6 +264,7 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
             BlobItem(url=r.url, container=r.container, name=r.name, etag=r.etag, size=r.size).dump() for r in refs
         ],
         "edges": reference.edges() if reference is not None else None,
+        "on_validation_failure": get_runtime().spec(request.model).triggers.on_validation_failure,
     }
 
 
@@ -353,6 +354,20 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
             "drifted": report.drifted,
             "drifted_share": report.drifted_share,
             "drifted_columns": report.drifted_columns,
+            "threshold_share": report.thresholds.get("drifted_share"),
+            # The statistics behind each column's verdict (rounded: this is a record for people, not a profile).
+            "columns": {
+                c.column: {
+                    "drifted": c.drifted,
+                    **{
+                        name: round(float(value), 4)
+                        for name in ("psi", "wasserstein", "jensen_shannon", "ks_pvalue")
+                        if (value := getattr(c, name)) is not None
+                    },
+                    "reasons": list(c.reasons),
+                }
+                for c in report.columns
+            },
         }
 
     if runtime.settings.platform == "local":

@@ -338,7 +338,8 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 @bp.route(route="runs/{id}", methods=["GET"])
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    """A run: stage, candidates and their metrics, the decision and its reasons, lineage and rollout steps."""
+    """A run: stage, drift against the champion's training data, candidates and their metrics, the decision and
+    its reasons, lineage and rollout steps."""
     runtime = get_runtime()
     run, error = _find_run(runtime, req.route_params.get("id", ""))
     if error is not None or run is None:
@@ -348,6 +349,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
         {
             **_run_summary(run),
             "manifest_url": run.manifest_url,
+            "drift": run.details.get("drift") or None,
             "candidates": [asdict(c) for c in lineage.candidates],
             "blobs": [asdict(b) for b in lineage.blobs],
             "version": asdict(lineage.version) if lineage.version else None,

@@ -214,8 +214,22 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         checked += [ValidationOutcome.load(o) for o in outcomes]
     good = [o.blob.dump() for o in checked if o.ok]
     bad = [o for o in checked if not o.ok]
-    if not good or (bad and request.trigger.details.get("on_validation_failure") == "stop_run"):
+    # The spec's triggers.on_validation_failure (read by resolve_run_blobs: orchestrators read no configuration).
+    on_failure = request.trigger.details.get("on_validation_failure") or resolved.get("on_validation_failure")
+    if not good or (bad and on_failure == "stop_run"):
         reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or ["no data to train on"]
+        return (yield from finish("no_valid_data", reasons))
+    # New data triggered this run: when every new blob was rejected, what is left is exactly what earlier runs
+    # trained on, and training it again would only re-roll the champion. (Other triggers may retrain on it.)
+    new_urls = {b.url for b in request.blobs}
+    if (
+        request.trigger.kind == "blob_created"
+        and new_urls
+        and not any(o.ok and o.blob.url in new_urls for o in checked)
+    ):
+        reasons = [f"{o.blob.name}: {o.summary}" for o in bad]
+        reasons.append("no new valid data: every blob that triggered this run was quarantined; the rest of landing "
+                       "is what earlier runs trained on")  # fmt: skip
         return (yield from finish("no_valid_data", reasons))
 
     if (yield from stage("planning", good_blobs=len(good), quarantined=len(bad))):
