@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from perennial_cli.traffic import ScoringTraffic as _ScoringTraffic
 from shared.registry import Registry
 from shared.settings import load_settings
 from shared.storage import BlobStore
@@ -181,7 +182,7 @@ class PerennialHost:
 ACTIVE = ("pending", "running")
 
 
-class ScoringTraffic:
+class ScoringTraffic(_ScoringTraffic):
     """A client of the model's online endpoint, as the bank's authorisation service would be: it scores
     single transactions concurrently and remembers who answered each (and the true label, for feedback)."""
 
@@ -191,40 +192,7 @@ class ScoringTraffic:
         self.host = host
         self.endpoint = endpoint
         frame = fraud_batch(4000, seed=seed, start_id=9_000_000)
-        self.labels = frame.pop("is_fraud").tolist()
-        frame = frame.astype(object).where(frame.notna(), None)
-        self.rows: list[dict[str, Any]] = frame.to_dict(orient="records")
-        self.sent = 0
-        #: (request id, deployment that answered, HTTP status, true label) per request sent
-        self.answers: list[tuple[str, str | None, int, int]] = []
-
-    def send(self, count: int, workers: int = 8) -> dict[str, int]:
-        """Score ``count`` transactions (``workers`` at a time); returns how many each deployment answered."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        uri, key = self.host.platform().scoring_address(self.endpoint)
-        start = self.sent
-        self.sent += count
-
-        def one(index: int) -> tuple[str, str | None, int, int]:
-            row = index % len(self.rows)
-            request_id = f"req-{index:08d}"
-            response = httpx.post(
-                uri,
-                json={"data": [self.rows[row]]},
-                headers={"Authorization": f"Bearer {key}", "x-ms-client-request-id": request_id},
-                timeout=30,
-            )
-            answered = response.headers.get("azureml-model-deployment")
-            return response.headers.get("x-request-id", request_id), answered, response.status_code, self.labels[row]
-
-        with ThreadPoolExecutor(workers) as pool:
-            answers = list(pool.map(one, range(start, start + count)))
-        self.answers += answers
-        counts: dict[str, int] = {}
-        for _, deployment, _, _ in answers:
-            counts[str(deployment)] = counts.get(str(deployment), 0) + 1
-        return counts
+        super().__init__(lambda: host.platform().scoring_address(endpoint), frame)
 
 
 def rollout_status(host: PerennialHost, run_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,122 @@
+"""Start and stop Azurite (the Azure Storage emulator, from node_modules: `npm ci`) on free loopback ports.
+
+Used by ``perennial demo`` and by the tests. Storage lives in memory unless ``location`` is given
+(then Azurite keeps its databases and blobs in that folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
+# The well-known development account Azurite ships with (public, documented by Microsoft; not a secret).
+ACCOUNT = "devstoreaccount1"
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port`` and it can be bound."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Azurite:
+    process: subprocess.Popen[bytes]
+    blob_port: int
+    queue_port: int
+    table_port: int
+
+    @property
+    def connection_string(self) -> str:
+        host = "http://127.0.0.1"
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"BlobEndpoint={host}:{self.blob_port}/{ACCOUNT};"
+            f"QueueEndpoint={host}:{self.queue_port}/{ACCOUNT};"
+            f"TableEndpoint={host}:{self.table_port}/{ACCOUNT};"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_azurite(timeout: float = 30.0, location: Path | None = None) -> Azurite:
+    """Start blob, queue and table services (in memory, or persisted under ``location``); raise with a fix
+    if Azurite is not installed."""
+    if not AZURITE.exists():
+        raise RuntimeError(f"{AZURITE} is missing: run `npm ci` (make test does it for you)")
+    if shutil.which("node") is None:
+        raise RuntimeError("node is not on PATH: install Node.js 18+ to run Azurite")
+    blob, queue, table = free_port(), free_port(), free_port()
+    if location is None:
+        storage = ["--inMemoryPersistence"]
+    else:
+        location.mkdir(parents=True, exist_ok=True)
+        storage = ["--location", str(location)]
+    process = subprocess.Popen(
+        [
+            str(AZURITE),
+            "--silent",
+            *storage,
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(queue),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1"},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"Azurite exited with {process.returncode}: {err}")
+        if all(_listening(p) for p in (blob, queue, table)):
+            return Azurite(process, blob, queue, table)
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"Azurite did not listen within {timeout}s")

@@ -1,0 +1,227 @@
+"""Perennial on this machine, as one object: Azurite + devhost (the Functions host, with the local Event
+Grid and the local ML service as components) + the clients a user has.
+
+``perennial demo`` drives it; it runs ``function_app.py`` unmodified, exactly as ``perennial host``
+would, but with a virtual clock (``POST /admin/clock``) so that 30-minute bakes and debounce windows
+pass in seconds. Everything it starts it stops again: devhost with SIGTERM (its ML-service component
+then stops the scoring servers), any training job still running is cancelled, Azurite is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from perennial_cli.azurite import Azurite, free_port, port_is_free, start_azurite
+from perennial_cli.client import PerennialClient
+from shared.platform.local import LocalPlatform
+from shared.registry import Registry
+from shared.settings import load_settings
+from shared.spec import load_specs
+from shared.storage import BlobStore
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The port `perennial host` uses; the demo takes it when it is free, else any free port.
+DEFAULT_PORT = 7071
+
+
+class StackError(RuntimeError):
+    """Something the local stack needs did not start or answer; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the local stack keeps its state (all under ``root``)."""
+
+    root: Path
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def state(self) -> Path:
+        """PERENNIAL_STATE_DIR: the local ML service (jobs, registered models, endpoints, scoring logs)."""
+        return self.root / "state"
+
+    @property
+    def devhost(self) -> Path:
+        """devhost's durable task hub (SQLite histories) and virtual clock."""
+        return self.root / "devhost"
+
+    @property
+    def azurite(self) -> Path:
+        """Azurite's storage: landing / quarantine / manifests / feedback blobs, the run registry tables."""
+        return self.root / "azurite"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def host_log(self) -> Path:
+        return self.logs / "host.log"
+
+
+class LocalStack:
+    """Azurite + devhost serving Perennial from ``paths.models``, and clients for its API, storage and ML service."""
+
+    def __init__(self, paths: StackPaths, port: int | None = None) -> None:
+        self.paths = paths
+        self.port = port if port is not None else (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.key = secrets.token_urlsafe(24)
+        self.azurite: Azurite | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._http: httpx.Client | None = None
+        self._api: PerennialClient | None = None
+        self.store: BlobStore | None = None
+        self.registry: Registry | None = None
+        self.env: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- life-cycle
+
+    def start_storage(self) -> None:
+        """Start Azurite (persisted under paths.azurite) and create Perennial's containers and tables."""
+        for folder in (self.paths.state, self.paths.devhost, self.paths.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.azurite = start_azurite(location=self.paths.azurite)
+        self.env = {
+            **os.environ,
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "PERENNIAL_PLATFORM": "local",
+            "PERENNIAL_MODELS_DIR": str(self.paths.models.resolve()),
+            "PERENNIAL_STATE_DIR": str(self.paths.state.resolve()),
+            "PERENNIAL_LOG_FORMAT": "text",
+            "DEVHOST_FUNCTION_KEYS": self.key,
+            "PERENNIAL_EVENTGRID_ENDPOINT": f"{self.base_url}/eventgrid/topics/perennial/api/events",
+            "PERENNIAL_EVENTGRID_KEY": secrets.token_urlsafe(24),
+        }
+        # The local compute runs every job and scoring server on this machine's cores: one thread each (unless
+        # the caller chose otherwise), or three parallel candidates each spinning up every core's threads
+        # spend most of their time fighting over them (about 3x slower on 2 cores).
+        self.env.setdefault("OMP_NUM_THREADS", "1")
+        settings = load_settings(self.env)
+        self.store = BlobStore.from_settings(settings.storage, load_specs(self.paths.models).keys())
+        self.registry = Registry.from_settings(settings.storage, self.store)
+        self.store.ensure_containers()
+        self.registry.ensure_tables()
+
+    def start_host(self, timeout: float = 120.0) -> None:
+        """Start devhost (virtual clock, local Event Grid, local ML service) and wait for /api/health."""
+        log = self.paths.host_log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(self.port),
+                "--state", str(self.paths.devhost.resolve()), "--clock", "virtual",
+                "--component", "devhost.eventgrid:component",
+                "--component", "devhost.mlservice.component:component",
+            ],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self._http = httpx.Client(base_url=self.base_url, timeout=120, headers={"x-functions-key": self.key})
+        self._api = PerennialClient(self.base_url, self.key, timeout=120)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StackError(f"devhost exited with {self.process.returncode}; see {self.paths.host_log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/api/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise StackError(f"devhost did not answer within {timeout:.0f} s; see {self.paths.host_log}")
+
+    def stop(self) -> list[str]:
+        """Stop everything this stack started; returns what it had to clean up beyond a plain shutdown."""
+        notes: list[str] = []
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                notes.append("devhost did not stop within 30 s of SIGTERM: killed")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        if self.paths.state.exists():
+            platform = self.platform()
+            # Training jobs outlive a host on purpose (as Azure ML jobs do); the demo's must not outlive the demo.
+            for job in platform.list_jobs():
+                if not job.terminal:
+                    with contextlib.suppress(Exception):
+                        platform.cancel_job(job.name)
+                    notes.append(f"cancelled job {job.name}")
+            # devhost's ML-service component stopped the scoring servers; this is a safety net after a kill.
+            with contextlib.suppress(Exception):
+                platform.stop_endpoints()
+        for client in (self._http, self._api):
+            if client is not None:
+                client.close()
+        if self.azurite is not None:
+            self.azurite.stop()
+        return notes
+
+    # ----------------------------------------------------------------- clients
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            raise StackError("the host has not been started")
+        return self._http
+
+    @property
+    def api(self) -> PerennialClient:
+        if self._api is None:
+            raise StackError("the host has not been started")
+        return self._api
+
+    def platform(self) -> LocalPlatform:
+        """The local ML service on the host's state folder (endpoints, deployments, jobs, faults)."""
+        return LocalPlatform(self.paths.state)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def advance(self, seconds: float) -> None:
+        """Move the host's virtual clock (durable timers that come due fire before this returns)."""
+        response = self.http.post("/admin/clock", json={"advance_seconds": seconds})
+        if response.status_code != 200:
+            raise StackError(f"POST /admin/clock answered {response.status_code}: {response.text[:300]}")
+
+    def instance(self, instance_id: str) -> dict[str, Any] | None:
+        """A durable instance's status document (None when it does not exist)."""
+        response = self.http.get(f"/runtime/webhooks/durabletask/instances/{instance_id}")
+        if response.status_code not in (200, 202):  # 202 while it runs, as the real host answers
+            return None
+        body = response.json()
+        return body if isinstance(body, dict) else None
+
+    def custom_status(self, instance_id: str) -> dict[str, Any] | None:
+        """The custom status of a running (or pending) instance, else None."""
+        body = self.instance(instance_id)
+        if body is None or body.get("runtimeStatus") not in ("Running", "Pending"):
+            return None
+        status = body.get("customStatus")
+        return status if isinstance(status, dict) else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The host log's last lines, without the demo's own polling."""
+        try:
+            text = self.paths.host_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        noise = ("'Functions.list_runs'", "'Functions.get_run'", "'Functions.list_models'", "/admin/clock")
+        kept = [line for line in text.splitlines() if not any(n in line for n in noise)]
+        return "\n".join(kept[-lines:])
