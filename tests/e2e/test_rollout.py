@@ -224,8 +224,10 @@ def test_a_silently_worse_model_rolls_back_on_live_accuracy(shipped: PerennialHo
     assert detail["status"] == "rolled_back", [s["evidence"] for s in detail["rollout"]]
     failed = _first_failure(detail)
     assert failed["step"] == "traffic-50", _verdicts(detail)
-    # Only live accuracy gives it away: no errors, no latency, and the positive-rate gate is wide here.
-    assert _failed_metrics(failed) == ["accuracy"], failed["evidence"]["verdict"]
+    # Live accuracy gives it away (no errors injected, and the positive-rate gate is wide here). On a
+    # loaded machine latency may also test worse by chance; the accuracy verdict is what must be there.
+    assert "accuracy" in _failed_metrics(failed), failed["evidence"]["verdict"]
+    assert "error_rate" not in _failed_metrics(failed), failed["evidence"]["verdict"]
     _assert_champion_alone_at_100(shipped, before.version, version)
 
 
