@@ -71,9 +71,10 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_azurite(timeout: float = 30.0, location: Path | None = None) -> Azurite:
+def start_azurite(timeout: float = 30.0, location: Path | None = None, own_session: bool = False) -> Azurite:
     """Start blob, queue and table services (in memory, or persisted under ``location``); raise with a fix
-    if Azurite is not installed."""
+    if Azurite is not installed. ``own_session``: a Ctrl-C of the caller's process group does not reach it
+    (the caller stops it, after whatever still writes to it)."""
     if not AZURITE.exists():
         raise RuntimeError(f"{AZURITE} is missing: run `npm ci` (make test does it for you)")
     if shutil.which("node") is None:
@@ -108,6 +109,7 @@ def start_azurite(timeout: float = 30.0, location: Path | None = None) -> Azurit
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1"},
+        start_new_session=own_session,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def demo(
         Path("models/fraud.yaml"), "--spec", help="The model spec to play (its name must be fraud)."
     ),
     rows: int = typer.Option(
-        10_000, "--rows", min=4000, max=200_000, help="Rows of the first batch (the later ones have half as many)."
+        20_000, "--rows", min=4000, max=200_000, help="Rows of the first batch (the later ones have half as many)."
     ),
     port: int | None = typer.Option(
         None, "--port", help="The host's port. Default: 7071 if it is free, else any free port."
@@ -110,9 +110,13 @@ def demo(
         number, title = (scenario.stage.number, scenario.stage.title) if scenario else (0, "set-up")
         failure = StageFailed(number, title, f"{type(exc).__name__}: {exc}")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Cleanup is not interruptible: a second Ctrl-C must not leave a host or a scoring server behind.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         with console.status("stopping devhost, its scoring servers and Azurite…"):
             notes = stack.stop()
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)
         console.print(
             "stopped: devhost (SIGTERM; its ML service stopped the scoring servers) and Azurite"
             + (f"; {'; '.join(notes)}" if notes else "")

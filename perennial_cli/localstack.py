@@ -95,7 +95,8 @@ class LocalStack:
         """Start Azurite (persisted under paths.azurite) and create Perennial's containers and tables."""
         for folder in (self.paths.state, self.paths.devhost, self.paths.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        self.azurite = start_azurite(location=self.paths.azurite)
+        # Its own session, like devhost's: a Ctrl-C reaches the demo only, which stops devhost before Azurite.
+        self.azurite = start_azurite(location=self.paths.azurite, own_session=True)
         self.env = {
             **os.environ,
             "AzureWebJobsStorage": self.azurite.connection_string,
