@@ -7,8 +7,10 @@ data, checking every stage. Everything it starts is stopped again, on success, f
 
 from __future__ import annotations
 
+import io
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -19,9 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.client import ClientError
-from perennial_cli.localstack import LocalStack, StackError, StackPaths
+from perennial_cli.localstack import LocalStack, StackPaths
 from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
-from shared.platform import PlatformError
 from shared.spec import ModelSpec, SpecError, load_specs
 
 #: A file the demo leaves in its state folder, so that it only ever wipes a folder it made itself.
@@ -57,6 +58,8 @@ def demo(
 
     State: everything lives under --state (default .perennial/demo), which is WIPED at the start of every run: data/ (the generated batches), models/ (the spec played), azurite/ (blobs and the run registry), state/ (jobs, registered models, endpoints, scoring logs), devhost/ (durable histories), logs/host.log.
     """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # a person following through a pipe (| tee) sees each line
     console = Console(highlight=False)
     started = time.monotonic()
     paths = StackPaths(state)
@@ -106,9 +109,11 @@ def demo(
         failure = exc
     except KeyboardInterrupt:
         interrupted = True
-    except (StackError, ClientError, PlatformError, httpx.HTTPError, OSError) as exc:
+    except Exception as exc:  # anything else still ends with the stage named, and with everything stopped
         number, title = (scenario.stage.number, scenario.stage.title) if scenario else (0, "set-up")
         failure = StageFailed(number, title, f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, RuntimeError | ClientError | httpx.HTTPError | OSError):
+            console.print_exception()  # not an error the demo knows: the traceback is for whoever fixes it
     finally:
         # Cleanup is not interruptible: a second Ctrl-C must not leave a host or a scoring server behind.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

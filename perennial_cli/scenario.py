@@ -117,7 +117,7 @@ class Scenario:
         self.endpoint = spec.endpoint_name
         self.run_ids: list[str] = []
         self.reference_traffic = ScoringTraffic(
-            self._address, fraud_batch(3000, seed=11, start_id=9_000_000, signal=SIGNAL), prefix="ref"
+            self._address, fraud_batch(3000, seed=16, start_id=9_000_000, signal=SIGNAL), prefix="ref"
         )
         self.new_world_traffic = ScoringTraffic(
             self._address,
@@ -307,25 +307,43 @@ class Scenario:
         stage = str(doc["stage"])
         order = list(pipeline)
         reached = order.index(stage) + 1 if stage in pipeline else 0
-        if doc["status"] not in ACTIVE and doc.get("candidates"):
+        finished = doc["status"] not in ACTIVE
+        if finished and doc.get("candidates"):
             reached = max(reached, order.index("training") + 1)
         elif doc["status"] == "no_valid_data":
             reached = max(reached, order.index("validating") + 1)
+        version_rollout = doc.get("trigger", {}).get("kind") == "rollout"
         for name in order[:reached]:
-            if name not in shown and (name != "rolling_out" or doc.get("rollout") or stage == name):
-                if name in ("evaluating", "registering") and doc.get("trigger", {}).get("kind") == "rollout":
-                    continue
-                shown.add(name)
-                self.say(f"  → {pipeline[name]}")
-        if doc.get("drift") and "drift" not in shown:
-            shown.add("drift")
+            if name in shown or (version_rollout and name != "rolling_out"):
+                continue
+            if name == "rolling_out" and not (doc.get("rollout") or stage == name):
+                continue
+            # What the stages before this one produced, just before it starts.
+            if name == "training":
+                self._show(doc, shown, "drift")
+            elif name == "evaluating":
+                self._show(doc, shown, "candidates")
+            elif name == "rolling_out":
+                self._show(doc, shown, "decision")
+            shown.add(name)
+            self.say(f"  → {pipeline[name]}")
+        if finished:
+            for product in ("drift", "candidates", "decision"):
+                self._show(doc, shown, product)
+
+    def _show(self, doc: dict[str, Any], shown: set[str], product: str) -> None:
+        """Print the run's drift summary, candidates or decision once, when the run has recorded it."""
+        if product in shown:
+            return
+        if product == "drift" and doc.get("drift"):
             self.print_drift(doc)
-        if doc.get("candidates") and any(c.get("metrics") for c in doc["candidates"]) and "candidates" not in shown:
-            shown.add("candidates")
+        elif product == "candidates" and any(c.get("metrics") for c in doc.get("candidates") or []):
             self.print_candidates(doc)
-        if doc.get("decision") and "decision" not in shown and (doc.get("version") or doc["status"] not in ACTIVE):
-            shown.add("decision")
+        elif product == "decision" and doc.get("decision"):
             self.print_decision(doc)
+        else:
+            return
+        shown.add(product)
 
     def _narrate_step(self, step: dict[str, Any]) -> None:
         name, verdict = step["step"], step.get("verdict", "")
@@ -718,17 +736,28 @@ class Scenario:
 
     def print_candidates(self, doc: dict[str, Any]) -> None:
         candidates = doc.get("candidates") or []
-        table = Table(title="Candidates (metrics on their validation split)", title_justify="left")
-        for heading in ("", "lr", "width", "depth", "dropout", "pr_auc", "roc_auc", "f1", "status"):
+        table = Table(title="Candidates (metrics on their validation split; ★ the best)", title_justify="left")
+        for heading in ("", "lr", "width", "depth", "drop", "pr_auc", "roc_auc", "f1"):
             table.add_column(heading, no_wrap=True)
+        primary = self.spec.promotion.primary_metric
+
+        def score(c: Mapping[str, Any]) -> float:
+            metrics = c.get("metrics") or {}
+            value = metrics.get(primary, metrics.get(f"val_{primary}"))
+            return float(value) if c.get("status") == "completed" and value is not None else float("-inf")
+
+        best = max(candidates, key=score)["candidate_id"] if candidates else None
         for c in candidates:
             params, metrics = c.get("params") or {}, c.get("metrics") or {}
 
             def metric(name: str, metrics: Mapping[str, Any] = metrics) -> str:
                 return _num(metrics.get(name) if name in metrics else metrics.get(f"val_{name}"), 3)
 
+            status = str(c.get("status", ""))
             table.add_row(
-                escape(str(c["candidate_id"])),
+                escape(str(c["candidate_id"]))
+                + (" ★" if c["candidate_id"] == best else "")
+                + (f" ({_status(status)})" if status != "completed" else ""),
                 _num(params.get("lr"), 2),
                 str(params.get("width", "")),
                 str(params.get("depth", "")),
@@ -736,7 +765,6 @@ class Scenario:
                 metric("pr_auc"),
                 metric("roc_auc"),
                 metric("f1"),
-                _status(str(c.get("status", ""))),
             )
         self.console.print(table)
 
@@ -761,6 +789,15 @@ class Scenario:
         self.console.print(f"[bold]Decision:[/bold] [{colour}]{escape(decision)}[/{colour}]")
         for reason in doc.get("reasons") or []:
             self.console.print(f"  • {escape(str(reason))}", soft_wrap=True)
+        version = doc.get("version") or {}
+        if version:
+            self.console.print(
+                f"[bold]Registered version {escape(str(version.get('version')))}[/bold] (candidate "
+                f"{escape(str(version.get('candidate_id')))}), lineage: trigger {escape(str(version.get('trigger_kind')))}, "
+                f"{len(version.get('data_hashes') or {})} blob(s) pinned by sha256 in {escape(str(version.get('manifest_url')))}, "
+                f"code {escape(str(version.get('code_version') or '?'))}",
+                soft_wrap=True,
+            )
 
     def print_evidence(self, step: dict[str, Any] | None) -> None:
         if step is None:
