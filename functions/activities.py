@@ -13,11 +13,11 @@ import json
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import azure.durable_functions as df
 
+from functions import clients
 from shared import policy
 from shared.canary import DeploymentSample, analyse_canary
 from shared.events import MODEL_TAG
@@ -35,13 +35,11 @@ from shared.platform import (
     InvokeRequest,
     JobOutputRequest,
     MetricsQuery,
-    MLPlatform,
     ModelRegistration,
     NotFoundError,
     PlatformError,
     Traffic,
     TrafficUpdate,
-    create_platform,
 )
 from shared.policy import (
     PolicyInputError,
@@ -54,18 +52,16 @@ from shared.policy import (
 )
 from shared.profile import ColumnProfile, DatasetProfile, NumericProfile, merge_profiles
 from shared.publish import (
-    EventPublisher,
     ModelPromoted,
     ModelRegistered,
     RolloutRolledBack,
     RunCompleted,
     ValidationFailed,
     make_event,
-    publisher_from_settings,
 )
-from shared.registry import Candidate, Champion, ModelVersion, Registry, RolloutStep, Run, run_id_for
+from shared.registry import Candidate, Champion, ModelVersion, RolloutStep, Run, run_id_for
 from shared.runtime import get_runtime
-from shared.storage import LANDING, MANIFESTS, BlobMissingError, BlobStore, Manifest
+from shared.storage import LANDING, MANIFESTS, BlobMissingError, Manifest
 from shared.validation import validate
 from shared.workflow import (
     BlobItem,
@@ -90,25 +86,8 @@ ACTIVE = frozenset({"pending", "running"})
 # --------------------------------------------------------------------------- process-wide clients
 
 
-@lru_cache(maxsize=1)
-def _store() -> BlobStore:
-    runtime = get_runtime()
-    return BlobStore.from_settings(runtime.settings.storage, runtime.specs.keys())
-
-
-@lru_cache(maxsize=1)
-def _registry() -> Registry:
-    return Registry.from_settings(get_runtime().settings.storage, _store())
-
-
-@lru_cache(maxsize=1)
-def _platform() -> MLPlatform:
-    return create_platform(get_runtime().settings)
-
-
-@lru_cache(maxsize=1)
-def _publisher() -> EventPublisher:
-    return publisher_from_settings(get_runtime().settings)
+# Short local names for the process-wide clients (functions/clients.py).
+_store, _registry, _platform, _publisher = clients.store, clients.registry, clients.platform, clients.publisher
 
 
 def _profile_name(model: str, run_id: str, blob_name: str) -> str:

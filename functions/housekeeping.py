@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import azure.durable_functions as df
 import azure.functions as func
 
+from functions import clients
 from shared.housekeeping import retire_idle_deployments
 from shared.logs import correlated
-from shared.platform import PlatformError, create_platform
-from shared.registry import Registry
+from shared.platform import PlatformError
 from shared.runtime import get_runtime
 
 bp = df.Blueprint()
@@ -24,8 +24,7 @@ RETIRE_SCHEDULE = "0 */10 * * * *"
 @bp.timer_trigger(arg_name="timer", schedule=RETIRE_SCHEDULE, run_on_startup=False)
 def retire_deployments(timer: func.TimerRequest) -> None:
     runtime = get_runtime()
-    platform = create_platform(runtime.settings)
-    registry = Registry.from_settings(runtime.settings.storage)
+    platform, registry = clients.platform(), clients.registry()
     with correlated():
         for model, spec in sorted(runtime.specs.items()):
             try:

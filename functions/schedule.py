@@ -12,43 +12,18 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from functools import lru_cache
 
 import azure.durable_functions as df
 import azure.functions as func
 
+from functions import clients
 from shared.live import run_schedule
 from shared.logs import correlated
-from shared.platform import MLPlatform, create_platform
-from shared.publish import EventPublisher, publisher_from_settings
-from shared.registry import Registry
 from shared.runtime import get_runtime
 from shared.spec import ModelSpec
-from shared.storage import BlobStore
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.schedule")
-
-
-@lru_cache(maxsize=1)
-def _store() -> BlobStore:
-    runtime = get_runtime()
-    return BlobStore.from_settings(runtime.settings.storage, runtime.specs.keys())
-
-
-@lru_cache(maxsize=1)
-def _registry() -> Registry:
-    return Registry.from_settings(get_runtime().settings.storage, _store())
-
-
-@lru_cache(maxsize=1)
-def _platform() -> MLPlatform:
-    return create_platform(get_runtime().settings)
-
-
-@lru_cache(maxsize=1)
-def _publisher() -> EventPublisher:
-    return publisher_from_settings(get_runtime().settings)
 
 
 def _failed(spec: ModelSpec, exc: Exception) -> None:
@@ -66,10 +41,10 @@ def retrain_schedule(timer: func.TimerRequest) -> None:
         checks = run_schedule(
             get_runtime().specs.values(),
             now,
-            registry=_registry(),
-            store=_store(),
-            platform=_platform(),
-            publisher=_publisher(),
+            registry=clients.registry(),
+            store=clients.store(),
+            platform=clients.platform(),
+            publisher=clients.publisher(),
             on_error=_failed,
         )
         for check in checks:

@@ -303,9 +303,9 @@ def test_the_timer_is_glue(
     publisher = MemoryPublisher()
     runtime = Runtime(settings=get_runtime().settings, specs={spec.name: spec})
     monkeypatch.setattr(schedule, "get_runtime", lambda: runtime)
-    monkeypatch.setattr(schedule, "_registry", lambda: registry)
-    monkeypatch.setattr(schedule, "_store", lambda: store)
-    monkeypatch.setattr(schedule, "_platform", lambda: platform)
-    monkeypatch.setattr(schedule, "_publisher", lambda: publisher)
+    monkeypatch.setattr(schedule.clients, "registry", lambda: registry)
+    monkeypatch.setattr(schedule.clients, "store", lambda: store)
+    monkeypatch.setattr(schedule.clients, "platform", lambda: platform)
+    monkeypatch.setattr(schedule.clients, "publisher", lambda: publisher)
     timer.get_user_function()(TimerRequest(past_due=True))
     assert kinds(only_event(publisher)) == ["age"]
