@@ -845,10 +845,19 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
     reasons = [str(r) for r in payload.get("reasons", [])]
     if payload["outcome"] != "completed":
         _remove_challenger(payload)
+        deciding = registry.deciding_step(model, run_id)
+        evidence = deciding.evidence if deciding else {}
         _publisher().publish(
             [
                 make_event(
-                    RolloutRolledBack(model=model, version=version, run_id=run_id, step="rollout", reasons=reasons),
+                    RolloutRolledBack(
+                        model=model,
+                        version=version,
+                        run_id=run_id,
+                        step=deciding.step if deciding else "rollout",
+                        reasons=reasons,
+                        evidence=dict(evidence.get("verdict", evidence)),
+                    ),
                     event_id=f"{run_id}:rolled-back",
                 )
             ]

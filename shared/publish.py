@@ -20,6 +20,7 @@ against devhost's local custom topic instead of a fake transport.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.settings import EventGridSettings, Settings
 
@@ -64,6 +65,17 @@ class EventDataError(ValueError):
 
 
 # --------------------------------------------------------------------------- data, one model per type
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float written as a string ("inf", "-inf", "nan")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 class EventData(BaseModel):
@@ -108,8 +120,17 @@ class ModelPromoted(EventData):
 class RolloutRolledBack(EventData):
     version: str
     run_id: str
-    step: str
+    step: str  # the step that failed (smoke, shadow, traffic-10, …), "rollout" when none was recorded
     reasons: list[str] = Field(default_factory=list)
+    # The deciding analysis as recorded for the step: verdict, per-metric counts, statistics, p-values.
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("evidence")
+    @classmethod
+    def _strict_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A ratio against a zero baseline is inf; JSON has no inf, and Event Grid refuses "Infinity".
+        cleaned: dict[str, Any] = _finite(value)
+        return cleaned
 
 
 class RunCompleted(EventData):

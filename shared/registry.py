@@ -371,6 +371,12 @@ class Registry:
     def rollout_steps(self, model: str, run_id: str) -> list[RolloutStep]:
         return [_decode(RolloutStep, e) for e in self.runs_table.query(model, f"step:{_check_id(run_id, 'run id')}:")]
 
+    def deciding_step(self, model: str, run_id: str) -> RolloutStep | None:
+        """The step that ended a rolled-back rollout: the last one with a failed verdict, else the last one."""
+        steps = sorted(self.rollout_steps(model, run_id), key=lambda s: s.index)
+        failed = [s for s in steps if s.verdict == "fail"]
+        return (failed or steps)[-1] if steps else None
+
     # ----------------------------------------------------------------- seen blobs (dedupe)
 
     @staticmethod

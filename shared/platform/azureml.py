@@ -541,7 +541,10 @@ class AzureMLPlatform:
             except ResourceNotFoundError:
                 endpoint = ManagedOnlineEndpoint(
                     # Entra ID tokens, as infra/modules/ml.bicep declares them: no endpoint key to leak or rotate.
-                    name=spec.name, auth_mode="aad_token", description=spec.description, tags=dict(spec.tags)
+                    name=spec.name,
+                    auth_mode="aad_token",
+                    description=spec.description,
+                    tags=dict(spec.tags),
                 )
                 return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
 

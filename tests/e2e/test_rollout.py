@@ -152,6 +152,16 @@ def test_an_unhealthy_challenger_rolls_back_at_the_first_step(
         assert evidence in _failed_metrics(failed), failed["evidence"]["reasons"]
     assert not any(step["step"] == "traffic-100" for step in detail["rollout"])
     _assert_champion_alone_at_100(shipped, before.version, version)
+    announced = shipped.wait_for(
+        "RolloutRolledBack published",
+        lambda: [
+            d
+            for d in shipped.http.get("/eventgrid/deliveries").json()
+            if d["event_type"] == "Perennial.RolloutRolledBack" and d["event_id"] == f"{detail['run_id']}:rolled-back"
+        ],
+        advance=0,
+    )
+    assert announced, "subscribers learn of the rollback"
 
 
 def test_a_challenger_that_crashes_on_load_never_takes_traffic(shipped: PerennialHost) -> None:
@@ -207,7 +217,6 @@ def test_rollout_requests_for_unknown_or_current_versions_are_4xx(shipped: Peren
     current = shipped.http.post(f"/api/models/fraud/versions/{champion.version}/rollout", json={})
     assert current.status_code == 409
     assert current.json()["field"] == "version"
-
 
 
 def test_a_silently_worse_model_rolls_back_on_live_accuracy(shipped: PerennialHost) -> None:

@@ -54,7 +54,9 @@ def _jobs_dir(host: PerennialHost) -> Path:
 
 def _job_names(host: PerennialHost, run_id: str) -> list[str]:
     folder = _jobs_dir(host)
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith(run_id)) if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith(run_id)) if folder.exists() else []
+    )
 
 
 def _running_training_job(host: PerennialHost, checkpoints: bool = False) -> tuple[str, dict[str, Any]] | None:

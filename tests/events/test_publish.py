@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,20 @@ def test_in_azure_the_publisher_uses_the_app_identity_not_a_key() -> None:
     local = EventGridPublisher(EventGridSettings("http://127.0.0.1:7071/eventgrid/topics/perennial/api/events", "k"))
     assert isinstance(local._client._credential, AzureKeyCredential)
     local.close()
+
+
+def test_rolled_back_evidence_is_strict_json_even_with_infinite_statistics(tmp_path: Path) -> None:
+    # A latency ratio against a zero-latency champion is inf: Event Grid refuses the JSON token Infinity.
+    evidence = {"verdict": "fail", "metrics": [{"metric": "latency_p95", "ratio": math.inf, "p_value": 0.001}]}
+    outbox = OutboxPublisher(tmp_path / "outbox.jsonl")
+    outbox.publish(
+        [
+            make_event(
+                RolloutRolledBack(model="fraud", version="4", run_id="r1", step="traffic-10", evidence=evidence),
+                event_id="r1:rolled-back",
+            )
+        ]
+    )
+    line = (tmp_path / "outbox.jsonl").read_text()
+    raw = json.loads(line, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+    assert raw["data"]["evidence"]["metrics"][0] == {"metric": "latency_p95", "ratio": "inf", "p_value": 0.001}

@@ -87,6 +87,14 @@ def test_every_record_type_round_trips(registry: Registry, model: str) -> None:
         RolloutStep(model, run.run_id, 1, "traffic-10", {"blue": 90, "green": 10}, {}, "pass", {"p95_ms": 41.5})
     )
     assert registry.rollout_steps(model, run.run_id) == [step]
+    assert registry.deciding_step(model, run.run_id) == step, "no failure yet: the last step"
+    failed = registry.record_rollout_step(
+        RolloutStep(model, run.run_id, 2, "traffic-50", {"blue": 50, "green": 50}, {}, "fail", {"p95_ms": 900.0})
+    )
+    rollback = registry.record_rollout_step(
+        RolloutStep(model, run.run_id, 3, "rollback", {"blue": 100}, {}, "pass", {})
+    )
+    assert registry.deciding_step(model, run.run_id) == failed, "the failed analysis, not the rollback after it"
 
     claim = registry.claim_blobs(model, run.run_id, [("http://x/landing/m/a.csv", '"0x1"', 10)])
     assert [b.run_id for b in claim.claimed] == [run.run_id]
@@ -100,7 +108,7 @@ def test_every_record_type_round_trips(registry: Registry, model: str) -> None:
     assert lineage.run == saved
     assert lineage.version == version
     assert [c.candidate_id for c in lineage.candidates] == ["c0", "c1"]
-    assert lineage.rollout == [step]
+    assert lineage.rollout == [step, failed, rollback]
     assert [b.url for b in lineage.blobs] == ["http://x/landing/m/a.csv"]
 
 
