@@ -353,6 +353,11 @@ class PerennialClient:
         """``POST /api/models/{model}/rollback``: put the previous champion back."""
         return self._action(f"/api/models/{_seg(model)}/rollback", {"reason": reason} if reason else {})
 
+    def rollout(self, model: str, version: str, reason: str | None) -> Accepted:
+        """``POST /api/models/{model}/versions/{version}/rollout``: ship a registered version in stages."""
+        path = f"/api/models/{_seg(model)}/versions/{_seg(version)}/rollout"
+        return self._action(path, {"reason": reason} if reason else {})
+
     # ----------------------------------------------------------------- plumbing
 
     def _action(self, path: str, payload: dict[str, Any] | None) -> Accepted:

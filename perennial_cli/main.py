@@ -24,6 +24,7 @@ app.command("approve", rich_help_panel=runs.PANEL)(runs.approve)
 app.command("reject", rich_help_panel=runs.PANEL)(runs.reject)
 app.command("abort", rich_help_panel=runs.PANEL)(runs.abort)
 app.command("rollback", rich_help_panel=runs.PANEL)(runs.rollback)
+app.command("rollout", rich_help_panel=runs.PANEL)(runs.rollout)
 
 
 def main() -> None:

@@ -143,11 +143,13 @@ def _status(value: str | None) -> str:
     return f"[{colour}]{escape(value)}[/{colour}]" if colour else escape(value)
 
 
-def _print_accepted(what: str, answer: Accepted) -> None:
+def _print_accepted(what: str, answer: Accepted, follow: bool = False) -> None:
     out = _out()
     out.print(f"[green]✓[/green] {escape(what)}", soft_wrap=True)
     for name, value in answer.model_dump(exclude_none=True).items():
         out.print(f"  {escape(name)}: {escape(_text(value))}", soft_wrap=True)
+    if follow and answer.run_id:
+        out.print(f"  follow it: perennial run {escape(answer.run_id)}")
 
 
 # --------------------------------------------------------------------------- reads
@@ -417,9 +419,26 @@ def rollback(
 
     Example: perennial rollback fraud --reason "complaints about false declines"
     """
-    out = _out()
     with _client(host, key) as client:
         answer = client.rollback(model, reason)
-    _print_accepted(f"rollback of {model} accepted", answer)
-    if answer.run_id:
-        out.print(f"  follow it: perennial run {escape(answer.run_id)}")
+    _print_accepted(f"rollback of {model} accepted", answer, follow=True)
+
+
+def rollout(
+    model: str = typer.Argument(..., metavar="MODEL", help="The model the version belongs to."),
+    version: str = typer.Argument(
+        ..., metavar="VERSION", help="A registered version that is not the champion, e.g. 4."
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the run."),
+    host: HostOption = DEFAULT_HOST_URL,
+    key: KeyOption = None,
+) -> None:
+    """Ship a registered VERSION of MODEL through the staged rollout (smoke test, shadow, each traffic
+    step analysed against the champion; rolled back on a failed gate). Exit 1 if it is unknown, already
+    the champion, or a run is in progress.
+
+    Example: perennial rollout fraud 4 --reason "retry after the endpoint quota was raised"
+    """
+    with _client(host, key) as client:
+        answer = client.rollout(model, version, reason)
+    _print_accepted(f"rollout of {model} version {version} accepted", answer, follow=True)

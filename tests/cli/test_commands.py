@@ -129,6 +129,16 @@ def test_abort_asks_a_running_run_to_stop(host: PerennialHost) -> None:
     assert "409 Run is not running" in finished.output
 
 
+def test_rollout_of_the_champion_or_an_unknown_version_is_refused(host: PerennialHost) -> None:
+    champion = perennial(host, "rollout", "fraud", "3")
+    assert champion.exit_code == 1
+    assert "409 Already the champion" in champion.output
+    unknown = perennial(host, "rollout", "fraud", "99")
+    assert unknown.exit_code == 1
+    assert "404 Unknown version" in unknown.output
+    assert "field: version" in unknown.output
+
+
 def test_unknown_model_and_run_name_the_field(host: PerennialHost) -> None:
     result = perennial(host, "runs", "nope")
     assert result.exit_code == 1

@@ -17,7 +17,7 @@ from perennial_cli.main import app
 from tests.azurite import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ["models", "retrain", "runs", "run", "approve", "reject", "abort", "rollback"]
+COMMANDS = ["models", "retrain", "runs", "run", "approve", "reject", "abort", "rollback", "rollout"]
 
 # path -> (status, content type, body) as an Azure Functions host might answer
 CANNED: dict[str, tuple[int, str, bytes]] = {
@@ -39,6 +39,11 @@ CANNED: dict[str, tuple[int, str, bytes]] = {
                 "champion": "1",
             }
         ).encode(),
+    ),
+    "/api/models/fraud/versions/4/rollout": (
+        202,
+        "application/json",
+        json.dumps({"run_id": "fraud-rollout-4", "version": "4"}).encode(),
     ),
     "/api/models": (401, "text/plain", b""),  # Azure sends an empty 401
     "/api/models/fraud/runs": (502, "text/html", b"<html><body>Bad Gateway</body></html>"),
@@ -112,6 +117,13 @@ def test_rollback_without_a_previous_version_prints_the_problem(canned: str) -> 
     assert result.exit_code == 1
     for text in ("409 Nothing to roll back to", "no previous champion", "field: model", "champion: 1"):
         assert text in result.output
+
+
+def test_rollout_prints_the_accepted_run(canned: str) -> None:
+    result = perennial("rollout", "fraud", "4", "--reason", "quota raised", "--host", canned)
+    assert result.exit_code == 0, result.output
+    assert "rollout of fraud version 4 accepted" in result.output
+    assert "perennial run fraud-rollout-4" in result.output
 
 
 def test_an_empty_401_still_gets_the_key_hint(canned: str) -> None:
