@@ -847,6 +847,9 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
         _remove_challenger(payload)
         deciding = registry.deciding_step(model, run_id)
         evidence = deciding.evidence if deciding else {}
+        # An analysed step keeps the canary verdict under "verdict"; deploy and smoke steps keep their result.
+        if isinstance(evidence.get("verdict"), dict):
+            evidence = evidence["verdict"]
         _publisher().publish(
             [
                 make_event(
@@ -856,7 +859,7 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
                         run_id=run_id,
                         step=deciding.step if deciding else "rollout",
                         reasons=reasons,
-                        evidence=dict(evidence.get("verdict", evidence)),
+                        evidence=dict(evidence),
                     ),
                     event_id=f"{run_id}:rolled-back",
                 )
