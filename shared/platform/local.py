@@ -30,7 +30,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -690,24 +692,36 @@ class LocalPlatform:
             return ""
         return "\n".join(text.splitlines()[-request.lines :])
 
-    def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics:
-        self.get_deployment(DeploymentRef(query.endpoint, query.deployment))
-        start, end = query.start.timestamp(), query.end.timestamp()
-        latencies: list[float] = []
-        classes: list[str] = []
-        errors = 0
-        path = self.layout.metrics_file(query.endpoint, query.deployment)
-        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as handle:
+    def _router_lines(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime, include_mirrored: bool
+    ) -> Iterator[dict[str, Any]]:
+        """The router's per-request lines of one deployment scored in ``[start, end)``, oldest first (mirrored
+        requests only when asked). No file yet (a deployment that never served) yields nothing."""
+        low, high = start.timestamp(), end.timestamp()
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(self.layout.metrics_file(endpoint, deployment), encoding="utf-8") as handle,
+        ):
             for line in handle:
                 try:
                     sample = json.loads(line)
-                except ValueError:
+                    scored_at = float(sample["t"])
+                except (ValueError, KeyError, TypeError):
                     continue  # a line being written right now
-                if not start <= sample["t"] < end or (sample["mirror"] and not query.include_mirrored):
-                    continue
-                latencies.append(float(sample["ms"]))
-                classes.extend(sample["classes"])
-                errors += sample["status"] >= 500
+                if low <= scored_at < high and (include_mirrored or not sample.get("mirror")):
+                    yield sample
+
+    def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics:
+        self.get_deployment(DeploymentRef(query.endpoint, query.deployment))
+        latencies: list[float] = []
+        classes: list[str] = []
+        errors = 0
+        for sample in self._router_lines(
+            query.endpoint, query.deployment, query.start, query.end, query.include_mirrored
+        ):
+            latencies.append(float(sample["ms"]))
+            classes.extend(sample["classes"])
+            errors += sample["status"] >= 500
         ordered = sorted(latencies)
         return DeploymentMetrics(
             endpoint=query.endpoint,
@@ -729,25 +743,21 @@ class LocalPlatform:
         before ids were recorded, are skipped). A deployment that never served has no records, not an error."""
         check_resource_name("endpoint", query.endpoint)
         check_resource_name("deployment", query.deployment)
-        start, end = query.start.timestamp(), query.end.timestamp()
         records: list[ScoringRecord] = []
         truncated = False
-        path = self.layout.metrics_file(query.endpoint, query.deployment)
-        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    sample = json.loads(line)
-                    if not start <= float(sample["t"]) < end or (sample.get("mirror") and not query.include_mirrored):
-                        continue
-                    record = record_from_router_line(sample, query.deployment, query.include_inputs)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line being written right now
-                if record is None:
-                    continue
-                if len(records) >= query.limit:
-                    truncated = True
-                    break
-                records.append(record)
+        for sample in self._router_lines(
+            query.endpoint, query.deployment, query.start, query.end, query.include_mirrored
+        ):
+            try:
+                record = record_from_router_line(sample, query.deployment, query.include_inputs)
+            except (ValueError, KeyError, TypeError):
+                continue  # not a line this reader understands
+            if record is None:
+                continue
+            if len(records) >= query.limit:
+                truncated = True
+                break
+            records.append(record)
         return ScoringRecords(
             endpoint=query.endpoint,
             deployment=query.deployment,
