@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,26 @@ def fake_arm(monkeypatch: pytest.MonkeyPatch) -> FakeAzureML:
     # The SDK sleeps POLL_INTERVAL seconds between LRO polls; the fake answers at once.
     monkeypatch.setattr(LROConfigurations, "POLL_INTERVAL", 0)
     return FakeAzureML()
+
+
+def azure_platform_on_blobs(fake_arm: FakeAzureML, blobs: Any, asked: list[str]) -> Any:
+    """An AzureMLPlatform whose datastore reads go to ``blobs`` (an Azurite BlobServiceClient); each
+    account URL the adapter asks for is appended to ``asked``."""
+    from shared.platform.azureml import AzureMLPlatform
+
+    def factory(account_url: str) -> Any:
+        asked.append(account_url)
+        return blobs
+
+    return AzureMLPlatform(
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        WORKSPACE,
+        FakeCredential(),
+        client_kwargs={"transport": fake_arm, "polling_interval": 0},
+        retry_initial_wait=0.0,
+        blob_service_factory=factory,
+    )
 
 
 @pytest.fixture

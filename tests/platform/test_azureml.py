@@ -24,7 +24,7 @@ from shared.platform import (
     TransientPlatformError,
 )
 from shared.platform.azureml import AzureMLPlatform
-from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET
+from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET, azure_platform_on_blobs
 from tests.platform.fake_arm import WORKSPACE_PATH, FakeAzureML, Recorded
 
 ARM_VERSION = "2025-01-01-preview"  # what azure-ai-ml 1.35.2 sends for job PUTs
@@ -267,7 +267,7 @@ def test_job_outputs_are_read_from_the_workspace_datastore(
     from azure.storage.blob import BlobServiceClient
 
     from shared.platform import InvalidRequestError, JobOutputRequest
-    from tests.platform.fake_arm import OUTPUTS_CONTAINER, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, FakeCredential
+    from tests.platform.fake_arm import OUTPUTS_CONTAINER
 
     blobs = BlobServiceClient.from_connection_string(azurite_connection_string)
     container = blobs.get_container_client(OUTPUTS_CONTAINER)
@@ -275,20 +275,7 @@ def test_job_outputs_are_read_from_the_workspace_datastore(
         container.create_container()
     container.upload_blob("perennial/jobs/train-1/artifacts/metrics.json", b'{"pr_auc": 0.8}', overwrite=True)
     asked: list[str] = []
-
-    def azurite(account_url: str) -> BlobServiceClient:
-        asked.append(account_url)
-        return blobs
-
-    platform = AzureMLPlatform(
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        WORKSPACE,
-        FakeCredential(),
-        client_kwargs={"transport": fake_arm, "polling_interval": 0},
-        retry_initial_wait=0.0,
-        blob_service_factory=azurite,
-    )
+    platform = azure_platform_on_blobs(fake_arm, blobs, asked)
     platform.submit_job(_job())
     output = _only(fake_arm, "PUT", "/jobs/train-1").body["properties"]["outputs"]["artifacts"]
     assert output["uri"] == "azureml://datastores/workspaceblobstore/paths/perennial/jobs/train-1/artifacts/"

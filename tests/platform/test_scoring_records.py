@@ -22,7 +22,6 @@ from shared.platform import (
     Traffic,
     TrafficUpdate,
 )
-from shared.platform.azureml import AzureMLPlatform
 from shared.platform.local import LocalPlatform
 from shared.platform.scoring import (
     CollectedRequests,
@@ -34,8 +33,8 @@ from shared.platform.scoring import (
     request_id_from,
     response_predictions,
 )
-from tests.platform.conftest import SCORING_CODE_ASSET, Harness
-from tests.platform.fake_arm import OUTPUTS_CONTAINER, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, FakeAzureML
+from tests.platform.conftest import SCORING_CODE_ASSET, Harness, azure_platform_on_blobs
+from tests.platform.fake_arm import OUTPUTS_CONTAINER, FakeAzureML
 
 ENDPOINT = "fraud-ep"
 
@@ -270,8 +269,6 @@ def test_scoring_records_come_from_the_data_collector_on_the_workspace_datastore
 ) -> None:
     from azure.storage.blob import BlobServiceClient
 
-    from tests.platform.fake_arm import FakeCredential
-
     blobs = BlobServiceClient.from_connection_string(azurite_connection_string)
     container = blobs.get_container_client(OUTPUTS_CONTAINER)
     if not container.exists():
@@ -320,20 +317,7 @@ def test_scoring_records_come_from_the_data_collector_on_the_workspace_datastore
         f"modelDataCollector/{ENDPOINT}/green/model_outputs/{hour}/x.jsonl", outputs.encode(), overwrite=True
     )
     asked: list[str] = []
-
-    def azurite(account_url: str) -> BlobServiceClient:
-        asked.append(account_url)
-        return blobs
-
-    platform = AzureMLPlatform(
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        WORKSPACE,
-        FakeCredential(),
-        client_kwargs={"transport": fake_arm, "polling_interval": 0},
-        retry_initial_wait=0.0,
-        blob_service_factory=azurite,
-    )
+    platform = azure_platform_on_blobs(fake_arm, blobs, asked)
     window = ScoringQuery(ENDPOINT, "blue", now - timedelta(hours=1), now + timedelta(minutes=1))
     result = platform.scoring_records(window)
     assert asked
