@@ -23,7 +23,7 @@ from shared.canary import DeploymentSample, analyse_canary
 from shared.events import MODEL_TAG
 from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
-from shared.live import live_counts, reference_profile_name
+from shared.live import champion_reference, live_counts, reference_profile_name
 from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
     ComputeSpec,
@@ -99,12 +99,7 @@ def _profile_name(model: str, run_id: str, blob_name: str) -> str:
 def _champion_reference(model: str) -> DatasetProfile | None:
     """The training profile of the current champion: the reference for drift and histogram edges."""
     champion = _registry().champion(model)
-    if champion is None:
-        return None
-    try:
-        return DatasetProfile.from_dict(_store().get_json(MANIFESTS, reference_profile_name(model, champion.run_id)))
-    except BlobMissingError:
-        return None
+    return champion_reference(_store(), _registry(), champion) if champion else None
 
 
 def _job_json(job_name: str, path: str) -> Any:

@@ -492,9 +492,16 @@ def _champion_deployment(platform: MLPlatform, spec: ModelSpec, champion: Champi
     return serving[0] if serving else None
 
 
-def _reference(store: BlobStore, model: str, champion: Champion) -> DatasetProfile | None:
+def champion_reference(store: BlobStore, registry: Registry, champion: Champion) -> DatasetProfile | None:
+    """The champion's training profile: the reference for drift and for histogram edges, or None.
+
+    It is stored under the run that *trained* the version. A champion put back by a rollback or shipped
+    by a version rollout became champion in another run, so the version's lineage names the run to read.
+    """
+    version = registry.version(champion.model, champion.version)
+    run_id = version.run_id if version is not None else champion.run_id
     try:
-        return DatasetProfile.from_dict(store.get_json(MANIFESTS, reference_profile_name(model, champion.run_id)))
+        return DatasetProfile.from_dict(store.get_json(MANIFESTS, reference_profile_name(champion.model, run_id)))
     except BlobMissingError:
         return None
 
@@ -566,9 +573,9 @@ def check_model(
                 "correct": counts.correct,
                 **counts.metrics(),
             }
-            reference = _reference(store, model, champion)
+            reference = champion_reference(store, registry, champion)
             if reference is None:
-                notes.append(f"no reference profile for run {champion.run_id}: drift not checked")
+                notes.append(f"no training profile for version {champion.version}: drift not checked")
             else:
                 records = platform.scoring_records(
                     ScoringQuery(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -187,11 +188,17 @@ def test_a_healthy_model_is_left_alone(
     assert result.evidence["drift"]["drifted"] is False
 
 
+@pytest.mark.parametrize("made_champion_by", ["its training run", "a later rollback run"])
 def test_drifted_scoring_inputs_ask_for_a_retrain(
-    registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform
+    registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform, made_champion_by: str
 ) -> None:
     now = datetime.now(UTC)
     make_champion(registry, store, spec, now, age_days=1, reference=True)
+    if made_champion_by == "a later rollback run":
+        # The training profile stays under the run that trained version 1, not the run that restored it.
+        current = registry.champion(spec.name)
+        assert current is not None
+        registry.set_champion(replace(current, run_id="fraud-rollback-1", since=now - timedelta(hours=2)))
     write_scored(
         platform,
         "fraud-v1",
