@@ -59,9 +59,9 @@ from shared.publish import (
     ValidationFailed,
     make_event,
 )
-from shared.registry import Candidate, Champion, ModelVersion, RolloutStep, Run, run_id_for
+from shared.registry import Candidate, Champion, ModelVersion, RegistryError, RolloutStep, Run, run_id_for
 from shared.runtime import get_runtime
-from shared.storage import LANDING, MANIFESTS, BlobMissingError, Manifest
+from shared.storage import LANDING, MANIFESTS, BlobMissingError, Manifest, StorageError
 from shared.validation import validate
 from shared.workflow import (
     BlobItem,
@@ -770,7 +770,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
             return live_counts(
                 platform, _store(), model, endpoint, deployment, start, end, spec=spec, include_mirrored=mirrored
             )
-        except (PlatformError, OSError, ValueError) as exc:
+        except (PlatformError, StorageError, OSError, ValueError) as exc:
             logger.warning("live labels of %s unavailable for this bake: %s", deployment, exc)
             return (0, 0)
 
@@ -875,10 +875,13 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
         )
     platform.set_champion(model, version)
     # The champion before last has no purpose any more; the previous one stays for its grace period.
-    for retired in retire_idle_deployments(
-        model, get_runtime().spec(model), platform, registry, datetime.now(UTC), finishing_run=run_id
-    ):
-        logger.info("retired %s: %s", retired.deployment, retired.reason)
+    # Tidying must not turn a promotion into a failed rollout: the housekeeping timer retries it.
+    try:
+        retire_idle_deployments(
+            model, get_runtime().spec(model), platform, registry, datetime.now(UTC), finishing_run=run_id
+        )
+    except (PlatformError, StorageError, RegistryError) as exc:
+        logger.warning("retiring %s's idle deployments is left to the housekeeping timer: %s", model, exc)
     _publisher().publish(
         [
             make_event(
@@ -904,7 +907,8 @@ def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint, challenger = spec.endpoint_name, deployment_name(model, version)
     champion = registry.champion(model)
     if champion is not None and champion.version == version:
-        return {"champion": champion.deployment}  # it had already been promoted: nothing to undo
+        # Promoted before the failure (e.g. the ModelPromoted event could not be sent): nothing to undo.
+        return {"champion": champion.deployment, "outcome": "completed"}
     names = {d.name for d in platform.list_deployments(endpoint)}
     champion_deployment = champion.deployment if champion and champion.deployment in names else None
     base = {**payload, "endpoint": endpoint, "champion": champion_deployment, "challenger": challenger}
@@ -923,7 +927,7 @@ def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
             )
         ]
     )
-    return {"champion": champion_deployment}
+    return {"champion": champion_deployment, "outcome": "rolled_back"}
 
 
 # --------------------------------------------------------------------------- rollback to the previous champion

@@ -328,8 +328,9 @@ def _roll_out(context: df.DurableOrchestrationContext, run: dict[str, str], vers
     except Exception as exc:
         # Whatever broke, traffic must not stay split: the champion goes back to 100 and the challenger goes.
         reason = f"the rollout failed unexpectedly: {_first_line(str(exc))}"
-        yield context.call_activity("rollout_abandon", {**run, "version": version, "reason": reason})
-        rollout = {"outcome": "rolled_back", "reasons": [reason]}
+        abandoned = yield context.call_activity("rollout_abandon", {**run, "version": version, "reason": reason})
+        # "completed" when the version had been promoted before the failure: the run is then a promotion.
+        rollout = {"outcome": abandoned.get("outcome", "rolled_back"), "reasons": [reason]}
     return rollout
 
 

@@ -38,7 +38,8 @@ def retire_idle_deployments(
     """
     endpoint = spec.endpoint_name
     try:
-        deployments = [d.name for d in platform.list_deployments(endpoint)]
+        # Only this model's: an endpoint may be shared, and another model's deployments are not ours to retire.
+        deployments = [d.name for d in platform.list_deployments(endpoint) if d.model_name == model]
     except NotFoundError:
         return []  # no endpoint yet: nothing deployed
     if not deployments:
