@@ -663,7 +663,10 @@ def _record_step(
 
 @bp.activity_trigger(input_name="payload")
 def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
-    """Invoke the challenger directly with the model's sample input: it must load and answer in time."""
+    """Invoke the challenger directly with the model's sample input: it must load and answer in time.
+
+    A failed challenger is deleted, unless ``keep_on_failure`` (a rollback testing the previous champion's
+    kept deployment, which takes no traffic yet and stays for its grace period)."""
     spec = get_runtime().spec(payload["model"])
     platform = _platform()
     version = platform.get_model(payload["model"], str(payload["version"]))
@@ -675,7 +678,8 @@ def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
     except (PlatformError, ValueError) as exc:
         reason = f"the model's sample_input.json could not be read ({exc})"
         _record_step(payload, "smoke", {}, {}, "fail", {"result": reason})
-        _remove_challenger(payload)
+        if not payload.get("keep_on_failure"):
+            _remove_challenger(payload)
         return {"ok": False, "reason": reason}
     try:
         result = platform.invoke(
@@ -692,7 +696,7 @@ def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
         result_ok = result.status_code == 200
         reason = f"HTTP {result.status_code} in {result.latency_ms:.0f} ms: {str(result.body)[:300]}"
     _record_step(payload, "smoke", {}, {}, "pass" if result_ok else "fail", {"result": reason})
-    if not result_ok:
+    if not result_ok and not payload.get("keep_on_failure"):
         _remove_challenger(payload)
     return {"ok": result_ok, "reason": reason}
 
@@ -962,6 +966,7 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
         "challenger": target,
         "version": previous,
         "from_version": champion.version,
+        "keep_on_failure": target in names,  # the kept deployment; one recreated here goes if it fails
     }
 
 
