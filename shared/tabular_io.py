@@ -1,11 +1,11 @@
 """Stream a CSV or Parquet file as Arrow record batches, from a path or any readable binary stream.
 
 - The format comes from the caller, the file name's extension, or the magic bytes (``PAR1``).
-- CSV: the header line is read first (so we know which contract columns exist) and then the
-  whole file is parsed by ``pyarrow.csv.open_csv`` with every wanted column as *string*: the
-  contract cast happens per batch in ``shared.typecast`` so a bad value costs one slow batch,
-  not the whole read, and is reported with its row. Rows with the wrong number of fields are
-  skipped and counted (``malformed_rows``), not fatal.
+- CSV: the header line is read first (so we know which contract columns exist); the rest is cut
+  into blocks of whole records (a quoted value may hold a newline) and each block is parsed with
+  the contract's types, a few blocks at a time. A block holding a value that does not parse is
+  re-read as text and cast per column in ``shared.typecast``, so the bad value is reported with its
+  row. Rows with the wrong number of fields are skipped and counted (``malformed_rows``), not fatal.
 - Parquet needs random access to its footer. A path or a seekable stream is read in place; a
   forward-only stream (a blob download) is first spooled to a temporary file, in chunks.
 - Anything that cannot be read raises :class:`CorruptInput` with a reason and a fix.
@@ -38,6 +38,7 @@ Source: TypeAlias = "str | Path | IO[bytes] | pa.Table"
 PARQUET_MAGIC = b"PAR1"
 HEADER_PEEK = 1 << 20  # the header line must fit in the first MiB
 CSV_BLOCK_SIZE = 4 << 20  # bytes of whole lines parsed at a time (one record batch); a few are in flight
+MAX_CSV_RECORD = 64 << 20  # bytes one record (a line, or quoted lines) may take before the input counts as corrupt
 CSV_PARSE_THREADS = 2  # blocks parsed at once (at most the usable CPUs)
 PARQUET_BATCH_ROWS = 131_072
 MAX_EXAMPLES = 5
@@ -343,11 +344,11 @@ def usable_cpus() -> int:
 
 
 def _csv_blocks(handle: Any) -> Iterator[bytes]:
-    """The data lines of a CSV stream (the header line dropped) in blocks of whole lines.
+    """The data lines of a CSV stream (the header line dropped) in blocks of whole records.
 
-    Blocks are about CSV_BLOCK_SIZE; a line longer than that makes its block longer. Lines end at
-    newlines (values may not hold one: ``newlines_in_values`` is off, as for the whole-file
-    reader), so a block can be parsed on its own.
+    Blocks are about CSV_BLOCK_SIZE; a longer record makes its block longer, up to MAX_CSV_RECORD. A block
+    ends at a newline outside double quotes, so a quoted value holding a newline stays in one block
+    (Arrow parses it there) wherever the block boundary would have fallen.
     """
     pending = b""
     header = True
@@ -357,19 +358,51 @@ def _csv_blocks(handle: Any) -> Iterator[bytes]:
             break
         data = pending + chunk if pending else chunk
         if header:
-            end = data.find(b"\n")
+            end = _last_record_end(data, first=True)
             if end < 0:
-                pending = data
+                pending = _bounded(data)
                 continue
             data, header = data[end + 1 :], False
-        cut = data.rfind(b"\n")
+        cut = _last_record_end(data)
         if cut < 0:
-            pending = data
+            pending = _bounded(data)
             continue
         pending = data[cut + 1 :]
         yield data[: cut + 1]
     if not header and pending.strip():
         yield pending
+
+
+def _last_record_end(data: bytes, first: bool = False) -> int:
+    """The index of the last (``first``: the first) newline outside double quotes in ``data``, which starts
+    at a record's start; -1 if there is none. An escaped quote ("") keeps the count even."""
+    quotes = 0 if first else data.count(b'"')
+    if first:
+        start = 0
+        while (pos := data.find(b"\n", start)) >= 0:
+            quotes += data.count(b'"', start, pos)
+            if quotes % 2 == 0:
+                return pos
+            start = pos + 1
+        return -1
+    end = len(data)
+    pos = data.rfind(b"\n")
+    while pos >= 0:
+        quotes -= data.count(b'"', pos, end)  # now the quotes before ``pos``
+        if quotes % 2 == 0:
+            return pos
+        end = pos
+        pos = data.rfind(b"\n", 0, pos)
+    return -1
+
+
+def _bounded(pending: bytes) -> bytes:
+    if len(pending) > MAX_CSV_RECORD:
+        raise CorruptInput(
+            f"a record is longer than {MAX_CSV_RECORD >> 20} MiB (no line end, or a double quote that is never closed)",
+            "check the file is CSV with one record per line and balanced double quotes, or re-export it",
+        )
+    return pending
 
 
 def _read_up_to(handle: Any, size: int) -> bytes:

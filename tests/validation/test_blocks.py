@@ -254,3 +254,38 @@ def test_an_error_in_a_lane_is_reported_not_lost(tmp_path: Path, monkeypatch: py
     report = validate(rows_to_csv(tmp_path / "b.csv", good_rows(200)), small_contract(), threads=2)
     assert not report.ok
     assert any("could not be validated (RuntimeError: boom)" in f.message for f in report.findings)
+
+
+def quoted_newline_csv(path: Path) -> Path:
+    # Every 7th key is a quoted value whose second line looks like a whole record: a block cut inside
+    # the quotes would forge that record.
+    lines = ["id,x,n,c,b,ts,y"]
+    for i in range(200):
+        key = f'"r{i}\nr9{i},1,2,a,true,,1"' if i % 7 == 0 else f"r{i}"
+        lines.append(f"{key},{i % 100},{i % 10},{'ab'[i % 2]},true,,{i % 2}")
+    return write_csv_text(path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("block_size", [64, 97, 300, 4 << 20])
+def test_a_quoted_newline_never_splits_a_record_whatever_the_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_size: int
+) -> None:
+    monkeypatch.setattr(tabular_io, "CSV_BLOCK_SIZE", block_size)
+    report = validate(quoted_newline_csv(tmp_path / "quoted.csv"), small_contract(max_missing_rate=1.0))
+    assert report.ok, report.summary()
+    assert report.rows == 200
+    assert report.profile is not None
+    assert report.profile.columns["x"].rows == 200
+
+
+def test_a_quote_that_is_never_closed_is_a_corrupt_file_not_a_memory_blow_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tabular_io, "CSV_BLOCK_SIZE", 64)
+    monkeypatch.setattr(tabular_io, "MAX_CSV_RECORD", 1024)
+    lines = ["id,x,n,c,b,ts,y", "r0,1,2,a,true,,1", '"r1,1,2,a,true,,1'] + [
+        f"r{i},1,2,a,true,,1" for i in range(2, 200)
+    ]
+    report = validate(write_csv_text(tmp_path / "open-quote.csv", "\n".join(lines) + "\n"), small_contract())
+    assert not report.ok
+    assert any("never closed" in f.message for f in report.findings), report.summary()
