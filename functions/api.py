@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -148,6 +149,12 @@ async def _queue_run(
     return json_response(body, 202, headers={"Location": status_url})
 
 
+def _request_key(req: func.HttpRequest) -> str:
+    """What makes a request one run: its ``Idempotency-Key`` (a retried request is the same run), else a
+    fresh id, so asking again after a finished attempt starts a new one."""
+    return req.headers.get("Idempotency-Key") or str(uuid.uuid4())
+
+
 def _pending_run(model: str, run_id: str, kind: str, reason: str, event_id: str) -> Run:
     return Run(
         model=model,
@@ -277,8 +284,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollback requested by {requested_by}")
-    # One rollback per champion (version and promotion time): a retried request is the same run.
-    run_id = run_id_for(model, f"rollback:{champion.version}:{champion.since.isoformat()}")
+    run_id = run_id_for(model, f"rollback:{champion.version}:{_request_key(req)}")
     info = TriggerInfo(
         kind="rollback",
         reason=reason,
@@ -321,7 +327,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollout of version {version} requested by {requested_by}")
-    run_id = run_id_for(model, f"rollout:{version}:{req.headers.get('Idempotency-Key') or reason}")
+    run_id = run_id_for(model, f"rollout:{version}:{_request_key(req)}")
     info = TriggerInfo(
         kind="rollout",
         reason=reason,

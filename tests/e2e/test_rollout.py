@@ -173,6 +173,17 @@ def test_a_challenger_that_crashes_on_load_never_takes_traffic(shipped: Perennia
     assert not any(step["step"].startswith("traffic-") for step in detail["rollout"])
     _assert_champion_alone_at_100(shipped, before.version, version)
 
+    # Asking again, in the same words, is a new attempt (not the finished run answered again).
+    shipped.platform().inject_faults(
+        DeploymentRef(ENDPOINT, deployment_name("fraud", version)), FaultSpec(crash_on_load=True)
+    )
+    again = shipped.http.post(f"/api/models/fraud/versions/{version}/rollout", json={"reason": "rollout test"})
+    assert again.status_code == 202, again.text
+    assert again.json()["run_id"] != detail["run_id"]
+    retried = drive_rollout(shipped, again.json()["run_id"], ScoringTraffic(shipped), BAKE_MINUTES)
+    assert retried["status"] == "rolled_back", retried
+    _assert_champion_alone_at_100(shipped, before.version, version)
+
 
 def test_the_retired_previous_version_is_redeployed_by_a_manual_rollback(shipped: PerennialHost) -> None:
     champion = shipped.registry.champion("fraud")
