@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def start_azurite(timeout: float = 30.0, location: Path | None = None, own_sessi
     else:
         location.mkdir(parents=True, exist_ok=True)
         storage = ["--location", str(location)]
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below once start-up is over (the child keeps its copy)
     process = subprocess.Popen(
         [
             str(AZURITE),
@@ -107,18 +109,26 @@ def start_azurite(timeout: float = 30.0, location: Path | None = None, own_sessi
             str(table),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # A file, not a pipe: nobody reads Azurite's stderr while it runs, and a full pipe would stall it.
+        stderr=errors,
         env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1"},
         start_new_session=own_session,
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"Azurite exited with {process.returncode}: {err}")
-        if all(_listening(p) for p in (blob, queue, table)):
-            return Azurite(process, blob, queue, table)
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise RuntimeError(f"Azurite did not listen within {timeout}s")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                errors.seek(0)
+                err = errors.read().decode(errors="replace")
+                raise RuntimeError(f"Azurite exited with {process.returncode}: {err}")
+            if all(_listening(p) for p in (blob, queue, table)):
+                return Azurite(process, blob, queue, table)
+            time.sleep(0.1)
+        raise RuntimeError(f"Azurite did not listen within {timeout}s")
+    except BaseException:
+        # Not started (or Ctrl-C meanwhile): in its own session it would not get the terminal's Ctrl-C.
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        errors.close()

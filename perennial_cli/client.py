@@ -240,19 +240,21 @@ def normalise_url(url: str) -> str:
     """``http://host:7071``, ``http://host:7071/`` and ``http://host:7071/api`` all mean the same host."""
     url = url.strip().rstrip("/")
     url = url.removesuffix("/api")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ClientError(f"--host {url!r} is not a valid URL ({exc})", f"use e.g. {DEFAULT_HOST_URL}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClientError(f"--host {url!r} is not an http(s) URL", f"use e.g. {DEFAULT_HOST_URL}")
     return url
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+        host = urlsplit(url).hostname or ""
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not an IP address, or not a URL (normalise_url reports that)
         return False
 
 

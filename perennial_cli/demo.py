@@ -152,11 +152,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _prepare(state: Path, spec: Path, console: Console) -> ModelSpec:
     """Wipe the state folder (only one the demo made) and copy the spec into it; exit 1 on a bad spec."""
-    ours = (state / MARKER).exists() or ".perennial" in state.resolve().parts
+    # Only a folder the demo made (its marker) or the default one is wiped: `--state .perennial` must not take
+    # `perennial host`'s key and histories with it.
+    ours = (state / MARKER).exists() or state.resolve() == DEFAULT_STATE.resolve()
     if state.exists() and any(state.iterdir()) and not ours:
         console.print(
             f"[red]✗[/red] {escape(str(state))} is not empty and was not made by `perennial demo` (no {MARKER} "
-            "file, not under a .perennial folder): choose another --state, or empty it yourself"
+            "file): choose another --state, or empty it yourself"
         )
         raise typer.Exit(2)
     shutil.rmtree(state, ignore_errors=True)

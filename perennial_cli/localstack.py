@@ -146,33 +146,44 @@ class LocalStack:
     def stop(self) -> list[str]:
         """Stop everything this stack started; returns what it had to clean up beyond a plain shutdown."""
         notes: list[str] = []
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                notes.append("devhost did not stop within 30 s of SIGTERM: killed")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        if self.paths.state.exists():
-            platform = self.platform()
-            # Training jobs outlive a host on purpose (as Azure ML jobs do); the demo's must not outlive the demo.
-            for job in platform.list_jobs():
-                if not job.terminal:
-                    with contextlib.suppress(Exception):
-                        platform.cancel_job(job.name)
-                    notes.append(f"cancelled job {job.name}")
-            # devhost's ML-service component stopped the scoring servers; this is a safety net after a kill.
-            with contextlib.suppress(Exception):
-                platform.stop_endpoints()
-        for client in (self._http, self._api):
-            if client is not None:
-                client.close()
-        if self.azurite is not None:
-            self.azurite.stop()
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self._stop_devhost(self.process, notes)
+            if self.paths.state.exists():
+                self._stop_local_jobs(notes)
+        except Exception as exc:  # cleanup goes on: Azurite must stop whatever went wrong before
+            notes.append(f"cleanup was incomplete ({exc}); check for leftover processes")
+        finally:
+            for client in (self._http, self._api):
+                if client is not None:
+                    client.close()
+            if self.azurite is not None:
+                self.azurite.stop()
         return notes
+
+    @staticmethod
+    def _stop_devhost(process: subprocess.Popen[bytes], notes: list[str]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            notes.append("devhost did not stop within 30 s of SIGTERM: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def _stop_local_jobs(self, notes: list[str]) -> None:
+        platform = self.platform()
+        # Training jobs outlive a host on purpose (as Azure ML jobs do); the demo's must not outlive the demo.
+        for job in platform.list_jobs():
+            if not job.terminal:
+                with contextlib.suppress(Exception):
+                    platform.cancel_job(job.name)
+                notes.append(f"cancelled job {job.name}")
+        # devhost's ML-service component stopped the scoring servers; this is a safety net after a kill.
+        with contextlib.suppress(Exception):
+            platform.stop_endpoints()
 
     # ----------------------------------------------------------------- clients
 

@@ -165,3 +165,22 @@ def test_a_local_host_key_is_found_only_for_loopback_urls(tmp_path: Path) -> Non
     assert local_key("http://localhost:7071", key_file) == "local-key"
     assert local_key("https://perennial-abc.azurewebsites.net", key_file) is None
     assert local_key("http://127.0.0.1:7071", tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("url", ["http://[bad", "http://127.0.0.1:notaport"])
+def test_a_malformed_host_url_is_a_message_not_a_traceback(url: str) -> None:
+    result = perennial("models", "--host", url)
+    assert result.exit_code == 1
+    assert "is not a valid URL" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+
+
+def test_the_demo_never_wipes_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    state = tmp_path / ".perennial"  # e.g. `perennial host`'s state lives here
+    (state / "devhost").mkdir(parents=True)
+    key = state / "devhost" / "host.key"
+    key.write_text("secret")
+    result = perennial("demo", "--state", str(state))
+    assert result.exit_code == 2, result.output
+    assert "was not made by `perennial demo`" in result.output
+    assert key.read_text() == "secret"

@@ -103,6 +103,7 @@ class PerennialHost:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.kill()  # its whole process group: a fixture whose start failed never reaches its stop()
         raise RuntimeError(f"devhost did not answer within 90 s:\n{self.log_tail()}")
 
     def kill(self) -> None:
