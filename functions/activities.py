@@ -59,7 +59,16 @@ from shared.publish import (
     ValidationFailed,
     make_event,
 )
-from shared.registry import Candidate, Champion, ModelVersion, RegistryError, RolloutStep, Run, run_id_for
+from shared.registry import (
+    ACTIVE_RUN_STATUSES,
+    Candidate,
+    Champion,
+    ModelVersion,
+    RegistryError,
+    RolloutStep,
+    Run,
+    run_id_for,
+)
 from shared.runtime import get_runtime
 from shared.storage import LANDING, MANIFESTS, BlobMissingError, Manifest, StorageError
 from shared.validation import validate
@@ -79,9 +88,6 @@ from shared.workflow import (
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.activities")
-
-ACTIVE = frozenset({"pending", "running"})
-
 
 # --------------------------------------------------------------------------- process-wide clients
 
@@ -160,7 +166,7 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
             details={"trigger": trigger.dump()},
         )
     )
-    if run.status not in ACTIVE:
+    if run.status not in ACTIVE_RUN_STATUSES:
         logger.info("run %s already finished (%s); the request was a redelivery", run_id, run.status)
         return None
     if run.status == "pending":  # created by the API when it accepted the request

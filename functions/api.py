@@ -17,18 +17,17 @@ import azure.durable_functions as df
 import azure.functions as func
 
 import shared
+from functions import clients
 from functions.coordination import send_work
 from functions.http import json_response, problem
 from shared.events import EventError, KnownModels, parse_http
 from shared.logs import correlated
-from shared.registry import Registry, RegistryError, Run, run_id_for
+from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, run_id_for
 from shared.runtime import Runtime, get_runtime
 from shared.workflow import TriggerInfo
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.api")
-
-ACTIVE = frozenset({"pending", "running"})
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -54,10 +53,6 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _registry(runtime: Runtime) -> Registry:
-    return Registry.from_settings(runtime.settings.storage)
 
 
 def _unknown_model(runtime: Runtime, model: str) -> func.HttpResponse | None:
@@ -91,7 +86,7 @@ def _find_run(runtime: Runtime, run_id: str) -> tuple[Run | None, func.HttpRespo
     if model is None:
         return None, problem(404, "Unknown run", f"{run_id!r} is not a run id of a known model", field="id")
     try:
-        run = _registry(runtime).get_run(model, run_id)
+        run = clients.registry().get_run(model, run_id)
     except RegistryError as exc:
         return None, problem(400, "Malformed run id", str(exc), field="id")
     if run is None:
@@ -117,7 +112,7 @@ def _run_summary(run: Run) -> dict[str, Any]:
 
 def _run_in_progress(registry: Registry, model: str) -> func.HttpResponse | None:
     """409 naming the run when one is in progress (one run at a time per model)."""
-    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE]
+    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE_RUN_STATUSES]
     if not active:
         return None
     run = active[0]
@@ -184,7 +179,7 @@ def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpRes
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     """Every model spec with its champion and latest run."""
     runtime = get_runtime()
-    registry = _registry(runtime)
+    registry = clients.registry()
     models = []
     for name, spec in sorted(runtime.specs.items()):
         champion = registry.champion(name)
@@ -211,7 +206,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     limit_text = req.params.get("limit", "20")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
         return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
-    runs = _registry(runtime).runs(model, limit=int(limit_text))
+    runs = clients.registry().runs(model, limit=int(limit_text))
     return json_response({"model": model, "runs": [_run_summary(r) for r in runs]})
 
 
@@ -244,7 +239,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             trigger = parse_http(body, KnownModels.from_specs(runtime.specs), req.headers.get("Idempotency-Key"))
         except EventError as exc:
             return problem(400, "Malformed retrain request", str(exc), field=exc.field)
-        registry = _registry(runtime)
+        registry = clients.registry()
         if (busy := _run_in_progress(registry, model)) is not None:
             return busy
         run_id = run_id_for(model, trigger.dedupe_key)
@@ -275,7 +270,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         return error or problem(400, "Malformed request", "send a JSON object")
     if (error := _check_fields(body, {"reason": str, "requested_by": str, "immediate": bool})) is not None:
         return error
-    registry = _registry(runtime)
+    registry = clients.registry()
     champion = registry.champion(model)
     if champion is None or champion.previous_version is None:
         current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
@@ -317,7 +312,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         return error
     if not version.isdigit():
         return problem(400, "Bad version", f"version {version!r} must be a version number such as 3", field="version")
-    registry = _registry(runtime)
+    registry = clients.registry()
     if registry.version(model, version) is None:
         return problem(404, "Unknown version", f"{model} has no registered version {version}", field="version")
     champion = registry.champion(model)
@@ -350,7 +345,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     run, error = _find_run(runtime, req.route_params.get("id", ""))
     if error is not None or run is None:
         return error or problem(404, "Unknown run", "no such run")
-    lineage = _registry(runtime).lineage(run.model, run.run_id)
+    lineage = clients.registry().lineage(run.model, run.run_id)
     return json_response(
         {
             **_run_summary(run),
@@ -374,7 +369,7 @@ async def _answer_approval(
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
-    if run.stage != "awaiting_approval" or run.status not in ACTIVE:
+    if run.stage != "awaiting_approval" or run.status not in ACTIVE_RUN_STATUSES:
         return problem(
             409,
             "Run is not awaiting approval",
@@ -414,13 +409,13 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     run, error = _find_run(runtime, req.route_params.get("id", ""))
     if error is not None or run is None:
         return error or problem(404, "Unknown run", "no such run")
-    if run.status not in ACTIVE:
+    if run.status not in ACTIVE_RUN_STATUSES:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
 
     def request_abort(current: Run) -> Run:
         return replace(current, abort_requested=True)
 
-    updated = _registry(runtime).update_run(run.model, run.run_id, request_abort)
+    updated = clients.registry().update_run(run.model, run.run_id, request_abort)
     # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.
     for instance in (run.run_id, f"{run.run_id}-rollout"):
         try:

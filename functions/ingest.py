@@ -7,10 +7,10 @@ import logging
 import azure.durable_functions as df
 import azure.functions as func
 
+from functions import clients
 from functions.coordination import send_work
 from shared.events import EventError, KnownModels, parse_event
 from shared.logs import correlated
-from shared.registry import Registry
 from shared.runtime import get_runtime
 from shared.workflow import BlobItem
 
@@ -35,7 +35,7 @@ async def on_blob_created(event: func.EventGridEvent, client: df.DurableOrchestr
             logger.info("event %s needs no action: %s", event.id, trigger.reason)
             return
         blob = trigger.blob
-        registry = Registry.from_settings(runtime.settings.storage)
+        registry = clients.registry()
         seen = registry.seen(trigger.model, blob.url, blob.etag)
         if seen is not None:
             logger.info("blob %s (eTag %s) already belongs to run %s; ignored", blob.name, blob.etag, seen.run_id)

@@ -14,13 +14,11 @@ from datetime import datetime
 
 from shared.platform import DeploymentRef, MLPlatform, NotFoundError, TrafficInvariantError
 from shared.policy import Retirement, deployments_to_retire
-from shared.registry import Registry
+from shared.registry import ACTIVE_RUN_STATUSES, Registry
 from shared.spec import ModelSpec
 from shared.workflow import deployment_name
 
 logger = logging.getLogger("perennial.housekeeping")
-
-ACTIVE = frozenset({"pending", "running"})
 
 
 def retire_idle_deployments(
@@ -46,7 +44,9 @@ def retire_idle_deployments(
         return []
     traffic = platform.get_traffic(endpoint)
     champion = registry.champion(model)
-    in_progress = any(run.status in ACTIVE and run.run_id != finishing_run for run in registry.runs(model, limit=20))
+    in_progress = any(
+        run.status in ACTIVE_RUN_STATUSES and run.run_id != finishing_run for run in registry.runs(model, limit=20)
+    )
     plan = deployments_to_retire(
         now=now,
         deployments=deployments,

@@ -50,7 +50,7 @@ from shared.platform.scoring import class_text
 from shared.policy import DriftSummary, LivePerformance, RetrainDecision, decide_retrain
 from shared.profile import DatasetProfile, ProfileBuilder
 from shared.publish import EventPublisher, OutboundEvent, PublishError, RetrainRequested, make_event
-from shared.registry import Champion, Registry, Run
+from shared.registry import ACTIVE_RUN_STATUSES, Champion, Registry, Run
 from shared.spec import DataContract, ModelSpec
 from shared.storage import MANIFESTS, BlobMissingError, BlobStore, FeedbackLabel, StorageError
 from shared.typecast import conform
@@ -58,7 +58,6 @@ from shared.typecast import conform
 logger = logging.getLogger("perennial.live")
 
 #: Run statuses that mean "a retrain is in progress" (as the API and the activities use them).
-ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
 #: Metrics computable from labels and recorded predictions.
 LIVE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 _ONE = frozenset({"1", "true"})
@@ -647,7 +646,6 @@ def run_schedule(
 
 
 __all__ = [
-    "ACTIVE_RUN_STATUSES",
     "LIVE_METRICS",
     "MAX_DRIFT_ROWS",
     "MIN_DRIFT_ROWS",

@@ -66,6 +66,10 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _JSON = "_json"
 
 
+#: Run statuses of a run still in progress (a second run of the model is refused meanwhile).
+ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
+
+
 class RegistryError(LookupError):
     """A record the caller needs is missing or an id is malformed; ``hint`` says what to do."""
 
