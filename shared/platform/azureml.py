@@ -412,19 +412,14 @@ class AzureMLPlatform:
             raise InvalidRequestError(
                 f"job {request.job_name!r} is {job.status}", "read outputs once the job has ended"
             )
-        datastore = self._call(
-            f"get datastore {self.outputs_datastore}",
-            lambda: self.ml.datastores.get(self.outputs_datastore),
-            not_found=("datastore", self.outputs_datastore),
-        )
-        account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
+        account_url, container_name = self._datastore_location(self.outputs_datastore)
         blob_name = self._output_prefix(request.job_name) + relative
         from azure.core.exceptions import ResourceNotFoundError
 
         def download() -> bytes:
             service = self._blob_service(account_url)
             try:
-                return bytes(service.get_blob_client(datastore.container_name, blob_name).download_blob().readall())
+                return bytes(service.get_blob_client(container_name, blob_name).download_blob().readall())
             except ResourceNotFoundError:
                 raise NotFoundError(
                     "job output", f"{request.job_name}/{relative}", "check what the script writes to its output folder"
