@@ -411,6 +411,14 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
         return error or problem(404, "Unknown run", "no such run")
     if run.status not in ACTIVE_RUN_STATUSES:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
+    if run.trigger_kind == "rollback":
+        # A rollback is the way back to safety; stopping it half-way would leave the split it is undoing.
+        return problem(
+            409,
+            "A rollback cannot be aborted",
+            f"run {run.run_id} is restoring the previous champion; wait for it to end (GET /api/runs/{run.run_id}), "
+            "then roll out the version you want with POST /api/models/{model}/versions/{version}/rollout",
+        )
 
     def request_abort(current: Run) -> Run:
         return replace(current, abort_requested=True)

@@ -46,3 +46,16 @@ def test_approve_on_a_finished_run_is_a_409(perennial: PerennialHost) -> None:
     body = _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/approve", json={"by": "me"}), 409)
     assert "awaiting_approval" in str(body["detail"])
     assert _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/abort"), 409)
+
+
+def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> None:
+    from shared.registry import Run
+
+    run_id = "fraud-00000000000000bb"
+    perennial.registry.create_run(Run("fraud", run_id, "rollback", "false declines", run_id, status="running"))
+    body = _problem(perennial.http.post(f"/api/runs/{run_id}/abort"), 409)
+    assert body["title"] == "A rollback cannot be aborted"
+    assert "versions/{version}/rollout" in str(body["detail"])
+    run = perennial.registry.get_run("fraud", run_id)
+    assert run is not None
+    assert not run.abort_requested
