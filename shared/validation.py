@@ -726,6 +726,11 @@ def _validate(
                             examples=[Example(r, t) for r, t in table.malformed.examples],
                         )
                     )
+                    checker.notes.append(
+                        "malformed rows are numbered by their place in the file; the row numbers of the other "
+                        f"findings count only the well-formed rows (the {table.malformed.count:,} skipped ones are "
+                        "not counted)"
+                    )
             checker.finish(present)
             profile = checker.profiler.finish()
     except CorruptInput as exc:

@@ -107,6 +107,7 @@ def test_ragged_rows_in_later_blocks_keep_their_row_numbers(tmp_path: Path, smal
     assert finding.count == 2
     assert [e.row for e in finding.examples] == [150, 180]
     assert report.rows == 198
+    assert any("count only the well-formed rows" in note for note in report.notes), report.notes
 
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n"])
