@@ -605,7 +605,11 @@ def _value_counts(values: pa.Array, top_k: int, counted: pa.StructArray | None) 
         other = 0
     keys = counted.field("values").to_pylist()
     numbers = counted.field("counts").to_pylist()
-    return {_category_key(k): int(v) for k, v in zip(keys, numbers, strict=True)}, other
+    result: dict[str, int] = {}
+    for key, number in zip(keys, numbers, strict=True):  # a dictionary may repeat a value: add them up
+        name = _category_key(key)
+        result[name] = result.get(name, 0) + int(number)
+    return result, other
 
 
 def _category_key(value: Any) -> str:

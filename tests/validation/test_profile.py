@@ -190,3 +190,28 @@ def test_sample_is_uniform_whatever_the_batch_sizes(chunks: int) -> None:
     observed = np.bincount((sample // 40_000).astype(int), minlength=10)
     chi2 = float(((observed - 200) ** 2 / 200).sum())
     assert chi2 < 27.9, observed  # the 0.999 quantile of chi-square with 9 degrees of freedom
+
+
+def test_a_dictionary_that_repeats_a_value_still_counts_it_once_per_row() -> None:
+    import pyarrow as pa
+
+    from shared.spec import DataContract
+    from shared.validation import validate
+
+    contract = DataContract.model_validate(
+        {
+            "label": "y",
+            "min_rows": 1,
+            "columns": [
+                {"name": "c", "type": "category", "nullable": False, "categories": ["a", "b"]},
+                {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 1},
+            ],
+        }
+    )
+    # Arrow allows a dictionary with "a" twice (e.g. a table concatenated by a caller).
+    column = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 0], pa.int32()), pa.array(["a", "b", "a"]))
+    report = validate(pa.table({"c": column, "y": pa.array([0, 1, 0, 1])}), contract)
+    assert report.profile is not None
+    categorical = report.profile.columns["c"].categorical
+    assert categorical is not None
+    assert categorical.counts == {"a": 3, "b": 1}
