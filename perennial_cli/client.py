@@ -351,14 +351,14 @@ class PerennialClient:
         """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll)."""
         return self._action(f"/api/runs/{_seg(run_id)}/abort", None)
 
-    def rollback(self, model: str, reason: str | None) -> Accepted:
+    def rollback(self, model: str, reason: str | None, requested_by: str | None = None) -> Accepted:
         """``POST /api/models/{model}/rollback``: put the previous champion back."""
-        return self._action(f"/api/models/{_seg(model)}/rollback", {"reason": reason} if reason else {})
+        return self._action(f"/api/models/{_seg(model)}/rollback", _request(reason, requested_by))
 
-    def rollout(self, model: str, version: str, reason: str | None) -> Accepted:
+    def rollout(self, model: str, version: str, reason: str | None, requested_by: str | None = None) -> Accepted:
         """``POST /api/models/{model}/versions/{version}/rollout``: ship a registered version in stages."""
         path = f"/api/models/{_seg(model)}/versions/{_seg(version)}/rollout"
-        return self._action(path, {"reason": reason} if reason else {})
+        return self._action(path, _request(reason, requested_by))
 
     # ----------------------------------------------------------------- plumbing
 
@@ -480,6 +480,11 @@ def _snippet(text: str, limit: int = 200) -> str:
 def _reason(exc: httpx.TransportError) -> str:
     text = str(exc) or type(exc).__name__
     return text.removeprefix("[Errno 111] ").strip()
+
+
+def _request(reason: str | None, requested_by: str | None) -> dict[str, str]:
+    """The body of a request that starts a run: only what was given (the host fills in its defaults)."""
+    return {k: v for k, v in (("reason", reason), ("requested_by", requested_by)) if v}
 
 
 def requested_by_default() -> str:

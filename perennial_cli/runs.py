@@ -324,6 +324,10 @@ def _print_run(run: RunDetail) -> None:
 
 # --------------------------------------------------------------------------- actions
 
+REQUESTED_BY: Any = typer.Option(
+    None, "--requested-by", show_default=False, help="Who asks. Default: your OS user name."
+)
+
 
 def retrain(
     model: str = typer.Argument(..., metavar="MODEL", help="The model to retrain (its spec file name, e.g. fraud)."),
@@ -331,9 +335,7 @@ def retrain(
     blob: list[str] = typer.Option(
         [], "--blob", metavar="NAME", help="Train on this landing blob only, e.g. landing/fraud/b1.csv (repeatable)."
     ),
-    requested_by: str | None = typer.Option(
-        None, "--requested-by", show_default=False, help="Who asks. Default: your OS user name."
-    ),
+    requested_by: str | None = REQUESTED_BY,
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
@@ -412,6 +414,7 @@ def abort(
 def rollback(
     model: str = typer.Argument(..., metavar="MODEL", help="The model whose previous champion should serve again."),
     reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the rollback."),
+    requested_by: str | None = REQUESTED_BY,
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
@@ -420,7 +423,7 @@ def rollback(
     Example: perennial rollback fraud --reason "complaints about false declines"
     """
     with _client(host, key) as client:
-        answer = client.rollback(model, reason)
+        answer = client.rollback(model, reason, requested_by or requested_by_default())
     _print_accepted(f"rollback of {model} accepted", answer, follow=True)
 
 
@@ -430,6 +433,7 @@ def rollout(
         ..., metavar="VERSION", help="A registered version that is not the champion, e.g. 4."
     ),
     reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the run."),
+    requested_by: str | None = REQUESTED_BY,
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
@@ -440,5 +444,5 @@ def rollout(
     Example: perennial rollout fraud 4 --reason "retry after the endpoint quota was raised"
     """
     with _client(host, key) as client:
-        answer = client.rollout(model, version, reason)
+        answer = client.rollout(model, version, reason, requested_by or requested_by_default())
     _print_accepted(f"rollout of {model} version {version} accepted", answer, follow=True)

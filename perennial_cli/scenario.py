@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
+from perennial_cli.client import ClientError
 from perennial_cli.localstack import LocalStack, StackPaths
 from perennial_cli.synthetic import fraud_batch
 from perennial_cli.traffic import ScoringTraffic
@@ -625,13 +626,13 @@ class Scenario:
         if not version:
             raise self.fail("there is no previous version to ship (stage 2 should have left one)")
         challenger = deployment_name(MODEL, str(version))
-        response = self.stack.http.post(
-            f"/api/models/{MODEL}/versions/{version}/rollout",
-            json={"reason": f"re-ship version {version} (rebuilt)", "requested_by": "demo"},
-        )
-        if response.status_code != 202:
-            raise self.fail(f"POST …/versions/{version}/rollout answered {response.status_code}: {response.text}")
-        run_id = str(response.json()["run_id"])
+        try:
+            accepted = self.stack.api.rollout(MODEL, str(version), f"re-ship version {version} (rebuilt)", "demo")
+        except ClientError as exc:
+            raise self.fail(f"POST …/versions/{version}/rollout: {exc}") from None
+        if not accepted.run_id:
+            raise self.fail(f"POST …/versions/{version}/rollout accepted no run")
+        run_id = accepted.run_id
         self.say(f"POST /api/models/{MODEL}/versions/{version}/rollout → 202 Accepted")
         injected: list[bool] = []
 

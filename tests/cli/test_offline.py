@@ -50,10 +50,13 @@ CANNED: dict[str, tuple[int, str, bytes]] = {
 }
 
 
+RECEIVED: dict[str, bytes] = {}  # path -> the last request body
+
+
 class _Canned(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         status, content_type, body = CANNED.get(self.path.split("?")[0], (404, "text/plain", b""))
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        RECEIVED[self.path] = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
@@ -124,6 +127,15 @@ def test_rollout_prints_the_accepted_run(canned: str) -> None:
     assert result.exit_code == 0, result.output
     assert "rollout of fraud version 4 accepted" in result.output
     assert "perennial run fraud-rollout-4" in result.output
+    sent = json.loads(RECEIVED["/api/models/fraud/versions/4/rollout"])
+    assert sent["reason"] == "quota raised"
+    assert sent["requested_by"]  # the OS user by default, as retrain/approve/reject record it
+
+
+def test_rollback_records_who_asked(canned: str) -> None:
+    result = perennial("rollback", "fraud", "--requested-by", "oncall-ana", "--host", canned)
+    assert result.exit_code == 0, result.output
+    assert json.loads(RECEIVED["/api/models/fraud/rollback"]) == {"requested_by": "oncall-ana"}
 
 
 def test_an_empty_401_still_gets_the_key_hint(canned: str) -> None:
