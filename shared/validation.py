@@ -3,7 +3,8 @@
 ``validate(source, contract)`` reads a CSV or Parquet file (a path or any readable binary
 stream, e.g. a blob download) as Arrow record batches, casts each column to its contract
 type, runs every check and builds the batch's profile (``shared.profile``) in the same
-pass, so memory stays bounded by one record batch plus the profile and the key set
+pass, so memory stays bounded by a few record batches in flight (CSV blocks being parsed, one
+prefetched, some queued for the column lanes) plus the profile and the key set
 (``shared.keyset``), whatever the file size.
 
 Checks (their severities come from ``data.severity`` in the spec): missing columns, type
