@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from devhost.files import write_text_atomically
 
 
 def utcnow() -> datetime:
@@ -64,10 +65,7 @@ class VirtualClock:
         if when > self._now:
             self._now = when
             if self._path is not None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                temporary = self._path.with_suffix(".tmp")
-                temporary.write_text(when.isoformat(), encoding="utf-8")
-                os.replace(temporary, self._path)
+                write_text_atomically(self._path, when.isoformat())
             # Wake every sleeper; each re-checks its own deadline.
             self._changed.set()
             self._changed = asyncio.Event()

@@ -12,6 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
+from devhost.files import write_text_atomically
+
 KEYS_SETTING = "DEVHOST_FUNCTION_KEYS"
 KEY_FILE = "function_key"
 
@@ -29,8 +31,7 @@ def load_or_create_keys(state_dir: Path, env: dict[str, str] | None = None) -> t
             return [stored], False
     state_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    write_text_atomically(path, key + "\n", mode=0o600)
     return [key], True
 
 

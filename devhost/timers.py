@@ -24,6 +24,7 @@ from devhost.components import Clock
 from devhost.cron import Schedule
 from devhost.durable.history import format_time, parse_time
 from devhost.errors import AppLoadError
+from devhost.files import write_text_atomically
 
 logger = logging.getLogger("devhost")
 
@@ -71,7 +72,7 @@ class TimerRunner:
     def _save(self, name: str, when: datetime) -> None:
         data = self._load()
         data[name] = format_time(when)
-        self.path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        write_text_atomically(self.path, json.dumps(data, indent=1))
 
     def start(self) -> None:
         last = self._load()

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from devhost.eventgrid.subscriptions import Subscription
+from devhost.files import write_text_atomically
 
 logger = logging.getLogger("devhost.eventgrid")
 
@@ -190,7 +191,7 @@ class Deliverer:
         folder.mkdir(parents=True, exist_ok=True)
         safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", record.event_id)[:100] or "event"
         path = folder / f"{safe_id}-{int(time.time() * 1000)}{'-dup' if record.duplicate else ''}.json"
-        path.write_text(json.dumps(letter, indent=2, default=str), encoding="utf-8")
+        write_text_atomically(path, json.dumps(letter, indent=2, default=str))
         record.outcome = "deadlettered"
         record.finished_at = now
         logger.warning(

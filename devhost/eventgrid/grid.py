@@ -26,6 +26,7 @@ from devhost.components import HostView
 from devhost.eventgrid.delivery import Deliverer, DeliveryOptions
 from devhost.eventgrid.subscriptions import DEFAULT_FILE, SubscriptionsFile, load_subscriptions
 from devhost.eventgrid.watcher import LOCAL_SUBSCRIPTION, BlobWatcher
+from devhost.files import write_text_atomically
 from shared.settings import StorageSettings, load_settings
 from shared.storage import blob_service_client
 
@@ -221,5 +222,5 @@ class LocalEventGrid:
         if path.exists():
             return path.read_text(encoding="utf-8").strip()
         key = secrets.token_urlsafe(32)
-        path.write_text(key, encoding="utf-8")
+        write_text_atomically(path, key, mode=0o600)
         return key

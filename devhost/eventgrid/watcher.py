@@ -24,6 +24,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from devhost.files import write_text_atomically
 from shared.blobpaths import quoted_etag
 
 logger = logging.getLogger("devhost.eventgrid")
@@ -172,7 +173,4 @@ class BlobWatcher:
         return {str(k): str(v) for k, v in seen.items()} if isinstance(seen, dict) else None
 
     def _save_state(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"sequencer": self._sequencer, "seen": self._seen}), encoding="utf-8")
-        tmp.replace(self.state_file)
+        write_text_atomically(self.state_file, json.dumps({"sequencer": self._sequencer, "seen": self._seen}))
