@@ -93,7 +93,7 @@ class LiveCounts:
     outcomes: tuple[int, ...] = ()
     #: Multiclass rows whose label and prediction are spelt differently (a name vs score.py's class index).
     unmatched_spelling: int = 0
-    truncated: bool = False  # the scoring query hit its limit: counts are over the oldest records only
+    truncated: bool = False  # the scoring query hit its limit: counts are over a uniform sample of the window
 
     def metrics(self) -> dict[str, float]:
         """The live metrics these counts support (see the module docstring); an undefined one is left out."""
@@ -296,7 +296,7 @@ def live_performance(
         return None, notes
     live = counts.metrics()
     if counts.truncated:
-        notes.append("more scoring records than the query limit: live metrics use the oldest ones")
+        notes.append("more scoring records than the query limit: live metrics use a uniform sample of them")
     if not live:
         notes.append(
             f"{counts.unmatched_spelling} of {counts.labelled} labels are spelt unlike score.py's classes "
@@ -583,6 +583,11 @@ def check_model(
                 )
                 drift, report, drift_notes = input_drift(records.records, spec, reference, windows.min_drift_rows)
                 notes += drift_notes
+                if records.truncated:
+                    notes.append(
+                        f"more scoring records in the drift window than {windows.drift_record_limit}: "
+                        "drift uses a uniform sample of them"
+                    )
                 if report is not None:
                     evidence["drift"] = {
                         "drifted": report.drifted,

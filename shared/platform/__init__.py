@@ -448,7 +448,9 @@ MAX_INPUT_ROWS = 100
 
 @dataclass(frozen=True)
 class ScoringQuery:
-    """The scored requests of one deployment in ``[start, end)``, oldest first, at most ``limit`` of them.
+    """The scored requests of one deployment in ``[start, end)``, oldest first. When more than ``limit`` match,
+    a uniform sample of ``limit`` of them, spread over the whole window and the same on every read
+    (:class:`~shared.platform.scoring.RequestSample`).
 
     ``include_inputs=False`` skips the input rows (the live-accuracy join needs only ids and predictions)."""
 
@@ -487,7 +489,8 @@ class ScoringRecord:
 
 @dataclass(frozen=True)
 class ScoringRecords:
-    """The answer to a :class:`ScoringQuery`. ``truncated``: more requests matched than ``limit``."""
+    """The answer to a :class:`ScoringQuery`. ``truncated``: more requests matched than ``limit``, so
+    ``records`` is a uniform sample of them."""
 
     endpoint: str
     deployment: str

@@ -88,7 +88,7 @@ from shared.platform.localstore import (
     utcnow,
     write_json,
 )
-from shared.platform.scoring import record_from_router_line
+from shared.platform.scoring import RequestSample, record_from_router_line
 from shared.platform.traffic import check_deletable, check_traffic, check_traffic_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -743,26 +743,22 @@ class LocalPlatform:
         before ids were recorded, are skipped). A deployment that never served has no records, not an error."""
         check_resource_name("endpoint", query.endpoint)
         check_resource_name("deployment", query.deployment)
-        records: list[ScoringRecord] = []
-        truncated = False
-        for sample in self._router_lines(
-            query.endpoint, query.deployment, query.start, query.end, query.include_mirrored
-        ):
+        kept: RequestSample[tuple[int, ScoringRecord]] = RequestSample(query.limit)
+        lines = self._router_lines(query.endpoint, query.deployment, query.start, query.end, query.include_mirrored)
+        for position, line in enumerate(lines):
             try:
-                record = record_from_router_line(sample, query.deployment, query.include_inputs)
+                record = record_from_router_line(line, query.deployment, query.include_inputs)
             except (ValueError, KeyError, TypeError):
                 continue  # not a line this reader understands
             if record is None:
                 continue
-            if len(records) >= query.limit:
-                truncated = True
-                break
-            records.append(record)
+            # A client may reuse a request id (a retry): each line is its own request here, keyed with its time.
+            kept.get_or_add(f"{record.request_id}|{line['t']}", (position, record))
         return ScoringRecords(
             endpoint=query.endpoint,
             deployment=query.deployment,
             start=query.start,
             end=query.end,
-            records=tuple(records),
-            truncated=truncated,
+            records=tuple(record for _, record in sorted(kept.kept.values(), key=lambda item: item[0])),
+            truncated=kept.truncated,
         )

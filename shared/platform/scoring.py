@@ -13,6 +13,8 @@ columns per row.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 import math
 import re
@@ -20,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from shared.platform import MAX_INPUT_ROWS, ScoringRecord
 
@@ -275,6 +277,58 @@ def parse_collector_line(line: str | bytes) -> list[CollectorEvent]:
     return events
 
 
+T = TypeVar("T")
+
+
+def sample_priority(key: str) -> int:
+    """A request's rank for :class:`RequestSample`: a hash of its key, so every reader, pass and retry
+    keeps the same requests, and which ones are kept says nothing about when they were scored."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True)
+class _Negated:
+    """A key that sorts backwards, so the heap's top is the largest (priority, key) kept."""
+
+    key: str
+
+    def __lt__(self, other: _Negated) -> bool:
+        return self.key > other.key
+
+
+class RequestSample(Generic[T]):
+    """At most ``limit`` requests of a window, a uniform sample of them when more arrive.
+
+    A bottom-k sample: the ``limit`` keys with the smallest :func:`sample_priority` are kept. Unlike
+    keeping the first ``limit`` read, it spreads over the whole window (a drift check on a busy endpoint
+    would otherwise see only the window's first hour), it needs no second pass, and it is the same
+    sample whatever order the records are read in, so a request's input and output events, read in
+    separate passes, are kept or dropped together. Memory: ``limit`` values.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: dict[str, T] = {}
+        self._largest: list[tuple[int, _Negated]] = []  # max-heap of the kept (priority, key), negated
+        self.truncated = False
+
+    def get_or_add(self, key: str, new: T) -> T | None:
+        """The kept value of ``key``; else ``new``, kept, if the key gets a place; else None."""
+        if key in self.kept:
+            return self.kept[key]
+        rank = (sample_priority(key), key)
+        if len(self.kept) < self.limit:
+            heapq.heappush(self._largest, (-rank[0], _Negated(key)))
+        else:
+            self.truncated = True
+            if not self._largest or rank >= (-self._largest[0][0], self._largest[0][1].key):
+                return None  # ranks after every kept key (or limit 0): never kept, now or later
+            _, evicted = heapq.heapreplace(self._largest, (-rank[0], _Negated(key)))
+            del self.kept[evicted.key]
+        self.kept[key] = new
+        return new
+
+
 @dataclass
 class _Partial:
     time: datetime
@@ -286,12 +340,16 @@ class _Partial:
 
 
 class CollectedRequests:
-    """Folds collected input and output events into one record per request id, bounded by ``limit`` requests."""
+    """Folds collected input and output events into one record per request id; beyond ``limit`` requests,
+    a uniform sample of them (:class:`RequestSample`)."""
 
     def __init__(self, start: datetime, end: datetime, limit: int) -> None:
         self.start, self.end, self.limit = start, end, limit
-        self.requests: dict[str, _Partial] = {}
-        self.truncated = False
+        self._sample: RequestSample[_Partial] = RequestSample(limit)
+
+    @property
+    def truncated(self) -> bool:
+        return self._sample.truncated
 
     def _groups(self, event: CollectorEvent) -> Iterator[tuple[str, list[Mapping[str, Any]]]]:
         if not self.start <= event.time < self.end:
@@ -305,13 +363,9 @@ class CollectedRequests:
         yield from groups.items()
 
     def _partial(self, request_id: str, when: datetime) -> _Partial | None:
-        partial = self.requests.get(request_id)
-        if partial is None:
-            if len(self.requests) >= self.limit:
-                self.truncated = True
-                return None
-            partial = self.requests[request_id] = _Partial(when)
-        partial.time = min(partial.time, when)
+        partial = self._sample.get_or_add(request_id, _Partial(when))
+        if partial is not None:
+            partial.time = min(partial.time, when)
         return partial
 
     def add_inputs(self, events: Iterable[CollectorEvent]) -> None:
@@ -340,7 +394,7 @@ class CollectedRequests:
                     partial.probabilities.append(_probability(row.get(PROBABILITY_COLUMN)))
 
     def records(self, deployment: str, include_inputs: bool) -> tuple[ScoringRecord, ...]:
-        ordered = sorted(self.requests.items(), key=lambda item: (item[1].time, item[0]))
+        ordered = sorted(self._sample.kept.items(), key=lambda item: (item[1].time, item[0]))
         return tuple(
             ScoringRecord(
                 request_id=request_id,

@@ -19,12 +19,14 @@ from shared.platform import (
     MLPlatform,
     ModelRegistration,
     ScoringQuery,
+    ScoringRecord,
     Traffic,
     TrafficUpdate,
 )
 from shared.platform.local import LocalPlatform
 from shared.platform.scoring import (
     CollectedRequests,
+    RequestSample,
     bounded_inputs,
     class_text,
     collector_prefixes,
@@ -32,6 +34,7 @@ from shared.platform.scoring import (
     payload_rows,
     request_id_from,
     response_predictions,
+    sample_priority,
 )
 from tests.platform.conftest import SCORING_CODE_ASSET, Harness, azure_platform_on_blobs
 from tests.platform.fake_arm import OUTPUTS_CONTAINER, FakeAzureML
@@ -165,9 +168,13 @@ def test_the_router_answers_with_a_request_id_and_records_inputs_and_predictions
         ({"amount": "lots"},),
     )
 
-    lean = local_platform.scoring_records(ScoringQuery(ENDPOINT, "blue", start, end, include_inputs=False, limit=2))
-    assert [r.request_id for r in lean.records] == ["order-1", "order-2"]
+    lean_query = ScoringQuery(ENDPOINT, "blue", start, end, include_inputs=False, limit=2)
+    lean = local_platform.scoring_records(lean_query)
+    lean_ids = [r.request_id for r in lean.records]
+    assert len(lean_ids) == 2
+    assert lean_ids == [i for i in by_id if i in lean_ids], "a sample keeps the records' order"
     assert lean.truncated
+    assert local_platform.scoring_records(lean_query).records == lean.records, "the same sample on every read"
     assert all(r.inputs == () for r in lean.records)
 
     # Mirrored copies keep the request id; they count only when asked for.
@@ -260,7 +267,54 @@ def test_collector_lines_parse_objects_arrays_and_skip_garbage() -> None:
         )
     )
     assert limited.truncated
-    assert [r.request_id for r in limited.records("blue", True)] == ["a"]
+    assert [r.request_id for r in limited.records("blue", True)] in (["a"], ["b"])
+
+
+def _request_events(at: datetime, count: int, collection: str) -> list[str]:
+    """One collector line per request, ``count`` requests spread evenly over ten hours from ``at``."""
+
+    def rows(i: int) -> list[dict[str, object]]:
+        if collection == "model_inputs":
+            return [{"request_id": f"req-{i}", "amount": float(i)}]
+        return [{"request_id": f"req-{i}", "class": i % 2}]
+
+    return [_event(collection, at + timedelta(hours=10) * i / count, rows(i)) for i in range(count)]
+
+
+def test_a_window_with_more_requests_than_the_limit_is_sampled_over_all_of_it() -> None:
+    at = datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
+    outputs = _request_events(at, 2000, "model_outputs")
+    inputs = _request_events(at, 2000, "model_inputs")
+
+    def collect(order: int) -> list[ScoringRecord]:
+        collected = CollectedRequests(at, at + timedelta(hours=10), limit=200)
+        for line in outputs[::order]:
+            collected.add_outputs(parse_collector_line(line))
+        for line in inputs[::order]:  # the inputs pass comes second, as the adapter reads them
+            collected.add_inputs(parse_collector_line(line))
+        assert collected.truncated
+        return list(collected.records("blue", include_inputs=True))
+
+    records = collect(1)
+    assert len(records) == 200
+    assert [r.time for r in records] == sorted(r.time for r in records), "oldest first"
+    # Every kept request has both halves: the passes keep and drop the same requests.
+    assert all(r.status == 200 and r.predictions and r.inputs for r in records)
+    per_hour = [sum(1 for r in records if r.time.hour == 8 + h) for h in range(10)]
+    assert min(per_hour) >= 8, f"the sample should cover the whole window (about 20 per hour): {per_hour}"
+    assert collect(-1) == records, "the same sample whatever order the blobs are read in"
+
+
+def test_a_request_sample_never_takes_back_a_request_it_dropped() -> None:
+    sample: RequestSample[int] = RequestSample(limit=10)
+    for round_ in range(3):  # a second and third pass over the same ids (inputs after outputs) change nothing
+        for i in range(1000):
+            sample.get_or_add(f"id-{i}", round_)
+    assert len(sample.kept) == 10
+    assert set(sample.kept.values()) == {0}
+    expected = sorted(range(1000), key=lambda i: (sample_priority(f"id-{i}"), f"id-{i}"))[:10]
+    assert set(sample.kept) == {f"id-{i}" for i in expected}
+    assert RequestSample[int](limit=0).get_or_add("x", 1) is None
 
 
 @pytest.mark.azurite
