@@ -35,6 +35,54 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 7071
 
 
+def perennial_environment(
+    *, connection_string: str, models: Path, state: Path, base_url: str, function_key: str, topic_key: str
+) -> dict[str, str]:
+    """The environment devhost serves Perennial with locally: this process's, plus storage (Azurite), the
+    models folder, the local platform's state, the function key, and the local Event Grid topic."""
+    return {
+        **os.environ,
+        "AzureWebJobsStorage": connection_string,
+        "PERENNIAL_PLATFORM": "local",
+        "PERENNIAL_MODELS_DIR": str(models.resolve()),
+        "PERENNIAL_STATE_DIR": str(state.resolve()),
+        "PERENNIAL_LOG_FORMAT": "text",
+        "DEVHOST_FUNCTION_KEYS": function_key,
+        "PERENNIAL_EVENTGRID_ENDPOINT": f"{base_url}/eventgrid/topics/perennial/api/events",
+        "PERENNIAL_EVENTGRID_KEY": topic_key,
+    }
+
+
+def start_devhost(port: int, state: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """devhost serving function_app.py unmodified on 127.0.0.1:``port``, virtual clock, with the local Event
+    Grid and the local ML service (its endpoints come back after a restart and stop with the host, so no
+    scoring server outlives it). Output goes to ``log``; its own session, so its whole group can be signalled."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(port),
+                "--state", str(state.resolve()), "--clock", "virtual",
+                "--component", "devhost.eventgrid:component",
+                "--component", "devhost.mlservice.component:component",
+            ],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, timeout: float) -> None:
+    """Return once ``GET /api/health`` answers 200; StackError if devhost exits or stays silent for ``timeout``
+    seconds (the caller decides whether to kill it: the error says which happened)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"devhost exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise StackError(f"devhost did not answer within {timeout:.0f} s")
+
+
 class StackError(RuntimeError):
     """Something the local stack needs did not start or answer; the message says where to look."""
 
@@ -97,17 +145,14 @@ class LocalStack:
             folder.mkdir(parents=True, exist_ok=True)
         # Its own session, like devhost's: a Ctrl-C reaches the demo only, which stops devhost before Azurite.
         self.azurite = start_azurite(location=self.paths.azurite, own_session=True)
-        self.env = {
-            **os.environ,
-            "AzureWebJobsStorage": self.azurite.connection_string,
-            "PERENNIAL_PLATFORM": "local",
-            "PERENNIAL_MODELS_DIR": str(self.paths.models.resolve()),
-            "PERENNIAL_STATE_DIR": str(self.paths.state.resolve()),
-            "PERENNIAL_LOG_FORMAT": "text",
-            "DEVHOST_FUNCTION_KEYS": self.key,
-            "PERENNIAL_EVENTGRID_ENDPOINT": f"{self.base_url}/eventgrid/topics/perennial/api/events",
-            "PERENNIAL_EVENTGRID_KEY": secrets.token_urlsafe(24),
-        }
+        self.env = perennial_environment(
+            connection_string=self.azurite.connection_string,
+            models=self.paths.models,
+            state=self.paths.state,
+            base_url=self.base_url,
+            function_key=self.key,
+            topic_key=secrets.token_urlsafe(24),
+        )
         # The local compute runs every job and scoring server on this machine's cores: one thread each (unless
         # the caller chose otherwise), or three parallel candidates each spinning up every core's threads
         # spend most of their time fighting over them (about 3x slower on 2 cores).
@@ -120,28 +165,13 @@ class LocalStack:
 
     def start_host(self, timeout: float = 120.0) -> None:
         """Start devhost (virtual clock, local Event Grid, local ML service) and wait for /api/health."""
-        log = self.paths.host_log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(self.port),
-                "--state", str(self.paths.devhost.resolve()), "--clock", "virtual",
-                "--component", "devhost.eventgrid:component",
-                "--component", "devhost.mlservice.component:component",
-            ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        self.process = start_devhost(self.port, self.paths.devhost, self.env, self.paths.host_log)
         self._http = httpx.Client(base_url=self.base_url, timeout=120, headers={"x-functions-key": self.key})
         self._api = PerennialClient(self.base_url, self.key, timeout=120)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StackError(f"devhost exited with {self.process.returncode}; see {self.paths.host_log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/api/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.25)
-        raise StackError(f"devhost did not answer within {timeout:.0f} s; see {self.paths.host_log}")
+        try:
+            wait_until_healthy(self.process, self.base_url, timeout)
+        except StackError as exc:
+            raise StackError(f"{exc}; see {self.paths.host_log}") from None
 
     def stop(self) -> list[str]:
         """Stop everything this stack started; returns what it had to clean up beyond a plain shutdown."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from perennial_cli.localstack import StackError, perennial_environment, start_devhost, wait_until_healthy
 from perennial_cli.traffic import ScoringTraffic as _ScoringTraffic
 from shared.registry import Registry
 from shared.settings import load_settings
@@ -59,16 +59,14 @@ class PerennialHost:
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "AzureWebJobsStorage": connection_string,
-            "PERENNIAL_MODELS_DIR": str(workdir / "models"),
-            "PERENNIAL_STATE_DIR": str(workdir / "state"),
-            "PERENNIAL_LOG_FORMAT": "text",
-            "DEVHOST_FUNCTION_KEYS": KEY,
-            "PERENNIAL_EVENTGRID_ENDPOINT": f"{self.base_url}/eventgrid/topics/perennial/api/events",
-            "PERENNIAL_EVENTGRID_KEY": "e2e-topic-key",
-        }
+        self.env = perennial_environment(
+            connection_string=connection_string,
+            models=workdir / "models",
+            state=workdir / "state",
+            base_url=self.base_url,
+            function_key=KEY,
+            topic_key="e2e-topic-key",
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.base_url, timeout=60, headers={"x-functions-key": KEY})
         settings = load_settings(self.env)
@@ -82,29 +80,12 @@ class PerennialHost:
     # ----------------------------------------------------------------- process
 
     def start(self) -> None:
-        log = (self.workdir / "host.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(self.port),
-                "--state", str(self.workdir / "state" / "devhost"), "--clock", "virtual",
-                "--component", "devhost.eventgrid:component",
-                # Endpoints come back after a restart and stop with the host: no scoring server outlives a test.
-                "--component", "devhost.mlservice.component:component",
-            ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.kill()  # its whole process group: a fixture whose start failed never reaches its stop()
-        raise RuntimeError(f"devhost did not answer within 90 s:\n{self.log_tail()}")
+        self.process = start_devhost(self.port, self.workdir / "state" / "devhost", self.env, self.workdir / "host.log")
+        try:
+            wait_until_healthy(self.process, self.base_url, timeout=90)
+        except StackError as exc:
+            self.kill()  # its whole process group: a fixture whose start failed never reaches its stop()
+            raise RuntimeError(f"{exc}:\n{self.log_tail()}") from None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crashed worker."""
