@@ -34,6 +34,7 @@ from perennial_cli.client import (
     local_key,
     requested_by_default,
 )
+from perennial_cli.status_style import status_markup
 
 PANEL = "Talk to a running host"
 
@@ -119,30 +120,6 @@ def _pairs(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_text(v)}" for k, v in sorted(values.items()))
 
 
-_COLOURS = {
-    "succeeded": "green",
-    "promoted": "green",
-    "pass": "green",
-    "running": "cyan",
-    "pending": "cyan",
-    "not_promoted": "yellow",
-    "no_valid_data": "yellow",
-    "inconclusive": "yellow",
-    "cancelled": "yellow",
-    "aborted": "yellow",
-    "failed": "red",
-    "fail": "red",
-    "rolled_back": "red",
-}
-
-
-def _status(value: str | None) -> str:
-    if not value:
-        return ""
-    colour = _COLOURS.get(value)
-    return f"[{colour}]{escape(value)}[/{colour}]" if colour else escape(value)
-
-
 def _print_accepted(what: str, answer: Accepted, follow: bool = False) -> None:
     out = _out()
     out.print(f"[green]✓[/green] {escape(what)}", soft_wrap=True)
@@ -176,7 +153,7 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
             escape(champion.version) if champion else "[dim]none yet[/dim]",
             _when(champion.since) if champion else "",
             escape(latest.run_id) if latest else "[dim]no runs[/dim]",
-            _status(latest.status) if latest else "",
+            status_markup(latest.status) if latest else "",
             escape(latest.stage) if latest else "",
             _when(latest.created_at) if latest else "",
         )
@@ -210,7 +187,7 @@ def _runs_table(model: str, found: list[RunSummary]) -> Table:
         table.add_row(
             escape(run.run_id),
             escape(run.trigger.kind),
-            _status(run.status),
+            status_markup(run.status),
             escape(run.stage),
             escape(run.decision or ""),
             escape(run.registered_version or ""),
@@ -245,7 +222,7 @@ def _print_run(run: RunDetail) -> None:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column(overflow="fold")
-    facts.add_row("status", f"{_status(run.status)} at stage {escape(run.stage)}")
+    facts.add_row("status", f"{status_markup(run.status)} at stage {escape(run.stage)}")
     trigger = escape(run.trigger.kind or "unknown")
     if run.trigger.reason:
         trigger += f": {escape(run.trigger.reason)}"
@@ -263,7 +240,7 @@ def _print_run(run: RunDetail) -> None:
         for candidate in run.candidates:
             table.add_row(
                 escape(candidate.candidate_id),
-                _status(candidate.status),
+                status_markup(candidate.status),
                 escape(_pairs(candidate.params)),
                 escape(_pairs(candidate.metrics)),
                 escape(candidate.job_name or ""),
@@ -314,7 +291,7 @@ def _print_run(run: RunDetail) -> None:
                 escape(step.step),
                 escape(_pairs(step.traffic)),
                 escape(_pairs(step.mirror_traffic)),
-                _status(step.verdict),
+                status_markup(step.verdict),
                 _when(step.at),
             )
         out.print(table)

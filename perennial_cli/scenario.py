@@ -28,6 +28,7 @@ from rich.table import Table
 
 from perennial_cli.client import ClientError
 from perennial_cli.localstack import LocalStack, StackPaths
+from perennial_cli.status_style import status_markup
 from perennial_cli.synthetic import fraud_batch
 from perennial_cli.traffic import ScoringTraffic
 from shared.live import deployment_live_counts
@@ -260,7 +261,7 @@ class Scenario:
                 printed_steps = len(steps)
                 if doc["status"] not in ACTIVE:
                     self._narrate_stage(doc, shown)
-                    self.say(f"run {run_id} ended: [bold]{_status(doc['status'])}[/bold]")
+                    self.say(f"run {run_id} ended: [bold]{status_markup(doc['status'])}[/bold]")
                     return doc
                 self._alive_or_fail(deadline, f"run {run_id} (at stage {stage})")
                 now = time.monotonic()
@@ -349,7 +350,7 @@ class Scenario:
     def _narrate_step(self, step: dict[str, Any]) -> None:
         name, verdict = step["step"], step.get("verdict", "")
         evidence = step.get("evidence") or {}
-        line = f"    {escape(name)} {_status(verdict)}"
+        line = f"    {escape(name)} {status_markup(verdict)}"
         traffic = _traffic_text(step.get("traffic") or {}, step.get("mirror_traffic") or {})
         if traffic:
             line += f" at {traffic}"
@@ -693,7 +694,7 @@ class Scenario:
             table.add_row(
                 escape(f"…{run.run_id[-6:]}"),
                 escape(run.trigger.kind),
-                _status(run.status),
+                status_markup(run.status),
                 escape(run.registered_version or ""),
                 escape(_why(documents[run.run_id])),
             )
@@ -709,7 +710,7 @@ class Scenario:
                         escape(step["step"]),
                         escape(_pairs(step.get("traffic") or {})),
                         escape(_pairs(step.get("mirror_traffic") or {})),
-                        _status(step.get("verdict", "")),
+                        status_markup(step.get("verdict", "")),
                     )
         self.console.print(history)
         champion = self.champion()
@@ -758,7 +759,7 @@ class Scenario:
             table.add_row(
                 escape(str(c["candidate_id"]))
                 + (" ★" if c["candidate_id"] == best else "")
-                + (f" ({_status(status)})" if status != "completed" else ""),
+                + (f" ({status_markup(status)})" if status != "completed" else ""),
                 _num(params.get("lr"), 2),
                 str(params.get("width", "")),
                 str(params.get("depth", "")),
@@ -805,7 +806,7 @@ class Scenario:
             return
         canary = (step.get("evidence") or {}).get("verdict") or {}
         self.console.print(
-            f"[bold]Evidence at {escape(step['step'])}[/bold]: verdict {_status(str(canary.get('verdict')))}"
+            f"[bold]Evidence at {escape(step['step'])}[/bold]: verdict {status_markup(str(canary.get('verdict')))}"
             f"{' (hard failure: immediate rollback)' if canary.get('hard_failure') else ''}, "
             f"analysis {canary.get('mode')} at confidence {canary.get('confidence')}"
         )
@@ -936,13 +937,3 @@ def _traffic_text(live: Mapping[str, Any], mirror: Mapping[str, Any]) -> str:
 
 def _step_name(spec: ModelSpec, step_index: int) -> str:
     return "shadow" if step_index == -1 else f"traffic-{spec.rollout.steps[step_index]}"
-
-
-_COLOURS = {"promoted": "green", "pass": "green", "completed": "green", "rolled_back": "red", "fail": "red",
-            "failed": "red", "no_valid_data": "yellow", "not_promoted": "yellow", "inconclusive": "yellow",
-            "marginal": "yellow"}  # fmt: skip
-
-
-def _status(value: str) -> str:
-    colour = _COLOURS.get(value)
-    return f"[{colour}]{escape(value)}[/{colour}]" if colour else escape(value)
