@@ -596,6 +596,7 @@ def rollout_prepare(payload: dict[str, Any]) -> dict[str, Any]:
         "bake_minutes": spec.rollout.bake_minutes,
         "shadow": spec.rollout.shadow.enabled,
         "shadow_bake_minutes": spec.rollout.shadow.bake_minutes,
+        "rollback_step_minutes": spec.rollout.rollback_step_minutes,
     }
     try:
         platform.create_or_update_deployment(_deployment_spec(model, version, payload["run_id"]))
@@ -723,7 +724,10 @@ def _remove_challenger(payload: dict[str, Any]) -> None:
 
 @bp.activity_trigger(input_name="payload")
 def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
-    """Apply a rollout action's mirror then traffic maps, in order (or set up the first step when action is None)."""
+    """Apply a rollout action's mirror then traffic maps, in order (or set up the first step when action is None).
+
+    A rollback paced by the orchestrator passes ``plan_index``: only that map is applied; the champion's
+    capacity is restored with the first, and the challenger removed after the last."""
     platform = _platform()
     spec = get_runtime().spec(payload["model"])
     endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
@@ -744,7 +748,12 @@ def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
         mirror = action["mirror"]
         if champion is None and action["kind"] == "rollback":
             plans = []  # no champion to return to: the challenger is removed below
-    if action is not None and action["kind"] == "rollback" and champion is not None:
+    rollback = action is not None and action["kind"] == "rollback"
+    index = payload.get("plan_index")
+    first, last = index in (None, 0), index is None or index >= len(plans) - 1
+    if rollback and index is not None:
+        plans = plans[index : index + 1]
+    if rollback and first and champion is not None:
         _restore_capacity(payload["model"], endpoint, champion)  # the champion must carry its load again
     current = platform.get_traffic(endpoint)
     if mirror is not None and dict(current.mirror) != mirror:
@@ -752,7 +761,7 @@ def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
     for live in plans:
         live = {name: share for name, share in live.items() if share or name in (champion, challenger)}
         current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror=current.mirror)))
-    if action is not None and action["kind"] == "rollback":
+    if rollback and last:
         _remove_challenger(payload)
         current = platform.get_traffic(endpoint)
     return {"live": dict(current.live), "mirror": dict(current.mirror), "applied_at": datetime.now(UTC).isoformat()}
@@ -977,21 +986,41 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload")
-def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
-    """Move traffic to the restored version (in steps unless ``immediate``), then point the registry at it."""
+def rollback_traffic_plan(payload: dict[str, Any]) -> dict[str, Any]:
+    """The traffic maps that move the endpoint to the restored version (in steps unless ``immediate``), and the
+    pause between them; the mirror is cleared first (a deployment taking live traffic cannot be mirrored to)."""
     model, run_id = payload["model"], payload["run_id"]
-    registry, platform = _registry(), _platform()
+    platform = _platform()
     endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
-    version, from_version = str(payload["version"]), str(payload["from_version"])
-    run = registry.require_run(model, run_id)
+    run = _registry().require_run(model, run_id)
     immediate = bool(run.details.get("trigger", {}).get("details", {}).get("immediate", False))
     traffic = platform.get_traffic(endpoint)
     plans = rollback_plan(dict(traffic.live), target, current, hard=immediate) if current else [{target: 100}]
     if traffic.mirror:
-        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=traffic.live, mirror={})))
-    for live in plans:
-        live = {name: share for name, share in live.items() if share or name in (current, target)}
-        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+        platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=traffic.live, mirror={})))
+    return {"plans": plans, "pause_minutes": get_runtime().spec(model).rollout.rollback_step_minutes}
+
+
+@bp.activity_trigger(input_name="payload")
+def rollback_shift(payload: dict[str, Any]) -> dict[str, Any]:
+    """Apply one traffic map of a rollback (``live``), keeping the two deployments involved in the map."""
+    endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
+    live = {name: int(share) for name, share in payload["live"].items() if share or name in (current, target)}
+    traffic = _platform().set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+    return {"live": dict(traffic.live)}
+
+
+@bp.activity_trigger(input_name="payload")
+def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
+    """After the traffic has moved (``steps`` maps): point the registry at the restored version, record, publish."""
+    model, run_id = payload["model"], payload["run_id"]
+    registry, platform = _registry(), _platform()
+    endpoint, target = payload["endpoint"], payload["challenger"]
+    version, from_version = str(payload["version"]), str(payload["from_version"])
+    run = registry.require_run(model, run_id)
+    traffic = platform.get_traffic(endpoint)
+    if dict(traffic.live) != {target: 100}:  # a map was lost or traffic moved meanwhile: finish the move now
+        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live={target: 100}, mirror={})))
     champion = registry.champion(model)
     if champion is not None and champion.version != version:
         registry.set_champion(
@@ -1005,7 +1034,7 @@ def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
             )
         )
     platform.set_champion(model, version)
-    summary = f"rolled back from version {from_version} to version {version} ({len(plans)} traffic step(s))"
+    summary = f"rolled back from version {from_version} to version {version} ({int(payload['steps'])} traffic step(s))"
     _record_step(payload, "rollback", dict(traffic.live), dict(traffic.mirror), "pass", {"summary": summary})
     _publisher().publish(
         [

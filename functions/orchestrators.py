@@ -471,8 +471,16 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
                 "window_start": window_start,
             },
         )
-        applied = yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": action})
         kind = action["kind"]
+        if kind == "rollback" and plan["champion"] is not None:
+            moves = [
+                {**base, "step_index": step_index, "action": action, "plan_index": index}
+                for index in range(len(action["traffic_plan"]))
+            ]
+            pause = float(plan.get("rollback_step_minutes", 0.0))
+            yield from _paced_moves(context, request["run_id"], pause, "rollout_apply", moves)
+        else:
+            applied = yield context.call_activity("rollout_apply", {**base, "step_index": step_index, "action": action})
         if kind in ("complete", "rollback"):
             outcome = "completed" if kind == "complete" else "rolled_back"
             reasons = list(action["reasons"])
@@ -484,6 +492,24 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
         else:  # hold: the window grows, so an extension adds data instead of starting over
             extensions = int(action["extensions_used"])
         bake = float(action["bake_minutes"])
+
+
+def _paced_moves(
+    context: df.DurableOrchestrationContext,
+    run_id: str,
+    pause: float,
+    activity: str,
+    payloads: list[dict[str, Any]],
+) -> Orchestration:
+    """Call ``activity`` once per traffic move of a rollback, a durable timer of ``pause`` minutes between two
+    moves, so a stepped (soft) rollback hands the champion its load in stages (a hard one has a single move).
+    The custom status says "stepping_back" while a pause runs."""
+    for index, payload in enumerate(payloads):
+        if index and pause > 0:
+            status = {"stage": "stepping_back", "move": index + 1, "moves": len(payloads), "pause_minutes": pause}
+            context.set_custom_status({"run_id": run_id, **status})
+            yield context.create_timer(context.current_utc_datetime + timedelta(minutes=pause))
+        yield context.call_activity(activity, payload)
 
 
 # --------------------------------------------------------------------------- model_rollback
@@ -508,7 +534,11 @@ def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
         reasons = [f"the previous version {plan['version']} failed its smoke test: {smoke['reason']}; nothing changed"]
         yield context.call_activity("finish_run", {**run, "status": "failed", "reasons": reasons})
         return {"run_id": request.run_id, "status": "failed", "reasons": reasons}
-    restored = yield context.call_activity("rollback_restore", {**run, **plan})
+    moves = yield context.call_activity("rollback_traffic_plan", {**run, **plan})
+    maps: list[dict[str, int]] = moves["plans"]
+    shifts = [{**run, **plan, "live": live} for live in maps]
+    yield from _paced_moves(context, request.run_id, float(moves["pause_minutes"]), "rollback_shift", shifts)
+    restored = yield context.call_activity("rollback_restore", {**run, **plan, "steps": len(maps)})
     reasons = [restored["summary"]]
     yield context.call_activity(
         "finish_run", {**run, "status": "rolled_back", "reasons": reasons, "version": plan["version"]}

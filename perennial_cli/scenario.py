@@ -275,6 +275,14 @@ class Scenario:
                         last_advance = now
                 elif stage == "rolling_out":
                     status = self.stack.custom_status(f"{run_id}-rollout") or {}
+                    if status.get("stage") == "stepping_back":
+                        # A stepped rollback's pause between two traffic moves: let it pass.
+                        self.progress(f"rolling back: traffic move {status.get('move')}/{status.get('moves')}")
+                        if now - last_advance > 1.0:
+                            self.stack.advance(float(status.get("pause_minutes", 0)) * 60 + 1)
+                            last_advance = now
+                        time.sleep(0.25)
+                        continue
                     if status.get("stage") == "baking":
                         key = (int(status["step_index"]), int(status["bake"]))
                         if key not in baked:

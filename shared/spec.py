@@ -196,6 +196,13 @@ class RolloutSpec(_Strict):
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="e.g. [10, 50, 100]")
     bake_minutes: float = Field(default=30.0, gt=0.0, description="minutes at each step before judging")
     max_bake_extensions: int = Field(default=2, ge=0, le=10, description="extra bakes when inconclusive, 0-10")
+    rollback_step_minutes: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="minutes between the steps of a stepped (soft) rollback, so the champion takes its load "
+        "back in stages; 0: back to back",
+    )
     probe_timeout_seconds: float = Field(default=30.0, gt=0.0, description="smoke-test timeout in seconds")
     retire_after_hours: float = Field(default=24.0, ge=0.0, description="hours before the old deployment goes")
     gates: Gates = Field(default_factory=Gates, description="health gates")

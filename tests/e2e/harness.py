@@ -179,7 +179,12 @@ class ScoringTraffic(_ScoringTraffic):
 
 def rollout_status(host: PerennialHost, run_id: str) -> dict[str, Any] | None:
     """The staged_rollout instance's custom status (None until it exists)."""
-    response = host.http.get(f"/runtime/webhooks/durabletask/instances/{run_id}-rollout")
+    return custom_status(host, f"{run_id}-rollout")
+
+
+def custom_status(host: PerennialHost, instance_id: str) -> dict[str, Any] | None:
+    """A running orchestration's custom status (None when it does not exist or has ended)."""
+    response = host.http.get(f"/runtime/webhooks/durabletask/instances/{instance_id}")
     if response.status_code not in (200, 202):  # 202 while it runs, as the real host answers
         return None
     body = response.json()
@@ -209,7 +214,9 @@ def drive_rollout(
         if host.process is not None and host.process.poll() is not None:
             raise AssertionError(f"devhost died during the rollout:\n{host.log_tail()}")
         status = rollout_status(host, run_id)
-        if status and status.get("stage") == "baking":
+        if status and status.get("stage") == "stepping_back":  # a pause between two moves of a stepped rollback
+            host.advance(float(status["pause_minutes"]) * 60 + 1)
+        elif status and status.get("stage") == "baking":
             key = (int(status["step_index"]), int(status["bake"]))
             if key not in baked:
                 baked.add(key)

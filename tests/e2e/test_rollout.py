@@ -23,7 +23,7 @@ from shared.platform.local import FaultSpec
 from shared.spec import load_specs
 from shared.workflow import deployment_name
 from tests.azurite import start_azurite
-from tests.e2e.harness import PerennialHost, ScoringTraffic, drive_rollout, fast_fraud_spec
+from tests.e2e.harness import PerennialHost, ScoringTraffic, custom_status, drive_rollout, fast_fraud_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.azurite, pytest.mark.timeout(900)]
 
@@ -102,6 +102,12 @@ def _assert_champion_alone_at_100(host: PerennialHost, champion_before: str, cha
     assert deployment_name("fraud", challenger) not in names, names
 
 
+def _why(detail: dict[str, Any]) -> str:
+    """A run's outcome with its reasons and each step's verdict and evidence: what a flaky failure needs."""
+    steps = [(s["step"], s["verdict"], s.get("evidence")) for s in detail.get("rollout") or []]
+    return f"{detail['status']}: {detail.get('reasons')}; steps: {steps}"
+
+
 def _first_failure(detail: dict[str, Any]) -> dict[str, Any]:
     return next(step for step in detail["rollout"] if step["verdict"] == "fail")
 
@@ -115,7 +121,7 @@ def test_a_healthy_challenger_goes_through_every_step_to_100(shipped: PerennialH
     previous = shipped.registry.champion("fraud")
     assert previous is not None
     version, detail = _ship(shipped)
-    assert detail["status"] == "promoted", detail
+    assert detail["status"] == "promoted", _why(detail)
     steps = _verdicts(detail)
     assert steps[:2] == [("deploy", "pass"), ("smoke", "pass")]
     assert [s for s, v in steps[2:] if v == "pass"][-2:] == ["traffic-50", "traffic-100"], steps
@@ -201,11 +207,20 @@ def test_the_retired_previous_version_is_redeployed_by_a_manual_rollback(shipped
     assert response.status_code == 202, response.text
     body = response.json()
     assert (body["from_version"], body["to_version"]) == (champion.version, champion.previous_version)
-    detail = shipped.wait_for(
-        "the rollback",
-        lambda: ((d := shipped.run(body["run_id"]))["status"] not in ("pending", "running") and d) or None,
-        advance=0,
-    )
+    # Not immediate: the restored version takes its load back in stages (50 → 90 → 100), each held for the
+    # spec's rollback_step_minutes on the virtual clock, which moves only when a pause is seen.
+    held: list[dict[str, int]] = []
+
+    def finished() -> dict[str, Any] | None:
+        status = custom_status(shipped, body["run_id"]) or {}
+        if status.get("stage") == "stepping_back" and len(held) < int(status["move"]) - 1:
+            held.append(shipped.traffic(ENDPOINT))
+            shipped.advance(float(status["pause_minutes"]) * 60 + 1)
+        detail = shipped.run(body["run_id"])
+        return detail if detail["status"] not in ("pending", "running") else None
+
+    detail = shipped.wait_for("the rollback", finished, advance=0)
+    assert held == [{previous: 50, champion.deployment: 50}, {previous: 90, champion.deployment: 10}]
     assert detail["status"] == "rolled_back", detail
     assert detail["trigger"]["kind"] == "rollback"
     assert [s["step"] for s in detail["rollout"]] == ["deploy", "smoke", "rollback"]
@@ -287,7 +302,7 @@ def test_a_host_killed_mid_rollout_resumes_and_leaves_no_orphans(shipped: Perenn
     detail = drive_rollout(shipped, response.json()["run_id"], ScoringTraffic(shipped), BAKE_MINUTES, on_bake=crash)
     assert kills, "the host was never killed"
     assert sorted(kills[0].values()) == [50, 50]
-    assert detail["status"] == "promoted", detail
+    assert detail["status"] == "promoted", _why(detail)
     assert [s["step"] for s in detail["rollout"]].count("deploy") == 1  # resumed, not restarted
     new = deployment_name("fraud", version)
     assert shipped.traffic(ENDPOINT) == {new: 100}
