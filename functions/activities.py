@@ -1019,7 +1019,8 @@ def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
     version, from_version = str(payload["version"]), str(payload["from_version"])
     run = registry.require_run(model, run_id)
     traffic = platform.get_traffic(endpoint)
-    if dict(traffic.live) != {target: 100}:  # a map was lost or traffic moved meanwhile: finish the move now
+    if {name: share for name, share in traffic.live.items() if share} != {target: 100}:
+        # Traffic moved meanwhile (another writer, a lost update): finish the move now.
         traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live={target: 100}, mirror={})))
     champion = registry.champion(model)
     if champion is not None and champion.version != version:
