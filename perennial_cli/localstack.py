@@ -41,6 +41,10 @@ def perennial_environment(
     """The environment devhost serves Perennial with locally: this process's, plus storage (Azurite), the
     models folder, the local platform's state, the function key, and the local Event Grid topic."""
     return {
+        # The local compute runs every job and scoring server on this machine's cores: one thread each (unless
+        # the caller chose otherwise), or three parallel candidates each spinning up every core's threads
+        # spend most of their time fighting over them (about 3x slower on 2 cores).
+        "OMP_NUM_THREADS": "1",
         **os.environ,
         "AzureWebJobsStorage": connection_string,
         "PERENNIAL_PLATFORM": "local",
@@ -153,10 +157,6 @@ class LocalStack:
             function_key=self.key,
             topic_key=secrets.token_urlsafe(24),
         )
-        # The local compute runs every job and scoring server on this machine's cores: one thread each (unless
-        # the caller chose otherwise), or three parallel candidates each spinning up every core's threads
-        # spend most of their time fighting over them (about 3x slower on 2 cores).
-        self.env.setdefault("OMP_NUM_THREADS", "1")
         settings = load_settings(self.env)
         self.store = BlobStore.from_settings(settings.storage, load_specs(self.paths.models).keys())
         self.registry = Registry.from_settings(settings.storage, self.store)

@@ -220,7 +220,10 @@ def drive_rollout(
             key = (int(status["step_index"]), int(status["bake"]))
             if key not in baked:
                 baked.add(key)
-                traffic.send(requests_per_bake)
+                # Two clients, not eight: the local scoring server answers one request at a time per
+                # deployment, so with many clients the latencies measure queue lengths, which drift apart
+                # between two identical deployments and make a healthy challenger look slower.
+                traffic.send(requests_per_bake, workers=2)
                 if on_bake is not None:
                     on_bake(traffic)
                 host.advance(bake_minutes * 60 + 1)
