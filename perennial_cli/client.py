@@ -351,9 +351,13 @@ class PerennialClient:
         """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll)."""
         return self._action(f"/api/runs/{_seg(run_id)}/abort", None)
 
-    def rollback(self, model: str, reason: str | None, requested_by: str | None = None) -> Accepted:
-        """``POST /api/models/{model}/rollback``: put the previous champion back."""
-        return self._action(f"/api/models/{_seg(model)}/rollback", _request(reason, requested_by))
+    def rollback(
+        self, model: str, reason: str | None, requested_by: str | None = None, immediate: bool = False
+    ) -> Accepted:
+        """``POST /api/models/{model}/rollback``: put the previous champion back (in paced traffic steps, or in
+        one move when ``immediate``)."""
+        body: dict[str, Any] = {**_request(reason, requested_by), **({"immediate": True} if immediate else {})}
+        return self._action(f"/api/models/{_seg(model)}/rollback", body)
 
     def rollout(self, model: str, version: str, reason: str | None, requested_by: str | None = None) -> Accepted:
         """``POST /api/models/{model}/versions/{version}/rollout``: ship a registered version in stages."""

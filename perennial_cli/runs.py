@@ -391,16 +391,24 @@ def abort(
 def rollback(
     model: str = typer.Argument(..., metavar="MODEL", help="The model whose previous champion should serve again."),
     reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the rollback."),
+    immediate: bool = typer.Option(
+        False,
+        "--immediate",
+        help="Move all traffic in one step instead of the paced steps (rollout.rollback_step_minutes apart).",
+    ),
     requested_by: str | None = REQUESTED_BY,
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
     """Put MODEL's previous champion back at 100 % of traffic. Exit 1 if there is none to go back to.
 
-    Example: perennial rollback fraud --reason "complaints about false declines"
+    Traffic moves in steps (e.g. 50 → 90 → 100 % for the restored version), a few minutes apart, so its
+    deployment takes the load gradually; --immediate moves it at once.
+
+    Example: perennial rollback fraud --reason "complaints about false declines" --immediate
     """
     with _client(host, key) as client:
-        answer = client.rollback(model, reason, requested_by or requested_by_default())
+        answer = client.rollback(model, reason, requested_by or requested_by_default(), immediate)
     _print_accepted(f"rollback of {model} accepted", answer, follow=True)
 
 

@@ -136,6 +136,9 @@ def test_rollback_records_who_asked(canned: str) -> None:
     result = perennial("rollback", "fraud", "--requested-by", "oncall-ana", "--host", canned)
     assert result.exit_code == 0, result.output
     assert json.loads(RECEIVED["/api/models/fraud/rollback"]) == {"requested_by": "oncall-ana"}
+    result = perennial("rollback", "fraud", "--immediate", "--requested-by", "oncall-ana", "--host", canned)
+    assert result.exit_code == 0, result.output
+    assert json.loads(RECEIVED["/api/models/fraud/rollback"]) == {"requested_by": "oncall-ana", "immediate": True}
 
 
 def test_an_empty_401_still_gets_the_key_hint(canned: str) -> None:
