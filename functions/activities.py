@@ -722,6 +722,11 @@ def _remove_challenger(payload: dict[str, Any]) -> None:
         platform.delete_deployment(DeploymentRef(endpoint, challenger))
 
 
+def _traffic_map(live: dict[str, int], *involved: str | None) -> dict[str, int]:
+    """A planned live map as the endpoint gets it: other deployments at 0 % are left out of it."""
+    return {name: int(share) for name, share in live.items() if share or name in involved}
+
+
 @bp.activity_trigger(input_name="payload")
 def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
     """Apply a rollout action's mirror then traffic maps, in order (or set up the first step when action is None).
@@ -759,7 +764,7 @@ def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
     if mirror is not None and dict(current.mirror) != mirror:
         current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=current.live, mirror=mirror)))
     for live in plans:
-        live = {name: share for name, share in live.items() if share or name in (champion, challenger)}
+        live = _traffic_map(live, champion, challenger)
         current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror=current.mirror)))
     if rollback and last:
         _remove_challenger(payload)
@@ -1005,7 +1010,7 @@ def rollback_traffic_plan(payload: dict[str, Any]) -> dict[str, Any]:
 def rollback_shift(payload: dict[str, Any]) -> dict[str, Any]:
     """Apply one traffic map of a rollback (``live``), keeping the two deployments involved in the map."""
     endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
-    live = {name: int(share) for name, share in payload["live"].items() if share or name in (current, target)}
+    live = _traffic_map(payload["live"], current, target)
     traffic = _platform().set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
     return {"live": dict(traffic.live)}
 

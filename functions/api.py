@@ -417,7 +417,7 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
             409,
             "A rollback cannot be aborted",
             f"run {run.run_id} is restoring the previous champion; wait for it to end (GET /api/runs/{run.run_id}), "
-            "then roll out the version you want with POST /api/models/{model}/versions/{version}/rollout",
+            f"then roll out the version you want with POST /api/models/{run.model}/versions/<version>/rollout",
         )
 
     def request_abort(current: Run) -> Run:

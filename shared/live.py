@@ -57,7 +57,6 @@ from shared.typecast import conform
 
 logger = logging.getLogger("perennial.live")
 
-#: Run statuses that mean "a retrain is in progress" (as the API and the activities use them).
 #: Metrics computable from labels and recorded predictions.
 LIVE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 _ONE = frozenset({"1", "true"})

@@ -55,7 +55,7 @@ def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> N
     perennial.registry.create_run(Run("fraud", run_id, "rollback", "false declines", run_id, status="running"))
     body = _problem(perennial.http.post(f"/api/runs/{run_id}/abort"), 409)
     assert body["title"] == "A rollback cannot be aborted"
-    assert "versions/{version}/rollout" in str(body["detail"])
+    assert "POST /api/models/fraud/versions/<version>/rollout" in str(body["detail"])
     run = perennial.registry.get_run("fraud", run_id)
     assert run is not None
     assert not run.abort_requested

@@ -150,39 +150,36 @@ def fake_arm(monkeypatch: pytest.MonkeyPatch) -> FakeAzureML:
     return FakeAzureML()
 
 
+def _azure_platform(fake_arm: FakeAzureML, **options: Any) -> Any:
+    """The real AzureMLPlatform on the fake ARM transport, polling and retrying without waits."""
+    from shared.platform.azureml import AzureMLPlatform
+
+    return AzureMLPlatform(
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        WORKSPACE,
+        FakeCredential(),
+        client_kwargs={"transport": fake_arm, "polling_interval": 0},
+        retry_initial_wait=0.0,
+        **options,
+    )
+
+
 def azure_platform_on_blobs(fake_arm: FakeAzureML, blobs: Any, asked: list[str]) -> Any:
     """An AzureMLPlatform whose datastore reads go to ``blobs`` (an Azurite BlobServiceClient); each
     account URL the adapter asks for is appended to ``asked``."""
-    from shared.platform.azureml import AzureMLPlatform
 
     def factory(account_url: str) -> Any:
         asked.append(account_url)
         return blobs
 
-    return AzureMLPlatform(
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        WORKSPACE,
-        FakeCredential(),
-        client_kwargs={"transport": fake_arm, "polling_interval": 0},
-        retry_initial_wait=0.0,
-        blob_service_factory=factory,
-    )
+    return _azure_platform(fake_arm, blob_service_factory=factory)
 
 
 @pytest.fixture
 def azure_platform(fake_arm: FakeAzureML) -> MLPlatform:
-    from shared.platform.azureml import AzureMLPlatform
-
-    return AzureMLPlatform(
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        WORKSPACE,
-        FakeCredential(),
-        client_kwargs={"transport": fake_arm, "polling_interval": 0},
-        retry_initial_wait=0.0,
-        retry_attempts=3,
-    )
+    platform: MLPlatform = _azure_platform(fake_arm, retry_attempts=3)
+    return platform
 
 
 @pytest.fixture(params=["local", "azure"])
