@@ -358,7 +358,7 @@ def _csv_blocks(handle: Any) -> Iterator[bytes]:
             break
         data = pending + chunk if pending else chunk
         if header:
-            end = _last_record_end(data, first=True)
+            end = _first_record_end(data)
             if end < 0:
                 pending = _bounded(data)
                 continue
@@ -373,19 +373,22 @@ def _csv_blocks(handle: Any) -> Iterator[bytes]:
         yield pending
 
 
-def _last_record_end(data: bytes, first: bool = False) -> int:
-    """The index of the last (``first``: the first) newline outside double quotes in ``data``, which starts
-    at a record's start; -1 if there is none. An escaped quote ("") keeps the count even."""
-    quotes = 0 if first else data.count(b'"')
-    if first:
-        start = 0
-        while (pos := data.find(b"\n", start)) >= 0:
-            quotes += data.count(b'"', start, pos)
-            if quotes % 2 == 0:
-                return pos
-            start = pos + 1
-        return -1
-    end = len(data)
+def _first_record_end(data: bytes) -> int:
+    """The index of the first newline outside double quotes in ``data``, which starts at a record's start;
+    -1 if there is none. An escaped quote ("") keeps the count even."""
+    quotes, start = 0, 0
+    while (pos := data.find(b"\n", start)) >= 0:
+        quotes += data.count(b'"', start, pos)
+        if quotes % 2 == 0:
+            return pos
+        start = pos + 1
+    return -1
+
+
+def _last_record_end(data: bytes) -> int:
+    """The index of the last newline outside double quotes in ``data``, which starts at a record's start;
+    -1 if there is none. Counted from the end: the quotes before a newline are the block's minus those after."""
+    quotes, end = data.count(b'"'), len(data)
     pos = data.rfind(b"\n")
     while pos >= 0:
         quotes -= data.count(b'"', pos, end)  # now the quotes before ``pos``
