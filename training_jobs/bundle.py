@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from training_jobs.errors import ModelBundleError
+from training_jobs.files import write_atomically
 from training_jobs.model import ModelConfig, TabularMLP, probabilities
 from training_jobs.preprocessing import Preprocessor
 
@@ -51,10 +52,12 @@ def find_bundle_dir(root: str | Path) -> Path:
 
 def write_bundle(directory: Path, model: TabularMLP, config: ModelConfig, preprocessor: Preprocessor) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    """Each file is replaced whole (a kill mid-write leaves the old file, never half a new one); train.py
+    writes metrics.json and the card after these, so a folder with a card is a complete model."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
-    config.save(directory / CONFIG)
-    preprocessor.save(directory / PREPROCESSING)
+    write_atomically(directory / WEIGHTS, save(weights, metadata={"format": "pt"}))
+    for name, document in ((CONFIG, asdict(config)), (PREPROCESSING, preprocessor.to_json())):
+        write_atomically(directory / name, json.dumps(document, indent=2).encode("utf-8"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

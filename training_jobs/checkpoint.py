@@ -4,23 +4,25 @@ A checkpoint holds everything the next step depends on — model, optimiser, sca
 data-order position, best-so-far weights and every RNG state — so a resumed run produces the
 same weights as one that never stopped. Files are ``checkpoints/ckpt-<step>.pt``; writing goes
 to a temporary file in the same folder, fsync, then ``os.replace`` (atomic on POSIX), so a
-preemption mid-write leaves the previous checkpoint intact. Loading uses
+preemption mid-write leaves the previous checkpoint intact. The folder holds one run's line of
+checkpoints (the newest ``KEEP``): a run that does not continue from it moves it aside first
+(``supersede``), never deletes another run's files. Loading uses
 ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary objects.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from training_jobs.files import write_atomically
 
 log = logging.getLogger("training_jobs.checkpoint")
 
@@ -37,16 +39,7 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(directory, step)
     payload = {"format_version": FORMAT_VERSION, "step": step, **state}
-    handle, temp_name = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda stream: torch.save(payload, stream), mode=0o600)
     _prune(directory)
     return target
 
@@ -54,6 +47,18 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
 def _prune(directory: Path) -> None:
     for old in list_checkpoints(directory)[KEEP:]:
         old.unlink(missing_ok=True)
+
+
+def supersede(directory: Path) -> Path | None:
+    """Move a folder of another run's checkpoints aside (``checkpoints.superseded-N``); the new path, or None."""
+    if not list_checkpoints(directory):
+        return None
+    n = 1
+    while (aside := directory.with_name(f"{directory.name}.superseded-{n}")).exists():
+        n += 1
+    directory.rename(aside)
+    log.warning("this run starts afresh: the checkpoints already in %s were moved to %s", directory, aside)
+    return aside
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -118,8 +123,8 @@ def capture_rng() -> dict[str, Any]:
         "python": _listify(random.getstate()),
         "numpy": [str(legacy[0]), legacy[1].tolist(), int(legacy[2]), int(legacy[3]), float(legacy[4])],
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    # No CUDA states: only rank 0 writes, so its devices' states would be restored on every rank (and on a
+    # node with fewer GPUs, to devices that do not exist). train.py re-seeds every step instead.
     return state
 
 
@@ -128,8 +133,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(_tupleify(state["python"]))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _listify(value: Any) -> Any:

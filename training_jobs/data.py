@@ -237,9 +237,8 @@ def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
 
 def encode_labels(frame: pd.DataFrame, contract: Contract, space: LabelSpace) -> npt.NDArray[np.int64]:
     labels = _label_strings(frame, contract)
-    if space.task == "binary":
-        positive = space.classes[1]
-        return np.array([1 if v == positive else 0 for v in labels], dtype=np.int64)
+    # Binary classes are (negative, positive): 0 and 1. A value that is neither is an error, not a
+    # negative: a dirty holdout must not quietly shift the comparison.
     index = {c: i for i, c in enumerate(space.classes)}
     unknown = sorted({v for v in labels if v not in index}, key=str)
     if unknown:

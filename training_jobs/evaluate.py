@@ -15,9 +15,7 @@ import argparse
 import importlib.util
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
 from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, TrainingJobError  # noqa: E402
+from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe  # noqa: E402
 
 log = logging.getLogger("training_jobs.evaluate")
@@ -124,11 +123,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def write_comparison(path: Path, comparison: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(json_safe(comparison), stream, indent=2, allow_nan=False)
-    os.chmod(temp, 0o644)  # mkstemp makes 0600; model files are read by other processes and users
-    os.replace(temp, path)
+    text = json.dumps(json_safe(comparison), indent=2, allow_nan=False)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,9 +22,6 @@ class ModelConfig:
     width: int = 128
     depth: int = 2
     dropout: float = 0.1
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelConfig:

@@ -2,18 +2,23 @@
 
 Every problem names the row index and the column, e.g.
 ``row 3, column 'amount': expected a number, got "12,50" (str)``, so a caller can fix the exact cell.
-Unknown categories are accepted (the model maps them to "other"); extra keys (ids, the label) are ignored.
+Unknown categories are accepted (the model maps them to "other"). Keys must be contract columns: the
+features, and the others the contract declares (ids, the label), which are ignored; any other key is an
+error, so a misspelt nullable column is not silently scored as missing.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 from training_jobs.contract import Column
 
 MAX_ROWS = 10_000
+MAX_BODY_BYTES = 32 << 20  # 10,000 rows of a wide contract fit several times over
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -25,9 +30,13 @@ def parse_records(raw: str | bytes | dict[str, Any] | list[Any]) -> list[Any]:
     """The rows of a request: a list of objects, from any of the accepted envelopes."""
     document: Any = raw
     if isinstance(raw, str | bytes):
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadError(f"the body is {len(raw):,} bytes; send at most {MAX_BODY_BYTES >> 20} MiB per request")
         try:
             document = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise PayloadError('the body nests too deeply; send {"data": [{"column": value, ...}]}') from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number with thousands of digits
             raise PayloadError(f'the body is not JSON ({exc}); send {{"data": [{{"column": value, ...}}]}}') from None
     if not isinstance(document, dict):
         raise PayloadError('the body must be a JSON object: {"data": [{"column": value, ...}, ...]}')
@@ -73,7 +82,11 @@ def _check_value(column: Column, value: Any) -> str | None:
     if column.type in ("float", "int"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"expected a number, got {_describe(value)}"
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond float's range
+            return f"{_describe(value)} is too large for a number"
+        if not finite:
             return f"expected a finite number, got {_describe(value)}"
         if column.type == "int" and not float(value).is_integer():
             return f"expected a whole number, got {_describe(value)}"
@@ -91,14 +104,20 @@ def _check_value(column: Column, value: Any) -> str | None:
     return None
 
 
-def validate_records(rows: list[Any], columns: list[Column]) -> dict[str, list[Any]]:
-    """Check every row; return the feature columns as lists (None for missing) or raise PayloadError."""
+def validate_records(
+    rows: list[Any], columns: list[Column], known: Collection[str] | None = None
+) -> dict[str, list[Any]]:
+    """Check every row; return the feature columns as lists (None for missing) or raise PayloadError.
+
+    ``known``: every column name the contract declares; a key outside it is reported (None: not checked)."""
     problems: list[str] = []
     out: dict[str, list[Any]] = {c.name: [] for c in columns}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             problems.append(f"row {i}: expected an object of column: value, got {_describe(row)}")
             continue
+        if known is not None:
+            problems += [f"row {i}: {_unknown_key(key, known)}" for key in row if key not in known]
         for column in columns:
             value = row.get(column.name)
             problem = _check_value(column, value)
@@ -113,3 +132,12 @@ def validate_records(rows: list[Any], columns: list[Column]) -> dict[str, list[A
         tail = f"; and {more} more problem(s)" if more else ""
         raise PayloadError(f"{len(problems)} invalid value(s): " + "; ".join(shown) + tail)
     return out
+
+
+def _unknown_key(key: str, known: Collection[str]) -> str:
+    text = str(key)
+    same_but_case = [name for name in known if name.lower() == text.lower()]
+    close = same_but_case or difflib.get_close_matches(text, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "send only the columns of the contract"
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return f"key {shown!r} is not a column of the model's contract ({hint})"

@@ -2,18 +2,17 @@
 
 Numeric (float, int, bool) columns: missing values are filled with the training median, a
 0/1 missing-indicator column is added for nullable columns, then (x - mean) / std with the
-training mean/std. Categorical (category, string) columns become embedding indices: 0 is
+training mean/std, limited to ±10^6 standard deviations (further out, float32 overflows inside the
+model and a prediction would be NaN). Infinite values count as missing. Categorical (category, string) columns become embedding indices: 0 is
 "other" (unknown or missing), 1.. are the declared categories (or, when none are declared,
 the most frequent training values).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,8 @@ FORMAT_VERSION = 1
 #: Learned vocabularies (string columns without declared categories) keep at most this many values.
 MAX_LEARNED_CATEGORIES = 1000
 OTHER_INDEX = 0
+#: |standardised value| cap: squares stay far inside float32 in LayerNorm; no real feature gets near it.
+MAX_STANDARD_SCORE = 1e6
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -52,7 +53,7 @@ class CategoricalFeature:
 
 
 def as_float(values: Sequence[Any] | pd.Series | npt.NDArray[Any], kind: str) -> npt.NDArray[np.float64]:
-    """A column as float64 with NaN for missing or unparseable values."""
+    """A column as float64 with NaN for missing, unparseable or infinite values."""
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype="object")
     if kind == "bool" and not pd.api.types.is_bool_dtype(series):
 
@@ -67,7 +68,8 @@ def as_float(values: Sequence[Any] | pd.Series | npt.NDArray[Any], kind: str) ->
         return np.array([to_bool(v) for v in series.tolist()], dtype=np.float64)
     converted = series if pd.api.types.is_bool_dtype(series) else pd.to_numeric(series, errors="coerce")
     result: npt.NDArray[np.float64] = converted.astype("float64").to_numpy(na_value=np.nan)
-    return result
+    # An infinity would make the training mean infinite (every row then -inf) or a score NaN.
+    return np.where(np.isinf(result), np.nan, result)
 
 
 def as_text(values: Sequence[Any] | pd.Series | npt.NDArray[Any]) -> list[str | None]:
@@ -128,7 +130,8 @@ class Preprocessor:
             raw = as_float(columns[feature.name], kind) if feature.name in columns else np.full(n_rows, np.nan)
             missing = np.isnan(raw)
             filled = np.where(missing, feature.fill, raw)
-            blocks.append((filled - feature.mean) / feature.std)
+            standard = (filled - feature.mean) / feature.std
+            blocks.append(np.clip(standard, -MAX_STANDARD_SCORE, MAX_STANDARD_SCORE))
             if feature.missing_indicator:
                 indicators.append(missing.astype(np.float64))
         numeric = np.stack(blocks + indicators, axis=1) if blocks else np.zeros((n_rows, 0))
@@ -170,9 +173,6 @@ class Preprocessor:
             categorical=tuple(CategoricalFeature(f["name"], tuple(f["categories"])) for f in data["categorical"]),
             threshold=float(data.get("threshold", 0.5)),
         )
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
 
 
 def _fit_numeric(column: Column, values: npt.NDArray[np.float64]) -> NumericFeature:

@@ -16,7 +16,9 @@ a new one), so Perennial can join delayed labels to predictions. Collection neve
 Binary models: ``probability`` is P(positive class) and ``class`` is 1 when it reaches the
 model's threshold. Multiclass: ``class`` is the index into the model's classes and
 ``probability`` that class's probability. A bad payload raises ``ValueError`` whose message
-names the row index and the column (the local server answers it with a 400).
+names the row index and the column (the local server answers it with a 400); under Azure ML's
+inference server (``@rawhttp``) run() answers it itself, 400 with ``{"error": message}``, since
+the server turns any exception into a 500 without the message.
 """
 
 from __future__ import annotations
@@ -65,18 +67,30 @@ _model_version = "unknown"
 _collectors: tuple[Any, Any] | None = None
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-Handler = Callable[[Any], dict[str, Any]]
+Handler = Callable[[Any], Any]  # run(): the answer as a dict, or (Azure, a bad payload) an AMLResponse
 
 
 def _plain(function: Handler) -> Handler:
     return function
 
 
+def _raise(error: PayloadError) -> Any:
+    raise error
+
+
 try:  # With @rawhttp the Azure ML inference server hands run() the request, headers included.
     from azureml.contrib.services.aml_request import rawhttp as _rawhttp  # type: ignore[import-not-found]
-except ImportError:  # locally (and in tests) run() gets the body
+    from azureml.contrib.services.aml_response import AMLResponse  # type: ignore[import-not-found]
+
+    def _bad_request(error: PayloadError) -> Any:
+        # The inference server answers an exception from run() with a bare 500; this is the caller's mistake.
+        return AMLResponse({"error": str(error)}, 400, json_str=True)
+
+except ImportError:  # locally (and in tests) run() gets the body; the local server answers ValueError with a 400
     _rawhttp = _plain
+    _bad_request = _raise
 rawhttp: Callable[[Handler], Handler] = _rawhttp
+bad_request: Callable[[PayloadError], Any] = _bad_request
 
 
 def init() -> None:
@@ -141,7 +155,7 @@ def _collect(request_id: str, rows: list[dict[str, Any]], classes: list[int], pr
 
 
 @rawhttp
-def run(raw: Any) -> dict[str, Any]:
+def run(raw: Any) -> Any:
     """Score a request body (or, in Azure, the request itself); ValueError (PayloadError) names the bad row
     and column."""
     if _predictor is None:
@@ -149,10 +163,18 @@ def run(raw: Any) -> dict[str, Any]:
     headers = None
     if hasattr(raw, "get_data"):  # the inference server's request object (@rawhttp)
         headers, raw = raw.headers, raw.get_data()
+    try:
+        return _score(_predictor, raw, headers)
+    except PayloadError as error:
+        return bad_request(error)
+
+
+def _score(predictor: Predictor, raw: Any, headers: Any) -> dict[str, Any]:
+    contract = predictor.preprocessor.contract
     rows = parse_records(raw)
-    columns = validate_records(rows, _predictor.preprocessor.contract.feature_columns)
-    probabilities = _predictor.predict_proba(columns, len(rows))
-    classes = predict_classes(probabilities, _predictor.threshold)
+    columns = validate_records(rows, contract.feature_columns, known={c.name for c in contract.columns})
+    probabilities = predictor.predict_proba(columns, len(rows))
+    classes = predict_classes(probabilities, predictor.threshold)
     # Binary: P(positive); multiclass: the probability of the class predicted.
     chosen = probabilities[np.arange(len(rows)), classes] if probabilities.ndim == 2 else probabilities
     predictions = [{"class": int(c), "probability": round(float(p), 6)} for c, p in zip(classes, chosen, strict=True)]

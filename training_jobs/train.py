@@ -16,6 +16,7 @@ resubmit with ``--resume auto``); anything else is a failure. Only rank 0 writes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
@@ -23,7 +24,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -67,6 +67,7 @@ from training_jobs.checkpoint import (  # noqa: E402
     newest_valid,
     restore_rng,
     save_checkpoint,
+    supersede,
 )
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import (  # noqa: E402
@@ -78,6 +79,7 @@ from training_jobs.data import (  # noqa: E402
     stratified_split,
 )
 from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TrainingJobError  # noqa: E402
+from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
 from training_jobs.preprocessing import Preprocessor  # noqa: E402
@@ -160,12 +162,8 @@ class Preemption:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Temp file + rename: a reader (or a preemption) never sees half a file."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(json_safe(data), stream, indent=2, allow_nan=False)
-    os.chmod(temp, 0o644)  # mkstemp makes 0600; model files are read by other processes and users
-    os.replace(temp, path)
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def _configure_determinism(seed: int, device: torch.device) -> None:
@@ -178,6 +176,14 @@ def _configure_determinism(seed: int, device: torch.device) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def _seed_step(seed: int, rank: int, step: int) -> None:
+    """Dropout's random draws for one optimiser step come from (seed, rank, step) alone: a resumed run
+    draws what an uninterrupted one would, whatever the process count before, and no two ranks share
+    masks. Re-seeding costs microseconds a step; no per-rank generator state needs checkpointing."""
+    digest = hashlib.blake2b(f"{seed}:{rank}:{step}".encode(), digest_size=8).digest()
+    torch.manual_seed(int.from_bytes(digest, "big") >> 1)
 
 
 def _lr_lambda(total_steps: int) -> Any:
@@ -317,9 +323,15 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     if args.amp == "fp16" and device.type == "cpu":
         log.warning("--amp fp16 on CPU is slow and gains nothing; bf16 is the CPU choice")
 
-    fingerprint = _fingerprint(args, dataset.data_hash, batch_size)
+    fingerprint = _fingerprint(args, dataset.data_hash, batch_size, preprocessor)
     progress = Progress()
     resumed_from = _maybe_resume(args.resume, ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress)
+    _ranks_agree_on_start(ctx, progress.step)
+    if ctx.is_main and (resumed_from is None or resumed_from.parent != ckpt_dir):
+        # This run starts a new line of checkpoints: what the folder holds belongs to another, and pruning
+        # by step number would delete this run's newest checkpoints in favour of that one's.
+        supersede(ckpt_dir)
+    distributed.barrier(ctx)
     # DDP after loading: it broadcasts rank 0's parameters, which now are the resumed ones.
     train_model: nn.Module = (
         DistributedDataParallel(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
@@ -345,7 +357,8 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
             for start in range(0, len(mine), 8192):
                 rows = mine[start : start + 8192]
                 chunks.append(probabilities(model(v_num[rows], v_cat[rows]), config.n_outputs))
-        probs = torch.cat(chunks) if chunks else torch.zeros(0, device=device)
+        empty = (0,) if config.n_outputs == 1 else (0, config.n_outputs)
+        probs = torch.cat(chunks) if chunks else torch.zeros(empty, device=device)
         probs = distributed.gather_rows(ctx, probs.float())
         targets = distributed.gather_rows(ctx, v_y[mine])
         model.train()
@@ -377,6 +390,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     train_model.train()
     while progress.step < total_steps and not progress.stopped_early:
         batch = batcher.batch(order, progress.order.position)
+        _seed_step(args.seed, ctx.rank, progress.step)
         step_loss = torch.zeros((), device=device)
         for micro in range(args.grad_accum):
             rows = micro_slice(batch, micro, args.grad_accum, ctx.rank, ctx.world_size)
@@ -478,6 +492,17 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     return EXIT_OK
 
 
+def _ranks_agree_on_start(ctx: distributed.DistContext, step: int) -> None:
+    """Every rank must resume at the same step, or they would run different step counts and hang."""
+    steps = distributed.all_reduce_max(ctx, torch.tensor([step, -step], dtype=torch.int64, device=ctx.device))
+    highest, lowest = int(steps[0].item()), -int(steps[1].item())
+    if highest != lowest:
+        raise TrainingJobError(
+            f"the processes found different checkpoints to resume from (steps {lowest} to {highest})",
+            "every node must see the same --output-dir (a shared mount); or pass --resume with one checkpoint path",
+        )
+
+
 def _agree(
     ctx: distributed.DistContext, step: int, requested: bool, last_checkpoint: float, args: argparse.Namespace
 ) -> tuple[bool, bool]:
@@ -530,11 +555,20 @@ def _final_metrics(
     return metrics
 
 
-def _fingerprint(args: argparse.Namespace, data_hash: str, batch_size: int) -> dict[str, Any]:
-    """What must match for a checkpoint to continue this run (the process count may change)."""
+def _fingerprint(
+    args: argparse.Namespace, data_hash: str, batch_size: int, preprocessor: Preprocessor
+) -> dict[str, Any]:
+    """What must match for a checkpoint to continue this run (the process count may change). ``inputs``:
+    the features, category counts and classes the model sees; a contract edit on the same data changes them."""
     keys = ("lr", "width", "depth", "dropout", "weight_decay", "epochs", "max_steps", "seed", "amp", "imbalance")
     fingerprint: dict[str, Any] = {k: getattr(args, k) for k in keys}
-    fingerprint.update(batch_size=batch_size, val_fraction=args.val_fraction, data_hash=data_hash)
+    inputs = [preprocessor.feature_names, preprocessor.cardinalities, list(preprocessor.labels.classes)]
+    fingerprint.update(
+        batch_size=batch_size,
+        val_fraction=args.val_fraction,
+        data_hash=data_hash,
+        inputs=hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16],
+    )
     return fingerprint
 
 
@@ -609,16 +643,18 @@ def _maybe_resume(
             raise TrainingJobError(
                 f"--resume {resume} is unusable ({exc})", "pass auto to use the newest valid one"
             ) from None
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        if resume in ("auto",) or Path(resume).is_dir():
-            log.warning("checkpoint %s does not fit this model (%s): starting fresh", path, exc)
+    misfit = _misfit(model, optimizer, state)
+    if misfit:
+        # Checked before anything is loaded: load_state_dict copies what fits before it raises, and a
+        # half-loaded model must not go on as "fresh".
+        if resume == "auto" or Path(resume).is_dir():
+            log.warning("checkpoint %s does not fit this model (%s): starting fresh", path, misfit)
             return None
-        raise TrainingJobError(f"--resume {resume} does not fit this model ({exc})", "use --resume never") from None
+        raise TrainingJobError(f"--resume {resume} does not fit this model ({misfit})", "use --resume never")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
     progress.step = int(state["step"])
     progress.order = DataOrder(**{k: int(v) for k, v in state["data_order"].items()})
     best = state.get("best", {})
@@ -632,6 +668,27 @@ def _maybe_resume(
     restore_rng(state["rng"])
     log.info("resumed from %s at step %d", path, progress.step)
     return path
+
+
+def _misfit(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> str | None:
+    """Why a checkpoint's model and optimiser state cannot be loaded into these, or None if they can."""
+    saved, expected = state.get("model"), model.state_dict()
+    if not isinstance(saved, dict) or saved.keys() != expected.keys():
+        return "its model has different layers"
+    for name, tensor in expected.items():
+        other = saved[name]
+        if not isinstance(other, torch.Tensor) or other.shape != tensor.shape:
+            found = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            return f"{name} is {found}, this model's is {tuple(tensor.shape)}"
+    groups = state.get("optimizer", {}).get("param_groups") if isinstance(state.get("optimizer"), dict) else None
+    if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
+        len(g["params"]) for g in optimizer.param_groups
+    ]:
+        return "its optimiser state is for other parameter groups"
+    for key in ("scheduler", "scaler"):
+        if not isinstance(state.get(key), dict):
+            return f"it has no {key} state"
+    return None
 
 
 def _model_card(

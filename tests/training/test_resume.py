@@ -1,8 +1,8 @@
 """Preemption and resume: a run stopped by SIGTERM and resumed ends with exactly the same weights.
 
-Settings: CPU, torch.use_deterministic_algorithms(True), fixed seeds; dropout stays on (its RNG
-state is in the checkpoint), so exactness covers the model, optimiser, schedule, data order and
-RNG states together. Equality is bit-for-bit (``torch.equal``), no tolerance.
+Settings: CPU, torch.use_deterministic_algorithms(True), fixed seeds; dropout stays on (its draws
+are seeded from (seed, rank, step)), so exactness covers the model, optimiser, schedule, data order
+and random draws together. Equality is bit-for-bit (``torch.equal``), no tolerance.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import ROOT, TRAIN, Problem, script_env, train_in_process
-from training_jobs.errors import EXIT_PREEMPTED
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED
 from training_jobs.train import SIGTERM_AT_STEP_ENV
 
 # 60 steps over 1.2 epochs (6,400 training rows / 128): an epoch boundary with evaluation and
@@ -76,13 +76,63 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
     assert same_weights(straight, output)
 
 
-def test_resume_never_ignores_checkpoints(problem: Problem, straight: Path, tmp_path: Path) -> None:
+def test_resume_never_ignores_checkpoints_and_moves_them_aside(
+    problem: Problem, straight: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "again"
     shutil.copytree(straight / "checkpoints", output / "checkpoints")
+    kept = sorted(p.name for p in (output / "checkpoints").iterdir())
     # The final checkpoint of a finished run would make "auto" a no-op; "never" trains again from step 0.
     assert train_in_process(problem, output, *RUN, "--resume", "never") == 0
     assert same_weights(straight, output)
     assert json.loads((output / "metrics.json").read_text())["steps"] == 60
+    assert sorted(p.name for p in (output / "checkpoints.superseded-1").iterdir()) == kept  # not deleted
+
+
+def test_a_new_configuration_in_a_used_folder_resumes_from_its_own_checkpoint(
+    problem: Problem, straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder holds another run's later checkpoints (steps 40 and 60): pruning by step number must not
+    delete this run's step-5 checkpoint, and the resume must start there, not from step 0."""
+    output = tmp_path / "reused"
+    shutil.copytree(straight / "checkpoints", output / "checkpoints")
+    monkeypatch.setenv(SIGTERM_AT_STEP_ENV, "5")
+    assert train_in_process(problem, output, *RUN, "--lr", "0.002") == EXIT_PREEMPTED
+    monkeypatch.delenv(SIGTERM_AT_STEP_ENV)
+    assert [p.name for p in (output / "checkpoints").iterdir()] == ["ckpt-000000005.pt"]
+    with caplog.at_level("INFO"):
+        assert train_in_process(problem, output, *RUN, "--lr", "0.002") == 0
+    assert "ckpt-000000005.pt at step 5" in caplog.text
+
+
+def test_a_checkpoint_for_another_contract_is_not_loaded_even_in_part(
+    problem: Problem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One more category changes one embedding's shape; every other tensor would still fit. Resuming must
+    start truly fresh (no half-loaded weights): the same weights as a run in an empty folder."""
+    contract = json.loads(problem.contract.read_text())
+    for column in contract["columns"]:
+        if column["name"] == "region":
+            column["categories"] = [*column["categories"], "antarctica"]
+    widened = Problem(problem.data, tmp_path / "contract.json", problem.folder)
+    widened.contract.write_text(json.dumps(contract))
+    output = tmp_path / "shared"
+    monkeypatch.setenv(SIGTERM_AT_STEP_ENV, "20")
+    assert train_in_process(problem, output, *RUN) == EXIT_PREEMPTED
+    monkeypatch.delenv(SIGTERM_AT_STEP_ENV)
+
+    assert train_in_process(widened, output, *RUN) == 0
+    assert train_in_process(widened, tmp_path / "fresh", *RUN) == 0
+    assert same_weights(tmp_path / "fresh", output)
+
+
+def test_an_explicit_checkpoint_that_does_not_fit_names_the_tensor(
+    problem: Problem, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = straight / "checkpoints" / "ckpt-000000060.pt"
+    code = train_in_process(problem, tmp_path / "wider", *RUN, "--width", "48", "--resume", str(checkpoint))
+    assert code == EXIT_BAD_INPUT
+    assert "does not fit this model (body.0.weight is (" in capsys.readouterr().err
 
 
 def test_the_script_exits_75_on_an_external_sigterm_and_resumes_exactly(problem: Problem, tmp_path: Path) -> None:

@@ -138,11 +138,43 @@ def test_init_explains_a_missing_model(tmp_path: Path, monkeypatch: pytest.Monke
         (json.dumps({"data": [{k: v for k, v in good_row().items() if k != "x4"}]}), "row 0, column 'x4': is missing"),
         (json.dumps({"data": [good_row(x1=True)]}), "row 0, column 'x1': expected a number, got true (bool)"),
         ('{"data": [{"x0": NaN}]}', "row 0, column 'x0': expected a finite number"),
+        (
+            json.dumps({"data": [good_row(), {**good_row(), "Gap": 1.0}]}),
+            "row 1: key 'Gap' is not a column of the model's contract (did you mean 'gap'?)",
+        ),
+        (json.dumps({"data": [{**good_row(), "zzz": 1}]}), "key 'zzz' is not a column of the model's contract"),
+        ('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}", "the body nests too deeply"),
+        ('{"data": [{"count": 1' + "0" * 5000 + "}]}", "the body is not JSON"),
     ],
 )
 def test_malformed_payloads_are_rejected_naming_row_and_column(score: ModuleType, body: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         score.run(body)
+
+
+def test_an_int_beyond_float_range_says_so(score: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"row 0, column 'count': .* \(int\) is too large for a number"):
+        score.run(json.dumps({"data": [good_row(count=10**400)]}))
+
+
+def test_a_body_over_the_size_limit_is_refused_before_parsing(score: ModuleType) -> None:
+    with pytest.raises(ValueError, match="send at most 32 MiB per request"):
+        score.run(b'{"data": [' + b"1," * (17 << 20) + b"1]}")
+
+
+def test_the_contract_s_other_columns_may_be_sent_along(score: ModuleType) -> None:
+    answer = score.run(json.dumps({"data": [good_row(row_id="r-1", label=1)]}))
+    assert len(answer["predictions"]) == 1
+
+
+def test_values_far_outside_the_training_range_still_score_to_a_finite_probability(trained: Path) -> None:
+    # The contract's ranges are optional; without them a payload may carry any finite float.
+    predictor = Predictor.load(trained)
+    rows = [good_row(x0=x) for x in (1e30, 1e39, -1e300, 1.7e308)]
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    probabilities = predictor.predict_proba(columns, len(rows))
+    assert np.isfinite(probabilities).all()
+    json.dumps(probabilities.tolist(), allow_nan=False)
 
 
 def test_every_bad_cell_is_reported_up_to_a_limit(score: ModuleType) -> None:

@@ -67,6 +67,13 @@ class _Request:
         return self._body.encode()
 
 
+class _AMLResponse:
+    """The inference server's response class (a flask Response there): what run() answered."""
+
+    def __init__(self, message: Any, status_code: int, response_headers: Any = None, json_str: bool = False) -> None:
+        self.message, self.status_code, self.json_str = message, status_code, json_str
+
+
 def _module(name: str, **attributes: Any) -> ModuleType:
     module = ModuleType(name)
     for key, value in attributes.items():
@@ -91,6 +98,9 @@ def collecting_score(trained: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
         "azureml.contrib": _module("azureml.contrib"),
         "azureml.contrib.services": _module("azureml.contrib.services"),
         "azureml.contrib.services.aml_request": _module("azureml.contrib.services.aml_request", rawhttp=rawhttp),
+        "azureml.contrib.services.aml_response": _module(
+            "azureml.contrib.services.aml_response", AMLResponse=_AMLResponse
+        ),
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setenv("AZUREML_MODEL_DIR", str(trained))
@@ -132,3 +142,18 @@ def test_a_request_without_an_id_gets_one_and_a_failing_collector_never_fails_sc
     answer = collecting_score.run(_Request(raw, {"x-request-id": "req-0003"}))
     assert len(answer["predictions"]) == len(json.loads(raw)["data"])
     assert "data collection failed" in caplog.text
+
+
+def test_a_bad_payload_under_the_inference_server_is_a_400_that_names_the_row_and_column(
+    collecting_score: ModuleType, trained: Path
+) -> None:
+    """The inference server answers any exception from run() with a bare 500; run() must answer itself."""
+    rows = json.loads((trained / "sample_input.json").read_text())["data"]
+    bad = [rows[0], {**rows[1], "x0": "twelve"}]
+    answer = collecting_score.run(_Request(json.dumps({"data": bad}), {}))
+    assert isinstance(answer, _AMLResponse)
+    assert answer.status_code == 400
+    assert answer.json_str
+    assert "row 1, column 'x0'" in answer.message["error"]
+    assert collecting_score.run(_Request("{not json", {})).status_code == 400
+    assert "predictions" in collecting_score.run(_Request(json.dumps({"data": rows}), {}))

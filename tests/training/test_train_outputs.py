@@ -226,3 +226,46 @@ def test_a_three_class_label_trains_a_multiclass_model_that_scores(tmp_path: Pat
     probabilities = predictor.predict_proba(frame, len(frame))
     assert probabilities.shape == (3000, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_binary_holdout_label_outside_the_two_classes_is_an_error_not_a_negative(problem: Problem) -> None:
+    from training_jobs.errors import DataError
+
+    contract = load_contract(problem.contract)
+    frame = pd.DataFrame({"label": [1, 0, 0, 1]})
+    space = infer_label_space(frame, contract)
+    assert encode_labels(frame, contract, space).tolist() == [1, 0, 0, 1]
+    dirty = pd.DataFrame({"label": [1, 0, 2, "yes"]})
+    with pytest.raises(DataError, match=r"classes the model never saw: \['2', 'yes'\]"):
+        encode_labels(dirty, contract, space)
+
+
+def test_an_infinite_training_value_counts_as_missing_not_as_the_mean(problem: Problem) -> None:
+    from training_jobs.preprocessing import Preprocessor
+
+    contract = load_contract(problem.contract)
+    frame = next(pd.read_csv(p) for p in sorted(problem.data.glob("*.csv")))
+    frame.loc[0, "x0"] = np.inf
+    space = infer_label_space(frame, contract)
+    preprocessor = Preprocessor.fit(frame, contract, space)
+    x0 = next(f for f in preprocessor.numeric if f.name == "x0")
+    assert np.isfinite(x0.mean)
+    assert np.isfinite(x0.std)
+    assert x0.missing_indicator
+    numeric, _ = preprocessor.transform(frame, len(frame))
+    assert np.isfinite(numeric).all()
+    assert numeric[0, preprocessor.feature_names.index("x0__missing")] == 1.0
+
+
+def test_ranks_draw_different_dropout_masks_and_a_step_always_draws_the_same() -> None:
+    import torch
+
+    from training_jobs.train import _seed_step
+
+    draws = {}
+    for rank, step in ((0, 7), (1, 7), (0, 8), (0, 7)):
+        _seed_step(0, rank, step)
+        draws.setdefault((rank, step), []).append(torch.rand(4))
+    assert torch.equal(*draws[(0, 7)])
+    assert not torch.equal(draws[(0, 7)][0], draws[(1, 7)][0])
+    assert not torch.equal(draws[(0, 7)][0], draws[(0, 8)][0])
