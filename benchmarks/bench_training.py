@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from training_jobs.batching import IndexBatcher
 from training_jobs.checkpoint import capture_rng, save_checkpoint
 from training_jobs.model import ModelConfig, TabularMLP
-from training_jobs.train import _lr_lambda, _param_groups
+from training_jobs.train import _lr_lambda, _param_groups, _seed_step
 
 ROWS = int(os.environ.get("BENCH_TRAINING_ROWS", "200000"))
 BATCH = 512
@@ -83,7 +83,7 @@ def run_epoch(
     batches: Batches, model: TabularMLP, optimizer: torch.optim.Optimizer, device: torch.device, amp: str = "off"
 ) -> tuple[int, float]:
     """(samples, seconds) for one pass; the same step for both loops: train.py's optimiser step
-    (loss, backward, unscale, clip at 1.0, AdamW, scaler, zero_grad, LambdaLR warm-up + cosine,
+    (per-step dropout seed, loss, backward, unscale, clip at 1.0, AdamW, scaler, zero_grad, LambdaLR warm-up + cosine,
     the detached step loss kept for the progress line), with its deterministic-algorithms setting."""
     torch.use_deterministic_algorithms(True, warn_only=True)  # as train.py's _configure_determinism
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
@@ -94,7 +94,8 @@ def run_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    for num, cat, y in batches():
+    for step, (num, cat, y) in enumerate(batches()):
+        _seed_step(0, 0, step, device)  # as train.py: dropout's draws seeded per step
         num, cat, y = num.to(device, non_blocking=True), cat.to(device, non_blocking=True), y.to(device)
         with autocast(device, amp):
             logits = model(num, cat)

@@ -112,7 +112,7 @@ class DevHost:
         self.loop = asyncio.get_running_loop()
         apply_local_settings(self.settings_path)
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self._keys, generated = load_or_create_keys(self._state_dir)
+        self._keys, key_origin = load_or_create_keys(self._state_dir)
         self.index = load_app(self.app_path)
         self._timers = TimerRunner(self.index.timers, self._clock, self._state_dir, self._invoke_plain)
         self.engine = Engine(self.index, self._state_dir, self._clock, self.activity_workers)
@@ -146,7 +146,7 @@ class DevHost:
             await component.start(self)
             self._started.append(component)
         self._timers.start()
-        self._print_banner(prefix, generated)
+        self._print_banner(prefix, key_origin)
 
     async def stop(self) -> None:
         if self._timers is not None:
@@ -214,7 +214,7 @@ class DevHost:
     async def _host_status(self, request: web.Request) -> web.Response:
         return web.json_response({"state": "Running", "functions": self.function_names()})
 
-    def _print_banner(self, prefix: str, generated: bool) -> None:
+    def _print_banner(self, prefix: str, key_origin: str) -> None:
         assert self.index is not None
         lines = [
             "",
@@ -240,7 +240,7 @@ class DevHost:
             lines.append(f"        (not served by devhost: {fn.name}, {fn.trigger_type})")
         lines += [
             "",
-            f"Function key ({'generated, stored in ' + str(self._state_dir / 'function_key') if generated else 'from settings'}): {self._keys[0]}",
+            f"Function key ({key_origin}): {self._keys[0]}",
         ]
         lines += [
             f"Clock: {'virtual (POST /admin/clock to move it)' if isinstance(self._clock, VirtualClock) else 'real'}",

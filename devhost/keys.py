@@ -18,21 +18,21 @@ KEYS_SETTING = "DEVHOST_FUNCTION_KEYS"
 KEY_FILE = "function_key"
 
 
-def load_or_create_keys(state_dir: Path, env: dict[str, str] | None = None) -> tuple[list[str], bool]:
-    """The accepted keys, and whether one was generated and stored in ``state_dir``."""
+def load_or_create_keys(state_dir: Path, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """The accepted keys, and where they came from (for the start-up banner)."""
     source = os.environ if env is None else env
     configured = [k.strip() for k in source.get(KEYS_SETTING, "").split(",") if k.strip()]
     if configured:
-        return configured, False
+        return configured, f"from the {KEYS_SETTING} setting"
     path = state_dir / KEY_FILE
     if path.exists():
         stored = path.read_text(encoding="utf-8").strip()
         if stored:
-            return [stored], False
+            return [stored], f"stored in {path}"
     state_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
     write_text_atomically(path, key + "\n", mode=0o600)
-    return [key], True
+    return [key], f"generated, stored in {path}"
 
 
 def key_matches(candidate: str | None, keys: list[str]) -> bool:

@@ -195,9 +195,11 @@ def record_stage(payload: dict[str, Any]) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="payload")
 def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
-    """Record the outcome with its reasons and publish RunCompleted (same event id on a retry)."""
+    """Record the outcome with its reasons (and ``error``, for a run that crashed) and publish RunCompleted
+    (same event id on a retry)."""
     status: str = payload["status"]
     reasons = [str(r) for r in payload.get("reasons", [])]
+    error = payload.get("error")
 
     def change(run: Run) -> Run:
         decision = {"promoted": "promote", "not_promoted": "reject"}.get(status, run.decision)
@@ -208,6 +210,7 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
             decision=decision,
             decision_reasons=reasons or run.decision_reasons,
             registered_version=payload.get("version") or run.registered_version,
+            error=str(error) if error else run.error,
         )
 
     run = _registry().update_run(payload["model"], payload["run_id"], change)
@@ -233,11 +236,7 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     request = RunRequest.load(payload)
     store = _store()
     selection = request.trigger.details.get("blobs")
-    refs = (
-        [store.ref(LANDING, name.removeprefix(f"{LANDING}/")) for name in selection]
-        if selection
-        else store.list_landing(request.model)
-    )
+    refs = store.landing_selection(request.model, selection) if selection else store.list_landing(request.model)
     reference = _champion_reference(request.model)
     return {
         "blobs": [
@@ -535,7 +534,7 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             manifest_url=store.manifest_url(model, run_id),
             data_hashes={b.url: b.sha256 for b in manifest.blobs},
             code_version=str(card.get("code_version", "")),
-            environment=json.dumps(card.get("package_versions", {}), sort_keys=True),
+            environment=json.dumps(card.get("packages", {}), sort_keys=True),
             params=dict(candidate.params) if candidate else {},
             metrics={k: float(v) for k, v in best.metrics.items() if isinstance(v, int | float)},
             evaluation=evaluation.metrics,
@@ -838,10 +837,17 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     action: dict[str, Any] = json.loads(
         json.dumps(next_rollout_action(state, verdict, spec.rollout).to_dict(), default=str)
     )
+    recorded_verdict = verdict.verdict
     if run is not None and run.abort_requested:
         plan = rollback_plan(dict(traffic.live), state_champion, challenger, hard=True)
+        outcome = (
+            "rolled back to the champion"
+            if champion is not None
+            else "the first model is withdrawn (there is no champion to roll back to; the endpoint serves nothing)"
+        )
         action = {**action, "kind": "rollback", "traffic_plan": plan, "mirror": {}, "hard": True,
-                  "reasons": ["aborted on request: rolled back to the champion"]}  # fmt: skip
+                  "reasons": [f"aborted on request: {outcome}"]}  # fmt: skip
+        recorded_verdict = "aborted"  # not the canary's verdict: the step did not end on its evidence
     if champion is None:
         action["traffic_plan"] = [{k: v for k, v in p.items() if k != state_champion} for p in action["traffic_plan"]]
     step_label = "shadow" if shadow else f"traffic-{spec.rollout.steps[step_index]}"
@@ -850,7 +856,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
         step_label,
         dict(traffic.live),
         dict(traffic.mirror),
-        verdict.verdict,
+        recorded_verdict,
         {"action": action["kind"], "reasons": list(action["reasons"]), "verdict": verdict.to_dict()},
     )
     return action

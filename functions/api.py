@@ -20,6 +20,7 @@ import shared
 from functions import clients
 from functions.coordination import send_work
 from functions.http import json_response, problem
+from shared.blobpaths import BlobNameError
 from shared.events import EventError, KnownModels, parse_http
 from shared.logs import correlated
 from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, run_id_for
@@ -224,7 +225,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
-    selection = body.pop("blobs", None)
+    selection = body.get("blobs")
     if selection is not None and (
         not isinstance(selection, list) or not all(isinstance(b, str) and b for b in selection)
     ):
@@ -236,9 +237,15 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     body["model"] = model
     with correlated():
         try:
-            trigger = parse_http(body, KnownModels.from_specs(runtime.specs), req.headers.get("Idempotency-Key"))
+            known = KnownModels.from_specs(runtime.specs)
+            trigger = parse_http(body, known, req.headers.get("Idempotency-Key"), extra_fields=("blobs",))
         except EventError as exc:
             return problem(400, "Malformed retrain request", str(exc), field=exc.field)
+        if selection:
+            try:
+                clients.store().landing_selection(model, selection)
+            except BlobNameError as exc:
+                return problem(400, "Bad data selection", str(exc), field=exc.field)
         registry = clients.registry()
         if (busy := _run_in_progress(registry, model)) is not None:
             return busy

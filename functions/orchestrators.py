@@ -119,9 +119,10 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
             # A run that crashed is recorded as failed (with the error), and the coordinator lives on:
             # one bad run must never stop a model from ever training again.
-            reasons = [f"the run failed unexpectedly: {_first_line(str(exc))}"]
+            error = _first_line(str(exc))
+            finished = {"model": model, "run_id": request.run_id, "status": "failed", "error": error}
             yield context.call_activity(
-                "finish_run", {"model": model, "run_id": request.run_id, "status": "failed", "reasons": reasons}
+                "finish_run", {**finished, "reasons": [f"the run failed unexpectedly: {error}"]}
             )
     # Work that waited behind a rollback is carried over; the rest arrives as buffered events.
     context.continue_as_new({"model": model, **leftover})

@@ -23,7 +23,7 @@ from rich.markup import escape
 from perennial_cli.client import ClientError
 from perennial_cli.localstack import LocalStack, StackPaths
 from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
-from shared.spec import ModelSpec, SpecError, load_specs
+from shared.spec import ModelSpec, SpecError, read_spec
 
 #: A file the demo leaves in its state folder, so that it only ever wipes a folder it made itself.
 MARKER = ".perennial-demo"
@@ -151,7 +151,17 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _prepare(state: Path, spec: Path, console: Console) -> ModelSpec:
-    """Wipe the state folder (only one the demo made) and copy the spec into it; exit 1 on a bad spec."""
+    """Check the spec, then wipe the state folder (only one the demo made) and copy the spec into it; exit 2
+    on a bad spec or a folder that is not the demo's, with the previous demo's state untouched."""
+    try:
+        model = read_spec(spec)
+    except SpecError as exc:
+        for line in exc.problems:
+            console.print(f"[red]✗[/red] {escape(line)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if model.name != MODEL:
+        console.print(f"[red]✗[/red] {escape(str(spec))}: the demo plays the model {MODEL!r}; set name: {MODEL}")
+        raise typer.Exit(2)
     # Only a folder the demo made (its marker) or the default one is wiped: `--state .perennial` must not take
     # `perennial host`'s key and histories with it.
     ours = (state / MARKER).exists() or state.resolve() == DEFAULT_STATE.resolve()
@@ -165,21 +175,8 @@ def _prepare(state: Path, spec: Path, console: Console) -> ModelSpec:
     models = StackPaths(state).models
     models.mkdir(parents=True)
     (state / MARKER).write_text("made by `perennial demo`; wiped at the start of every demo run\n")
-    try:
-        shutil.copyfile(spec, models / f"{MODEL}.yaml")
-    except OSError as exc:
-        console.print(f"[red]✗[/red] {escape(str(spec))}: {escape(exc.strerror or str(exc))}")
-        raise typer.Exit(2) from None
-    try:
-        specs = load_specs(models)
-    except SpecError as exc:
-        for line in exc.problems:
-            console.print(f"[red]✗[/red] {escape(line)}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    if MODEL not in specs:
-        console.print(f"[red]✗[/red] {escape(str(spec))} must define the model {MODEL!r}")
-        raise typer.Exit(2)
-    return specs[MODEL]
+    shutil.copyfile(spec, models / f"{MODEL}.yaml")
+    return model
 
 
 def _pairs(values: dict[str, float]) -> str:

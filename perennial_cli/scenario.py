@@ -94,7 +94,7 @@ def make_batches(folder: Path, rows: int) -> dict[str, Batch]:
     drifted = fraud_batch(half, seed=2, drift=DRIFT, start_id=rows, fraud_ring=FRAUD_RING, signal=SIGNAL)
     corrupt = fraud_batch(half, seed=3, start_id=rows + half, signal=SIGNAL)
     corrupt["amount"] = corrupt["amount"].astype(object)
-    corrupt.loc[corrupt.index[::7], "amount"] = "n/a"  # a broken export: text in a numeric column …
+    corrupt.loc[corrupt.index[::7], "amount"] = "n/a"  # a broken export: "n/a" (read as missing) in a required column …
     corrupt = corrupt.drop(columns=["merchant_category"])  # … and a column gone
     batches = {}
     for key, label, frame, name in (
@@ -608,7 +608,7 @@ class Scenario:
         columns = {str(f.get("column")) for f in report.get("findings", []) if f.get("severity") == "error"}
         self.check(
             report.get("ok") is False and {"amount", "merchant_category"} <= columns,
-            "the report names both problems: amount is not numeric, merchant_category is missing",
+            "the report names both problems: amount has gaps (n/a in a required column), merchant_category is missing",
             f"error findings on columns {sorted(columns)}",
         )
         after = self.champion(), self.traffic()

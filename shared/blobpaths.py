@@ -25,6 +25,7 @@ class BlobNameError(ValueError):
     """A blob name or URL is unsafe or outside Perennial's layout; ``hint`` says what a valid one looks like."""
 
     def __init__(self, message: str, hint: str, field: str = "blob") -> None:
+        self.message = message  # without the hint: a wrapping error adds the hint itself
         self.hint = hint
         self.field = field
         super().__init__(f"{message} ({hint})")

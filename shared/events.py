@@ -1,6 +1,6 @@
 """Every inbound event shape → one normalised :class:`Trigger`.
 
-Accepted shapes (see ../shared/notes/events.md for the published schemas):
+Accepted shapes (see docs/events.md for the published schemas):
 
 - ``Microsoft.Storage.BlobCreated`` in the Event Grid schema or CloudEvents 1.0, for
   ``landing/<model>/…`` only (Data Lake Gen2: only ``FlushWithClose`` means the file is complete)
@@ -192,7 +192,9 @@ class Trigger:
 
 def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in obj or obj[key] is None:
-        raise EventError(f"{where}{key} is missing", f"{where}{key}", "the event must carry it (see notes/events.md)")
+        raise EventError(
+            f"{where}{key} is missing", f"{where}{key}", "the event must carry it; docs/events.md lists the fields"
+        )
     return obj[key]
 
 
@@ -367,7 +369,7 @@ def _blob_created(env: _Envelope, known: KnownModels) -> Trigger:
         url = _str(data, "url", "data.")
         url_container, url_name = split_blob_url(url)
     except BlobNameError as exc:
-        raise EventError(str(exc), exc.field if exc.field != "blob" else "subject", exc.hint) from None
+        raise EventError(exc.message, exc.field if exc.field != "blob" else "subject", exc.hint) from None
     if container != LANDING:
         raise EventError(
             f"the blob is in container {container!r}, not {LANDING!r}",
@@ -380,7 +382,7 @@ def _blob_created(env: _Envelope, known: KnownModels) -> Trigger:
         path = validate_blob_name(name, known.names, LANDING)
     except BlobNameError as exc:
         error = UnknownModelError if exc.field == "model" else EventError
-        raise error(str(exc), "subject", exc.hint) from None
+        raise error(exc.message, "subject", exc.hint) from None
     api = _str(data, "api", "data.")
     blob = BlobIdentity(
         url=url,
@@ -510,7 +512,7 @@ def _perennial(env: _Envelope, known: KnownModels) -> Trigger:
         data = parse_perennial_data(env.type, env.data_version, env.data)
     except EventDataError as exc:
         error = UnknownEventTypeError if exc.field == "eventType" else EventError
-        raise error(str(exc), exc.field, exc.hint) from None
+        raise error(exc.message, exc.field, exc.hint) from None
     model = _model(data.model, known, "data.model")
     kind: TriggerKind = "perennial_event"
     actionable = False
@@ -561,7 +563,7 @@ def parse_event(event: Any, known: KnownModels | Collection[str]) -> Trigger:
     except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
         # A shape we did not foresee: still a bad event, never a crash.
         raise EventError(
-            f"the event is malformed ({type(exc).__name__})", "event", "compare with notes/events.md"
+            f"the event is malformed ({type(exc).__name__})", "event", "compare with docs/events.md"
         ) from None
     raise UnknownEventTypeError(
         f"event type {env.type[:100]!r} is not handled",
@@ -650,11 +652,12 @@ def _monitor_alert(raw: dict[str, Any], known: KnownModels) -> Trigger:
 _MANUAL_FIELDS = frozenset({"model", "reason", "requested_by", "request_id"})
 
 
-def _manual(raw: dict[str, Any], known: KnownModels, request_id: str | None) -> Trigger:
-    unknown = sorted(set(raw) - _MANUAL_FIELDS)
+def _manual(raw: dict[str, Any], known: KnownModels, request_id: str | None, extra: Collection[str]) -> Trigger:
+    fields = _MANUAL_FIELDS | set(extra)
+    unknown = sorted(set(raw) - fields)
     if unknown:
         raise EventError(
-            f"unknown field {unknown[0][:64]!r}", unknown[0][:64], f"a retrain request has {sorted(_MANUAL_FIELDS)}"
+            f"unknown field {unknown[0][:64]!r}", unknown[0][:64], f"a retrain request has {sorted(fields)}"
         )
     model = _model(_str(raw, "model"), known, "model")
     reason = _opt_str(raw, "reason") or "manual request"
@@ -671,11 +674,17 @@ def _manual(raw: dict[str, Any], known: KnownModels, request_id: str | None) -> 
     )
 
 
-def parse_http(body: Any, known: KnownModels | Collection[str], request_id: str | None = None) -> Trigger:
+def parse_http(
+    body: Any,
+    known: KnownModels | Collection[str],
+    request_id: str | None = None,
+    extra_fields: Collection[str] = (),
+) -> Trigger:
     """An HTTP body → Trigger: an Azure Monitor common-schema alert or a manual retrain request.
 
     ``request_id`` (e.g. an ``Idempotency-Key`` header) makes a retried request the same run.
-    Raises only :class:`EventError`.
+    ``extra_fields``: more fields a retrain request may carry, which the caller reads itself (the API's
+    ``blobs``); an unknown field's error lists them too. Raises only :class:`EventError`.
     """
     models = KnownModels.of(known)
     try:
@@ -693,7 +702,7 @@ def parse_http(body: Any, known: KnownModels | Collection[str], request_id: str 
                 "schemaId",
                 f"enable the common alert schema ({COMMON_ALERT_SCHEMA}) on the action group",
             )
-        return _manual(raw, models, request_id)
+        return _manual(raw, models, request_id, extra_fields)
     except EventError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:

@@ -59,6 +59,7 @@ class EventDataError(ValueError):
     """A Perennial event's data does not match its type and version; ``field`` names the culprit."""
 
     def __init__(self, message: str, field: str, hint: str) -> None:
+        self.message = message  # without the hint: a wrapping error adds the hint itself
         self.field = field
         self.hint = hint
         super().__init__(f"{message} ({hint})")

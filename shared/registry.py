@@ -169,7 +169,7 @@ class RolloutStep:
     step: str  # deploy | smoke | shadow | traffic-10 | … | rollback
     traffic: dict[str, int] = field(default_factory=dict)
     mirror_traffic: dict[str, int] = field(default_factory=dict)
-    verdict: str = "pending"  # pending | pass | fail | inconclusive
+    verdict: str = "pending"  # pending | pass | fail | inconclusive | aborted
     evidence: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=_now)
     etag: str | None = field(default=None, compare=False)

@@ -494,7 +494,22 @@ def parse_spec(document: Any, source: str) -> ModelSpec:
 
 
 def load_spec(path: str | Path) -> ModelSpec:
-    """Read and validate one spec file; raise :class:`SpecError` naming the file, field and fix."""
+    """Read and validate one spec file, whose name must be the model's; raise :class:`SpecError` naming the
+    file, field and fix."""
+    path = Path(path)
+    spec = read_spec(path)
+    if spec.name != path.stem:
+        raise SpecError(
+            [
+                f"{path}: name={spec.name!r} does not match the file name (rename the file to "
+                f"{spec.name}.yaml or set name: {path.stem})"
+            ]
+        )
+    return spec
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """Read and validate one spec file, whatever it is called (``load_spec`` also checks the name)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -510,15 +525,7 @@ def load_spec(path: str | Path) -> ModelSpec:
         raise SpecError(
             [f"{path}: is not valid YAML{where} ({getattr(exc, 'problem', exc)}); fix the syntax"]
         ) from None
-    spec = parse_spec(document, str(path))
-    if spec.name != path.stem:
-        raise SpecError(
-            [
-                f"{path}: name={spec.name!r} does not match the file name (rename the file to "
-                f"{spec.name}.yaml or set name: {path.stem})"
-            ]
-        )
-    return spec
+    return parse_spec(document, str(path))
 
 
 def load_specs(directory: str | Path) -> dict[str, ModelSpec]:

@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -287,6 +287,33 @@ class BlobStore:
             )
             for item in client.list_blobs(name_starts_with=f"{model}/")
         ]
+
+    def landing_selection(self, model: str, names: Sequence[str]) -> list[BlobRef]:
+        """The current versions of the blobs a retrain request chose (``landing/<model>/…`` or ``<model>/…``).
+
+        Raises BlobNameError whose field is the item (``blobs[i]``) that is unsafe, in another model's
+        folder, or not there: a request is refused whole, before a run starts, not failed later."""
+        paths: list[BlobPath] = []
+        for i, name in enumerate(names):  # every name first: an unsafe one is named even after a missing one
+            item = f"blobs[{i}]"
+            try:
+                path = self.path(LANDING, name.removeprefix(f"{LANDING}/"))
+            except BlobNameError as exc:
+                raise BlobNameError(f"{item}: {exc.message}", exc.hint, item) from None
+            if path.model != model:
+                hint = f"choose blobs under {LANDING}/{model}/"
+                raise BlobNameError(f"{item}: {name!r} is in the landing folder of {path.model}", hint, item)
+            paths.append(path)
+        refs: list[BlobRef] = []
+        for i, path in enumerate(paths):
+            try:
+                refs.append(_ref(self._service.get_blob_client(LANDING, path.name)))
+            except ResourceNotFoundError:
+                hint = f"list {LANDING}/{model}/ for the names there"
+                raise BlobNameError(
+                    f"blobs[{i}]: there is no blob {LANDING}/{path.name}", hint, f"blobs[{i}]"
+                ) from None
+        return refs
 
     # ----------------------------------------------------------------- landing
 

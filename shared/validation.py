@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -699,7 +700,7 @@ def _validate(
     started: float,
 ) -> ValidationReport:
     checker = _Validator(contract, reference, max_keys, bins, sample_size, top_k)
-    label = name or "<input>"
+    label = name or (str(source) if isinstance(source, str | Path) else "<input>")  # a file that never opened
     fmt_name: str = fmt or "unknown"
     columns: list[str] = []
     bytes_read = 0

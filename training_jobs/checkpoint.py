@@ -61,6 +61,14 @@ def supersede(directory: Path) -> Path | None:
     return aside
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's file name (``ckpt-000000040.pt`` → 40)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a checkpoint file name")
+    return int(match.group(1))
+
+
 def list_checkpoints(directory: Path) -> list[Path]:
     """Newest first."""
     if not directory.is_dir():

@@ -199,3 +199,21 @@ def test_the_demo_never_wipes_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "was not made by `perennial demo`" in result.output
     assert key.read_text() == "secret"
+
+
+def test_a_bad_demo_spec_is_refused_before_the_previous_demo_s_state_is_touched(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    state.mkdir()
+    (state / ".perennial-demo").write_text("made by `perennial demo`")
+    kept = state / "logs" / "host.log"
+    kept.parent.mkdir()
+    kept.write_text("yesterday's run")
+    missing = perennial("demo", "--state", str(state), "--spec", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 2, missing.output
+    assert "nope.yaml: no such file" in missing.output
+    other = tmp_path / "other.yaml"
+    other.write_text(Path("models/fraud.yaml").read_text().replace("name: fraud", "name: other", 1))
+    renamed = perennial("demo", "--state", str(state), "--spec", str(other))
+    assert renamed.exit_code == 2, renamed.output
+    assert f"{other}: the demo plays the model 'fraud'; set name: fraud" in renamed.output.replace("\n", "")
+    assert kept.read_text() == "yesterday's run"

@@ -99,11 +99,13 @@ def test_component_specs_load_or_say_what_is_wrong() -> None:
 
 
 def test_function_keys_come_from_settings_or_one_stable_generated_key(tmp_path: Path) -> None:
-    assert load_or_create_keys(tmp_path, {"DEVHOST_FUNCTION_KEYS": "a, b"}) == (["a", "b"], False)
-    generated, created = load_or_create_keys(tmp_path, {})
-    assert created
+    setting = load_or_create_keys(tmp_path, {"DEVHOST_FUNCTION_KEYS": "a, b"})
+    assert setting == (["a", "b"], "from the DEVHOST_FUNCTION_KEYS setting")
+    generated, origin = load_or_create_keys(tmp_path, {})
+    assert origin == f"generated, stored in {tmp_path / KEY_FILE}"
     assert (tmp_path / KEY_FILE).read_text().strip() == generated[0]
-    assert load_or_create_keys(tmp_path, {}) == (generated, False)  # the same key on the next start
+    # The same key on the next start, and the banner says where it was read from.
+    assert load_or_create_keys(tmp_path, {}) == (generated, f"stored in {tmp_path / KEY_FILE}")
 
 
 def _wait_for(condition: Any, timeout: float = 10) -> None:

@@ -26,7 +26,21 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
     assert _problem(http.post("/api/models/fraud/retrain", json=[1, 2]), 400)["field"] == "body"
     assert _problem(http.post("/api/models/fraud/retrain", json={"reason": 7}), 400)["field"] == "reason"
     assert _problem(http.post("/api/models/fraud/retrain", json={"blobs": "x.csv"}), 400)["field"] == "blobs"
-    assert _problem(http.post("/api/models/fraud/retrain", json={"colour": "red"}), 400)["field"] == "colour"
+    colour = _problem(http.post("/api/models/fraud/retrain", json={"colour": "red"}), 400)
+    assert colour["field"] == "colour"
+    assert "'blobs'" in str(colour["detail"]), "the fields a retrain request may carry, blobs included"
+    # A data selection is checked before a run starts: unsafe, another model's, or not there.
+    for blobs, says in (
+        (["landing/fraud/ok.csv", "../etc/passwd"], "'..' segment"),
+        (["landing/other/x.csv"], "unknown model"),
+        (["landing/fraud/never-landed.csv"], "there is no blob landing/fraud/never-landed.csv"),
+    ):
+        response = http.post("/api/models/fraud/retrain", json={"blobs": blobs})
+        body = _problem(response, 400)
+        assert body["field"] == f"blobs[{len(blobs) - 1}]", body
+        assert says in str(body["detail"])
+        assert str(body["detail"]).count("(") == 1, "the hint once, not twice"
+    assert http.get("/api/models/fraud/runs").json()["runs"] == [], "no run was started for a refused request"
     assert _problem(http.get("/api/models/fraud/runs?limit=0"), 400)["field"] == "limit"
     assert _problem(http.get("/api/runs/nope-123"), 404)["field"] == "id"
     assert _problem(http.get("/api/runs/fraud-0000000000000000"), 404)

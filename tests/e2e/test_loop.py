@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from perennial_cli.synthetic import fraud_batch
@@ -33,6 +35,7 @@ def test_first_blob_trains_registers_with_lineage_and_ships(perennial: Perennial
     assert version["metrics"]["pr_auc"] > 0
     assert version["evaluation"]["champion"] is None
     assert version["code_version"]
+    assert "torch" in json.loads(version["environment"])  # the job's package versions, from its model card
     steps = [s["step"] for s in detail["rollout"]]
     assert steps[:2] == ["deploy", "smoke"]
     models = perennial.http.get("/api/models").json()["models"]

@@ -281,7 +281,8 @@ def test_an_abort_mid_rollout_rolls_back_at_once(shipped: PerennialHost) -> None
     # The bake is 1 min of virtual time, but the abort wakes it: the run ends without the clock moving.
     detail = drive_rollout(shipped, run_id, ScoringTraffic(shipped), BAKE_MINUTES, requests_per_bake=20, on_bake=abort)
     assert detail["status"] == "rolled_back", detail
-    assert any("aborted on request" in reason for reason in detail["reasons"]), detail["reasons"]
+    assert any("aborted on request: rolled back to the champion" in r for r in detail["reasons"]), detail["reasons"]
+    assert "aborted" in [verdict for _, verdict in _verdicts(detail)], _verdicts(detail)  # not the canary's pass
     _assert_champion_alone_at_100(shipped, before.version, version)
 
 

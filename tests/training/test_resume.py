@@ -105,6 +105,24 @@ def test_a_new_configuration_in_a_used_folder_resumes_from_its_own_checkpoint(
     assert "ckpt-000000005.pt at step 5" in caplog.text
 
 
+def test_resuming_from_an_older_checkpoint_of_the_folder_starts_a_new_line(
+    problem: Problem, straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Back to step 40 while step 60 is there: after a preemption at 45, auto must resume at 45, not 60."""
+    output = tmp_path / "branch"
+    shutil.copytree(straight / "checkpoints", output / "checkpoints")
+    older = output / "checkpoints" / "ckpt-000000040.pt"
+    monkeypatch.setenv(SIGTERM_AT_STEP_ENV, "45")
+    assert train_in_process(problem, output, *RUN, "--resume", str(older)) == EXIT_PREEMPTED
+    monkeypatch.delenv(SIGTERM_AT_STEP_ENV)
+    assert [p.name for p in (output / "checkpoints").iterdir()] == ["ckpt-000000045.pt"]
+    assert (output / "checkpoints.superseded-1" / "ckpt-000000060.pt").is_file()
+    with caplog.at_level("INFO"):
+        assert train_in_process(problem, output, *RUN) == 0
+    assert "ckpt-000000045.pt at step 45" in caplog.text
+    assert same_weights(straight, output)
+
+
 def test_a_checkpoint_for_another_contract_is_not_loaded_even_in_part(
     problem: Problem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

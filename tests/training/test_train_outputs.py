@@ -264,7 +264,7 @@ def test_ranks_draw_different_dropout_masks_and_a_step_always_draws_the_same() -
 
     draws = {}
     for rank, step in ((0, 7), (1, 7), (0, 8), (0, 7)):
-        _seed_step(0, rank, step)
+        _seed_step(0, rank, step, torch.device("cpu"))
         draws.setdefault((rank, step), []).append(torch.rand(4))
     assert torch.equal(*draws[(0, 7)])
     assert not torch.equal(draws[(0, 7)][0], draws[(1, 7)][0])

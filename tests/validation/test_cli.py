@@ -43,6 +43,14 @@ def test_failed_batch_exits_1_with_the_fix(tmp_path: Path) -> None:
     assert "fix out_of_range amount" in result.output
 
 
+def test_a_missing_file_is_named_in_the_verdict(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    result = runner.invoke(app, ["validate", str(missing), "--spec", SPEC])
+    assert result.exit_code == 1
+    assert f"failed {missing}:" in " ".join(result.output.split())  # rich wraps long lines
+    assert "does not exist" in result.output
+
+
 def test_bad_spec_or_reference_exits_2(tmp_path: Path) -> None:
     data = write_csv(fraud_batch(10, seed=3), tmp_path / "d.csv")
     result = runner.invoke(app, ["validate", str(data), "--spec", str(tmp_path / "missing.yaml")])
