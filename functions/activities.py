@@ -837,7 +837,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     action: dict[str, Any] = json.loads(
         json.dumps(next_rollout_action(state, verdict, spec.rollout).to_dict(), default=str)
     )
-    recorded_verdict = verdict.verdict
+    recorded_verdict: str = verdict.verdict
     if run is not None and run.abort_requested:
         plan = rollback_plan(dict(traffic.live), state_champion, challenger, hard=True)
         outcome = (

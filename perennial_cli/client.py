@@ -59,7 +59,7 @@ KEY_ENV = "PERENNIAL_FUNCTION_KEY"
 LOCAL_KEY_FILE = Path(".perennial") / "devhost" / "function_key"
 KEY_HEADER = "x-functions-key"
 
-START_HINT = "start one with `perennial host` (or `make demo`), or point --host / PERENNIAL_HOST_URL at a running host"
+START_HINT = "start one with `perennial up` (or `make demo`), or point --host / PERENNIAL_HOST_URL at a running host"
 KEY_HINT = (
     "pass the host's function key with --key KEY or PERENNIAL_FUNCTION_KEY "
     f"(a local host prints it at start-up and stores it in {LOCAL_KEY_FILE})"

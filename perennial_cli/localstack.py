@@ -3,8 +3,9 @@ Grid and the local ML service as components) + the clients a user has.
 
 ``perennial demo`` drives it; it runs ``function_app.py`` unmodified, exactly as ``perennial host``
 would, but with a virtual clock (``POST /admin/clock``) so that 30-minute bakes and debounce windows
-pass in seconds. Everything it starts it stops again: devhost with SIGTERM (its ML-service component
-then stops the scoring servers), any training job still running is cancelled, Azurite is stopped.
+pass in seconds; ``perennial up`` runs it on a real clock with the user's specs until Ctrl-C. Everything
+it starts it stops again: devhost with SIGTERM (its ML-service component then stops the scoring servers),
+any training job still running is cancelled, Azurite is stopped.
 """
 
 from __future__ import annotations
@@ -57,15 +58,18 @@ def perennial_environment(
     }
 
 
-def start_devhost(port: int, state: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """devhost serving function_app.py unmodified on 127.0.0.1:``port``, virtual clock, with the local Event
-    Grid and the local ML service (its endpoints come back after a restart and stop with the host, so no
-    scoring server outlives it). Output goes to ``log``; its own session, so its whole group can be signalled."""
+def start_devhost(
+    port: int, state: Path, env: dict[str, str], log: Path, clock: str = "virtual"
+) -> subprocess.Popen[bytes]:
+    """devhost serving function_app.py unmodified on 127.0.0.1:``port`` (``clock``: virtual or real), with the
+    local Event Grid and the local ML service (its endpoints come back after a restart and stop with the host,
+    so no scoring server outlives it). Output goes to ``log``; its own session, so its whole group can be
+    signalled."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [
                 sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(port),
-                "--state", str(state.resolve()), "--clock", "virtual",
+                "--state", str(state.resolve()), "--clock", clock,
                 "--component", "devhost.eventgrid:component",
                 "--component", "devhost.mlservice.component:component",
             ],
@@ -93,13 +97,15 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class StackPaths:
-    """Where the local stack keeps its state (all under ``root``)."""
+    """Where the local stack keeps its state (all under ``root``; the model specs too, unless ``models_folder``)."""
 
     root: Path
+    models_folder: Path | None = None
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        """PERENNIAL_MODELS_DIR: the model specs the app serves."""
+        return self.models_folder if self.models_folder is not None else self.root / "models"
 
     @property
     def state(self) -> Path:
@@ -126,13 +132,19 @@ class StackPaths:
 
 
 class LocalStack:
-    """Azurite + devhost serving Perennial from ``paths.models``, and clients for its API, storage and ML service."""
+    """Azurite + devhost serving Perennial from ``paths.models``, and clients for its API, storage and ML service.
 
-    def __init__(self, paths: StackPaths, port: int | None = None) -> None:
+    ``key``: the function key the host accepts (default: a fresh one); ``clock``: the host's clock, virtual (the
+    demo moves it with :meth:`advance`) or real."""
+
+    def __init__(
+        self, paths: StackPaths, port: int | None = None, *, key: str | None = None, clock: str = "virtual"
+    ) -> None:
         self.paths = paths
         self.port = port if port is not None else (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.key = secrets.token_urlsafe(24)
+        self.key = key or secrets.token_urlsafe(24)
+        self.clock = clock
         self.azurite: Azurite | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._http: httpx.Client | None = None
@@ -164,8 +176,8 @@ class LocalStack:
         self.registry.ensure_tables()
 
     def start_host(self, timeout: float = 120.0) -> None:
-        """Start devhost (virtual clock, local Event Grid, local ML service) and wait for /api/health."""
-        self.process = start_devhost(self.port, self.paths.devhost, self.env, self.paths.host_log)
+        """Start devhost (its clock, local Event Grid, local ML service) and wait for /api/health."""
+        self.process = start_devhost(self.port, self.paths.devhost, self.env, self.paths.host_log, self.clock)
         self._http = httpx.Client(base_url=self.base_url, timeout=120, headers={"x-functions-key": self.key})
         self._api = PerennialClient(self.base_url, self.key, timeout=120)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from perennial_cli import demo, host, runs, spec, validate
+from perennial_cli import demo, host, runs, spec, up, validate
 
 app = typer.Typer(
     name="perennial",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(spec.app, name="spec")
+app.command("up")(up.up)
 app.command("host")(host.host)
 app.command("validate")(validate.validate)
 app.command("demo")(demo.demo)

@@ -44,7 +44,7 @@ HostOption = Annotated[
         "--host",
         envvar=HOST_ENV,
         metavar="URL",
-        help="The Perennial host: `perennial host` locally, or https://<app>.azurewebsites.net.",
+        help="The Perennial host: `perennial up` locally, or https://<app>.azurewebsites.net.",
     ),
 ]
 KeyOption = Annotated[

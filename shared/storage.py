@@ -308,7 +308,7 @@ class BlobStore:
         for i, path in enumerate(paths):
             try:
                 refs.append(_ref(self._service.get_blob_client(LANDING, path.name)))
-            except ResourceNotFoundError:
+            except BlobMissingError:
                 hint = f"list {LANDING}/{model}/ for the names there"
                 raise BlobNameError(
                     f"blobs[{i}]: there is no blob {LANDING}/{path.name}", hint, f"blobs[{i}]"

@@ -90,7 +90,7 @@ def test_no_host_says_how_to_start_one() -> None:
     result = perennial("runs", "fraud", "--host", url)
     assert result.exit_code == 1
     assert f"no Perennial host is running at {url}" in result.output
-    assert "perennial host" in result.output
+    assert "perennial up" in result.output
     assert "make demo" in result.output
 
 
@@ -103,7 +103,7 @@ def test_the_console_script_exits_1_with_the_hint() -> None:
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert f"no Perennial host is running at {url}" in done.stderr
-    assert "perennial host" in done.stderr
+    assert "perennial up" in done.stderr
 
 
 def test_rollback_prints_whatever_the_host_accepted(canned: str) -> None:
