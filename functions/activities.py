@@ -63,6 +63,7 @@ from shared.registry import (
     ACTIVE_RUN_STATUSES,
     Candidate,
     Champion,
+    ConcurrencyError,
     ModelVersion,
     RegistryError,
     RolloutStep,
@@ -404,7 +405,22 @@ def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
     job = JobRequest.load(payload)
     state = _platform().submit_job(_job_spec(job))
     logger.info("submitted %s (%s)", job.job_name, state.status, extra={"run_id": job.run_id})
+    if job.kind == "train":
+        _mark_candidate_submitted(job, state.name)
     return {"name": state.name, "status": state.status}
+
+
+def _mark_candidate_submitted(job: JobRequest, job_name: str) -> None:
+    """Show the candidate's job while it trains (``record_candidates`` writes the outcome when all are done).
+    Only a display: a failure to write it is logged, never a failed submission."""
+    candidate_id = job.base_name.rsplit("-", 1)[-1]
+    registry = _registry()
+    try:
+        current = next((c for c in registry.candidates(job.model, job.run_id) if c.candidate_id == candidate_id), None)
+        if current is not None and current.status in ("planned", "submitted"):
+            registry.save_candidate(replace(current, job_name=job_name, status="submitted"))
+    except (RegistryError, ConcurrencyError) as exc:
+        logger.warning("candidate %s of %s: job %s not recorded (%s)", candidate_id, job.run_id, job_name, exc)
 
 
 @bp.activity_trigger(input_name="payload")

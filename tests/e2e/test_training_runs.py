@@ -87,6 +87,14 @@ def test_a_blob_landing_during_a_run_trains_in_the_next_run(host: PerennialHost)
     assert accepted.status_code == 202, accepted.text
     first = accepted.json()["run_id"]
     host.wait_for("the retrain to be training", lambda: host.run(first)["stage"] == "training" or None, advance=0)
+
+    def jobs_shown() -> list[dict[str, object]] | None:
+        detail = host.run(first)  # the clock stands still: the jobs' first status poll has not come
+        candidates = detail["candidates"]
+        return candidates if detail["stage"] == "training" and all(c["job_name"] for c in candidates) else None
+
+    training = host.wait_for("each candidate to show its job while it trains", jobs_shown, advance=0)
+    assert {c["status"] for c in training} == {"submitted"}, training
     host.land("batch-004.csv", fraud_batch(2000, seed=5, start_id=200_000).to_csv(index=False).encode())
 
     host.wait_for("the retrain", lambda: host.run(first)["status"] not in ("pending", "running") or None)
