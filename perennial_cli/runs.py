@@ -422,9 +422,10 @@ def rollout(
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
-    """Ship a registered VERSION of MODEL through the staged rollout (smoke test, shadow, each traffic
-    step analysed against the champion; rolled back on a failed gate). Exit 1 if it is unknown, already
-    the champion, or a run is in progress.
+    """Ship a registered VERSION of MODEL through the staged rollout. Exit 1 if it cannot start.
+
+    Smoke test, shadow, then each traffic step analysed against the champion; a failed gate rolls it
+    back. It cannot start when the version is unknown, already the champion, or a run is in progress.
 
     Example: perennial rollout fraud 4 --reason "retry after the endpoint quota was raised"
     """
