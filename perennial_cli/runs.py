@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -26,6 +27,7 @@ from perennial_cli.client import (
     LOCAL_KEY_FILE,
     Accepted,
     ClientError,
+    ModelInfo,
     PerennialClient,
     Problem,
     ProblemError,
@@ -34,9 +36,11 @@ from perennial_cli.client import (
     local_key,
     requested_by_default,
 )
-from perennial_cli.status_style import status_markup
+from perennial_cli.status_style import STATUS_COLOURS, status_markup
 
 PANEL = "Talk to a running host"
+#: Below this many terminal columns the list tables drop columns instead of cutting every cell to "tr…".
+WIDE_TABLES = 110
 
 HostOption = Annotated[
     str,
@@ -143,21 +147,7 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
     if not found:
         out.print("the host serves no models (add a spec under models/ and restart it)")
         return
-    table = Table(title=f"Models at {escape(client.base_url)}", title_justify="left")
-    for heading in ("model", "champion", "since (UTC)", "latest run", "status", "stage", "started (UTC)"):
-        table.add_column(heading, no_wrap=heading in ("model", "latest run"))
-    for model in found:
-        champion, latest = model.champion, model.latest_run
-        table.add_row(
-            escape(model.model),
-            escape(champion.version) if champion else "[dim]none yet[/dim]",
-            _when(champion.since) if champion else "",
-            escape(latest.run_id) if latest else "[dim]no runs[/dim]",
-            status_markup(latest.status) if latest else "",
-            escape(latest.stage) if latest else "",
-            _when(latest.created_at) if latest else "",
-        )
-    out.print(table)
+    out.print(_models_table(client.base_url, found, narrow=out.width < WIDE_TABLES))
 
 
 def runs(
@@ -176,10 +166,23 @@ def runs(
     if not found:
         out.print(f"model {escape(model)} has no runs yet (start one with: perennial retrain {escape(model)})")
         return
-    out.print(_runs_table(model, found))
+    out.print(_runs_table(model, found, narrow=out.width < WIDE_TABLES))
 
 
-def _runs_table(model: str, found: list[RunSummary]) -> Table:
+def _runs_table(model: str, found: list[RunSummary], narrow: bool = False) -> Table:
+    if narrow:  # run id, trigger, status (the stage while in flight), version, started: fits 80 columns
+        table = _narrow_table(f"Runs of {escape(model)} (newest first; UTC)")
+        for heading in ("run id", "trigger", "status", "version", "started"):
+            table.add_column(heading, no_wrap=True)
+        for run in found:
+            table.add_row(
+                escape(run.run_id),
+                escape(run.trigger.kind),
+                _status_or_stage(run),
+                escape(run.registered_version or ""),
+                _when_short(run.created_at),
+            )
+        return table
     table = Table(title=f"Runs of {escape(model)} (newest first)", title_justify="left")
     for heading in ("run id", "trigger", "status", "stage", "decision", "version", "started (UTC)"):
         table.add_column(heading, no_wrap=heading in ("run id", "started (UTC)"))
@@ -194,6 +197,54 @@ def _runs_table(model: str, found: list[RunSummary]) -> Table:
             _when(run.created_at),
         )
     return table
+
+
+def _models_table(base_url: str, found: list[ModelInfo], narrow: bool = False) -> Table:
+    if narrow:  # model, champion, latest run, status (the stage while in flight), started: fits 80 columns
+        table = _narrow_table(f"Models at {escape(base_url)} (UTC)")
+        for heading in ("model", "champion", "latest run", "status", "started"):
+            table.add_column(heading, no_wrap=True)
+        for model in found:
+            champion, latest = model.champion, model.latest_run
+            table.add_row(
+                escape(model.model),
+                escape(champion.version) if champion else "[dim]none yet[/dim]",
+                escape(latest.run_id) if latest else "[dim]no runs[/dim]",
+                _status_or_stage(latest) if latest else "",
+                _when_short(latest.created_at) if latest else "",
+            )
+        return table
+    table = Table(title=f"Models at {escape(base_url)}", title_justify="left")
+    for heading in ("model", "champion", "since (UTC)", "latest run", "status", "stage", "started (UTC)"):
+        table.add_column(heading, no_wrap=heading in ("model", "latest run"))
+    for model in found:
+        champion, latest = model.champion, model.latest_run
+        table.add_row(
+            escape(model.model),
+            escape(champion.version) if champion else "[dim]none yet[/dim]",
+            _when(champion.since) if champion else "",
+            escape(latest.run_id) if latest else "[dim]no runs[/dim]",
+            status_markup(latest.status) if latest else "",
+            escape(latest.stage) if latest else "",
+            _when(latest.created_at) if latest else "",
+        )
+    return table
+
+
+def _narrow_table(title: str) -> Table:
+    """No vertical rules and no outer padding: five columns of a list fit an 80-column terminal."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _status_or_stage(run: RunSummary) -> str:
+    """A finished run's status; a run in flight shows where it is (training, rolling_out, …) in the running colour."""
+    if run.status in ("pending", "running") and run.stage:
+        return f"[{STATUS_COLOURS['running']}]{escape(run.stage)}[/{STATUS_COLOURS['running']}]"
+    return status_markup(run.status)
+
+
+def _when_short(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%m-%d %H:%M") if moment else ""
 
 
 def show_run(

@@ -32,6 +32,23 @@ def test_models_shows_each_champion_and_latest_run(host: PerennialHost) -> None:
     assert "no runs" in lending
 
 
+def test_an_80_column_terminal_gets_whole_cells_not_cut_ones(host: PerennialHost) -> None:
+    env = {"PERENNIAL_HOST_URL": host.base_url, "PERENNIAL_FUNCTION_KEY": KEY, "COLUMNS": "80"}
+    runs = CliRunner().invoke(app, ["runs", "fraud"], env=env)
+    assert runs.exit_code == 0, runs.output
+    assert "…" not in runs.output, runs.output
+    assert all(len(line) <= 80 for line in runs.output.splitlines()), runs.output
+    promoted = next(line for line in runs.output.splitlines() if PROMOTED in line)
+    for cell in ("manual", "promoted", " 3 ", "03-01 09:00"):
+        assert cell in promoted, promoted
+    assert "training" in next(line for line in runs.output.splitlines() if RUNNING in line)  # its stage
+    models = CliRunner().invoke(app, ["models"], env=env)
+    assert models.exit_code == 0, models.output
+    assert "…" not in models.output
+    assert all(len(line) <= 80 for line in models.output.splitlines()), models.output
+    assert RUNNING in next(line for line in models.output.splitlines() if "fraud " in line), models.output
+
+
 def test_runs_is_a_table_newest_first(host: PerennialHost) -> None:
     result = perennial(host, "runs", "fraud")
     assert result.exit_code == 0, result.output
