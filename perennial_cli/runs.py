@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich import box
@@ -39,6 +39,7 @@ from perennial_cli.client import (
 from perennial_cli.status_style import STATUS_COLOURS, status_markup
 
 PANEL = "Talk to a running host"
+Row = TypeVar("Row")
 #: Below this many terminal columns the list tables drop columns instead of cutting every cell to "tr…".
 WIDE_TABLES = 110
 
@@ -170,64 +171,67 @@ def runs(
 
 
 def _runs_table(model: str, found: list[RunSummary], narrow: bool = False) -> Table:
+    run_id: Cell[RunSummary] = ("run id", lambda r: escape(r.run_id))
+    trigger: Cell[RunSummary] = ("trigger", lambda r: escape(r.trigger.kind))
+    version: Cell[RunSummary] = ("version", lambda r: escape(r.registered_version or ""))
     if narrow:  # run id, trigger, status (the stage while in flight), version, started: fits 80 columns
-        table = _narrow_table(f"Runs of {escape(model)} (newest first; UTC)")
-        for heading in ("run id", "trigger", "status", "version", "started"):
-            table.add_column(heading, no_wrap=True)
-        for run in found:
-            table.add_row(
-                escape(run.run_id),
-                escape(run.trigger.kind),
-                _status_or_stage(run),
-                escape(run.registered_version or ""),
-                _when_short(run.created_at),
-            )
-        return table
-    table = Table(title=f"Runs of {escape(model)} (newest first)", title_justify="left")
-    for heading in ("run id", "trigger", "status", "stage", "decision", "version", "started (UTC)"):
-        table.add_column(heading, no_wrap=heading in ("run id", "started (UTC)"))
-    for run in found:
-        table.add_row(
-            escape(run.run_id),
-            escape(run.trigger.kind),
-            status_markup(run.status),
-            escape(run.stage),
-            escape(run.decision or ""),
-            escape(run.registered_version or ""),
-            _when(run.created_at),
+        status: Cell[RunSummary] = ("status", _status_or_stage)
+        started: Cell[RunSummary] = ("started", lambda r: _when_short(r.created_at))
+        return _table(
+            f"Runs of {escape(model)} (newest first; UTC)", found, [run_id, trigger, status, version, started]
         )
-    return table
+    wide: list[Cell[RunSummary]] = [
+        run_id,
+        trigger,
+        ("status", lambda r: status_markup(r.status)),
+        ("stage", lambda r: escape(r.stage)),
+        ("decision", lambda r: escape(r.decision or "")),
+        version,
+        ("started (UTC)", lambda r: _when(r.created_at)),
+    ]
+    return _table(f"Runs of {escape(model)} (newest first)", found, wide, no_wrap=("run id", "started (UTC)"))
 
 
 def _models_table(base_url: str, found: list[ModelInfo], narrow: bool = False) -> Table:
+    name: Cell[ModelInfo] = ("model", lambda m: escape(m.model))
+    champion: Cell[ModelInfo] = (
+        "champion",
+        lambda m: escape(m.champion.version) if m.champion else "[dim]none yet[/dim]",
+    )
+    latest: Cell[ModelInfo] = (
+        "latest run",
+        lambda m: escape(m.latest_run.run_id) if m.latest_run else "[dim]no runs[/dim]",
+    )
     if narrow:  # model, champion, latest run, status (the stage while in flight), started: fits 80 columns
-        table = _narrow_table(f"Models at {escape(base_url)} (UTC)")
-        for heading in ("model", "champion", "latest run", "status", "started"):
-            table.add_column(heading, no_wrap=True)
-        for model in found:
-            champion, latest = model.champion, model.latest_run
-            table.add_row(
-                escape(model.model),
-                escape(champion.version) if champion else "[dim]none yet[/dim]",
-                escape(latest.run_id) if latest else "[dim]no runs[/dim]",
-                _status_or_stage(latest) if latest else "",
-                _when_short(latest.created_at) if latest else "",
-            )
-        return table
-    table = Table(title=f"Models at {escape(base_url)}", title_justify="left")
-    for heading in ("model", "champion", "since (UTC)", "latest run", "status", "stage", "started (UTC)"):
-        table.add_column(heading, no_wrap=heading in ("model", "latest run"))
-    for model in found:
-        champion, latest = model.champion, model.latest_run
-        table.add_row(
-            escape(model.model),
-            escape(champion.version) if champion else "[dim]none yet[/dim]",
-            _when(champion.since) if champion else "",
-            escape(latest.run_id) if latest else "[dim]no runs[/dim]",
-            status_markup(latest.status) if latest else "",
-            escape(latest.stage) if latest else "",
-            _when(latest.created_at) if latest else "",
-        )
+        status: Cell[ModelInfo] = ("status", lambda m: _status_or_stage(m.latest_run) if m.latest_run else "")
+        started: Cell[ModelInfo] = ("started", lambda m: _when_short(m.latest_run.created_at) if m.latest_run else "")
+        return _table(f"Models at {escape(base_url)} (UTC)", found, [name, champion, latest, status, started])
+    wide: list[Cell[ModelInfo]] = [
+        name,
+        champion,
+        ("since (UTC)", lambda m: _when(m.champion.since) if m.champion else ""),
+        latest,
+        ("status", lambda m: status_markup(m.latest_run.status) if m.latest_run else ""),
+        ("stage", lambda m: escape(m.latest_run.stage) if m.latest_run else ""),
+        ("started (UTC)", lambda m: _when(m.latest_run.created_at) if m.latest_run else ""),
+    ]
+    return _table(f"Models at {escape(base_url)}", found, wide, no_wrap=("model", "latest run"))
+
+
+#: A list table's column: its heading and how a row fills its cell (rich markup).
+Cell = tuple[str, Callable[[Row], str]]
+
+
+def _table(
+    title: str, rows: Sequence[Row], columns: Sequence[Cell[Row]], no_wrap: Sequence[str] | None = None
+) -> Table:
+    """A list table; ``no_wrap`` None: the narrow layout (no vertical rules, no cell ever wraps)."""
+    narrow = no_wrap is None
+    table = _narrow_table(title) if narrow else Table(title=title, title_justify="left")
+    for heading, _ in columns:
+        table.add_column(heading, no_wrap=narrow or heading in (no_wrap or ()))
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in columns))
     return table
 
 
