@@ -83,6 +83,8 @@ from shared.workflow import (
     TriggerInfo,
     ValidationOutcome,
     blobs_dedupe_key,
+    candidate_id,
+    candidate_of_job,
     deployment_name,
     job_name,
 )
@@ -362,7 +364,9 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     plans = plan_candidates(spec.training, seed_for_run(run_id), champion_params or None)
     registry.save_candidates(
         [
-            Candidate(model=model, run_id=run_id, candidate_id=f"c{p.index}", params=dict(p.params), rationale=p.why)
+            Candidate(
+                model=model, run_id=run_id, candidate_id=candidate_id(p.index), params=dict(p.params), rationale=p.why
+            )
             for p in plans
         ]
     )
@@ -413,14 +417,14 @@ def submit_job(payload: dict[str, Any]) -> dict[str, Any]:
 def _mark_candidate_submitted(job: JobRequest, job_name: str) -> None:
     """Show the candidate's job while it trains (``record_candidates`` writes the outcome when all are done).
     Only a display: a failure to write it is logged, never a failed submission."""
-    candidate_id = job.base_name.rsplit("-", 1)[-1]
+    candidate = candidate_of_job(job.base_name)
     registry = _registry()
     try:
-        current = next((c for c in registry.candidates(job.model, job.run_id) if c.candidate_id == candidate_id), None)
+        current = next((c for c in registry.candidates(job.model, job.run_id) if c.candidate_id == candidate), None)
         if current is not None and current.status in ("planned", "submitted"):
             registry.save_candidate(replace(current, job_name=job_name, status="submitted"))
     except (RegistryError, ConcurrencyError) as exc:
-        logger.warning("candidate %s of %s: job %s not recorded (%s)", candidate_id, job.run_id, job_name, exc)
+        logger.warning("candidate %s of %s: job %s not recorded (%s)", candidate, job.run_id, job_name, exc)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -464,8 +468,7 @@ def record_candidates(payload: dict[str, Any]) -> int:
     by_id = {c.candidate_id: c for c in registry.candidates(model, run_id)}
     for raw in payload["results"]:
         result = JobResult.load(raw)
-        candidate_id = result.base_name.rsplit("-", 1)[-1]
-        current = by_id.get(candidate_id)
+        current = by_id.get(candidate_of_job(result.base_name))
         if current is None:
             continue
         numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
@@ -515,8 +518,8 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
     registry, platform, store = _registry(), _platform(), _store()
     run = registry.require_run(model, run_id)
     manifest = store.read_manifest(model, run_id)
-    candidate_id = best.base_name.rsplit("-", 1)[-1]
-    candidate = next((c for c in registry.candidates(model, run_id) if c.candidate_id == candidate_id), None)
+    chosen = candidate_of_job(best.base_name)
+    candidate = next((c for c in registry.candidates(model, run_id) if c.candidate_id == chosen), None)
     card: dict[str, Any] = {}
     try:
         card = _job_json(best.job_name, "model_card.json")
@@ -530,7 +533,7 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             name=model,
             job_name=best.job_name,
             description=f"{model} trained by run {run_id}: {run.trigger_reason}",
-            tags={"perennial_run": run_id, "perennial_candidate": candidate_id},
+            tags={"perennial_run": run_id, "perennial_candidate": chosen},
             properties={
                 "trigger": run.trigger_reason[:500],
                 "manifest": store.manifest_url(model, run_id),
@@ -543,7 +546,7 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             model=model,
             version=version.version,
             run_id=run_id,
-            candidate_id=candidate_id,
+            candidate_id=chosen,
             trigger_kind=run.trigger_kind,
             trigger_reason=run.trigger_reason,
             trigger_event_id=run.trigger_event_id,

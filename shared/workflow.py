@@ -160,8 +160,19 @@ def job_name(base_name: str, attempt: int) -> str:
     return f"{base_name}-a{attempt}"
 
 
+def candidate_id(index: int) -> str:
+    """A run's candidate ``index`` in the registry: c0, c1, …"""
+    return f"c{index}"
+
+
 def candidate_job_base(run_id: str, index: int) -> str:
-    return f"{run_id}-c{index}"
+    """The base name of a candidate's training jobs: ``<run id>-c<index>``."""
+    return f"{run_id}-{candidate_id(index)}"
+
+
+def candidate_of_job(base_name: str) -> str:
+    """The candidate id a training job's base name ends with (``fraud-3f2a…-c1`` → ``c1``)."""
+    return base_name.rsplit("-", 1)[-1]
 
 
 def deployment_name(model: str, version: str | int) -> str:
