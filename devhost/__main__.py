@@ -1,5 +1,5 @@
 """``python -m devhost [--app function_app.py] [--port 7071] [--state .perennial/devhost] [--clock real|virtual]
-[--settings local.settings.json] [--component module:factory ...]``."""
+[--settings local.settings.json] [--component module:factory ...] [--parent-pid PID]``."""
 
 from __future__ import annotations
 
@@ -21,8 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--component", action="append", default=[], metavar="MODULE:FACTORY", help="plug-in to run in the host"
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="stop cleanly once process PID (the launcher) has exited, so a killed launcher leaves no host behind",
+    )
     args = parser.parse_args(argv)
-    return run(HostOptions(args.app, args.port, args.state, args.clock, args.settings, list(args.component)))
+    return run(
+        HostOptions(args.app, args.port, args.state, args.clock, args.settings, list(args.component), args.parent_pid)
+    )
 
 
 if __name__ == "__main__":

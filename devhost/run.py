@@ -15,6 +15,7 @@ from pathlib import Path
 from devhost.components import Component
 from devhost.errors import ConfigError, DevHostError
 from devhost.host import DevHost
+from devhost.lifetime import until_orphaned
 
 logger = logging.getLogger("devhost")
 
@@ -27,6 +28,9 @@ class HostOptions:
     clock: str = "real"
     settings: Path | None = None
     components: list[str] = field(default_factory=list)
+    #: Stop (cleanly) once this process, which started the host, has exited: a launcher killed with
+    #: SIGKILL (a test session, `perennial up`) then leaves no host behind.
+    parent_pid: int | None = None
 
 
 def load_component(spec: str) -> Component:
@@ -59,12 +63,21 @@ async def serve(options: HostOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_stop_when_orphaned(options.parent_pid, stop)) if options.parent_pid else None
     try:
         await host.start()
         await stop.wait()
         print("devhost: shutting down", flush=True)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await host.stop()
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    await until_orphaned(parent)
+    print(f"devhost: the process that started it (pid {parent}) has exited", flush=True)
+    stop.set()
 
 
 def run(options: HostOptions) -> int:

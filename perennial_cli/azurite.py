@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from devhost.lifetime import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -113,6 +116,8 @@ def start_azurite(timeout: float = 30.0, location: Path | None = None, own_sessi
         stderr=errors,
         env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1"},
         start_new_session=own_session,
+        # Stopped with us even if we are killed outright (call from the main thread: see devhost.lifetime).
+        preexec_fn=die_with_parent(signal.SIGTERM),
     )
     try:
         deadline = time.monotonic() + timeout

@@ -59,21 +59,22 @@ def perennial_environment(
 
 
 def start_devhost(
-    port: int, state: Path, env: dict[str, str], log: Path, clock: str = "virtual"
+    port: int, state: Path, env: dict[str, str], log: Path, clock: str = "virtual", app: Path = ROOT / "function_app.py"
 ) -> subprocess.Popen[bytes]:
-    """devhost serving function_app.py unmodified on 127.0.0.1:``port`` (``clock``: virtual or real), with the
+    """devhost serving ``app`` (Perennial's function_app.py) unmodified on 127.0.0.1:``port`` (``clock``: virtual or real), with the
     local Event Grid and the local ML service (its endpoints come back after a restart and stop with the host,
     so no scoring server outlives it). Output goes to ``log``; its own session, so its whole group can be
-    signalled."""
+    signalled; it stops by itself if this process dies without stopping it."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [
-                sys.executable, "-m", "devhost", "--app", str(ROOT / "function_app.py"), "--port", str(port),
+                sys.executable, "-m", "devhost", "--app", str(app), "--port", str(port),
                 "--state", str(state.resolve()), "--clock", clock,
                 "--component", "devhost.eventgrid:component",
                 "--component", "devhost.mlservice.component:component",
+                "--parent-pid", str(os.getpid()),
             ],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=app.parent, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
 

@@ -17,7 +17,6 @@ signal, so a killed runner never leaves an orphan training process behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devhost.lifetime import die_with_parent
 from shared.platform import PREEMPTED_EXIT_CODE
 from shared.platform.localstore import (
     FileLock,
@@ -148,7 +148,7 @@ class JobRunner:
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
-                        preexec_fn=die_with_parent,
+                        preexec_fn=die_with_parent(signal.SIGKILL),  # no orphaned training if the runner dies
                     )
                 )
 
@@ -237,13 +237,6 @@ class JobRunner:
     def _on_sigterm(self, signum: int, frame: object) -> None:
         # LocalPlatform.cancel_job writes the cancel file and signals us; the main loop does the rest.
         self.stop_requested = True
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGKILL it if the runner dies (no orphaned training)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:

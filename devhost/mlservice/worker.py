@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devhost.lifetime import exit_when_orphaned
 from shared.platform.localstore import read_json, write_json
 
 
@@ -64,17 +65,10 @@ def load_script(path: Path) -> tuple[Callable[[], Any], Callable[[str], Any]]:
     return init, run
 
 
-def _exit_when_orphaned() -> None:
-    """Exit once the router that started us is gone. (Not PR_SET_PDEATHSIG: that fires when the parent
-    *thread* exits, and the router starts workers from short-lived request threads.)"""
-    parent = os.getppid()
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def serve(script: Path, port_file: Path, faults_path: Path) -> int:
-    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+    # Exit once the router that started us is gone. (Not PR_SET_PDEATHSIG: that fires when the parent
+    # *thread* exits, and the router starts workers from short-lived request threads.)
+    threading.Thread(target=exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     faults = Faults(faults_path)
     if faults.current().get("crash_on_load"):
         print("injected fault: crash_on_load", file=sys.stderr, flush=True)

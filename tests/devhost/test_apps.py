@@ -24,7 +24,7 @@ from tests.devhost.conftest import FIXTURES, ROOT
 def devhost_process(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "devhost", *args, "--port", str(port)],
+        [sys.executable, "-m", "devhost", *args, "--port", str(port), "--parent-pid", str(os.getpid())],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stdout=subprocess.PIPE,

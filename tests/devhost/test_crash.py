@@ -39,6 +39,8 @@ class HostProcess:
                 str(self.port),
                 "--state",
                 str(state),
+                "--parent-pid",  # gone with the test session, even a killed one
+                str(os.getpid()),
             ],
             cwd=ROOT,
             env=env,
