@@ -13,7 +13,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions.coordination import send_work
-from functions.http import json_response, problem
+from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
 from shared.events import EventError, KnownModels, Trigger, parse_event, parse_http
 from shared.logs import correlated
 from shared.registry import run_id_for
@@ -62,6 +62,7 @@ async def on_alert_event(event: func.EventGridEvent, client: df.DurableOrchestra
 
 @bp.route(route="alerts/azure-monitor", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Azure Monitor action-group webhook (common alert schema)."""
     with correlated():

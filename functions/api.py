@@ -19,7 +19,7 @@ import azure.functions as func
 import shared
 from functions import clients
 from functions.coordination import send_work
-from functions.http import json_response, problem
+from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
 from shared.blobpaths import BlobNameError
 from shared.events import EventError, KnownModels, parse_http
 from shared.logs import correlated
@@ -177,6 +177,7 @@ def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpRes
 
 
 @bp.route(route="models", methods=["GET"])
+@answers_503_when_storage_is_unreachable
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     """Every model spec with its champion and latest run."""
     runtime = get_runtime()
@@ -198,6 +199,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="models/{model}/runs", methods=["GET"])
+@answers_503_when_storage_is_unreachable
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """The model's runs, newest first (``?limit=N``, default 20)."""
     runtime = get_runtime()
@@ -213,6 +215,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="models/{model}/retrain", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a retrain: ``{"reason": "...", "requested_by": "...", "blobs": ["landing/<model>/…", …]}``.
 
@@ -262,6 +265,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 @bp.route(route="models/{model}/rollback", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Restore the previous champion: ``{"reason": "...", "requested_by": "...", "immediate": false}``.
 
@@ -302,6 +306,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
 
 @bp.route(route="models/{model}/versions/{version}/rollout", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ship a registered version through the staged rollout: ``{"reason": "...", "requested_by": "..."}``.
 
@@ -345,6 +350,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 @bp.route(route="runs/{id}", methods=["GET"])
+@answers_503_when_storage_is_unreachable
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """A run: stage, drift against the champion's training data, candidates and their metrics, the decision and
     its reasons, lineage and rollout steps."""
@@ -394,6 +400,7 @@ async def _answer_approval(
 
 @bp.route(route="runs/{id}/approve", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def approve(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Approve a run awaiting approval (body: ``{"by": "...", "comment": "..."}``)."""
     return await _answer_approval(req, client, approved=True)
@@ -401,6 +408,7 @@ async def approve(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 @bp.route(route="runs/{id}/reject", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Reject a run awaiting approval; the champion stays."""
     return await _answer_approval(req, client, approved=False)
@@ -408,6 +416,7 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
 
 @bp.route(route="runs/{id}/abort", methods=["POST"])
 @bp.durable_client_input(client_name="client")
+@answers_503_when_storage_is_unreachable
 async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ask a running run to stop. Cancellation is cooperative: the run's jobs see the request at their next
     poll and are cancelled on the platform, the run stops at its next stage, and a rollout in progress rolls

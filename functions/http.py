@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import azure.functions as func
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+logger = logging.getLogger("perennial.api")
+
+#: What a client should wait before asking again when storage cannot be reached.
+STORAGE_RETRY_AFTER_SECONDS = 30
+STORAGE_HINT = (
+    "retry later; locally, start Azurite (`perennial up` starts it with the app); in Azure, check the "
+    "storage account's network rules and that the app's identity can reach it"
+)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -14,10 +30,59 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def problem(status: int, title: str, detail: str, field: str | None = None, **extra: Any) -> func.HttpResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> func.HttpResponse:
     """An ``application/problem+json`` error: what went wrong, which field, and what to do."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/problem+json")
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/problem+json", headers=headers
+    )
+
+
+def storage_unavailable(exc: ServiceRequestError | ServiceResponseError) -> func.HttpResponse:
+    """503 for an account that could not be reached (the SDK already retried): nothing was changed."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    logger.warning("storage unreachable, answering 503: %s", reason)
+    return problem(
+        503,
+        "Storage unavailable",
+        f"the storage account could not be reached ({reason}); nothing was changed",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+        hint=STORAGE_HINT,
+    )
+
+
+def answers_503_when_storage_is_unreachable(handler: Handler) -> Handler:
+    """Wrap an HTTP function (sync or async) so that storage being unreachable is a 503 with a hint,
+    not the host's bare 500. Put it directly above ``def``: the bindings read the signature, which
+    ``functools.wraps`` keeps."""
+    unreachable = (ServiceRequestError, ServiceResponseError)
+    if inspect.iscoroutinefunction(handler):
+        async_handler = cast(Callable[..., Awaitable[Any]], handler)
+
+        @functools.wraps(handler)
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await async_handler(*args, **kwargs)
+            except unreachable as exc:
+                return storage_unavailable(exc)
+
+        return cast(Handler, guarded_async)
+
+    @functools.wraps(handler)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except unreachable as exc:
+            return storage_unavailable(exc)
+
+    return cast(Handler, guarded)

@@ -407,7 +407,7 @@ class PerennialClient:
             return Unauthorized(status, problem, KEY_HINT)
         if status == 403:
             return ProblemError(status, problem, "the key was accepted but lacks access; use a function or host key")
-        return ProblemError(status, problem)
+        return ProblemError(status, problem, str(problem.extras.get("hint", "")))  # e.g. a 503's what-to-do
 
     def _body(self, response: httpx.Response) -> Any:
         if not response.content.strip():

@@ -84,16 +84,21 @@ class AlreadyExistsError(RuntimeError):
 
 
 def table_service_client(storage: StorageSettings) -> TableServiceClient:
-    """A TableServiceClient from a connection string, or from the table URI + identity."""
+    """A TableServiceClient from a connection string, or from the table URI + identity (retries as blobs do)."""
+    from shared.storage import CONNECT_RETRIES, CONNECTION_TIMEOUT_SECONDS, STATUS_RETRIES, storage_credential
+
+    retries: dict[str, Any] = {
+        "retry_total": STATUS_RETRIES,  # waits 0, 1.6, 3.2, 6.4, 12.8 s
+        "retry_connect": CONNECT_RETRIES,
+        "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
+    }
     if storage.connection_string:
-        return TableServiceClient.from_connection_string(storage.connection_string)
+        return TableServiceClient.from_connection_string(storage.connection_string, **retries)
     if not storage.table_uri:
         raise TableLimitError(
             "no table endpoint is configured", "set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri"
         )
-    from shared.storage import storage_credential
-
-    return TableServiceClient(storage.table_uri, credential=storage_credential(storage))
+    return TableServiceClient(storage.table_uri, credential=storage_credential(storage), **retries)
 
 
 # --------------------------------------------------------------------------- keys and sizes

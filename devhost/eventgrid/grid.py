@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.storage.blob import ExponentialRetry
 
 from devhost.components import HostView
+from devhost.errors import ConfigError
 from devhost.eventgrid.delivery import Deliverer, DeliveryOptions
 from devhost.eventgrid.subscriptions import DEFAULT_FILE, SubscriptionsFile, load_subscriptions
 from devhost.eventgrid.watcher import LOCAL_SUBSCRIPTION, BlobWatcher
@@ -112,7 +115,9 @@ class LocalEventGrid:
         storage_topics = [t for t in self.subscriptions.topics if t.kind == "storage"]
         if storage_topics:
             storage = self._storage or load_settings().storage
-            service = blob_service_client(storage)
+            # No retries of a refused connection: the watchers poll several times a second, which is
+            # retry enough, and a host started without Azurite should say so at once.
+            service = blob_service_client(storage, retry_policy=ExponentialRetry(retry_total=2, retry_connect=0))
             for topic in storage_topics:
                 watcher = BlobWatcher(
                     service=service,
@@ -122,7 +127,16 @@ class LocalEventGrid:
                     now=host.clock.now,
                     interval=self.watch_interval,
                 )
-                await watcher.start()
+                try:
+                    await watcher.start()
+                except (ServiceRequestError, ServiceResponseError) as exc:
+                    await self.stop()  # what started so far (the deliverer's session, earlier watchers)
+                    raise ConfigError(
+                        f"the local Event Grid cannot watch container {topic.container!r}: storage cannot be "
+                        f"reached ({str(exc).splitlines()[0]})",
+                        "start Azurite first (`perennial up` starts Azurite, the containers and the host together), "
+                        "or point AzureWebJobsStorage at a running account",
+                    ) from None
                 self.watchers.append(watcher)
         logger.info(
             "local Event Grid: %d subscriptions; custom topics at %s/eventgrid/topics/<topic>/api/events",

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import BlobServiceClient
 
 from devhost.files import write_text_atomically
@@ -88,6 +88,7 @@ class BlobWatcher:
     _sequencer: int = 0
     _task: asyncio.Task[None] | None = None
     _missing_logged: bool = False
+    _unreachable: bool = False
 
     async def start(self) -> None:
         """Take the first listing (so blobs uploaded after start() returns are always announced), then poll."""
@@ -118,8 +119,17 @@ class BlobWatcher:
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Azurite restarting, a network blip: keep watching.
+            except (ServiceRequestError, ServiceResponseError) as exc:  # Azurite stopped, a network blip
+                if not self._unreachable:  # once per outage, not every poll
+                    logger.warning("storage cannot be reached (%s); watching %s again once it can", exc, self.container)
+                    self._unreachable = True
+                continue
+            except Exception:
                 logger.exception("listing container %s failed; retrying", self.container)
+                continue
+            if self._unreachable:
+                logger.info("storage can be reached again; watching %s", self.container)
+                self._unreachable = False
 
     def _list(self) -> dict[str, tuple[str, int, str | None]]:
         client = self.service.get_container_client(self.container)

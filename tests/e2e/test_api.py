@@ -1,11 +1,16 @@
-"""Bad API requests get a 4xx problem+json that names the field — never a 500."""
+"""Bad API requests get a 4xx problem+json that names the field — never a 500; storage that cannot be
+reached is a 503 that says what to do."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 import pytest
 
-from tests.e2e.harness import PerennialHost
+from perennial_cli.client import PerennialClient, ProblemError
+from tests.azurite import Azurite
+from tests.e2e.harness import KEY, PerennialHost
 
 pytestmark = [pytest.mark.slow, pytest.mark.azurite]
 
@@ -73,3 +78,34 @@ def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> N
     run = perennial.registry.get_run("fraud", run_id)
     assert run is not None
     assert not run.abort_requested
+
+
+def test_storage_that_cannot_be_reached_is_a_503_with_what_to_do(
+    perennial: PerennialHost, fresh_azurite: Azurite
+) -> None:
+    fresh_azurite.stop()
+    for method, path, body in (
+        ("GET", "/api/models/fraud/runs", None),  # tables
+        ("POST", "/api/models/fraud/retrain", {"blobs": ["landing/fraud/day1.csv"]}),  # blobs first
+    ):
+        started = time.monotonic()
+        response = perennial.http.request(method, path, json=body)
+        elapsed = time.monotonic() - started
+        problem = _problem(response, 503)
+        assert response.headers["Retry-After"] == "30"
+        assert "storage account could not be reached" in str(problem["detail"])
+        assert "perennial up" in str(problem["hint"])
+        # About 5 s (tables) and 17 s (blobs), not the blob SDK's default back-off (86 s) and then a bare 500.
+        assert elapsed < 30, f"{method} {path} took {elapsed:.1f} s"
+    # The CLI's client shows the host's advice as its fix line.
+    with pytest.raises(ProblemError) as raised:
+        PerennialClient(perennial.base_url, KEY, timeout=60).runs("fraud")
+    assert raised.value.status == 503
+    assert raised.value.hint.startswith("retry later; locally, start Azurite")
+    # The local Event Grid keeps watching the landing container, and says so once, not every poll
+    # (a poll fails after the SDK's one quick retry, about 3 s).
+    deadline = time.monotonic() + 20
+    while "storage cannot be reached" not in perennial.log_tail(400) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)
+    assert perennial.log_tail(400).count("storage cannot be reached") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,22 @@ def test_deliveries_endpoint_reports_outcomes(tmp_path: Path, azurite_connection
             assert (record["event_id"], record["outcome"], record["function"]) == ("e1", "delivered", "on_alert_event")
 
     asyncio.run(scenario())
+
+
+def test_storage_that_cannot_be_reached_stops_start_up_with_the_fix(tmp_path: Path) -> None:
+    from devhost.errors import ConfigError
+    from tests.azurite import ACCOUNT, KEY, free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/{ACCOUNT}"
+    unreachable = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={closed};"
+
+    async def scenario() -> None:
+        async with running_grid(tmp_path, unreachable):
+            raise AssertionError("the grid started without its storage")
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as raised:
+        asyncio.run(scenario())
+    assert time.monotonic() - started < 15, "seconds, not the SDK's default minute and a half of back-off"
+    assert "cannot watch container 'landing': storage cannot be reached" in raised.value.message
+    assert "perennial up" in raised.value.hint
