@@ -44,11 +44,11 @@ from shared.platform import (
 from shared.policy import (
     PolicyInputError,
     RolloutState,
-    mirror_for_shadow,
+    live_map,
     next_rollout_action,
     parse_comparison,
     rollback_plan,
-    traffic_for_step,
+    traffic_moves,
 )
 from shared.profile import ColumnProfile, DatasetProfile, NumericProfile, merge_profiles
 from shared.publish import (
@@ -740,51 +740,24 @@ def _remove_challenger(payload: dict[str, Any]) -> None:
         platform.delete_deployment(DeploymentRef(endpoint, challenger))
 
 
-def _traffic_map(live: dict[str, int], *involved: str | None) -> dict[str, int]:
-    """A planned live map as the endpoint gets it: other deployments at 0 % are left out of it."""
-    return {name: int(share) for name, share in live.items() if share or name in involved}
-
-
 @bp.activity_trigger(input_name="payload")
 def rollout_apply(payload: dict[str, Any]) -> dict[str, Any]:
-    """Apply a rollout action's mirror then traffic maps, in order (or set up the first step when action is None).
-
-    A rollback paced by the orchestrator passes ``plan_index``: only that map is applied; the champion's
-    capacity is restored with the first, and the challenger removed after the last."""
+    """Set up a rollout step (``action`` None) or carry out an action's mirror and traffic maps, in order;
+    which moves is :func:`shared.policy.traffic_moves`' decision (a paced rollback passes ``plan_index``)."""
     platform = _platform()
     spec = get_runtime().spec(payload["model"])
     endpoint, champion, challenger = payload["endpoint"], payload.get("champion"), payload["challenger"]
-    action = payload.get("action")
-    step_index = int(payload["step_index"])
-    if action is None:
-        if champion is None:
-            plans, mirror = [{challenger: 100}], {}
-        elif step_index == -1:
-            plans, mirror = (
-                [{champion: 100}],
-                mirror_for_shadow(challenger, {champion: 100}, spec.rollout.shadow.mirror_percent),
-            )
-        else:
-            plans, mirror = [traffic_for_step(champion, challenger, spec.rollout.steps[step_index])], {}
-    else:
-        plans = [dict(p) for p in action["traffic_plan"]]
-        mirror = action["mirror"]
-        if champion is None and action["kind"] == "rollback":
-            plans = []  # no champion to return to: the challenger is removed below
-    rollback = action is not None and action["kind"] == "rollback"
-    index = payload.get("plan_index")
-    first, last = index in (None, 0), index is None or index >= len(plans) - 1
-    if rollback and index is not None:
-        plans = plans[index : index + 1]
-    if rollback and first and champion is not None:
+    moves = traffic_moves(
+        champion, challenger, int(payload["step_index"]), spec.rollout, payload.get("action"), payload.get("plan_index")
+    )
+    if moves.restore_champion_capacity and champion is not None:
         _restore_capacity(payload["model"], endpoint, champion)  # the champion must carry its load again
     current = platform.get_traffic(endpoint)
-    if mirror is not None and dict(current.mirror) != mirror:
-        current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=current.live, mirror=mirror)))
-    for live in plans:
-        live = _traffic_map(live, champion, challenger)
+    if moves.mirror is not None and dict(current.mirror) != moves.mirror:
+        current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=current.live, mirror=moves.mirror)))
+    for live in moves.maps:
         current = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror=current.mirror)))
-    if rollback and last:
+    if moves.remove_challenger:
         _remove_challenger(payload)
         current = platform.get_traffic(endpoint)
     return {"live": dict(current.live), "mirror": dict(current.mirror), "applied_at": datetime.now(UTC).isoformat()}
@@ -1035,7 +1008,7 @@ def rollback_traffic_plan(payload: dict[str, Any]) -> dict[str, Any]:
 def rollback_shift(payload: dict[str, Any]) -> dict[str, Any]:
     """Apply one traffic map of a rollback (``live``), keeping the two deployments involved in the map."""
     endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
-    live = _traffic_map(payload["live"], current, target)
+    live = live_map(payload["live"], current, target)
     traffic = _platform().set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
     return {"live": dict(traffic.live)}
 

@@ -584,6 +584,69 @@ def rollback_plan(
     return plans
 
 
+def live_map(live: Mapping[str, int], *involved: str | None) -> dict[str, int]:
+    """A planned live map as the endpoint gets it: deployments at 0 % that the move does not involve are left
+    out (Azure ML keeps them at 0 %; naming them would fail for one deleted meanwhile)."""
+    return {name: int(share) for name, share in live.items() if share or name in involved}
+
+
+@dataclass(frozen=True)
+class TrafficMoves:
+    """What one ``rollout_apply`` does to an endpoint, in this order: restore the champion's capacity, set
+    ``mirror`` (None: leave it), apply the ``maps`` one after another, then delete the challenger."""
+
+    mirror: dict[str, int] | None
+    maps: tuple[dict[str, int], ...]
+    restore_champion_capacity: bool
+    remove_challenger: bool
+
+
+def traffic_moves(
+    champion: str | None,
+    challenger: str,
+    step_index: int,
+    spec: RolloutSpec,
+    action: Mapping[str, object] | None = None,
+    plan_index: int | None = None,
+) -> TrafficMoves:
+    """The moves that set up rollout step ``step_index`` (``action`` None: -1 is the shadow phase; a first
+    model, with no champion, takes all traffic at once) or carry out ``action`` (a
+    :meth:`RolloutAction.to_dict`). A rollback paced by the orchestrator passes ``plan_index``: only that
+    map is applied; the champion's capacity comes back with the first and the challenger goes after the last.
+    A rollback with no champion to return to only removes the challenger."""
+    mirror: dict[str, int] | None
+    if action is None:
+        if champion is None:
+            plans, mirror = [{challenger: 100}], {}
+        elif step_index == -1:
+            plans, mirror = (
+                [{champion: 100}],
+                mirror_for_shadow(challenger, {champion: 100}, spec.shadow.mirror_percent),
+            )
+        else:
+            plans, mirror = [traffic_for_step(champion, challenger, spec.steps[step_index])], {}
+        return TrafficMoves(mirror, tuple(live_map(p, champion, challenger) for p in plans), False, False)
+    raw_plans = action["traffic_plan"]
+    raw_mirror = action["mirror"]
+    if not isinstance(raw_plans, Sequence) or not (raw_mirror is None or isinstance(raw_mirror, Mapping)):
+        raise PolicyInputError(f"action {action!r} is not a RolloutAction", "pass RolloutAction.to_dict()")
+    plans = [dict(p) for p in raw_plans]
+    mirror = None if raw_mirror is None else {str(k): int(v) for k, v in raw_mirror.items()}
+    if action["kind"] != "rollback":
+        return TrafficMoves(mirror, tuple(live_map(p, champion, challenger) for p in plans), False, False)
+    if champion is None:
+        plans = []  # no champion to return to: the challenger is removed
+    first, last = plan_index in (None, 0), plan_index is None or plan_index >= len(plans) - 1
+    if plan_index is not None:
+        plans = plans[plan_index : plan_index + 1]
+    return TrafficMoves(
+        mirror,
+        tuple(live_map(p, champion, challenger) for p in plans),
+        restore_champion_capacity=first and champion is not None,
+        remove_challenger=last,
+    )
+
+
 # --------------------------------------------------------------------------- rollout stepping
 
 

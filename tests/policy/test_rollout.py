@@ -12,10 +12,13 @@ from shared.policy import (
     PolicyInputError,
     RolloutState,
     TrafficError,
+    TrafficMoves,
+    live_map,
     mirror_for_shadow,
     next_rollout_action,
     rollback_plan,
     traffic_for_step,
+    traffic_moves,
 )
 from shared.spec import RolloutSpec, ShadowSpec
 
@@ -215,3 +218,66 @@ def test_whole_rollout(name: str, challenger: dict[str, float], end: str, step: 
     for plan in maps:
         _assert_valid(plan)
     assert maps[-1][CH if end == "rollback" else NEW] == 100
+
+
+# --------------------------------------------------------------------------- what one rollout_apply does
+
+
+def _rollback(state: RolloutState) -> dict[str, object]:
+    return next_rollout_action(state, _verdict("fail"), SPEC).to_dict()
+
+
+def test_moves_that_set_up_a_step() -> None:
+    step = traffic_moves(CH, NEW, 1, SPEC)
+    assert step == TrafficMoves({}, ({CH: 50, NEW: 50},), restore_champion_capacity=False, remove_challenger=False)
+    shadow = traffic_moves(CH, NEW, -1, SPEC)
+    assert shadow.mirror == {NEW: 10}, "the spec's mirror percent, to the challenger"
+    assert shadow.maps == ({CH: 100},), "all live traffic stays on the champion"
+    first_model = traffic_moves(None, NEW, 0, SPEC)
+    assert first_model.maps == ({NEW: 100},), "no champion: all traffic at once"
+
+
+def test_moves_of_an_advance_apply_its_mirror_and_maps() -> None:
+    action = next_rollout_action(_state(0), _verdict("pass"), SPEC).to_dict()
+    moves = traffic_moves(CH, NEW, 0, SPEC, action)
+    assert moves.maps == ({CH: 50, NEW: 50},)
+    assert moves.mirror == {}
+    assert not moves.restore_champion_capacity
+    assert not moves.remove_challenger
+
+
+def test_a_rollback_in_one_call_restores_capacity_first_and_removes_the_challenger_last() -> None:
+    action = _rollback(_state(2, traffic={CH: 0, NEW: 100, "fraud-v0": 0}))
+    moves = traffic_moves(CH, NEW, 2, SPEC, action)
+    assert [m[NEW] for m in moves.maps] == [50, 10, 0]
+    assert all("fraud-v0" not in m for m in moves.maps), "a third deployment at 0 % is left alone"
+    assert moves.restore_champion_capacity
+    assert moves.remove_challenger
+
+
+@pytest.mark.parametrize(
+    ("index", "restore", "remove", "share"), [(0, True, False, 50), (1, False, False, 10), (2, False, True, 0)]
+)
+def test_a_paced_rollback_moves_one_map_per_call(index: int, restore: bool, remove: bool, share: int) -> None:
+    action = _rollback(_state(2))
+    moves = traffic_moves(CH, NEW, 2, SPEC, action, plan_index=index)
+    assert [m[NEW] for m in moves.maps] == [share]
+    assert (moves.restore_champion_capacity, moves.remove_challenger) == (restore, remove)
+
+
+def test_a_rollback_with_no_champion_only_removes_the_challenger() -> None:
+    action = _rollback(_state(0))
+    moves = traffic_moves(None, NEW, 0, SPEC, action, plan_index=0)
+    assert moves.maps == ()
+    assert moves.remove_challenger
+    assert not moves.restore_champion_capacity
+
+
+def test_live_map_leaves_out_idle_deployments_the_move_does_not_involve() -> None:
+    assert live_map({CH: 100, NEW: 0, "old": 0}, CH, NEW) == {CH: 100, NEW: 0}
+    assert live_map({CH: 90, "old": 10}, CH, None) == {CH: 90, "old": 10}
+
+
+def test_moves_refuse_an_action_that_is_not_one() -> None:
+    with pytest.raises(PolicyInputError, match="RolloutAction"):
+        traffic_moves(CH, NEW, 0, SPEC, {"kind": "rollback", "traffic_plan": 5, "mirror": None})
