@@ -1,7 +1,8 @@
 // The Azure ML side: the workspace with its dependencies (its own storage account, the
 // shared Key Vault and Application Insights, a container registry), the GPU training cluster
-// and one managed online endpoint per model. Deployments behind the endpoints are created by
-// the app at run time (one per model version), so none is declared here.
+// and one managed online endpoint per model, and the two Azure ML environments the app names in
+// every job and deployment (perennial-train@latest, perennial-score@latest). Deployments behind
+// the endpoints are created by the app at run time (one per model version), so none is declared here.
 
 @description('Azure region of the Azure ML resources.')
 param location string
@@ -168,6 +169,55 @@ resource endpoints 'Microsoft.MachineLearningServices/workspaces/onlineEndpoints
     }
   }
 ]
+
+// The environments shared/platform/azureml.py asks for by name@latest: one conda file
+// (training_jobs/environment.yml: torch, mlflow, azureml-inference-server-http for score.py, the
+// data collector) on two Azure ML base images: CUDA for the GPU cluster's jobs, CPU for the
+// online deployments (Standard_DS3_v2 by default). A version is immutable, so its name is a hash
+// of image + conda file: an edited file becomes a new version, which @latest (most recently
+// created) then resolves to, and an unchanged one redeploys as a no-op. (Reverting the file to an
+// earlier content reuses that older version, which is then not the newest: edit it anew instead.)
+var condaFile = loadTextContent('../../training_jobs/environment.yml')
+var trainingImage = 'mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest'
+var scoringImage = 'mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest'
+
+resource trainingEnvironment 'Microsoft.MachineLearningServices/workspaces/environments@2024-10-01' = {
+  parent: workspace
+  name: 'perennial-train'
+  properties: {
+    description: 'Training and evaluation jobs (training_jobs/train.py, evaluate.py) on the GPU cluster'
+  }
+}
+
+resource trainingEnvironmentVersion 'Microsoft.MachineLearningServices/workspaces/environments/versions@2024-10-01' = {
+  parent: trainingEnvironment
+  name: uniqueString(trainingImage, condaFile)
+  properties: {
+    description: 'CUDA base image + training_jobs/environment.yml'
+    image: trainingImage
+    condaFile: condaFile
+    osType: 'Linux'
+  }
+}
+
+resource scoringEnvironment 'Microsoft.MachineLearningServices/workspaces/environments@2024-10-01' = {
+  parent: workspace
+  name: 'perennial-score'
+  properties: {
+    description: 'Online deployments: training_jobs/score.py under the Azure ML inference server'
+  }
+}
+
+resource scoringEnvironmentVersion 'Microsoft.MachineLearningServices/workspaces/environments/versions@2024-10-01' = {
+  parent: scoringEnvironment
+  name: uniqueString(scoringImage, condaFile)
+  properties: {
+    description: 'CPU base image + training_jobs/environment.yml'
+    image: scoringImage
+    condaFile: condaFile
+    osType: 'Linux'
+  }
+}
 
 output workspaceId string = workspace.id
 output workspaceName string = workspace.name

@@ -25,6 +25,8 @@ PINNED_API_VERSIONS: dict[str, set[str]] = {
     "Microsoft.MachineLearningServices/workspaces": {"2024-10-01"},
     "Microsoft.MachineLearningServices/workspaces/computes": {"2024-10-01"},
     "Microsoft.MachineLearningServices/workspaces/onlineEndpoints": {"2024-10-01"},
+    "Microsoft.MachineLearningServices/workspaces/environments": {"2024-10-01"},
+    "Microsoft.MachineLearningServices/workspaces/environments/versions": {"2024-10-01"},
     "Microsoft.EventGrid/topics": {"2025-02-15"},
     "Microsoft.EventGrid/systemTopics": {"2025-02-15"},
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": {"2025-02-15"},

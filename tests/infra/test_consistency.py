@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tree_sitter import Node
 
 from shared import settings as app_settings
 from shared.spec import load_specs
@@ -242,6 +244,106 @@ def test_bicep_creates_endpoints_but_no_deployments(docs: dict[str, BicepDoc]) -
     types = {r.type for doc in docs.values() for r in doc.resources}
     assert "Microsoft.MachineLearningServices/workspaces/onlineEndpoints" in types
     assert not any(t.endswith("onlineEndpoints/deployments") for t in types)
+
+
+# ---------------------------------------------------------------------- Azure ML environments vs the adapter
+
+ENVIRONMENT = "Microsoft.MachineLearningServices/workspaces/environments"
+ENVIRONMENT_VERSION = f"{ENVIRONMENT}/versions"
+CONDA_FILE = ROOT / "training_jobs" / "environment.yml"
+
+
+def _loaded_file(doc: BicepDoc, node: Node | None, base: Path) -> Path | None:
+    """The file a ``loadTextContent('<path>')`` expression (directly or through a variable) reads."""
+    if node is not None and node.type == "identifier" and bicep._text(node) in doc.variables:
+        node = doc.variables[bicep._text(node)]
+    if node is None or node.type != "call_expression":
+        return None
+    function = node.child_by_field_name("function")
+    arguments = node.child_by_field_name("arguments")
+    if bicep._text(function) != "loadTextContent" or arguments is None or not arguments.named_children:
+        return None
+    path = doc.value(arguments.named_children[0])
+    return (base / path).resolve() if isinstance(path, str) else None
+
+
+def environment_problems(doc: BicepDoc, wanted: Mapping[str, Path], base: Path) -> list[str]:
+    """Each wanted Azure ML environment is declared, with a Linux version on an image whose condaFile
+    is loadTextContent of the wanted file and whose version name hashes it (so @latest follows edits)."""
+    containers = {r.symbol: r for r in doc.resources_of(ENVIRONMENT)}
+    versions: dict[str, list[bicep.Resource]] = {}
+    for r in doc.resources_of(ENVIRONMENT_VERSION):
+        parent = r.parent.symbol if r.parent is not None else bicep._text(r.get("parent"))
+        name = doc.value(containers[parent].get("name")) if parent in containers else None
+        if isinstance(name, str):
+            versions.setdefault(name, []).append(r)
+    declared = {doc.value(c.get("name")) for c in containers.values()}
+    problems = []
+    for name, conda in sorted(wanted.items()):
+        where = f"{doc.name}: environment {name!r}"
+        if name not in declared:
+            problems.append(f"{where} is used by the azureml adapter but infra/ does not declare it")
+            continue
+        if len(versions.get(name, [])) != 1:
+            problems.append(
+                f"{where} needs exactly one environments/versions resource, not {len(versions.get(name, []))}"
+            )
+            continue
+        (version,) = versions[name]
+        conda_node = version.get("properties.condaFile")
+        loaded = _loaded_file(doc, conda_node, base)
+        if loaded != conda.resolve():
+            problems.append(f"{where}: condaFile must be loadTextContent of {conda}, not {bicep._text(conda_node)!r}")
+        if doc.value(version.get("properties.osType")) != "Linux":
+            problems.append(f"{where}: osType must be 'Linux'")
+        image = doc.value(version.get("properties.image"))
+        if not isinstance(image, str) or not image.startswith("mcr.microsoft.com/azureml/"):
+            problems.append(
+                f"{where}: image must be an Azure ML base image (mcr.microsoft.com/azureml/...), not {image!r}"
+            )
+        version_name = bicep._text(version.get("name"))
+        if "uniqueString(" not in version_name or bicep._text(conda_node) not in version_name:
+            problems.append(
+                f"{where}: the version name {version_name!r} must be a uniqueString() of the conda file, "
+                "so a changed file becomes a new version and name@latest picks it up"
+            )
+    return problems
+
+
+def _adapter_environments() -> dict[str, Path]:
+    from shared.platform.azureml import DEFAULT_SCORING_ENVIRONMENT, DEFAULT_TRAINING_ENVIRONMENT
+
+    wanted = {}
+    for reference in (DEFAULT_TRAINING_ENVIRONMENT, DEFAULT_SCORING_ENVIRONMENT):
+        name, label = reference.split("@", 1)
+        assert label == "latest", reference
+        wanted[name] = CONDA_FILE
+    return wanted
+
+
+def test_infra_declares_the_environments_the_azureml_adapter_uses(docs: dict[str, BicepDoc]) -> None:
+    # Every job and every online deployment names one of these; Azure ML answers "Asset ... does
+    # not exist" for an environment nobody created.
+    ml = docs["modules/ml.bicep"]
+    assert environment_problems(ml, _adapter_environments(), INFRA / "modules") == []
+
+
+def test_the_environment_check_catches_a_missing_or_unhashed_environment() -> None:
+    wanted = {"perennial-train": CONDA_FILE, "perennial-score": CONDA_FILE}
+    doc = BicepDoc.parse(
+        "var conda = loadTextContent('../../training_jobs/requirements.txt')\n"
+        "resource env 'Microsoft.MachineLearningServices/workspaces/environments@2024-10-01' = {\n"
+        "  name: 'perennial-train'\n  properties: {}\n}\n"
+        "resource v 'Microsoft.MachineLearningServices/workspaces/environments/versions@2024-10-01' = {\n"
+        "  parent: env\n  name: '1'\n  properties: {\n    condaFile: conda\n"
+        "    image: 'python:3.11'\n  }\n}\n"
+    )
+    problems = " ".join(environment_problems(doc, wanted, INFRA / "modules"))
+    assert "'perennial-score' is used by the azureml adapter but infra/ does not declare it" in problems
+    assert "condaFile must be loadTextContent of" in problems
+    assert "osType must be 'Linux'" in problems
+    assert "image must be an Azure ML base image" in problems
+    assert "must be a uniqueString() of the conda file" in problems
 
 
 # ---------------------------------------------------------------------- azd and module wiring

@@ -86,7 +86,8 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        # The environments the deployment pipeline registers (infra/), so "name@latest" resolves.
+        # Stand-ins for the two environments infra/modules/ml.bicep declares (versions named by a hash
+        # of image + conda file there; "1" here), so the adapter's "name@latest" resolves.
         for name in ("perennial-train", "perennial-score"):
             path = f"{WORKSPACE_PATH}/environments/{name}/versions/1"
             self.resources[self._key(path)] = {
