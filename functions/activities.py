@@ -32,6 +32,7 @@ from shared.platform import (
     DeploymentRef,
     DeploymentSpec,
     EndpointSpec,
+    InvalidRequestError,
     InvokeRequest,
     JobOutputRequest,
     MetricsQuery,
@@ -205,6 +206,10 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
     error = payload.get("error")
 
     def change(run: Run) -> Run:
+        if run.status not in ACTIVE_RUN_STATUSES and run.status != status:
+            # Already finished (say promoted, and then publishing RunCompleted failed, so the coordinator's
+            # crash handler calls again with "failed"): the outcome stands; a later error is only added.
+            return replace(run, error=str(error) if error else run.error)
         decision = {"promoted": "promote", "not_promoted": "reject"}.get(status, run.decision)
         return replace(
             run,
@@ -220,7 +225,13 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
     _publisher().publish(
         [
             make_event(
-                RunCompleted(model=run.model, run_id=run.run_id, status=status, decision=run.decision, reasons=reasons),
+                RunCompleted(
+                    model=run.model,
+                    run_id=run.run_id,
+                    status=run.status,
+                    decision=run.decision,
+                    reasons=list(run.decision_reasons),
+                ),
                 event_id=f"{run.run_id}:completed",
             )
         ]
@@ -429,20 +440,29 @@ def _mark_candidate_submitted(job: JobRequest, job_name: str) -> None:
 
 @bp.activity_trigger(input_name="payload")
 def job_status(payload: dict[str, Any]) -> dict[str, Any]:
-    """The job's phase; when it completed, its metrics (train) or comparison (evaluate). Honours an abort."""
+    """The job's phase; when it completed, its metrics (train) or comparison (evaluate). Honours an abort, and
+    cancels the job of a run that has already ended (one that crashed): nobody would read its result."""
     job = JobRequest.load(payload)
     platform = _platform()
     run = _registry().get_run(job.model, job.run_id)
     try:
-        if run is not None and run.abort_requested:
+        if run is not None and (run.abort_requested or run.status not in ACTIVE_RUN_STATUSES):
             state = platform.cancel_job(job.job_name)
-            return JobStatus(name=job.job_name, phase="canceled", status=state.status, error="aborted").dump()
+            why = "aborted" if run.abort_requested else f"the run has ended ({run.status})"
+            return JobStatus(name=job.job_name, phase="canceled", status=state.status, error=why).dump()
         state = platform.get_job(job.job_name)
     except NotFoundError as exc:
         return JobStatus(name=job.job_name, phase="not_found", status="NotFound", error=str(exc)).dump()
     metrics: dict[str, Any] = {}
     if state.phase == "completed":
-        metrics = _job_json(state.name, "metrics.json" if job.kind == "train" else "comparison.json")
+        output = "metrics.json" if job.kind == "train" else "comparison.json"
+        try:
+            metrics = _job_json(state.name, output)
+        except (NotFoundError, InvalidRequestError, ValueError) as exc:
+            # A job that "succeeded" without its result is a failed attempt (retried per spec), not a crash
+            # of the run that would leave its sibling jobs running.
+            error = f"the job completed without a readable {output}: {exc}"
+            return JobStatus(name=state.name, phase="failed", status=state.status, error=error).dump()
     return JobStatus(
         name=state.name,
         phase=state.phase,
@@ -671,12 +691,21 @@ def _record_step(
     evidence: dict[str, Any],
 ) -> None:
     registry = _registry()
-    index = len(registry.rollout_steps(payload["model"], payload["run_id"]))
+    steps = registry.rollout_steps(payload["model"], payload["run_id"])
+    last = steps[-1] if steps else None
+    if last is not None and (last.step, last.traffic, last.mirror_traffic, last.verdict, last.evidence) == (
+        step,
+        traffic,
+        mirror,
+        verdict,
+        evidence,
+    ):
+        return  # a retried activity recording the same step again (it failed after recording)
     registry.record_rollout_step(
         RolloutStep(
             model=payload["model"],
             run_id=payload["run_id"],
-            index=index,
+            index=len(steps),
             step=step,
             traffic=traffic,
             mirror_traffic=mirror,

@@ -2,8 +2,8 @@
 
 Each model has one eternal ``model_coordinator`` instance (``model-<name>``). Two triggers may
 race to start it; the loser's start is refused and it raises the event instead. A blob whose
-event is lost anyway is still found by the scheduled reconcile (functions/schedule.py), so
-nothing waits forever.
+event is lost anyway stays in the model's landing folder, and the next run (started by another
+blob, a retrain request or the schedule) takes it with the rest: a run trains on the whole folder.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ The loop, one model at a time:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,11 @@ from shared.workflow import (
 )
 
 bp = df.Blueprint()
+
+#: Retries for the steps that must finish once begun: traffic moves, a rollback's restore, abandoning a
+#: failed rollout. Each is idempotent (absolute traffic maps, keyed records), and giving up after one
+#: platform blip would leave an endpoint's traffic split: six attempts a minute apart.
+MUST_FINISH = df.RetryOptions(first_retry_interval_in_milliseconds=60_000, max_number_of_attempts=6)
 
 Orchestration = Generator[Any, Any, Any]
 
@@ -84,9 +90,10 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         deadline_text = (context.current_utc_datetime + max_wait).isoformat()
     quiet = timedelta(seconds=float(settings["quiet_seconds"]))
 
-    # Debounce blob bursts (a retrain request skips the wait).
+    # Debounce blob bursts (a retrain request skips the wait; so does a generation whose quiet window
+    # has already passed, see below).
     handled = 0
-    while not pending.requests:
+    while not pending.requests and not state.get("ready"):
         deadline = datetime.fromisoformat(deadline_text)
         now = context.current_utc_datetime
         if now >= deadline:
@@ -98,7 +105,11 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         event = context.wait_for_external_event("work")
         winner = yield context.task_any([timer, event])
         if winner == timer:
-            break
+            # The quiet window passed, but the 'work' wait stays open (the SDK cannot cancel it) and would
+            # swallow the first event raised during the run, which continue_as_new would then not carry
+            # over. A fresh generation has no open wait: it claims and runs at once.
+            context.continue_as_new({"model": model, "deadline": deadline_text, "ready": True, **pending.dump()})
+            return None
         timer.cancel()
         pending.absorb(event.result)
         handled += 1
@@ -121,9 +132,12 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
             # one bad run must never stop a model from ever training again.
             error = _first_line(str(exc))
             finished = {"model": model, "run_id": request.run_id, "status": "failed", "error": error}
-            yield context.call_activity(
-                "finish_run", {**finished, "reasons": [f"the run failed unexpectedly: {error}"]}
-            )
+            # Guarded too: if even this fails (storage or Event Grid down), the coordinator must still reach
+            # continue_as_new, or the work buffered for the next run is lost with it.
+            with contextlib.suppress(Exception):
+                yield context.call_activity(
+                    "finish_run", {**finished, "reasons": [f"the run failed unexpectedly: {error}"]}
+                )
     # Work that waited behind a rollback is carried over; the rest arrives as buffered events.
     context.continue_as_new({"model": model, **leftover})
     return None
@@ -329,7 +343,9 @@ def _roll_out(context: df.DurableOrchestrationContext, run: dict[str, str], vers
     except Exception as exc:
         # Whatever broke, traffic must not stay split: the champion goes back to 100 and the challenger goes.
         reason = f"the rollout failed unexpectedly: {_first_line(str(exc))}"
-        abandoned = yield context.call_activity("rollout_abandon", {**run, "version": version, "reason": reason})
+        abandoned = yield context.call_activity_with_retry(
+            "rollout_abandon", MUST_FINISH, {**run, "version": version, "reason": reason}
+        )
         # "completed" when the version had been promoted before the failure: the run is then a promotion.
         rollout = {"outcome": abandoned.get("outcome", "rolled_back"), "reasons": [reason]}
     return rollout
@@ -373,7 +389,19 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
 
     polls = job.polls
     for _ in range(POLLS_PER_GENERATION):
-        status = JobStatus.load((yield context.call_activity("job_status", job.dump())))
+        try:
+            status = JobStatus.load((yield context.call_activity("job_status", job.dump())))
+        except Exception as exc:  # the platform kept failing after the adapter's own retries
+            # Failed, not crashed: a crash would end the run and leave this job (and its siblings) training.
+            with contextlib.suppress(Exception):  # best effort: the platform's job timeout still bounds it
+                yield context.call_activity("cancel_job", job.dump())
+            return JobResult(
+                base_name=job.base_name,
+                job_name=job.job_name,
+                outcome="failed",
+                attempts=job.attempt + 1,
+                error=f"{job.job_name}: its status could not be read ({_first_line(str(exc))}); canceled",
+            ).dump()
         context.set_custom_status({"job": job.job_name, "status": status.status, "attempt": job.attempt})
         if status.phase == "completed":
             return JobResult(
@@ -510,7 +538,7 @@ def _paced_moves(
             status = {"stage": "stepping_back", "move": index + 1, "moves": len(payloads), "pause_minutes": pause}
             context.set_custom_status({"run_id": run_id, **status})
             yield context.create_timer(context.current_utc_datetime + timedelta(minutes=pause))
-        yield context.call_activity(activity, payload)
+        yield context.call_activity_with_retry(activity, MUST_FINISH, payload)
 
 
 # --------------------------------------------------------------------------- model_rollback
@@ -539,7 +567,9 @@ def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
     maps: list[dict[str, int]] = moves["plans"]
     shifts = [{**run, **plan, "live": live} for live in maps]
     yield from _paced_moves(context, request.run_id, float(moves["pause_minutes"]), "rollback_shift", shifts)
-    restored = yield context.call_activity("rollback_restore", {**run, **plan, "steps": len(maps)})
+    restored = yield context.call_activity_with_retry(
+        "rollback_restore", MUST_FINISH, {**run, **plan, "steps": len(maps)}
+    )
     reasons = [restored["summary"]]
     yield context.call_activity(
         "finish_run", {**run, "status": "rolled_back", "reasons": reasons, "version": plan["version"]}

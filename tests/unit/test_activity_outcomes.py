@@ -1,0 +1,129 @@
+"""Activities on their failure paths, run as the host runs them: real registry (Azurite), the local ML
+platform running real job subprocesses, the outbox publisher.
+
+- a finished run's outcome is never overwritten by a later failure report;
+- a job that "completed" without its result is a failed attempt, not a crash of the run;
+- the jobs of a run that has already ended are cancelled at their next poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions import clients
+from shared.platform import ComputeSpec, JobSpec
+from shared.registry import Run
+from shared.runtime import get_runtime
+from shared.workflow import JobRequest
+from tests.azurite import Azurite
+
+pytestmark = pytest.mark.azurite
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _clear_caches() -> None:
+    for cached in (get_runtime, clients.store, clients.registry, clients.platform, clients.publisher):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def activity(
+    app_functions: dict[str, Any], azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """Call an activity by name, with the host's settings pointing at Azurite and a fresh local platform."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("PERENNIAL_PLATFORM", "local")
+    monkeypatch.setenv("PERENNIAL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PERENNIAL_MODELS_DIR", str(ROOT / "models"))
+    for name in ("PERENNIAL_EVENTGRID_ENDPOINT", "PERENNIAL_EVENTGRID_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    _clear_caches()
+    clients.store().ensure_containers()
+    clients.registry().ensure_tables()
+
+    def call(name: str, payload: dict[str, Any]) -> Any:
+        return app_functions[name].get_user_function()(payload)
+
+    try:
+        yield call
+    finally:
+        _clear_caches()
+
+
+def _run(run_id: str, status: str = "running") -> Run:
+    run = Run("fraud", run_id, "manual", "test", f"{run_id}:event", status=status, stage="training")
+    return clients.registry().create_run(run)
+
+
+def _job(tmp_path: Path, run_id: str, script: str) -> JobRequest:
+    """A training job of ``run_id`` running ``script`` (Python source) on the local platform."""
+    code = tmp_path / f"code-{run_id}"
+    code.mkdir()
+    (code / "job.py").write_text(script)
+    request = JobRequest(model="fraud", run_id=run_id, base_name=f"{run_id}-c0", kind="train")
+    clients.platform().ensure_compute(ComputeSpec("local"))
+    clients.platform().submit_job(
+        JobSpec(name=request.job_name, experiment_name="fraud", compute="local", script="job.py", code=str(code))
+    )
+    return request
+
+
+def _terminal(job_name: str) -> str:
+    deadline = time.monotonic() + 60
+    while (state := clients.platform().get_job(job_name)).phase in ("queued", "running"):
+        assert time.monotonic() < deadline, f"{job_name} is still {state.status}"
+        time.sleep(0.1)
+    return state.phase
+
+
+def test_a_later_failure_report_does_not_overwrite_a_finished_run(activity: Any) -> None:
+    _run("fraud-00000000000000c1")
+    finished = {"model": "fraud", "run_id": "fraud-00000000000000c1"}
+    activity("finish_run", {**finished, "status": "promoted", "version": "3", "reasons": ["pr_auc +0.04"]})
+    # What the coordinator sends when the run's orchestration then failed (say RunCompleted could not be sent).
+    activity("finish_run", {**finished, "status": "failed", "error": "Event Grid unreachable", "reasons": ["x"]})
+    run = clients.registry().require_run("fraud", "fraud-00000000000000c1")
+    assert run.status == "promoted"
+    assert run.decision == "promote"
+    assert run.decision_reasons == ["pr_auc +0.04"]
+    assert run.registered_version == "3"
+    assert run.error == "Event Grid unreachable", "the later error is kept beside the outcome"
+
+
+def test_a_job_that_completed_without_its_metrics_is_a_failed_attempt(activity: Any, tmp_path: Path) -> None:
+    _run("fraud-00000000000000c2")
+    job = _job(tmp_path, "fraud-00000000000000c2", "print('done, but wrote nothing')\n")
+    assert _terminal(job.job_name) == "completed"
+    status = activity("job_status", job.dump())
+    assert status["phase"] == "failed", "retried per spec, not an exception that ends the run"
+    assert "without a readable metrics.json" in status["error"]
+
+
+def test_the_jobs_of_a_run_that_has_ended_are_cancelled_at_their_next_poll(activity: Any, tmp_path: Path) -> None:
+    run = _run("fraud-00000000000000c3")
+    job = _job(tmp_path, run.run_id, "import time\ntime.sleep(120)\n")
+    assert activity("job_status", job.dump())["phase"] in ("queued", "running")
+    clients.registry().update_run("fraud", run.run_id, lambda r: replace(r, status="failed"))
+    status = activity("job_status", job.dump())
+    assert status["phase"] == "canceled"
+    assert "the run has ended (failed)" in status["error"]
+    assert _terminal(job.job_name) == "canceled", "the training process was stopped, not left running"
+
+
+def test_a_retried_step_is_recorded_once(activity: Any) -> None:
+    from functions.activities import _record_step
+
+    run = _run("fraud-00000000000000c4")
+    payload = {"model": "fraud", "run_id": run.run_id}
+    evidence = {"p_value": 0.5, "reasons": ["within the gates"]}
+    for _ in range(2):  # an activity that failed after recording, and its retry
+        _record_step(payload, "traffic-10", {"fraud-v1": 90, "fraud-v2": 10}, {}, "pass", evidence)
+    _record_step(payload, "traffic-50", {"fraud-v1": 50, "fraud-v2": 50}, {}, "pass", evidence)
+    steps = clients.registry().rollout_steps("fraud", run.run_id)
+    assert [(s.index, s.step) for s in steps] == [(0, "traffic-10"), (1, "traffic-50")]
