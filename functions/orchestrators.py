@@ -31,6 +31,7 @@ from shared.workflow import (
     POLLS_PER_GENERATION,
     BlobItem,
     CandidatePlan,
+    JobOutcome,
     JobRequest,
     JobResult,
     JobStatus,
@@ -275,6 +276,9 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     results = [JobResult.load(r) for r in results_raw]
     yield context.call_activity("record_candidates", {**run, "results": [r.dump() for r in results]})
     best = best_candidate(results, prepared["primary_metric"])
+    # Asked again: an abort while the jobs ran cancels them, which must read as aborted, not as failed jobs.
+    if (yield from stage("training", candidates=len(plans))):
+        return (yield from finish("aborted", aborted))
     if best is None:
         reasons = [f"{r.base_name}: {r.outcome} ({r.error or 'no metrics'})" for r in results]
         return (yield from finish("training_failed", reasons))
@@ -295,6 +299,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         instance_id=f"{request.run_id}-eval-job",
     )
     evaluated = JobResult.load(evaluation)
+    if (yield from stage("evaluating", best=best.base_name)):  # an abort cancelled the evaluation job
+        return (yield from finish("aborted", aborted))
     decision = yield context.call_activity(
         "decide_promotion", {**run, "best": best.dump(), "evaluation": evaluated.dump()}
     )
@@ -387,6 +393,11 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
         # Idempotent: the platform returns the existing job when this name was already submitted.
         yield context.call_activity("submit_job", job.dump())
 
+    def ended(outcome: JobOutcome, error: str) -> dict[str, Any]:
+        return JobResult(
+            base_name=job.base_name, job_name=job.job_name, outcome=outcome, attempts=job.attempt + 1, error=error
+        ).dump()
+
     polls = job.polls
     for _ in range(POLLS_PER_GENERATION):
         try:
@@ -395,13 +406,7 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             # Failed, not crashed: a crash would end the run and leave this job (and its siblings) training.
             with contextlib.suppress(Exception):  # best effort: the platform's job timeout still bounds it
                 yield context.call_activity("cancel_job", job.dump())
-            return JobResult(
-                base_name=job.base_name,
-                job_name=job.job_name,
-                outcome="failed",
-                attempts=job.attempt + 1,
-                error=f"{job.job_name}: its status could not be read ({_first_line(str(exc))}); canceled",
-            ).dump()
+            return ended("failed", f"{job.job_name}: its status could not be read ({_first_line(str(exc))}); canceled")
         context.set_custom_status({"job": job.job_name, "status": status.status, "attempt": job.attempt})
         if status.phase == "completed":
             return JobResult(
@@ -427,22 +432,10 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
                     ).dump()
                 )
                 return None
-            return JobResult(
-                base_name=job.base_name,
-                job_name=job.job_name,
-                outcome="canceled" if status.phase == "canceled" else "failed",
-                attempts=job.attempt + 1,
-                error="; ".join(failures),
-            ).dump()
+            return ended("canceled" if status.phase == "canceled" else "failed", "; ".join(failures))
         if context.current_utc_datetime >= deadline:
             yield context.call_activity("cancel_job", job.dump())
-            return JobResult(
-                base_name=job.base_name,
-                job_name=job.job_name,
-                outcome="timed_out",
-                attempts=job.attempt + 1,
-                error=f"{job.job_name} did not finish within {job.timeout_minutes} minutes; canceled",
-            ).dump()
+            return ended("timed_out", f"{job.job_name} did not finish within {job.timeout_minutes} minutes; canceled")
         polls += 1
         yield context.create_timer(min(context.current_utc_datetime + poll_delay(polls), deadline))
     context.continue_as_new(job.model_copy(update={"polls": polls}).dump())

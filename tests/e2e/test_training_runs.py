@@ -82,6 +82,26 @@ def test_a_worse_challenger_is_not_promoted_and_the_run_says_why(host: Perennial
     assert detail["rollout"] == []  # nothing was deployed
 
 
+def test_a_blob_landing_during_a_debounced_run_is_not_lost(host: PerennialHost) -> None:
+    """A run started by blobs waited out a quiet window; its coordinator's wait for more work must not be
+    left open to swallow the next blob, which would then never train."""
+    host.land("batch-005.csv", fraud_batch(2000, seed=6, start_id=300_000).to_csv(index=False).encode())
+
+    def training() -> dict[str, object] | None:
+        run = next((r for r in host.runs() if "batch-005.csv" in r["trigger"]["reason"]), None)
+        return run if run is not None and run["stage"] == "training" else None
+
+    first = host.wait_for("the debounced run to be training", training)
+    host.land("batch-006.csv", fraud_batch(2000, seed=7, start_id=400_000).to_csv(index=False).encode())
+    host.wait_for("that run", lambda: host.run(str(first["run_id"]))["status"] not in ("pending", "running") or None)
+    follow_up = host.wait_for(
+        "the next run, for the blob that landed meanwhile",
+        lambda: next((r for r in host.finished_runs() if "batch-006.csv" in r["trigger"]["reason"]), None),
+    )
+    claimed = [b["url"].rsplit("/", 1)[-1] for b in host.run(str(follow_up["run_id"]))["blobs"]]
+    assert claimed == ["batch-006.csv"]
+
+
 def test_a_blob_landing_during_a_run_trains_in_the_next_run(host: PerennialHost) -> None:
     accepted = host.http.post("/api/models/fraud/retrain", json={"reason": "weekly refresh"})
     assert accepted.status_code == 202, accepted.text
@@ -106,3 +126,22 @@ def test_a_blob_landing_during_a_run_trains_in_the_next_run(host: PerennialHost)
     assert follow_up["run_id"] != first
     claimed = [b["url"].rsplit("/", 1)[-1] for b in host.run(follow_up["run_id"])["blobs"]]
     assert claimed == ["batch-004.csv"]
+
+
+def test_an_abort_while_the_candidates_train_is_recorded_as_aborted(host: PerennialHost) -> None:
+    accepted = host.http.post("/api/models/fraud/retrain", json={"reason": "abort test"})
+    assert accepted.status_code == 202, accepted.text
+    run_id = accepted.json()["run_id"]
+
+    def jobs_submitted() -> bool:
+        detail = host.run(run_id)
+        return detail["stage"] == "training" and all(c["job_name"] for c in detail["candidates"])
+
+    host.wait_for("the candidates' jobs", jobs_submitted, advance=0)
+    assert host.http.post(f"/api/runs/{run_id}/abort").status_code == 202
+    detail = host.wait_for("the abort", lambda: (d := host.run(run_id))["status"] not in ("pending", "running") and d)
+    assert detail["status"] == "aborted", (detail["status"], detail["reasons"])
+    assert detail["reasons"] == ["aborted on request"]
+    platform = host.platform()
+    phases = {c["job_name"]: platform.get_job(c["job_name"]).phase for c in detail["candidates"]}
+    assert set(phases.values()) <= {"canceled", "completed"}, f"no job left training: {phases}"
