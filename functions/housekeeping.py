@@ -1,4 +1,5 @@
-"""Timer trigger: retire idle deployments (the previous champion's after its grace period, leftovers at once)."""
+"""Timer trigger: between runs, put a left-over traffic split right (the champion back at 100 %), then retire idle
+deployments (the previous champion's after its grace period, leftovers at once)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions import clients
-from shared.housekeeping import retire_idle_deployments
+from shared.housekeeping import repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
 from shared.runtime import get_runtime
@@ -28,9 +29,10 @@ def retire_deployments(timer: func.TimerRequest) -> None:
     with correlated():
         for model, spec in sorted(runtime.specs.items()):
             try:
+                repair_traffic(model, spec, platform, registry)  # first: a repaired split leaves idle leftovers
                 retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
             except PlatformError as exc:  # one model's trouble must not stop the others; the next tick retries
-                logger.warning("could not retire idle deployments of %s: %s", model, exc)
+                logger.warning("could not tidy the endpoint of %s: %s", model, exc)
                 continue
             for retirement in retired:
                 logger.info("%s: retired %s (%s)", model, retirement.deployment, retirement.reason)

@@ -1,4 +1,9 @@
-"""Retire deployments nobody needs any more (the glue between the platform, the registry and the policy).
+"""Keep a model's endpoint tidy between runs (the glue between the platform, the registry and the policy).
+
+Traffic: with no run in flight only the champion takes traffic; a split or mirror left by a rollout or
+rollback whose compensation gave up is put right (``shared.policy.traffic_to_repair``).
+
+Retiring deployments nobody needs any more:
 
 The previous champion's deployment is kept, idle, for ``rollout.retire_after_hours`` after a promotion —
 that is what makes ``POST /api/models/{model}/rollback`` instant — and then deleted; anything else idle
@@ -12,8 +17,15 @@ import contextlib
 import logging
 from datetime import datetime
 
-from shared.platform import DeploymentRef, MLPlatform, NotFoundError, TrafficInvariantError
-from shared.policy import Retirement, deployments_to_retire
+from shared.platform import (
+    DeploymentRef,
+    MLPlatform,
+    NotFoundError,
+    Traffic,
+    TrafficInvariantError,
+    TrafficUpdate,
+)
+from shared.policy import Retirement, TrafficRepair, deployments_to_retire, traffic_to_repair
 from shared.registry import ACTIVE_RUN_STATUSES, Registry
 from shared.spec import ModelSpec
 from shared.workflow import deployment_name
@@ -44,9 +56,7 @@ def retire_idle_deployments(
         return []
     traffic = platform.get_traffic(endpoint)
     champion = registry.champion(model)
-    in_progress = any(
-        run.status in ACTIVE_RUN_STATUSES and run.run_id != finishing_run for run in registry.runs(model, limit=20)
-    )
+    in_progress = _run_in_progress(registry, model, finishing_run)
     plan = deployments_to_retire(
         now=now,
         deployments=deployments,
@@ -66,3 +76,32 @@ def retire_idle_deployments(
             logger.info("retired %s/%s: %s", endpoint, retirement.deployment, retirement.reason)
             done.append(retirement)
     return done
+
+
+def repair_traffic(model: str, spec: ModelSpec, platform: MLPlatform, registry: Registry) -> TrafficRepair | None:
+    """Put the champion back at 100 % (mirror cleared) if no run is in flight and the endpoint says otherwise;
+    returns what was repaired, or None."""
+    endpoint = spec.endpoint_name
+    try:
+        deployments = [d.name for d in platform.list_deployments(endpoint) if d.model_name == model]
+    except NotFoundError:
+        return None
+    champion = registry.champion(model)
+    traffic = platform.get_traffic(endpoint)
+    repair = traffic_to_repair(
+        live=traffic.live,
+        mirror=traffic.mirror,
+        champion=champion.deployment if champion else None,
+        deployments=deployments,
+        run_in_progress=_run_in_progress(registry, model, None),
+    )
+    if repair is not None:
+        platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=repair.live, mirror={})))
+        logger.warning("repaired the traffic of %s: %s", endpoint, repair.reason)
+    return repair
+
+
+def _run_in_progress(registry: Registry, model: str, finishing_run: str | None) -> bool:
+    return any(
+        run.status in ACTIVE_RUN_STATUSES and run.run_id != finishing_run for run in registry.runs(model, limit=20)
+    )

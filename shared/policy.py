@@ -766,6 +766,44 @@ def next_rollout_action(state: RolloutState, verdict: CanaryVerdict, spec: Rollo
     )
 
 
+# --------------------------------------------------------------------------- repairing a left-over split
+
+
+@dataclass(frozen=True)
+class TrafficRepair:
+    """The endpoint's traffic as it must be with no run in flight: the champion alone, no mirror."""
+
+    live: dict[str, int]
+    reason: str
+
+
+def traffic_to_repair(
+    *,
+    live: Mapping[str, int],
+    mirror: Mapping[str, int],
+    champion: str | None,
+    deployments: Sequence[str],
+    run_in_progress: bool,
+) -> TrafficRepair | None:
+    """With no run in flight, only the champion takes traffic: a split or a mirror is what a rollout or
+    rollback left when its compensation gave up (a platform outage longer than its retries). Put the champion
+    back at 100 % and clear the mirror. Nothing while a run is in flight (it owns the traffic), without a
+    champion (nothing to return to), or when the champion's deployment is gone (the operator must act)."""
+    if run_in_progress or champion is None or champion not in deployments:
+        return None
+    taking = {name: int(share) for name, share in live.items() if share}
+    mirrored = {name: int(share) for name, share in mirror.items() if share}
+    if taking == {champion: 100} and not mirrored:
+        return None
+    found = ", ".join(f"{name} {share} %" for name, share in sorted(taking.items())) or "no live traffic"
+    if mirrored:
+        found += "; mirror " + ", ".join(f"{name} {share} %" for name, share in sorted(mirrored.items()))
+    return TrafficRepair(
+        {champion: 100} | dict.fromkeys((n for n in taking if n != champion and n in deployments), 0),
+        f"{found} with no run in flight: {champion} back at 100 %",
+    )
+
+
 # --------------------------------------------------------------------------- retiring old deployments
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from perennial_cli.synthetic import fraud_batch
-from shared.housekeeping import retire_idle_deployments
-from shared.platform import DeploymentRef, ModelRegistration
+from shared.housekeeping import repair_traffic, retire_idle_deployments
+from shared.platform import DeploymentRef, ModelRegistration, Traffic, TrafficUpdate
 from shared.platform.local import FaultSpec
 from shared.spec import load_specs
 from shared.workflow import deployment_name
@@ -309,3 +309,19 @@ def test_a_host_killed_mid_rollout_resumes_and_leaves_no_orphans(shipped: Perenn
     assert shipped.traffic(ENDPOINT) == {new: 100}
     # No orphans: the new champion and the previous one (kept for rollback), nothing else.
     assert sorted(d.name for d in shipped.platform().list_deployments(ENDPOINT)) == sorted([new, before.deployment])
+
+
+def test_between_runs_housekeeping_puts_a_left_over_split_right(shipped: PerennialHost) -> None:
+    champion = shipped.registry.champion("fraud")
+    assert champion is not None
+    assert champion.previous_version is not None
+    previous = deployment_name("fraud", champion.previous_version)
+    platform = shipped.platform()
+    # What a rollback leaves when its moves failed past their retries: half the traffic on the old version.
+    platform.set_traffic(TrafficUpdate(ENDPOINT, Traffic(live={champion.deployment: 50, previous: 50})))
+    spec = load_specs(shipped.workdir / "models")["fraud"]
+    repaired = repair_traffic("fraud", spec, platform, shipped.registry)
+    assert repaired is not None
+    assert repaired.reason.endswith(f"with no run in flight: {champion.deployment} back at 100 %")
+    assert shipped.traffic(ENDPOINT) == {champion.deployment: 100}
+    assert repair_traffic("fraud", spec, platform, shipped.registry) is None, "once put right, left alone"

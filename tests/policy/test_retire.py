@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.policy import PolicyInputError, deployments_to_retire
+from shared.policy import PolicyInputError, TrafficRepair, deployments_to_retire, traffic_to_repair
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -55,3 +55,46 @@ def test_nothing_goes_while_a_run_is_in_progress() -> None:
 def test_times_must_be_aware() -> None:
     with pytest.raises(PolicyInputError, match="time zone"):
         _plan(now=datetime(2026, 11, 29, 12, 0))
+
+
+# --------------------------------------------------------------------------- a left-over split between runs
+
+
+def _repair(**overrides: object) -> TrafficRepair | None:
+    args: dict[str, object] = {
+        "live": {"fraud-v3": 50, "fraud-v2": 50},
+        "mirror": {},
+        "champion": "fraud-v3",
+        "deployments": ["fraud-v2", "fraud-v3"],
+        "run_in_progress": False,
+    }
+    args.update(overrides)
+    return traffic_to_repair(**args)  # type: ignore[arg-type]
+
+
+def test_a_split_left_between_runs_goes_back_to_the_champion() -> None:
+    repair = _repair()
+    assert repair is not None
+    assert repair.live == {"fraud-v3": 100, "fraud-v2": 0}
+    assert repair.reason == "fraud-v2 50 %, fraud-v3 50 % with no run in flight: fraud-v3 back at 100 %"
+    mirrored = _repair(live={"fraud-v3": 100}, mirror={"fraud-v2": 10})
+    assert mirrored is not None
+    assert mirrored.live == {"fraud-v3": 100}
+    assert "mirror fraud-v2 10 %" in mirrored.reason
+    gone = _repair(live={"fraud-v3": 20, "fraud-v1": 80})
+    assert gone is not None
+    assert gone.live == {"fraud-v3": 100}, "a deployment that no longer exists is not named"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"live": {"fraud-v3": 100}},  # as it should be
+        {"live": {"fraud-v3": 100, "fraud-v2": 0}},  # an idle deployment at 0 % is fine
+        {"run_in_progress": True},  # the run owns the traffic
+        {"champion": None},  # nothing to return to
+        {"deployments": ["fraud-v2"]},  # the champion's deployment is gone: for the operator
+    ],
+)
+def test_traffic_is_left_alone(overrides: dict[str, object]) -> None:
+    assert _repair(**overrides) is None
