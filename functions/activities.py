@@ -693,14 +693,17 @@ def _record_step(
     registry = _registry()
     steps = registry.rollout_steps(payload["model"], payload["run_id"])
     last = steps[-1] if steps else None
+    # Compared as stored (JSON: tuples come back as lists), so a retried activity that failed after recording
+    # does not record the same step again.
+    stored = json.loads(json.dumps(evidence, default=str))
     if last is not None and (last.step, last.traffic, last.mirror_traffic, last.verdict, last.evidence) == (
         step,
         traffic,
         mirror,
         verdict,
-        evidence,
+        stored,
     ):
-        return  # a retried activity recording the same step again (it failed after recording)
+        return
     registry.record_rollout_step(
         RolloutStep(
             model=payload["model"],

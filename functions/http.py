@@ -49,13 +49,20 @@ def problem(
 
 
 def storage_unavailable(exc: ServiceRequestError | ServiceResponseError) -> func.HttpResponse:
-    """503 for an account that could not be reached (the SDK already retried): nothing was changed."""
+    """503 for an account that could not be reached (the SDK already retried). A request that never connected
+    changed nothing; one whose connection broke mid-answer may have been applied, and retrying is safe (every
+    action is idempotent by run id or request key)."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     logger.warning("storage unreachable, answering 503: %s", reason)
+    outcome = (
+        "nothing was changed"
+        if isinstance(exc, ServiceRequestError)
+        else "the request may have been applied; retrying it is safe"
+    )
     return problem(
         503,
         "Storage unavailable",
-        f"the storage account could not be reached ({reason}); nothing was changed",
+        f"the storage account could not be reached ({reason}); {outcome}",
         headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
         hint=STORAGE_HINT,
     )

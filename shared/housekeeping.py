@@ -86,14 +86,18 @@ def repair_traffic(model: str, spec: ModelSpec, platform: MLPlatform, registry: 
         deployments = [d.name for d in platform.list_deployments(endpoint) if d.model_name == model]
     except NotFoundError:
         return None
+    # Runs are read before and after champion and traffic: a run that finished (a promotion) or started between
+    # the reads would otherwise make the champion and the traffic disagree, and the repair undo a promotion.
+    newest_before = registry.runs(model, limit=1)
     champion = registry.champion(model)
     traffic = platform.get_traffic(endpoint)
+    settled = registry.runs(model, limit=1) == newest_before and not _run_in_progress(registry, model, None)
     repair = traffic_to_repair(
         live=traffic.live,
         mirror=traffic.mirror,
         champion=champion.deployment if champion else None,
         deployments=deployments,
-        run_in_progress=_run_in_progress(registry, model, None),
+        run_in_progress=not settled,
     )
     if repair is not None:
         platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=repair.live, mirror={})))

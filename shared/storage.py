@@ -55,8 +55,8 @@ CHUNK_SIZE = 4 * 1024 * 1024
 # firewall, DNS) is retried three times with short waits, so an unreachable account is reported in
 # about 5 s by tables and 17 s by blobs (the API then answers 503) instead of after the blob SDK's
 # default back-off (86 s measured for a listing); an activity still rides out a blip of that length.
-# Throttling and 5xx answers get up to five retries with growing waits (about a minute for blobs,
-# 24 s for tables), and a connection attempt gives up after 10 s (the SDK default is 300 s).
+# Throttling and 5xx answers get five retries with growing waits (about a minute for blobs, 24 s
+# for tables), and a connection attempt gives up after 10 s (the SDK default is 300 s).
 CONNECT_RETRIES = 3
 STATUS_RETRIES = 5
 CONNECTION_TIMEOUT_SECONDS = 10
@@ -121,6 +121,7 @@ def blob_service_client(storage: StorageSettings, **kwargs: Any) -> BlobServiceC
             retry_total=STATUS_RETRIES,
             random_jitter_range=1,
             retry_connect=CONNECT_RETRIES,
+            retry_status=STATUS_RETRIES,
         ),
     )
     if storage.connection_string:

@@ -90,6 +90,7 @@ def table_service_client(storage: StorageSettings) -> TableServiceClient:
     retries: dict[str, Any] = {
         "retry_total": STATUS_RETRIES,  # waits 0, 1.6, 3.2, 6.4, 12.8 s
         "retry_connect": CONNECT_RETRIES,
+        "retry_status": STATUS_RETRIES,
         "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
     }
     if storage.connection_string:

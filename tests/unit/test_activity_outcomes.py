@@ -121,7 +121,7 @@ def test_a_retried_step_is_recorded_once(activity: Any) -> None:
 
     run = _run("fraud-00000000000000c4")
     payload = {"model": "fraud", "run_id": run.run_id}
-    evidence = {"p_value": 0.5, "reasons": ["within the gates"]}
+    evidence = {"p_value": 0.5, "reasons": ("within the gates",)}  # a verdict's tuples come back as lists
     for _ in range(2):  # an activity that failed after recording, and its retry
         _record_step(payload, "traffic-10", {"fraud-v1": 90, "fraud-v2": 10}, {}, "pass", evidence)
     _record_step(payload, "traffic-50", {"fraud-v1": 50, "fraud-v2": 50}, {}, "pass", evidence)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.orchestrators import _paced_moves
+from functions.orchestrators import MUST_FINISH, _paced_moves
 
 
 class RecordingContext:
-    """The three context calls _paced_moves makes, recorded in order."""
+    """The context calls _paced_moves makes, recorded in order."""
 
     current_utc_datetime = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -28,7 +28,9 @@ class RecordingContext:
         self.calls.append(("timer", when - self.current_utc_datetime))
         return "timer"
 
-    def call_activity(self, name: str, payload: dict[str, Any]) -> str:
+    def call_activity_with_retry(self, name: str, retry: Any, payload: dict[str, Any]) -> str:
+        # Each move must finish once begun: a platform blip is retried, not left as a half-moved split.
+        assert retry is MUST_FINISH
         self.calls.append((name, payload["move"]))
         return "activity"
 
