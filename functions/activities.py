@@ -128,6 +128,14 @@ def coordinator_settings(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload")
+def pending_requests(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The work items of runs that were accepted (pending) but never claimed, oldest first: their 'work'
+    event was lost (a Python orchestrator's continue_as_new drops events it had not consumed) or never sent."""
+    runs = _registry().runs(payload["model"], limit=50)  # newest first
+    return [dict(r.details["work"]) for r in reversed(runs) if r.status == "pending" and "work" in r.details]
+
+
+@bp.activity_trigger(input_name="payload")
 def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Turn gathered work into one run: claim its blobs (a blob version trains once) and create the run record.
 
@@ -179,7 +187,23 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
         )
     claimed_ids = {(c.url, c.blob_etag) for c in claimed}
     mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
+    for merged in requests[1:]:
+        _mark_merged(model, str(merged["run_id"]), run_id)
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
+
+
+def _mark_merged(model: str, merged_id: str, into: str) -> None:
+    """A request that joined another run's claim is answered by that run: its own pending record says so
+    (else it would block the model with 409s, and be run again by the next generation's pending_requests)."""
+
+    def merge(run: Run) -> Run:
+        if run.status != "pending":
+            return run
+        reason = f"merged into run {into}, which trains for it"
+        return replace(run, status="merged", stage="done", decision_reasons=[reason])
+
+    with contextlib.suppress(RegistryError):  # no record (an old event): nothing to answer
+        _registry().update_run(model, merged_id, merge)
 
 
 # --------------------------------------------------------------------------- run bookkeeping

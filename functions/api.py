@@ -136,9 +136,11 @@ async def _queue_run(
     extra: dict[str, Any],
 ) -> func.HttpResponse:
     """Record the run as pending at once (so a second request is refused with 409 even before the
-    coordinator picks it up), hand it to the model's coordinator, answer 202 with where to follow it."""
-    registry.create_run(run)
-    await send_work(client, run.model, {"kind": work_kind, "run_id": run.run_id, "trigger": trigger.dump()})
+    coordinator picks it up), with its work item (the coordinator takes it from there if the event is
+    lost), hand it to the model's coordinator, answer 202 with where to follow it."""
+    work = {"kind": work_kind, "run_id": run.run_id, "trigger": trigger.dump()}
+    registry.create_run(replace(run, details={**run.details, "work": work}))
+    await send_work(client, run.model, work)
     base = req.url.split("/api/")[0]
     status_url = f"{base}/api/runs/{run.run_id}"
     body = {"run_id": run.run_id, "model": run.model, **extra, "reason": run.trigger_reason, "status_url": status_url}

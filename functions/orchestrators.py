@@ -72,8 +72,10 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     Work is ``{"kind": "blobs", "blobs": [...]}`` or ``{"kind": "retrain", "run_id", "trigger"}``.
     Blob arrivals are debounced: a run starts once no blob has arrived for the spec's quiet
     window, or when the max wait since the first blob has passed. A retrain request starts
-    a run at once (with the blobs gathered so far). Work that arrives during a run stays in
-    the event buffer, which continue_as_new carries over, and becomes the next run.
+    a run at once (with the blobs gathered so far). Work that arrives during a run is taken in
+    while the run goes on and handed to the next generation in its input: a Python
+    orchestrator's continue_as_new drops the events it has not consumed. A generation with
+    nothing to do first looks for accepted requests whose event was lost anyway.
     """
     state: dict[str, Any] = context.get_input() or {}
     model: str = state["model"]
@@ -82,6 +84,10 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         pending.absorb(state["first_work"])
     deadline_text: str | None = state.get("deadline")
 
+    if pending.empty:
+        # Requests that were accepted (a pending run) but whose 'work' event never got here.
+        for work in (yield context.call_activity("pending_requests", {"model": model})):
+            pending.absorb(work)
     if pending.empty:
         context.set_custom_status({"model": model, "stage": "idle"})
         pending.absorb((yield context.wait_for_external_event("work")))
@@ -121,27 +127,40 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     exclusive = pending.take_exclusive()
     work = {"blobs": [], "requests": [exclusive]} if exclusive is not None else pending.dump()
     run = yield context.call_activity("claim_run", {"model": model, **work})
-    leftover = pending.dump() if exclusive is not None else {}
+    # The next generation's work: what waited behind a rollback, and what arrives during this run.
+    following = pending if exclusive is not None else _Pending([], [])
     if run is not None:
         request = RunRequest.load(run)
         kind = EXCLUSIVE_ORCHESTRATORS.get(request.trigger.kind, "continuous_training")
         context.set_custom_status({"model": model, "stage": kind, "run_id": request.run_id})
-        try:
-            yield context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
-        except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
+        error = yield from _run_taking_in_work(context, kind, request, following)
+        if error is not None:
             # A run that crashed is recorded as failed (with the error), and the coordinator lives on:
-            # one bad run must never stop a model from ever training again.
-            error = _first_line(str(exc))
+            # one bad run must never stop a model from ever training again. Retried, and even then best
+            # effort: the coordinator must reach continue_as_new, or the work it holds is lost with it.
             finished = {"model": model, "run_id": request.run_id, "status": "failed", "error": error}
-            # Guarded too: if even this fails (storage or Event Grid down), the coordinator must still reach
-            # continue_as_new, or the work buffered for the next run is lost with it.
             with contextlib.suppress(Exception):
-                yield context.call_activity(
-                    "finish_run", {**finished, "reasons": [f"the run failed unexpectedly: {error}"]}
+                yield context.call_activity_with_retry(
+                    "finish_run", MUST_FINISH, {**finished, "reasons": [f"the run failed unexpectedly: {error}"]}
                 )
-    # Work that waited behind a rollback is carried over; the rest arrives as buffered events.
-    context.continue_as_new({"model": model, **leftover})
+    context.continue_as_new({"model": model, **following.dump()})
     return None
+
+
+def _run_taking_in_work(
+    context: df.DurableOrchestrationContext, kind: str, request: RunRequest, following: _Pending
+) -> Generator[Any, Any, str | None]:
+    """Run the ``kind`` sub-orchestration, taking the 'work' events that arrive meanwhile into ``following``;
+    returns the run's error (the first line), or None when it finished."""
+    run_task = context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
+    while True:
+        event = context.wait_for_external_event("work")
+        winner = yield context.task_any([run_task, event])
+        if winner == run_task:
+            break
+        following.absorb(event.result)
+    outcome = run_task.result  # the SDK's plain Exception, carrying the failure's message, if it failed
+    return _first_line(str(outcome)) if isinstance(outcome, Exception) else None
 
 
 def _first_line(text: str, limit: int = 500) -> str:
@@ -167,8 +186,12 @@ class _Pending:
         if work.get("kind") == "blobs":
             for blob in work.get("blobs", []):
                 self._add_blob(blob)
-        elif work.get("kind") in ("retrain", *EXCLUSIVE_ORCHESTRATORS):
+        elif work.get("kind") in ("retrain", *EXCLUSIVE_ORCHESTRATORS) and not self._has(work.get("run_id")):
             self.requests.append(work)
+
+    def _has(self, run_id: object) -> bool:
+        """A request already held (its event and the reconcile of its pending run may both bring it)."""
+        return any(r.get("run_id") == run_id for r in self.requests)
 
     def take_exclusive(self) -> dict[str, Any] | None:
         """A rollback (first: it restores service) or a rollout of a registered version runs alone,

@@ -16,6 +16,7 @@ STATUS_COLOURS = {
     "inconclusive": "yellow",
     "marginal": "yellow",
     "cancelled": "yellow",
+    "merged": "yellow",
     "aborted": "yellow",
     "failed": "red",
     "fail": "red",

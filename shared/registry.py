@@ -105,7 +105,7 @@ class Run:
     trigger_kind: str
     trigger_reason: str
     trigger_event_id: str
-    status: str = "pending"  # pending | running | succeeded | not_promoted | failed | rolled_back | cancelled
+    status: str = "pending"  # pending | running | promoted | not_promoted | failed | rolled_back | aborted | merged …
     stage: str = "created"  # created | validating | training | evaluating | registering | rolling_out | done
     created_at: datetime = field(default_factory=_now)
     updated_at: datetime = field(default_factory=_now)

@@ -437,7 +437,7 @@ class Engine:
             for task_id in cancel_timers:
                 Store.delete_timer(db, row.instance_id, row.execution_id, task_id)
             if cont is not None:
-                self._continue_as_new(db, row, cont.input, result.unconsumed_events, all_events, now)
+                self._continue_as_new(db, row, cont.input, result.unconsumed_events, now)
             else:
                 texts = [_played(e) for e in appended]
                 Store.append_history(db, row.instance_id, len(cached.texts), texts)
@@ -556,21 +556,25 @@ class Engine:
         row: InstanceRow,
         input_json: str | None,
         unconsumed: dict[str, int],
-        events: list[Event],
         now: datetime,
     ) -> None:
         row.execution_id = uuid.uuid4().hex
         row.input = input_json
         Store.clear_instance(db, row.instance_id, keep_messages=True)
+        # Messages not yet delivered to an episode go to the next generation, as queued messages do in Azure.
         Store.rekey_messages(db, row.instance_id, row.execution_id)
-        carried: list[NewMessage] = []
-        # External events that arrived but were not consumed move to the next generation.
+        # External events this generation received but did not consume are dropped, as the host does for a
+        # Python orchestrator: its continue_as_new has no preserveUnprocessedEvents (azure-functions-durable-
+        # python#331). An orchestrator must consume the events it cares about before it continues as new.
         for name, count in unconsumed.items():
-            raised = [e for e in events if e["EventType"] == EventType.EVENT_RAISED and e.get("Name") == name]
-            for e in raised[-count:]:
-                carried.append(NewMessage(row.instance_id, row.execution_id, "event", {**e, "IsPlayed": False}))
+            logger.warning(
+                "%s continued as new with %d unconsumed %r event(s); they are dropped, as in Azure",
+                row.instance_id,
+                count,
+                name,
+            )
         started = h.execution_started(now, row.name, input_json, row.parent)
-        Store.add_messages(db, [NewMessage(row.instance_id, row.execution_id, "event", started), *carried])
+        Store.add_messages(db, [NewMessage(row.instance_id, row.execution_id, "event", started)])
         self._mark_ready(row.instance_id)
 
     def _notify_parent(

@@ -1,4 +1,4 @@
-"""A tiny Durable app for the engine's continue_as_new carry-over test (test fixture, not Perennial)."""
+"""A tiny Durable app for the engine's continue_as_new event tests (test fixture, not Perennial)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 @app.orchestration_trigger(context_name="context")
 def collector(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
-    # One external event per generation: events that arrive together must survive continue_as_new.
+    # One external event per generation: events that arrive together show what continue_as_new keeps.
     state = context.get_input()
     item = yield context.wait_for_external_event("item")
     seen = [*state["seen"], item]

@@ -145,3 +145,32 @@ def test_an_abort_while_the_candidates_train_is_recorded_as_aborted(host: Perenn
     platform = host.platform()
     phases = {c["job_name"]: platform.get_job(c["job_name"]).phase for c in detail["candidates"]}
     assert set(phases.values()) <= {"canceled", "completed"}, f"no job left training: {phases}"
+
+
+def test_an_accepted_retrain_whose_event_was_lost_still_runs(host: PerennialHost) -> None:
+    """In Azure a Python coordinator's continue_as_new drops events it had not consumed; an accepted
+    request must not wait for ever (and block the model with 409s): the coordinator finds its record."""
+    from shared.registry import Run
+
+    run_id = "fraud-00000000000000f1"
+    trigger = {"kind": "manual", "reason": "lost event test", "source_event_id": run_id, "details": {}}
+    work = {"kind": "retrain", "run_id": run_id, "trigger": trigger}
+    host.registry.create_run(
+        Run(
+            "fraud",
+            run_id,
+            "manual",
+            "lost event test",
+            run_id,
+            status="pending",
+            stage="queued",
+            details={"work": work},
+        )
+    )  # accepted as the API accepts a retrain, but no event reaches the coordinator
+    # Any later work wakes the coordinator; once that run is over it looks for accepted requests.
+    host.land("batch-007.csv", fraud_batch(2000, seed=8, start_id=500_000).to_csv(index=False).encode())
+    detail = host.wait_for(
+        "the accepted retrain", lambda: (d := host.run(run_id))["status"] not in ("pending", "running") and d
+    )
+    assert detail["status"] in ("promoted", "not_promoted"), (detail["status"], detail["reasons"])
+    assert detail["trigger"]["reason"] == "lost event test"

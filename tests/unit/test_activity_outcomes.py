@@ -21,7 +21,7 @@ from shared.platform import ComputeSpec, JobSpec
 from shared.registry import Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest
-from tests.azurite import Azurite
+from tests.azurite import Azurite, start_azurite
 
 pytestmark = pytest.mark.azurite
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +32,22 @@ def _clear_caches() -> None:
         cached.cache_clear()
 
 
+@pytest.fixture(scope="module")
+def storage() -> Iterator[Azurite]:
+    """This module's own Azurite: its runs of model "fraud" must not meet other tests' registries."""
+    server = start_azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def activity(
-    app_functions: dict[str, Any], azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app_functions: dict[str, Any], storage: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """Call an activity by name, with the host's settings pointing at Azurite and a fresh local platform."""
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("AzureWebJobsStorage", storage.connection_string)
     monkeypatch.setenv("PERENNIAL_PLATFORM", "local")
     monkeypatch.setenv("PERENNIAL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PERENNIAL_MODELS_DIR", str(ROOT / "models"))
@@ -127,3 +137,33 @@ def test_a_retried_step_is_recorded_once(activity: Any) -> None:
     _record_step(payload, "traffic-50", {"fraud-v1": 50, "fraud-v2": 50}, {}, "pass", evidence)
     steps = clients.registry().rollout_steps("fraud", run.run_id)
     assert [(s.index, s.step) for s in steps] == [(0, "traffic-10"), (1, "traffic-50")]
+
+
+def _accepted(run_id: str, reason: str) -> dict[str, Any]:
+    """A retrain the API accepted: its pending record, carrying the work item it sent the coordinator."""
+    trigger = {"kind": "manual", "reason": reason, "source_event_id": run_id, "details": {}}
+    work = {"kind": "retrain", "run_id": run_id, "trigger": trigger}
+    run = Run("fraud", run_id, "manual", reason, run_id, status="pending", stage="queued", details={"work": work})
+    clients.registry().create_run(run)
+    return work
+
+
+def test_accepted_requests_whose_event_was_lost_are_found_oldest_first(activity: Any) -> None:
+    first = _accepted("fraud-00000000000000d1", "weekly refresh")
+    second = _accepted("fraud-00000000000000d2", "drift")
+    _run("fraud-00000000000000d3")  # running: not waiting to be claimed
+    found = activity("pending_requests", {"model": "fraud"})
+    assert [w for w in found if w["run_id"] in (first["run_id"], second["run_id"])] == [first, second]
+    assert all(w["run_id"] != "fraud-00000000000000d3" for w in found)
+
+
+def test_a_request_merged_into_another_run_is_answered_not_left_pending(activity: Any) -> None:
+    first = _accepted("fraud-00000000000000e1", "weekly refresh")
+    second = _accepted("fraud-00000000000000e2", "drift alert")
+    claimed = activity("claim_run", {"model": "fraud", "blobs": [], "requests": [first, second]})
+    assert claimed["run_id"] == "fraud-00000000000000e1"
+    merged = clients.registry().require_run("fraud", "fraud-00000000000000e2")
+    assert merged.status == "merged"
+    assert merged.decision_reasons == ["merged into run fraud-00000000000000e1, which trains for it"]
+    left = {w["run_id"] for w in activity("pending_requests", {"model": "fraud"})}
+    assert not left & {first["run_id"], second["run_id"]}, "nothing left to claim, and no 409 for ever"
