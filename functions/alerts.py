@@ -17,7 +17,7 @@ from functions.coordination import send_work
 from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
 from shared.events import EventError, KnownModels, Trigger, parse_event, parse_http
 from shared.logs import correlated
-from shared.registry import Run, run_id_for
+from shared.registry import pending_run, run_id_for
 from shared.runtime import get_runtime
 from shared.workflow import TriggerInfo
 
@@ -46,17 +46,7 @@ async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> str |
     # Recorded as pending first, as the API does: if the event to the coordinator is lost, the coordinator
     # still finds the request (pending_requests). A redelivered alert finds its run already there.
     clients.registry().create_run(
-        Run(
-            model=trigger.model,
-            run_id=run_id,
-            trigger_kind=trigger.kind,
-            trigger_reason=trigger.reason,
-            trigger_event_id=trigger.event_id,
-            status="pending",
-            stage="queued",
-            instance_id=run_id,
-            details={"work": work},
-        )
+        pending_run(trigger.model, run_id, trigger.kind, trigger.reason, trigger.event_id, work)
     )
     await send_work(client, trigger.model, work)
     logger.info("retrain requested for %s: %s", trigger.model, trigger.reason, extra={"run_id": work["run_id"]})

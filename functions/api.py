@@ -23,7 +23,7 @@ from functions.http import answers_503_when_storage_is_unreachable, json_respons
 from shared.blobpaths import BlobNameError
 from shared.events import EventError, KnownModels, parse_http
 from shared.logs import correlated
-from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, run_id_for
+from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, pending_run, run_id_for
 from shared.runtime import Runtime, get_runtime
 from shared.workflow import TriggerInfo
 
@@ -153,19 +153,6 @@ def _request_key(req: func.HttpRequest) -> str:
     return req.headers.get("Idempotency-Key") or str(uuid.uuid4())
 
 
-def _pending_run(model: str, run_id: str, kind: str, reason: str, event_id: str) -> Run:
-    return Run(
-        model=model,
-        run_id=run_id,
-        trigger_kind=kind,
-        trigger_reason=reason,
-        trigger_event_id=event_id,
-        status="pending",
-        stage="queued",
-        instance_id=run_id,
-    )
-
-
 def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpResponse | None:
     for name, value in body.items():
         if name not in fields:
@@ -261,7 +248,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             source_event_id=trigger.event_id,
             details={**trigger.details, "blobs": selection} if selection else trigger.details,
         )
-        run = _pending_run(model, run_id, trigger.kind, trigger.reason, trigger.event_id)
+        run = pending_run(model, run_id, trigger.kind, trigger.reason, trigger.event_id)
         return await _queue_run(req, client, registry, "retrain", run, info, {})
 
 
@@ -300,7 +287,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         details={"requested_by": requested_by, "immediate": bool(body.get("immediate", False))},
     )
     logger.info("rollback of %s from %s to %s requested", model, champion.version, champion.previous_version)
-    run = _pending_run(model, run_id, "rollback", reason, run_id)
+    run = pending_run(model, run_id, "rollback", reason, run_id)
     versions = {"from_version": champion.version, "to_version": champion.previous_version}
     with correlated():
         return await _queue_run(req, client, registry, "rollback", run, info, versions)
@@ -343,7 +330,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         source_event_id=run_id,
         details={"version": version, "requested_by": requested_by},
     )
-    run = _pending_run(model, run_id, "rollout", reason, run_id)
+    run = pending_run(model, run_id, "rollout", reason, run_id)
     with correlated():
         return await _queue_run(req, client, registry, "rollout", run, info, {"version": version})
 

@@ -175,6 +175,25 @@ class RolloutStep:
     etag: str | None = field(default=None, compare=False)
 
 
+def pending_run(
+    model: str, run_id: str, kind: str, reason: str, event_id: str, work: dict[str, Any] | None = None
+) -> Run:
+    """A request accepted but not yet claimed by the model's coordinator, with the work item it was sent
+    (``details["work"]``): the coordinator also takes requests still pending from the registry, since their
+    event may have been lost."""
+    return Run(
+        model=model,
+        run_id=run_id,
+        trigger_kind=kind,
+        trigger_reason=reason,
+        trigger_event_id=event_id,
+        status="pending",
+        stage="queued",
+        instance_id=run_id,
+        details={"work": work} if work is not None else {},
+    )
+
+
 @dataclass
 class SeenBlob:
     """A blob version (url + eTag) and the run that took it: the same batch never trains twice."""

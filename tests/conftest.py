@@ -6,16 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.azurite import Azurite, start_azurite
+from tests.azurite import Azurite, azurite_running
 
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    server = start_azurite()
-    try:
+    with azurite_running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,18 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.azurite import Azurite, start_azurite
+from tests.azurite import Azurite, azurite_running
 from tests.e2e.harness import PerennialHost, fast_fraud_spec
 
 
 @pytest.fixture
 def fresh_azurite() -> Iterator[Azurite]:
     """Each end-to-end test gets its own empty storage (registry and landing are shared state)."""
-    server = start_azurite()
-    try:
+    with azurite_running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from shared.platform import ComputeSpec, JobSpec
 from shared.registry import Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest
-from tests.azurite import Azurite, start_azurite
+from tests.azurite import Azurite, azurite_running
 
 pytestmark = pytest.mark.azurite
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +35,8 @@ def _clear_caches() -> None:
 @pytest.fixture(scope="module")
 def storage() -> Iterator[Azurite]:
     """This module's own Azurite: its runs of model "fraud" must not meet other tests' registries."""
-    server = start_azurite()
-    try:
+    with azurite_running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
