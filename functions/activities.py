@@ -66,6 +66,7 @@ from shared.registry import (
     Champion,
     ConcurrencyError,
     ModelVersion,
+    Registry,
     RegistryError,
     RolloutStep,
     Run,
@@ -128,11 +129,41 @@ def coordinator_settings(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload")
-def pending_requests(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The work items of runs that were accepted (pending) but never claimed, oldest first: their 'work'
-    event was lost (a Python orchestrator's continue_as_new drops events it had not consumed) or never sent."""
-    runs = _registry().runs(payload["model"], limit=50)  # newest first
-    return [dict(r.details["work"]) for r in reversed(runs) if r.status == "pending" and "work" in r.details]
+def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Work the model's coordinator may not have heard of: requests accepted (pending runs, oldest first) and
+    landing blobs no run has claimed. Their events may have been lost: a Python orchestrator's
+    continue_as_new drops events it had not consumed, such as those raised while a run went on."""
+    model = payload["model"]
+    registry = _registry()
+    work: list[dict[str, Any]] = []
+    for run in reversed(registry.runs(model, limit=200)):  # newest first, so reversed
+        if run.status != "pending":
+            continue
+        item = run.details.get("work")
+        if isinstance(item, dict) and _is_request(item, run.run_id):
+            work.append(dict(item))
+        else:
+            logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
+    seen = registry.seen_etags(model)
+    blobs = [
+        BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size).dump()
+        for b in _store().list_landing(model)
+        if b.etag not in seen
+    ]
+    if blobs:
+        work.append({"kind": "blobs", "blobs": blobs})
+    return work
+
+
+def _is_request(item: dict[str, Any], run_id: str) -> bool:
+    """A stored work item claim_run can take (a malformed one would fail every claim it joined)."""
+    if item.get("run_id") != run_id or not isinstance(item.get("kind"), str):
+        return False
+    try:
+        TriggerInfo.load(item.get("trigger"))
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 @bp.activity_trigger(input_name="payload")
@@ -146,6 +177,9 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     blobs = [BlobItem.load(b) for b in payload.get("blobs", [])]
     requests = list(payload.get("requests", []))
     registry = _registry()
+    # A request whose run already ended (a redelivered event, or one whose pending record was also found)
+    # must not lend its id to this claim: the blobs would be claimed for a run that never starts.
+    requests = [r for r in requests if _still_wanted(registry, model, str(r.get("run_id")))]
     if requests:
         first = requests[0]
         run_id = str(first["run_id"])
@@ -192,9 +226,14 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
 
 
+def _still_wanted(registry: Registry, model: str, run_id: str) -> bool:
+    run = registry.get_run(model, run_id)
+    return run is None or run.status in ACTIVE_RUN_STATUSES
+
+
 def _mark_merged(model: str, merged_id: str, into: str) -> None:
     """A request that joined another run's claim is answered by that run: its own pending record says so
-    (else it would block the model with 409s, and be run again by the next generation's pending_requests)."""
+    (else it would block the model with 409s, and be run again by the next generation's pending_work)."""
 
     def merge(run: Run) -> Run:
         if run.status != "pending":

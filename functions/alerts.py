@@ -44,7 +44,7 @@ async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> str |
     work = retrain_work(trigger)
     run_id = str(work["run_id"])
     # Recorded as pending first, as the API does: if the event to the coordinator is lost, the coordinator
-    # still finds the request (pending_requests). A redelivered alert finds its run already there.
+    # still finds the request (pending_work). A redelivered alert finds its run already there.
     clients.registry().create_run(
         pending_run(trigger.model, run_id, trigger.kind, trigger.reason, trigger.event_id, work)
     )

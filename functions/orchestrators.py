@@ -72,10 +72,13 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     Work is ``{"kind": "blobs", "blobs": [...]}`` or ``{"kind": "retrain", "run_id", "trigger"}``.
     Blob arrivals are debounced: a run starts once no blob has arrived for the spec's quiet
     window, or when the max wait since the first blob has passed. A retrain request starts
-    a run at once (with the blobs gathered so far). Work that arrives during a run is taken in
-    while the run goes on and handed to the next generation in its input: a Python
-    orchestrator's continue_as_new drops the events it has not consumed. A generation with
-    nothing to do first looks for accepted requests whose event was lost anyway.
+    a run at once (with the blobs gathered so far).
+
+    Events are wake-ups; the work itself is in storage. A Python orchestrator's continue_as_new
+    drops the events it has not consumed (so those raised during a run are lost), and waiting for
+    an event more than needed runs into SDK quirks. So a generation with nothing to do first
+    asks storage (``pending_work``): requests recorded as pending runs, and landing blobs no run
+    has claimed. Only then does it wait, once, for an event.
     """
     state: dict[str, Any] = context.get_input() or {}
     model: str = state["model"]
@@ -85,8 +88,8 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     deadline_text: str | None = state.get("deadline")
 
     if pending.empty:
-        # Requests that were accepted (a pending run) but whose 'work' event never got here.
-        for work in (yield context.call_activity("pending_requests", {"model": model})):
+        # Work whose event never got here, or was dropped while a run went on.
+        for work in (yield context.call_activity("pending_work", {"model": model})):
             pending.absorb(work)
     if pending.empty:
         context.set_custom_status({"model": model, "stage": "idle"})
@@ -127,17 +130,19 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     exclusive = pending.take_exclusive()
     work = {"blobs": [], "requests": [exclusive]} if exclusive is not None else pending.dump()
     run = yield context.call_activity("claim_run", {"model": model, **work})
-    # The next generation's work: what waited behind a rollback, and what arrives during this run.
+    # What waited behind a rollback goes to the next generation; work raised during the run is found in storage.
     following = pending if exclusive is not None else _Pending([], [])
     if run is not None:
         request = RunRequest.load(run)
         kind = EXCLUSIVE_ORCHESTRATORS.get(request.trigger.kind, "continuous_training")
         context.set_custom_status({"model": model, "stage": kind, "run_id": request.run_id})
-        error = yield from _run_taking_in_work(context, kind, request, following)
-        if error is not None:
+        try:
+            yield context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
+        except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
             # A run that crashed is recorded as failed (with the error), and the coordinator lives on:
             # one bad run must never stop a model from ever training again. Retried, and even then best
-            # effort: the coordinator must reach continue_as_new, or the work it holds is lost with it.
+            # effort: the coordinator must reach continue_as_new.
+            error = _first_line(str(exc))
             finished = {"model": model, "run_id": request.run_id, "status": "failed", "error": error}
             with contextlib.suppress(Exception):
                 yield context.call_activity_with_retry(
@@ -145,22 +150,6 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
                 )
     context.continue_as_new({"model": model, **following.dump()})
     return None
-
-
-def _run_taking_in_work(
-    context: df.DurableOrchestrationContext, kind: str, request: RunRequest, following: _Pending
-) -> Generator[Any, Any, str | None]:
-    """Run the ``kind`` sub-orchestration, taking the 'work' events that arrive meanwhile into ``following``;
-    returns the run's error (the first line), or None when it finished."""
-    run_task = context.call_sub_orchestrator(kind, request.dump(), instance_id=request.run_id)
-    while True:
-        event = context.wait_for_external_event("work")
-        winner = yield context.task_any([run_task, event])
-        if winner == run_task:
-            break
-        following.absorb(event.result)
-    outcome = run_task.result  # the SDK's plain Exception, carrying the failure's message, if it failed
-    return _first_line(str(outcome)) if isinstance(outcome, Exception) else None
 
 
 def _first_line(text: str, limit: int = 500) -> str:
@@ -190,7 +179,7 @@ class _Pending:
             self.requests.append(work)
 
     def _has(self, run_id: object) -> bool:
-        """A request already held (its event and the reconcile of its pending run may both bring it)."""
+        """A request already held (its event and its pending record may both bring it)."""
         return any(r.get("run_id") == run_id for r in self.requests)
 
     def take_exclusive(self) -> dict[str, Any] | None:

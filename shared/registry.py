@@ -447,6 +447,10 @@ class Registry:
                 continue
         raise ConcurrencyError(f"claiming blobs for run {run_id} kept racing", "retry the activity")
 
+    def seen_etags(self, model: str) -> set[str]:
+        """The eTags of every blob version a run of ``model`` has claimed (one partition query)."""
+        return {b.blob_etag for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:"))}
+
     def run_blobs(self, model: str, run_id: str) -> list[SeenBlob]:
         return [b for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:")) if b.run_id == run_id]
 

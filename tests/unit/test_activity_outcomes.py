@@ -145,11 +145,15 @@ def _accepted(run_id: str, reason: str) -> dict[str, Any]:
     return work
 
 
+def _requests(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [w for w in found if w["kind"] != "blobs"]
+
+
 def test_accepted_requests_whose_event_was_lost_are_found_oldest_first(activity: Any) -> None:
     first = _accepted("fraud-00000000000000d1", "weekly refresh")
     second = _accepted("fraud-00000000000000d2", "drift")
     _run("fraud-00000000000000d3")  # running: not waiting to be claimed
-    found = activity("pending_requests", {"model": "fraud"})
+    found = _requests(activity("pending_work", {"model": "fraud"}))
     assert [w for w in found if w["run_id"] in (first["run_id"], second["run_id"])] == [first, second]
     assert all(w["run_id"] != "fraud-00000000000000d3" for w in found)
 
@@ -162,5 +166,35 @@ def test_a_request_merged_into_another_run_is_answered_not_left_pending(activity
     merged = clients.registry().require_run("fraud", "fraud-00000000000000e2")
     assert merged.status == "merged"
     assert merged.decision_reasons == ["merged into run fraud-00000000000000e1, which trains for it"]
-    left = {w["run_id"] for w in activity("pending_requests", {"model": "fraud"})}
+    left = {w["run_id"] for w in _requests(activity("pending_work", {"model": "fraud"}))}
     assert not left & {first["run_id"], second["run_id"]}, "nothing left to claim, and no 409 for ever"
+
+
+def test_landing_blobs_no_run_has_claimed_are_pending_work(activity: Any) -> None:
+    landed = clients.store().upload_landing("fraud", "lost-event.csv", b"id,amount\n1,2.0\n")
+    blobs = [w for w in activity("pending_work", {"model": "fraud"}) if w["kind"] == "blobs"]
+    assert [b["name"] for b in blobs[0]["blobs"]] == ["fraud/lost-event.csv"]
+    claimed = activity("claim_run", {"model": "fraud", **blobs[0], "requests": []})
+    assert claimed is not None
+    assert [b["name"] for b in claimed["blobs"]] == ["fraud/lost-event.csv"]
+    assert all(w["kind"] != "blobs" for w in activity("pending_work", {"model": "fraud"})), landed.etag
+
+
+def test_a_pending_record_without_a_usable_work_item_is_left_alone(activity: Any) -> None:
+    broken = Run("fraud", "fraud-00000000000000f9", "manual", "x", "e", status="pending", details={"work": {"kind": 3}})
+    clients.registry().create_run(broken)
+    found = activity("pending_work", {"model": "fraud"})
+    assert all(w.get("run_id") != broken.run_id for w in found), "a malformed item would fail every claim"
+
+
+def test_a_request_whose_run_ended_does_not_lend_its_id_to_a_claim(activity: Any) -> None:
+    done = _run("fraud-00000000000000fa", status="promoted")
+    stale = {
+        "kind": "retrain",
+        "run_id": done.run_id,
+        "trigger": {"kind": "manual", "reason": "old", "source_event_id": "e"},
+    }
+    fresh = _accepted("fraud-00000000000000fb", "still wanted")
+    claimed = activity("claim_run", {"model": "fraud", "blobs": [], "requests": [stale, fresh]})
+    assert claimed is not None
+    assert claimed["run_id"] == fresh["run_id"]
