@@ -148,7 +148,9 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
     blobs = [
         BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size).dump()
         for b in _store().list_landing(model)
-        if b.etag not in seen
+        # Size 0: a file still being written (ADLS Gen2 lists it empty until FlushWithClose, whose
+        # event then announces it), or empty, which trains nothing either.
+        if b.etag not in seen and b.size > 0
     ]
     if blobs:
         work.append({"kind": "blobs", "blobs": blobs})
