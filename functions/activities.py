@@ -89,6 +89,8 @@ from shared.workflow import (
     candidate_of_job,
     deployment_name,
     job_name,
+    unclaimed_blobs,
+    usable_request,
 )
 
 bp = df.Blueprint()
@@ -137,35 +139,19 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
     registry = _registry()
     work: list[dict[str, Any]] = []
     for run in reversed(registry.runs(model, limit=200)):  # newest first, so reversed
-        if run.status != "pending":
-            continue
-        item = run.details.get("work")
-        if isinstance(item, dict) and _is_request(item, run.run_id):
-            work.append(dict(item))
-        else:
-            logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
-    seen = registry.seen_etags(model)
-    blobs = [
-        BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size).dump()
+        if run.status == "pending":
+            if (item := usable_request(run.details.get("work"), run.run_id)) is not None:
+                work.append(item)
+            else:
+                logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
+    listing = [
+        BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
         for b in _store().list_landing(model)
-        # Size 0: a file still being written (ADLS Gen2 lists it empty until FlushWithClose, whose
-        # event then announces it), or empty, which trains nothing either.
-        if b.etag not in seen and b.size > 0
     ]
+    blobs = unclaimed_blobs(listing, registry.seen_etags(model))
     if blobs:
-        work.append({"kind": "blobs", "blobs": blobs})
+        work.append({"kind": "blobs", "blobs": [b.dump() for b in blobs]})
     return work
-
-
-def _is_request(item: dict[str, Any], run_id: str) -> bool:
-    """A stored work item claim_run can take (a malformed one would fail every claim it joined)."""
-    if item.get("run_id") != run_id or not isinstance(item.get("kind"), str):
-        return False
-    try:
-        TriggerInfo.load(item.get("trigger"))
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 @bp.activity_trigger(input_name="payload")
@@ -224,27 +210,13 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     claimed_ids = {(c.url, c.blob_etag) for c in claimed}
     mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
     for merged in requests[1:]:
-        _mark_merged(model, str(merged["run_id"]), run_id)
+        registry.mark_merged(model, str(merged["run_id"]), run_id)
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
 
 
 def _still_wanted(registry: Registry, model: str, run_id: str) -> bool:
     run = registry.get_run(model, run_id)
     return run is None or run.status in ACTIVE_RUN_STATUSES
-
-
-def _mark_merged(model: str, merged_id: str, into: str) -> None:
-    """A request that joined another run's claim is answered by that run: its own pending record says so
-    (else it would block the model with 409s, and be run again by the next generation's pending_work)."""
-
-    def merge(run: Run) -> Run:
-        if run.status != "pending":
-            return run
-        reason = f"merged into run {into}, which trains for it"
-        return replace(run, status="merged", stage="done", decision_reasons=[reason])
-
-    with contextlib.suppress(RegistryError):  # no record (an old event): nothing to answer
-        _registry().update_run(model, merged_id, merge)
 
 
 # --------------------------------------------------------------------------- run bookkeeping

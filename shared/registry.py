@@ -447,6 +447,18 @@ class Registry:
                 continue
         raise ConcurrencyError(f"claiming blobs for run {run_id} kept racing", "retry the activity")
 
+    def mark_merged(self, model: str, run_id: str, into: str) -> None:
+        """A pending request that joined run ``into``'s claim is answered by that run: recorded ``merged`` (else
+        it would block the model with 409s and be claimed again later). No record, or not pending: unchanged."""
+
+        def merge(run: Run) -> Run:
+            reason = f"merged into run {into}, which trains for it"
+            return replace(run, status="merged", stage="done", decision_reasons=[reason])
+
+        current = self.get_run(model, run_id)
+        if current is not None and current.status == "pending":
+            self.update_run(model, run_id, lambda run: merge(run) if run.status == "pending" else run)
+
     def seen_etags(self, model: str) -> set[str]:
         """The eTags of every blob version a run of ``model`` has claimed (one partition query)."""
         return {b.blob_etag for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:"))}

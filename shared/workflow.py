@@ -204,3 +204,24 @@ def best_candidate(results: Iterable[JobResult], metric: str) -> JobResult | Non
 
 def merge_params(fixed: Mapping[str, Any], varied: Mapping[str, Any]) -> dict[str, Any]:
     return {**fixed, **varied}
+
+
+# --------------------------------------------------------------------------- work the coordinator may have missed
+
+
+def usable_request(item: object, run_id: str) -> dict[str, Any] | None:
+    """A pending run's stored work item, if claim_run can take it (a malformed one would fail every claim
+    it joined, so it is left out)."""
+    if not isinstance(item, dict) or item.get("run_id") != run_id or not isinstance(item.get("kind"), str):
+        return None
+    try:
+        TriggerInfo.load(item.get("trigger"))
+    except (ValueError, TypeError):
+        return None
+    return dict(item)
+
+
+def unclaimed_blobs(listing: Iterable[BlobItem], seen_etags: set[str]) -> list[BlobItem]:
+    """Landing blobs whose version no run has claimed. Not an empty one: a file still being written (ADLS
+    Gen2 lists it empty until FlushWithClose, whose event then announces it), or empty, trains nothing."""
+    return [b for b in listing if b.etag not in seen_etags and b.size > 0]
