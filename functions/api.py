@@ -113,7 +113,7 @@ def _run_summary(run: Run) -> dict[str, Any]:
 
 def _run_in_progress(registry: Registry, model: str) -> func.HttpResponse | None:
     """409 naming the run when one is in progress (one run at a time per model)."""
-    active = [r for r in registry.runs(model, limit=20) if r.status in ACTIVE_RUN_STATUSES]
+    active = registry.active_runs(model)
     if not active:
         return None
     run = active[0]

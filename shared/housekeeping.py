@@ -26,7 +26,7 @@ from shared.platform import (
     TrafficUpdate,
 )
 from shared.policy import Retirement, TrafficRepair, deployments_to_retire, traffic_to_repair
-from shared.registry import ACTIVE_RUN_STATUSES, Registry
+from shared.registry import Registry
 from shared.spec import ModelSpec
 from shared.workflow import deployment_name
 
@@ -56,7 +56,7 @@ def retire_idle_deployments(
         return []
     traffic = platform.get_traffic(endpoint)
     champion = registry.champion(model)
-    in_progress = _run_in_progress(registry, model, finishing_run)
+    in_progress = bool(registry.active_runs(model, excluding=finishing_run))
     plan = deployments_to_retire(
         now=now,
         deployments=deployments,
@@ -91,7 +91,7 @@ def repair_traffic(model: str, spec: ModelSpec, platform: MLPlatform, registry: 
     newest_before = registry.runs(model, limit=1)
     champion = registry.champion(model)
     traffic = platform.get_traffic(endpoint)
-    settled = registry.runs(model, limit=1) == newest_before and not _run_in_progress(registry, model, None)
+    settled = registry.runs(model, limit=1) == newest_before and not registry.active_runs(model)
     repair = traffic_to_repair(
         live=traffic.live,
         mirror=traffic.mirror,
@@ -103,9 +103,3 @@ def repair_traffic(model: str, spec: ModelSpec, platform: MLPlatform, registry: 
         platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=repair.live, mirror={})))
         logger.warning("repaired the traffic of %s: %s", endpoint, repair.reason)
     return repair
-
-
-def _run_in_progress(registry: Registry, model: str, finishing_run: str | None) -> bool:
-    return any(
-        run.status in ACTIVE_RUN_STATUSES and run.run_id != finishing_run for run in registry.runs(model, limit=20)
-    )

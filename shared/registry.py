@@ -68,6 +68,8 @@ _JSON = "_json"
 
 #: Run statuses of a run still in progress (a second run of the model is refused meanwhile).
 ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
+# How many of a model's newest runs `Registry.active_runs` reads.
+ACTIVE_WINDOW = 20
 
 
 class RegistryError(LookupError):
@@ -349,6 +351,18 @@ class Registry:
         runs = [_decode(Run, e) for e in self.runs_table.query(model, "run:")]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return runs[:limit] if limit is not None else runs
+
+    def active_runs(self, model: str, *, excluding: str | None = None) -> list[Run]:
+        """The model's runs still pending or running, newest first (one run at a time per model).
+
+        Only the newest ``ACTIVE_WINDOW`` runs are looked at: a run older than that has long been finished.
+        ``excluding``: a run asking about the others (say, the one completing its own rollout).
+        """
+        return [
+            run
+            for run in self.runs(model, limit=ACTIVE_WINDOW)
+            if run.status in ACTIVE_RUN_STATUSES and run.run_id != excluding
+        ]
 
     # ----------------------------------------------------------------- candidates
 

@@ -175,6 +175,17 @@ def test_runs_are_listed_newest_first(registry: Registry, model: str) -> None:
     assert [r.trigger_event_id for r in registry.runs(model, limit=1)] == ["evt-2"]
 
 
+def test_active_runs_are_the_pending_and_running_ones_newest_first(registry: Registry, model: str) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    statuses = {"evt-0": "promoted", "evt-1": "running", "evt-2": "failed", "evt-3": "pending"}
+    for i, (key, status) in enumerate(statuses.items()):
+        registry.create_run(_run(model, key, status=status, created_at=t0 + timedelta(hours=i)))
+    assert [r.trigger_event_id for r in registry.active_runs(model)] == ["evt-3", "evt-1"]
+    newest = run_id_for(model, "evt-3")
+    assert [r.trigger_event_id for r in registry.active_runs(model, excluding=newest)] == ["evt-1"]
+    assert registry.active_runs("other-model") == []
+
+
 def test_versions_sort_numerically(registry: Registry, model: str) -> None:
     for v in ("2", "10", "9"):
         registry.register_version(ModelVersion(model, v, "r", "c", "manual", "", "", ""))
