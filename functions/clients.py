@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from shared.platform import MLPlatform, create_platform
-from shared.publish import EventPublisher, publisher_from_settings
+from shared.publish import publisher_from_settings
 from shared.registry import Registry
+from shared.reliable_publish import ReliablePublisher
 from shared.runtime import get_runtime
 from shared.storage import BlobStore
 
@@ -32,5 +33,6 @@ def platform() -> MLPlatform:
 
 
 @lru_cache(maxsize=1)
-def publisher() -> EventPublisher:
-    return publisher_from_settings(get_runtime().settings)
+def publisher() -> ReliablePublisher:
+    """The configured topic (or the local file); what it refuses is kept and sent by the housekeeping timer."""
+    return ReliablePublisher(publisher_from_settings(get_runtime().settings), store())

@@ -48,10 +48,15 @@ class PerennialEventType(StrEnum):
 
 
 class PublishError(RuntimeError):
-    """Publishing failed; ``hint`` says what to check (endpoint, key, role assignment)."""
+    """Publishing failed; ``hint`` says what to check (endpoint, key, role assignment).
 
-    def __init__(self, message: str, hint: str) -> None:
+    ``permanent``: the topic refused the events themselves (400, 413), so sending them again cannot help;
+    otherwise (unreachable, throttled, a credential or role not yet in place) a later try may succeed.
+    """
+
+    def __init__(self, message: str, hint: str, *, permanent: bool = False) -> None:
         self.hint = hint
+        self.permanent = permanent
         super().__init__(f"{message} ({hint})")
 
 
@@ -207,6 +212,18 @@ class OutboundEvent:
             "metadataVersion": "1",
         }
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> OutboundEvent:
+        """The event :meth:`to_dict` wrote (same id and time: a subscriber can drop a second delivery)."""
+        return cls(
+            event_type=str(document["eventType"]),
+            subject=str(document["subject"]),
+            data=dict(document["data"]),
+            data_version=str(document["dataVersion"]),
+            id=str(document["id"]),
+            event_time=datetime.fromisoformat(str(document["eventTime"])),
+        )
+
 
 def make_event(data: EventData, subject: str | None = None, event_id: str | None = None) -> OutboundEvent:
     """Wrap typed data as an event. Pass a deterministic ``event_id`` (e.g. ``f"{run_id}:promoted"``) so that
@@ -249,6 +266,10 @@ class OutboxPublisher:
         lines = "".join(json.dumps(e.to_dict()) + "\n" for e in events)
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(lines)
+
+
+#: Event Grid's answers that refuse the events themselves (malformed, or over the 1 MB batch limit).
+REFUSED_EVENTS = frozenset({400, 413})
 
 
 class EventGridPublisher:
@@ -296,6 +317,7 @@ class EventGridPublisher:
             raise PublishError(
                 f"Event Grid answered {exc.status_code} at {self.endpoint}: {exc.message}",
                 "check PERENNIAL_EVENTGRID_ENDPOINT (…/api/events) and the event data",
+                permanent=exc.status_code in REFUSED_EVENTS,
             ) from None
         except AzureError as exc:
             raise PublishError(

@@ -310,6 +310,12 @@ class BlobStore:
             for item in client.list_blobs(name_starts_with=f"{model}/")
         ]
 
+    def names(self, container: str, model: str, folder: str) -> list[str]:
+        """The names of the blobs under ``<container>/<model>/<folder>/`` now, sorted."""
+        if model not in self.known_models:
+            raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
+        return sorted(item.name for item in self.container(container).list_blobs(name_starts_with=f"{model}/{folder}/"))
+
     def landing_selection(self, model: str, names: Sequence[str]) -> list[BlobRef]:
         """The current versions of the blobs a retrain request chose (``landing/<model>/…`` or ``<model>/…``).
 

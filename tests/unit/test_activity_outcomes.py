@@ -22,6 +22,7 @@ from shared.registry import Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest
 from tests.azurite import Azurite, azurite_running
+from tests.fake_topic import CLOSED_TOPIC, fake_topic
 
 pytestmark = pytest.mark.azurite
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,28 @@ def test_a_later_failure_report_does_not_overwrite_a_finished_run(activity: Any)
     assert run.decision_reasons == ["pr_auc +0.04"]
     assert run.registered_version == "3"
     assert run.error == "Event Grid unreachable", "the later error is kept beside the outcome"
+
+
+def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_out_later(
+    activity: Any, app_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = "fraud-00000000000000c2"
+    _run(run_id)
+    monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", CLOSED_TOPIC)
+    monkeypatch.setenv("PERENNIAL_EVENTGRID_KEY", "local-key")
+    _clear_caches()
+
+    result = activity("finish_run", {"model": "fraud", "run_id": run_id, "status": "promoted", "version": "3"})
+
+    assert result == {"run_id": run_id, "status": "promoted"}
+    assert clients.registry().require_run("fraud", run_id).status == "promoted"
+    with fake_topic() as topic:
+        monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", topic.endpoint)
+        _clear_caches()
+        app_functions["retire_deployments"].get_user_function()(None)  # the housekeeping timer's tick
+        [event] = topic.received
+    assert (event["id"], event["eventType"]) == (f"{run_id}:completed", "Perennial.RunCompleted")
+    assert event["data"]["status"] == "promoted"
 
 
 def test_a_job_that_completed_without_its_metrics_is_a_failed_attempt(activity: Any, tmp_path: Path) -> None:
