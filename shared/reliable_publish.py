@@ -87,9 +87,11 @@ class ReliablePublisher:
         for name in self.store.names(MANIFESTS, model, UNSENT_FOLDER):
             try:
                 document: dict[str, Any] = self.store.get_json(MANIFESTS, name)
+                unsent.append((name, OutboundEvent.from_dict(document["event"])))
             except BlobMissingError:
                 continue  # sent by a concurrent tick
-            unsent.append((name, OutboundEvent.from_dict(document["event"])))
+            except (KeyError, TypeError, ValueError) as exc:  # not ours to guess at: left where it is, and said
+                logger.error("%s/%s is not a kept event (%s); the others still go out", MANIFESTS, name, exc)
         unsent.sort(key=lambda item: (item[1].event_time, item[1].id))
         sent = dead = 0
         for i, (name, event) in enumerate(unsent):

@@ -93,3 +93,16 @@ def test_when_storage_cannot_keep_the_event_either_the_topic_error_reaches_the_c
     down = _publisher(CLOSED_TOPIC, store)
     with pytest.raises(PublishError, match="cannot reach Event Grid"):
         down.publish([_completed("not-a-known-model", "r1")])
+
+
+def test_a_document_that_is_not_a_kept_event_does_not_stop_the_others(
+    store: BlobStore, model: str, topic: FakeTopic
+) -> None:
+    store.put_json(MANIFESTS, f"{model}/{UNSENT_FOLDER}/0000-not-an-event.json", {"hello": "world"})
+    _publisher(CLOSED_TOPIC, store).publish([_completed(model, "r1")])
+
+    report = _publisher(topic.endpoint, store).send_unsent(model)
+
+    assert report.sent == 1
+    assert topic.ids() == ["r1:completed"]
+    assert store.names(MANIFESTS, model, UNSENT_FOLDER) == [f"{model}/{UNSENT_FOLDER}/0000-not-an-event.json"]
