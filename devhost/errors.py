@@ -25,7 +25,8 @@ class UnknownFunctionError(DevHostError):
 
 
 class NonDeterminismError(DevHostError):
-    """A replayed orchestrator produced actions that do not match its recorded history."""
+    """A replayed orchestrator produced actions that do not match its recorded history, or that Azure's host
+    would not replay as the SDK does (a task_any/task_all that re-uses a scheduled task)."""
 
 
 class UnsupportedActionError(DevHostError):

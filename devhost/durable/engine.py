@@ -34,7 +34,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from devhost.app_loader import AppFunction, FunctionIndex
 from devhost.components import Clock
 from devhost.durable import history as h
-from devhost.durable import sdk_speedups
+from devhost.durable import sdk_checks, sdk_speedups
 from devhost.durable.history import Event, EventType
 from devhost.durable.replay import Scheduled, parse_actions, replay
 from devhost.durable.store import InstanceRow, Message, NewMessage, Store, WorkItem
@@ -90,6 +90,7 @@ class Engine:
         on_invocation: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         sdk_speedups.install()
+        sdk_checks.install()
         self.index = index
         self.clock = clock
         self.store = Store(state_dir / "durable.sqlite3")
@@ -394,6 +395,14 @@ class Engine:
             error = str(
                 NonDeterminismError(
                     "; ".join(result.problems), "restart the instance, or keep old code paths for in-flight instances"
+                )
+            )
+        if error is None and result.reuses:
+            error = str(
+                NonDeterminismError(
+                    "; ".join(result.reuses),
+                    "create a fresh task for each task_any/task_all, or give it only tasks that were already "
+                    "scheduled, as when waiting again on the loser of a task_any",
                 )
             )
         if error is None and result.unsupported:

@@ -8,7 +8,9 @@ sequence: it walks the history in order, "yields" the next top-level action when
 previous one has completed, and numbers leaves and retry steps as it goes.
 
 It also does what the SDK does not: it compares each numbered action with the event the
-history recorded under that id (type and name), and reports a mismatch as non-determinism.
+history recorded under that id (type and name), and reports a mismatch as non-determinism; and it
+reports a task_any / task_all that re-uses a task an earlier yield scheduled (marked by
+:mod:`devhost.durable.sdk_checks`), which Azure's host may never complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ LeafKind = Literal["activity", "sub", "timer", "event", "continue_as_new", "unsu
 _ACTIVITY, _ACTIVITY_RETRY, _SUB, _SUB_RETRY, _CONTINUE, _TIMER, _EVENT = 0, 1, 2, 3, 4, 5, 6
 _WHEN_ANY, _WHEN_ALL = 11, 12
 _UNSUPPORTED = {7: "call_entity", 8: "call_http", 9: "signal_entity"}
+#: Where :mod:`devhost.durable.sdk_checks` lists the already-scheduled tasks a compound action leaves out.
+REUSED_KEY = "devhostReusedTasks"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Leaf:
 class Compound:
     kind: Literal["all", "any"]
     children: list[Node]
+    reused: list[str] = field(default_factory=list)  # already-scheduled tasks the SDK left out, described
 
 
 Node = Leaf | Compound
@@ -57,7 +62,8 @@ def parse_action(action: dict[str, Any]) -> Node:
     kind = int(action.get("actionType", -1))
     if kind in (_WHEN_ALL, _WHEN_ANY):
         children = [parse_action(child) for child in action.get("compoundActions", [])]
-        return Compound("all" if kind == _WHEN_ALL else "any", children)
+        reused = [_describe_reused(entry) for entry in action.get(REUSED_KEY, [])]
+        return Compound("all" if kind == _WHEN_ALL else "any", children, reused)
     retry = None
     if kind in (_ACTIVITY_RETRY, _SUB_RETRY):
         options = action.get("retryOptions") or {}
@@ -80,6 +86,21 @@ def parse_action(action: dict[str, Any]) -> Node:
     if kind == _CONTINUE:
         return Leaf("continue_as_new", input=action.get("input"), action_type=kind)
     return Leaf("unsupported", _UNSUPPORTED.get(kind, f"actionType {kind}"), action_type=kind)
+
+
+def _what(node: Node) -> str:
+    """'activity say_hello', 'timer', 'event approval', 'task_any(…)', as the problems name them."""
+    if isinstance(node, Leaf):
+        return f"{node.kind} {node.name}".strip()
+    if len(node.children) == 1 and isinstance(node.children[0], Leaf) and node.children[0].retry:
+        return _what(node.children[0])  # the SDK sends a *_with_retry call as a WhenAll of one
+    return f"task_{node.kind}({', '.join(_what(child) for child in node.children)})"
+
+
+def _describe_reused(entry: dict[str, Any]) -> str:
+    what = _what(parse_action(entry.get("action") or {}))
+    task_id = entry.get("taskId")
+    return f"'{what}'" if task_id is None else f"task {task_id} ('{what}')"
 
 
 def parse_actions(state: dict[str, Any]) -> list[Node]:
@@ -121,6 +142,7 @@ class _Task:
 class ReplayResult:
     scheduled: list[Scheduled]
     problems: list[str]
+    reuses: list[str]
     unsupported: list[str]
     unconsumed_events: dict[str, int]
     continue_as_new: Leaf | None
@@ -142,6 +164,7 @@ class _Replay:
         self.waiting: dict[str, list[_Task]] = {}
         self.buffered: dict[str, int] = {}
         self.problems: list[str] = []
+        self.reuses: list[str] = []
         self.unsupported: list[str] = []
         self.continue_as_new: Leaf | None = None
         self.now: datetime | None = None
@@ -181,6 +204,8 @@ class _Replay:
 
     def schedule(self, node: Node, parent: _Task | None) -> _Task:
         if isinstance(node, Compound):
+            if node.reused:
+                self._report_reuse(node)
             task = _Task(None, node, parent)
             task.children = [self.schedule(child, task) for child in node.children]
             if not task.children or self._compound_done(task):
@@ -206,6 +231,16 @@ class _Replay:
         else:
             self.unsupported.append(node.name)
         return task
+
+    def _report_reuse(self, node: Compound) -> None:
+        api = f"task_{node.kind}"
+        decides = "completes first (or already has)" if node.kind == "any" else "fails"
+        self.reuses.append(
+            f"{api} re-uses {', '.join(node.reused)}, which an earlier yield already scheduled, beside new tasks "
+            f"({', '.join(_what(child) for child in node.children)}): the SDK leaves a scheduled task out of the "
+            f"{api} it sends (azure-functions-durable-python#446) and Azure's host awaits only the new ones, so when "
+            f"the re-used task {decides} the orchestrator goes on but the host stalls"
+        )
 
     # -- completion --------------------------------------------------------------------------
     @staticmethod
@@ -305,6 +340,7 @@ def replay(instance_id: str, history: list[Event], actions: list[Node]) -> Repla
     return ReplayResult(
         scheduled=[sim.scheduled[k] for k in sorted(sim.scheduled)],
         problems=unique_problems,
+        reuses=list(dict.fromkeys(sim.reuses)),
         unsupported=sim.unsupported,
         unconsumed_events={k: v for k, v in sim.buffered.items() if v > 0},
         continue_as_new=sim.continue_as_new,
