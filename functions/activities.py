@@ -19,7 +19,7 @@ import azure.durable_functions as df
 
 from functions import clients
 from shared import policy
-from shared.canary import DeploymentSample, analyse_canary
+from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG
 from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
@@ -647,6 +647,7 @@ def _sample(metrics: DeploymentMetrics, positive: str, live: tuple[int, int] = (
         predicted_positive=min(positives, successes),
         labelled=labelled,
         correct=min(correct, labelled),
+        p95_windows=tuple(WindowP95(w.start, w.p95_ms, w.requests) for w in metrics.p95_windows),
     )
 
 

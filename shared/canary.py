@@ -12,9 +12,16 @@ Per metric there are two kinds of check:
   tests that are valid at any sample size, so a challenger that crashes on load fails after a few
   requests. Their breach is a *hard* failure (immediate rollback). The comparative gates
   (``max_latency_ratio``, ``max_positive_rate_shift``, ``max_accuracy_drop``) need the champion too.
-* a **comparison** with the champion (Mann-Whitney U on trimmed latencies with a relative tolerance;
-  Fisher's exact test for error rate, positive rate and accuracy). A metric that is significantly
-  worse by more than its tolerance scores 0 in a weighted score → pass / marginal / fail.
+* a **comparison** with the champion (latency: a paired signed-rank test on per-window p95s, or Mann-Whitney
+  U on trimmed per-request latencies when there are too few windows; Fisher's exact test for error rate,
+  positive rate and accuracy). A metric that is significantly worse by more than its tolerance scores 0 in a
+  weighted score → pass / marginal / fail.
+
+Latencies that are mostly queueing are autocorrelated, so per-request tests treat a few busy periods as
+thousands of independent observations. The challenger and the champion serve at the same time, so their
+p95s over the same time window share the load; the latency comparison pairs them window by window and tests
+the log-ratios with a Wilcoxon signed-rank test whose variance is inflated for the serial correlation that is
+left (:func:`_signed_rank_greater`).
 
 Statistical comparisons need ``gates.min_samples`` requests on both sides; with fewer on the
 champion side (e.g. at 100 %, or for a first model) only the gates are judged; with fewer on the
@@ -24,8 +31,10 @@ challenger side the verdict is ``inconclusive`` unless a gate is already breache
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -40,6 +49,11 @@ EvidenceValue = float | int | str | bool | None
 
 #: A p95 latency is, by definition, exceeded by 5 % of requests.
 _P95_EXCEEDANCE = 0.05
+#: A window's p95 of 0 ms (below the clock's resolution) is taken as 1 µs so that a log-ratio exists.
+_MIN_WINDOW_P95_MS = 1e-3
+#: The serial correlation credited to the paired windows is capped here (a variance inflation of at most 19).
+_MAX_WINDOW_AUTOCORRELATION = 0.9
+_NORMAL = statistics.NormalDist()
 
 
 class CanaryInputError(ValueError):
@@ -51,13 +65,25 @@ class CanaryInputError(ValueError):
 
 
 @dataclass(frozen=True)
+class WindowP95:
+    """The p95 latency (ms) of one deployment's requests in one time window that starts at ``start``.
+    ``requests``: how many requests the window held (None: the platform does not say)."""
+
+    start: datetime
+    p95_ms: float
+    requests: int | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentSample:
     """What one deployment served during a bake window.
 
     ``latencies_ms`` may be empty when the platform only reports aggregates; then give ``p50_ms`` /
     ``p95_ms`` / ``p99_ms``. ``predicted_positive`` counts positive predictions among the successful
     requests (``requests - errors``). ``labelled`` / ``correct`` count requests whose delayed label
-    has arrived and how many of those the deployment got right.
+    has arrived and how many of those the deployment got right. ``p95_windows`` is the p95 of each time
+    window of the bake (Azure Monitor's per-minute p95s); the challenger's and the champion's windows with
+    the same ``start`` are compared pairwise.
     """
 
     deployment: str
@@ -70,10 +96,12 @@ class DeploymentSample:
     predicted_positive: int = 0
     labelled: int = 0
     correct: int = 0
+    p95_windows: tuple[WindowP95, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list from JSON) but store a tuple so the value stays immutable.
         object.__setattr__(self, "latencies_ms", tuple(float(x) for x in self.latencies_ms))
+        object.__setattr__(self, "p95_windows", tuple(self.p95_windows))
         where = f"deployment {self.deployment!r}"
         for name in ("requests", "errors", "predicted_positive", "labelled", "correct"):
             value = getattr(self, name)
@@ -105,6 +133,24 @@ class DeploymentSample:
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):
                 raise CanaryInputError(f"{where}: {name}={value!r} is not a latency", "pass milliseconds >= 0 or None")
+        starts: set[datetime] = set()
+        for window in self.p95_windows:
+            if not math.isfinite(window.p95_ms) or window.p95_ms < 0:
+                raise CanaryInputError(
+                    f"{where}: the window at {window.start.isoformat()} has p95_ms={window.p95_ms!r}",
+                    "pass milliseconds >= 0, or leave out a window without requests",
+                )
+            count = window.requests
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+                raise CanaryInputError(
+                    f"{where}: the window at {window.start.isoformat()} has requests={count!r}",
+                    "pass a whole number >= 0 or None",
+                )
+            if window.start in starts:
+                raise CanaryInputError(
+                    f"{where}: two p95 windows start at {window.start.isoformat()}", "give one p95 per window"
+                )
+            starts.add(window.start)
 
     @property
     def successes(self) -> int:
@@ -134,6 +180,18 @@ class CanaryConfig:
     latency_tolerance: float = 0.10
     #: Share of the slowest latencies dropped from each side before Mann-Whitney (cold starts, GC pauses).
     trim_fraction: float = 0.01
+    #: Paired p95 windows needed for the per-window latency test (else per-request tests, else the aggregates).
+    #: n windows all slower give the exact signed-rank p-value 2^-n, so n must exceed log2(1/alpha) for the test to
+    #: ever fail a challenger: at confidence 0.99 the latency test runs at alpha = 0.0025 and 9 is the least.
+    #: Ten (and at least log2(2/alpha) at other confidences) let it fail one whose least-slowed window went the
+    #: other way; Azure's one-minute windows reach it after a 10-minute bake.
+    min_windows: int = 10
+    #: A p95 taken from fewer requests is lower on average: the nearest-rank p95 of n requests sits, on average,
+    #: at the ceil(0.95 n)/(n + 1) quantile (20 requests: the 90th percentile). With the challenger at 50 % or
+    #: less that favours it; where its window held more requests than the champion's (a step above 50 %) the
+    #: window's tolerance is raised by this log-spread times the gap between the two quantiles in standard normal
+    #: units, so a healthy challenger is not judged slower for it. 0.5 is wider than most latency distributions'.
+    window_log_spread: float = 0.5
     #: Tolerances of the comparisons, as a share of the matching gate.
     error_rate_tolerance_share: float = 0.25
     positive_rate_tolerance_share: float = 0.5
@@ -208,6 +266,48 @@ def _trim_top(values: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(values)[: len(values) - drop] if drop else values
 
 
+@dataclass(frozen=True)
+class _SignedRank:
+    """A one-sided signed-rank test's result (see :func:`_signed_rank_greater`)."""
+
+    n: int  # values that are not exactly 0
+    statistic: float  # T+: the sum of the ranks of the positive values
+    p_value: float  # the larger of the two below
+    p_independent: float  # the exact (or, with ties, normal) p-value for independent values
+    p_adjusted: float  # the normal p-value with the variance inflated for serial correlation
+    autocorrelation: float  # the lag-1 autocorrelation credited, in [0, _MAX_WINDOW_AUTOCORRELATION]
+
+
+def _signed_rank_greater(values: np.ndarray) -> _SignedRank:
+    """Wilcoxon signed-rank test that ``values`` (in time order) are centred above 0, robust to serial correlation.
+
+    Under H0 the signs of the ranked values are independent coin flips, so ``T+`` has variance sum(rank²)/4. When
+    consecutive values are correlated (a slow period spans several windows) that variance is too small; it is
+    inflated by the AR(1) long-run factor (1 + r) / (1 - r), r being the lag-1 autocorrelation of the signed
+    ranks with the small-sample bias (about -(1 + 3r)/n, Marriott & Pope) added back, between 0 and 0.9. The
+    p-value is the larger of that normal approximation and scipy's exact test, so it is never more liberal
+    than the test for independent windows.
+    """
+    x = values[values != 0]  # the Wilcoxon convention: a value of exactly 0 carries no sign
+    n = len(x)
+    if n == 0:
+        return _SignedRank(0, 0.0, 1.0, 1.0, 1.0, 0.0)
+    ranks = stats.rankdata(np.abs(x))
+    t_plus = float(np.sum(ranks[x > 0]))
+    p_independent = float(stats.wilcoxon(x, alternative="greater").pvalue)
+    scores = np.sign(x) * ranks
+    centred = scores - scores.mean()
+    denominator = float(np.sum(centred * centred))
+    r = float(np.sum(centred[:-1] * centred[1:])) / denominator if denominator > 0 and n > 3 else 0.0
+    if n > 3:
+        r = (n * r + 1) / (n - 3)
+    r = min(max(r, 0.0), _MAX_WINDOW_AUTOCORRELATION)
+    variance = float(np.sum(ranks * ranks)) / 4 * (1 + r) / (1 - r)
+    z = (t_plus - n * (n + 1) / 4 - 0.5) / math.sqrt(variance)  # with a continuity correction
+    p_adjusted = math.erfc(z / math.sqrt(2)) / 2  # the standard normal's upper tail, exact far out too
+    return _SignedRank(n, t_plus, max(p_independent, p_adjusted), p_independent, p_adjusted, r)
+
+
 def _rate(hits: int, n: int) -> float | None:
     return hits / n if n else None
 
@@ -274,11 +374,16 @@ def _error_rate(
 
 
 def _p95(sample: DeploymentSample, min_samples: int) -> tuple[float | None, str]:
-    """The p95 latency and where it came from: the samples when there are enough, else the aggregate."""
+    """The p95 latency and where it came from: the samples when there are enough, else the aggregate, else the
+    request-weighted mean of the windows' p95s (as Azure's adapter computes the aggregate)."""
     if len(sample.latencies_ms) >= min_samples or (sample.latencies_ms and sample.p95_ms is None):
         return float(np.quantile(np.asarray(sample.latencies_ms), 0.95)), "samples"
     if sample.p95_ms is not None:
         return sample.p95_ms, "aggregate"
+    if sample.p95_windows:
+        weights = [1 if w.requests is None else w.requests for w in sample.p95_windows]
+        if sum(weights) > 0:
+            return float(np.average([w.p95_ms for w in sample.p95_windows], weights=weights)), "aggregate"
     return None, "none"
 
 
@@ -323,12 +428,27 @@ def _latency(
             evidence |= {"champion_p95_ms": p95_0, "champion_p95_source": source_0, "p95_ratio": ratio}
             evidence["max_latency_ratio"] = gates.max_latency_ratio
             parts.append(f"vs champion {p95_0:.1f} ms (ratio {ratio:.2f}, gate {gates.max_latency_ratio:.2f})")
-            if len(challenger.latencies_ms) >= m and len(champion.latencies_ms) >= m:
+            pairs = _paired_windows(challenger, champion, config.window_log_spread)
+            needed = _windows_needed(config, alpha)
+            evidence |= {
+                "challenger_windows": len(challenger.p95_windows),
+                "champion_windows": len(champion.p95_windows),
+                "paired_windows": len(pairs),
+                "min_windows": needed,
+            }
+            if 0 < len(pairs) < needed:
+                parts.append(f"{len(pairs)} paired windows < {needed}: too few for the per-window test")
+            if len(pairs) >= needed:
+                evidence["latency_test"] = "paired_windows"
+                ratio_breach, worse = _window_tests(pairs, gates, config, alpha, evidence, parts)
+            elif len(challenger.latencies_ms) >= m and len(champion.latencies_ms) >= m:
+                evidence["latency_test"] = "per_request"
                 ratio_breach, worse = _latency_tests(
                     challenger, champion, p95_0, ratio, gates, config, alpha, evidence, parts
                 )
             else:
                 # Aggregates only: no test is possible, so the point values decide (documented).
+                evidence["latency_test"] = "aggregates"
                 ratio_breach = ratio > gates.max_latency_ratio
                 worse = ratio > 1.0 + config.latency_tolerance
                 parts.append("aggregates only: compared without a test")
@@ -348,6 +468,90 @@ def _latency(
         outcome = "pass"
         parts.append("within the gates")
     return MetricResult("latency", outcome, hard_breach, weight, "; ".join(parts), evidence, unconfirmed)
+
+
+def _windows_needed(config: CanaryConfig, alpha: float) -> int:
+    """Paired windows for the per-window test: ``min_windows``, and at least log2(2/alpha) so the test can fail a
+    challenger whose least-slowed window went the other way (see ``CanaryConfig.min_windows``)."""
+    return max(config.min_windows, math.ceil(math.log2(2 / alpha)))
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One window both deployments served: log(challenger p95 / champion p95), and the allowance for the
+    challenger's p95 having been taken from more requests (``CanaryConfig.window_log_spread``)."""
+
+    log_ratio: float
+    allowance: float
+    requests: tuple[int | None, int | None]
+
+
+def _p95_level(requests: int) -> float:
+    """The quantile at which the nearest-rank p95 of ``requests`` values sits on average."""
+    return math.ceil(0.95 * requests) / (requests + 1)
+
+
+def _paired_windows(challenger: DeploymentSample, champion: DeploymentSample, log_spread: float) -> list[_Pair]:
+    """Every window both served (the same start, requests on both sides), in time order."""
+    theirs = {w.start: w for w in champion.p95_windows if w.requests != 0}
+    pairs: list[_Pair] = []
+    for window in sorted(challenger.p95_windows, key=lambda w: w.start):
+        other = theirs.get(window.start)
+        if window.requests == 0 or other is None:
+            continue
+        allowance = 0.0
+        if window.requests is not None and other.requests is not None and window.requests > other.requests:
+            gap = _NORMAL.inv_cdf(_p95_level(window.requests)) - _NORMAL.inv_cdf(_p95_level(other.requests))
+            allowance = max(0.0, log_spread * gap)
+        log_ratio = math.log(max(window.p95_ms, _MIN_WINDOW_P95_MS)) - math.log(max(other.p95_ms, _MIN_WINDOW_P95_MS))
+        pairs.append(_Pair(log_ratio, allowance, (window.requests, other.requests)))
+    return pairs
+
+
+def _window_tests(
+    pairs: Sequence[_Pair],
+    gates: Gates,
+    config: CanaryConfig,
+    alpha: float,
+    evidence: dict[str, EvidenceValue],
+    parts: list[str],
+) -> tuple[bool, bool]:
+    """Paired per-window p95s → (ratio breach, worse).
+
+    Worse: the signed-rank test says the window log-ratios (less their allowances) are centred above
+    log(1 + tolerance). Ratio breach: worse, the median window ratio above ``max_latency_ratio``, and the same
+    test against log(max_latency_ratio). A breach implies worse, so a healthy challenger is judged worse or
+    beyond the gate with probability <= alpha.
+    """
+    d = np.asarray([p.log_ratio for p in pairs])
+    allowance = np.asarray([p.allowance for p in pairs])
+    tolerance = math.log1p(config.latency_tolerance)
+    worse_test = _signed_rank_greater(d - allowance - tolerance)
+    gate_test = _signed_rank_greater(d - allowance - math.log(gates.max_latency_ratio))
+    median_ratio = math.exp(float(np.median(d)))
+    worse = worse_test.p_value < alpha
+    ratio_breach = worse and median_ratio > gates.max_latency_ratio and gate_test.p_value < alpha
+    evidence |= {
+        "challenger_window_requests": sum(p.requests[0] or 0 for p in pairs),
+        "champion_window_requests": sum(p.requests[1] or 0 for p in pairs),
+        "window_allowance_max": float(allowance.max()),
+        "latency_tolerance": config.latency_tolerance,
+        "window_p95_ratio_median": median_ratio,
+        "windows_beyond_tolerance": int(np.sum(d > tolerance)),
+        "windows_beyond_max_latency_ratio": int(np.sum(d > math.log(gates.max_latency_ratio))),
+        "signed_rank_statistic": worse_test.statistic,
+        "signed_rank_p_value": worse_test.p_value,
+        "signed_rank_p_value_independent": worse_test.p_independent,
+        "window_autocorrelation": worse_test.autocorrelation,
+        "gate_signed_rank_p_value": gate_test.p_value,
+    }
+    parts.append(
+        f"{len(d)} paired windows: median p95 ratio {median_ratio:.2f}, "
+        f"{evidence['windows_beyond_tolerance']} beyond the {config.latency_tolerance:.0%} tolerance, "
+        f"signed-rank p={worse_test.p_value:.3g} (autocorrelation {worse_test.autocorrelation:.2f}), "
+        f"against max_latency_ratio p={gate_test.p_value:.3g}"
+    )
+    return ratio_breach, worse
 
 
 def _p_text(p: float | None, alpha: float) -> str:

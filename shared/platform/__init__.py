@@ -417,10 +417,24 @@ class MetricsQuery:
 
 
 @dataclass(frozen=True)
+class LatencyWindow:
+    """The p95 latency (ms) of one deployment's requests in ``[start, start + seconds)``. ``requests``: how many
+    requests the window held, None where the platform does not say."""
+
+    start: datetime
+    seconds: float
+    p95_ms: float
+    requests: int | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentMetrics:
     """Health of one deployment over a window. Latencies in milliseconds; None where there were no requests.
     ``latencies_ms`` / ``predicted_classes`` are raw samples where the adapter has them (local), so the
-    canary analysis can run statistical tests; Azure Monitor only gives aggregates (they are then empty)."""
+    canary analysis can run statistical tests; Azure Monitor only gives aggregates (they are then empty).
+    ``p95_windows`` is the p95 of each time window with requests, oldest first (Azure: Azure Monitor's
+    per-minute p95; local: computed from the samples); two queries with the same ``start`` and ``end`` give
+    windows with the same starts, so the canary can pair the challenger's windows with the champion's."""
 
     endpoint: str
     deployment: str
@@ -434,6 +448,7 @@ class DeploymentMetrics:
     latencies_ms: Sequence[float] = ()
     predicted_classes: Sequence[str] = ()
     has_samples: bool = False
+    p95_windows: Sequence[LatencyWindow] = ()
 
     @property
     def error_rate(self) -> float:

@@ -7,6 +7,8 @@ instance metrics (CPU, memory, capacity), so we query the endpoint and filter on
 deployment. Azure Monitor gives per-minute aggregates, never raw samples: the window's
 percentiles are the request-weighted mean of the per-minute percentiles (an approximation
 stated here so nobody mistakes it for an exact p95), and ``DeploymentMetrics.has_samples`` is False.
+The per-minute p95s themselves are kept too (``DeploymentMetrics.p95_windows``, with each minute's
+request count): the canary compares them minute by minute with the champion's.
 
 ``MetricsQueryClient`` left azure-monitor-query in 2.0.0; ``MetricsClient`` (azure-monitor-querymetrics)
 queries the regional data-plane endpoint ``https://<region>.metrics.monitor.azure.com``.
@@ -19,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.platform import DeploymentMetrics, MetricsQuery
+from shared.platform import DeploymentMetrics, LatencyWindow, MetricsQuery
 
 ENDPOINT_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
 REQUESTS_METRIC = "RequestsPerMinute"
@@ -64,11 +66,17 @@ def query_deployment_metrics(
         aggregations=["Average"],
         filter=f"deployment eq '{deployment}'",
     )
-    return summarise(query, requests, latency)
+    return summarise(query, requests, latency, granularity)
 
 
-def summarise(query: MetricsQuery, requests: Sequence[Any], latency: Sequence[Any]) -> DeploymentMetrics:
-    """Totals per status class and request-weighted latency percentiles from MetricsQueryResult lists."""
+def summarise(
+    query: MetricsQuery,
+    requests: Sequence[Any],
+    latency: Sequence[Any],
+    granularity: timedelta = timedelta(minutes=1),
+) -> DeploymentMetrics:
+    """Totals per status class, request-weighted latency percentiles and the per-interval p95s from
+    MetricsQueryResult lists (``granularity``: the interval the queries asked for)."""
     total = errors = 0
     per_minute: dict[datetime, float] = defaultdict(float)
     for series in _series(requests, REQUESTS_METRIC):
@@ -101,7 +109,34 @@ def summarise(query: MetricsQuery, requests: Sequence[Any], latency: Sequence[An
         p95_ms=percentiles["p95"],
         p99_ms=percentiles["p99"],
         has_samples=False,
+        p95_windows=_p95_windows(latency, per_minute, granularity),
     )
+
+
+def _p95_windows(
+    latency: Sequence[Any], per_minute: Mapping[datetime, float], granularity: timedelta
+) -> tuple[LatencyWindow, ...]:
+    """One window per interval with a p95 value, oldest first. An interval whose request count is known to be
+    zero is left out; one the request metric does not mention keeps ``requests=None``."""
+    values: dict[datetime, list[float]] = defaultdict(list)
+    for series in _series(latency, LATENCY_METRICS["p95"]):
+        for value in series.data:
+            if value.average is not None:
+                values[value.timestamp].append(float(value.average))
+    windows: list[LatencyWindow] = []
+    for stamp in sorted(values):
+        count = per_minute.get(stamp)
+        if count is not None and round(count) == 0:
+            continue
+        windows.append(
+            LatencyWindow(
+                start=stamp,
+                seconds=granularity.total_seconds(),
+                p95_ms=sum(values[stamp]) / len(values[stamp]),  # one series per deployment; more are averaged
+                requests=None if count is None else round(count),
+            )
+        )
+    return tuple(windows)
 
 
 def _metadata(series: Any) -> Mapping[str, object]:

@@ -30,9 +30,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from shared.platform import (
     JobOutputRequest,
     JobSpec,
     JobState,
+    LatencyWindow,
     LogsRequest,
     MetricsQuery,
     ModelRegistration,
@@ -712,17 +714,36 @@ class LocalPlatform:
                     yield sample
 
     def deployment_metrics(self, query: MetricsQuery) -> DeploymentMetrics:
+        """Health from the router's per-request lines. ``p95_windows``: the query window cut into 60 slices
+        (each at least 50 ms, at most a minute like Azure Monitor's) and the p95 of every slice with requests.
+        Sixty give a 30-minute bake 30-second windows, and the few seconds of real time in which the end-to-end
+        tests and the demo serve a bake's traffic slices of 50-100 ms: enough windows for the canary's paired
+        test either way. The slices depend on ``start`` and ``end`` alone, so the challenger's and the
+        champion's line up."""
         self.get_deployment(DeploymentRef(query.endpoint, query.deployment))
         latencies: list[float] = []
         classes: list[str] = []
         errors = 0
+        width = min(max((query.end - query.start).total_seconds() / 60, 0.05), 60.0)
+        by_window: dict[int, list[float]] = defaultdict(list)
         for sample in self._router_lines(
             query.endpoint, query.deployment, query.start, query.end, query.include_mirrored
         ):
-            latencies.append(float(sample["ms"]))
+            latency = float(sample["ms"])
+            latencies.append(latency)
             classes.extend(sample["classes"])
             errors += sample["status"] >= 500
+            by_window[int((float(sample["t"]) - query.start.timestamp()) // width)].append(latency)
         ordered = sorted(latencies)
+        windows = tuple(
+            LatencyWindow(
+                start=query.start + timedelta(seconds=index * width),
+                seconds=width,
+                p95_ms=float(_percentile(sorted(values), 95) or 0.0),
+                requests=len(values),
+            )
+            for index, values in sorted(by_window.items())
+        )
         return DeploymentMetrics(
             endpoint=query.endpoint,
             deployment=query.deployment,
@@ -736,6 +757,7 @@ class LocalPlatform:
             latencies_ms=tuple(latencies),
             predicted_classes=tuple(classes),
             has_samples=True,
+            p95_windows=windows,
         )
 
     def scoring_records(self, query: ScoringQuery) -> ScoringRecords:

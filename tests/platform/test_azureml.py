@@ -252,6 +252,26 @@ def test_metrics_query_the_endpoint_resource_in_its_region(azure_platform: MLPla
     assert not metrics.has_samples
 
 
+def test_metrics_keep_each_minutes_p95_for_the_canary(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
+    """The per-minute p95s come back as windows with their request counts; the bake's p95 stays the
+    request-weighted mean. A minute without requests, or without a p95 value, is no window."""
+    from shared.platform import MetricsQuery
+    from tests.platform.test_contract import azure_monitor_minutes
+
+    start = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    minutes: list[tuple[int, int, float | None]] = [(90, 10, 80.0), (0, 0, 55.0), (300, 0, 120.0), (40, 0, None)]
+    fake_arm.metrics = azure_monitor_minutes(start, minutes)
+    metrics = azure_platform.deployment_metrics(MetricsQuery("fraud-ep", "blue", start, start + timedelta(minutes=4)))
+    first = start.replace(second=0)
+    assert [(w.start, w.seconds, w.requests, w.p95_ms) for w in metrics.p95_windows] == [
+        (first, 60.0, 100, 80.0),
+        (first + timedelta(minutes=2), 60.0, 300, 120.0),
+    ]
+    assert (metrics.requests, metrics.errors) == (440, 10)
+    assert metrics.p95_ms == pytest.approx((100 * 80.0 + 1 * 55.0 + 300 * 120.0) / 401)  # unchanged rule
+    assert not metrics.has_samples
+
+
 def test_experiment_name_is_always_sent(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
     assert isinstance(azure_platform, AzureMLPlatform)
     azure_platform.submit_job(_job(name="eval-1", kind="evaluation", experiment_name="fraud-evaluation"))

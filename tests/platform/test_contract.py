@@ -297,11 +297,34 @@ def test_health_metrics_cover_the_window(harness: Harness) -> None:
         assert metrics.has_samples
         assert len(metrics.latencies_ms) == 20
         assert set(metrics.predicted_classes) == {"1"}
+    # Per-window p95s for the canary's paired comparison: every request in exactly one window, in time order.
+    windows = metrics.p95_windows
+    assert windows
+    assert sum(w.requests or 0 for w in windows) == metrics.requests
+    assert [w.start for w in windows] == sorted({w.start for w in windows})
+    if harness.kind == "azure":  # Azure Monitor's one-minute series
+        assert [(w.start, w.seconds, w.requests, w.p95_ms) for w in windows] == [
+            (start.replace(second=0, microsecond=0), 60.0, 100, 120.0)
+        ]
+    else:  # 1/60 of the query window (at least 50 ms), counted from its start: another deployment's line up
+        width = max((metrics.end - metrics.start).total_seconds() / 60, 0.05)
+        for window in windows:
+            offset = (window.start - metrics.start).total_seconds() / width
+            assert window.seconds == width
+            assert abs(offset - round(offset)) < 1e-3  # datetimes keep microseconds
+            assert metrics.start <= window.start < metrics.end
+            assert window.p95_ms <= max(metrics.latencies_ms)
 
 
 def azure_monitor_answer(start: datetime, requests_2xx: int, requests_5xx: int, p95: float) -> list[dict[str, object]]:
     """What metrics:getBatch returns for the endpoint: one minute, split by status class; latency percentiles."""
-    stamp = start.replace(second=0, microsecond=0).isoformat()
+    return azure_monitor_minutes(start, [(requests_2xx, requests_5xx, p95)])
+
+
+def azure_monitor_minutes(start: datetime, minutes: list[tuple[int, int, float | None]]) -> list[dict[str, object]]:
+    """The same for consecutive minutes from ``start``'s: (2xx, 5xx, p95 or None when Azure has no value)."""
+    first = start.replace(second=0, microsecond=0)
+    stamps = [(first + timedelta(minutes=i)).isoformat() for i in range(len(minutes))]
     resource = "/subscriptions/x/resourceGroups/y/providers/Microsoft.MachineLearningServices/workspaces/z/onlineEndpoints/fraud-ep"
 
     def series(metric: str, points: list[dict[str, object]], dims: dict[str, str]) -> dict[str, object]:
@@ -318,22 +341,21 @@ def azure_monitor_answer(start: datetime, requests_2xx: int, requests_5xx: int, 
     requests = [
         series(
             "RequestsPerMinute",
-            [{"timeStamp": stamp, "total": requests_2xx}],
-            {"deployment": "blue", "statusCodeClass": "2xx"},
-        ),
-        series(
-            "RequestsPerMinute",
-            [{"timeStamp": stamp, "total": requests_5xx}],
-            {"deployment": "blue", "statusCodeClass": "5xx"},
-        ),
-    ]
-    latency = [
-        series(name, [{"timeStamp": stamp, "average": value}], {"deployment": "blue"})
-        for name, value in (
-            ("RequestLatency_P50", p95 / 2),
-            ("RequestLatency_P95", p95),
-            ("RequestLatency_P99", p95 * 1.5),
+            [{"timeStamp": stamp, "total": minute[column]} for stamp, minute in zip(stamps, minutes, strict=True)],
+            {"deployment": "blue", "statusCodeClass": status_class},
         )
+        for column, status_class in ((0, "2xx"), (1, "5xx"))
+    ]
+
+    def points(scale: float) -> list[dict[str, object]]:
+        return [
+            {"timeStamp": stamp} if p95 is None else {"timeStamp": stamp, "average": p95 * scale}
+            for stamp, (_, _, p95) in zip(stamps, minutes, strict=True)
+        ]
+
+    latency = [
+        series(name, points(scale), {"deployment": "blue"})
+        for name, scale in (("RequestLatency_P50", 0.5), ("RequestLatency_P95", 1.0), ("RequestLatency_P99", 1.5))
     ]
     common = {
         "starttime": start.isoformat(),

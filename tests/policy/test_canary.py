@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from shared.canary import (
     DeploymentSample,
     MetricResult,
     ShadowAgreement,
+    WindowP95,
     analyse_canary,
     judge_shadow,
 )
@@ -135,6 +138,126 @@ def test_outliers_are_trimmed_before_mann_whitney() -> None:
     assert verdict.verdict == "pass"
 
 
+# --------------------------------------------------------------------------- per-window p95s
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _windows(p95s: list[float], requests: int | None = 100, offset: int = 0) -> tuple[WindowP95, ...]:
+    return tuple(WindowP95(T0 + timedelta(minutes=offset + i), p, requests) for i, p in enumerate(p95s))
+
+
+def _azure(name: str, p95s: list[float], requests: int | None = 100, offset: int = 0) -> DeploymentSample:
+    """What the Azure adapter gives: per-minute p95s, a request-weighted p95, no samples."""
+    total = (requests or 100) * len(p95s)
+    return DeploymentSample(name, total, 0, p95_ms=float(np.mean(p95s)), p95_windows=_windows(p95s, requests, offset))
+
+
+def _jitter(seed: int, n: int, scale: float = 1.0) -> list[float]:
+    return list(np.exp(np.random.default_rng(seed).normal(np.log(100.0), 0.05, n)) * scale)
+
+
+def test_paired_windows_judge_a_challenger_twice_as_slow_beyond_the_ratio_gate() -> None:
+    verdict = analyse_canary(_azure("new", _jitter(1, 30, 2.0)), _azure("old", _jitter(2, 30)), GATES)
+    latency = _metric(verdict, "latency")
+    assert (latency.outcome, latency.hard) == ("breach", False)
+    assert latency.evidence["latency_test"] == "paired_windows"
+    assert latency.evidence["paired_windows"] == 30
+    assert latency.evidence["windows_beyond_max_latency_ratio"] == 30
+    assert float(latency.evidence["window_p95_ratio_median"] or 0) == pytest.approx(2.0, rel=0.1)
+    assert float(latency.evidence["gate_signed_rank_p_value"] or 1) < 1e-3
+    assert "30 paired windows: median p95 ratio" in latency.reason
+    assert "breaches max_latency_ratio 1.50" in latency.reason
+    assert (verdict.verdict, verdict.hard_failure) == ("fail", False)
+    record = json.loads(json.dumps(verdict.to_dict(), allow_nan=False))  # stored and published: strict JSON
+    assert record["metrics"][1]["evidence"]["signed_rank_statistic"] == 465.0  # every window's rank counts
+
+
+def test_paired_windows_pass_an_equal_challenger_and_call_a_modest_slowdown_worse() -> None:
+    same = analyse_canary(_azure("new", _jitter(3, 30)), _azure("old", _jitter(4, 30)), GATES)
+    assert _metric(same, "latency").outcome == "pass"
+    assert same.verdict == "pass"
+    slower = analyse_canary(_azure("new", _jitter(3, 30, 1.3)), _azure("old", _jitter(4, 30)), GATES)
+    latency = _metric(slower, "latency")
+    assert latency.outcome == "worse"  # significantly beyond the 10 % tolerance, within the 1.5x gate
+    assert "significantly slower than the champion beyond the 10% tolerance" in latency.reason
+    assert slower.verdict == "marginal"
+
+
+def test_a_slow_spell_in_a_few_windows_is_not_a_slower_challenger() -> None:
+    """Ten of thirty minutes 3x slower (a backlog), the rest equal: the median window is equal, so not worse,
+    although the bake's p95 ratio is far beyond the gate."""
+    challenger = _jitter(5, 30)
+    for i in range(10, 20):
+        challenger[i] *= 3
+    verdict = analyse_canary(_azure("new", challenger), _azure("old", _jitter(6, 30)), GATES)
+    latency = _metric(verdict, "latency")
+    assert latency.outcome == "pass", latency.reason
+    assert float(latency.evidence["p95_ratio"] or 0) > 1.5
+    assert float(latency.evidence["window_autocorrelation"] or 0) > 0.3  # the spell is one run, not ten chances
+
+
+def test_only_windows_with_the_same_start_are_paired() -> None:
+    """Thirty challenger minutes, the champion's shifted by 25: five pairs are too few, and with aggregates only
+    the point comparison decides, as before."""
+    verdict = analyse_canary(_azure("new", _jitter(7, 30)), _azure("old", _jitter(8, 30), offset=25), GATES)
+    latency = _metric(verdict, "latency")
+    assert latency.evidence["paired_windows"] == 5
+    assert latency.evidence["latency_test"] == "aggregates"
+    assert "5 paired windows < 10: too few for the per-window test" in latency.reason
+    assert "aggregates only" in latency.reason
+
+
+def test_too_few_windows_fall_back_to_the_per_request_tests() -> None:
+    rng = np.random.default_rng(9)
+    new, old = bake(rng, "new", 500), bake(rng, "old", 500)
+    few = analyse_canary(
+        replace(new, p95_windows=_windows([100.0] * 8)), replace(old, p95_windows=_windows([100.0] * 8)), GATES
+    )
+    latency = _metric(few, "latency")
+    assert latency.evidence["latency_test"] == "per_request"
+    assert "mann_whitney_p_value" in latency.evidence
+
+
+def test_windows_with_no_requests_are_not_paired() -> None:
+    challenger = (*_windows([100.0] * 12), WindowP95(T0 + timedelta(minutes=12), 900.0, 0))
+    champion = _windows([100.0] * 13)
+    verdict = analyse_canary(
+        DeploymentSample("new", 1300, 0, p95_ms=100.0, p95_windows=challenger),
+        DeploymentSample("old", 1300, 0, p95_ms=100.0, p95_windows=champion),
+        GATES,
+    )
+    assert _metric(verdict, "latency").evidence["paired_windows"] == 12
+
+
+def test_windows_alone_give_the_bake_p95() -> None:
+    """A caller that gives only windows still has a p95: their request-weighted mean, as the Azure adapter's."""
+    sample = DeploymentSample(
+        "new", 300, 0, p95_windows=(WindowP95(T0, 100.0, 100), WindowP95(T0 + timedelta(minutes=1), 200.0, 200))
+    )
+    verdict = analyse_canary(sample, None, GATES)
+    assert _metric(verdict, "latency").evidence["challenger_p95_ms"] == pytest.approx(500 / 3)
+
+
+@pytest.mark.parametrize(("confidence", "needed"), [(0.99, 10), (0.95, 10), (0.999, 13)])
+def test_the_windows_needed_follow_alpha(confidence: float, needed: int) -> None:
+    """At least min_windows (10), and enough that the exact test can reject at alpha = (1 - confidence) / 4."""
+    gates = GATES.model_copy(update={"confidence": confidence})
+    verdict = analyse_canary(_azure("new", _jitter(1, 30)), _azure("old", _jitter(2, 30)), gates)
+    assert _metric(verdict, "latency").evidence["min_windows"] == needed
+
+
+def test_a_challenger_with_more_requests_per_window_gets_an_allowance() -> None:
+    """The challenger's p95 of 900 requests a minute against the champion's of 100 sits higher by itself."""
+    new = DeploymentSample("new", 27000, 0, p95_ms=100.0, p95_windows=_windows(_jitter(1, 30), 900))
+    old = DeploymentSample("old", 3000, 0, p95_ms=100.0, p95_windows=_windows(_jitter(2, 30), 100))
+    heavy = _metric(analyse_canary(new, old, GATES), "latency").evidence
+    light = _metric(analyse_canary(old, new, GATES), "latency").evidence
+    assert float(heavy["window_allowance_max"] or 0) == pytest.approx(0.5 * (1.6355 - 1.5594), abs=0.002)
+    assert light["window_allowance_max"] == 0.0  # fewer requests: its p95s sit lower, no allowance needed
+    assert (heavy["challenger_window_requests"], heavy["champion_window_requests"]) == (27000, 3000)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -144,6 +267,9 @@ def test_outliers_are_trimmed_before_mann_whitney() -> None:
         ({"requests": 5, "errors": 0, "labelled": 2, "correct": 3}, "correct=3 exceeds labelled=2"),
         ({"requests": 2, "errors": 0, "latencies_ms": (1.0, float("nan"))}, "NaN"),
         ({"requests": 2, "errors": 0, "p95_ms": -3.0}, "p95_ms=-3.0 is not a latency"),
+        ({"requests": 2, "errors": 0, "p95_windows": (WindowP95(T0, float("nan")),)}, "has p95_ms=nan"),
+        ({"requests": 2, "errors": 0, "p95_windows": (WindowP95(T0, 5.0, -1),)}, "has requests=-1"),
+        ({"requests": 2, "errors": 0, "p95_windows": (WindowP95(T0, 5.0), WindowP95(T0, 6.0))}, "two p95 windows"),
     ],
 )
 def test_impossible_samples_are_refused_with_a_hint(kwargs: dict[str, object], message: str) -> None:
