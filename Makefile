@@ -11,6 +11,9 @@ NODE_STAMP := node_modules/.perennial-installed
 BENCH_STAMP := $(VENV)/.perennial-bench-installed
 # pip prints a warning per extra local index; they are noise, not problems.
 QUIET_PIP := grep -v "^WARNING: Location 'file:" || true
+# pytest-xdist: two workers, whole files per worker (the e2e modules share a host across their tests).
+# `make test PYTEST_WORKERS=` runs serially.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: help setup test lint typecheck unit demo bench clean
 
@@ -42,12 +45,12 @@ typecheck: $(PY_STAMP)  ## mypy --strict on the app code
 	$(BIN)/mypy --strict shared functions function_app.py perennial_cli devhost
 
 unit: $(PY_STAMP) $(NODE_STAMP)  ## pytest only
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 test: $(PY_STAMP) $(NODE_STAMP)  ## ruff, mypy --strict and the whole pytest suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict shared functions function_app.py perennial_cli devhost
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 demo: $(PY_STAMP) $(NODE_STAMP)  ## run the local end-to-end scenario
 	$(BIN)/perennial demo

@@ -45,7 +45,8 @@ def test_failed_batch_exits_1_with_the_fix(tmp_path: Path) -> None:
 
 def test_a_missing_file_is_named_in_the_verdict(tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
-    result = runner.invoke(app, ["validate", str(missing), "--spec", SPEC])
+    # Wide enough for any tmp_path (pytest-xdist adds popen-gwN/): rich would wrap the path mid-name.
+    result = runner.invoke(app, ["validate", str(missing), "--spec", SPEC], env={"COLUMNS": "400"})
     assert result.exit_code == 1
     assert f"failed {missing}:" in " ".join(result.output.split())  # rich wraps long lines
     assert "does not exist" in result.output
