@@ -1,6 +1,6 @@
-"""Timer trigger, every ten minutes: send the events the topic refused earlier (``shared.reliable_publish``); between
-runs, put a left-over traffic split right (the champion back at 100 %), then retire idle deployments (the previous
-champion's after its grace period, leftovers at once)."""
+"""Timer trigger, every ten minutes: between runs, put a left-over traffic split right (the champion back at 100 %)
+and retire idle deployments (the previous champion's after its grace period, leftovers at once); then send the
+events the topic refused earlier (``shared.reliable_publish``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
 from functions import clients
 from shared.housekeeping import repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
-from shared.reliable_publish import ReliablePublisher
 from shared.runtime import get_runtime
-from shared.storage import StorageError
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.housekeeping")
@@ -26,11 +23,12 @@ logger = logging.getLogger("perennial.housekeeping")
 RETIRE_SCHEDULE = "0 */10 * * * *"
 
 
-def _send_unsent_events(model: str, publisher: ReliablePublisher) -> None:
+def _send_unsent_events(model: str) -> None:
+    """Send what the topic refused earlier; any trouble is logged and left for the next tick."""
     try:
-        report = publisher.send_unsent(model)
-    except (AzureError, StorageError) as exc:  # storage trouble: the events stay, the next tick tries again
-        logger.warning("could not read the unsent events of %s: %s", model, exc)
+        report = clients.publisher().send_unsent(model)
+    except Exception as exc:  # the events stay where they are; nothing here may stop the other models
+        logger.warning("could not send the unsent events of %s: %s", model, exc, exc_info=exc)
         return
     if report.sent or report.dead_lettered:
         logger.info("%s: sent %d unsent event(s), %d refused for good", model, report.sent, report.dead_lettered)
@@ -41,10 +39,10 @@ def _send_unsent_events(model: str, publisher: ReliablePublisher) -> None:
 @bp.timer_trigger(arg_name="timer", schedule=RETIRE_SCHEDULE, run_on_startup=False)
 def retire_deployments(timer: func.TimerRequest) -> None:
     runtime = get_runtime()
-    platform, registry, publisher = clients.platform(), clients.registry(), clients.publisher()
+    platform, registry = clients.platform(), clients.registry()
     with correlated():
+        # Traffic first: putting the champion back at 100 % must not wait behind a slow event topic.
         for model, spec in sorted(runtime.specs.items()):
-            _send_unsent_events(model, publisher)
             try:
                 repair_traffic(model, spec, platform, registry)  # first: a repaired split leaves idle leftovers
                 retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
@@ -53,3 +51,5 @@ def retire_deployments(timer: func.TimerRequest) -> None:
                 continue
             for retirement in retired:
                 logger.info("%s: retired %s (%s)", model, retirement.deployment, retirement.reason)
+        for model in sorted(runtime.specs):
+            _send_unsent_events(model)

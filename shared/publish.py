@@ -221,8 +221,13 @@ class OutboundEvent:
             data=dict(document["data"]),
             data_version=str(document["dataVersion"]),
             id=str(document["id"]),
-            event_time=datetime.fromisoformat(str(document["eventTime"])),
+            event_time=_utc(datetime.fromisoformat(str(document["eventTime"]))),
         )
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without a zone is UTC (Event Grid's times are), so that events' times always compare."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def make_event(data: EventData, subject: str | None = None, event_id: str | None = None) -> OutboundEvent:
@@ -268,6 +273,9 @@ class OutboxPublisher:
             handle.write(lines)
 
 
+#: How long a publish may wait to connect, and then for the topic's answer.
+PUBLISH_CONNECT_SECONDS = 10
+PUBLISH_READ_SECONDS = 30
 #: Event Grid's answers that refuse the events themselves (malformed, or over the 1 MB batch limit).
 REFUSED_EVENTS = frozenset({400, 413})
 
@@ -307,7 +315,9 @@ class EventGridPublisher:
             for e in events
         ]
         try:
-            self._client.send(batch)
+            # Per call: the client ignores these at construction, and the transport's defaults (300 s to
+            # connect, no read limit) would let a black-holed topic hold an activity or a timer tick.
+            self._client.send(batch, connection_timeout=PUBLISH_CONNECT_SECONDS, read_timeout=PUBLISH_READ_SECONDS)
         except ClientAuthenticationError as exc:
             raise PublishError(
                 f"Event Grid refused our credentials at {self.endpoint}: {exc.message}",

@@ -12,7 +12,8 @@ already completed, for task_any; it fails, for task_all) the SDK's composite com
 orchestrator goes on, while the host still awaits the new tasks and schedules nothing it asks for
 next: the orchestration stalls, for good if a new task is an event that never comes. A composite of
 new tasks only, or of already-scheduled tasks only (sent as no action at all: #446's "reducing
-task_any", e.g. waiting on a task_any's loser again), is safe.
+task_any", e.g. waiting on a task_any's loser again), is safe; so is a task_all that re-uses a task
+that has already succeeded.
 
 devhost wraps ``task_any`` and ``task_all``: when a composite mixes the two, the action it sends
 also lists the tasks it leaves out (under :data:`~devhost.durable.replay.REUSED_KEY`), and the
@@ -28,7 +29,7 @@ from typing import Any
 
 from azure.durable_functions.models.actions.Action import Action
 from azure.durable_functions.models.DurableOrchestrationContext import DurableOrchestrationContext
-from azure.durable_functions.models.Task import RetryAbleTask
+from azure.durable_functions.models.Task import RetryAbleTask, TaskState, WhenAllTask
 
 from devhost.durable.replay import REUSED_KEY
 
@@ -59,9 +60,14 @@ def _left_out(task: Any) -> dict[str, Any]:
 
 
 def mark_reuse(task: Any) -> None:
-    """If the composite ``task`` mixes already-scheduled and new children, make its action say so."""
-    reused = [child for child in task.children if child._is_scheduled]
-    if reused and len(reused) < len(task.children) and isinstance(task.action_repr, Action):
+    """If the composite ``task`` mixes already-scheduled and new children, make its action say so.
+
+    A task_all may re-use a task that has already succeeded: it can no longer fail, so the host's WhenAll of
+    the new tasks and the SDK's decide alike."""
+    done = TaskState.SUCCEEDED if isinstance(task, WhenAllTask) else None
+    scheduled = [child for child in task.children if child._is_scheduled]
+    reused = [child for child in scheduled if child.state is not done]
+    if reused and len(scheduled) < len(task.children) and isinstance(task.action_repr, Action):
         task.action_repr = _ReusingComposite(task.action_repr, [_left_out(child) for child in reused])
 
 

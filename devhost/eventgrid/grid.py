@@ -117,7 +117,7 @@ class LocalEventGrid:
             storage = self._storage or load_settings().storage
             # No retries of a refused connection: the watchers poll several times a second, which is
             # retry enough, and a host started without Azurite should say so at once. Two quick status
-            # retries (about 3 and 5 s, not the SDK's default 15 and 18 s) so a busy Azurite does not
+            # retries (about 3 and 5 s, not the SDK's default 18 and 24 s) so a busy Azurite does not
             # hold a poll for half a minute.
             quick = ExponentialRetry(
                 initial_backoff=1, increment_base=2, random_jitter_range=1, retry_total=2, retry_connect=0

@@ -41,9 +41,11 @@ def reuses_pending_loser(context: df.DurableOrchestrationContext):  # type: igno
 
 @app.orchestration_trigger(context_name="context")
 def reuses_in_task_all(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
-    first = context.call_activity("say", "first")
-    yield first
-    return (yield context.task_all([first, context.call_activity("say", "second")]))  # unsafe
+    # A task still pending (it lost a task_any) in a task_all beside a new one: if it fails, the SDK's
+    # task_all fails while the host waits for the new one only.
+    go = context.wait_for_external_event("go")
+    yield context.task_any([go, context.call_activity("say", "quick")])
+    return (yield context.task_all([go, context.call_activity("say", "second")]))  # unsafe
 
 
 @app.orchestration_trigger(context_name="context")
@@ -63,4 +65,8 @@ def legal(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-d
     first = yield context.task_any([left, right])
     second = yield context.task_any([right if first == left else left])
     both = yield context.task_all([context.call_activity("say", "x"), context.call_activity("say", "y")])
-    return {"fresh": fresh.result, "pair": sorted([first.result, second.result]), "both": both}
+    # A task_all may re-use a task that has already succeeded: it cannot fail any more.
+    done = context.call_activity("say", "done")
+    yield done
+    again = yield context.task_all([done, context.call_activity("say", "z")])
+    return {"fresh": fresh.result, "pair": sorted([first.result, second.result]), "both": both, "again": again}

@@ -25,7 +25,7 @@ def reuse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     [
         ("reuses_yielded_activity", "task_any", "task 0 ('activity say')"),
         ("reuses_pending_loser", "task_any", "'event go'"),
-        ("reuses_in_task_all", "task_all", "task 0 ('activity say')"),
+        ("reuses_in_task_all", "task_all", "'event go'"),
     ],
 )
 def test_composite_that_reuses_a_scheduled_task_fails_the_instance(
@@ -53,6 +53,7 @@ def test_fresh_composites_pending_losers_and_cancelled_timers_still_work(reuse: 
         "fresh": "Hello fresh",
         "pair": ["Hello left", "Hello right"],
         "both": ["Hello x", "Hello y"],
+        "again": ["Hello done", "Hello z"],
     }
     history = reuse.history(instance)
     timers = [e for e in history if e["EventType"] == 10]

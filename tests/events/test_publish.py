@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from shared.publish import (
     EventGridPublisher,
     MemoryPublisher,
     ModelPromoted,
+    OutboundEvent,
     OutboxPublisher,
     PerennialEventType,
     RolloutRolledBack,
+    RunCompleted,
     make_event,
     parse_perennial_data,
     publisher_from_settings,
@@ -155,3 +158,11 @@ def test_rolled_back_evidence_is_strict_json_even_with_infinite_statistics(tmp_p
     line = (tmp_path / "outbox.jsonl").read_text()
     raw = json.loads(line, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
     assert raw["data"]["evidence"]["metrics"][0] == {"metric": "latency_p95", "ratio": "inf", "p_value": 0.001}
+
+
+def test_an_event_read_back_keeps_its_id_and_time_and_a_time_without_zone_is_utc() -> None:
+    event = make_event(RunCompleted(model="fraud", run_id="r1", status="promoted"), event_id="r1:completed")
+    again = OutboundEvent.from_dict(event.to_dict())
+    assert again == event
+    naive = {**event.to_dict(), "eventTime": "2026-11-30T06:00:00"}
+    assert OutboundEvent.from_dict(naive).event_time == datetime(2026, 11, 30, 6, tzinfo=UTC)

@@ -197,6 +197,27 @@ def test_a_slow_spell_in_a_few_windows_is_not_a_slower_challenger() -> None:
     assert float(latency.evidence["window_autocorrelation"] or 0) > 0.3  # the spell is one run, not ten chances
 
 
+def test_a_challenger_that_steps_up_beyond_the_gate_is_not_passed() -> None:
+    """Twenty of thirty minutes 3x slower from minute ten on (a leak, a load-dependent slowdown): the step looks
+    like strong serial correlation, but the median minute is beyond the gate, so the p-values for independent
+    windows decide."""
+    challenger = _jitter(5, 30)
+    for i in range(10, 30):
+        challenger[i] *= 3
+    latency = _metric(analyse_canary(_azure("new", challenger), _azure("old", _jitter(6, 30)), GATES), "latency")
+    assert latency.outcome == "breach", latency.reason
+    assert latency.evidence["window_p_values_used"] == "independent"
+    assert float(latency.evidence["window_autocorrelation"] or 0) > 0.5  # what had let it pass
+
+
+def test_a_challenger_that_drifts_slower_is_not_passed() -> None:
+    """Every minute slower than the one before, from 1.2x to 2.9x the champion."""
+    challenger = [p * (1.2 + 1.7 * i / 29) for i, p in enumerate(_jitter(7, 30))]
+    latency = _metric(analyse_canary(_azure("new", challenger), _azure("old", _jitter(8, 30)), GATES), "latency")
+    assert latency.outcome in ("worse", "breach"), latency.reason
+    assert latency.outcome == "breach"
+
+
 def test_only_windows_with_the_same_start_are_paired() -> None:
     """Thirty challenger minutes, the champion's shifted by 25: five pairs are too few, and with aggregates only
     the point comparison decides, as before."""
@@ -204,7 +225,7 @@ def test_only_windows_with_the_same_start_are_paired() -> None:
     latency = _metric(verdict, "latency")
     assert latency.evidence["paired_windows"] == 5
     assert latency.evidence["latency_test"] == "aggregates"
-    assert "5 paired windows < 10: too few for the per-window test" in latency.reason
+    assert "5 paired windows < 12: too few for the per-window test" in latency.reason
     assert "aggregates only" in latency.reason
 
 
@@ -239,9 +260,10 @@ def test_windows_alone_give_the_bake_p95() -> None:
     assert _metric(verdict, "latency").evidence["challenger_p95_ms"] == pytest.approx(500 / 3)
 
 
-@pytest.mark.parametrize(("confidence", "needed"), [(0.99, 10), (0.95, 10), (0.999, 13)])
+@pytest.mark.parametrize(("confidence", "needed"), [(0.99, 12), (0.95, 10), (0.999, 17)])
 def test_the_windows_needed_follow_alpha(confidence: float, needed: int) -> None:
-    """At least min_windows (10), and enough that the exact test can reject at alpha = (1 - confidence) / 4."""
+    """At least min_windows (10), and enough that the test (its exact and its normal p-value) can reject at
+    alpha = (1 - confidence) / 4 with one window going the other way."""
     gates = GATES.model_copy(update={"confidence": confidence})
     verdict = analyse_canary(_azure("new", _jitter(1, 30)), _azure("old", _jitter(2, 30)), gates)
     assert _metric(verdict, "latency").evidence["min_windows"] == needed

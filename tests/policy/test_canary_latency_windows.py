@@ -94,7 +94,8 @@ def test_at_the_tolerance_the_autocorrelation_adjustment_keeps_the_level() -> No
     """A challenger exactly 10 % slower (the tolerance: H0's boundary) under heavy queueing, confidence 0.90
     (alpha 2.5 %), 300 bakes. Consecutive windows are correlated (a backlog outlasts a minute), so the signed-rank
     test for independent windows says "worse" too often (measured 28/300, 9.3 %; at confidence 0.99 8/300 against
-    alpha 0.25 %); with its variance inflated for the autocorrelation it keeps the level (6/300; 0/300)."""
+    alpha 0.25 %); with its variance inflated for the autocorrelation it keeps the level (10/300; 3/300: a few
+    bakes whose median window is beyond the gate are judged as independent windows)."""
     gates = GATES.model_copy(update={"confidence": 0.90})
     alpha = 0.025
     adjusted = independent = 0
@@ -122,10 +123,11 @@ def test_challenger_heavy_windows_get_an_allowance() -> None:
     ("model", "slowdown", "share", "caught", "breached"),
     [
         (MODERATE, 1.3, 0.5, 0.65, 0.0),  # measured 82 %
-        (MODERATE, 1.6, 0.5, 0.95, 0.03),  # measured 100 %, 13 % beyond the gate
-        (MODERATE, 2.0, 0.5, 0.95, 0.90),  # measured 100 %, 99 % beyond the gate
-        (MODERATE, 1.6, 0.1, 0.90, 0.0),  # measured 98 %
-        (HEAVY, 1.6, 0.5, 0.10, 0.0),  # measured 23 %
+        (MODERATE, 1.6, 0.5, 0.95, 0.10),  # measured 100 %, 22 % beyond the gate
+        (MODERATE, 2.0, 0.5, 0.95, 0.90),  # measured 100 %, 100 % beyond the gate
+        (MODERATE, 1.6, 0.1, 0.90, 0.0),  # measured 99 %
+        (HEAVY, 1.6, 0.5, 0.45, 0.0),  # measured 66 % (23 % before the median beyond the gate ignored r)
+        (HEAVY, 2.0, 0.5, 0.90, 0.30),  # measured 99 %, 58 % beyond the gate
     ],
 )
 def test_power_against_real_slowdowns(

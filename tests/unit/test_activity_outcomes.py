@@ -107,7 +107,7 @@ def test_a_later_failure_report_does_not_overwrite_a_finished_run(activity: Any)
 def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_out_later(
     activity: Any, app_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_id = "fraud-00000000000000c2"
+    run_id = "fraud-00000000000000a7"
     _run(run_id)
     monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", CLOSED_TOPIC)
     monkeypatch.setenv("PERENNIAL_EVENTGRID_KEY", "local-key")
