@@ -11,9 +11,20 @@ import numpy as np
 from scipy import signal
 
 from shared.canary import DeploymentSample, WindowP95
+from shared.spec import Gates
 
 MEDIAN_MS = 40.0
 SIGMA = 0.5
+#: The fraud spec's gates, as the statistical tests of the canary use them.
+GATES = Gates(
+    max_error_rate=0.01,
+    max_p95_latency_ms=300,
+    max_latency_ratio=1.5,
+    max_positive_rate_shift=0.05,
+    max_accuracy_drop=0.02,
+    min_samples=50,
+    confidence=0.99,
+)
 
 
 def bake(

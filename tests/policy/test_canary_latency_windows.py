@@ -20,20 +20,10 @@ import pytest
 from scipy import stats
 
 from shared.canary import CanaryConfig, CanaryVerdict, DeploymentSample, MetricResult, analyse_canary
-from shared.spec import Gates
-from tests.policy.synthetic import Queueing, per_request, queueing_latencies, windowed
+from tests.policy.synthetic import GATES, Queueing, per_request, queueing_latencies, windowed
 
 pytestmark = pytest.mark.slow  # a few seconds of simulation
 
-GATES = Gates(
-    max_error_rate=0.01,
-    max_p95_latency_ms=300,
-    max_latency_ratio=1.5,
-    max_positive_rate_shift=0.05,
-    max_accuracy_drop=0.02,
-    min_samples=50,
-    confidence=0.99,
-)
 START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 #: Heavy queueing: each deployment's backlog has a log-sd of 0.4 and lasts about 50 s (0.98 a second). Two
 #: identical deployments' bake p95 ratios then span 0.71-1.35 (5th-95th percentile; 0.60-1.72 in 300 bakes),

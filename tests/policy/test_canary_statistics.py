@@ -12,18 +12,8 @@ import pytest
 from scipy import stats
 
 from shared.canary import analyse_canary
-from shared.spec import Gates
-from tests.policy.synthetic import SIGMA, bake
+from tests.policy.synthetic import GATES, SIGMA, bake
 
-GATES = Gates(
-    max_error_rate=0.01,
-    max_p95_latency_ms=300,
-    max_latency_ratio=1.5,
-    max_positive_rate_shift=0.05,
-    max_accuracy_drop=0.02,
-    min_samples=50,
-    confidence=0.99,
-)
 SIZES = (50, 100, 200, 500)
 
 
