@@ -168,9 +168,10 @@ def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpRes
 @bp.route(route="models", methods=["GET"])
 @answers_503_when_storage_is_unreachable
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
-    """Every model spec with its champion and latest run."""
+    """Every model spec with its champion, latest run and how many of its events wait to be sent (the event
+    topic could not take them; the housekeeping timer sends them)."""
     runtime = get_runtime()
-    registry = clients.registry()
+    registry, publisher = clients.registry(), clients.publisher()
     models = []
     for name, spec in sorted(runtime.specs.items()):
         champion = registry.champion(name)
@@ -182,6 +183,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
                 "endpoint": spec.endpoint_name,
                 "champion": asdict(champion) if champion else None,
                 "latest_run": _run_summary(latest[0]) if latest else None,
+                "unsent_events": publisher.unsent_count(name),
             }
         )
     return json_response({"models": models})

@@ -212,6 +212,7 @@ class ModelInfo(_Body):
     endpoint: str = ""
     champion: Champion | None = None
     latest_run: RunSummary | None = None
+    unsent_events: int = 0  # events the topic could not take, waiting for the housekeeping timer
 
 
 class RetrainAccepted(_Body):

@@ -149,6 +149,13 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
         out.print("the host serves no models (add a spec under models/ and restart it)")
         return
     out.print(_models_table(client.base_url, found, narrow=out.width < WIDE_TABLES))
+    for model in found:
+        if model.unsent_events:
+            out.print(
+                f"[yellow]{escape(model.model)}: {model.unsent_events} event(s) the event topic could not take wait "
+                f"in manifests/{escape(model.model)}/unsent/[/yellow]; the housekeeping timer sends them every 10 "
+                "minutes. If they stay, check PERENNIAL_EVENTGRID_ENDPOINT and the app's 'EventGrid Data Sender' role."
+            )
 
 
 def runs(

@@ -81,6 +81,10 @@ class ReliablePublisher:
                 UNSENT_FOLDER,
             )
 
+    def unsent_count(self, model: str) -> int:
+        """How many of the model's events wait to be sent (what ``GET /api/models`` reports)."""
+        return len(self.store.names(MANIFESTS, model, UNSENT_FOLDER))
+
     def send_unsent(self, model: str) -> UnsentReport:
         """Send the model's unsent events, oldest first; stop at the first one the topic cannot take now."""
         unsent: list[tuple[str, OutboundEvent]] = []

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from perennial_cli.main import app
+from shared.publish import RunCompleted, make_event
 from tests.cli.conftest import NOT_PROMOTED, PROMOTED, RUNNING
 from tests.e2e.harness import KEY, PerennialHost
 
@@ -30,6 +31,20 @@ def test_models_shows_each_champion_and_latest_run(host: PerennialHost) -> None:
     lending = next(line for line in result.output.splitlines() if "│ lending " in line)
     assert "none yet" in lending
     assert "no runs" in lending
+
+
+def test_models_says_when_events_wait_to_be_sent(host: PerennialHost) -> None:
+    event = make_event(RunCompleted(model="lending", run_id="lending-r1", status="failed"), event_id="lending-r1:x")
+    host.store.put_json("manifests", "lending/unsent/cli-test.json", {"event": event.to_dict()})
+    try:
+        result = perennial(host, "models")
+    finally:
+        host.store.delete("manifests", "lending/unsent/cli-test.json")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "lending: 1 event(s) the event topic could not take wait in manifests/lending/unsent/" in text
+    assert "PERENNIAL_EVENTGRID_ENDPOINT" in text  # what to check
+    assert "fraud: " not in text
 
 
 def test_an_80_column_terminal_gets_whole_cells_not_cut_ones(host: PerennialHost) -> None:

@@ -8,12 +8,14 @@ platform running real job subprocesses, the outbox publisher.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 
 from functions import clients
@@ -117,6 +119,7 @@ def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_ou
 
     assert result == {"run_id": run_id, "status": "promoted"}
     assert clients.registry().require_run("fraud", run_id).status == "promoted"
+    assert _unsent_events(app_functions, "fraud") == 1  # what GET /api/models tells an operator
     with fake_topic() as topic:
         monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", topic.endpoint)
         _clear_caches()
@@ -124,6 +127,16 @@ def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_ou
         [event] = topic.received
     assert (event["id"], event["eventType"]) == (f"{run_id}:completed", "Perennial.RunCompleted")
     assert event["data"]["status"] == "promoted"
+    assert _unsent_events(app_functions, "fraud") == 0
+
+
+def _unsent_events(app_functions: dict[str, Any], model: str) -> int:
+    response = app_functions["list_models"].get_user_function()(
+        func.HttpRequest(method="GET", url="/api/models", body=b"")
+    )
+    assert response.status_code == 200, response.get_body()
+    [listed] = [m for m in json.loads(response.get_body())["models"] if m["model"] == model]
+    return int(listed["unsent_events"])
 
 
 def test_a_job_that_completed_without_its_metrics_is_a_failed_attempt(activity: Any, tmp_path: Path) -> None:
