@@ -138,12 +138,12 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
     model = payload["model"]
     registry = _registry()
     work: list[dict[str, Any]] = []
-    for run in reversed(registry.runs(model, limit=200)):  # newest first, so reversed
-        if run.status == "pending":
-            if (item := usable_request(run.details.get("work"), run.run_id)) is not None:
-                work.append(item)
-            else:
-                logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
+    # The same runs the API's 409 sees (Registry.active_runs), oldest first.
+    for run in reversed([r for r in registry.active_runs(model) if r.status == "pending"]):
+        if (item := usable_request(run.details.get("work"), run.run_id)) is not None:
+            work.append(item)
+        else:
+            logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
     listing = [
         BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
         for b in _store().list_landing(model)
