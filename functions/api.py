@@ -168,8 +168,8 @@ def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpRes
 @bp.route(route="models", methods=["GET"])
 @answers_503_when_storage_is_unreachable
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
-    """Every model spec with its champion, latest run and how many of its events wait to be sent (the event
-    topic could not take them; the housekeeping timer sends them)."""
+    """Every model spec with its champion, latest run, how many of its events wait to be sent (the event topic
+    could not take them; the housekeeping timer sends them) and how many the topic refused for good."""
     runtime = get_runtime()
     registry, publisher = clients.registry(), clients.publisher()
     models = []
@@ -184,6 +184,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
                 "champion": asdict(champion) if champion else None,
                 "latest_run": _run_summary(latest[0]) if latest else None,
                 "unsent_events": publisher.unsent_count(name),
+                "refused_events": publisher.refused_count(name),
             }
         )
     return json_response({"models": models})

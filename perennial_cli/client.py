@@ -213,6 +213,7 @@ class ModelInfo(_Body):
     champion: Champion | None = None
     latest_run: RunSummary | None = None
     unsent_events: int = 0  # events the topic could not take, waiting for the housekeeping timer
+    refused_events: int = 0  # events the topic refused for good, kept in deadletter/<model>/events/
 
 
 class RetrainAccepted(_Body):

@@ -156,6 +156,13 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
                 f"in manifests/{escape(model.model)}/unsent/[/yellow]; the housekeeping timer sends them every 10 "
                 "minutes. If they stay, check PERENNIAL_EVENTGRID_ENDPOINT and the app's 'EventGrid Data Sender' role."
             )
+        if model.refused_events:
+            out.print(
+                f"[red]{escape(model.model)}: {model.refused_events} event(s) the event topic refused for good are in "
+                f"deadletter/{escape(model.model)}/events/[/red], each with the topic's answer; no subscriber got "
+                f"them. Fix what the answer names, then move an event back to manifests/{escape(model.model)}/unsent/ to "
+                "send it again, or delete it."
+            )
 
 
 def runs(

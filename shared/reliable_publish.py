@@ -85,6 +85,11 @@ class ReliablePublisher:
         """How many of the model's events wait to be sent (what ``GET /api/models`` reports)."""
         return len(self.store.names(MANIFESTS, model, UNSENT_FOLDER))
 
+    def refused_count(self, model: str) -> int:
+        """How many of the model's events the topic refused for good: they sit in ``deadletter/<model>/events/``
+        with the topic's answer, and no subscriber heard of them (``GET /api/models`` reports this too)."""
+        return len(self.store.names(DEADLETTER, model, DEADLETTER_FOLDER))
+
     def send_unsent(self, model: str) -> UnsentReport:
         """Send the model's unsent events, oldest first; stop at the first one the topic cannot take now."""
         unsent: list[tuple[str, OutboundEvent]] = []

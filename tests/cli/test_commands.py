@@ -45,6 +45,22 @@ def test_models_says_when_events_wait_to_be_sent(host: PerennialHost) -> None:
     assert "lending: 1 event(s) the event topic could not take wait in manifests/lending/unsent/" in text
     assert "PERENNIAL_EVENTGRID_ENDPOINT" in text  # what to check
     assert "fraud: " not in text
+    assert "refused for good" not in text
+
+
+def test_models_says_when_the_topic_refused_events_for_good(host: PerennialHost) -> None:
+    event = make_event(RunCompleted(model="lending", run_id="lending-r2", status="failed"), event_id="lending-r2:x")
+    letter = {"event": event.to_dict(), "refused_at": "2026-11-30T08:00:00+00:00", "error": "(400) too large"}
+    host.store.put_json("deadletter", "lending/events/cli-test.json", letter)
+    try:
+        result = perennial(host, "models")
+    finally:
+        host.store.delete("deadletter", "lending/events/cli-test.json")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "lending: 1 event(s) the event topic refused for good are in deadletter/lending/events/" in text
+    assert "move an event back to manifests/lending/unsent/" in text  # what to do
+    assert "could not take" not in text
 
 
 def test_an_80_column_terminal_gets_whole_cells_not_cut_ones(host: PerennialHost) -> None:

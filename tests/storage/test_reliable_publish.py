@@ -73,6 +73,23 @@ def test_an_event_refused_as_such_is_dead_lettered_and_the_rest_still_go_out(
     assert kept["event"]["id"] == bad.id
     assert "400" in kept["error"]
     assert store.names(MANIFESTS, model, UNSENT_FOLDER) == []
+    counts = _publisher(topic.endpoint, store)
+    assert (counts.unsent_count(model), counts.refused_count(model)) == (0, 1)  # what GET /api/models reports
+
+
+def test_a_refused_event_moved_back_to_unsent_goes_out_again(store: BlobStore, model: str, topic: FakeTopic) -> None:
+    _publisher(CLOSED_TOPIC, store).publish([_completed(model, "bad")])
+    topic.refuse.add("bad")
+    _publisher(topic.endpoint, store).send_unsent(model)
+    [letter] = store.names(DEADLETTER, model, "events")
+    topic.refuse.clear()  # the operator fixed what the topic's answer named
+
+    # What `perennial models` tells the operator to do: move the dead letter back.
+    store.put_json(MANIFESTS, f"{model}/{UNSENT_FOLDER}/{letter.rsplit('/', 1)[1]}", store.get_json(DEADLETTER, letter))
+    store.delete(DEADLETTER, letter)
+
+    assert _publisher(topic.endpoint, store).send_unsent(model).sent == 1
+    assert topic.ids() == [_completed(model, "bad").id]
 
 
 def test_the_topic_refusing_an_event_is_a_permanent_error_and_an_outage_is_not(topic: FakeTopic, model: str) -> None:
