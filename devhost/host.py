@@ -116,7 +116,7 @@ class DevHost:
         self.index = load_app(self.app_path)
         self._timers = TimerRunner(self.index.timers, self._clock, self._state_dir, self._invoke_plain)
         self.engine = Engine(self.index, self._state_dir, self._clock, self.activity_workers)
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=100 * 1024 * 1024)  # the Functions host's own limit: 100 MB
         prefix = _route_prefix(self.app_path.parent)
         http_handler = http_routes.make_handler(
             http_routes.build_routes(self.index.http), lambda: self._keys, self._invoke_request

@@ -142,6 +142,9 @@ def make_handler(
         params = {k: v for k, v in match.groupdict().items() if v is not None}
         try:
             http_request = await to_http_request(request, params)
+        except web.HTTPRequestEntityTooLarge as exc:  # Azure's front end answers 413 too (its limit is 100 MB)
+            return problem(413, "Payload Too Large", f"the body is larger than devhost's limit: {exc.text}")
+        try:
             arguments: dict[str, Any] = {route.fn.trigger_arg: http_request}
             result = await invoke(route.fn, arguments, request)
             return to_response(result)

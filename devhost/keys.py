@@ -39,4 +39,6 @@ def key_matches(candidate: str | None, keys: list[str]) -> bool:
     """Constant-time comparison against every accepted key."""
     if not candidate:
         return False
-    return any(hmac.compare_digest(candidate.encode(), key.encode()) for key in keys)
+    # surrogateescape: a header's non-UTF-8 bytes arrive as lone surrogates, which plain encode() refuses.
+    given = candidate.encode("utf-8", "surrogateescape")
+    return any(hmac.compare_digest(given, key.encode("utf-8", "surrogateescape")) for key in keys)

@@ -7,6 +7,7 @@ coordinator orchestration or to a run's orchestration as events.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -21,7 +22,15 @@ from functions import clients
 from functions.coordination import send_work
 from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
 from shared.blobpaths import BlobNameError
-from shared.events import EventError, KnownModels, parse_http
+from shared.events import (
+    MAX_BODY_BYTES,
+    MAX_NAME_CHARS,
+    MAX_TEXT_CHARS,
+    EventError,
+    KnownModels,
+    bounded_text,
+    parse_http,
+)
 from shared.logs import correlated
 from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, pending_run, run_id_for
 from shared.runtime import Runtime, get_runtime
@@ -65,12 +74,16 @@ def _unknown_model(runtime: Runtime, model: str) -> func.HttpResponse | None:
 
 def _json_body(req: func.HttpRequest) -> tuple[dict[str, Any] | None, func.HttpResponse | None]:
     raw = req.get_body()
+    if len(raw) > MAX_BODY_BYTES:
+        detail = f"the body is {len(raw):,} bytes; a request is at most {MAX_BODY_BYTES:,}"
+        return None, problem(413, "Body too large", detail, field="body")
     if not raw.strip():
         return {}, None
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, problem(400, "Malformed JSON", f"the body is not valid JSON: {exc}", field="body")
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8; RecursionError: nested too deep
+        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return None, problem(400, "Malformed JSON", f"the body is not valid JSON: {why}", field="body")
     if not isinstance(body, dict):
         return None, problem(400, "Malformed request", "the body must be a JSON object", field="body")
     return body, None
@@ -91,7 +104,8 @@ def _find_run(runtime: Runtime, run_id: str) -> tuple[Run | None, func.HttpRespo
     except RegistryError as exc:
         return None, problem(400, "Malformed run id", str(exc), field="id")
     if run is None:
-        return None, problem(404, "Unknown run", f"no run {run_id!r}; list runs with GET /api/models/{model}/runs")
+        detail = f"no run {run_id!r}; list runs with GET /api/models/{model}/runs"
+        return None, problem(404, "Unknown run", detail, field="id")
     return run, None
 
 
@@ -117,13 +131,53 @@ def _run_in_progress(registry: Registry, model: str) -> func.HttpResponse | None
     if not active:
         return None
     run = active[0]
-    return problem(
-        409,
-        "A run is in progress",
-        f"run {run.run_id} is {run.stage}; wait for it, or abort it with POST /api/runs/{run.run_id}/abort "
-        "(a rollout in progress rolls back to the champion)",
-        run_id=run.run_id,
-    )
+    if run.trigger_kind == "rollback":  # a rollback cannot be aborted (see abort)
+        what_to_do = f"wait for it to end (GET /api/runs/{run.run_id})"
+    else:
+        what_to_do = (
+            f"wait for it, or abort it with POST /api/runs/{run.run_id}/abort "
+            "(a rollout in progress rolls back to the champion)"
+        )
+    return problem(409, "A run is in progress", f"run {run.run_id} is {run.stage}; {what_to_do}", run_id=run.run_id)
+
+
+def _fingerprint(route: str, body: dict[str, Any]) -> str:
+    """What a request asked for, so an ``Idempotency-Key`` re-used for a different request can be told apart."""
+    return hashlib.sha256(json.dumps({"route": route, "body": body}, sort_keys=True).encode()).hexdigest()
+
+
+def _status_url(req: func.HttpRequest, run_id: str) -> str:
+    return f"{req.url.split('/api/')[0]}/api/runs/{run_id}"
+
+
+def _earlier_answer(
+    req: func.HttpRequest, registry: Registry, run_id: str, fingerprint: str
+) -> func.HttpResponse | None:
+    """A retried request (the same ``Idempotency-Key``) gets the run it started — not a second run, and not a
+    409 naming its own run; the key sent again with a different request is refused (422)."""
+    model = _model_of_run(get_runtime(), run_id)
+    run = registry.get_run(model, run_id) if model else None
+    if run is None:
+        return None
+    if run.details.get("request_fingerprint", fingerprint) != fingerprint:
+        return problem(
+            422,
+            "Idempotency-Key re-used",
+            f"this Idempotency-Key started run {run.run_id} with a different request; send a new key for a new "
+            "request, or the same request to follow that run",
+            field="Idempotency-Key",
+            run_id=run.run_id,
+        )
+    status_url = _status_url(req, run.run_id)
+    body = {
+        "run_id": run.run_id,
+        "model": run.model,
+        "status": run.status,
+        "reason": run.trigger_reason,
+        "status_url": status_url,
+    }
+    status = 202 if run.status in ACTIVE_RUN_STATUSES else 200
+    return json_response(body, status, headers={"Location": status_url, "Idempotent-Replayed": "true"})
 
 
 async def _queue_run(
@@ -134,32 +188,64 @@ async def _queue_run(
     run: Run,
     trigger: TriggerInfo,
     extra: dict[str, Any],
+    fingerprint: str,
 ) -> func.HttpResponse:
     """Record the run as pending at once (so a second request is refused with 409 even before the
     coordinator picks it up), with its work item (the coordinator takes it from there if the event is
-    lost), hand it to the model's coordinator, answer 202 with where to follow it."""
+    lost) and what the request asked for (``_earlier_answer``), hand it to the model's coordinator, answer
+    202 with where to follow it."""
     work = {"kind": work_kind, "run_id": run.run_id, "trigger": trigger.dump()}
-    registry.create_run(replace(run, details={**run.details, "work": work}))
-    await send_work(client, run.model, work)
-    base = req.url.split("/api/")[0]
-    status_url = f"{base}/api/runs/{run.run_id}"
-    body = {"run_id": run.run_id, "model": run.model, **extra, "reason": run.trigger_reason, "status_url": status_url}
+    details = {**run.details, "work": work, "request_fingerprint": fingerprint}
+    stored = registry.create_run(replace(run, details=details))  # the earlier one when a retry raced this one
+    await send_work(client, run.model, work)  # again for a raced retry: the coordinator takes a run id once
+    status_url = _status_url(req, run.run_id)
+    body = {
+        "run_id": run.run_id,
+        "model": run.model,
+        **extra,
+        "reason": stored.trigger_reason,
+        "status_url": status_url,
+    }
     return json_response(body, 202, headers={"Location": status_url})
 
 
 def _request_key(req: func.HttpRequest) -> str:
     """What makes a request one run: its ``Idempotency-Key`` (a retried request is the same run), else a
-    fresh id, so asking again after a finished attempt starts a new one."""
+    fresh id, so asking again after a finished attempt starts a new one. Bounded by the caller."""
     return req.headers.get("Idempotency-Key") or str(uuid.uuid4())
 
 
-def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> func.HttpResponse | None:
-    for name, value in body.items():
+_JSON_TYPE_NAMES = {str: "string", bool: "boolean (true or false)"}
+#: Free-text fields; the other string fields are names or ids (MAX_NAME_CHARS).
+_TEXT_FIELDS = frozenset({"reason", "comment"})
+
+
+def _checked_fields(
+    req: func.HttpRequest, body: dict[str, Any], fields: dict[str, type]
+) -> tuple[dict[str, Any], func.HttpResponse | None]:
+    """The body's fields without nulls (a null is a field left out), or a 400 naming the first field that is
+    unknown, of the wrong JSON type or too long; also bounds the ``Idempotency-Key`` header."""
+    try:
+        bounded_text(req.headers.get("Idempotency-Key"), "Idempotency-Key", MAX_NAME_CHARS)
+    except EventError as exc:
+        return {}, problem(400, "Idempotency-Key too long", str(exc), field=exc.field)
+    present = {name: value for name, value in body.items() if value is not None}
+    for name, value in present.items():
         if name not in fields:
-            return problem(400, "Unknown field", f"{name!r} is not a field here ({', '.join(fields)})", field=name)
+            return {}, problem(400, "Unknown field", f"{name!r} is not a field here ({', '.join(fields)})", field=name)
         if not isinstance(value, fields[name]):
-            return problem(400, "Wrong type", f"{name} must be a {fields[name].__name__}", field=name)
-    return None
+            return {}, problem(400, "Wrong type", f"{name} must be a {_JSON_TYPE_NAMES[fields[name]]}", field=name)
+        if isinstance(value, str):
+            try:
+                bounded_text(value, name, MAX_TEXT_CHARS if name in _TEXT_FIELDS else MAX_NAME_CHARS)
+            except EventError as exc:
+                return {}, problem(400, "Field too long", str(exc), field=name)
+    return present, None
+
+
+def _is_whole_number(text: str, max_digits: int = 10) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and '١', which ``int`` then refuses or misreads."""
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
 
 
 # --------------------------------------------------------------------------- models
@@ -199,7 +285,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     if (error := _unknown_model(runtime, model)) is not None:
         return error
     limit_text = req.params.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+    if not _is_whole_number(limit_text) or not 1 <= int(limit_text) <= 1000:
         return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
     runs = clients.registry().runs(model, limit=int(limit_text))
     return json_response({"model": model, "runs": [_run_summary(r) for r in runs]})
@@ -242,9 +328,12 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             except BlobNameError as exc:
                 return problem(400, "Bad data selection", str(exc), field=exc.field)
         registry = clients.registry()
+        run_id = run_id_for(model, trigger.dedupe_key)
+        fingerprint = _fingerprint("retrain", body)
+        if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+            return earlier
         if (busy := _run_in_progress(registry, model)) is not None:
             return busy
-        run_id = run_id_for(model, trigger.dedupe_key)
         info = TriggerInfo(
             kind=trigger.kind,
             reason=trigger.reason,
@@ -252,7 +341,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             details={**trigger.details, "blobs": selection} if selection else trigger.details,
         )
         run = pending_run(model, run_id, trigger.kind, trigger.reason, trigger.event_id)
-        return await _queue_run(req, client, registry, "retrain", run, info, {})
+        return await _queue_run(req, client, registry, "retrain", run, info, {}, fingerprint)
 
 
 @bp.route(route="models/{model}/rollback", methods=["POST"])
@@ -271,9 +360,15 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
-    if (error := _check_fields(body, {"reason": str, "requested_by": str, "immediate": bool})) is not None:
+    body, error = _checked_fields(req, body, {"reason": str, "requested_by": str, "immediate": bool})
+    if error is not None:
         return error
     registry = clients.registry()
+    # Not keyed by the champion's version: a retry after the rollback ended (the champion changed) is the same run.
+    run_id = run_id_for(model, f"rollback:{_request_key(req)}")
+    fingerprint = _fingerprint("rollback", {"model": model, **body})
+    if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+        return earlier
     champion = registry.champion(model)
     if champion is None or champion.previous_version is None:
         current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
@@ -282,7 +377,6 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollback requested by {requested_by}")
-    run_id = run_id_for(model, f"rollback:{champion.version}:{_request_key(req)}")
     info = TriggerInfo(
         kind="rollback",
         reason=reason,
@@ -293,7 +387,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     run = pending_run(model, run_id, "rollback", reason, run_id)
     versions = {"from_version": champion.version, "to_version": champion.previous_version}
     with correlated():
-        return await _queue_run(req, client, registry, "rollback", run, info, versions)
+        return await _queue_run(req, client, registry, "rollback", run, info, versions, fingerprint)
 
 
 @bp.route(route="models/{model}/versions/{version}/rollout", methods=["POST"])
@@ -312,11 +406,17 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
-    if (error := _check_fields(body, {"reason": str, "requested_by": str})) is not None:
+    body, error = _checked_fields(req, body, {"reason": str, "requested_by": str})
+    if error is not None:
         return error
-    if not version.isdigit():
+    if not _is_whole_number(version):
         return problem(400, "Bad version", f"version {version!r} must be a version number such as 3", field="version")
+    version = str(int(version))  # '02' is version 2: one spelling for the registry, the champion check and the run
     registry = clients.registry()
+    run_id = run_id_for(model, f"rollout:{version}:{_request_key(req)}")
+    fingerprint = _fingerprint("rollout", {"model": model, "version": version, **body})
+    if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+        return earlier
     if registry.version(model, version) is None:
         return problem(404, "Unknown version", f"{model} has no registered version {version}", field="version")
     champion = registry.champion(model)
@@ -326,7 +426,6 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollout of version {version} requested by {requested_by}")
-    run_id = run_id_for(model, f"rollout:{version}:{_request_key(req)}")
     info = TriggerInfo(
         kind="rollout",
         reason=reason,
@@ -335,7 +434,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     )
     run = pending_run(model, run_id, "rollout", reason, run_id)
     with correlated():
-        return await _queue_run(req, client, registry, "rollout", run, info, {"version": version})
+        return await _queue_run(req, client, registry, "rollout", run, info, {"version": version}, fingerprint)
 
 
 # --------------------------------------------------------------------------- runs
@@ -374,6 +473,9 @@ async def _answer_approval(
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
+    body, error = _checked_fields(req, body, {"by": str, "comment": str})
+    if error is not None:
+        return error
     if run.stage != "awaiting_approval" or run.status not in ACTIVE_RUN_STATUSES:
         return problem(
             409,
@@ -382,7 +484,7 @@ async def _answer_approval(
             "approved or rejected",
         )
         # (approval is only asked for when the spec sets rollout.approval.required)
-    answer = {"approved": approved, "by": str(body.get("by", "api")), "comment": str(body.get("comment", ""))}
+    answer = {"approved": approved, "by": body.get("by", "api"), "comment": body.get("comment", "")}
     try:
         await client.raise_event(run.run_id, "approval", answer)
     except Exception as exc:  # the SDK raises bare Exception for 404/410
@@ -410,13 +512,20 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
 @bp.durable_client_input(client_name="client")
 @answers_503_when_storage_is_unreachable
 async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Ask a running run to stop. Cancellation is cooperative: the run's jobs see the request at their next
-    poll and are cancelled on the platform, the run stops at its next stage, and a rollout in progress rolls
-    back to the champion — nothing is left half-done."""
+    """Ask a running run to stop (body, optional: ``{"by": "...", "reason": "..."}``). Cancellation is
+    cooperative: the run's jobs see the request at their next poll and are cancelled on the platform, the run
+    stops at its next stage, and a rollout in progress rolls back to the champion — nothing is left half-done."""
     runtime = get_runtime()
     run, error = _find_run(runtime, req.route_params.get("id", ""))
     if error is not None or run is None:
         return error or problem(404, "Unknown run", "no such run")
+    body, error = _json_body(req)
+    if error is not None or body is None:
+        return error or problem(400, "Malformed request", "send a JSON object")
+    body, error = _checked_fields(req, body, {"by": str, "reason": str})
+    if error is not None:
+        return error
+    by = body.get("by", "api")
     if run.status not in ACTIVE_RUN_STATUSES:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
     if run.trigger_kind == "rollback":
@@ -435,8 +544,8 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.
     for instance in (run.run_id, f"{run.run_id}-rollout"):
         try:
-            await client.raise_event(instance, "abort", {"by": "api"})
+            await client.raise_event(instance, "abort", {"by": by})
         except Exception:  # the SDK raises bare Exception when the instance is not running: nothing waits there
             logger.debug("no waiting instance %s to wake for the abort", instance)
-    logger.info("abort requested for %s", run.run_id)
+    logger.info("abort of %s requested by %s: %s", run.run_id, by, body.get("reason", "no reason given"))
     return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "requested"}, 202)

@@ -59,6 +59,11 @@ TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "canceled", "notrespon
 MODEL_TAG = "perennial_model"
 #: Largest event body we parse (Event Grid's own limit is 1 MB per event).
 MAX_BODY_BYTES = 1024 * 1024
+#: Longest free text a person's request may carry (a reason, a comment): it is stored with the run and shown in
+#: every listing of it.
+MAX_TEXT_CHARS = 1000
+#: Longest name or id a request may carry (requested_by, request_id, an Idempotency-Key).
+MAX_NAME_CHARS = 200
 LANDING = "landing"
 
 
@@ -213,6 +218,13 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str = "") -> str | None:
         return None
     if not isinstance(value, str):
         raise EventError(f"{where}{key} must be a string", f"{where}{key}", "send a string or leave it out")
+    return value
+
+
+def bounded_text(value: str | None, field: str, limit: int) -> str | None:
+    """``value`` when it is at most ``limit`` characters; an :class:`EventError` naming ``field`` otherwise."""
+    if value is not None and len(value) > limit:
+        raise EventError(f"{field} is {len(value):,} characters long", field, f"send at most {limit:,} characters")
     return value
 
 
@@ -660,9 +672,13 @@ def _manual(raw: dict[str, Any], known: KnownModels, request_id: str | None, ext
             f"unknown field {unknown[0][:64]!r}", unknown[0][:64], f"a retrain request has {sorted(fields)}"
         )
     model = _model(_str(raw, "model"), known, "model")
-    reason = _opt_str(raw, "reason") or "manual request"
-    requested_by = _opt_str(raw, "requested_by") or "api"
-    event_id = _opt_str(raw, "request_id") or request_id or str(uuid.uuid4())
+    reason = bounded_text(_opt_str(raw, "reason"), "reason", MAX_TEXT_CHARS) or "manual request"
+    requested_by = bounded_text(_opt_str(raw, "requested_by"), "requested_by", MAX_NAME_CHARS) or "api"
+    event_id = (
+        bounded_text(_opt_str(raw, "request_id"), "request_id", MAX_NAME_CHARS)
+        or bounded_text(request_id, "Idempotency-Key", MAX_NAME_CHARS)
+        or str(uuid.uuid4())
+    )
     return Trigger(
         kind="manual",
         model=model,

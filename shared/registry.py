@@ -276,7 +276,8 @@ def _decode(cls: type[R], entity: Mapping[str, Any]) -> R:
 
 def _version_key(version: str) -> str:
     """Numeric versions sort numerically (``version:0000000010`` after ``…09``); others as text."""
-    return f"version:{int(version):010d}" if version.isdigit() else f"version:{safe_key(version, 60)}"
+    numeric = version.isascii() and version.isdigit() and len(version) <= 10  # not '²' or '١': int() misreads them
+    return f"version:{int(version):010d}" if numeric else f"version:{safe_key(version, 60)}"
 
 
 # --------------------------------------------------------------------------- the registry

@@ -51,10 +51,20 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
     assert _problem(http.get("/api/runs/fraud-0000000000000000"), 404)
     assert _problem(http.post("/api/runs/fraud-0000000000000000/approve", json={}), 404)
     assert _problem(http.post("/api/runs/fraud-0000000000000000/abort"), 404)
+    # Shapes that once slipped past the checks into a 500.
+    deep = _problem(http.post("/api/models/fraud/retrain", content=b"[" * 100_000 + b"]" * 100_000), 400)
+    assert "nested too deeply" in str(deep["detail"])
+    assert _problem(http.post("/api/models/fraud/retrain", content=b" " * (1024 * 1024 + 1)), 413)["field"] == "body"
+    assert _problem(http.get("/api/models/fraud/runs", params={"limit": "²"}), 400)["field"] == "limit"
+    assert _problem(http.post("/api/models/fraud/versions/²/rollout", json={}), 400)["field"] == "version"
+    wordy = _problem(http.post("/api/models/fraud/retrain", json={"reason": "x" * 1001}), 400)
+    assert wordy["field"] == "reason"
+    assert "at most 1,000 characters" in str(wordy["detail"])
     alert = {"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {"alertId": "a"}}}
     assert _problem(http.post("/api/alerts/azure-monitor", json=alert), 400)["field"]
-    # Without a key: 401, not a 500.
+    # Without a key, or with one that is not even text: 401, not a 500.
     assert httpx.get(f"{perennial.base_url}/api/models").status_code == 401
+    assert _problem(httpx.get(f"{perennial.base_url}/api/models", headers={"x-functions-key": b"\xff"}), 401)
     assert httpx.get(f"{perennial.base_url}/api/health").status_code == 200
 
 
@@ -65,6 +75,53 @@ def test_approve_on_a_finished_run_is_a_409(perennial: PerennialHost) -> None:
     body = _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/approve", json={"by": "me"}), 409)
     assert "awaiting_approval" in str(body["detail"])
     assert _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/abort"), 409)
+
+
+def test_answers_and_aborts_check_their_bodies(perennial: PerennialHost) -> None:
+    from shared.registry import Run
+
+    run_id = "fraud-00000000000000cc"
+    waiting = Run("fraud", run_id, "manual", "test", run_id, status="running", stage="awaiting_approval")
+    perennial.registry.create_run(waiting)
+    http = perennial.http
+    # "approved": false sent to /approve must not approve anything: it is not a field there.
+    assert _problem(http.post(f"/api/runs/{run_id}/approve", json={"approved": False}), 400)["field"] == "approved"
+    assert _problem(http.post(f"/api/runs/{run_id}/reject", json={"by": {"name": "x"}}), 400)["field"] == "by"
+    # A null is a field left out; nothing waits for this hand-made run, so the answer is refused with 409.
+    assert "cannot take an answer" in str(_problem(http.post(f"/api/runs/{run_id}/approve", json={"by": None}), 409))
+    assert _problem(http.post(f"/api/runs/{run_id}/abort", content=b"{bad json"), 400)["field"] == "body"
+    assert _problem(http.post(f"/api/runs/{run_id}/abort", json={"reason": 3}), 400)["field"] == "reason"
+    run = perennial.registry.get_run("fraud", run_id)
+    assert run is not None
+    assert not run.abort_requested, "a refused abort changes nothing"
+    assert http.post(f"/api/runs/{run_id}/abort", json={"by": "ops", "reason": "wrong data"}).status_code == 202
+
+
+def test_a_retried_request_gets_the_run_it_started(perennial: PerennialHost) -> None:
+    from shared.registry import Champion, ModelVersion
+
+    http = perennial.http
+    key = {"Idempotency-Key": "retry-me-1"}
+    first = http.post("/api/models/fraud/retrain", json={"reason": "first"}, headers=key)
+    assert first.status_code == 202, first.text
+    run_id = first.json()["run_id"]
+    again = http.post("/api/models/fraud/retrain", json={"reason": "first"}, headers=key)
+    assert again.status_code in (200, 202), again.text  # not 409 naming its own run
+    assert again.json()["run_id"] == run_id
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"].endswith(f"/api/runs/{run_id}")
+    other = _problem(http.post("/api/models/fraud/retrain", json={"reason": "another"}, headers=key), 422)
+    assert other["field"] == "Idempotency-Key"
+    assert other["run_id"] == run_id
+    assert [r["run_id"] for r in perennial.runs()] == [run_id], "one run, however often it was asked for"
+    too_long = {"Idempotency-Key": "k" * 201}
+    assert _problem(http.post("/api/models/fraud/retrain", json={}, headers=too_long), 400)["field"]
+
+    # A version spelled '02' is version 2: the champion already, so no run starts.
+    for version in ("1", "2"):
+        perennial.registry.register_version(ModelVersion("fraud", version, f"r{version}", "c0", "manual", "t", "e", ""))
+    perennial.registry.set_champion(Champion("fraud", "2", "r2", deployment="fraud-v2", previous_version="1"))
+    assert _problem(http.post("/api/models/fraud/versions/02/rollout", json={}), 409)["title"] == "Already the champion"
 
 
 def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> None:
@@ -78,6 +135,10 @@ def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> N
     run = perennial.registry.get_run("fraud", run_id)
     assert run is not None
     assert not run.abort_requested
+    # Nor is another run started meanwhile; the 409 does not suggest the abort it would refuse.
+    busy = _problem(perennial.http.post("/api/models/fraud/retrain", json={}), 409)
+    assert "wait for it to end" in str(busy["detail"])
+    assert "abort" not in str(busy["detail"])
 
 
 def test_storage_that_cannot_be_reached_is_a_503_with_what_to_do(
