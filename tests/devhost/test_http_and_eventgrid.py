@@ -54,6 +54,16 @@ def test_function_and_admin_levels_need_a_key(patterns: Harness, route: str) -> 
     assert patterns.http.post(route, headers={"x-functions-key": patterns.key}).status_code in (200, 202)
 
 
+def test_a_body_over_the_hosts_limit_is_a_413_and_a_key_that_is_not_text_a_401(patterns: Harness) -> None:
+    too_big = patterns.http.post("/api/echo/x", content=b"x" * (100 * 1024 * 1024 + 1))  # Azure's limit: 100 MB
+    assert too_big.status_code == 413
+    assert too_big.headers["content-type"].startswith("application/problem+json")
+    assert "larger than devhost's limit" in too_big.json()["detail"]
+    odd_key = patterns.http.post("/api/admin-only", headers={"x-functions-key": b"\xff\xfe"})
+    assert odd_key.status_code == 401
+    assert odd_key.headers["content-type"].startswith("application/problem+json")
+
+
 def test_unknown_route_is_404(patterns: Harness) -> None:
     response = patterns.http.get("/api/nothing-here")
     assert response.status_code == 404
