@@ -47,6 +47,18 @@ def to_trigger_value(event: dict[str, Any]) -> Any:
     return EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata=None)
 
 
+def undecodable(event: dict[str, Any]) -> str | None:
+    """Why the Python worker cannot turn ``event`` into its trigger value (a time it cannot parse), or None."""
+    try:
+        to_trigger_value(event)
+    except (ValueError, TypeError) as exc:
+        return (
+            f"event {str(event.get('id', '?'))[:64]!r} cannot be decoded by the Python worker ({exc}); "
+            "times must be UTC ISO 8601, e.g. 2026-11-30T08:00:00Z"
+        )
+    return None
+
+
 def make_handler(
     functions: Callable[[], dict[str, AppFunction]],
     keys: Callable[[], list[str]],
@@ -66,8 +78,8 @@ def make_handler(
             known = ", ".join(sorted(functions())) or "none"
             return problem(404, "Not Found", f"no Event Grid function named {name!r}; known: {known}")
         try:
-            body = json.loads(await request.text())
-        except json.JSONDecodeError as exc:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested beyond reason
             return problem(400, "Bad Request", f"the body is not JSON: {exc}")
         events = body if isinstance(body, list) else [body]
         kind = request.headers.get("aeg-event-type", "")
@@ -85,17 +97,27 @@ def make_handler(
                 "Bad Request",
                 f"aeg-event-type {kind!r} is not one of SubscriptionValidation, Notification, Unsubscribe",
             )
+        # Each event on its own: the good ones of a delivery run even when another is malformed. A malformed one
+        # is answered 400 (after the good ones ran), which Event Grid dead-letters at once rather than retrying:
+        # sending it again cannot help, and the dead letter keeps it.
+        good: list[dict[str, Any]] = []
+        refused: list[str] = []
         for event in events:
-            reason = _malformed(event)
+            reason = _malformed(event) or undecodable(event)
             if reason:
-                return problem(400, "Bad Request", reason)
-        for event in events:
+                logger.warning("Event Grid function '%s' refused an event: %s", name, reason)
+                refused.append(reason)
+            else:
+                good.append(event)
+        for event in good:
             try:
                 await invoke(fn, {fn.trigger_arg: to_trigger_value(event)}, request)
             except Exception as exc:
                 logger.exception("Event Grid function '%s' failed on event %s", name, event.get("id"))
                 # Event Grid retries on a 5xx, as it would in Azure.
                 return problem(500, "Internal Server Error", f"function '{name}' raised {type(exc).__name__}: {exc}")
+        if refused:
+            return problem(400, "Bad Request", "; ".join(refused))
         return web.Response(status=200)
 
     return handle

@@ -19,6 +19,7 @@ import azure.durable_functions as df
 
 from functions import clients
 from shared import policy
+from shared.blobpaths import BlobNameError
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG
 from shared.housekeeping import retire_idle_deployments
@@ -319,6 +320,8 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     except BlobMissingError:
         # Quarantined by an earlier attempt of this activity (or deleted): report what we know.
         return ValidationOutcome(blob=blob, ok=False, summary="the blob is no longer in landing").dump()
+    except BlobNameError as exc:  # an unsafe name is never read; the run goes on with the other blobs
+        return ValidationOutcome(blob=blob, ok=False, summary=f"{exc.message}; rename it ({exc.hint})").dump()
     edges = payload.get("edges")
     reference = _edges_reference(edges) if edges else None
     with store.open(ref) as stream:

@@ -249,11 +249,12 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         return (yield from finish("no_valid_data", reasons))
     # New data triggered this run: when every new blob was rejected, what is left is exactly what earlier runs
     # trained on, and training it again would only re-roll the champion. (Other triggers may retrain on it.)
-    new_urls = {b.url for b in request.blobs}
+    # By name: the event's url and the listing's may spell one blob differently (a Data Lake .dfs. host).
+    new_names = {b.name for b in request.blobs}
     if (
         request.trigger.kind == "blob_created"
-        and new_urls
-        and not any(o.ok and o.blob.url in new_urls for o in checked)
+        and new_names
+        and not any(o.ok and o.blob.name in new_names for o in checked)
     ):
         reasons = [f"{o.blob.name}: {o.summary}" for o in bad]
         reasons.append("no new valid data: every blob that triggered this run was quarantined; the rest of landing "

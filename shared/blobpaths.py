@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 #: Azure's limit on a blob name, in characters.
 MAX_BLOB_NAME = 1024
@@ -107,6 +107,18 @@ def split_blob_url(url: str) -> tuple[str, str]:
             f"the blob url {url!r} names no container and blob", "expected …/<container>/<blob name>", field="url"
         )
     return unquote(parts[0]), unquote(parts[1])
+
+
+def canonical_blob_url(url: str) -> str:
+    """One spelling of a blob's URL, the one the storage SDK's listing gives: a Data Lake event's ``.dfs.``
+    host as ``.blob.``, the host in lower case, the name percent-encoded as the SDK does it, no query. A blob is
+    known by its url and eTag (dedupe keys, claims), so an event and a listing must spell it alike."""
+    container, name = split_blob_url(url)
+    parsed = urlparse(url)
+    netloc = parsed.netloc.lower().replace(".dfs.", ".blob.")
+    host_style = ".blob." in netloc
+    account = "" if host_style else parsed.path.lstrip("/").split("/", 1)[0] + "/"  # path style: /<account>/…
+    return f"{parsed.scheme}://{netloc}/{account}{quote(container)}/{quote(name, safe='~/')}"
 
 
 def subject_blob(subject: str) -> tuple[str, str]:

@@ -28,7 +28,14 @@ from typing import Any, Literal
 
 import azure.functions as func
 
-from shared.blobpaths import BlobNameError, quoted_etag, split_blob_url, subject_blob, validate_blob_name
+from shared.blobpaths import (
+    BlobNameError,
+    canonical_blob_url,
+    quoted_etag,
+    split_blob_url,
+    subject_blob,
+    validate_blob_name,
+)
 from shared.publish import EventDataError, PerennialEventType, parse_perennial_data
 
 TriggerKind = Literal[
@@ -314,23 +321,32 @@ def _load_json(body: str | bytes) -> Any:
         raise EventError("the body is not valid JSON", "body", "send a JSON object") from None
 
 
+def _envelope_text(value: Any, field: str, required: bool = True) -> str:
+    """An envelope field the worker handed over as it came: the binding types do not check them."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise EventError(f"{field} must be a non-empty string, got {value!r:.40}", field, "send a string")
+    return value
+
+
 def _envelope(event: Any) -> _Envelope:
     if isinstance(event, func.EventGridEvent):
         return _Envelope(
-            id=event.id,
-            type=event.event_type,
-            source=event.topic or "",
-            subject=event.subject or "",
+            id=_envelope_text(event.id, "id"),
+            type=_envelope_text(event.event_type, "eventType"),
+            source=_envelope_text(event.topic, "topic", required=False),
+            subject=_envelope_text(event.subject, "subject", required=False),
             time=event.event_time,
             data_version=event.data_version,
             data=event.get_json(),
         )
     if isinstance(event, func.CloudEvent):
         return _Envelope(
-            id=event.id,
-            type=event.type,
-            source=event.source or "",
-            subject=event.subject or "",
+            id=_envelope_text(event.id, "id"),
+            type=_envelope_text(event.type, "type"),
+            source=_envelope_text(event.source, "source", required=False),
+            subject=_envelope_text(event.subject, "subject", required=False),
             time=event.time,
             data_version=event.extension_attrs.get("dataversion"),
             data=event.get_json(),
@@ -396,9 +412,12 @@ def _blob_created(env: _Envelope, known: KnownModels) -> Trigger:
         error = UnknownModelError if exc.field == "model" else EventError
         raise error(exc.message, "subject", exc.hint) from None
     api = _str(data, "api", "data.")
+    etag = _str(data, "eTag", "data.")
+    if not etag.strip(' "'):
+        raise EventError("data.eTag is blank", "data.eTag", "send the blob's eTag, e.g. 0x8DCF00A1B2C3D4E")
     blob = BlobIdentity(
-        url=url,
-        etag=quoted_etag(_str(data, "eTag", "data.")),
+        url=canonical_blob_url(url),  # a Data Lake event's .dfs. url names the blob the listing calls .blob.
+        etag=quoted_etag(etag),
         size=_int(data, "contentLength", "data."),
         container=container,
         name=name,

@@ -294,21 +294,31 @@ class BlobStore:
         return _ref(self._service.get_blob_client(container, name))
 
     def list_landing(self, model: str) -> list[BlobRef]:
-        """Every blob under ``landing/<model>/`` now, oldest name first."""
+        """Every blob under ``landing/<model>/`` now, oldest name first. A blob whose name is unsafe (``fraud//x``,
+        a '..' segment: storage accepts them) is left out with a warning, so it cannot fail every run."""
         if model not in self.known_models:
             raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
         client = self.container(LANDING)
-        return [
-            BlobRef(
-                container=LANDING,
-                name=item.name,
-                url=client.get_blob_client(item.name).url,
-                etag=quoted_etag(str(item.etag)),
-                size=int(item.size),
-                content_type=item.content_settings.content_type,
+        refs: list[BlobRef] = []
+        for item in client.list_blobs(name_starts_with=f"{model}/"):
+            try:
+                self.path(LANDING, item.name)
+            except BlobNameError as exc:
+                logger.warning(
+                    "%s/%s is left out of training: %s; rename it (%s)", LANDING, item.name, exc.message, exc.hint
+                )
+                continue
+            refs.append(
+                BlobRef(
+                    container=LANDING,
+                    name=item.name,
+                    url=client.get_blob_client(item.name).url,
+                    etag=quoted_etag(str(item.etag)),
+                    size=int(item.size),
+                    content_type=item.content_settings.content_type,
+                )
             )
-            for item in client.list_blobs(name_starts_with=f"{model}/")
-        ]
+        return refs
 
     def names(self, container: str, model: str, folder: str) -> list[str]:
         """The names of the blobs under ``<container>/<model>/<folder>/`` now, sorted."""

@@ -29,6 +29,7 @@ from devhost.errors import ConfigError
 from devhost.eventgrid.delivery import Deliverer, DeliveryOptions
 from devhost.eventgrid.subscriptions import DEFAULT_FILE, SubscriptionsFile, load_subscriptions
 from devhost.eventgrid.watcher import LOCAL_SUBSCRIPTION, BlobWatcher
+from devhost.eventgrid_webhook import undecodable
 from devhost.files import write_text_atomically
 from shared.settings import StorageSettings, load_settings
 from shared.storage import blob_service_client
@@ -55,6 +56,8 @@ def _invalid(event: Any, index: int) -> str | None:
             return f"event [{index}] ({event.get('id', '?')!r}): {name} is required and must be a string"
     if "specversion" not in event and "data" not in event:
         return f"event [{index}] ({event.get('id')!r}): data is required"
+    if (reason := undecodable(event)) is not None:  # Azure's topic refuses a time it cannot read, too
+        return f"event [{index}]: {reason}"
     return None
 
 

@@ -157,6 +157,13 @@ def test_eventgrid_errors_say_what_is_wrong(patterns: Harness) -> None:
         content=b"{not json",
     )
     assert not_json.status_code == 400
+    not_utf8 = patterns.http.post(
+        "/runtime/webhooks/eventgrid",
+        params={"functionName": "on_event", "code": patterns.key},
+        headers={"aeg-event-type": "Notification"},
+        content=b'[{"id": "\xff"}]',
+    )
+    assert not_utf8.status_code == 400
     assert _webhook(patterns, "on_event", "Bogus", VALIDATION).status_code == 400  # type: ignore[attr-defined]
     keyless = patterns.http.post(
         "/runtime/webhooks/eventgrid", params={"functionName": "on_event"}, headers={"aeg-event-type": "Notification"}
@@ -183,3 +190,18 @@ def test_clock_admin_endpoint(patterns: Harness) -> None:
     after = patterns.advance(10)
     assert after["now"] > before["now"]
     assert patterns.http.post("/admin/clock", json={"advance_seconds": -1}).status_code == 400
+
+
+def test_a_bad_event_does_not_hold_back_the_good_ones_of_its_delivery(patterns: Harness) -> None:
+    patterns.app.EVENTS.clear()
+    good = {**VALIDATION[0], "id": "good", "eventType": "Perennial.RetrainRequested", "data": {"model": "fraud"}}
+    missing = {"id": "missing-fields"}
+    bad_time = {**good, "id": "bad-time", "eventTime": "yesterday"}
+    response = _webhook(patterns, "on_event", "Notification", [missing, good, bad_time])
+    # 400, not 500: Event Grid dead-letters the delivery at once (the bad events are kept, nothing retries them
+    # for hours); the good event has run.
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    detail = response.json()["detail"]  # type: ignore[attr-defined]
+    assert "'missing-fields'" in detail
+    assert "'bad-time' cannot be decoded" in detail
+    assert [e["id"] for e in patterns.app.EVENTS] == ["good"]

@@ -143,6 +143,9 @@ def test_custom_topic_rejects_malformed_batches_like_event_grid(tmp_path: Path, 
             status, body = await post(url, [{**good, "id": None}])
             assert status == 400
             assert "id is required" in body["error"]["message"]
+            status, body = await post(url, [{**good, "eventTime": "yesterday"}])  # not retried for 25 minutes
+            assert status == 400
+            assert "cannot be decoded" in body["error"]["message"]
             assert (await post(url, b"not json"))[0] == 400
             assert (await post(url, {"not": "a list"}))[0] == 400
             assert (await post(url.replace("/perennial/", "/nope/"), [good]))[0] == 404

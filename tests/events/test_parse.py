@@ -99,6 +99,39 @@ def test_data_lake_gen2_only_flush_with_close_is_actionable() -> None:
     assert "FlushWithClose" in created.reason
 
 
+def test_a_blob_is_known_by_one_url_however_its_event_spells_it() -> None:
+    """The listing's url (the SDK's spelling) and the event's must agree: claims and dedupe keys use it."""
+    listed = "https://stperennial.blob.core.windows.net/landing/fraud/lake/part%20~0.csv"
+    for spelled in (
+        "https://stperennial.dfs.core.windows.net/landing/fraud/lake/part%20~0.csv",  # a Data Lake event
+        "https://STPERENNIAL.blob.core.windows.net/landing/fraud/lake/part%20%7E0.csv",  # host case, over-encoded
+        "https://stperennial.blob.core.windows.net/landing/fraud/lake/part%20~0.csv?sv=2024",  # a query
+    ):
+        event = samples.gen2("FlushWithClose")
+        event["subject"] = "/blobServices/default/containers/landing/blobs/fraud/lake/part ~0.csv"
+        event["data"]["url"] = spelled
+        blob = parse_event(event, KNOWN).blob
+        assert blob is not None
+        assert blob.url == listed, spelled
+
+
+def test_envelope_fields_of_the_workers_event_objects_are_checked() -> None:
+    raw = samples.BLOB_CREATED
+    fields = {"data": raw["data"], "topic": raw["topic"], "subject": raw["subject"], "event_type": raw["eventType"]}
+    for bad_id in (42, "", ["a"]):
+        event = func.EventGridEvent(id=bad_id, event_time=None, data_version="1", **fields)  # type: ignore[arg-type]
+        with pytest.raises(EventError) as raised:
+            parse_event(event, KNOWN)
+        assert raised.value.field == "id"
+
+
+def test_a_blank_etag_is_refused() -> None:
+    event = {**samples.BLOB_CREATED, "data": {**samples.BLOB_CREATED["data"], "eTag": "  "}}
+    with pytest.raises(EventError) as raised:
+        parse_event(event, KNOWN)
+    assert raised.value.field == "data.eTag"
+
+
 def test_azure_ml_drift() -> None:
     t = parse_event(samples.DRIFT, KNOWN)
     assert (t.kind, t.model, t.actionable) == ("drift_alert", "fraud", True)

@@ -109,6 +109,17 @@ def test_quarantine_moves_blob_and_writes_report_beside_it(store: BlobStore, mod
     assert store.list_landing(model) == []
 
 
+def test_a_blob_with_an_unsafe_name_is_left_out_of_the_landing_listing(
+    store: BlobStore, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.upload_landing(model, "good.csv", b"v\n1\n")
+    store.container(LANDING).upload_blob(f"{model}//poison.csv", b"v\n2\n")  # storage accepts the name
+    with caplog.at_level("WARNING", logger="perennial.storage"):
+        listed = store.list_landing(model)
+    assert [ref.name for ref in listed] == [f"{model}/good.csv"], "one such blob must not fail every run"
+    assert f"landing/{model}//poison.csv is left out of training" in caplog.text
+
+
 def test_quarantine_keeps_a_newer_upload_in_landing(store: BlobStore, model: str) -> None:
     old = store.upload_landing(model, "batch.csv", b"bad")
     store.upload_landing(model, "batch.csv", b"good,newer")
