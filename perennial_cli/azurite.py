@@ -32,8 +32,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:``port`` and it can be bound."""
+    """True when nothing listens on 127.0.0.1:``port`` and it can be bound. SO_REUSEADDR, as the servers bind:
+    a connection left in TIME_WAIT by the last run (a minute after Ctrl-C) does not make the port busy."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

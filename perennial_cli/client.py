@@ -409,6 +409,11 @@ class PerennialClient:
             return Unauthorized(status, problem, KEY_HINT)
         if status == 403:
             return ProblemError(status, problem, "the key was accepted but lacks access; use a function or host key")
+        if status in (404, 405, 501) and _problem_of(response) is None:  # Perennial's routes answer problem+json
+            hint = (
+                f"{self.base_url} does not serve Perennial's API: check --host / {HOST_ENV} (`perennial up` prints it)"
+            )
+            return ProblemError(status, problem, hint)
         return ProblemError(status, problem, str(problem.extras.get("hint", "")))  # e.g. a 503's what-to-do
 
     def _body(self, response: httpx.Response) -> Any:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperOption
 
 from perennial_cli import demo, host, runs, spec, up, validate
+
+
+def _flags_show_no_type() -> None:
+    """typer 0.29 prints a ``<bool>`` type beside flags such as ``--json``, which reads as if they took a value
+    (``--json true`` is a usage error). A flag's help needs no type column."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010 (mypy refuses a method assignment)
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="perennial",

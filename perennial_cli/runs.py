@@ -106,6 +106,8 @@ def _print_problem(problem: Problem, status: int) -> None:
     if problem.field:
         err.print(f"  field: [bold]{escape(problem.field)}[/bold]", soft_wrap=True)
     for name, value in sorted(problem.extras.items()):
+        if name == "hint":
+            continue  # printed once, as the fix line (ClientError.hint)
         err.print(f"  {escape(name)}: {escape(_text(value))}", soft_wrap=True)
 
 

@@ -44,7 +44,11 @@ class _Stop(Exception):
 
 def up(
     port: int = typer.Option(
-        7071, "--port", help="The host's port on 127.0.0.1 (0 picks a free one; the CLI's default is 7071)."
+        7071,
+        "--port",
+        min=0,
+        max=65535,
+        help="The host's port on 127.0.0.1 (0 picks a free one; the CLI's default is 7071).",
     ),
     state: Path = typer.Option(
         DEFAULT_STATE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from perennial_cli.azurite import port_is_free
 from perennial_cli.client import local_key
 from perennial_cli.main import app
 from tests.azurite import free_port
@@ -46,6 +48,13 @@ CANNED: dict[str, tuple[int, str, bytes]] = {
         json.dumps({"run_id": "fraud-rollout-4", "version": "4"}).encode(),
     ),
     "/api/models": (401, "text/plain", b""),  # Azure sends an empty 401
+    "/api/models/lending/runs": (
+        503,
+        "application/problem+json",
+        json.dumps(
+            {"title": "Storage unavailable", "status": 503, "detail": "down", "hint": "retry later; start Azurite"}
+        ).encode(),
+    ),
     "/api/models/fraud/runs": (502, "text/html", b"<html><body>Bad Gateway</body></html>"),
 }
 
@@ -156,6 +165,43 @@ def test_a_non_json_error_is_shown_not_raised(canned: str) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_server_that_is_not_a_perennial_host_says_so(canned: str) -> None:
+    result = perennial("run", "fraud-1", "--host", canned)  # the canned server answers a bare 404 here
+    assert result.exit_code == 1
+    assert f"{canned} does not serve Perennial's API" in result.output
+    assert "PERENNIAL_HOST_URL" in result.output
+
+
+def test_a_problems_hint_is_printed_once_as_the_fix(canned: str) -> None:
+    result = perennial("runs", "lending", "--host", canned)
+    assert result.exit_code == 1
+    assert result.output.count("retry later; start Azurite") == 1
+    assert "fix: retry later; start Azurite" in result.output
+
+
+@pytest.mark.parametrize("command", ["up", "host"])
+def test_a_port_out_of_range_is_a_usage_error(command: str) -> None:
+    result = perennial(command, "--port", "99999")
+    assert result.exit_code == 2
+    assert "less than or equal to 65535" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_a_port_left_in_time_wait_by_the_last_run_is_free() -> None:
+    """Ctrl-C, then `perennial up` again at once: the server's side of a closed connection sits in TIME_WAIT."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first: its end goes to TIME_WAIT
+    client.close()
+    server.close()
+    assert port_is_free(port)
+
+
 def test_a_bad_host_url_is_a_clear_error() -> None:
     result = perennial("models", "--host", "127.0.0.1:7071")
     assert result.exit_code == 1
@@ -171,6 +217,7 @@ def test_every_command_has_useful_help(command: str) -> None:
     assert "PERENNIAL_HOST_URL" in result.output
     assert "--key" in result.output
     assert "PERENNIAL_FUNCTION_KEY" in result.output
+    assert "<bool>" not in result.output, "a flag must not read as if it took a value"
 
 
 def test_a_local_host_key_is_found_only_for_loopback_urls(tmp_path: Path) -> None:
