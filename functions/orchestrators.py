@@ -245,7 +245,10 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     # The spec's triggers.on_validation_failure (read by resolve_run_blobs: orchestrators read no configuration).
     on_failure = request.trigger.details.get("on_validation_failure") or resolved.get("on_validation_failure")
     if not good or (bad and on_failure == "stop_run"):
-        reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or ["no data to train on"]
+        reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or [
+            f"no data to train on: landing/{request.model}/ holds no blobs (upload a batch there, e.g. with "
+            f"`perennial upload FILE --model {request.model}`)"
+        ]
         return (yield from finish("no_valid_data", reasons))
     # New data triggered this run: when every new blob was rejected, what is left is exactly what earlier runs
     # trained on, and training it again would only re-roll the champion. (Other triggers may retrain on it.)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from devhost.files import write_text_atomically
 from perennial_cli.azurite import Azurite, free_port, port_is_free, start_azurite
 from perennial_cli.client import PerennialClient
 from shared.platform.local import LocalPlatform
@@ -128,6 +129,11 @@ class StackPaths:
         return self.root / "logs"
 
     @property
+    def storage_connection(self) -> Path:
+        """Azurite's connection string while the stack runs (``perennial upload`` finds the storage here)."""
+        return self.root / "storage-connection"
+
+    @property
     def host_log(self) -> Path:
         return self.logs / "host.log"
 
@@ -175,6 +181,7 @@ class LocalStack:
         self.registry = Registry.from_settings(settings.storage, self.store)
         self.store.ensure_containers()
         self.registry.ensure_tables()
+        write_text_atomically(self.paths.storage_connection, self.azurite.connection_string + "\n", mode=0o600)
 
     def start_host(self, timeout: float = 120.0) -> None:
         """Start devhost (its clock, local Event Grid, local ML service) and wait for /api/health."""
@@ -201,6 +208,7 @@ class LocalStack:
                 if client is not None:
                     client.close()
             if self.azurite is not None:
+                self.paths.storage_connection.unlink(missing_ok=True)
                 self.azurite.stop()
         return notes
 

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from typer.core import TyperOption
 
-from perennial_cli import demo, host, runs, spec, up, validate
+from perennial_cli import demo, host, runs, spec, up, upload, validate
 
 
 def _flags_show_no_type() -> None:
@@ -33,6 +33,7 @@ app.add_typer(spec.app, name="spec")
 app.command("up")(up.up)
 app.command("host")(host.host)
 app.command("validate")(validate.validate)
+app.command("upload")(upload.upload)
 app.command("demo")(demo.demo)
 app.command("models", rich_help_panel=runs.PANEL)(runs.models)
 app.command("retrain", rich_help_panel=runs.PANEL)(runs.retrain)

@@ -189,7 +189,9 @@ def _banner(console: Console, stack: LocalStack, names: list[str], quiet: bool) 
     )
     console.print(f"                AzureWebJobsStorage={stack.azurite.connection_string}", soft_wrap=True)
     console.print(
-        f"                new data: upload a CSV or Parquet batch as landing/{escape(model)}/NAME", soft_wrap=True
+        f"                new data: a CSV or Parquet batch in landing/{escape(model)}/ starts a run "
+        f"(perennial upload FILE --model {escape(model)})",
+        soft_wrap=True,
     )
     console.print(f"  state         {escape(str(paths.root))}; host log {escape(str(paths.host_log))}", soft_wrap=True)
     console.print()

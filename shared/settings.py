@@ -195,6 +195,16 @@ def _storage(env: Mapping[str, str], platform: Platform, problems: list[str]) ->
     return StorageSettings(None, None, None, None, None)
 
 
+def storage_settings(env: Mapping[str, str]) -> StorageSettings:
+    """The storage account ``AzureWebJobsStorage`` names (Azurite when it is unset), for tools outside the app
+    such as ``perennial upload``; raise :class:`SettingsError` on a fault."""
+    problems: list[str] = []
+    storage = _storage(env, "local", problems)
+    if problems:
+        raise SettingsError(problems)
+    return storage
+
+
 def _azureml(env: Mapping[str, str], problems: list[str]) -> AzureMLSettings:
     values = {
         name: env.get(name, "").strip()

@@ -356,12 +356,19 @@ class BlobStore:
     # ----------------------------------------------------------------- landing
 
     def upload_landing(
-        self, model: str, relative: str, data: bytes | IO[bytes], content_type: str = "text/csv"
+        self,
+        model: str,
+        relative: str,
+        data: bytes | IO[bytes],
+        content_type: str = "text/csv",
+        *,
+        overwrite: bool = True,
     ) -> BlobRef:
-        """Put a batch under ``landing/<model>/<relative>`` (the demo and tests; producers use any client)."""
+        """Put a batch under ``landing/<model>/<relative>`` (``perennial upload``, the demo and tests; producers
+        use any client). ``overwrite=False``: ResourceExistsError when the name is taken."""
         path = self.path(LANDING, f"{model}/{relative}")
         client = self._service.get_blob_client(LANDING, path.name)
-        client.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+        client.upload_blob(data, overwrite=overwrite, content_settings=ContentSettings(content_type=content_type))
         return _ref(client)
 
     # ----------------------------------------------------------------- streaming reads

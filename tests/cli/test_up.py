@@ -29,12 +29,13 @@ from typer.testing import CliRunner, Result
 
 from perennial_cli import up as up_module
 from perennial_cli.main import app
+from perennial_cli.synthetic import fraud_batch
 from tests.azurite import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PERENNIAL = ROOT / ".venv" / "bin" / "perennial"
 #: Settings a developer may have exported; the tests must not depend on them.
-UNSET: dict[str, str | None] = {"PERENNIAL_FUNCTION_KEY": None, "PERENNIAL_HOST_URL": None}
+UNSET: dict[str, str | None] = {"PERENNIAL_FUNCTION_KEY": None, "PERENNIAL_HOST_URL": None, "AzureWebJobsStorage": None}
 
 
 def perennial(*args: str) -> Result:
@@ -147,6 +148,21 @@ def test_up_serves_the_cli_then_stops_everything_on_ctrl_c(running_up: Up, tmp_p
             break
         time.sleep(0.5)
     assert status == "no_valid_data", f"{status}\n{running_up.text()}"
+    reasons = " ".join(answer.json()["reasons"])
+    assert "landing/fraud/ holds no blobs" in reasons
+    assert "perennial upload FILE --model fraud" in reasons, "what to do about it"
+
+    # The command the reason names puts a batch where the host sees it, found through up's state folder.
+    assert "perennial upload FILE --model fraud" in banner
+    batch = tmp_path / "batch-001.csv"
+    fraud_batch(300, seed=5).to_csv(batch, index=False)
+    uploaded = perennial("upload", str(batch), "--model", "fraud", "--models", str(ROOT / "models"))
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "landing/fraud/batch-001.csv" in uploaded.output
+    again = perennial("upload", str(batch), "--model", "fraud", "--models", str(ROOT / "models"))
+    assert again.exit_code == 1, "a batch is not replaced by accident"
+    assert "exists already" in again.output
+    assert "--overwrite" in again.output
 
     running_up.remember_children()
     assert running_up.seen, "`perennial up` started no processes?"
@@ -156,6 +172,9 @@ def test_up_serves_the_cli_then_stops_everything_on_ctrl_c(running_up: Up, tmp_p
     for port in [running_up.port, *azurite_ports]:
         assert not listening(port), f"port {port} still answers after `perennial up` stopped"
     assert running_up.leftovers() == []
+    gone = perennial("upload", str(batch), "--model", "fraud", "--models", str(ROOT / "models"))
+    assert gone.exit_code == 1
+    assert "no `perennial up` runs on .perennial/local" in " ".join(gone.output.split())
 
 
 def test_up_refuses_a_port_in_use(tmp_path: Path, monkeypatch: Any) -> None:

@@ -1,0 +1,121 @@
+"""``perennial upload``: put data files in ``landing/<model>/``, where new data starts a run.
+
+The storage is the app's own: ``AzureWebJobsStorage`` (a connection string, or the identity-based
+``AzureWebJobsStorage__blobServiceUri`` / ``__accountName`` settings, signed in as you with the
+Azure SDK's default credential), else the Azurite of a running ``perennial up`` (it records its
+connection string in its state folder while it runs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from azure.core.exceptions import AzureError, ResourceExistsError
+from rich.console import Console
+from rich.markup import escape
+
+from perennial_cli.localstack import StackPaths
+from shared.blobpaths import BlobNameError, validate_blob_name
+from shared.settings import SettingsError, StorageSettings, storage_settings
+from shared.spec import SpecError, load_specs
+from shared.storage import LANDING, BlobStore, StorageError
+
+DEFAULT_STATE = Path(".perennial/local")  # perennial up's
+CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}
+START_HINT = "start `perennial up` (from this folder), or set AzureWebJobsStorage to the storage account's settings"
+
+
+def upload(
+    files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV or Parquet files, e.g. batch-001.csv."),
+    model: str = typer.Option(..., "--model", "-m", help="The model whose landing folder gets them, e.g. fraud."),
+    folder: str = typer.Option(
+        "", "--folder", help="A sub-folder under landing/<model>/, e.g. 2026/11 (default: none)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a blob of the same name (a new version, which trains again)."
+    ),
+    state: Path = typer.Option(
+        DEFAULT_STATE,
+        "--state",
+        help="The state folder of the `perennial up` to upload to, without AzureWebJobsStorage.",
+    ),
+    models: Path = typer.Option(Path("models"), "--models", help="The folder of model specs (*.yaml)."),
+) -> None:
+    """Upload data files to landing/<model>/: the host announces each one and a run trains on it.
+
+    A file that breaks the model's data contract is quarantined with a report, not trained on.
+
+    Check a file first with: perennial validate FILE --spec models/<model>.yaml
+
+    Example: perennial upload batch-001.csv --model fraud
+    """
+    out = Console(highlight=False)
+    known = _known_models(models)
+    if model not in known:
+        _fail(f"no model spec named {model!r} in {models}", f"use one of: {', '.join(sorted(known)) or 'none'}", 2)
+    names: dict[Path, str] = {}
+    for path in files:
+        if not path.is_file():
+            _fail(f"{path}: no such file", "give the data files to upload", 2)
+        if path.suffix.lower() not in CONTENT_TYPES:
+            _fail(f"{path}: not a .csv or .parquet file", "Perennial reads CSV and Parquet batches", 2)
+        names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
+        try:
+            validate_blob_name(f"{model}/{names[path]}", known, LANDING)
+        except BlobNameError as exc:
+            _fail(f"landing/{model}/{names[path]}: {exc.message}", exc.hint, 2)
+    settings, where = _storage(state)
+    relative = ""
+    try:
+        store = BlobStore.from_settings(settings, known)
+        for path, relative in names.items():
+            size = path.stat().st_size
+            out.print(f"uploading {escape(str(path))} ({size:,} bytes) to landing/{escape(model)}/{escape(relative)}…")
+            with path.open("rb") as data:
+                ref = store.upload_landing(
+                    model, relative, data, content_type=CONTENT_TYPES[path.suffix.lower()], overwrite=overwrite
+                )
+            out.print(f"  [green]✓[/green] {escape(ref.url)} eTag {escape(ref.etag)}", soft_wrap=True)
+    except ResourceExistsError:
+        _fail(
+            f"landing/{model}/{relative} exists already",
+            "give the file another name (each batch is a new file), or pass --overwrite to replace it",
+        )
+    except (StorageError, AzureError, OSError) as exc:
+        _fail(f"could not upload to {where}: {_first_line(exc)}", START_HINT)
+    out.print(f"The host announces new data within seconds; follow the run with: perennial runs {escape(model)}")
+
+
+def _known_models(models: Path) -> frozenset[str]:
+    try:
+        return frozenset(load_specs(models))
+    except SpecError as exc:
+        _fail(f"the specs in {models} cannot be read: {exc.problems[0]}", "pass --models FOLDER (the app's specs)", 2)
+
+
+def _storage(state: Path) -> tuple[StorageSettings, str]:
+    """The app's storage settings from the environment, else the running `perennial up`'s Azurite."""
+    if any(name == "AzureWebJobsStorage" or name.startswith("AzureWebJobsStorage__") for name in os.environ):
+        try:
+            return storage_settings(os.environ), "the storage named by AzureWebJobsStorage"
+        except SettingsError as exc:
+            _fail(f"AzureWebJobsStorage is not usable: {exc.problems[0]}", "fix the setting, or unset it", 2)
+    recorded = StackPaths(state).storage_connection
+    if recorded.is_file():
+        connection = recorded.read_text(encoding="utf-8").strip()
+        return StorageSettings(connection, None, None, None, None), f"the Azurite of `perennial up` ({state})"
+    _fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _fail(message: str, hint: str, code: int = 1) -> NoReturn:
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[red]✗[/red] {escape(message)}", soft_wrap=True)
+    err.print(f"  fix: {escape(hint)}", soft_wrap=True)
+    raise typer.Exit(code)

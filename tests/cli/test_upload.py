@@ -1,0 +1,65 @@
+"""`perennial upload`: data files into landing/<model>/ of the app's storage (Azurite here), and its refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+from typer.testing import CliRunner, Result
+
+from perennial_cli.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = str(ROOT / "models")
+
+
+def perennial(env: dict[str, str | None], *args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={"AzureWebJobsStorage": None, "COLUMNS": "200", **env})
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Path:
+    path = tmp_path / "batch 1.csv"
+    path.write_text("transaction_id,amount\n1,3.5\n")
+    return path
+
+
+@pytest.mark.azurite
+def test_a_file_lands_in_the_storage_azurewebjobsstorage_names(azurite_connection_string: str, batch: Path) -> None:
+    env = {"AzureWebJobsStorage": azurite_connection_string}
+    service = BlobServiceClient.from_connection_string(azurite_connection_string)
+    if not service.get_container_client("landing").exists():
+        service.create_container("landing")
+    result = perennial(env, "upload", str(batch), "--model", "fraud", "--folder", "2026/11", "--models", MODELS)
+    assert result.exit_code == 0, result.output
+    blob = service.get_blob_client("landing", "fraud/2026/11/batch 1.csv")
+    assert blob.download_blob().readall() == batch.read_bytes()
+    assert blob.get_blob_properties().content_settings.content_type == "text/csv"
+    assert "perennial runs fraud" in result.output
+
+
+def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: Path, batch: Path) -> None:
+    nowhere = {"AzureWebJobsStorage": None}
+    unknown = perennial(nowhere, "upload", str(batch), "--model", "nope", "--models", MODELS)
+    assert unknown.exit_code == 2
+    assert "no model spec named 'nope'" in unknown.output
+    assert "fraud" in unknown.output  # the known ones
+    missing = perennial(nowhere, "upload", str(tmp_path / "gone.csv"), "--model", "fraud", "--models", MODELS)
+    assert missing.exit_code == 2
+    assert "no such file" in missing.output
+    (tmp_path / "notes.txt").write_text("x")
+    text = perennial(nowhere, "upload", str(tmp_path / "notes.txt"), "--model", "fraud", "--models", MODELS)
+    assert text.exit_code == 2
+    assert "not a .csv or .parquet file" in text.output
+    unsafe = perennial(nowhere, "upload", str(batch), "--model", "fraud", "--folder", "../x", "--models", MODELS)
+    assert unsafe.exit_code == 2
+    assert "'..'" in unsafe.output
+
+
+def test_without_storage_it_says_where_it_looked(tmp_path: Path, batch: Path) -> None:
+    result = perennial({}, "upload", str(batch), "--model", "fraud", "--models", MODELS, "--state", str(tmp_path))
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "AzureWebJobsStorage is not set" in text
+    assert "perennial up" in text
