@@ -1,4 +1,4 @@
-"""``perennial spec check``: validate model spec files."""
+"""``perennial spec``: validate model spec files, and write what jobs read from them (contract.json)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,100 @@ from pathlib import Path
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from shared.spec import ModelSpec, SpecError, inner_model, load_spec
 
 app = typer.Typer(help="Work with model specs (models/<name>.yaml).", no_args_is_help=True)
 
 
+def _spec_files(paths: list[Path]) -> list[Path]:
+    """The paths as given, a directory replaced by its ``*.yaml`` files (sorted); an empty one stays, to be
+    reported."""
+    files: list[Path] = []
+    for path in paths:
+        found = sorted(path.glob("*.yaml")) if path.is_dir() else []
+        files += found or [path]
+    return files
+
+
 @app.command("check")
 def check(
-    paths: list[Path] = typer.Argument(..., help="Spec files to validate, e.g. models/*.yaml."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Spec files to validate, e.g. models/*.yaml; a directory checks every *.yaml in it."
+    ),
 ) -> None:
-    """Validate model specs; print every problem with its field and fix. Exit 1 if any spec is invalid."""
+    """Validate model specs; print every problem with its field and fix. Exit 1 if any spec is invalid.
+
+    Example: perennial spec check models (or models/*.yaml, or one file)
+    """
     out, err = Console(), Console(stderr=True)
     failed = 0
-    for path in paths:
+    for path in _spec_files(paths):
+        if path.is_dir():
+            failed += 1
+            err.print(
+                f"[red]✗[/red] {escape(str(path))}: no *.yaml spec in this directory", highlight=False, soft_wrap=True
+            )
+            continue
         try:
             spec = load_spec(path)
         except SpecError as exc:
             failed += 1
             for line in exc.problems:
-                err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+                err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
             continue
         out.print(
-            f"[green]✓[/green] {path}: model {spec.name!r} ({spec.task}, {len(spec.data.columns)} columns, "
+            f"[green]✓[/green] {escape(str(path))}: model {spec.name!r} ({spec.task}, "
+            f"{len(spec.data.columns)} columns, "
             f"rollout {'/'.join(map(str, spec.rollout.steps))}%)",
             highlight=False,
         )
     if failed:
         raise typer.Exit(code=1)
+
+
+def contract_json(spec: ModelSpec) -> str:
+    """contract.json as the platform stages it for a job (``shared.jobs.stage_local`` writes this text;
+    ``stage_azure`` uploads the same document); a test holds the three together."""
+    return spec.data.model_dump_json(indent=2)
+
+
+@app.command("contract")
+def contract(
+    path: Path = typer.Argument(..., help="The model's spec, e.g. models/fraud.yaml."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write contract.json here instead of printing it."),
+) -> None:
+    """Print a spec's data contract as contract.json, exactly as the platform stages it for jobs.
+
+    train.py and evaluate.py read it (--contract) when you run them by hand. Exit 1 if the spec is invalid.
+
+    Example: perennial spec contract models/fraud.yaml -o contract.json
+    """
+    err = Console(stderr=True)
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        for line in exc.problems:
+            err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    text = contract_json(spec)
+    if output is None:
+        typer.echo(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        err.print(
+            f"[red]✗[/red] {escape(str(output))}: cannot write it ({exc.strerror}); pass -o a writable file path",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1) from None
+    err.print(
+        f"wrote {escape(str(output))}: the data contract of model {spec.name!r} ({len(spec.data.columns)} columns)",
+        highlight=False,
+    )
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:

@@ -515,6 +515,14 @@ def read_spec(path: str | Path) -> ModelSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file (pass the path of a models/<name>.yaml spec)"]) from None
+    except IsADirectoryError:
+        example = next(iter(sorted(path.glob("*.yaml"))), path / "<name>.yaml")
+        raise SpecError(
+            [
+                f"{path}: is a directory, not a spec file; pass one of its YAML files, e.g. {example} "
+                f"(perennial spec check {path} checks every *.yaml in it)"
+            ]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"{path}: cannot read it ({exc}); save it as UTF-8 text"]) from None
     try:

@@ -80,7 +80,13 @@ from training_jobs.data import (  # noqa: E402
     load_manifest,
     stratified_split,
 )
-from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TrainingJobError  # noqa: E402
+from training_jobs.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    ContractError,
+    TrainingJobError,
+)
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
@@ -117,28 +123,70 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
     return parse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows each option's default (options without one show none) and the example as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+#: How to get contract.json; --help and the error hint for a missing or bad one both say it.
+CONTRACT_COMMAND = "perennial spec contract models/<name>.yaml -o contract.json"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train a tabular classifier (see training_jobs/README.md).", allow_abbrev=False
+        prog="train.py",
+        description="Train a tabular classifier (see training_jobs/README.md).",
+        epilog="example:\n"
+        "  perennial spec contract models/fraud.yaml -o contract.json\n"
+        "  python training_jobs/train.py --data data/ --contract contract.json --output-dir out/",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
-    p.add_argument("--data", type=Path, required=True, help="a folder of CSV/Parquet files, or one file")
-    p.add_argument("--contract", type=Path, required=True, help="contract.json (DataContract.model_dump)")
-    p.add_argument("--output-dir", type=Path, required=True, help="where the model folder and checkpoints go")
-    p.add_argument("--manifest", type=Path, help="manifest.json: files (relative to --data) and their sha256")
+    p.add_argument(
+        "--data", type=Path, required=True, metavar="PATH", help="a folder of CSV/Parquet files, or one file"
+    )
+    p.add_argument(
+        "--contract",
+        type=Path,
+        required=True,
+        metavar="contract.json",
+        help=f"the model's data contract, written from its spec by: {CONTRACT_COMMAND}",
+    )
+    p.add_argument(
+        "--output-dir", type=Path, required=True, metavar="DIR", help="where the model folder and checkpoints go"
+    )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="manifest.json",
+        help="the files to read (relative to --data) and their sha256; without it, every file under --data",
+    )
     p.add_argument("--lr", type=_number(float, 0, low_open=True), default=1e-3, help="peak learning rate (AdamW)")
     p.add_argument("--width", type=_number(int, 1), default=128, help="hidden units per layer")
     p.add_argument("--depth", type=_number(int, 0), default=2, help="hidden layers")
-    p.add_argument("--dropout", type=_number(float, 0, 0.9), default=0.1)
-    p.add_argument("--weight-decay", type=_number(float, 0), default=1e-4)
+    p.add_argument("--dropout", type=_number(float, 0, 0.9), default=0.1, help="dropout probability, 0 to 0.9")
+    p.add_argument("--weight-decay", type=_number(float, 0), default=1e-4, help="AdamW weight decay (matrices only)")
     p.add_argument("--batch-size", type=_number(int, 1), default=512, help="global rows per optimiser step")
-    p.add_argument("--epochs", type=_number(int, 1), default=10)
+    p.add_argument("--epochs", type=_number(int, 1), default=10, help="passes over the training rows")
     p.add_argument("--max-steps", type=_number(int, 0), default=0, help="optimiser steps; >0 overrides --epochs")
-    p.add_argument("--seed", type=_number(int, 0), default=0)
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="initialisation, data order and dropout")
     p.add_argument("--grad-accum", type=_number(int, 1), default=1, help="micro-steps per optimiser step")
-    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off")
-    p.add_argument("--imbalance", choices=("none", "class-weight", "resample"), default="none")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast precision")
+    p.add_argument(
+        "--imbalance",
+        choices=("none", "class-weight", "resample"),
+        default="none",
+        help="rare classes: weight the loss, or draw balanced epochs",
+    )
     p.add_argument("--early-stopping-patience", type=_number(int, 0), default=3, help="epochs; 0 = off")
-    p.add_argument("--val-fraction", type=_number(float, 0, 0.9, low_open=True), default=0.2)
+    p.add_argument(
+        "--val-fraction",
+        type=_number(float, 0, 0.9, low_open=True),
+        default=0.2,
+        help="share of rows in the validation split",
+    )
     p.add_argument("--checkpoint-every-steps", type=_number(int, 0), default=1000, help="0 = off")
     p.add_argument("--checkpoint-every-minutes", type=_number(float, 0), default=10.0, help="0 = off")
     p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a checkpoint path")
@@ -754,7 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except TrainingJobError as exc:
-        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr, flush=True)
+        hint = exc.hint
+        if isinstance(exc, ContractError):
+            hint += f"; to write contract.json from the model's spec: {CONTRACT_COMMAND}"
+        print(f"error: {exc.message}\nhint: {hint}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
 
 

@@ -1,0 +1,102 @@
+"""``perennial spec contract`` writes the contract.json jobs read; ``perennial spec check`` takes a directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from typer.testing import CliRunner
+
+from perennial_cli.spec import app
+from shared.jobs import stage_azure, stage_local
+from shared.spec import load_spec
+from shared.storage import Manifest
+from training_jobs.contract import parse_contract
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAUD = ROOT / "models" / "fraud.yaml"
+runner = CliRunner()
+
+
+class RecordingStore:
+    """Just what ``stage_azure`` calls: JSON documents are kept, not uploaded."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, Any] = {}
+
+    def put_json(self, container: str, name: str, document: Any) -> str:
+        self.documents[name] = document
+        return f"https://blob.example/{container}/{name}"
+
+    def container(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(url=f"https://blob.example/{name}")
+
+
+def test_contract_prints_exactly_what_the_platform_stages_for_a_job(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["contract", str(FRAUD)])
+    assert result.exit_code == 0, result.output
+    spec = load_spec(FRAUD)
+    manifest = Manifest(model="fraud", run_id="fraud-0000000000000001", blobs=())
+
+    (tmp_path / "staging" / manifest.run_id).mkdir(parents=True)  # stage_local makes it while copying blobs
+    staged = stage_local(RecordingStore(), manifest, spec, tmp_path)  # type: ignore[arg-type]  # no blobs to read
+    assert result.stdout == Path(staged.contract.path).read_text(encoding="utf-8") + "\n"
+
+    store = RecordingStore()
+    stage_azure(store, manifest, spec)  # type: ignore[arg-type]
+    (uploaded,) = [doc for name, doc in store.documents.items() if name.endswith(".contract.json")]
+    assert json.loads(result.stdout) == json.loads(json.dumps(uploaded, default=str))
+
+
+def test_contract_output_file_is_what_train_py_reads(tmp_path: Path) -> None:
+    target = tmp_path / "contract.json"
+    result = runner.invoke(app, ["contract", str(FRAUD), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert f"wrote {target}" in " ".join(result.stderr.split())
+    contract = parse_contract(json.loads(target.read_text(encoding="utf-8")), str(target))
+    assert contract.label == "is_fraud"
+    assert {c.name for c in contract.feature_columns} == {c.name for c in load_spec(FRAUD).data.feature_columns}
+
+
+def test_contract_of_a_bad_spec_or_to_an_unwritable_file_exits_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["contract", str(tmp_path / "missing.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "no such file" in result.stderr
+    result = runner.invoke(app, ["contract", str(FRAUD), "-o", str(tmp_path / "no" / "dir" / "c.json")])
+    assert result.exit_code == 1
+    assert "cannot write it" in result.stderr
+
+
+def test_contract_help_gives_an_example() -> None:
+    result = runner.invoke(app, ["contract", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "perennial spec contract models/fraud.yaml -o contract.json" in result.output
+    assert "--output" in result.output
+    assert "-o" in result.output
+
+
+def test_check_accepts_a_directory_and_checks_every_yaml_in_it(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", str(ROOT / "models")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "fraud.yaml: model 'fraud'" in result.stdout
+
+    (tmp_path / "fraud.yaml").write_text(FRAUD.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "broken.yaml").write_text("name: broken\n", encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "fraud.yaml: model 'fraud'" in result.stdout
+    assert "broken.yaml" in result.stderr
+
+
+def test_check_of_a_directory_without_specs_exits_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert f"{tmp_path}: no *.yaml spec in this directory" in result.stderr
+
+
+def test_check_help_says_a_directory_is_accepted() -> None:
+    result = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "200"})
+    assert "a directory checks every *.yaml in it" in " ".join(result.output.split())
