@@ -552,13 +552,16 @@ def decide_promotion(payload: dict[str, Any]) -> dict[str, Any]:
     except PolicyInputError as exc:
         return {"promote": False, "reasons": [f"the evaluation's comparison.json is unusable: {exc}"], "decision": None}
     decision = policy.decide_promotion(comparison, get_runtime().spec(model).promotion)
+    evaluated = candidate_of_job(JobResult.load(payload["best"]).base_name)
 
     def change(run: Run) -> Run:
+        # The holdout comparison the decision rests on, and which candidate it scored (GET /api/runs/{id}).
+        details = {**run.details, "evaluation": evaluation.metrics, "evaluated_candidate": evaluated}
         return replace(
             run,
             decision="promote" if decision.promote else "reject",
             decision_reasons=list(decision.reasons),
-            details={**run.details, "evaluation": evaluation.metrics},
+            details=details,
         )
 
     _registry().update_run(model, run_id, change)

@@ -455,12 +455,22 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
             **_run_summary(run),
             "manifest_url": run.manifest_url,
             "drift": run.details.get("drift") or None,
+            "evaluation": _evaluation(run),
             "candidates": [asdict(c) for c in lineage.candidates],
             "blobs": [asdict(b) for b in lineage.blobs],
             "version": asdict(lineage.version) if lineage.version else None,
             "rollout": [asdict(s) for s in lineage.rollout],
         }
     )
+
+
+def _evaluation(run: Run) -> dict[str, Any] | None:
+    """The holdout comparison behind the run's decision (comparison.json: challenger and champion metrics, the
+    primary metric's difference with its interval and p-value) and the candidate it scored; None before one."""
+    comparison = run.details.get("evaluation")
+    if not isinstance(comparison, dict):
+        return None
+    return {"candidate": run.details.get("evaluated_candidate"), **comparison}
 
 
 async def _answer_approval(

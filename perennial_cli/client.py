@@ -186,10 +186,33 @@ class RolloutStep(_Body):
     at: datetime | None = None
 
 
+class Difference(_Body):
+    """The challenger's primary-metric gain over the champion on the holdout, with its paired-bootstrap interval."""
+
+    metric: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float = 0.95
+    p_value: float = 1.0
+
+
+class Evaluation(_Body):
+    """The holdout comparison a run's decision rests on (comparison.json) and the candidate it scored."""
+
+    candidate: str | None = None
+    primary_metric: str
+    n_holdout: int = 0
+    challenger: dict[str, float] = Field(default_factory=dict)
+    champion: dict[str, float] | None = None
+    difference: Difference | None = None
+
+
 class RunDetail(RunSummary):
     """One run in full, as ``GET /api/runs/{id}`` returns it."""
 
     manifest_url: str | None = None
+    evaluation: Evaluation | None = None
     candidates: list[Candidate] = Field(default_factory=list)
     blobs: list[SeenBlob] = Field(default_factory=list)
     version: ModelVersion | None = None

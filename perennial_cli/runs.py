@@ -27,6 +27,7 @@ from perennial_cli.client import (
     LOCAL_KEY_FILE,
     Accepted,
     ClientError,
+    Evaluation,
     ModelInfo,
     PerennialClient,
     Problem,
@@ -37,6 +38,7 @@ from perennial_cli.client import (
     requested_by_default,
 )
 from perennial_cli.status_style import STATUS_COLOURS, status_markup
+from shared.registry import ACTIVE_RUN_STATUSES
 
 PANEL = "Talk to a running host"
 Row = TypeVar("Row")
@@ -121,6 +123,33 @@ def _text(value: Any) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _print_evaluation(out: Console, evaluation: Evaluation) -> None:
+    """The holdout numbers the decision rests on; the candidates table above shows validation-split metrics."""
+    scored = f"candidate {escape(evaluation.candidate)}" if evaluation.candidate else "the best candidate"
+    out.print(f"[bold]Holdout evaluation[/bold] of {scored} on {evaluation.n_holdout:,} rows (what the decision uses)")
+    metric = evaluation.primary_metric
+    line = f"  {escape(metric)}: challenger {_score(evaluation.challenger.get(metric))}"
+    if evaluation.champion is not None:
+        line += f", champion {_score(evaluation.champion.get(metric))}"
+    difference = evaluation.difference
+    if difference is not None:
+        line += (
+            f"; gain {difference.estimate:+.4f}, {difference.confidence:.0%} CI "
+            f"[{difference.ci_low:+.4f}, {difference.ci_high:+.4f}], p={difference.p_value:.3g}"
+        )
+    out.print(line, soft_wrap=True)
+    others = {k: v for k, v in evaluation.challenger.items() if k != metric}
+    if others:
+        out.print(f"  challenger: {escape(_pairs(others))}", soft_wrap=True)
+    if evaluation.champion is not None:
+        champion = {k: v for k, v in evaluation.champion.items() if k != metric}
+        out.print(f"  champion:   {escape(_pairs(champion))}", soft_wrap=True)
+
+
+def _score(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4f}"
 
 
 def _pairs(values: Mapping[str, Any]) -> str:
@@ -289,6 +318,7 @@ def show_run(
 
 def _print_run(run: RunDetail) -> None:
     out = _out()
+    ended = run.status not in ACTIVE_RUN_STATUSES
     out.print(f"[bold]Run {escape(run.run_id)}[/bold] of model {escape(run.model)}", soft_wrap=True)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
@@ -317,15 +347,20 @@ def _print_run(run: RunDetail) -> None:
                 escape(candidate.job_name or ""),
             )
         out.print(table)
+    elif ended:
+        out.print("[dim]Candidates: none (the run ended before training)[/dim]")
     else:
         out.print("[dim]Candidates: none planned yet[/dim]")
+    if run.evaluation is not None:
+        out.print()
+        _print_evaluation(out, run.evaluation)
 
     out.print()
     if run.decision:
         colour = "green" if run.decision == "promote" else "yellow"
         out.print(f"[bold]Decision:[/bold] [{colour}]{escape(run.decision)}[/{colour}]")
     else:
-        out.print("[bold]Decision:[/bold] [dim]none yet[/dim]")
+        out.print(f"[bold]Decision:[/bold] [dim]{'none (the run ended first)' if ended else 'none yet'}[/dim]")
     for reason in run.reasons:
         out.print(f"  • {escape(reason)}", soft_wrap=True)
 

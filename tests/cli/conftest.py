@@ -21,6 +21,19 @@ PROMOTED = "fraud-00000000000000a1"
 NOT_PROMOTED = "fraud-00000000000000a2"
 RUNNING = "fraud-00000000000000b1"
 MANIFEST = "http://127.0.0.1/devstoreaccount1/manifests/fraud/fraud-00000000000000a1.json"
+_METRICS = {"accuracy": 0.991, "precision": 0.61, "recall": 0.44, "f1": 0.51, "roc_auc": 0.93, "ece": 0.004}
+#: The promoted run's comparison.json, as the evaluation job writes it.
+COMPARISON = {
+    "primary_metric": "pr_auc",
+    "n_holdout": 4000,
+    "challenger": {**_METRICS, "pr_auc": 0.398},
+    "champion": {**_METRICS, "pr_auc": 0.374},
+    "difference": {
+        "metric": "pr_auc", "estimate": 0.024, "ci_low": 0.008, "ci_high": 0.041, "confidence": 0.95,
+        "p_value": 0.003, "bootstrap_samples": 1000,
+    },
+    "mcnemar": None,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +62,7 @@ def seed(host: PerennialHost) -> None:
             "fraud", PROMOTED, "manual", "quarterly refresh", "ev-1", status="promoted", stage="done",
             created_at=T0, manifest_url=MANIFEST, decision="promote", registered_version="3",
             decision_reasons=["pr_auc 0.412 beats the champion's 0.388 by 0.024 (p=0.003)"],
+            details={"evaluated_candidate": "c0", "evaluation": COMPARISON},
         )
     )  # fmt: skip
     registry.save_candidates(

@@ -108,6 +108,11 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert "pr_auc=0.377" in out
     assert "Decision: promote" in out
     assert "beats the champion's 0.388" in out
+    # The holdout numbers the decision rests on, not only the candidates' validation metrics.
+    holdout = out[out.index("Holdout evaluation") : out.index("Decision")]
+    assert "of candidate c0 on 4,000 rows" in holdout
+    assert "pr_auc: challenger 0.3980, champion 0.3740; gain +0.0240, 95% CI [+0.0080, +0.0410], p=0.003" in holdout
+    assert "recall=0.44" in holdout
     assert "3 (candidate c0)" in out
     assert "manifests/fraud/fraud-00000000000000a1.json" in out
     assert "2 blob hash(es) recorded" in out
@@ -122,6 +127,8 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert document["run_id"] == PROMOTED
     assert document["version"]["version"] == "3"
     assert len(document["rollout"]) == 3
+    assert document["evaluation"]["candidate"] == "c0"
+    assert document["evaluation"]["difference"]["p_value"] == 0.003
 
 
 def test_retrain_is_accepted_then_refused_while_it_runs(host: PerennialHost) -> None:

@@ -34,6 +34,9 @@ def test_first_blob_trains_registers_with_lineage_and_ships(perennial: Perennial
     assert version["params"]["lr"] in (0.003, 0.01)
     assert version["metrics"]["pr_auc"] > 0
     assert version["evaluation"]["champion"] is None
+    # The run says which candidate the holdout scored and what it scored: what the decision rests on.
+    assert detail["evaluation"]["candidate"] == version["candidate_id"]
+    assert detail["evaluation"]["challenger"]["pr_auc"] == version["evaluation"]["challenger"]["pr_auc"]
     assert version["code_version"]
     assert "torch" in json.loads(version["environment"])  # the job's package versions, from its model card
     steps = [s["step"] for s in detail["rollout"]]
