@@ -17,7 +17,7 @@ from rich.table import Table
 from shared.drift import DriftReport, compare
 from shared.profile import DatasetProfile, ProfileError
 from shared.spec import SpecError, load_spec
-from shared.validation import ValidationReport
+from shared.validation import Finding, ValidationReport, locate
 from shared.validation import validate as validate_batch
 
 
@@ -81,22 +81,26 @@ def _print(report: ValidationReport, drift: DriftReport | None, profile_out: Pat
     )
     if report.findings:
         table = Table(show_lines=False)
-        for heading in ("", "check", "column", "count", "what (example rows)"):
+        # Examples are placed by CSV line (the header is line 1), or by 0-based row where there are no lines.
+        for heading in ("", "check", "column", "count", "what (where)"):
             table.add_column(heading, overflow="fold")
         for f in report.findings:
             colour = "red" if f.severity == "error" else "yellow"
-            rows = ", ".join(f"{e.row}={e.value!r}" if e.value else str(e.row) for e in f.examples if e.row is not None)
+            where = locate(f.examples, values=True)
             table.add_row(
                 f"[{colour}]{f.severity}[/{colour}]",
                 f.check,
                 f.column or "",
                 f"{f.count:,}",
-                f"{f.message}" + (f" (rows {rows})" if rows else ""),
+                f"{f.message}" + (f" ({where})" if where else ""),
             )
         out.print(table)
-        for f in report.findings:
-            where = f" {f.column}" if f.column else ""
-            out.print(f"fix {f.check}{where}: {f.remediation}", highlight=False, soft_wrap=True)
+        for check, columns, remediation in _fixes(report.findings):
+            out.print(
+                f"fix {check}{' ' if columns else ''}{', '.join(columns)}: {remediation}",
+                highlight=False,
+                soft_wrap=True,
+            )
     for note in report.notes:
         out.print(f"note: {note}", highlight=False)
     if drift is not None:
@@ -122,6 +126,16 @@ def _print(report: ValidationReport, drift: DriftReport | None, profile_out: Pat
         out.print(table)
     if profile_out is not None:
         out.print(f"profile written to {profile_out}", highlight=False)
+
+
+def _fixes(findings: list[Finding]) -> list[tuple[str, list[str], str]]:
+    """One fix line per check and remediation, naming every column it applies to, in report order."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for f in findings:
+        columns = grouped.setdefault((f.check, f.remediation), [])
+        if f.column and f.column not in columns:
+            columns.append(f.column)
+    return [(check, columns, remediation) for (check, remediation), columns in grouped.items()]
 
 
 def _fmt(value: float | None) -> str:

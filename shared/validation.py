@@ -8,23 +8,26 @@ prefetched, some queued for the column lanes) plus the profile and the key set
 (``shared.keyset``), whatever the file size.
 
 Checks (their severities come from ``data.severity`` in the spec): missing columns, type
-mismatches (with the failing values and rows), nulls in non-nullable columns, the missing
-rate, numeric ranges, unknown categories, too few rows, duplicate keys, and the label's
-presence and class balance. Input that cannot be read at all (truncated Parquet, ragged or
-binary CSV, a wrong encoding, an empty file) produces a failed report that says why; no
-exception escapes ``validate``.
+mismatches (with the failing values and where they are), nulls in non-nullable columns, the
+missing rate, numeric ranges, unknown categories, too few rows, duplicate keys, the label's
+presence and class balance, and a CSV header that is one column of ``;``-, tab- or
+``|``-separated names (another CSV dialect). Input that cannot be read at all (truncated
+Parquet, ragged or binary CSV, a wrong encoding, an empty file) produces a failed report that
+says why; no exception escapes ``validate``. Examples are placed by data row (from 0) and, in a
+CSV, by the line of the file (see :class:`Example`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,13 +66,28 @@ Check = Literal[
     "too_few_rows",
     "duplicate_key",
     "label_imbalance",
+    "wrong_delimiter",
 ]
+
+# Delimiters of other CSV dialects, by name: a one-column CSV header holding one was not split.
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 @dataclass
 class Example:
-    row: int | None  # 0-based data row (the first row after a CSV header is 0); None if unknown
+    """Where a problem is, and the value found there.
+
+    ``row`` counts data rows from 0 (the first row after a CSV header is 0; Parquet's first row is
+    0). It counts the rows that were read: a malformed CSV row's own ``row`` counts every data row,
+    the other findings' rows count only the well-formed ones. ``line`` is for people: the line of a
+    CSV file the row is on, the header being line 1 (the number an editor or a spreadsheet shows,
+    unless blank lines or values spanning lines come before it); None for Parquet, or when the
+    rows skipped as malformed cannot all be placed. Either is None when unknown.
+    """
+
+    row: int | None
     value: str
+    line: int | None = None
 
 
 @dataclass
@@ -127,8 +145,13 @@ class ValidationReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ValidationReport:
+        """Read ``to_dict``'s output; keys this version does not know (a newer writer's) are ignored."""
         findings = [
-            Finding(**{**f, "examples": [Example(**e) for e in f.get("examples", [])]}) for f in data["findings"]
+            Finding(
+                **_known(Finding, f),
+                examples=[Example(**_known(Example, e)) for e in f.get("examples", [])],
+            )
+            for f in data["findings"]
         ]
         profile = DatasetProfile.from_dict(data["profile"]) if data.get("profile") else None
         return cls(
@@ -157,11 +180,32 @@ class ValidationReport:
         lines = [head]
         for f in self.findings:
             where = f" [{f.column}]" if f.column else ""
-            rows = [str(e.row) for e in f.examples if e.row is not None]
-            at = f" (rows {', '.join(rows)})" if rows else ""
+            places = locate(f.examples)
+            at = f" ({places})" if places else ""
             lines.append(f"  {f.severity}{where} {f.check}: {f.message}{at}. Fix: {f.remediation}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def locate(examples: list[Example], values: bool = False) -> str:
+    """Where ``examples`` are, for a person: ``lines 7, 12`` for CSV lines (the header is line 1),
+    ``0-based rows 5, 11`` otherwise; with ``values``, each place is followed by ``='value'``.
+    Empty when no example has a place."""
+    parts: list[str] = []
+    for unit, placed in (
+        ("line", [(e.line, e) for e in examples if e.line is not None]),
+        ("0-based row", [(e.row, e) for e in examples if e.line is None and e.row is not None]),
+    ):
+        if not placed:
+            continue
+        listed = ", ".join(f"{n}={e.value!r}" if values and e.value else str(n) for n, e in placed)
+        parts.append(f"{unit}{'s' if len(placed) > 1 else ''} {listed}")
+    return "; ".join(parts)
+
+
+def _known(kind: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)} - {"examples"}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def _human_bytes(n: int) -> str:
@@ -246,18 +290,49 @@ class _Validator:
 
     # -- schema
 
-    def check_schema(self, found: list[str]) -> list[str]:
+    def check_schema(self, found: list[str], csv_header: bool = False) -> list[str]:
+        """Check the file's columns (``csv_header``: they come from a CSV header line); return the
+        contract's columns that are present."""
         present = set(found)
+        dialect = _other_delimiter(found[0]) if csv_header and len(found) == 1 and found[0] not in self.states else None
+        split_names: set[str] = set()
+        if dialect is not None:
+            delimiter, names = dialect
+            split_names = set(names)
+            by = OTHER_DELIMITERS[delimiter]
+            shown = found[0] if len(found[0]) <= 60 else found[0][:60] + "…"
+            known = sum(1 for n in split_names if n in self.states)
+            self.add(
+                Finding(
+                    "wrong_delimiter",
+                    "error",
+                    f"the header is one column, {shown!r}; split at each {by} it gives {len(names)} names, "
+                    f"{known} of them contract columns: the file looks {by}-delimited, but Perennial reads "
+                    "comma-separated CSV",
+                    "re-export the file comma-separated (Excel takes the delimiter from the system's list "
+                    "separator; pandas: to_csv(sep=',')), or upload it as Parquet",
+                )
+            )
+        missing = False
         for spec in self.contract.columns:
             if spec.name in present:
                 continue
+            missing = True
+            if spec.name in split_names:
+                assert dialect is not None
+                hint = (
+                    f"in the header if split at each {OTHER_DELIMITERS[dialect[0]]}: "
+                    "re-export the file comma-separated (see wrong_delimiter)"
+                )
+            else:
+                hint = ""
             if spec.name == self.contract.label:
                 self.add(
                     Finding(
                         "missing_label",
                         "error",
                         f"the label column {spec.name!r} is not in the file",
-                        f"add the label column {spec.name!r}; a batch without labels cannot be trained on",
+                        hint or f"add the label column {spec.name!r}; a batch without labels cannot be trained on",
                         column=spec.name,
                     )
                 )
@@ -267,13 +342,15 @@ class _Validator:
                         "missing_column",
                         self.policy.missing_column,
                         f"the column {spec.name!r} ({spec.type}) is not in the file",
-                        f"add the column, or remove it from data.columns in the spec if it is gone for good "
-                        f"(columns found: {', '.join(found[:20])})",
+                        hint or "add the column, or remove it from data.columns in the spec if it is gone for good",
                         column=spec.name,
                     )
                 )
+        if missing and dialect is None:  # the columns found, once (not on every missing column's fix)
+            more = f", … ({len(found)} in all)" if len(found) > 20 else ""
+            self.notes.append(f"the file's columns: {', '.join(found[:20])}{more}")
         extra = [c for c in found if c not in self.states]
-        if extra:
+        if extra and dialect is None:  # a one-column header in another dialect is wrong_delimiter's finding
             self.add(
                 Finding(
                     "extra_column",
@@ -293,7 +370,10 @@ class _Validator:
         n = batch.num_rows
         self.rows += n
         self.profiler.add_rows(n)
-        columns = [(name, batch.column(name)) for name in batch.schema.names]
+        # Only contract columns are checked (a batch read only to count its rows may have none).
+        columns = [(name, batch.column(name)) for name in batch.schema.names if name in self.states]
+        if not columns:
+            return
         if lanes is None:
             for name, column in columns:
                 self._column(name, column, offset)
@@ -649,6 +729,43 @@ def _read_types(contract: DataContract) -> dict[str, pa.DataType]:
     return types
 
 
+def _other_delimiter(header: str) -> tuple[str, list[str]] | None:
+    """The delimiter of another CSV dialect that a one-column header holds (the most frequent of
+    OTHER_DELIMITERS), and the names it splits into; None if it holds none."""
+    delimiter = max(OTHER_DELIMITERS, key=header.count)
+    if delimiter not in header:
+        return None
+    names = next(csv.reader([header], delimiter=delimiter), [])
+    return delimiter, [n.strip() for n in names]
+
+
+def _number_lines(findings: list[Finding], skipped: list[int] | None) -> bool:
+    """Give the examples of a CSV's findings their line in the file (the header is line 1); False
+    if some example with a row is left without one.
+
+    A malformed row's ``row`` counts every data row; the other findings' count only well-formed
+    rows, so the malformed rows before them are added back: ``skipped`` lists their rows in order,
+    or is None when some are unknown (then only the malformed rows get lines).
+    """
+    placed = True
+    for finding in findings:
+        for example in finding.examples:
+            if example.row is None:
+                continue
+            if finding.check == "malformed_rows":
+                example.line = example.row + 2
+            elif skipped is not None:
+                row = example.row
+                for place in skipped:
+                    if place > row:
+                        break
+                    row += 1
+                example.line = row + 2
+            else:
+                placed = False
+    return placed
+
+
 def _label_key(value: Any, as_bool: bool = False) -> str:
     if as_bool or isinstance(value, bool):
         if isinstance(value, str):
@@ -705,12 +822,16 @@ def _validate(
     columns: list[str] = []
     bytes_read = 0
     profile: DatasetProfile | None = None
+    skipped: list[int] | None = []  # the rows of the malformed CSV rows, in order; None if not all are known
     try:
         with TabularSource(source, fmt=fmt, name=name) as table:
             label, fmt_name, columns = table.name, table.format, table.columns
-            present = checker.check_schema(columns)
+            present = checker.check_schema(columns, csv_header=table.format == "csv")
+            # No contract column in the file: a CSV still has one column read, so its rows are counted
+            # (Parquet counts rows with no columns read).
+            read = present or (columns[:1] if table.format == "csv" else [])
             try:
-                batches = table.batches(present, _read_types(contract), threads=1 if lanes is None else None)
+                batches = table.batches(read, _read_types(contract), threads=1 if lanes is None else None)
                 for batch in prefetch(batches) if lanes is not None else batches:
                     checker.batch(batch, lanes)
             finally:
@@ -728,11 +849,8 @@ def _validate(
                             examples=[Example(r, t) for r, t in table.malformed.examples],
                         )
                     )
-                    checker.notes.append(
-                        "malformed rows are numbered by their place in the file; the row numbers of the other "
-                        f"findings count only the well-formed rows (the {table.malformed.count:,} skipped ones are "
-                        "not counted)"
-                    )
+                    places = [r for r, _ in table.malformed.examples if r is not None]
+                    skipped = sorted(places) if len(places) == table.malformed.count else None
             checker.finish(present)
             profile = checker.profiler.finish()
     except CorruptInput as exc:
@@ -747,6 +865,11 @@ def _validate(
                 f"the batch could not be validated ({type(exc).__name__}: {exc})",
                 "report this as a perennial bug with the file; the batch was not judged",
             )
+        )
+    if fmt_name == "csv" and not _number_lines(checker.findings, skipped):
+        checker.notes.append(
+            "the skipped malformed rows cannot all be placed, so the other findings give rows counted from 0 "
+            "over the well-formed rows only, not lines"
         )
     return ValidationReport(
         source=label,

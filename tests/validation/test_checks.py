@@ -43,7 +43,7 @@ def test_missing_column_and_missing_label(tmp_path: Path) -> None:
     missing = only(report, "missing_column")
     assert missing.column == "n"
     assert missing.severity == "error"
-    assert "columns found" in missing.remediation
+    assert report.notes == ["the file's columns: id, x, c, b, ts"]  # once, not on every missing column
     label = only(report, "missing_label")
     assert label.column == "y"
     assert label.severity == "error"
