@@ -36,6 +36,7 @@ from shared.platform import DeploymentRef
 from shared.platform.local import FaultSpec
 from shared.spec import ModelSpec
 from shared.storage import LANDING, QUARANTINE
+from shared.validation import Example, locate
 from shared.workflow import deployment_name
 
 MODEL = "fraud"
@@ -885,11 +886,8 @@ class Scenario:
         for f in findings:
             colour = "red" if f.get("severity") == "error" else "yellow"
             column = f" [bold]{escape(str(f['column']))}[/bold]" if f.get("column") else ""
-            examples = ", ".join(
-                f"row {e.get('row')}: {e.get('value')!r}" if e.get("value") else f"row {e.get('row')}"
-                for e in (f.get("examples") or [])[:3]
-                if e.get("row") is not None
-            )
+            places = [Example(e.get("row"), str(e.get("value") or ""), e.get("line")) for e in f.get("examples") or []]
+            examples = locate(places[:3], values=True)
             self.console.print(
                 f"  [{colour}]{escape(str(f.get('severity')))}[/{colour}] {escape(str(f.get('check')))}{column}: "
                 f"{escape(str(f.get('message')))}" + (f" ({escape(examples)})" if examples else ""),

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
+from shared.jobs import job_contract
 from shared.spec import ModelSpec, SpecError, inner_model, load_spec
 
 app = typer.Typer(help="Work with model specs (models/<name>.yaml).", no_args_is_help=True)
@@ -61,12 +62,6 @@ def check(
         raise typer.Exit(code=1)
 
 
-def contract_json(spec: ModelSpec) -> str:
-    """contract.json as the platform stages it for a job (``shared.jobs.stage_local`` writes this text;
-    ``stage_azure`` uploads the same document); a test holds the three together."""
-    return spec.data.model_dump_json(indent=2)
-
-
 @app.command("contract")
 def contract(
     path: Path = typer.Argument(..., help="The model's spec, e.g. models/fraud.yaml."),
@@ -85,7 +80,7 @@ def contract(
         for line in exc.problems:
             err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
-    text = contract_json(spec)
+    text = job_contract(spec)  # what shared.jobs stages for a job
     if output is None:
         typer.echo(text)
         return

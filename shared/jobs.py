@@ -60,6 +60,12 @@ def job_manifest(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+def job_contract(spec: ModelSpec) -> str:
+    """contract.json, the data contract train.py and evaluate.py read (``--contract``): what both stagings write
+    and ``perennial spec contract`` prints."""
+    return spec.data.model_dump_json(indent=2)
+
+
 def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir: Path) -> StagedInputs:
     """Download the manifest's blobs into ``<state>/staging/<run>/data`` (idempotent: done files are kept)."""
     root = state_dir / STAGING_DIR / manifest.run_id
@@ -74,8 +80,9 @@ def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir
             for chunk in store.iter_chunks(store.ref(LANDING, entry.name)):
                 handle.write(chunk)
         partial.replace(target)
+    root.mkdir(parents=True, exist_ok=True)  # a manifest of no blobs made no data folder
     (root / "manifest.json").write_text(json.dumps(job_manifest(manifest), indent=2), encoding="utf-8")
-    (root / "contract.json").write_text(spec.data.model_dump_json(indent=2), encoding="utf-8")
+    (root / "contract.json").write_text(job_contract(spec), encoding="utf-8")
     return StagedInputs(
         data=JobInput(str(data.resolve()), "uri_folder"),
         manifest=JobInput(str((root / "manifest.json").resolve()), "uri_file"),
@@ -87,7 +94,7 @@ def stage_azure(store: BlobStore, manifest: Manifest, spec: ModelSpec) -> Staged
     """Write the job manifest and contract beside the run's manifest; the data folder is the model's landing folder."""
     run_prefix = f"{manifest.model}/{manifest.run_id}"
     manifest_url = store.put_json("manifests", f"{run_prefix}.job-manifest.json", job_manifest(manifest))
-    contract_url = store.put_json("manifests", f"{run_prefix}.contract.json", spec.data.model_dump(mode="json"))
+    contract_url = store.put_json("manifests", f"{run_prefix}.contract.json", json.loads(job_contract(spec)))
     landing = store.container(LANDING).url.rstrip("/")
     return StagedInputs(
         data=JobInput(f"{landing}/{manifest.model}/", "uri_folder"),

@@ -40,7 +40,6 @@ def test_contract_prints_exactly_what_the_platform_stages_for_a_job(tmp_path: Pa
     spec = load_spec(FRAUD)
     manifest = Manifest(model="fraud", run_id="fraud-0000000000000001", blobs=())
 
-    (tmp_path / "staging" / manifest.run_id).mkdir(parents=True)  # stage_local makes it while copying blobs
     staged = stage_local(RecordingStore(), manifest, spec, tmp_path)  # type: ignore[arg-type]  # no blobs to read
     assert result.stdout == Path(staged.contract.path).read_text(encoding="utf-8") + "\n"
 
