@@ -38,28 +38,18 @@ def _make_package_importable() -> None:
 if not __package__:
     _make_package_importable()
 
+from training_jobs.arguments import HelpFormatter, add_contract_and_manifest, error_lines  # noqa: E402
 from training_jobs.bundle import Predictor  # noqa: E402
 from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
-from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, ContractError, DataError, TrainingJobError  # noqa: E402
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, TrainingJobError  # noqa: E402
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe  # noqa: E402
 
 log = logging.getLogger("training_jobs.evaluate")
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows each option's default (options without one show none) and the example as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-#: How to get contract.json; --help and the error hint for a missing or bad one both say it.
-CONTRACT_COMMAND = "perennial spec contract models/<name>.yaml -o contract.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  perennial spec contract models/fraud.yaml -o contract.json\n"
         "  python training_jobs/evaluate.py --challenger out/ --data holdout/ --contract contract.json \\\n"
         "      --output comparison.json",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     p.add_argument("--challenger", type=Path, required=True, metavar="DIR", help="the challenger's model folder")
@@ -82,21 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the holdout: a folder of CSV/Parquet files or one file",
     )
-    p.add_argument(
-        "--contract",
-        type=Path,
-        required=True,
-        metavar="contract.json",
-        help=f"the model's data contract, written from its spec by: {CONTRACT_COMMAND}",
-    )
+    add_contract_and_manifest(p)
     p.add_argument(
         "--output", type=Path, required=True, metavar="comparison.json", help="the file the comparison is written to"
-    )
-    p.add_argument(
-        "--manifest",
-        type=Path,
-        metavar="manifest.json",
-        help="the files to read (relative to --data) and their sha256; without it, every file under --data",
     )
     p.add_argument(
         "--primary-metric",
@@ -173,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         comparison = compare(args)
     except TrainingJobError as exc:
-        hint = exc.hint
-        if isinstance(exc, ContractError):
-            hint += f"; to write contract.json from the model's spec: {CONTRACT_COMMAND}"
-        print(f"error: {exc.message}\nhint: {hint}", file=sys.stderr, flush=True)
+        print(error_lines(exc), file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     write_comparison(args.output, comparison)
     difference = comparison["difference"]

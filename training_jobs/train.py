@@ -58,6 +58,7 @@ from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from training_jobs import distributed  # noqa: E402
+from training_jobs.arguments import HelpFormatter, add_contract_and_manifest, error_lines  # noqa: E402
 from training_jobs.batching import DataOrder, IndexBatcher, micro_slice  # noqa: E402
 from training_jobs.bundle import CARD, CONFIG, METRICS, PREPROCESSING, WEIGHTS, write_bundle  # noqa: E402
 from training_jobs.card import code_version, package_versions  # noqa: E402
@@ -84,7 +85,6 @@ from training_jobs.errors import (  # noqa: E402
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PREEMPTED,
-    ContractError,
     TrainingJobError,
 )
 from training_jobs.files import write_atomically  # noqa: E402
@@ -123,17 +123,6 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
     return parse
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows each option's default (options without one show none) and the example as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-#: How to get contract.json; --help and the error hint for a missing or bad one both say it.
-CONTRACT_COMMAND = "perennial spec contract models/<name>.yaml -o contract.json"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
@@ -141,27 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n"
         "  perennial spec contract models/fraud.yaml -o contract.json\n"
         "  python training_jobs/train.py --data data/ --contract contract.json --output-dir out/",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     p.add_argument(
         "--data", type=Path, required=True, metavar="PATH", help="a folder of CSV/Parquet files, or one file"
     )
-    p.add_argument(
-        "--contract",
-        type=Path,
-        required=True,
-        metavar="contract.json",
-        help=f"the model's data contract, written from its spec by: {CONTRACT_COMMAND}",
-    )
+    add_contract_and_manifest(p)
     p.add_argument(
         "--output-dir", type=Path, required=True, metavar="DIR", help="where the model folder and checkpoints go"
-    )
-    p.add_argument(
-        "--manifest",
-        type=Path,
-        metavar="manifest.json",
-        help="the files to read (relative to --data) and their sha256; without it, every file under --data",
     )
     p.add_argument("--lr", type=_number(float, 0, low_open=True), default=1e-3, help="peak learning rate (AdamW)")
     p.add_argument("--width", type=_number(int, 1), default=128, help="hidden units per layer")
@@ -802,10 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except TrainingJobError as exc:
-        hint = exc.hint
-        if isinstance(exc, ContractError):
-            hint += f"; to write contract.json from the model's spec: {CONTRACT_COMMAND}"
-        print(f"error: {exc.message}\nhint: {hint}", file=sys.stderr, flush=True)
+        print(error_lines(exc), file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
 
 

@@ -53,7 +53,8 @@ def test_train_help_reads_well() -> None:
     assert "--lr LR peak learning rate (AdamW) (default: 0.001)" in text
     assert "--batch-size BATCH_SIZE global rows per optimiser step (default: 512)" in text
     assert "--amp {off,bf16,fp16} autocast precision (default: off)" in text
-    assert "--data PATH --contract contract.json --output-dir DIR" in text
+    assert "--data PATH --contract contract.json" in text
+    assert "--output-dir DIR" in text
     # the example is printed as written, one command a line
     assert "\n  perennial spec contract models/fraud.yaml -o contract.json\n" in train.build_parser().format_help()
 
