@@ -62,6 +62,17 @@ def check(
         raise typer.Exit(code=1)
 
 
+def load_spec_or_exit(path: Path, code: int) -> ModelSpec:
+    """The spec at ``path``; else each of its problems on stderr (they name the field and the fix) and exit ``code``."""
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        err = Console(stderr=True)
+        for line in exc.problems:
+            err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=code) from None
+
+
 @app.command("contract")
 def contract(
     path: Path = typer.Argument(..., help="The model's spec, e.g. models/fraud.yaml."),
@@ -74,12 +85,7 @@ def contract(
     Example: perennial spec contract models/fraud.yaml -o contract.json
     """
     err = Console(stderr=True)
-    try:
-        spec = load_spec(path)
-    except SpecError as exc:
-        for line in exc.problems:
-            err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+    spec = load_spec_or_exit(path, code=1)
     text = job_contract(spec)  # what shared.jobs stages for a job
     if output is None:
         typer.echo(text)

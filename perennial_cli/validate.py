@@ -14,9 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perennial_cli.spec import load_spec_or_exit
 from shared.drift import DriftReport, compare
 from shared.profile import DatasetProfile, ProfileError
-from shared.spec import SpecError, load_spec
 from shared.validation import Finding, ValidationReport, locate
 from shared.validation import validate as validate_batch
 
@@ -36,12 +36,7 @@ def validate(
 ) -> None:
     """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails."""
     err = Console(stderr=True)
-    try:
-        model = load_spec(spec)
-    except SpecError as exc:
-        for line in exc.problems:
-            err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+    model = load_spec_or_exit(spec, code=2)
     ref_profile: DatasetProfile | None = None
     if reference is not None:
         try:

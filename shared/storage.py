@@ -30,7 +30,14 @@ from typing import IO, Any
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import (
+    BlobClient,
+    BlobProperties,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    ExponentialRetry,
+)
 
 from shared.blobpaths import BlobNameError, BlobPath, quoted_etag, validate_blob_name
 from shared.settings import StorageSettings
@@ -245,6 +252,18 @@ def _feedback_label(record: Mapping[str, Any], blob: str) -> FeedbackLabel | Non
     return FeedbackLabel(request_id=request_id, label=label, row=row, blob=blob)
 
 
+def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
+    """The version of a blob a container listing returned (no extra request)."""
+    return BlobRef(
+        container=client.container_name,
+        name=item.name,
+        url=client.get_blob_client(item.name).url,
+        etag=quoted_etag(str(item.etag)),
+        size=int(item.size),
+        content_type=item.content_settings.content_type,
+    )
+
+
 def _ref(client: BlobClient) -> BlobRef:
     try:
         props = client.get_blob_properties()
@@ -308,16 +327,7 @@ class BlobStore:
                     "%s/%s is left out of training: %s; rename it (%s)", LANDING, item.name, exc.message, exc.hint
                 )
                 continue
-            refs.append(
-                BlobRef(
-                    container=LANDING,
-                    name=item.name,
-                    url=client.get_blob_client(item.name).url,
-                    etag=quoted_etag(str(item.etag)),
-                    size=int(item.size),
-                    content_type=item.content_settings.content_type,
-                )
-            )
+            refs.append(_listed_ref(client, item))
         return refs
 
     def names(self, container: str, model: str, folder: str) -> list[str]:
@@ -542,15 +552,7 @@ class BlobStore:
                     self.path(FEEDBACK, item.name)
                 except BlobNameError:
                     continue
-                ref = BlobRef(
-                    container=FEEDBACK,
-                    name=item.name,
-                    url=client.get_blob_client(item.name).url,
-                    etag=quoted_etag(str(item.etag)),
-                    size=int(item.size),
-                    content_type=item.content_settings.content_type,
-                )
-                found.append((modified, ref))
+                found.append((modified, _listed_ref(client, item)))
         except ResourceNotFoundError:
             return []  # no feedback container yet: no labels
         return [ref for _, ref in sorted(found, key=lambda pair: (pair[0], pair[1].name))]
