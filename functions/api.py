@@ -32,7 +32,15 @@ from shared.events import (
     parse_http,
 )
 from shared.logs import correlated
-from shared.registry import ACTIVE_RUN_STATUSES, Registry, RegistryError, Run, pending_run, run_id_for
+from shared.registry import (
+    ACTIVE_RUN_STATUSES,
+    Registry,
+    RegistryError,
+    Run,
+    is_whole_number,
+    pending_run,
+    run_id_for,
+)
 from shared.runtime import Runtime, get_runtime
 from shared.workflow import TriggerInfo
 
@@ -125,9 +133,10 @@ def _run_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def _run_in_progress(registry: Registry, model: str) -> func.HttpResponse | None:
-    """409 naming the run when one is in progress (one run at a time per model)."""
-    active = registry.active_runs(model)
+def _run_in_progress(registry: Registry, model: str, ours: str) -> func.HttpResponse | None:
+    """409 naming the run when one is in progress (one run at a time per model); ``ours``, the run this request
+    would start, does not count (a retry that raced the first attempt gets that run from ``_queue_run``)."""
+    active = registry.active_runs(model, excluding=ours)
     if not active:
         return None
     run = active[0]
@@ -159,6 +168,12 @@ def _earlier_answer(
     run = registry.get_run(model, run_id) if model else None
     if run is None:
         return None
+    return _answer_from(req, run, fingerprint, replayed=True)
+
+
+def _answer_from(req: func.HttpRequest, run: Run, fingerprint: str, replayed: bool) -> func.HttpResponse:
+    """The answer for the request that started ``run`` — 202 while it is active, 200 once it has ended, and a 422
+    when this request is not that one (its key re-used for another body). A run merged into another points there."""
     if run.details.get("request_fingerprint", fingerprint) != fingerprint:
         return problem(
             422,
@@ -168,16 +183,20 @@ def _earlier_answer(
             field="Idempotency-Key",
             run_id=run.run_id,
         )
-    status_url = _status_url(req, run.run_id)
+    merged_into = run.details.get("merged_into") if run.status == "merged" else None
+    status_url = _status_url(req, str(merged_into or run.run_id))  # where the work is followed
     body = {
         "run_id": run.run_id,
         "model": run.model,
+        **run.details.get("answer", {}),  # what the first answer said besides (a rollback's versions, …)
         "status": run.status,
         "reason": run.trigger_reason,
         "status_url": status_url,
+        **({"merged_into": merged_into} if merged_into else {}),
     }
     status = 202 if run.status in ACTIVE_RUN_STATUSES else 200
-    return json_response(body, status, headers={"Location": status_url, "Idempotent-Replayed": "true"})
+    headers = {"Location": status_url, **({"Idempotent-Replayed": "true"} if replayed else {})}
+    return json_response(body, status, headers=headers)
 
 
 async def _queue_run(
@@ -195,9 +214,12 @@ async def _queue_run(
     lost) and what the request asked for (``_earlier_answer``), hand it to the model's coordinator, answer
     202 with where to follow it."""
     work = {"kind": work_kind, "run_id": run.run_id, "trigger": trigger.dump()}
-    details = {**run.details, "work": work, "request_fingerprint": fingerprint}
+    details = {**run.details, "work": work, "request_fingerprint": fingerprint, "answer": extra}
     stored = registry.create_run(replace(run, details=details))  # the earlier one when a retry raced this one
-    await send_work(client, run.model, work)  # again for a raced retry: the coordinator takes a run id once
+    if stored.details.get("request_fingerprint", fingerprint) != fingerprint:
+        return _answer_from(req, stored, fingerprint, replayed=True)  # the key, raced by another request: 422
+    # Sent again for a raced retry (the stored run's own work item): the coordinator takes a run id once.
+    await send_work(client, run.model, stored.details.get("work", work))
     status_url = _status_url(req, run.run_id)
     body = {
         "run_id": run.run_id,
@@ -243,11 +265,6 @@ def _checked_fields(
     return present, None
 
 
-def _is_whole_number(text: str, max_digits: int = 10) -> bool:
-    """ASCII digits only: ``str.isdigit`` also accepts '²' and '١', which ``int`` then refuses or misreads."""
-    return text.isascii() and text.isdigit() and len(text) <= max_digits
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -285,7 +302,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     if (error := _unknown_model(runtime, model)) is not None:
         return error
     limit_text = req.params.get("limit", "20")
-    if not _is_whole_number(limit_text) or not 1 <= int(limit_text) <= 1000:
+    if not is_whole_number(limit_text, 10) or not 1 <= int(limit_text) <= 1000:
         return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
     runs = clients.registry().runs(model, limit=int(limit_text))
     return json_response({"model": model, "runs": [_run_summary(r) for r in runs]})
@@ -322,17 +339,18 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             trigger = parse_http(body, known, req.headers.get("Idempotency-Key"), extra_fields=("blobs",))
         except EventError as exc:
             return problem(400, "Malformed retrain request", str(exc), field=exc.field)
+        registry = clients.registry()
+        run_id = run_id_for(model, trigger.dedupe_key)
+        fingerprint = _fingerprint("retrain", body)
+        # Before the selection is checked: a retry after its run quarantined the chosen blobs still gets the run.
+        if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+            return earlier
         if selection:
             try:
                 clients.store().landing_selection(model, selection)
             except BlobNameError as exc:
                 return problem(400, "Bad data selection", str(exc), field=exc.field)
-        registry = clients.registry()
-        run_id = run_id_for(model, trigger.dedupe_key)
-        fingerprint = _fingerprint("retrain", body)
-        if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
-            return earlier
-        if (busy := _run_in_progress(registry, model)) is not None:
+        if (busy := _run_in_progress(registry, model, run_id)) is not None:
             return busy
         info = TriggerInfo(
             kind=trigger.kind,
@@ -373,7 +391,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     if champion is None or champion.previous_version is None:
         current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
         return problem(409, "Nothing to roll back to", f"{model} has no previous version: {current}", field="model")
-    if (busy := _run_in_progress(registry, model)) is not None:
+    if (busy := _run_in_progress(registry, model, run_id)) is not None:
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollback requested by {requested_by}")
@@ -409,7 +427,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     body, error = _checked_fields(req, body, {"reason": str, "requested_by": str})
     if error is not None:
         return error
-    if not _is_whole_number(version):
+    if not is_whole_number(version, 10):
         return problem(400, "Bad version", f"version {version!r} must be a version number such as 3", field="version")
     version = str(int(version))  # '02' is version 2: one spelling for the registry, the champion check and the run
     registry = clients.registry()
@@ -422,7 +440,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     champion = registry.champion(model)
     if champion is not None and champion.version == version:
         return problem(409, "Already the champion", f"version {version} of {model} is the champion", field="version")
-    if (busy := _run_in_progress(registry, model)) is not None:
+    if (busy := _run_in_progress(registry, model, run_id)) is not None:
         return busy
     requested_by = str(body.get("requested_by", "api"))
     reason = str(body.get("reason") or f"rollout of version {version} requested by {requested_by}")

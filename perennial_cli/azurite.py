@@ -33,7 +33,12 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:``port`` and it can be bound. SO_REUSEADDR, as the servers bind:
-    a connection left in TIME_WAIT by the last run (a minute after Ctrl-C) does not make the port busy."""
+    a connection left in TIME_WAIT by the last run (a minute after Ctrl-C) does not make the port busy. Where
+    SO_REUSEADDR would let the bind share a listening port (Windows, macOS beside 0.0.0.0), the connect says so."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

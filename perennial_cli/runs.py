@@ -319,6 +319,7 @@ def show_run(
 def _print_run(run: RunDetail) -> None:
     out = _out()
     ended = run.status not in ACTIVE_RUN_STATUSES
+    ships_a_version = run.trigger.kind in ("rollback", "rollout")  # trains and decides nothing
     out.print(f"[bold]Run {escape(run.run_id)}[/bold] of model {escape(run.model)}", soft_wrap=True)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
@@ -347,6 +348,8 @@ def _print_run(run: RunDetail) -> None:
                 escape(candidate.job_name or ""),
             )
         out.print(table)
+    elif ships_a_version:
+        out.print(f"[dim]Candidates: none (a {escape(run.trigger.kind)} ships a registered version)[/dim]")
     elif ended:
         out.print("[dim]Candidates: none (the run ended before training)[/dim]")
     else:
@@ -359,7 +362,7 @@ def _print_run(run: RunDetail) -> None:
     if run.decision:
         colour = "green" if run.decision == "promote" else "yellow"
         out.print(f"[bold]Decision:[/bold] [{colour}]{escape(run.decision)}[/{colour}]")
-    else:
+    elif not ships_a_version:
         out.print(f"[bold]Decision:[/bold] [dim]{'none (the run ended first)' if ended else 'none yet'}[/dim]")
     for reason in run.reasons:
         out.print(f"  • {escape(reason)}", soft_wrap=True)

@@ -9,8 +9,10 @@ connection string in its state folder while it runs).
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlparse
 
 import typer
 from azure.core.exceptions import AzureError, ResourceExistsError
@@ -18,12 +20,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.localstack import StackPaths
+from perennial_cli.up import DEFAULT_STATE
 from shared.blobpaths import BlobNameError, validate_blob_name
 from shared.settings import SettingsError, StorageSettings, storage_settings
 from shared.spec import SpecError, load_specs
 from shared.storage import LANDING, BlobStore, StorageError
 
-DEFAULT_STATE = Path(".perennial/local")  # perennial up's
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}
 START_HINT = "start `perennial up` (from this folder), or set AzureWebJobsStorage to the storage account's settings"
 
@@ -63,6 +65,10 @@ def upload(
         if path.suffix.lower() not in CONTENT_TYPES:
             _fail(f"{path}: not a .csv or .parquet file", "Perennial reads CSV and Parquet batches", 2)
         names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
+        if list(names.values()).count(names[path]) > 1:
+            _fail(
+                f"two of the files would both be landing/{model}/{names[path]}", "rename one, or upload them apart", 2
+            )
         try:
             validate_blob_name(f"{model}/{names[path]}", known, LANDING)
         except BlobNameError as exc:
@@ -106,8 +112,21 @@ def _storage(state: Path) -> tuple[StorageSettings, str]:
     recorded = StackPaths(state).storage_connection
     if recorded.is_file():
         connection = recorded.read_text(encoding="utf-8").strip()
+        if not _answers(connection):  # left behind by a `perennial up` that was killed outright
+            _fail(f"the `perennial up` that ran on {state} is gone (its Azurite does not answer)", START_HINT)
         return StorageSettings(connection, None, None, None, None), f"the Azurite of `perennial up` ({state})"
     _fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
+
+
+def _answers(connection: str) -> bool:
+    """Whether the blob endpoint of a local connection string accepts connections (a quick probe, no retries)."""
+    fields = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+    endpoint = urlparse(fields.get("BlobEndpoint", ""))
+    if not endpoint.hostname or endpoint.port is None:
+        return True  # not a loopback Azurite: let the SDK say what is wrong
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((endpoint.hostname, endpoint.port)) == 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -65,6 +65,10 @@ def validate_blob_name(name: str, known_models: Collection[str], container: str 
         raise BlobNameError(f"the blob name is {len(name)} characters long", f"Azure allows {MAX_BLOB_NAME}")
     if _CONTROL.search(name):
         raise BlobNameError(f"the blob name {name!r} contains control characters", "use printable characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BlobNameError(f"the blob name {name!r} is not valid Unicode", "use UTF-8 text") from None
     if "\\" in name:
         raise BlobNameError(f"the blob name {name!r} contains a backslash", "separate folders with '/'")
     if name.startswith("/"):
@@ -112,8 +116,12 @@ def split_blob_url(url: str) -> tuple[str, str]:
 def canonical_blob_url(url: str) -> str:
     """One spelling of a blob's URL, the one the storage SDK's listing gives: a Data Lake event's ``.dfs.``
     host as ``.blob.``, the host in lower case, the name percent-encoded as the SDK does it, no query. A blob is
-    known by its url and eTag (dedupe keys, claims), so an event and a listing must spell it alike."""
-    container, name = split_blob_url(url)
+    known by its url and eTag (dedupe keys, claims), so an event and a listing must spell it alike. A url this
+    cannot split (a custom domain without the account in its path) is returned as it is."""
+    try:
+        container, name = split_blob_url(url)
+    except BlobNameError:
+        return url
     parsed = urlparse(url)
     netloc = parsed.netloc.lower().replace(".dfs.", ".blob.")
     host_style = ".blob." in netloc

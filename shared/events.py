@@ -229,9 +229,18 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str = "") -> str | None:
 
 
 def bounded_text(value: str | None, field: str, limit: int) -> str | None:
-    """``value`` when it is at most ``limit`` characters; an :class:`EventError` naming ``field`` otherwise."""
-    if value is not None and len(value) > limit:
+    """``value`` when it is text (encodable as UTF-8: JSON's ``\\ud800`` and a header's non-UTF-8 bytes are not)
+    of at most ``limit`` characters; an :class:`EventError` naming ``field`` otherwise."""
+    if value is None:
+        return None
+    if len(value) > limit:
         raise EventError(f"{field} is {len(value):,} characters long", field, f"send at most {limit:,} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError(
+            f"{field} is not valid Unicode text", field, "send UTF-8 text without lone surrogates"
+        ) from None
     return value
 
 

@@ -80,7 +80,7 @@ def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir
             for chunk in store.iter_chunks(store.ref(LANDING, entry.name)):
                 handle.write(chunk)
         partial.replace(target)
-    root.mkdir(parents=True, exist_ok=True)  # a manifest of no blobs made no data folder
+    data.mkdir(parents=True, exist_ok=True)  # a manifest of no blobs made no data folder, which --data names
     (root / "manifest.json").write_text(json.dumps(job_manifest(manifest), indent=2), encoding="utf-8")
     (root / "contract.json").write_text(job_contract(spec), encoding="utf-8")
     return StagedInputs(

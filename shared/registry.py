@@ -274,9 +274,14 @@ def _decode(cls: type[R], entity: Mapping[str, Any]) -> R:
     return cls(**values)
 
 
+def is_whole_number(text: str, max_digits: int | None = None) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts '²' and '١', which ``int`` then refuses or misreads)."""
+    return text.isascii() and text.isdigit() and (max_digits is None or len(text) <= max_digits)
+
+
 def _version_key(version: str) -> str:
     """Numeric versions sort numerically (``version:0000000010`` after ``…09``); others as text."""
-    numeric = version.isascii() and version.isdigit() and len(version) <= 10  # not '²' or '١': int() misreads them
+    numeric = is_whole_number(version)
     return f"version:{int(version):010d}" if numeric else f"version:{safe_key(version, 60)}"
 
 
@@ -468,7 +473,8 @@ class Registry:
 
         def merge(run: Run) -> Run:
             reason = f"merged into run {into}, which trains for it"
-            return replace(run, status="merged", stage="done", decision_reasons=[reason])
+            details = {**run.details, "merged_into": into}  # a retried request is pointed at that run
+            return replace(run, status="merged", stage="done", decision_reasons=[reason], details=details)
 
         current = self.get_run(model, run_id)
         if current is not None and current.status == "pending":

@@ -39,7 +39,7 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
-from shared.blobpaths import BlobNameError, BlobPath, quoted_etag, validate_blob_name
+from shared.blobpaths import BlobNameError, BlobPath, canonical_blob_url, quoted_etag, validate_blob_name
 from shared.settings import StorageSettings
 
 LANDING = "landing"
@@ -257,7 +257,7 @@ def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
     return BlobRef(
         container=client.container_name,
         name=item.name,
-        url=client.get_blob_client(item.name).url,
+        url=canonical_blob_url(client.get_blob_client(item.name).url),  # as events spell it (blobpaths)
         etag=quoted_etag(str(item.etag)),
         size=int(item.size),
         content_type=item.content_settings.content_type,
@@ -274,7 +274,7 @@ def _ref(client: BlobClient) -> BlobRef:
     return BlobRef(
         container=client.container_name,
         name=client.blob_name,
-        url=client.url,
+        url=canonical_blob_url(client.url),
         etag=quoted_etag(str(props.etag)),
         size=int(props.size),
         content_type=props.content_settings.content_type,

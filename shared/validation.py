@@ -838,7 +838,12 @@ def _validate(
                 if lanes is not None:
                     lanes.drain()  # no lane may still change the tallies once the report is built
                 bytes_read = table.bytes_read
-                if table.malformed.count:
+                other_dialect = any(f.check == "wrong_delimiter" for f in checker.findings)
+                if table.malformed.count and other_dialect:
+                    # Read as comma CSV, a ;-delimited row with decimal commas ("3,5") splits into several
+                    # fields: a symptom of wrong_delimiter, not a finding of its own. Each is still a row.
+                    checker.rows += table.malformed.count
+                elif table.malformed.count:
                     checker.add(
                         Finding(
                             "malformed_rows",

@@ -56,7 +56,9 @@ def _invalid(event: Any, index: int) -> str | None:
             return f"event [{index}] ({event.get('id', '?')!r}): {name} is required and must be a string"
     if "specversion" not in event and "data" not in event:
         return f"event [{index}] ({event.get('id')!r}): data is required"
-    if (reason := undecodable(event)) is not None:  # Azure's topic refuses a time it cannot read, too
+    # Azure's topic accepts a time the Python worker cannot read (e.g. a +01:00 offset) and the delivery then fails
+    # until it dead-letters; devhost refuses it here so the problem shows where it starts (docs/events.md).
+    if (reason := undecodable(event)) is not None:
         return f"event [{index}]: {reason}"
     return None
 

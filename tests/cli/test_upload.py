@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from azure.storage.blob import BlobServiceClient
 from typer.testing import CliRunner, Result
 
 from perennial_cli.main import app
+from tests.azurite import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = str(ROOT / "models")
@@ -16,6 +19,14 @@ MODELS = str(ROOT / "models")
 
 def perennial(env: dict[str, str | None], *args: str) -> Result:
     return CliRunner().invoke(app, list(args), env={"AzureWebJobsStorage": None, "COLUMNS": "200", **env})
+
+
+@pytest.fixture(autouse=True)
+def no_storage_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's exported storage settings must not decide where these tests upload."""
+    for name in list(os.environ):
+        if name.startswith("AzureWebJobsStorage"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -55,6 +66,12 @@ def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: 
     unsafe = perennial(nowhere, "upload", str(batch), "--model", "fraud", "--folder", "../x", "--models", MODELS)
     assert unsafe.exit_code == 2
     assert "'..'" in unsafe.output
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / batch.name
+    twin.write_text("transaction_id,amount\n2,4.5\n")
+    both = perennial(nowhere, "upload", str(batch), str(twin), "--model", "fraud", "--models", MODELS)
+    assert both.exit_code == 2, "the second would replace the first"
+    assert "would both be landing/fraud/batch 1.csv" in both.output
 
 
 def test_without_storage_it_says_where_it_looked(tmp_path: Path, batch: Path) -> None:
@@ -63,3 +80,16 @@ def test_without_storage_it_says_where_it_looked(tmp_path: Path, batch: Path) ->
     text = " ".join(result.output.split())
     assert "AzureWebJobsStorage is not set" in text
     assert "perennial up" in text
+
+
+def test_a_perennial_up_that_was_killed_is_not_waited_for(tmp_path: Path, batch: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()  # nothing listens: the `perennial up` that wrote the file is gone
+    connection = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    (state / "storage-connection").write_text(connection + "\n")
+    started = time.monotonic()
+    result = perennial({}, "upload", str(batch), "--model", "fraud", "--models", MODELS, "--state", str(state))
+    assert result.exit_code == 1
+    assert "is gone (its Azurite does not answer)" in " ".join(result.output.split())
+    assert time.monotonic() - started < 10, "no waiting through the storage SDK's retries"

@@ -4,6 +4,7 @@ reached is a 503 that says what to do."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -57,6 +58,17 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
     assert _problem(http.post("/api/models/fraud/retrain", content=b" " * (1024 * 1024 + 1)), 413)["field"] == "body"
     assert _problem(http.get("/api/models/fraud/runs", params={"limit": "²"}), 400)["field"] == "limit"
     assert _problem(http.post("/api/models/fraud/versions/²/rollout", json={}), 400)["field"] == "version"
+    # Text that is not Unicode (a lone surrogate in JSON, non-UTF-8 header bytes) is refused, not a 500 later.
+    assert (
+        _problem(http.post("/api/models/fraud/retrain", content=b'{"request_id": "\\ud800"}'), 400)["field"]
+        == "request_id"
+    )
+    assert _problem(http.post("/api/models/fraud/retrain", content=b'{"reason": "\\ud800"}'), 400)["field"] == "reason"
+    odd_key = {"Idempotency-Key": b"\xff"}
+    assert (
+        _problem(http.post("/api/models/fraud/rollback", json={}, headers=odd_key), 400)["field"] == "Idempotency-Key"
+    )
+    assert _problem(http.post("/api/models/fraud/retrain", json={}, headers=odd_key), 400)["field"] == "Idempotency-Key"
     wordy = _problem(http.post("/api/models/fraud/retrain", json={"reason": "x" * 1001}), 400)
     assert wordy["field"] == "reason"
     assert "at most 1,000 characters" in str(wordy["detail"])
@@ -114,6 +126,16 @@ def test_a_retried_request_gets_the_run_it_started(perennial: PerennialHost) -> 
     assert other["field"] == "Idempotency-Key"
     assert other["run_id"] == run_id
     assert [r["run_id"] for r in perennial.runs()] == [run_id], "one run, however often it was asked for"
+    # A retry whose selected blob has gone since (quarantined by its run, say) still gets its run, not a 400.
+    perennial.registry.update_run("fraud", run_id, lambda run: replace(run, status="no_valid_data", stage="done"))
+    perennial.land("chosen.csv", b"transaction_id\n1\n")
+    chosen = {"blobs": ["landing/fraud/chosen.csv"]}
+    selected = http.post("/api/models/fraud/retrain", json=chosen, headers={"Idempotency-Key": "sel-1"})
+    assert selected.status_code == 202, selected.text
+    perennial.store.container("landing").delete_blob("fraud/chosen.csv")
+    retried = http.post("/api/models/fraud/retrain", json=chosen, headers={"Idempotency-Key": "sel-1"})
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["run_id"] == selected.json()["run_id"]
     too_long = {"Idempotency-Key": "k" * 201}
     assert _problem(http.post("/api/models/fraud/retrain", json={}, headers=too_long), 400)["field"]
 

@@ -23,6 +23,19 @@ def checks(report: ValidationReport) -> list[str]:
     return [f.check for f in report.findings]
 
 
+def test_a_semicolon_file_with_decimal_commas_is_the_same_one_finding(tmp_path: Path, fraud_spec: ModelSpec) -> None:
+    """What a European Excel export really is: ';' between values and ',' in the numbers, so read as comma CSV
+    most rows split into several fields."""
+    path = tmp_path / "excel.csv"
+    fraud_batch(3000, seed=1).to_csv(path, sep=";", decimal=",", index=False)
+    report = validate(path, fraud_spec.data)
+
+    assert report.rows == 3000
+    assert "wrong_delimiter" in checks(report)
+    assert "malformed_rows" not in checks(report), "a symptom of the delimiter, not a second problem"
+    assert "too_few_rows" not in checks(report)
+
+
 def test_a_semicolon_file_counts_its_rows_and_says_once_that_it_is_semicolon_delimited(
     tmp_path: Path, fraud_spec: ModelSpec
 ) -> None:
