@@ -76,7 +76,7 @@ def demo(
     )
     batches = make_batches(paths.root / "data", rows)
     for batch in batches.values():
-        console.print(f"generated {escape(str(batch.path))}: {len(batch.frame):,} rows, {batch.label}")
+        console.print(f"generated {escape(str(batch.path))}: {len(batch.frame):,} rows, {batch.label}", soft_wrap=True)
 
     stack = LocalStack(paths, port)
     scenario: Scenario | None = None
@@ -129,7 +129,10 @@ def demo(
 
     seconds = time.monotonic() - started
     if interrupted:
-        console.print(f"[yellow]interrupted after {seconds:.0f} s[/yellow]; state kept in {escape(str(paths.root))}")
+        console.print(
+            f"[yellow]interrupted after {seconds:.0f} s[/yellow]; state kept in {escape(str(paths.root))}",
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
     if failure is not None:
         console.print()
@@ -137,7 +140,7 @@ def demo(
             f"[red bold]✗ stage {failure.stage} ({escape(failure.title)}) FAILED:[/red bold] {escape(failure.message)}",
             soft_wrap=True,
         )
-        console.print(f"  host log: {escape(str(paths.host_log))}; state: {escape(str(paths.root))}")
+        console.print(f"  host log: {escape(str(paths.host_log))}; state: {escape(str(paths.root))}", soft_wrap=True)
         raise typer.Exit(1)
     assert scenario is not None
     console.print()
@@ -160,7 +163,9 @@ def _prepare(state: Path, spec: Path, console: Console) -> ModelSpec:
             console.print(f"[red]✗[/red] {escape(line)}", soft_wrap=True)
         raise typer.Exit(2) from None
     if model.name != MODEL:
-        console.print(f"[red]✗[/red] {escape(str(spec))}: the demo plays the model {MODEL!r}; set name: {MODEL}")
+        console.print(
+            f"[red]✗[/red] {escape(str(spec))}: the demo plays the model {MODEL!r}; set name: {MODEL}", soft_wrap=True
+        )
         raise typer.Exit(2)
     # Only a folder the demo made (its marker) or the default one is wiped: `--state .perennial` must not take
     # `perennial host`'s key and histories with it.

@@ -57,6 +57,7 @@ def check(
             f"{len(spec.data.columns)} columns, "
             f"rollout {'/'.join(map(str, spec.rollout.steps))}%)",
             highlight=False,
+            soft_wrap=True,
         )
     if failed:
         raise typer.Exit(code=1)
@@ -102,6 +103,7 @@ def contract(
     err.print(
         f"wrote {escape(str(output))}: the data contract of model {spec.name!r} ({len(spec.data.columns)} columns)",
         highlight=False,
+        soft_wrap=True,  # a path cut mid-name cannot be copied
     )
 
 

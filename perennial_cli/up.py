@@ -221,7 +221,9 @@ def _check_models(console: Console, models: Path) -> list[str]:
             _err().print(f"[red]✗[/red] {escape(line)}", soft_wrap=True)
         _fail(f"the specs in {models} are not valid", "fix them (`perennial spec check FILE`)", code=2)
     if not names:
-        console.print(f"[yellow]![/yellow] no model specs (*.yaml) in {escape(str(models))}: the app serves none")
+        console.print(
+            f"[yellow]![/yellow] no model specs (*.yaml) in {escape(str(models))}: the app serves none", soft_wrap=True
+        )
     return names
 
 
@@ -258,7 +260,7 @@ def _locked(state: Path) -> Iterator[None]:
 def _print_tail(stack: LocalStack) -> None:
     tail = stack.log_tail(20)
     if tail:
-        _err().print(f"last lines of {escape(str(stack.paths.host_log))}:")
+        _err().print(f"last lines of {escape(str(stack.paths.host_log))}:", soft_wrap=True)
         _err().print(escape(tail), soft_wrap=True)
 
 

@@ -79,7 +79,10 @@ def upload(
         store = BlobStore.from_settings(settings, known)
         for path, relative in names.items():
             size = path.stat().st_size
-            out.print(f"uploading {escape(str(path))} ({size:,} bytes) to landing/{escape(model)}/{escape(relative)}…")
+            out.print(
+                f"uploading {escape(str(path))} ({size:,} bytes) to landing/{escape(model)}/{escape(relative)}…",
+                soft_wrap=True,
+            )
             with path.open("rb") as data:
                 ref = store.upload_landing(
                     model, relative, data, content_type=CONTENT_TYPES[path.suffix.lower()], overwrite=overwrite

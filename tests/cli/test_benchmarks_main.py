@@ -25,7 +25,10 @@ def _fake_benchmarks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ran
 
 
-def test_list_names_every_benchmark_with_its_docstring(capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_names_every_benchmark_with_its_docstring(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the list shortens each line to the terminal's width
     assert BENCHMARKS
     assert runner.main(["--list"]) == 0
     listed = " ".join(capsys.readouterr().out.split())
