@@ -246,11 +246,11 @@ def _checked_fields(
     req: func.HttpRequest, body: dict[str, Any], fields: dict[str, type]
 ) -> tuple[dict[str, Any], func.HttpResponse | None]:
     """The body's fields without nulls (a null is a field left out), or a 400 naming the first field that is
-    unknown, of the wrong JSON type or too long; also bounds the ``Idempotency-Key`` header."""
+    unknown, of the wrong JSON type, too long or not Unicode; the ``Idempotency-Key`` header is checked too."""
     try:
         bounded_text(req.headers.get("Idempotency-Key"), "Idempotency-Key", MAX_NAME_CHARS)
     except EventError as exc:
-        return {}, problem(400, "Idempotency-Key too long", str(exc), field=exc.field)
+        return {}, problem(400, "Bad Idempotency-Key", str(exc), field=exc.field)
     present = {name: value for name, value in body.items() if value is not None}
     for name, value in present.items():
         if name not in fields:
@@ -261,7 +261,7 @@ def _checked_fields(
             try:
                 bounded_text(value, name, MAX_TEXT_CHARS if name in _TEXT_FIELDS else MAX_NAME_CHARS)
             except EventError as exc:
-                return {}, problem(400, "Field too long", str(exc), field=name)
+                return {}, problem(400, "Bad text", str(exc), field=name)  # too long, or not Unicode
     return present, None
 
 
