@@ -54,11 +54,6 @@ param computeMaxNodes int = 2
 @minValue(60)
 param computeIdleSeconds int = 600
 
-@description('Managed online endpoint names, one per model spec (rollout.endpoint, or <name>-ep).')
-param endpointNames array = [
-  'fraud-ep'
-]
-
 @description('Also route Azure ML workspace events (DatasetDriftDetected, RunStatusChanged) to the app.')
 param subscribeWorkspaceEvents bool = true
 
@@ -148,7 +143,6 @@ module ml 'modules/ml.bicep' = {
     computeMaxNodes: computeMaxNodes
     computeIdleSeconds: computeIdleSeconds
     computeIdentityId: identities.outputs.computeIdentityId
-    endpointNames: endpointNames
   }
 }
 
@@ -211,6 +205,7 @@ module rbac 'modules/rbac.bicep' = {
     containerRegistryName: ml.outputs.containerRegistryName
     landingContainerName: 'landing'
     deadLetterContainerName: 'deadletter'
+    feedbackContainerName: 'feedback'
   }
 }
 

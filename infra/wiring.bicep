@@ -177,7 +177,10 @@ resource workspaceEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
   }
 }
 
-output subscriptions array = [
+// The Azure ML subscription exists only when the workspace's system topic does.
+output subscriptions array = concat([
   blobCreated.name
   customEvents.name
-]
+], empty(workspaceSystemTopicName) ? [] : [
+  workspaceEvents.name
+])

@@ -1,8 +1,10 @@
 // The Azure ML side: the workspace with its dependencies (its own storage account, the
-// shared Key Vault and Application Insights, a container registry), the GPU training cluster
-// and one managed online endpoint per model, and the two Azure ML environments the app names in
-// every job and deployment (perennial-train@latest, perennial-score@latest). Deployments behind
-// the endpoints are created by the app at run time (one per model version), so none is declared here.
+// shared Key Vault and Application Insights, a container registry), the GPU training cluster,
+// and the two Azure ML environments the app names in every job and deployment
+// (perennial-train@latest, perennial-score@latest). No online endpoint is declared here: the app
+// creates each model's endpoint (Entra ID token auth) before its first deployment and owns its
+// traffic. Declared here, every `azd provision` would PUT the endpoint without a traffic map, and
+// Azure ML zeroes the split of an endpoint updated that way: the champion would stop serving.
 
 @description('Azure region of the Azure ML resources.')
 param location string
@@ -52,9 +54,6 @@ param computeIdleSeconds int
 
 @description('Resource id of the user-assigned identity training jobs run as.')
 param computeIdentityId string
-
-@description('Managed online endpoint names, one per model spec (rollout.endpoint).')
-param endpointNames array
 
 resource mlStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageAccountName
@@ -149,26 +148,6 @@ resource gpuCluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-
     }
   }
 }
-
-// Endpoints only: a managed online endpoint without deployments has no instances and no
-// compute charge. Callers authenticate with Entra ID tokens (AADToken), so no endpoint key exists.
-resource endpoints 'Microsoft.MachineLearningServices/workspaces/onlineEndpoints@2024-10-01' = [
-  for endpointName in endpointNames: {
-    parent: workspace
-    name: endpointName
-    location: location
-    tags: tags
-    kind: 'Managed'
-    identity: {
-      type: 'SystemAssigned'
-    }
-    properties: {
-      authMode: 'AADToken'
-      description: 'Perennial-managed endpoint; deployments and traffic are set by the app'
-      publicNetworkAccess: 'Enabled'
-    }
-  }
-]
 
 // The environments shared/platform/azureml.py asks for by name@latest: one conda file
 // (training_jobs/environment.yml: torch, mlflow, azureml-inference-server-http for score.py, the

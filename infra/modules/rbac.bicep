@@ -39,6 +39,8 @@ param applicationInsightsName string
 param containerRegistryName string
 param landingContainerName string
 param deadLetterContainerName string
+@description('Container of delayed labels (feedback/<model>/<name>.csv) the live checks read.')
+param feedbackContainerName string
 
 // Built-in role definition ids (the same in every tenant).
 var roles = {
@@ -69,6 +71,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
     resource deadLetter 'containers' existing = {
       name: deadLetterContainerName
+    }
+
+    resource feedback 'containers' existing = {
+      name: feedbackContainerName
     }
   }
 }
@@ -283,10 +289,20 @@ resource eventGridDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01
 
 // ---- optional: the person running azd, so they can upload batches with --auth-mode login
 
-// Upload to the landing container only.
+// Upload to the landing container (new batches) and the feedback container (delayed labels) only.
 resource uploaderLanding 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(uploaderPrincipalId)) {
   name: guid(storage::blobService::landing.id, uploaderPrincipalId, roles.storageBlobDataContributor)
   scope: storage::blobService::landing
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: uploaderPrincipalId
+    principalType: uploaderPrincipalType
+  }
+}
+
+resource uploaderFeedback 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(uploaderPrincipalId)) {
+  name: guid(storage::blobService::feedback.id, uploaderPrincipalId, roles.storageBlobDataContributor)
+  scope: storage::blobService::feedback
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: uploaderPrincipalId

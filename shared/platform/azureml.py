@@ -535,7 +535,7 @@ class AzureMLPlatform:
                 return self.ml.online_endpoints.get(spec.name)
             except ResourceNotFoundError:
                 endpoint = ManagedOnlineEndpoint(
-                    # Entra ID tokens, as infra/modules/ml.bicep declares them: no endpoint key to leak or rotate.
+                    # Entra ID tokens: no endpoint key to leak or rotate. (The app, not Bicep, creates endpoints.)
                     name=spec.name,
                     auth_mode="aad_token",
                     description=spec.description,

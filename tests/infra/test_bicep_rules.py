@@ -24,7 +24,6 @@ PINNED_API_VERSIONS: dict[str, set[str]] = {
     "Microsoft.Web/sites": {"2024-04-01"},
     "Microsoft.MachineLearningServices/workspaces": {"2024-10-01"},
     "Microsoft.MachineLearningServices/workspaces/computes": {"2024-10-01"},
-    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints": {"2024-10-01"},
     "Microsoft.MachineLearningServices/workspaces/environments": {"2024-10-01"},
     "Microsoft.MachineLearningServices/workspaces/environments/versions": {"2024-10-01"},
     "Microsoft.EventGrid/topics": {"2025-02-15"},
@@ -185,6 +184,26 @@ def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_def
     # Compute Operator only behind a switch that is off by default.
     assert ("workspace", "AzureML Compute Operator") not in granted
     assert rbac.param_default("appCanManageCompute") is False
+
+
+def test_the_person_running_azd_may_write_new_batches_and_delayed_labels_and_nothing_else(
+    docs: dict[str, BicepDoc],
+) -> None:
+    """docs/policy.md asks users to put labels in feedback/<model>/: without a role there, their upload is a 403
+    and the live-accuracy gate runs without labels."""
+    rbac = docs["modules/rbac.bicep"]
+    granted = {
+        (
+            bicep._text(r.get("scope")),
+            PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
+        )
+        for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
+        if bicep._text(r.get("properties.principalId")) == "uploaderPrincipalId"
+    }
+    assert granted == {
+        ("storage::blobService::landing", "Storage Blob Data Contributor"),
+        ("storage::blobService::feedback", "Storage Blob Data Contributor"),
+    }
 
 
 def test_the_role_rules_accept_a_good_assignment() -> None:
@@ -398,13 +417,11 @@ def test_the_delivery_rule_catches_a_subscription_without_retry_or_dead_letter()
 
 
 def test_no_key_based_event_grid_or_workspace_access(docs: dict[str, BicepDoc]) -> None:
-    # Topics take Entra ID only; endpoints take Entra ID tokens; the registry has no admin user.
+    # Topics take Entra ID only; the registry has no admin user. (Endpoints are the app's: aad_token in azureml.py.)
     eventgrid = docs["modules/eventgrid.bicep"]
     for topic in eventgrid.resources_of("Microsoft.EventGrid/topics"):
         assert eventgrid.value(topic.get("properties.disableLocalAuth")) is True
     ml = docs["modules/ml.bicep"]
-    for endpoint in ml.resources_of("Microsoft.MachineLearningServices/workspaces/onlineEndpoints"):
-        assert ml.value(endpoint.get("properties.authMode")) == "AADToken"
     for registry in ml.resources_of("Microsoft.ContainerRegistry/registries"):
         assert ml.value(registry.get("properties.adminUserEnabled")) is False
     monitoring = docs["modules/monitoring.bicep"]

@@ -232,18 +232,19 @@ def test_the_workspace_subscription_takes_the_drift_and_run_events_alerts_expect
 # ---------------------------------------------------------------------- Azure ML vs model specs
 
 
-def test_endpoints_and_compute_default_to_what_the_model_specs_use(docs: dict[str, BicepDoc]) -> None:
+def test_compute_defaults_to_what_the_model_specs_use(docs: dict[str, BicepDoc]) -> None:
     specs = load_specs(ROOT / "models")
     main = docs["main.bicep"]
-    assert sorted(main.param_default("endpointNames")) == sorted({s.endpoint_name for s in specs.values()})
     assert {s.training.compute for s in specs.values()} == {main.param_default("computeName")}
     assert main.param_default("computeVmSize") in {s.training.instance_type for s in specs.values()}
 
 
-def test_bicep_creates_endpoints_but_no_deployments(docs: dict[str, BicepDoc]) -> None:
+def test_bicep_declares_no_online_endpoints_or_deployments(docs: dict[str, BicepDoc]) -> None:
+    """The app owns endpoints and their traffic: a declared endpoint is PUT again by every `azd provision`
+    without a traffic map, which zeroes the live split (the champion stops serving)."""
     types = {r.type for doc in docs.values() for r in doc.resources}
-    assert "Microsoft.MachineLearningServices/workspaces/onlineEndpoints" in types
-    assert not any(t.endswith("onlineEndpoints/deployments") for t in types)
+    assert not any(t.startswith("Microsoft.MachineLearningServices/workspaces/onlineEndpoints") for t in types)
+    assert b"endpointNames" not in docs["main.bicep"].source
 
 
 # ---------------------------------------------------------------------- Azure ML environments vs the adapter
@@ -399,3 +400,66 @@ def test_abbreviations_cover_every_prefix_main_uses(docs: dict[str, BicepDoc]) -
     used = set(re.findall(r"abbrs\.(\w+)", docs["main.bicep"].source.decode()))
     assert used
     assert used <= set(abbreviations)
+
+
+# ---------------------------------------------------------------------- devhost's Event Grid vs wiring.bicep
+
+
+def _devhost_view(doc: BicepDoc, r: bicep.Resource, function: str) -> dict[str, Any]:
+    """One wiring.bicep subscription in devhost/eventgrid/subscriptions.json's terms."""
+    flt = doc.value(r.get("properties.filter")) or {}
+    begins = r.get("properties.filter.subjectBeginsWith")
+    subject = bicep._text(begins).strip("'").replace("${landingContainerName}", "landing") if begins else None
+    retry = {  # the policy's values are parameters: their defaults are what is deployed
+        key: doc.param_default(value.text) if isinstance(value, Unresolved) else value
+        for key, value in (doc.value(r.get("properties.retryPolicy")) or {}).items()
+    }
+    return {
+        "name": doc.value(r.get("name")),
+        "function": function,
+        "includedEventTypes": flt.get("includedEventTypes") if isinstance(flt, dict) else None,
+        "subjectBeginsWith": subject,
+        "advancedFilters": [
+            {"operatorType": f["operatorType"], "key": f["key"], "values": f["values"]}
+            for f in (doc.value(r.get("properties.filter.advancedFilters")) or [])
+        ],
+        "retryPolicy": retry,
+    }
+
+
+def test_devhost_subscriptions_mirror_wiring_field_by_field(docs: dict[str, BicepDoc]) -> None:
+    """Locally, devhost's Event Grid routes by subscriptions.json; in Azure, wiring.bicep does. A filter that
+    differs (an operator, an api value, a prefix, a retry policy) would pass every local test and fail in Azure."""
+    wiring = docs["wiring.bicep"]
+    functions = bicep.function_destinations(wiring)
+    infra = {
+        view["name"]: view
+        for view in (_devhost_view(wiring, r, functions[r.symbol]) for r in bicep.event_subscriptions(wiring))
+    }
+    local = json.loads((ROOT / "devhost" / "eventgrid" / "subscriptions.json").read_text())["subscriptions"]
+    mirrored = {
+        s["name"]: {
+            "name": s["name"],
+            "function": s["function"],
+            "includedEventTypes": s["filter"].get("includedEventTypes"),
+            "subjectBeginsWith": s["filter"].get("subjectBeginsWith"),
+            "advancedFilters": s["filter"].get("advancedFilters", []),
+            "retryPolicy": s["retryPolicy"],
+        }
+        for s in local
+    }
+    assert mirrored == infra
+
+
+def test_the_landing_subscription_passes_exactly_the_writes_the_parser_treats_as_complete(
+    docs: dict[str, BicepDoc],
+) -> None:
+    from shared.events import COMPLETE_BLOB_APIS
+
+    wiring = docs["wiring.bicep"]
+    (landing,) = [r for r in bicep.event_subscriptions(wiring) if r.symbol == "blobCreated"]
+    (api_filter,) = [
+        f for f in wiring.value(landing.get("properties.filter.advancedFilters")) if f["key"] == "data.api"
+    ]
+    assert api_filter["operatorType"] == "StringIn"
+    assert set(api_filter["values"]) == COMPLETE_BLOB_APIS

@@ -192,7 +192,7 @@ def test_model_is_registered_from_the_job_output(azure_platform: MLPlatform, fak
 def test_deployment_and_traffic_requests(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
     azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))
     endpoint_put = _only(fake_arm, "PUT", "/onlineEndpoints/fraud-ep")
-    assert endpoint_put.body["properties"]["authMode"] == "AADToken"  # as infra declares it
+    assert endpoint_put.body["properties"]["authMode"] == "AADToken"  # Entra ID tokens: no endpoint key exists
     fake_arm.clear()
     spec = DeploymentSpec(
         "fraud-ep", "fraud-v3", "fraud", "3", instance_type="Standard_DS3_v2", instance_count=2, code=SCORING_CODE_ASSET
