@@ -93,8 +93,8 @@ def upload(
             f"landing/{model}/{relative} exists already",
             "give the file another name (each batch is a new file), or pass --overwrite to replace it",
         )
-    except (StorageError, AzureError, OSError) as exc:
-        _fail(f"could not upload to {where}: {_first_line(exc)}", START_HINT)
+    except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
+        _fail(f"could not upload landing/{model}/{relative} to {where}: {_first_line(exc)}", START_HINT)
     out.print(f"The host announces new data within seconds; follow the run with: perennial runs {escape(model)}")
 
 

@@ -81,12 +81,7 @@ from training_jobs.data import (  # noqa: E402
     load_manifest,
     stratified_split,
 )
-from training_jobs.errors import (  # noqa: E402
-    EXIT_BAD_INPUT,
-    EXIT_OK,
-    EXIT_PREEMPTED,
-    TrainingJobError,
-)
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TrainingJobError  # noqa: E402
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402

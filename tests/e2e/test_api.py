@@ -145,6 +145,17 @@ def test_a_retried_request_gets_the_run_it_started(perennial: PerennialHost) -> 
     perennial.registry.set_champion(Champion("fraud", "2", "r2", deployment="fraud-v2", previous_version="1"))
     assert _problem(http.post("/api/models/fraud/versions/02/rollout", json={}), 409)["title"] == "Already the champion"
 
+    # A retried rollback gets the first answer again, versions included (not a second rollback).
+    done = selected.json()["run_id"]
+    perennial.registry.update_run("fraud", done, lambda run: replace(run, status="no_valid_data", stage="done"))
+    rollback_key = {"Idempotency-Key": "rb-1"}
+    back = http.post("/api/models/fraud/rollback", json={"reason": "bad week"}, headers=rollback_key)
+    assert back.status_code == 202, back.text
+    replayed = http.post("/api/models/fraud/rollback", json={"reason": "bad week"}, headers=rollback_key)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json()["run_id"] == back.json()["run_id"]
+    assert (replayed.json()["from_version"], replayed.json()["to_version"]) == ("2", "1")
+
 
 def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> None:
     from shared.registry import Run
