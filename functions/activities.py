@@ -249,12 +249,14 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
             # crash handler calls again with "failed"): the outcome stands; a later error is only added.
             return replace(run, error=str(error) if error else run.error)
         decision = {"promoted": "promote", "not_promoted": "reject"}.get(status, run.decision)
+        # The orchestrator says "aborted on request"; the run's record knows who asked and why.
+        recorded = [run.abort_reason()] if status == "aborted" else reasons
         return replace(
             run,
             status=status,
             stage="done",
             decision=decision,
-            decision_reasons=reasons or run.decision_reasons,
+            decision_reasons=recorded or run.decision_reasons,
             registered_version=payload.get("version") or run.registered_version,
             error=str(error) if error else run.error,
         )
@@ -680,12 +682,44 @@ def rollout_prepare(payload: dict[str, Any]) -> dict[str, Any]:
         "shadow_bake_minutes": spec.rollout.shadow.bake_minutes,
         "rollback_step_minutes": spec.rollout.rollback_step_minutes,
     }
+    run = registry.get_run(model, payload["run_id"])
+    if run is not None and run.abort_requested:  # asked to stop before anything was deployed
+        plan["error"] = f"{run.abort_reason()}: {challenger} was not deployed"
+        _record_step(payload, "deploy", {}, {}, "aborted", {"deployment": challenger})
+        return plan
     try:
-        platform.create_or_update_deployment(_deployment_spec(model, version, payload["run_id"]))
+        state = platform.create_or_update_deployment(_deployment_spec(model, version, payload["run_id"]))
     except DeploymentFailedError as exc:
         plan["error"] = f"deployment {challenger} failed: {exc}"
+    else:
+        plan["provisioning"] = state.provisioning  # Azure takes minutes: the orchestrator polls on timers
+        if state.provisioning:
+            return plan  # the deploy step is recorded by deployment_provisioned once it ends
     _record_step(payload, "deploy", {}, {}, "fail" if "error" in plan else "pass", {"deployment": challenger})
     return plan
+
+
+@bp.activity_trigger(input_name="payload")
+def deployment_provisioned(payload: dict[str, Any]) -> dict[str, Any]:
+    """Where the provisioning of ``challenger`` on ``endpoint`` stands: ``{"provisioning": True}`` while the
+    platform still works on it, ``{"provisioning": False}`` once it serves, ``{"error": ...}`` if it failed
+    (or is gone). The deploy step is recorded when it ends."""
+    endpoint, challenger = payload["endpoint"], payload["challenger"]
+    try:
+        state = _platform().get_deployment(DeploymentRef(endpoint, challenger))
+    except NotFoundError:
+        error = f"deployment {challenger} disappeared while it was provisioned"
+    else:
+        if state.provisioning:
+            return {"provisioning": True, "state": state.provisioning_state}
+        if state.provisioning_state == "Succeeded":
+            _record_step(payload, "deploy", {}, {}, "pass", {"deployment": challenger})
+            return {"provisioning": False, "state": state.provisioning_state}
+        error = f"deployment {challenger} failed: {state.provisioning_state}" + (
+            f" ({state.error})" if state.error else ""
+        )
+    _record_step(payload, "deploy", {}, {}, "fail", {"deployment": challenger, "error": error})
+    return {"provisioning": False, "error": error}
 
 
 def _deployment_spec(model: str, version: str, run_id: str) -> DeploymentSpec:
@@ -703,7 +737,10 @@ def _deployment_spec(model: str, version: str, run_id: str) -> DeploymentSpec:
 
 
 def _restore_capacity(model: str, endpoint: str, deployment: str) -> bool:
-    """Scale a deployment back up to the spec's instance count before it takes traffic back; True if it was."""
+    """Scale a deployment back up to the spec's instance count before it takes traffic back; True if it was.
+
+    It does not wait for the new instances: traffic going back to a working deployment comes first, and the
+    deployment keeps serving on its current instances while Azure adds the others."""
     platform = _platform()
     state = platform.get_deployment(DeploymentRef(endpoint, deployment))
     wanted = get_runtime().spec(model).rollout.instance_count
@@ -799,7 +836,11 @@ def rollout_smoke(payload: dict[str, Any]) -> dict[str, Any]:
     _record_step(payload, "smoke", {}, {}, "pass" if result_ok else "fail", {"result": reason})
     if not result_ok and not payload.get("keep_on_failure"):
         _remove_challenger(payload)
-    return {"ok": result_ok, "reason": reason}
+    answer: dict[str, Any] = {"ok": result_ok, "reason": reason}
+    run = _registry().get_run(payload["model"], payload["run_id"])
+    if run is not None and run.abort_requested:  # the rollout stops before the challenger takes any traffic
+        answer["abort"] = f"{run.abort_reason()}: {payload['challenger']} was removed before it took traffic"
+    return answer
 
 
 def _remove_challenger(payload: dict[str, Any]) -> None:
@@ -914,7 +955,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
             else "the first model is withdrawn (there is no champion to roll back to; the endpoint serves nothing)"
         )
         action = {**action, "kind": "rollback", "traffic_plan": plan, "mirror": {}, "hard": True,
-                  "reasons": [f"aborted on request: {outcome}"]}  # fmt: skip
+                  "reasons": [f"{run.abort_reason()}: {outcome}"]}  # fmt: skip
         recorded_verdict = "aborted"  # not the canary's verdict: the step did not end on its evidence
     if champion is None:
         action["traffic_plan"] = [{k: v for k, v in p.items() if k != state_champion} for p in action["traffic_plan"]]
@@ -934,11 +975,10 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
 def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
     """On success: the new champion (registry + platform tag), ModelPromoted. On rollback: RolloutRolledBack."""
     model, run_id, version = payload["model"], payload["run_id"], str(payload["version"])
-    registry, platform = _registry(), _platform()
     reasons = [str(r) for r in payload.get("reasons", [])]
     if payload["outcome"] != "completed":
         _remove_challenger(payload)
-        deciding = registry.deciding_step(model, run_id)
+        deciding = _registry().deciding_step(model, run_id)
         evidence = deciding.evidence if deciding else {}
         # An analysed step keeps the canary verdict under "verdict"; deploy and smoke steps keep their result.
         if isinstance(evidence.get("verdict"), dict):
@@ -959,15 +999,28 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
             ]
         )
         return {"champion": payload.get("champion")}
+    _promote(model, version, run_id, payload["challenger"])
+    return {"champion": payload["challenger"]}
+
+
+def _promote(model: str, version: str, run_id: str, deployment: str) -> None:
+    """Make ``version`` the champion: the registry, the platform's tag, the idle deployments, ModelPromoted.
+
+    Safe to run again after any part failed: a second run finds the registry already pointing at the version
+    and takes the previous version from that record (not from itself), and the event keeps its id."""
+    registry, platform = _registry(), _platform()
     current = registry.champion(model)
-    if current is None or current.version != version:
+    if current is not None and current.version == version:
+        previous = current.previous_version  # promoted by an earlier attempt
+    else:
+        previous = current.version if current else None
         registry.set_champion(
             Champion(
                 model=model,
                 version=version,
                 run_id=run_id,
-                deployment=payload["challenger"],
-                previous_version=current.version if current else None,
+                deployment=deployment,
+                previous_version=previous,
                 etag=current.etag if current else None,
             )
         )
@@ -983,14 +1036,11 @@ def rollout_finish(payload: dict[str, Any]) -> dict[str, Any]:
     _publisher().publish(
         [
             make_event(
-                ModelPromoted(
-                    model=model, version=version, run_id=run_id, previous_version=current.version if current else None
-                ),
+                ModelPromoted(model=model, version=version, run_id=run_id, previous_version=previous),
                 event_id=f"{run_id}:promoted",
             )
         ]
     )
-    return {"champion": payload["challenger"]}
 
 
 @bp.activity_trigger(input_name="payload")
@@ -1005,7 +1055,9 @@ def rollout_abandon(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint, challenger = spec.endpoint_name, deployment_name(model, version)
     champion = registry.champion(model)
     if champion is not None and champion.version == version:
-        # Promoted before the failure (e.g. the ModelPromoted event could not be sent): nothing to undo.
+        # This rollout promoted the version before it failed (say the platform's tag or ModelPromoted could not
+        # be sent): nothing to undo, and what the promotion left undone is done now.
+        _promote(model, version, payload["run_id"], champion.deployment or challenger)
         return {"champion": champion.deployment, "outcome": "completed"}
     names = {d.name for d in platform.list_deployments(endpoint)}
     champion_deployment = champion.deployment if champion and champion.deployment in names else None
@@ -1044,23 +1096,30 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint = get_runtime().spec(model).endpoint_name
     previous = champion.previous_version
     target = deployment_name(model, previous)
-    names = {d.name for d in platform.list_deployments(endpoint)}
+    found = {d.name: d for d in platform.list_deployments(endpoint)}
+    # Kept (an earlier run made it) or recreated by this run, which deletes it again if it fails: read from
+    # its run tag, not from whether it exists, so that a retry of this activity finds its own deployment so.
+    kept = target in found and found[target].tags.get("perennial_run") != request.run_id
     try:
-        if target in names:
+        if kept:
             _restore_capacity(model, endpoint, target)
+            provisioning = False  # it serves already; new instances join as Azure adds them
         else:
-            platform.create_or_update_deployment(_deployment_spec(model, previous, request.run_id))
+            state = platform.create_or_update_deployment(_deployment_spec(model, previous, request.run_id))
+            provisioning = state.provisioning
     except DeploymentFailedError as exc:
         return {"error": f"the previous version {previous} could not be deployed again: {exc}"}
-    current = champion.deployment if champion.deployment in names else None
-    _record_step(payload, "deploy", {}, {}, "pass", {"deployment": target, "restored": target in names})
+    current = champion.deployment if champion.deployment in found else None
+    if not provisioning:  # otherwise deployment_provisioned records it when it ends
+        _record_step(payload, "deploy", {}, {}, "pass", {"deployment": target, "restored": kept})
     return {
         "endpoint": endpoint,
         "champion": current,
         "challenger": target,
         "version": previous,
         "from_version": champion.version,
-        "keep_on_failure": target in names,  # the kept deployment; one recreated here goes if it fails
+        "keep_on_failure": kept,  # the kept deployment stays; one recreated here goes if it fails
+        "provisioning": provisioning,
     }
 
 
@@ -1097,10 +1156,9 @@ def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint, target = payload["endpoint"], payload["challenger"]
     version, from_version = str(payload["version"]), str(payload["from_version"])
     run = registry.require_run(model, run_id)
-    traffic = platform.get_traffic(endpoint)
-    if {name: share for name, share in traffic.live.items() if share} != {target: 100}:
-        # Traffic moved meanwhile (another writer, a lost update): finish the move now.
-        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live={target: 100}, mirror={})))
+    # The registry first, before any platform call: traffic already serves the restored version, and if the
+    # platform stays down past this activity's retries, the housekeeping timer must repair towards it, not
+    # back to the version the operator rolled away from.
     champion = registry.champion(model)
     if champion is not None and champion.version != version:
         registry.set_champion(
@@ -1113,6 +1171,10 @@ def rollback_restore(payload: dict[str, Any]) -> dict[str, Any]:
                 etag=champion.etag,
             )
         )
+    traffic = platform.get_traffic(endpoint)
+    if {name: share for name, share in traffic.live.items() if share} != {target: 100}:
+        # Traffic moved meanwhile (another writer, a lost update): finish the move now.
+        traffic = platform.set_traffic(TrafficUpdate(endpoint, Traffic(live={target: 100}, mirror={})))
     platform.set_champion(model, version)
     summary = f"rolled back from version {from_version} to version {version} ({int(payload['steps'])} traffic step(s))"
     _record_step(payload, "rollback", dict(traffic.live), dict(traffic.mirror), "pass", {"summary": summary})

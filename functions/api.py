@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -474,6 +475,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
             "manifest_url": run.manifest_url,
             "drift": run.details.get("drift") or None,
             "evaluation": _evaluation(run),
+            "abort": run.details.get("abort"),  # who asked the run to stop, why and when; null when nobody did
             "candidates": [asdict(c) for c in lineage.candidates],
             "blobs": [asdict(b) for b in lineage.blobs],
             "version": asdict(lineage.version) if lineage.version else None,
@@ -565,15 +567,16 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
             f"then roll out the version you want with POST /api/models/{run.model}/versions/<version>/rollout",
         )
 
-    def request_abort(current: Run) -> Run:
-        return replace(current, abort_requested=True)
-
-    updated = clients.registry().update_run(run.model, run.run_id, request_abort)
+    reason = body.get("reason")
+    requested_at = datetime.now(UTC)
+    updated = clients.registry().update_run(
+        run.model, run.run_id, lambda current: current.request_abort(by, reason, requested_at)
+    )
     # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.
     for instance in (run.run_id, f"{run.run_id}-rollout"):
         try:
             await client.raise_event(instance, "abort", {"by": by})
         except Exception:  # the SDK raises bare Exception when the instance is not running: nothing waits there
             logger.debug("no waiting instance %s to wake for the abort", instance)
-    logger.info("abort of %s requested by %s: %s", run.run_id, by, body.get("reason", "no reason given"))
+    logger.info("abort of %s requested by %s: %s", run.run_id, by, reason or "no reason given")
     return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "requested"}, 202)

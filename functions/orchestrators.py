@@ -52,6 +52,9 @@ MUST_FINISH = df.RetryOptions(first_retry_interval_in_milliseconds=60_000, max_n
 
 Orchestration = Generator[Any, Any, Any]
 
+#: How long a new deployment may take to provision (Azure ML: typically 5-15 minutes) before the rollout gives up.
+PROVISIONING_MINUTES = 60
+
 #: Work events handled per coordinator generation before continue_as_new (bounds history in a storm).
 EVENTS_PER_GENERATION = 50
 #: Work kinds that run alone, in this order of precedence, and the orchestrator that runs each.
@@ -215,7 +218,10 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         return bool(answer and answer.get("abort"))
 
     def finish(status: str, reasons: list[str], **extra: Any) -> Generator[Any, Any, dict[str, Any]]:
-        yield context.call_activity("finish_run", {**run, "status": status, "reasons": reasons, **extra})
+        # Once the outcome is decided it must be recorded: a storage blip is retried, not turned into "failed".
+        yield context.call_activity_with_retry(
+            "finish_run", MUST_FINISH, {**run, "status": status, "reasons": reasons, **extra}
+        )
         return {"run_id": request.run_id, "status": status, "reasons": reasons, **extra}
 
     aborted = ["aborted on request"]
@@ -380,11 +386,18 @@ def version_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     run = {"model": request.model, "run_id": request.run_id}
     version = str(request.trigger.details["version"])
     context.set_custom_status({"run_id": request.run_id, "stage": "rolling_out", "version": version})
-    yield context.call_activity("record_stage", {**run, "stage": "rolling_out", "details": {"version": version}})
-    rollout = yield from _roll_out(context, run, version)
-    status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
-    reasons = list(rollout.get("reasons", []))
-    yield context.call_activity("finish_run", {**run, "status": status, "reasons": reasons, "version": version})
+    answer = yield context.call_activity(
+        "record_stage", {**run, "stage": "rolling_out", "details": {"version": version}}
+    )
+    if answer and answer.get("abort"):  # aborted while it waited its turn: nothing was deployed
+        status, reasons = "aborted", ["aborted on request"]
+    else:
+        rollout = yield from _roll_out(context, run, version)
+        status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
+        reasons = list(rollout.get("reasons", []))
+    yield context.call_activity_with_retry(
+        "finish_run", MUST_FINISH, {**run, "status": status, "reasons": reasons, "version": version}
+    )
     return {"run_id": request.run_id, "status": status, "reasons": reasons}
 
 
@@ -471,15 +484,26 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     request: dict[str, Any] = context.get_input()
     plan = yield context.call_activity("rollout_prepare", request)
     base = {**request, "endpoint": plan["endpoint"], "champion": plan["champion"], "challenger": plan["challenger"]}
-    if plan.get("error"):
-        yield context.call_activity("rollout_finish", {**base, "outcome": "rolled_back", "reasons": [plan["error"]]})
-        return {"outcome": "rolled_back", "reasons": [plan["error"]]}
+
+    def rolled_back(reasons: list[str]) -> Orchestration:
+        # Must finish once begun: the challenger goes and the champion keeps (or gets back) all traffic.
+        yield context.call_activity_with_retry(
+            "rollout_finish", MUST_FINISH, {**base, "outcome": "rolled_back", "reasons": reasons}
+        )
+        return {"outcome": "rolled_back", "reasons": reasons}
+
+    if plan.get("provisioning"):
+        provisioned = yield from _provisioned(context, {**request, **base})
+        if provisioned.get("error"):
+            plan = {**plan, "error": provisioned["error"]}
+    if plan.get("error"):  # the deployment failed, or the run was aborted before it was made
+        return (yield from rolled_back([plan["error"]]))
 
     smoke = yield context.call_activity("rollout_smoke", base)
     if not smoke["ok"]:
-        reasons = [f"smoke test failed: {smoke['reason']}"]
-        yield context.call_activity("rollout_finish", {**base, "outcome": "rolled_back", "reasons": reasons})
-        return {"outcome": "rolled_back", "reasons": reasons}
+        return (yield from rolled_back([f"smoke test failed: {smoke['reason']}"]))
+    if smoke.get("abort"):  # asked to stop while the challenger deployed: it goes before it takes any traffic
+        return (yield from rolled_back([smoke["abort"]]))
 
     steps: list[int] = plan["steps"]
     first_model = plan["champion"] is None
@@ -522,7 +546,10 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
         if kind in ("complete", "rollback"):
             outcome = "completed" if kind == "complete" else "rolled_back"
             reasons = list(action["reasons"])
-            yield context.call_activity("rollout_finish", {**base, "outcome": outcome, "reasons": reasons})
+            # Must finish once begun: a blip after the last gate passed must not throw the new champion away.
+            yield context.call_activity_with_retry(
+                "rollout_finish", MUST_FINISH, {**base, "outcome": outcome, "reasons": reasons}
+            )
             return {"outcome": outcome, "reasons": reasons}
         if kind == "advance":
             step_index, extensions = int(action["step_index"]), 0
@@ -530,6 +557,27 @@ def staged_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
         else:  # hold: the window grows, so an extension adds data instead of starting over
             extensions = int(action["extensions_used"])
         bake = float(action["bake_minutes"])
+
+
+def _provisioned(context: df.DurableOrchestrationContext, payload: dict[str, Any]) -> Orchestration:
+    """Wait on durable timers (15 s, 30 s, … up to 5 min apart) while the platform provisions
+    ``payload["challenger"]``: an activity that waited instead would outlive the host's function timeout.
+    Returns deployment_provisioned's last answer, with an ``error`` when it failed or took too long."""
+    deadline = context.current_utc_datetime + timedelta(minutes=PROVISIONING_MINUTES)
+    polls = 0
+    while True:
+        if context.current_utc_datetime >= deadline:
+            return {
+                "error": f"deployment {payload['challenger']} was still provisioning after {PROVISIONING_MINUTES} minutes"
+            }
+        context.set_custom_status(
+            {"run_id": payload["run_id"], "stage": "provisioning", "deployment": payload["challenger"]}
+        )
+        yield context.create_timer(min(context.current_utc_datetime + poll_delay(polls), deadline))
+        polls += 1
+        answer: dict[str, Any] = yield context.call_activity_with_retry("deployment_provisioned", MUST_FINISH, payload)
+        if not answer.get("provisioning"):
+            return answer
 
 
 def _paced_moves(
@@ -563,14 +611,25 @@ def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
     context.set_custom_status({"run_id": request.run_id, "stage": "rolling_back"})
     yield context.call_activity("record_stage", {**run, "stage": "rolling_back", "details": {}})
     plan = yield context.call_activity("rollback_prepare", request.dump())
+    if plan.get("provisioning"):  # the retired previous version is being deployed again
+        provisioned = yield from _provisioned(context, {**run, **plan})
+        if provisioned.get("error"):
+            plan = {
+                **plan,
+                "error": f"the previous version {plan['version']} could not be deployed again: {provisioned['error']}",
+            }
     if plan.get("error"):
         reasons = [plan["error"]]
-        yield context.call_activity("finish_run", {**run, "status": "failed", "reasons": reasons})
+        yield context.call_activity_with_retry(
+            "finish_run", MUST_FINISH, {**run, "status": "failed", "reasons": reasons}
+        )
         return {"run_id": request.run_id, "status": "failed", "reasons": reasons}
     smoke = yield context.call_activity("rollout_smoke", {**run, **plan})
     if not smoke["ok"]:
         reasons = [f"the previous version {plan['version']} failed its smoke test: {smoke['reason']}; nothing changed"]
-        yield context.call_activity("finish_run", {**run, "status": "failed", "reasons": reasons})
+        yield context.call_activity_with_retry(
+            "finish_run", MUST_FINISH, {**run, "status": "failed", "reasons": reasons}
+        )
         return {"run_id": request.run_id, "status": "failed", "reasons": reasons}
     moves = yield context.call_activity("rollback_traffic_plan", {**run, **plan})
     maps: list[dict[str, int]] = moves["plans"]
@@ -580,7 +639,7 @@ def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
         "rollback_restore", MUST_FINISH, {**run, **plan, "steps": len(maps)}
     )
     reasons = [restored["summary"]]
-    yield context.call_activity(
-        "finish_run", {**run, "status": "rolled_back", "reasons": reasons, "version": plan["version"]}
+    yield context.call_activity_with_retry(
+        "finish_run", MUST_FINISH, {**run, "status": "rolled_back", "reasons": reasons, "version": plan["version"]}
     )
     return {"run_id": request.run_id, "status": "rolled_back", "reasons": reasons}

@@ -372,9 +372,11 @@ class PerennialClient:
         """``POST /api/runs/{id}/reject``: the champion stays."""
         return self._action(f"/api/runs/{_seg(run_id)}/reject", _answer(by, comment))
 
-    def abort(self, run_id: str) -> Accepted:
-        """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll)."""
-        return self._action(f"/api/runs/{_seg(run_id)}/abort", None)
+    def abort(self, run_id: str, by: str | None = None, reason: str | None = None) -> Accepted:
+        """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll); ``by`` and
+        ``reason`` end up in the run's reasons."""
+        body = {k: v for k, v in (("by", by), ("reason", reason)) if v}
+        return self._action(f"/api/runs/{_seg(run_id)}/abort", body or None)
 
     def rollback(
         self, model: str, reason: str | None, requested_by: str | None = None, immediate: bool = False

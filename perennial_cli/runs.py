@@ -485,15 +485,17 @@ def reject(
 
 def abort(
     run_id: str = typer.Argument(..., metavar="RUN_ID", help="A pending or running run."),
+    reason: str | None = typer.Option(None, "--reason", help="Why; the run's reasons say it when it ends."),
+    by: str | None = typer.Option(None, "--by", show_default=False, help="Who aborts. Default: your OS user name."),
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
     """Ask a run to stop. Its jobs are cancelled at their next poll; a rollout in progress rolls back.
 
-    Example: perennial abort fraud-3f2a9c1e0b7d4a65
+    Example: perennial abort fraud-3f2a9c1e0b7d4a65 --reason "the batch was exported twice"
     """
     with _client(host, key) as client:
-        answer = client.abort(run_id)
+        answer = client.abort(run_id, by or requested_by_default(), reason)
     _print_accepted(f"abort of run {run_id} requested (it stops at its next poll or stage)", answer)
 
 

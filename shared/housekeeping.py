@@ -48,7 +48,7 @@ def retire_idle_deployments(
     """
     endpoint = spec.endpoint_name
     try:
-        # Only this model's: an endpoint may be shared, and another model's deployments are not ours to retire.
+        # Only this model's: a deployment someone made by hand on the endpoint is not ours to retire.
         deployments = [d.name for d in platform.list_deployments(endpoint) if d.model_name == model]
     except NotFoundError:
         return []  # no endpoint yet: nothing deployed

@@ -789,14 +789,14 @@ def traffic_to_repair(
     rollback left when its compensation gave up (a platform outage longer than its retries). Put the champion
     back at 100 % and clear the mirror. Nothing while a run is in flight (it owns the traffic), without a
     champion (nothing to return to), when the champion's deployment is gone (the operator must act), or when
-    a deployment that is not this model's takes traffic (``deployments`` are the model's own; an endpoint
-    shared with another model is not ours to move)."""
+    a deployment that is not this model's takes traffic (``deployments`` are the model's own; one made by hand
+    on the endpoint is the operator's, not ours to move; specs may not share an endpoint, see load_specs)."""
     if run_in_progress or champion is None or champion not in deployments:
         return None
     taking = {name: int(share) for name, share in live.items() if share}
     mirrored = {name: int(share) for name, share in mirror.items() if share}
     if any(name not in deployments for name in (*taking, *mirrored)):
-        return None  # another model's deployment takes traffic on this endpoint: not ours to move
+        return None  # a deployment that is not this model's takes traffic: the operator's, not ours to move
     if taking == {champion: 100} and not mirrored:
         return None
     found = ", ".join(f"{name} {share} %" for name, share in sorted(taking.items())) or "no live traffic"

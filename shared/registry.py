@@ -122,6 +122,22 @@ class Run:
     details: dict[str, Any] = field(default_factory=dict)  # stage details: drift summary, validation counts, …
     etag: str | None = field(default=None, compare=False)
 
+    def request_abort(self, by: str, reason: str | None, at: datetime) -> Run:
+        """This run with an abort requested. The first request's ``by`` and ``reason`` are kept in
+        ``details["abort"]``: that is the one the run acts on, and a repeat must not rewrite who stopped it."""
+        if "abort" in self.details:
+            return replace(self, abort_requested=True)
+        request = {"by": by, "reason": reason, "requested_at": at.isoformat()}
+        return replace(self, abort_requested=True, details={**self.details, "abort": request})
+
+    def abort_reason(self) -> str:
+        """Why the run stopped on request, naming who asked and why (``aborted on request`` when unrecorded)."""
+        request = self.details.get("abort")
+        if not isinstance(request, dict):
+            return "aborted on request"
+        said = f"aborted on request by {request.get('by') or 'api'}"
+        return f"{said} ({request['reason']})" if request.get("reason") else said
+
 
 @dataclass
 class Candidate:

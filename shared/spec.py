@@ -189,7 +189,7 @@ class ApprovalSpec(_Strict):
 
 class RolloutSpec(_Strict):
     endpoint: str | None = Field(
-        default=None, description=f"the online endpoint name ({AZURE_ML_NAME_HINT}); default <model>-ep"
+        default=None, description=f"the online endpoint name ({AZURE_ML_NAME_HINT}), one model's alone; default <model>-ep"
     )
     instance_type: str = Field(default="Standard_DS3_v2", description="an Azure VM size for the deployment")
     instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
@@ -542,6 +542,8 @@ def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
     if not directory.is_dir():
         raise SpecError([f"{directory}: the models directory does not exist (set PERENNIAL_MODELS_DIR)"])
     specs: dict[str, ModelSpec] = {}
+    files: dict[str, Path] = {}  # model name -> its file (names are unique: a spec's name is its file's)
+    endpoints: dict[str, str] = {}  # endpoint -> the model that owns it
     problems: list[str] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
@@ -549,7 +551,16 @@ def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
         except SpecError as exc:
             problems += exc.problems
             continue
-        specs[spec.name] = spec
+        # A rollout sets the endpoint's whole traffic map from its own model's deployments, so a second model
+        # on the same endpoint would have its traffic taken away (or the endpoint left serving nothing).
+        owner = endpoints.get(spec.endpoint_name)
+        if owner is not None:
+            problems.append(
+                f"{path}: rollout.endpoint={spec.endpoint_name!r} is also {owner}'s endpoint ({files[owner]}); "
+                "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
+            )
+            continue
+        specs[spec.name], files[spec.name], endpoints[spec.endpoint_name] = spec, path, spec.name
     if problems:
         raise SpecError(problems)
     return specs

@@ -371,6 +371,26 @@ class DeploymentState:
     instance_count: int
     provisioning_state: str  # Creating, Updating, Succeeded, Failed, Deleting
     error: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def provisioning(self) -> bool:
+        """Azure is still creating or updating it: poll :meth:`MLPlatform.get_deployment` until it is not."""
+        return self.provisioning_state in PROVISIONING_STATES
+
+    def serves(self, spec: DeploymentSpec) -> bool:
+        """It runs ``spec``'s model version on ``spec``'s capacity: sending ``spec`` again would change nothing
+        that matters (and, in Azure, would start another provisioning of many minutes)."""
+        return (self.model_name, self.model_version, self.instance_type, self.instance_count) == (
+            spec.model_name,
+            spec.model_version,
+            spec.instance_type,
+            spec.instance_count,
+        )
+
+
+#: Provisioning states of a deployment Azure ML is still working on.
+PROVISIONING_STATES = frozenset({"Creating", "Updating"})
 
 
 @dataclass(frozen=True)
@@ -573,7 +593,10 @@ class MLPlatform(Protocol):
     def delete_endpoint(self, name: str) -> None: ...
 
     def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
-        """Create or update a deployment and wait until it is provisioned (DeploymentFailedError if it is not)."""
+        """Start creating or updating a deployment, and return its state: ``Succeeded`` once it serves, or
+        ``Creating``/``Updating`` while the platform provisions it (Azure takes many minutes: poll
+        :meth:`get_deployment`, from the orchestrator, on durable timers). DeploymentFailedError when it failed.
+        A deployment that already :meth:`DeploymentState.serves` ``spec`` is not sent again."""
         ...
 
     def get_deployment(self, ref: DeploymentRef) -> DeploymentState: ...

@@ -591,6 +591,7 @@ class LocalPlatform:
             instance_count=spec.instance_count,
             provisioning_state=str(status.get("provisioning_state")),
             error=status.get("error"),
+            tags=dict(spec.tags),
         )
 
     def _deployment_names(self, endpoint: str) -> list[str]:

@@ -171,13 +171,14 @@ def test_approve_on_a_finished_run_prints_the_409(host: PerennialHost) -> None:
 
 
 def test_abort_asks_a_running_run_to_stop(host: PerennialHost) -> None:
-    result = perennial(host, "abort", RUNNING)
+    result = perennial(host, "abort", RUNNING, "--reason", "wrong export", "--by", "dana")
     assert result.exit_code == 0, result.output
     assert f"run_id: {RUNNING}" in result.output
     assert "abort: requested" in result.output
     run = host.registry.get_run("fraud", RUNNING)
     assert run is not None
     assert run.abort_requested
+    assert run.abort_reason() == "aborted on request by dana (wrong export)"
 
     finished = perennial(host, "abort", PROMOTED)
     assert finished.exit_code == 1

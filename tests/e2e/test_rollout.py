@@ -275,13 +275,14 @@ def test_an_abort_mid_rollout_rolls_back_at_once(shipped: PerennialHost) -> None
     run_id = response.json()["run_id"]
 
     def abort(_: ScoringTraffic) -> None:
-        answer = shipped.http.post(f"/api/runs/{run_id}/abort")
+        answer = shipped.http.post(f"/api/runs/{run_id}/abort", json={"by": "oncall", "reason": "pager"})
         assert answer.status_code == 202, answer.text
 
     # The bake is 1 min of virtual time, but the abort wakes it: the run ends without the clock moving.
     detail = drive_rollout(shipped, run_id, ScoringTraffic(shipped), BAKE_MINUTES, requests_per_bake=20, on_bake=abort)
     assert detail["status"] == "rolled_back", detail
-    assert any("aborted on request: rolled back to the champion" in r for r in detail["reasons"]), detail["reasons"]
+    reason = "aborted on request by oncall (pager): rolled back to the champion"
+    assert any(reason in r for r in detail["reasons"]), detail["reasons"]
     assert "aborted" in [verdict for _, verdict in _verdicts(detail)], _verdicts(detail)  # not the canary's pass
     _assert_champion_alone_at_100(shipped, before.version, version)
 

@@ -138,10 +138,14 @@ def test_an_abort_while_the_candidates_train_is_recorded_as_aborted(host: Perenn
         return detail["stage"] == "training" and all(c["job_name"] for c in detail["candidates"])
 
     host.wait_for("the candidates' jobs", jobs_submitted, advance=0)
-    assert host.http.post(f"/api/runs/{run_id}/abort").status_code == 202
+    first = host.http.post(f"/api/runs/{run_id}/abort", json={"by": "dana", "reason": "exported twice"})
+    assert first.status_code == 202, first.text
+    again = host.http.post(f"/api/runs/{run_id}/abort", json={"by": "eve"})  # a repeat does not rewrite who asked
+    assert again.status_code in (202, 409), again.text
     detail = host.wait_for("the abort", lambda: (d := host.run(run_id))["status"] not in ("pending", "running") and d)
     assert detail["status"] == "aborted", (detail["status"], detail["reasons"])
-    assert detail["reasons"] == ["aborted on request"]
+    assert detail["reasons"] == ["aborted on request by dana (exported twice)"]
+    assert detail["abort"]["by"] == "dana", detail["abort"]
     platform = host.platform()
     phases = {c["job_name"]: platform.get_job(c["job_name"]).phase for c in detail["candidates"]}
     assert set(phases.values()) <= {"canceled", "completed"}, f"no job left training: {phases}"

@@ -91,8 +91,8 @@ def test_a_split_left_between_runs_goes_back_to_the_champion() -> None:
         {"run_in_progress": True},  # the run owns the traffic
         {"champion": None},  # nothing to return to
         {"deployments": ["fraud-v2"]},  # the champion's deployment is gone: for the operator
-        {"live": {"fraud-v3": 50, "credit-v1": 50}},  # another model's canary on a shared endpoint
-        {"live": {"fraud-v3": 100}, "mirror": {"credit-v1": 10}},  # another model's shadow
+        {"live": {"fraud-v3": 50, "credit-v1": 50}},  # a deployment made by hand takes traffic
+        {"live": {"fraud-v3": 100}, "mirror": {"credit-v1": 10}},  # a hand-made shadow
     ],
 )
 def test_traffic_is_left_alone(overrides: dict[str, object]) -> None:

@@ -18,9 +18,17 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from functions import clients
-from shared.platform import ComputeSpec, JobSpec
-from shared.registry import Run
+from functions import activities, clients
+from shared.platform import (
+    ComputeSpec,
+    DeploymentRef,
+    DeploymentSpec,
+    DeploymentState,
+    JobSpec,
+    NotFoundError,
+    TransientPlatformError,
+)
+from shared.registry import Champion, Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest
 from tests.azurite import Azurite, azurite_running
@@ -235,3 +243,185 @@ def test_a_request_whose_run_ended_does_not_lend_its_id_to_a_claim(activity: Any
     claimed = activity("claim_run", {"model": "fraud", "blobs": [], "requests": [stale, fresh]})
     assert claimed is not None
     assert claimed["run_id"] == fresh["run_id"]
+
+
+# --------------------------------------------------------------------------- finishing a rollout
+
+
+def _champion(champion: Champion) -> None:
+    """Point the registry at ``champion`` whatever this module's earlier tests left there."""
+    current = clients.registry().champion(champion.model)
+    clients.registry().set_champion(replace(champion, etag=current.etag if current else None))
+
+
+class _TagFailsOnce:
+    """The platform side of a promotion whose champion tag fails once (a 503 past the SDK's retries). There is
+    no endpoint to tidy, which the promotion leaves to the housekeeping timer."""
+
+    def __init__(self) -> None:
+        self.tagged: list[tuple[str, str]] = []
+        self.failures = 1
+
+    def set_champion(self, name: str, version: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise TransientPlatformError(f"tag model {name}:{version}: 503", "try again later")
+        self.tagged.append((name, version))
+
+    def list_deployments(self, endpoint: str) -> list[Any]:
+        raise NotFoundError("endpoint", endpoint)
+
+
+@pytest.mark.parametrize("finisher", ["rollout_finish", "rollout_abandon"])
+def test_a_promotion_that_failed_half_way_is_finished_by_its_retry_or_its_abandon(
+    activity: Any, monkeypatch: pytest.MonkeyPatch, finisher: str
+) -> None:
+    """After the last gate passed, a failure between the registry write and ModelPromoted must neither throw the
+    new champion away nor lose its event, and the event names the version it replaced (not itself)."""
+    run = _run(f"fraud-00000000000000{'g1' if finisher == 'rollout_finish' else 'g2'}")
+    registry = clients.registry()
+    _champion(Champion("fraud", "1", "fraud-earlier", deployment="fraud-v1"))
+    platform = _TagFailsOnce()
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    payload = {
+        "model": "fraud",
+        "run_id": run.run_id,
+        "version": "2",
+        "endpoint": "fraud-ep",
+        "champion": "fraud-v1",
+        "challenger": "fraud-v2",
+        "outcome": "completed",
+        "reasons": ["every gate passed"],
+        "reason": "the rollout failed unexpectedly: 503",
+    }
+    with fake_topic() as topic:
+        monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", topic.endpoint)
+        monkeypatch.setenv("PERENNIAL_EVENTGRID_KEY", "local-key")
+        _clear_caches()
+        with pytest.raises(TransientPlatformError):
+            activity("rollout_finish", payload)
+        answer = activity(finisher, payload)
+        promoted = [e for e in topic.received if e["eventType"] == "Perennial.ModelPromoted"]
+    champion = registry.champion("fraud")
+    assert champion is not None
+    assert (champion.version, champion.previous_version) == ("2", "1")
+    assert platform.tagged == [("fraud", "2")]
+    assert [(e["id"], e["data"]["version"], e["data"]["previous_version"]) for e in promoted] == [
+        (f"{run.run_id}:promoted", "2", "1")
+    ]
+    if finisher == "rollout_abandon":
+        assert answer["outcome"] == "completed"
+
+
+class _PlatformDown:
+    def get_traffic(self, endpoint: str) -> Any:
+        raise TransientPlatformError(f"get endpoint {endpoint}: 503", "try again later")
+
+
+def test_a_rollback_whose_last_step_gave_up_already_points_the_registry_at_the_restored_version(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traffic already serves the restored version; if the platform stays down past the retries, housekeeping
+    repairs towards the registry's champion, so that must be the restored version, not the one rolled away."""
+    run = _run("fraud-00000000000000g3")
+    _champion(Champion("fraud", "2", "fraud-earlier", deployment="fraud-v2", previous_version="1"))
+    monkeypatch.setattr(activities, "_platform", lambda: _PlatformDown())
+    payload = {"model": "fraud", "run_id": run.run_id, "endpoint": "fraud-ep", "challenger": "fraud-v1"}
+    with pytest.raises(TransientPlatformError):
+        activity(
+            "rollback_restore", {**payload, "champion": "fraud-v2", "version": "1", "from_version": "2", "steps": 2}
+        )
+    champion = clients.registry().champion("fraud")
+    assert champion is not None
+    assert (champion.version, champion.deployment, champion.previous_version) == ("1", "fraud-v1", "2")
+
+
+class _EndpointOnly:
+    """A platform with an empty endpoint that records the deployments it is asked to make."""
+
+    def __init__(self) -> None:
+        self.deployed: list[str] = []
+
+    def ensure_endpoint(self, spec: Any) -> None:
+        return None
+
+    def list_deployments(self, endpoint: str) -> list[Any]:
+        return []
+
+    def create_or_update_deployment(self, spec: Any) -> None:
+        self.deployed.append(spec.name)
+
+
+def test_a_rollout_aborted_before_it_deployed_deploys_nothing(activity: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run("fraud-00000000000000g4")
+    clients.registry().update_run("fraud", run.run_id, lambda r: r.request_abort("dana", "wrong export", r.updated_at))
+    platform = _EndpointOnly()
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    plan = activity("rollout_prepare", {"model": "fraud", "run_id": run.run_id, "version": "2"})
+    assert plan["error"] == "aborted on request by dana (wrong export): fraud-v2 was not deployed"
+    assert platform.deployed == []
+    [step] = clients.registry().rollout_steps("fraud", run.run_id)
+    assert (step.step, step.verdict) == ("deploy", "aborted")
+
+
+class _Deployments:
+    """An endpoint's deployments, made at once (as the local platform makes them)."""
+
+    def __init__(self, *existing: DeploymentState) -> None:
+        self.existing = {d.name: d for d in existing}
+        self.created: list[str] = []
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]:
+        return list(self.existing.values())
+
+    def get_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        return self.existing[ref.name]
+
+    def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
+        made = DeploymentState(
+            spec.endpoint, spec.name, spec.model_name, spec.model_version, spec.instance_type, spec.instance_count,
+            "Succeeded", tags=dict(spec.tags),
+        )  # fmt: skip
+        self.existing[spec.name] = made
+        self.created.append(spec.name)
+        return made
+
+
+def _deployment(name: str, version: str, run_id: str) -> DeploymentState:
+    instances = get_runtime().spec("fraud").rollout.instance_count
+    return DeploymentState("fraud-ep", name, "fraud", version, "Standard_DS3_v2", instances, "Succeeded",
+                           tags={"perennial_run": run_id})  # fmt: skip
+
+
+@pytest.mark.parametrize("retired", [True, False], ids=["recreated", "kept"])
+def test_a_rollback_knows_a_deployment_it_recreated_on_every_attempt(
+    activity: Any, monkeypatch: pytest.MonkeyPatch, retired: bool
+) -> None:
+    """A recreated previous version that fails its smoke test is deleted again; a kept one stays. A retry of
+    rollback_prepare (which finds the deployment its first attempt made) must decide the same."""
+    run = _run("fraud-00000000000000g5" if retired else "fraud-00000000000000g6")
+    _champion(Champion("fraud", "2", "fraud-earlier", deployment="fraud-v2", previous_version="1"))
+    kept = () if retired else (_deployment("fraud-v1", "1", "fraud-earlier"),)
+    platform = _Deployments(_deployment("fraud-v2", "2", "fraud-earlier"), *kept)
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    request = {"model": "fraud", "run_id": run.run_id, "blobs": [],
+               "trigger": {"kind": "rollback", "reason": "r", "source_event_id": run.run_id}}  # fmt: skip
+    first, retry = activity("rollback_prepare", request), activity("rollback_prepare", request)
+    assert first["challenger"] == retry["challenger"] == "fraud-v1"
+    assert first["keep_on_failure"] is retry["keep_on_failure"] is not retired
+    assert platform.created == (["fraud-v1", "fraud-v1"] if retired else [])
+
+
+def test_a_deployment_is_recorded_when_its_provisioning_ends(activity: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run("fraud-00000000000000g7")
+    creating = replace(_deployment("fraud-v2", "2", run.run_id), provisioning_state="Creating")
+    platform = _Deployments(creating)
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    payload = {"model": "fraud", "run_id": run.run_id, "endpoint": "fraud-ep", "challenger": "fraud-v2"}
+    assert activity("deployment_provisioned", payload) == {"provisioning": True, "state": "Creating"}
+    assert clients.registry().rollout_steps("fraud", run.run_id) == []
+    platform.existing["fraud-v2"] = replace(creating, provisioning_state="Failed", error="the image did not start")
+    answer = activity("deployment_provisioned", payload)
+    assert answer == {"provisioning": False, "error": "deployment fraud-v2 failed: Failed (the image did not start)"}
+    [step] = clients.registry().rollout_steps("fraud", run.run_id)
+    assert (step.step, step.verdict) == ("deploy", "fail")

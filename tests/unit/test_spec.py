@@ -105,3 +105,18 @@ def test_fix_hints_point_at_documents_that_exist() -> None:
     assert referenced
     for document in referenced:
         assert (ROOT / document).is_file(), f"a spec error hint points at {document}, which does not exist"
+
+
+def test_two_models_may_not_share_an_endpoint(tmp_path: Path) -> None:
+    """A rollout sets its endpoint's whole traffic map: a second model there would lose its traffic."""
+    fraud = (ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8")
+    (tmp_path / "fraud.yaml").write_text(fraud, encoding="utf-8")
+    own_endpoint = fraud.replace("name: fraud", "name: cards", 1).replace("endpoint: fraud-ep", "endpoint: cards-ep")
+    (tmp_path / "cards.yaml").write_text(own_endpoint, encoding="utf-8")
+    (tmp_path / "loans.yaml").write_text(fraud.replace("name: fraud", "name: loans", 1), encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_specs(tmp_path)
+    assert caught.value.problems == [
+        f"{tmp_path / 'loans.yaml'}: rollout.endpoint='fraud-ep' is also fraud's endpoint ({tmp_path / 'fraud.yaml'}); "
+        "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
+    ]

@@ -1,0 +1,160 @@
+"""The rollout orchestrators' control flow around aborts and finishing steps, driven the way the Durable SDK
+drives a generator: each yielded task is answered by sending its result back.
+
+- an abort requested before a rollout took traffic stops it there, not after a full bake at 10 %;
+- the steps that record an outcome once it is decided are retried (MUST_FINISH), so a blip after the last
+  gate passed cannot throw the new champion away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from typing import Any
+
+from functions import orchestrators
+from functions.orchestrators import MUST_FINISH
+
+RUN_ID = "fraud-00000000000000f1"
+PLAN = {
+    "endpoint": "fraud-ep",
+    "champion": "fraud-v1",
+    "challenger": "fraud-v2",
+    "steps": [10, 50, 100],
+    "bake_minutes": 30,
+    "shadow": False,
+    "shadow_bake_minutes": 15,
+    "rollback_step_minutes": 2,
+}
+
+
+class DrivenContext:
+    """The context calls an orchestrator makes, recorded in order as (kind, name, retried)."""
+
+    current_utc_datetime = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def __init__(self, given: dict[str, Any]) -> None:
+        self.given = given
+        self.calls: list[tuple[str, str, bool]] = []
+
+    def get_input(self) -> dict[str, Any]:
+        return self.given
+
+    def set_custom_status(self, status: Any) -> None:
+        pass
+
+    def call_activity(self, name: str, payload: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        self.calls.append(("activity", name, False))
+        return ("activity", name, payload)
+
+    def call_activity_with_retry(self, name: str, retry: Any, payload: dict[str, Any]) -> tuple[str, str, Any]:
+        self.calls.append(("activity", name, retry is MUST_FINISH))
+        return ("activity", name, payload)
+
+    def call_sub_orchestrator(self, name: str, payload: Any, instance_id: str | None = None) -> tuple[str, str]:
+        self.calls.append(("sub", name, False))
+        return ("sub", name)
+
+    # A timer fires when it is due (the clock moves there); a bake's abort event never comes.
+    def create_timer(self, when: datetime) -> BakeTimer:
+        self.current_utc_datetime = max(self.current_utc_datetime, when)
+        self.calls.append(("timer", "", False))
+        return BakeTimer()
+
+    def wait_for_external_event(self, name: str) -> tuple[str, str]:
+        return ("event", name)
+
+    def task_any(self, tasks: list[Any]) -> BakeTimer:
+        return next(t for t in tasks if isinstance(t, BakeTimer))
+
+
+class BakeTimer:
+    def cancel(self) -> None:
+        pass
+
+
+def _drive(
+    orchestrator: Any, given: dict[str, Any], answer: Callable[[tuple[Any, ...]], Any]
+) -> tuple[Any, list[tuple[str, str, bool]]]:
+    context = DrivenContext(given)
+    generator: Generator[Any, Any, Any] = orchestrator._function.get_user_function().orchestrator_function(context)
+    try:
+        task = next(generator)
+        while True:
+            task = generator.send(answer(task))
+    except StopIteration as done:
+        return done.value, context.calls
+
+
+def test_a_version_rollout_aborted_while_it_waited_its_turn_deploys_nothing() -> None:
+    given = {
+        "model": "fraud",
+        "run_id": RUN_ID,
+        "trigger": {"kind": "rollout", "reason": "r", "source_event_id": RUN_ID, "details": {"version": "2"}},
+        "blobs": [],
+    }
+    result, calls = _drive(orchestrators.version_rollout, given, lambda task: {"abort": True})
+    assert calls == [("activity", "record_stage", False), ("activity", "finish_run", True)]
+    assert result["status"] == "aborted"
+
+
+def test_an_abort_during_the_deployment_removes_the_challenger_before_it_takes_traffic() -> None:
+    reason = "aborted on request by dana: fraud-v2 was removed before it took traffic"
+    answers = {"rollout_prepare": PLAN, "rollout_smoke": {"ok": True, "reason": "HTTP 200", "abort": reason}}
+    result, calls = _drive(orchestrators.staged_rollout, {"model": "fraud", "run_id": RUN_ID, "version": "2"},
+                           lambda task: answers.get(task[1], {}))  # fmt: skip
+    assert [name for _, name, _ in calls] == ["rollout_prepare", "rollout_smoke", "rollout_finish"]
+    assert calls[-1] == ("activity", "rollout_finish", True)
+    assert result == {"outcome": "rolled_back", "reasons": [reason]}
+
+
+def test_the_last_gate_passing_is_recorded_with_retries() -> None:
+    complete = {"kind": "complete", "reasons": ["every gate passed"], "traffic_plan": [], "mirror": None}
+    answers = {
+        "rollout_prepare": PLAN,
+        "rollout_smoke": {"ok": True, "reason": "HTTP 200"},
+        "rollout_apply": {"live": {"fraud-v2": 100}, "mirror": {}, "applied_at": "2030-01-01T00:00:00+00:00"},
+        "rollout_analyse": complete,
+    }
+    result, calls = _drive(orchestrators.staged_rollout, {"model": "fraud", "run_id": RUN_ID, "version": "2"},
+                           lambda task: answers.get(task[1], {}) if isinstance(task, tuple) else task)  # fmt: skip
+    assert result == {"outcome": "completed", "reasons": ["every gate passed"]}
+    assert calls[-1] == ("activity", "rollout_finish", True)
+
+
+def test_a_deployment_that_takes_minutes_to_provision_is_polled_on_durable_timers() -> None:
+    """Azure provisions a deployment for many minutes: no activity waits for it (the host would stop it after
+    its function timeout); the orchestrator polls, and smoke-tests once the deployment serves."""
+    states = iter([{"provisioning": True}, {"provisioning": True}, {"provisioning": False, "state": "Succeeded"}])
+    answers = {"rollout_prepare": {**PLAN, "provisioning": True}, "rollout_smoke": {"ok": False, "reason": "HTTP 500"}}
+
+    def answer(task: Any) -> Any:
+        if not isinstance(task, tuple):
+            return task  # a timer
+        return next(states) if task[1] == "deployment_provisioned" else answers.get(task[1], {})
+
+    result, calls = _drive(orchestrators.staged_rollout, {"model": "fraud", "run_id": RUN_ID, "version": "2"}, answer)
+    assert [(kind, name) for kind, name, _ in calls][:8] == [
+        ("activity", "rollout_prepare"),
+        ("timer", ""),
+        ("activity", "deployment_provisioned"),
+        ("timer", ""),
+        ("activity", "deployment_provisioned"),
+        ("timer", ""),
+        ("activity", "deployment_provisioned"),
+        ("activity", "rollout_smoke"),
+    ]
+    assert result["reasons"] == ["smoke test failed: HTTP 500"]
+
+
+def test_a_deployment_still_provisioning_after_an_hour_is_rolled_back() -> None:
+    answers = {"rollout_prepare": {**PLAN, "provisioning": True}, "deployment_provisioned": {"provisioning": True}}
+    result, calls = _drive(orchestrators.staged_rollout, {"model": "fraud", "run_id": RUN_ID, "version": "2"},
+                           lambda task: answers.get(task[1], {}) if isinstance(task, tuple) else task)  # fmt: skip
+    assert result == {
+        "outcome": "rolled_back",
+        "reasons": ["deployment fraud-v2 was still provisioning after 60 minutes"],
+    }
+    polls = sum(1 for _, name, _ in calls if name == "deployment_provisioned")
+    assert 10 <= polls <= 20, f"{polls} polls in an hour: backing off to 5 minutes keeps the history short"
+    assert calls[-1] == ("activity", "rollout_finish", True), "the half-made deployment is removed"
