@@ -22,6 +22,8 @@ How it maps the port onto Azure ML:
   jitter (tenacity); the SDK's own retries are off (``retry_total=0``) so there is one policy.
   Re-running a whole operation is safe because every write is a PUT by name.
 - a 404 becomes :class:`NotFoundError`; any other service error a :class:`PlatformError` with a hint.
+- scoring is a POST to the endpoint's scoring URI through a plain azure-core pipeline (an Entra ID token for
+  ``https://ml.azure.com``), not ``online_endpoints.invoke``: see :meth:`AzureMLPlatform.invoke`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -98,6 +98,14 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Scoring answers worth another try: the gateway's or the throttle's, not the model's. A 500 is score.py's own
+#: answer (it raised), so it comes back at once as the result.
+SCORING_RETRY_STATUS = TRANSIENT_STATUS - {500}
+#: The token audience of an ``aad_token`` online endpoint: azure-ai-ml's AAD_TOKEN_RESOURCE_ENDPOINT
+#: ("https://ml.azure.com") as a scope, which is what its own invoke asks the credential for.
+SCORING_SCOPE = "https://ml.azure.com/.default"
+#: Request header that pins a deployment; the response header that names the deployment that answered.
+DEPLOYMENT_HEADER = "azureml-model-deployment"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: How a failed job says it was preempted: Azure's own wording, or train.py's exit code 75 (SIGTERM + checkpoint).
 _PREEMPTED = re.compile(r"preempt|\b(?:exit|status) code:?\s*75\b", re.IGNORECASE)
@@ -170,6 +178,7 @@ class AzureMLPlatform:
         self.collector_datastore = collector_datastore
         self._ml: Any = None
         self._location: str | None = None
+        self._pipelines: dict[str | None, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: AzureMLSettings) -> AzureMLPlatform:
@@ -191,6 +200,24 @@ class AzureMLPlatform:
                 self.credential, self.subscription_id, self.resource_group, self.workspace_name, **self.client_kwargs
             )
         return self._ml
+
+    def _pipeline(self, scope: str | None = None) -> Any:
+        """A plain azure-core pipeline on the MLClient's transport (tests: the fake), for requests the SDK has no
+        sound call for: scoring (see :meth:`invoke`) and log downloads. It has no RetryPolicy, so ``_call``'s
+        retries are the only ones (the SDK's ``_requests_pipeline`` picks up 3 retries of its own once its
+        operations are built). With ``scope``, azure-core's policy adds (caches, refreshes) a bearer token."""
+        pipeline = self._pipelines.get(scope)
+        if pipeline is None:
+            from azure.core.pipeline import Pipeline
+            from azure.core.pipeline.policies import BearerTokenCredentialPolicy, UserAgentPolicy
+            from azure.core.pipeline.transport import RequestsTransport
+
+            policies: list[Any] = [UserAgentPolicy(sdk_moniker="perennial")]
+            if scope is not None:
+                policies.append(BearerTokenCredentialPolicy(self.credential, scope))
+            transport = self.client_kwargs.get("transport") or RequestsTransport()
+            pipeline = self._pipelines.setdefault(scope, Pipeline(transport, policies))
+        return pipeline
 
     def _call(self, what: str, fn: Callable[[], T], not_found: tuple[str, str] | None = None) -> T:
         """Run ``fn`` with retries on transient errors; translate SDK errors into the port's errors."""
@@ -372,6 +399,9 @@ class AzureMLPlatform:
         return self.get_job(name)
 
     def job_logs(self, request: LogsRequest) -> str:
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
         details = self._call(
             f"job {request.job_name} logs",
             lambda: self._run_details(request.job_name),
@@ -383,10 +413,23 @@ class AzureMLPlatform:
                 continue
 
             def fetch(url: str = url) -> str:
-                response = self.ml._requests_pipeline.get(url)
+                # A SAS URL: no token. A pipeline does not raise for status: a storage error page (403, 404) would
+                # come back as the log. Raised, _call retries a 5xx and reports a 403 / 404 in the storage's words.
+                response = self._pipeline().run(HttpRequest("GET", url)).http_response
+                if response.status_code >= 400:
+                    words = " ".join(str(response.text()).split())[:300]
+                    raise HttpResponseError(
+                        message=f"{response.status_code} from the log's URL: {words}", response=response
+                    )
                 return str(response.text())
 
-            texts.append(self._call(f"download {log_name}", fetch))
+            texts.append(
+                self._call(
+                    f"download {log_name} of job {request.job_name}",
+                    fetch,
+                    not_found=("job log", f"{request.job_name}/{log_name}"),
+                )
+            )
         lines = "".join(texts).splitlines()
         if request.tail_lines is not None:
             lines = lines[-request.tail_lines :]
@@ -701,36 +744,59 @@ class AzureMLPlatform:
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:
         from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
 
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(request.payload, handle)  # the SDK only takes a request file
-        started = time.perf_counter()
-        try:
-            try:
-                text = self._call(
-                    f"invoke {request.endpoint}",
-                    lambda: self.ml.online_endpoints.invoke(
-                        endpoint_name=request.endpoint, request_file=handle.name, deployment_name=request.deployment
+        answered: list[tuple[Any, float]] = []  # the scoring answer of the latest attempt, if it got one
+
+        def post() -> tuple[Any, float]:
+            answered.clear()
+            endpoint = self.ml.online_endpoints.get(request.endpoint)
+            entra_id = str(endpoint.auth_mode or "").lower() == "aad_token"
+            headers = {"Content-Type": "application/json"}  # a fresh dict per call, never shared
+            if request.deployment:
+                headers[DEPLOYMENT_HEADER] = request.deployment  # else the endpoint's traffic split decides
+            if not entra_id:  # a key or AML-token endpoint (not one ensure_endpoint made): its own secret
+                keys = self.ml.online_endpoints.get_keys(request.endpoint)
+                headers["Authorization"] = f"Bearer {getattr(keys, 'primary_key', None) or keys.access_token}"
+            started = time.perf_counter()
+            # Not online_endpoints.invoke: it writes the pin into a dict the SDK shares module-wide (one pinned call
+            # pins every later one; threads swap pins), raises MlException on a non-JSON error body, drops timeouts.
+            response = (
+                self._pipeline(SCORING_SCOPE if entra_id else None)
+                .run(
+                    HttpRequest(
+                        "POST", endpoint.scoring_uri, headers=headers, content=json.dumps(dict(request.payload))
                     ),
-                    not_found=("endpoint", request.endpoint),
+                    connection_timeout=request.timeout_seconds,
+                    read_timeout=request.timeout_seconds,
                 )
-                status = 200
-            except PlatformError as exc:
-                cause = exc.__cause__
-                if isinstance(exc, NotFoundError) or not isinstance(cause, HttpResponseError):
-                    raise
-                text, status = _service_message(cause), int(cause.status_code or 500)
-        finally:
-            os.unlink(handle.name)
+                .http_response
+            )
+            answered.append((response, (time.perf_counter() - started) * 1000.0))
+            if response.status_code in SCORING_RETRY_STATUS:
+                raise HttpResponseError(response=response)  # retried by _call; the last one is returned below
+            return answered[0]
+
+        try:
+            response, latency_ms = self._call(
+                f"invoke {request.endpoint}", post, not_found=("endpoint", request.endpoint)
+            )
+        except TransientPlatformError:
+            # Still a gateway / throttling status after the retries: that status is the answer. A connection
+            # error, a timeout or an ARM error of the endpoint read has no scoring answer and stays an error.
+            if not answered:
+                raise
+            response, latency_ms = answered[0]
+        text = response.text()
         try:
             body: Any = json.loads(text)
         except ValueError:
-            body = text
+            body = text  # a gateway's plain-text error page, say
         return InvokeResult(
-            status_code=status,
+            status_code=int(response.status_code),
             body=body,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-            deployment=request.deployment,
+            latency_ms=latency_ms,
+            deployment=response.headers.get(DEPLOYMENT_HEADER) or request.deployment,
         )
 
     def deployment_logs(self, request: DeploymentLogsRequest) -> str:

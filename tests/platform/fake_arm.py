@@ -3,7 +3,13 @@
 The real ``MLClient`` and ``MetricsClient`` send their real requests through it: PUT bodies are
 stored (with ``id``, ``name`` and a provisioning/job status added) and returned on GET, so the
 adapter is tested against what the SDK actually sends. Every request is recorded for assertions;
-``fail_next`` queues canned error answers (429, 500, 404, ...) for the retry and error tests.
+``fail_next`` queues canned error answers (429, 500, 404, a plain-text gateway page, a dropped connection)
+for the retry and error tests.
+
+Answers that let a test fail when the adapter asks for the wrong thing: metrics:getBatch returns only the
+requested metrics, with only the requested aggregations, of the deployment in the filter; a scoring request
+goes to the deployment its ``azureml-model-deployment`` header pins (else one the endpoint's traffic split
+picks), needs a bearer token for the endpoint's auth mode, and the answer names the deployment in that header.
 """
 
 from __future__ import annotations
@@ -35,12 +41,22 @@ API_HOST = f"{LOCATION}.api.azureml.ms"
 OUTPUTS_CONTAINER = "azureml-blobstore-perennial"
 
 
+def fake_token(*scopes: str) -> str:
+    """The token FakeCredential hands out: it names its scopes, so the fake service can check the audience."""
+    return "fake-token for " + " ".join(scopes)
+
+
 class FakeCredential:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fake-token", 4_102_444_800)
+        return AccessToken(fake_token(*scopes), 4_102_444_800)
 
     def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        return AccessTokenInfo("fake-token", 4_102_444_800)
+        return AccessTokenInfo(fake_token(*scopes), 4_102_444_800)
+
+
+#: The audience of an aad_token online endpoint's scoring URI.
+SCORING_SCOPE = "https://ml.azure.com/.default"
+ENDPOINT_KEY = "fake-primary-key"
 
 
 @dataclass
@@ -51,6 +67,8 @@ class Recorded:
     path: str
     query: dict[str, list[str]]
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # what the transport was told (timeouts, stream)
 
     @property
     def api_version(self) -> str | None:
@@ -71,6 +89,8 @@ class Failure:
     status: int
     remaining: int
     code: str = "ServiceError"
+    text: str | None = None  # a plain-text body instead of the JSON error
+    exception: Exception | None = None  # raised by the transport instead of answering (no response at all)
 
 
 @dataclass
@@ -83,6 +103,7 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
     run_errors: dict[str, str] = field(default_factory=dict)
     log_text: dict[str, str] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    _score_counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -116,9 +137,17 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
     # ------------------------------------------------------------------ test controls
 
     def fail_next(
-        self, method: str, path_pattern: str, status: int, times: int = 1, code: str = "ServiceError"
+        self,
+        method: str,
+        path_pattern: str,
+        status: int,
+        times: int = 1,
+        code: str = "ServiceError",
+        *,
+        text: str | None = None,
+        exception: Exception | None = None,
     ) -> None:
-        self.failures.append(Failure(method, path_pattern, status, times, code))
+        self.failures.append(Failure(method, path_pattern, status, times, code, text, exception))
 
     def set_job_status(self, name: str, status: str, error: str | None = None) -> None:
         job = self.resources[self._key(f"{WORKSPACE_PATH}/jobs/{name}")]
@@ -156,7 +185,16 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
                 body = json.loads(raw) if raw else None
             except (TypeError, ValueError):
                 body = raw
-            record = Recorded(request.method, request.url, parsed.netloc, parsed.path, parse_qs(parsed.query), body)
+            record = Recorded(
+                request.method,
+                request.url,
+                parsed.netloc,
+                parsed.path,
+                parse_qs(parsed.query),
+                body,
+                {k.lower(): v for k, v in request.headers.items()},
+                dict(kwargs),
+            )
             self.requests.append(record)
             status, document, headers = self._answer(record)
         return _response(request, status, document, headers, stream=bool(kwargs.get("stream", False)))
@@ -174,13 +212,17 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
         for failure in self.failures:
             if failure.remaining > 0 and failure.method == r.method and re.search(failure.path_pattern, r.path):
                 failure.remaining -= 1
+                if failure.exception is not None:
+                    raise failure.exception
                 headers = {"Retry-After": "0"} if failure.status == 429 else {}
+                if failure.text is not None:
+                    return failure.status, failure.text, {**headers, "Content-Type": "text/plain"}
                 status, document, _ = self._error(failure.status, failure.code, f"injected {failure.status}")
                 return status, document, headers
         if r.host.endswith(".inference.ml.azure.com"):
             return self._score(r)
         if r.host.endswith(".metrics.monitor.azure.com"):
-            return 200, {"values": self.metrics}, {}
+            return self._metrics(r)
         if r.host == API_HOST:
             return self._data_plane(r)
         path = r.path
@@ -271,7 +313,7 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
             self.resources[target]["properties"]["status"] = "Canceled"
             return 200, None, {}
         if action == "listkeys":
-            return 200, {"primaryKey": "fake-primary-key", "secondaryKey": "fake-secondary-key"}, {}
+            return 200, {"primaryKey": ENDPOINT_KEY, "secondaryKey": "fake-secondary-key"}, {}
         if action == "getlogs":
             name = target.rsplit("/", 1)[-1]
             return 200, {"content": self.log_text.get(name, f"logs of {name}")}, {}
@@ -305,9 +347,74 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
         return self._error(404, "NotFound", r.path)
 
     def _score(self, r: Recorded) -> tuple[int, Any, dict[str, str]]:
+        """A managed online endpoint's scoring URI: auth, then routing by the pin or the traffic split."""
+        name = r.host.split(".", 1)[0]
+        endpoint = self.resources.get(self._key(f"{WORKSPACE_PATH}/onlineEndpoints/{name}"))
+        if endpoint is None or r.method != "POST" or r.path != "/score":
+            return 404, f"no endpoint answers {r.method} {r.url}", {"Content-Type": "text/plain"}
+        properties = endpoint["properties"]
+        auth_mode = str(properties.get("authMode", "Key")).lower()
+        expected = fake_token(SCORING_SCOPE) if auth_mode == "aadtoken" else ENDPOINT_KEY
+        if r.headers.get("authorization") != f"Bearer {expected}":
+            return 401, f"{auth_mode} endpoint: missing or wrong bearer token", {"Content-Type": "text/plain"}
+        prefix = self._key(f"{WORKSPACE_PATH}/onlineEndpoints/{name}/deployments") + "/"
+        deployments = {
+            k[len(prefix) :]: str(v["name"])
+            for k, v in self.resources.items()
+            if k.startswith(prefix) and "/" not in k[len(prefix) :]
+        }
+        pinned = r.headers.get("azureml-model-deployment")
+        if pinned is not None:
+            deployment = deployments.get(pinned.lower())
+        else:
+            deployment = self._route(name, properties.get("traffic") or {})
+        if deployment is None:
+            message = f"deployment {pinned!r} not found" if pinned else "No valid deployments to route to"
+            return 404, message, {"Content-Type": "text/plain"}
         rows = (r.body or {}).get("data", []) if isinstance(r.body, dict) else []
         predictions = [{"class": "0", "probability": 0.1} for _ in rows]
-        return 200, {"predictions": predictions, "model_version": "fake"}, {}
+        return 200, {"predictions": predictions, "model_version": "fake"}, {"azureml-model-deployment": deployment}
+
+    def _route(self, endpoint: str, traffic: dict[str, int]) -> str | None:
+        """The live traffic split, deterministically: request n goes to the deployment whose share covers n % 100."""
+        count = self._score_counts.get(endpoint, 0)
+        self._score_counts[endpoint] = count + 1
+        slot, covered = count % 100, 0
+        for deployment, share in sorted(traffic.items()):
+            covered += int(share)
+            if slot < covered:
+                return deployment
+        return None
+
+    def _metrics(self, r: Recorded) -> tuple[int, Any, dict[str, str]]:
+        """metrics:getBatch: of the stored series, only the requested metrics of the filtered deployment, and in
+        each point only the requested aggregations, for each requested resource (as Azure Monitor answers)."""
+        names = {n for n in ",".join(r.query.get("metricnames", [])).split(",") if n}
+        aggregations = {a.strip().lower() for a in ",".join(r.query.get("aggregation", [])).split(",") if a.strip()}
+        match = re.search(r"deployment eq '((?:[^']|'')*)'", " ".join(r.query.get("filter", [])))
+        deployment = match.group(1).replace("''", "'") if match else None
+        merged: dict[str, dict[str, Any]] = {}
+        for entry in self.metrics:
+            for metric in entry["value"]:
+                name = metric["name"]["value"]
+                if name not in names:
+                    continue
+                answer = merged.setdefault(name, {**metric, "timeseries": []})
+                for series in metric["timeseries"]:
+                    dims = {str(d["name"]["value"]).lower(): d["value"] for d in series.get("metadatavalues", [])}
+                    if deployment is not None and dims.get("deployment", deployment) != deployment:
+                        continue
+                    data = [
+                        {k: v for k, v in point.items() if k == "timeStamp" or k in aggregations}
+                        for point in series["data"]
+                    ]
+                    answer["timeseries"].append({**series, "data": data})
+        if not self.metrics:
+            return 200, {"values": []}, {}
+        timing = {k: v for k, v in self.metrics[0].items() if k != "value"}
+        resources = (r.body or {}).get("resourceids", []) if isinstance(r.body, dict) else []
+        values = [{**timing, "resourceid": rid, "value": list(merged.values())} for rid in resources]
+        return 200, {"values": values}, {}
 
 
 def _system_data() -> dict[str, str]:

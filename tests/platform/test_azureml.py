@@ -246,6 +246,12 @@ def test_metrics_query_the_endpoint_resource_in_its_region(azure_platform: MLPla
     assert posts[0].body["resourceids"][0].endswith("/onlineEndpoints/fraud-ep")
     assert posts[0].query["metricnamespace"] == ["Microsoft.MachineLearningServices/workspaces/onlineEndpoints"]
     assert "deployment eq 'blue'" in posts[0].query["filter"][0]
+    # The fake answers only what was asked for: these are what the numbers below come from.
+    requests, latency = sorted(posts, key=lambda r: r.query["metricnames"][0], reverse=True)
+    assert (requests.query["metricnames"], requests.query["aggregation"]) == (["RequestsPerMinute"], ["Total"])
+    assert "statusCodeClass eq '*'" in requests.query["filter"][0]  # split by status class: 5xx are the errors
+    assert latency.query["metricnames"] == ["RequestLatency_P50,RequestLatency_P95,RequestLatency_P99"]
+    assert latency.query["aggregation"] == ["Average"]
     assert (metrics.requests, metrics.errors, metrics.error_rate) == (200, 10, 0.05)
     assert metrics.p95_ms == pytest.approx(80.0)
     assert metrics.p50_ms == pytest.approx(40.0)
