@@ -596,7 +596,8 @@ class MLPlatform(Protocol):
         """Start creating or updating a deployment, and return its state: ``Succeeded`` once it serves, or
         ``Creating``/``Updating`` while the platform provisions it (Azure takes many minutes: poll
         :meth:`get_deployment`, from the orchestrator, on durable timers). DeploymentFailedError when it failed.
-        A deployment that already :meth:`DeploymentState.serves` ``spec`` is not sent again."""
+        In Azure, a deployment that already :meth:`DeploymentState.serves` ``spec`` (ready or provisioning) is not
+        sent again; the local platform provisions at once and simply makes it again."""
         ...
 
     def get_deployment(self, ref: DeploymentRef) -> DeploymentState: ...

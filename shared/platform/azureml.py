@@ -97,6 +97,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+
+class _StillProvisioning(Exception):
+    """An endpoint's creation outlasted the wait one call may spend on it (not an SDK error: never retried)."""
+
+
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: Scoring answers worth another try: the gateway's or the throttle's, not the model's. A 500 is score.py's own
 #: answer (it raised), so it comes back at once as the result.
@@ -153,6 +158,8 @@ class AzureMLPlatform:
         blob_service_factory: Callable[[str], Any] | None = None,
         collect_data: bool = True,
         collector_datastore: str = "workspaceblobstore",
+        deployment_wait_seconds: float = 20.0,
+        endpoint_wait_seconds: float = 300.0,
     ) -> None:
         self.subscription_id = subscription_id
         self.resource_group = resource_group
@@ -176,6 +183,9 @@ class AzureMLPlatform:
         # scoring_records reads them from this datastore's default path.
         self.collect_data = collect_data
         self.collector_datastore = collector_datastore
+        # How long one call waits for a long-running operation before it answers "still provisioning".
+        self.deployment_wait_seconds = deployment_wait_seconds
+        self.endpoint_wait_seconds = endpoint_wait_seconds
         self._ml: Any = None
         self._location: str | None = None
         self._pipelines: dict[str | None, Any] = {}
@@ -584,9 +594,20 @@ class AzureMLPlatform:
                     description=spec.description,
                     tags=dict(spec.tags),
                 )
-                return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+                poller = self.ml.online_endpoints.begin_create_or_update(endpoint)
+                # Bounded: an activity that outlived the host's function timeout would be killed mid-call.
+                poller.wait(self.endpoint_wait_seconds)
+                if not poller.done():
+                    raise _StillProvisioning(f"endpoint {spec.name} is still being created") from None
+                return poller.result()
 
-        return self._endpoint_state(self._call(f"ensure endpoint {spec.name}", ensure))
+        try:
+            return self._endpoint_state(self._call(f"ensure endpoint {spec.name}", ensure))
+        except _StillProvisioning as exc:
+            raise PlatformError(
+                f"{exc} after {self.endpoint_wait_seconds:.0f} s",
+                "Azure ML is slow to create it: the next rollout finds it ready (it is not created twice)",
+            ) from None
 
     def get_endpoint(self, name: str) -> EndpointState:
         endpoint = self._call(
@@ -634,6 +655,7 @@ class AzureMLPlatform:
             instance_type=str(deployment.instance_type or ""),
             instance_count=int(scale or 0),
             provisioning_state=_text(deployment.provisioning_state),
+            tags={str(k): str(v) for k, v in (getattr(deployment, "tags", None) or {}).items()},
         )
 
     def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
@@ -641,6 +663,12 @@ class AzureMLPlatform:
         check_resource_name("deployment", spec.name)
         if spec.instance_count < 1:
             raise InvalidRequestError(f"deployment {spec.name!r}: instance_count {spec.instance_count}", "use >= 1")
+        with contextlib.suppress(NotFoundError):
+            existing = self.get_deployment(DeploymentRef(spec.endpoint, spec.name))
+            if existing.serves(spec) and (existing.provisioning or existing.provisioning_state == "Succeeded"):
+                # Not sent again: a PUT starts another provisioning of many minutes (and Azure refuses one while
+                # the last is in progress). A retried activity finds the deployment its first attempt started.
+                return existing
         from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment
 
         deployment = ManagedOnlineDeployment(
@@ -657,19 +685,37 @@ class AzureMLPlatform:
             environment_variables=dict(spec.environment_variables),
             tags=dict(spec.tags),
         )
+
+        def start() -> Any:
+            poller = self.ml.online_deployments.begin_create_or_update(deployment)
+            # Provisioning takes many minutes, past the host's function timeout: wait a little (a quick update
+            # ends here), then leave the poll to the orchestrator (get_deployment on durable timers).
+            poller.wait(self.deployment_wait_seconds)
+            return poller.result() if poller.done() else None
+
         try:
-            result = self._call(
-                f"deploy {spec.endpoint}/{spec.name}",
-                lambda: self.ml.online_deployments.begin_create_or_update(deployment).result(),
-                not_found=("endpoint", spec.endpoint),
-            )
+            result = self._call(f"deploy {spec.endpoint}/{spec.name}", start)
+        except NotFoundError as exc:
+            cause = exc.__cause__
+            request = getattr(getattr(cause, "response", None), "request", None)
+            if isinstance(cause, Exception) and request is not None and request.method == "PUT":
+                # The SDK reads the endpoint first, so a 404 on the PUT itself is something the deployment
+                # refers to (the model version, its code or environment), not the endpoint.
+                raise NotFoundError(
+                    "model version",
+                    f"{spec.model_name}:{spec.model_version}",
+                    f"Azure ML said: {_service_message(cause)}; register it (and its code and environment) first",
+                ) from cause
+            raise NotFoundError("endpoint", spec.endpoint) from cause
         except PlatformError as exc:
-            if isinstance(exc, NotFoundError | InvalidRequestError | TransientPlatformError):
+            if isinstance(exc, InvalidRequestError | TransientPlatformError):
                 raise
             raise DeploymentFailedError(
                 f"deployment {spec.name!r} on {spec.endpoint!r} failed: {exc.message}",
                 "read deployment_logs for the scoring script's output; fix the model or score.py and redeploy",
             ) from exc
+        if result is None:  # still provisioning
+            return self.get_deployment(DeploymentRef(spec.endpoint, spec.name))
         state = self._deployment_state(result)
         if state.provisioning_state == "Failed":
             raise DeploymentFailedError(
@@ -710,11 +756,22 @@ class AzureMLPlatform:
 
     def delete_deployment(self, ref: DeploymentRef) -> None:
         check_deletable(ref.name, self.get_traffic(ref.endpoint))
-        self._call(
+
+        def delete() -> bool:
+            poller = self.ml.online_deployments.begin_delete(name=ref.name, endpoint_name=ref.endpoint)
+            poller.wait(self.deployment_wait_seconds)  # bounded, as deploying is; Azure goes on deleting
+            if not poller.done():
+                return False
+            poller.result()  # raises what the deletion failed with
+            return True
+
+        deleted = self._call(
             f"delete deployment {ref.endpoint}/{ref.name}",
-            lambda: self.ml.online_deployments.begin_delete(name=ref.name, endpoint_name=ref.endpoint).result(),
+            delete,
             not_found=("deployment", f"{ref.endpoint}/{ref.name}"),
         )
+        if not deleted:
+            logger.info("deployment %s/%s takes no traffic and is being deleted", ref.endpoint, ref.name)
 
     # ================================================================= traffic
 

@@ -103,6 +103,9 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
     run_errors: dict[str, str] = field(default_factory=dict)
     log_text: dict[str, str] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: Deployments PUT while this is set stay "Creating" (as Azure's do, for many minutes) until
+    #: :meth:`finish_provisioning`; the answer is 201 and the SDK's poller polls the resource.
+    slow_provisioning: bool = False
     _score_counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -148,6 +151,10 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
         exception: Exception | None = None,
     ) -> None:
         self.failures.append(Failure(method, path_pattern, status, times, code, text, exception))
+
+    def finish_provisioning(self, endpoint: str, deployment: str, state: str = "Succeeded") -> None:
+        key = self._key(f"{WORKSPACE_PATH}/onlineEndpoints/{endpoint}/deployments/{deployment}")
+        self.resources[key]["properties"]["provisioningState"] = state
 
     def set_job_status(self, name: str, status: str, error: str | None = None) -> None:
         job = self.resources[self._key(f"{WORKSPACE_PATH}/jobs/{name}")]
@@ -303,6 +310,9 @@ class FakeAzureML(HttpTransport):  # type: ignore[type-arg]
             properties.setdefault("properties", {}).setdefault("scaleSettings", {})
         document["properties"] = properties
         self.resources[key] = document
+        if "/deployments/" in key and self.slow_provisioning:
+            properties["provisioningState"] = "Creating"
+            return 201, document, {}
         return 200, document, {}
 
     def _action(self, r: Recorded, key: str) -> tuple[int, Any, dict[str, str]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from shared.platform import (
     ComputeSpec,
     DeploymentFailedError,
+    DeploymentRef,
     DeploymentSpec,
     EndpointSpec,
     JobInput,
@@ -24,7 +27,7 @@ from shared.platform import (
     TransientPlatformError,
 )
 from shared.platform.azureml import AzureMLPlatform
-from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET, azure_platform_on_blobs
+from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET, _azure_platform, azure_platform_on_blobs
 from tests.platform.fake_arm import WORKSPACE_PATH, FakeAzureML, Recorded
 
 ARM_VERSION = "2025-01-01-preview"  # what azure-ai-ml 1.35.2 sends for job PUTs
@@ -231,6 +234,46 @@ def test_a_failed_deployment_is_a_typed_error(azure_platform: MLPlatform, fake_a
             DeploymentSpec("fraud-ep", "fraud-v3", "fraud", "3", code=SCORING_CODE_ASSET)
         )
     assert "deployment_logs" in error.value.hint
+
+
+def test_a_deployment_is_started_not_waited_for_and_never_sent_twice(fake_arm: FakeAzureML) -> None:
+    """Azure provisions a deployment for many minutes, past the host's 10-minute function timeout: the call
+    answers "Creating" within its short wait and the orchestrator polls; a retried call sends nothing."""
+    azure_platform = _azure_platform(fake_arm, deployment_wait_seconds=0.5)
+    azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))
+    fake_arm.slow_provisioning = True
+    spec = DeploymentSpec("fraud-ep", "fraud-v3", "fraud", "3", code=SCORING_CODE_ASSET)
+    started = time.monotonic()
+    state = azure_platform.create_or_update_deployment(spec)
+    assert time.monotonic() - started < 10, "it waited for the provisioning"
+    assert (state.provisioning_state, state.provisioning) == ("Creating", True)
+    fake_arm.clear()
+    assert azure_platform.create_or_update_deployment(spec).provisioning  # the activity's retry
+    assert not fake_arm.writes(), "a second PUT would start the provisioning again"
+    fake_arm.finish_provisioning("fraud-ep", "fraud-v3")
+    assert azure_platform.get_deployment(DeploymentRef("fraud-ep", "fraud-v3")).provisioning_state == "Succeeded"
+    assert azure_platform.create_or_update_deployment(spec).provisioning_state == "Succeeded"
+    assert not fake_arm.writes(), "a ready deployment of the same model and capacity is not sent again"
+    scaled = azure_platform.create_or_update_deployment(replace(spec, instance_count=2))
+    assert (scaled.provisioning, scaled.instance_count) == (True, 2), "a change of capacity is sent"
+    fake_arm.finish_provisioning("fraud-ep", "fraud-v3")  # the SDK's poller thread stops polling
+
+
+def test_a_deployment_of_a_model_version_azure_does_not_know_says_so(
+    azure_platform: MLPlatform, fake_arm: FakeAzureML
+) -> None:
+    azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))
+    fake_arm.fail_next("PUT", r"/deployments/fraud-v9$", 404, code="ModelNotFound")
+    with pytest.raises(NotFoundError) as error:
+        azure_platform.create_or_update_deployment(
+            DeploymentSpec("fraud-ep", "fraud-v9", "fraud", "9", code=SCORING_CODE_ASSET)
+        )
+    assert (error.value.kind, error.value.name) == ("model version", "fraud:9")
+    with pytest.raises(NotFoundError) as missing:  # no endpoint: the SDK's read of it is the 404
+        azure_platform.create_or_update_deployment(
+            DeploymentSpec("other-ep", "fraud-v9", "fraud", "9", code=SCORING_CODE_ASSET)
+        )
+    assert (missing.value.kind, missing.value.name) == ("endpoint", "other-ep")
 
 
 def test_metrics_query_the_endpoint_resource_in_its_region(azure_platform: MLPlatform, fake_arm: FakeAzureML) -> None:
