@@ -35,3 +35,7 @@ class ManifestError(TrainingJobError):
 
 class ModelBundleError(TrainingJobError):
     """A model folder lacks a file or holds one that cannot be read safely."""
+
+
+class TrainingDiverged(TrainingJobError):
+    """The loss (or the weights) stopped being finite: these options do not train this data."""

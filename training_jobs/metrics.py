@@ -2,8 +2,12 @@
 
 Binary inputs: ``y`` in {0, 1}, ``p`` = P(positive). Precision/recall/F1 are of the positive
 (rare) class. PR-AUC is average precision (the step-wise area, as scikit-learn computes it).
-Multiclass inputs: ``p`` is [n, K]; precision/recall/F1/ROC-AUC/PR-AUC are macro one-vs-rest.
-An undefined metric (e.g. ROC-AUC with one class present) is ``None`` in JSON.
+Multiclass inputs: ``p`` is [n, K]; precision/recall/F1/ROC-AUC/PR-AUC are macro one-vs-rest, averaged
+over the classes present (in the labels or the predictions, as scikit-learn's ``labels`` default does):
+a class absent from the evaluation rows is not counted as a zero.
+An undefined metric (e.g. ROC-AUC with one class present; a class's precision when nothing was predicted
+as that class, its recall when it has no rows) is ``None`` in JSON. Probabilities that are not finite (a
+diverged model) make every metric undefined, never a number.
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ def _average_ranks(values: FloatArray) -> FloatArray:
     return ranks
 
 
+def _finite(p: FloatArray) -> bool:
+    return bool(np.isfinite(p).all())
+
+
 def roc_auc(y: IntArray, p: FloatArray) -> float:
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or not _finite(p):
         return math.nan
     ranks = _average_ranks(p.astype(np.float64))
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
@@ -42,7 +50,7 @@ def roc_auc(y: IntArray, p: FloatArray) -> float:
 
 def average_precision(y: IntArray, p: FloatArray) -> float:
     n_pos = int(y.sum())
-    if n_pos == 0:
+    if n_pos == 0 or not _finite(p):
         return math.nan
     order = np.argsort(-p, kind="mergesort")
     scores = p[order]
@@ -61,6 +69,10 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
+def _defined_ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
 def expected_calibration_error(y: IntArray, p: FloatArray, bins: int = 10) -> float:
     """Binary: calibration of P(positive); multiclass: of the top-class confidence. Equal-width bins."""
     if p.ndim == 2:
@@ -68,7 +80,7 @@ def expected_calibration_error(y: IntArray, p: FloatArray, bins: int = 10) -> fl
         outcome = (p.argmax(axis=1) == y).astype(np.float64)
     else:
         confidence, outcome = p, y.astype(np.float64)
-    if len(y) == 0:
+    if len(y) == 0 or not _finite(p):  # a NaN confidence would fall out of every bin and read as calibrated
         return math.nan
     which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
     total = 0.0
@@ -87,30 +99,40 @@ def predict_classes(p: FloatArray, threshold: float) -> IntArray:
 def classification_metrics(
     y: IntArray, p: FloatArray, threshold: float = 0.5, classes: list[str] | None = None
 ) -> dict[str, Any]:
-    """accuracy, precision, recall, f1, roc_auc, pr_auc, ece and per-class precision/recall."""
-    pred = predict_classes(p, threshold)
+    """accuracy, precision, recall, f1, roc_auc, pr_auc, ece and per-class precision/recall/support."""
     k = p.shape[1] if p.ndim == 2 else 2
     names = classes or [str(i) for i in range(k)]
-    per_class: dict[str, dict[str, float | int]] = {}
-    for c in range(k):
-        tp = int(((pred == c) & (y == c)).sum())
-        per_class[names[c]] = {
-            "precision": _ratio(tp, int((pred == c).sum())),
-            "recall": _ratio(tp, int((y == c).sum())),
-            "support": int((y == c).sum()),
+    if not _finite(p):
+        undefined: dict[str, Any] = {"precision": None, "recall": None}
+        return {
+            **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece"), math.nan),
+            "per_class": {names[c]: {**undefined, "support": int((y == c).sum())} for c in range(k)},
+            "n": len(y),
+            "threshold": threshold,
         }
+    pred = predict_classes(p, threshold)
+    per_class: dict[str, dict[str, float | int | None]] = {}
+    present: list[tuple[float, float]] = []  # (precision, recall) of each class in the labels or predictions
+    for c in range(k):
+        tp, predicted, support = int(((pred == c) & (y == c)).sum()), int((pred == c).sum()), int((y == c).sum())
+        per_class[names[c]] = {
+            "precision": _defined_ratio(tp, predicted),
+            "recall": _defined_ratio(tp, support),
+            "support": support,
+        }
+        if predicted or support:  # present: an undefined half counts as 0, as in scikit-learn
+            present.append((_ratio(tp, predicted), _ratio(tp, support)))
     if p.ndim == 2:
-        precision = float(np.mean([m["precision"] for m in per_class.values()]))
-        recall = float(np.mean([m["recall"] for m in per_class.values()]))
-        f1s = [_ratio(2 * m["precision"] * m["recall"], m["precision"] + m["recall"]) for m in per_class.values()]
-        f1 = float(np.mean(f1s))
+        precision = float(np.mean([pr for pr, _ in present])) if present else math.nan
+        recall = float(np.mean([rc for _, rc in present])) if present else math.nan
+        f1 = float(np.mean([_ratio(2 * pr * rc, pr + rc) for pr, rc in present])) if present else math.nan
         aucs = [roc_auc((y == c).astype(np.int64), p[:, c]) for c in range(k)]
         aps = [average_precision((y == c).astype(np.int64), p[:, c]) for c in range(k)]
         roc = float(np.nanmean(aucs)) if not all(math.isnan(a) for a in aucs) else math.nan
         pr = float(np.nanmean(aps)) if not all(math.isnan(a) for a in aps) else math.nan
     else:
-        positive = per_class[names[1]]
-        precision, recall = float(positive["precision"]), float(positive["recall"])
+        tp = int(((pred == 1) & (y == 1)).sum())
+        precision, recall = _ratio(tp, int((pred == 1).sum())), _ratio(tp, int((y == 1).sum()))
         f1 = _ratio(2 * precision * recall, precision + recall)
         roc, pr = roc_auc(y, p), average_precision(y, p)
     return {
@@ -129,6 +151,8 @@ def classification_metrics(
 
 def metric_value(name: str, y: IntArray, p: FloatArray, threshold: float = 0.5) -> float:
     """One metric, fast (used by the bootstrap and by early stopping)."""
+    if not _finite(p):
+        return math.nan
     if name == "pr_auc" and p.ndim == 1:
         return average_precision(y, p)
     if name == "roc_auc" and p.ndim == 1:

@@ -78,7 +78,14 @@ class TabularMLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim(c)) for c in config.cardinalities)
+        embeddings = [nn.Embedding(c, embedding_dim(c)) for c in config.cardinalities]
+        with torch.no_grad():
+            # Row 0 is "other" (unknown or missing). When the declared categories cover the training data it
+            # never receives a gradient, so it starts at zero: an unseen category adds nothing, rather than a
+            # random N(0, 1) vector. (Adam leaves an untouched zero row at zero; weight decay too.)
+            for embedding in embeddings:
+                embedding.weight[0].zero_()
+        self.embeddings = nn.ModuleList(embeddings)
         width_in = config.n_numeric + sum(embedding_dim(c) for c in config.cardinalities)
         layers: list[nn.Module] = []
         for _ in range(config.depth):

@@ -60,6 +60,13 @@ def _split_to_records(split: dict[str, Any], key: str) -> list[Any]:
     columns, values = split["columns"], split["data"]
     if not isinstance(columns, list) or not isinstance(values, list):
         raise PayloadError(f'"{key}.columns" and "{key}.data" must be lists')
+    seen: set[str] = set()
+    for i, name in enumerate(columns):
+        if not isinstance(name, str):
+            raise PayloadError(f'"{key}.columns[{i}]" must be a column name (a string), got {_describe(name)}')
+        if name in seen:
+            raise PayloadError(f'"{key}.columns[{i}]" repeats the column {name!r}: name each column once')
+        seen.add(name)
     records: list[Any] = []
     for i, row in enumerate(values):
         if not isinstance(row, list) or len(row) != len(columns):
@@ -110,31 +117,42 @@ def validate_records(
     """Check every row; return the feature columns as lists (None for missing) or raise PayloadError.
 
     ``known``: every column name the contract declares; a key outside it is reported (None: not checked)."""
-    problems: list[str] = []
+    shown: list[str] = []  # the first MAX_LISTED_PROBLEMS problems; the rest are only counted
+    count = 0
+    unknown_keys: dict[Any, str] = {}  # key -> its message: "did you mean" is worked out once per key
     out: dict[str, list[Any]] = {c.name: [] for c in columns}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            problems.append(f"row {i}: expected an object of column: value, got {_describe(row)}")
+            count += 1
+            if len(shown) < MAX_LISTED_PROBLEMS:
+                shown.append(f"row {i}: expected an object of column: value, got {_describe(row)}")
             continue
         if known is not None:
-            problems += [f"row {i}: {_unknown_key(key, known)}" for key in row if key not in known]
+            for key in row:
+                if key not in known:
+                    count += 1
+                    if len(shown) < MAX_LISTED_PROBLEMS:
+                        if key not in unknown_keys:
+                            unknown_keys[key] = _unknown_key(key, known)
+                        shown.append(f"row {i}: {unknown_keys[key]}")
         for column in columns:
             value = row.get(column.name)
             problem = _check_value(column, value)
             if problem is not None:
-                if column.name not in row:
-                    problem = "is missing (required: the contract says nullable: false)"
-                problems.append(f"row {i}, column {column.name!r}: {problem}")
+                count += 1
+                if len(shown) < MAX_LISTED_PROBLEMS:
+                    if column.name not in row:
+                        problem = "is missing (required: the contract says nullable: false)"
+                    shown.append(f"row {i}, column {column.name!r}: {problem}")
             out[column.name].append(value)
-    if problems:
-        shown = problems[:MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(shown)
+    if count:
+        more = count - len(shown)
         tail = f"; and {more} more problem(s)" if more else ""
-        raise PayloadError(f"{len(problems)} invalid value(s): " + "; ".join(shown) + tail)
+        raise PayloadError(f"{count} invalid value(s): " + "; ".join(shown) + tail)
     return out
 
 
-def _unknown_key(key: str, known: Collection[str]) -> str:
+def _unknown_key(key: Any, known: Collection[str]) -> str:
     text = str(key)
     same_but_case = [name for name in known if name.lower() == text.lower()]
     close = same_but_case or difflib.get_close_matches(text, list(known), n=1, cutoff=0.6)

@@ -18,7 +18,9 @@ model's threshold. Multiclass: ``class`` is the index into the model's classes a
 ``probability`` that class's probability. A bad payload raises ``ValueError`` whose message
 names the row index and the column (the local server answers it with a 400); under Azure ML's
 inference server (``@rawhttp``) run() answers it itself, 400 with ``{"error": message}``, since
-the server turns any exception into a 500 without the message.
+the server turns any exception into a 500 without the message. Any unforeseen failure while reading
+the payload is a ``PayloadError`` too; a model whose probabilities are not finite raises
+``ModelBundleError`` naming it (a 500: the model's fault, not the caller's), never a NaN answer.
 """
 
 from __future__ import annotations
@@ -169,11 +171,32 @@ def run(raw: Any) -> Any:
         return bad_request(error)
 
 
-def _score(predictor: Predictor, raw: Any, headers: Any) -> dict[str, Any]:
+def _read_payload(predictor: Predictor, raw: Any) -> tuple[list[Any], dict[str, list[Any]]]:
+    """The rows and the feature columns of a request; anything wrong with it is a PayloadError (a 400)."""
     contract = predictor.preprocessor.contract
-    rows = parse_records(raw)
-    columns = validate_records(rows, contract.feature_columns, known={c.name for c in contract.columns})
+    try:
+        rows = parse_records(raw)
+        return rows, validate_records(rows, contract.feature_columns, known={c.name for c in contract.columns})
+    except (PayloadError, MemoryError):
+        raise
+    except Exception as exc:  # a shape the checks did not foresee: still the request's fault, not a 500
+        log.warning("unreadable payload", exc_info=True)
+        raise PayloadError(
+            f'the body could not be read ({type(exc).__name__}: {exc}); send {{"data": [{{"column": value, ...}}]}}'
+        ) from exc
+
+
+def _score(predictor: Predictor, raw: Any, headers: Any) -> dict[str, Any]:
+    rows, columns = _read_payload(predictor, raw)
     probabilities = predictor.predict_proba(columns, len(rows))
+    if not np.isfinite(probabilities).all():
+        # A diverged model: refuse rather than answer NaN (invalid JSON for most clients). A model error: a 500.
+        bad = int((~np.isfinite(probabilities)).reshape(len(rows), -1).any(axis=1).sum())
+        raise ModelBundleError(
+            f"model {predictor.directory.name!r} (version {_model_version}) gave probabilities that are not finite "
+            f"for {bad} of {len(rows)} row(s)",
+            "its weights are unusable: roll back to the previous version and retrain (lower --lr or --amp off)",
+        )
     classes = predict_classes(probabilities, predictor.threshold)
     # Binary: P(positive); multiclass: the probability of the class predicted.
     chosen = probabilities[np.arange(len(rows)), classes] if probabilities.ndim == 2 else probabilities

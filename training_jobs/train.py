@@ -9,8 +9,9 @@ DDP), evaluate each epoch with early stopping, write the model folder. ``--batch
 global batch of one optimiser step; each rank and micro-step takes an equal slice of it, so a
 run's result does not depend on how many processes or accumulation steps produced it.
 
-Exit codes: 0 done; 2 bad input or usage; 75 preempted (SIGTERM: a checkpoint was written,
-resubmit with ``--resume auto``); anything else is a failure. Only rank 0 writes files.
+Exit codes: 0 done; 2 bad input or usage, or a run that diverged (a loss that is not finite: lower
+``--lr``); 75 preempted (SIGTERM: a checkpoint was written, resubmit with ``--resume auto``); anything
+else is a failure. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ from training_jobs.data import (  # noqa: E402
     load_manifest,
     stratified_split,
 )
-from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TrainingJobError  # noqa: E402
+from training_jobs.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    TrainingDiverged,
+    TrainingJobError,
+)
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
@@ -105,6 +112,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan passes every bound check, inf every lower one
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if kind is int:
             if not value.is_integer():
                 raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
@@ -360,6 +369,10 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         # folder's newest): what the folder holds is another line's, and pruning by step number would delete
         # this run's checkpoints in favour of that line's later ones, which --resume auto would then pick.
         supersede(ckpt_dir)
+    if ctx.is_main:
+        # A preempted.json from an earlier attempt speaks for that attempt only; if this one fails otherwise,
+        # the orchestrator must not read it as a preemption and resubmit.
+        (out / "preempted.json").unlink(missing_ok=True)
     distributed.barrier(ctx)
     # DDP after loading: it broadcasts rank 0's parameters, which now are the resumed ones.
     train_model: nn.Module = (
@@ -379,10 +392,12 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         return per_row.mean()
 
     def evaluate_val() -> dict[str, Any]:
+        # In fp32 whatever --amp says: score.py and evaluate.py serve fp32, so the metrics (and early
+        # stopping) judge the model that ships.
         model.eval()
         mine = torch.arange(ctx.rank, len(v_y), ctx.world_size, device=device)
         chunks = []
-        with torch.inference_mode(), _autocast(device, args.amp):
+        with torch.inference_mode():
             for start in range(0, len(mine), 8192):
                 rows = mine[start : start + 8192]
                 chunks.append(probabilities(model(v_num[rows], v_cat[rows]), config.n_outputs))
@@ -416,6 +431,8 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     last_val = math.nan
     if progress.history:
         last_val = float(progress.history[-1].get(PRIMARY_METRIC) or math.nan)
+    # The first step whose loss was not finite (inf: none yet). Kept on the device, read by _agree.
+    first_bad = torch.full((), math.inf, dtype=torch.float64, device=device)
     train_model.train()
     while progress.step < total_steps and not progress.stopped_early:
         batch = batcher.batch(order, progress.order.position)
@@ -432,6 +449,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
                 loss = loss_fn(logits.float(), y.index_select(0, rows)) / args.grad_accum
                 scaler.scale(loss).backward()
             step_loss += loss.detach()
+        # Divergence is a loss that is not finite (in fp32). fp16's overflowing gradients are not: the
+        # scaler skips those steps and lowers its scale.
+        first_bad = torch.where(torch.isfinite(step_loss), first_bad, first_bad.clamp(max=progress.step + 1))
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
@@ -444,15 +464,35 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         window_steps += 1
 
         epoch_done = progress.order.position >= steps_per_epoch
-        if epoch_done or progress.step >= total_steps:
+        last_step = progress.step >= total_steps
+        due_by_steps = args.checkpoint_every_steps > 0 and progress.step % args.checkpoint_every_steps == 0
+        if fault_step and progress.step == fault_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        # Before anything is evaluated or written: stop (preempted)? checkpoint by time? diverged?
+        stop, due_by_time, diverged_at = _agree(
+            ctx,
+            progress.step,
+            preemption.requested,
+            first_bad,
+            last_checkpoint,
+            args,
+            epoch_done or last_step or due_by_steps,
+        )
+        if diverged_at:
+            raise TrainingDiverged(
+                f"training diverged at step {diverged_at} (loss is nan/inf); no model was written",
+                "lower --lr (e.g. by 10x) or try --amp off",
+            )
+
+        if epoch_done or last_step:
             scored = evaluate_val()
-            last_val = _after_evaluation(scored, progress, model, preprocessor, args)
+            last_val = _after_evaluation(scored, progress, model, preprocessor, args, total_steps)
             tracker.metrics({f"val_{PRIMARY_METRIC}": last_val}, step=progress.step)
         if epoch_done:
             progress.order = DataOrder(epoch=progress.order.epoch + 1, position=0)
             order = batcher.epoch_order(progress.order.epoch)
 
-        if progress.step % log_every == 0 or epoch_done or progress.step >= total_steps:
+        if progress.step % log_every == 0 or epoch_done or last_step:
             totals = distributed.all_reduce_sum(ctx, window_loss) / ctx.world_size
             seconds = max(time.monotonic() - window_start, 1e-9)
             samples_per_s = window_steps * batch_size / seconds
@@ -468,10 +508,6 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
             window_loss.zero_()
             window_start, window_steps = time.monotonic(), 0
 
-        if fault_step and progress.step == fault_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        stop, due_by_time = _agree(ctx, progress.step, preemption.requested, last_checkpoint, args)
-        due_by_steps = args.checkpoint_every_steps > 0 and progress.step % args.checkpoint_every_steps == 0
         if stop or due_by_steps or due_by_time:
             progress.elapsed_s += time.monotonic() - started
             started = time.monotonic()
@@ -487,20 +523,30 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
             tracker.finish()
             return EXIT_PREEMPTED
 
-    # ---- finish: best weights (with early stopping), final metrics, the model folder
+    # ---- finish: the weights that ship (the best epoch's with early stopping, else the last), final
+    # metrics, the model folder
+    weights_step = progress.step
     if args.early_stopping_patience > 0 and progress.best_state is not None:
         model.load_state_dict(progress.best_state)
+        weights_step = progress.best_step
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        raise TrainingDiverged(
+            f"training diverged by step {weights_step} (weights are nan/inf); no model was written",
+            "lower --lr (e.g. by 10x) or try --amp off",
+        )
     scored = evaluate_val()
     progress.elapsed_s += time.monotonic() - started
     started = time.monotonic()
     if ctx.is_main:
-        metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress)
+        metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress, weights_step)
         _checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress, "final")
         write_bundle(out, model, config, preprocessor)
         _write_json(out / METRICS, metrics)
         _write_json(
             out / CARD,
-            _model_card(args, params, metrics, dataset, manifest, labels.task, ctx, progress, len(frame), n_train),
+            _model_card(
+                args, params, metrics, dataset, manifest, labels.task, ctx, progress, weights_step, len(frame), n_train
+            ),
         )
         sample = frame.iloc[val_rows[:SAMPLE_ROWS]]
         sample_rows = [
@@ -512,7 +558,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         tracker.metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
         tracker.artifacts([out / n for n in (WEIGHTS, CONFIG, PREPROCESSING, METRICS, CARD, "sample_input.json")])
         print(
-            f"done steps={progress.step} best_step={progress.best_step} val_{PRIMARY_METRIC}={metrics[PRIMARY_METRIC]} "
+            f"done steps={progress.step} best_step={weights_step} val_{PRIMARY_METRIC}={metrics[PRIMARY_METRIC]} "
             f"stopped_early={progress.stopped_early} seconds={progress.elapsed_s:.1f} output={out}",
             flush=True,
         )
@@ -533,19 +579,29 @@ def _ranks_agree_on_start(ctx: distributed.DistContext, step: int) -> None:
 
 
 def _agree(
-    ctx: distributed.DistContext, step: int, requested: bool, last_checkpoint: float, args: argparse.Namespace
-) -> tuple[bool, bool]:
-    """(stop now, checkpoint by time now), the same on every rank (a signal may reach one rank only)."""
+    ctx: distributed.DistContext,
+    step: int,
+    requested: bool,
+    first_bad: torch.Tensor,
+    last_checkpoint: float,
+    args: argparse.Namespace,
+    boundary: bool,
+) -> tuple[bool, bool, int]:
+    """(stop now, checkpoint by time now, first step with a non-finite loss or 0), the same on every rank: a
+    signal may reach one rank only, a loss may turn nan on one rank first.
+
+    Reading ``first_bad`` waits for the GPU, and a collective every step would stall its pipeline, so the
+    ranks compare every 10 steps (well inside SIGTERM's grace period) and at every ``boundary`` (epoch end,
+    last step, checkpoint step); one process also whenever it is about to write a checkpoint. So nothing is
+    evaluated or written from diverged weights."""
     due = args.checkpoint_every_minutes > 0 and time.monotonic() - last_checkpoint >= args.checkpoint_every_minutes * 60
-    if not ctx.enabled:
-        return requested, due
-    if (
-        step % 10
-    ):  # a collective every step would stall the GPU pipeline; 10 steps is still well inside the grace period
-        return False, False
-    flags = torch.tensor([float(requested), float(due)], device=ctx.device)
-    flags = distributed.all_reduce_max(ctx, flags)
-    return bool(flags[0].item()), bool(flags[1].item())
+    check = boundary or step % 10 == 0 or (not ctx.enabled and (requested or due))
+    if not check:
+        return False, False, 0
+    flags = torch.tensor([float(requested), float(due), 0.0], dtype=torch.float64, device=ctx.device)
+    flags[2] = -first_bad  # max over ranks of -first_bad: the earliest step any rank saw
+    stop, by_time, minus_first_bad = distributed.all_reduce_max(ctx, flags).tolist()
+    return bool(stop), bool(by_time), 0 if math.isinf(minus_first_bad) else int(-minus_first_bad)
 
 
 def _after_evaluation(
@@ -554,31 +610,63 @@ def _after_evaluation(
     model: TabularMLP,
     preprocessor: Preprocessor,
     args: argparse.Namespace,
+    total_steps: int,
 ) -> float:
     value = metric_value(PRIMARY_METRIC, scored["y"], scored["p"], preprocessor.threshold)
+    first_undefined = all(_defined(h.get(PRIMARY_METRIC)) for h in progress.history)
     progress.history.append({"step": progress.step, "epoch": progress.order.epoch, PRIMARY_METRIC: value})
-    comparable = value if math.isfinite(value) else -math.inf
-    if comparable > progress.best_metric or progress.best_state is None:
-        progress.best_metric = comparable
+    if not _defined(value):
+        # Not a bad epoch: there is nothing to compare. Until an epoch has a defined metric, the newest
+        # weights are the ones kept.
+        if first_undefined:
+            log.warning(
+                "%s: %s is undefined; early stopping is off for this run", _why_undefined(scored), PRIMARY_METRIC
+            )
+        if progress.best_metric == -math.inf:
+            progress.best_step = progress.step
+            progress.best_state = _clone_state(model)
+    elif value > progress.best_metric:
+        progress.best_metric = value
         progress.best_step = progress.step
         progress.best_state = _clone_state(model)
         progress.bad_epochs = 0
     else:
         progress.bad_epochs += 1
-        if 0 < args.early_stopping_patience <= progress.bad_epochs:
+        if 0 < args.early_stopping_patience <= progress.bad_epochs and progress.step < total_steps:
             progress.stopped_early = True
     return value
 
 
+def _defined(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _why_undefined(scored: dict[str, Any]) -> str:
+    y, p = scored["y"], scored["p"]
+    if len(y) == 0:
+        return "the validation split is empty"
+    if len(np.unique(y)) < 2:
+        return "the validation split holds one class"
+    if not np.isfinite(p).all():
+        return "the validation probabilities are not finite"
+    return "the validation split has too few rows of some class"
+
+
 def _final_metrics(
-    scored: dict[str, Any], preprocessor: Preprocessor, classes: tuple[str, ...], n_train: int, progress: Progress
+    scored: dict[str, Any],
+    preprocessor: Preprocessor,
+    classes: tuple[str, ...],
+    n_train: int,
+    progress: Progress,
+    weights_step: int,
 ) -> dict[str, Any]:
     metrics = classification_metrics(scored["y"], scored["p"], preprocessor.threshold, list(classes))
     metrics["n_val"] = metrics.pop("n")
     metrics["n_train"] = n_train
     metrics["primary_metric"] = PRIMARY_METRIC
     metrics["task"] = preprocessor.labels.task
-    metrics["best_step"] = progress.best_step
+    metrics["best_step"] = weights_step  # the step whose weights are the model (the name consumers read)
+    metrics["weights_step"] = weights_step
     metrics["steps"] = progress.step
     metrics["history"] = progress.history
     return metrics
@@ -729,6 +817,7 @@ def _model_card(
     task: str,
     ctx: distributed.DistContext,
     progress: Progress,
+    weights_step: int,
     n_rows: int,
     n_train: int,
 ) -> dict[str, Any]:
@@ -757,7 +846,8 @@ def _model_card(
         "device": str(ctx.device),
         "training": {
             "steps": progress.step,
-            "best_step": progress.best_step,
+            "best_step": weights_step,
+            "weights_step": weights_step,
             "stopped_early": progress.stopped_early,
             "seconds": round(progress.elapsed_s, 3),
         },

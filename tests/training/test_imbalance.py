@@ -1,9 +1,11 @@
 """--imbalance on 1% positives: class weights and resampling find the rare class that plain training misses.
 
-Fixed seeds, 20,000 rows (about 40 positives in validation). Measured with these settings:
-recall none 0.03, class-weight 0.68, resample 0.61; F1 0.05 / 0.15 / 0.19. PR-AUC is a
-ranking metric that reweighting does not improve (it moves the scores, not their order
-much): it is asserted not to collapse, not to rise.
+Fixed seeds, 20,000 rows (about 40 positives in validation). Recall is the claim asserted: over
+--seed 0-4 it rises from 0.00-0.08 (plain) to 0.68-0.71 (class-weight) and 0.53-0.66 (resample).
+F1 is not asserted: the plain model finds 0 to 3 of the ~40 positives at high precision, so its F1
+swings with the seed (0.00-0.14) and a margin over it would hold for some seeds only. PR-AUC is a
+ranking metric that reweighting does not improve (it moves the scores, not their order much): it
+is asserted not to collapse, not to rise.
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ def test_the_validation_split_keeps_the_rare_class(results: dict[str, dict[str, 
 
 
 @pytest.mark.parametrize("mode", ["class-weight", "resample"])
-def test_imbalance_handling_raises_rare_class_recall_and_f1(results: dict[str, dict[str, float]], mode: str) -> None:
+def test_imbalance_handling_raises_rare_class_recall(results: dict[str, dict[str, float]], mode: str) -> None:
     none, treated = results["none"], results[mode]
     assert none["recall"] < 0.2  # the plain model predicts "negative" nearly always at threshold 0.5
     assert treated["recall"] >= none["recall"] + 0.3
-    assert treated["f1"] >= none["f1"] + 0.05
     assert treated["pr_auc"] >= 0.5 * none["pr_auc"]
     assert treated["roc_auc"] > 0.8

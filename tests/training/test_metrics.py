@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
 import pytest
 
 from training_jobs.comparison import mcnemar, paired_bootstrap
-from training_jobs.metrics import average_precision, classification_metrics, expected_calibration_error, roc_auc
+from training_jobs.metrics import (
+    average_precision,
+    classification_metrics,
+    expected_calibration_error,
+    json_safe,
+    metric_value,
+    roc_auc,
+)
 
 
 def brute_roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -93,3 +101,40 @@ def test_the_paired_bootstrap_interval_covers_the_estimate() -> None:
     assert d.ci_low > 0
     assert d.p_value == 0.0
     assert d.bootstrap_samples == 300
+
+
+def test_multiclass_macro_averages_skip_classes_absent_from_the_rows_and_the_predictions() -> None:
+    # A 3-class model on rows of classes a and b only, every prediction right: 1.0, not 2/3 (c is not a 0).
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p = np.array(
+        [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.7, 0.2, 0.1], [0.1, 0.85, 0.05]]
+    )
+    m = classification_metrics(y, p, classes=["a", "b", "c"])
+    assert (m["precision"], m["recall"], m["f1"]) == (1.0, 1.0, 1.0)
+    assert m["per_class"]["c"] == {"precision": None, "recall": None, "support": 0}  # undefined, not 0
+    # A class that is predicted but has no rows is present (scikit-learn's labels): its precision counts as 0.
+    p[0] = [0.1, 0.1, 0.8]
+    m = classification_metrics(y, p, classes=["a", "b", "c"])
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": None, "support": 0}
+    assert m["precision"] == pytest.approx((1.0 + 1.0 + 0.0) / 3)
+    assert m["recall"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+    assert m["f1"] == pytest.approx((0.8 + 1.0 + 0.0) / 3)
+    json.dumps(json_safe(m), allow_nan=False)  # what metrics.json / comparison.json write
+
+
+def test_a_class_never_predicted_has_an_undefined_precision_in_per_class() -> None:
+    y = np.array([0, 0, 1, 1])
+    m = classification_metrics(y, np.array([0.1, 0.2, 0.3, 0.4]), 0.5, ["neg", "pos"])
+    assert m["per_class"]["pos"] == {"precision": None, "recall": 0.0, "support": 2}
+    assert m["precision"] == 0.0  # the headline binary precision keeps scikit-learn's zero_division=0
+
+
+def test_probabilities_that_are_not_finite_give_undefined_metrics_never_a_number() -> None:
+    y = np.array([0, 1, 0, 1, 0, 0, 1, 0])
+    for p in (np.full(8, np.nan), np.array([0.1, 0.9, 0.2, np.inf, 0.3, 0.1, 0.8, 0.2]), np.full((8, 3), np.nan)):
+        m = classification_metrics(y, p)
+        for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece"):
+            assert math.isnan(m[name]), (name, p)
+        assert math.isnan(expected_calibration_error(y, p))  # a NaN falls out of every bin: it read as ece 0.0
+        assert math.isnan(metric_value("accuracy", y, p))
+        assert json.loads(json.dumps(json_safe(m), allow_nan=False))["ece"] is None

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -200,3 +201,77 @@ def test_mismatched_weights_are_refused_with_a_hint(trained: Path, tmp_path: Pat
     (broken / "model_config.json").write_text(json.dumps(config))
     with pytest.raises(ModelBundleError, match="re-train or re-register"):
         Predictor.load(broken)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ([["x0"], "x1"], "\"input_data.columns[0]\" must be a column name (a string), got ['x0'] (list)"),
+        (["x0", {"a": 1}], '"input_data.columns[1]" must be a column name (a string)'),
+        (["x0", 3], '"input_data.columns[1]" must be a column name (a string), got 3 (int)'),
+        (["x0", "x1", "x0"], "\"input_data.columns[2]\" repeats the column 'x0'"),
+    ],
+)
+def test_split_columns_that_are_not_names_are_a_payload_error(
+    score: ModuleType, columns: list[Any], message: str
+) -> None:
+    body = {"input_data": {"columns": columns, "data": [[1.0] * len(columns)]}}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        score.run(json.dumps(body))
+
+
+def test_an_unforeseen_failure_while_reading_the_payload_is_still_a_payload_error(
+    score: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def surprise(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("something the checks did not foresee")
+
+    monkeypatch.setattr(score, "validate_records", surprise)
+    with pytest.raises(score.PayloadError, match=r"the body could not be read \(KeyError"):
+        score.run(json.dumps({"data": [good_row()]}))
+
+
+def test_a_failure_of_the_model_itself_is_not_turned_into_a_payload_error(
+    score: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(score._predictor, "predict_proba", broken)
+    with pytest.raises(RuntimeError, match="the model broke"):
+        score.run(json.dumps({"data": [good_row()]}))
+
+
+def test_many_misspelt_keys_are_refused_about_as_fast_as_a_valid_payload_is_scored(score: ModuleType) -> None:
+    good = json.dumps({"data": [good_row()] * 10_000})
+    started = time.perf_counter()
+    score.run(good)
+    valid_s = time.perf_counter() - started
+    bad = json.dumps({"data": [{**good_row(), **{f"regoin_{i}": 1 for i in range(40)}}] * 10_000})
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="400000 invalid value") as error:
+        score.run(bad)
+    refused_s = time.perf_counter() - started
+    # "did you mean" is worked out once per key, and only for the problems listed (it took 21.7 s).
+    assert refused_s < 3 * valid_s + 0.5, (refused_s, valid_s)
+    assert "row 0: key 'regoin_0' is not a column of the model's contract (did you mean 'region'?)" in str(error.value)
+    assert "and 399980 more problem(s)" in str(error.value)
+
+
+def test_a_model_that_gives_non_finite_probabilities_is_refused_naming_it(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    diverged = tmp_path / "diverged-model"
+    shutil.copytree(trained, diverged, ignore=shutil.ignore_patterns("checkpoints"))
+    weights = load_file(str(diverged / "model.safetensors"))
+    weights["head.bias"] = torch.full_like(weights["head.bias"], float("nan"))
+    save_file(weights, str(diverged / "model.safetensors"))
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(diverged))
+    module = load_score_module()
+    module.init()
+    with pytest.raises(ModelBundleError, match=r"model 'diverged-model' .* not finite for 1 of 1 row") as error:
+        module.run(json.dumps({"data": [good_row()]}))
+    assert not isinstance(error.value, ValueError)  # the model's fault: a 500, not the caller's 400

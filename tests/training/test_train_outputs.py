@@ -107,6 +107,10 @@ def test_progress_lines_carry_step_loss_val_metric_and_throughput(
         (["--epoch", "3"], "unrecognized arguments: --epoch"),  # no abbreviations: a typo must not pass
         (["--amp", "fp8"], "invalid choice: 'fp8'"),
         (["--batch-size", "0"], "must be >= 1"),
+        (["--lr", "nan"], "'nan' is not a finite number"),  # nan passes every bound check
+        (["--lr", "inf"], "'inf' is not a finite number"),
+        (["--checkpoint-every-minutes", "inf"], "'inf' is not a finite number"),
+        (["--weight-decay", "NaN"], "'NaN' is not a finite number"),
     ],
 )
 def test_unknown_or_bad_options_exit_2(
@@ -159,13 +163,27 @@ def test_parquet_data_trains_like_csv(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["n_val"] == 600
 
 
-def test_amp_bf16_runs_on_cpu(problem: Problem, tmp_path: Path) -> None:
+def test_amp_bf16_runs_on_cpu_and_reports_the_metrics_of_the_fp32_model_served(
+    problem: Problem, tmp_path: Path
+) -> None:
+    from training_jobs.bundle import Predictor
+    from training_jobs.metrics import classification_metrics
+
     code = train_in_process(problem, tmp_path / "out", "--amp", "bf16", "--epochs", "2", "--batch-size", "128")
     assert code == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["roc_auc"] > 0.8
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert card["params"]["amp"] == "bf16"
+    # Validation runs in fp32, as score.py and evaluate.py do: metrics and early stopping judge what ships.
+    contract = load_contract(problem.contract)
+    frame = pd.concat([pd.read_csv(p) for p in sorted(problem.data.glob("*.csv"))], ignore_index=True)
+    y = encode_labels(frame, contract, infer_label_space(frame, contract))
+    _, val_rows = stratified_split(y, 0.2)
+    val = frame.iloc[val_rows].reset_index(drop=True)
+    served = classification_metrics(y[val_rows], Predictor.load(tmp_path / "out").predict_proba(val, len(val)), 0.5)
+    for name in ("roc_auc", "pr_auc", "ece"):
+        assert metrics[name] == pytest.approx(served[name], abs=1e-6), name
 
 
 def test_a_corrupt_or_foreign_checkpoint_is_skipped_with_a_warning(
