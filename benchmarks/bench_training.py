@@ -84,12 +84,14 @@ def run_epoch(
 ) -> tuple[int, float]:
     """(samples, seconds) for one pass; the same step for both loops: train.py's optimiser step
     (per-step dropout seed, loss, backward, unscale, clip at 1.0, AdamW, scaler, zero_grad, LambdaLR warm-up + cosine,
-    the detached step loss kept for the progress line), with its deterministic-algorithms setting."""
+    the detached step loss kept for the progress line, the on-device divergence check), with its
+    deterministic-algorithms setting."""
     torch.use_deterministic_algorithms(True, warn_only=True)  # as train.py's _configure_determinism
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(ROWS // BATCH))
     window_loss = torch.zeros((), dtype=torch.float64, device=device)
+    first_bad = torch.full((), float("inf"), dtype=torch.float64, device=device)  # train.py's divergence check
     samples = 0
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -102,6 +104,7 @@ def run_epoch(
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y.float())
         scaler.scale(loss).backward()
         window_loss += loss.detach()
+        first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp(max=step + 1))
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
