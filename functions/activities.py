@@ -29,6 +29,7 @@ from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
     ComputeSpec,
     DeploymentFailedError,
+    DeploymentLogsRequest,
     DeploymentMetrics,
     DeploymentRef,
     DeploymentSpec,
@@ -705,21 +706,41 @@ def deployment_provisioned(payload: dict[str, Any]) -> dict[str, Any]:
     platform still works on it, ``{"provisioning": False}`` once it serves, ``{"error": ...}`` if it failed
     (or is gone). The deploy step is recorded when it ends."""
     endpoint, challenger = payload["endpoint"], payload["challenger"]
+    run = _registry().get_run(payload["model"], payload["run_id"])
+    if run is not None and run.abort_requested:  # no need to wait for a deployment that will go at once
+        _record_step(payload, "deploy", {}, {}, "aborted", {"deployment": challenger})
+        return {
+            "provisioning": False,
+            "error": f"{run.abort_reason()}: {challenger} was removed before it took traffic",
+        }
     try:
         state = _platform().get_deployment(DeploymentRef(endpoint, challenger))
     except NotFoundError:
-        error = f"deployment {challenger} disappeared while it was provisioned"
+        error = f"deployment {challenger} disappeared while it was provisioned (deleted by hand?); roll it out again"
     else:
         if state.provisioning:
             return {"provisioning": True, "state": state.provisioning_state}
         if state.provisioning_state == "Succeeded":
             _record_step(payload, "deploy", {}, {}, "pass", {"deployment": challenger})
             return {"provisioning": False, "state": state.provisioning_state}
-        error = f"deployment {challenger} failed: {state.provisioning_state}" + (
-            f" ({state.error})" if state.error else ""
+        said = f" ({state.error})" if state.error else ""
+        error = (
+            f"deployment {challenger} ended {state.provisioning_state}{said}; its log ends: "
+            f"{_log_tail(endpoint, challenger)} (fix the model or score.py, then roll the version out again)"
         )
     _record_step(payload, "deploy", {}, {}, "fail", {"deployment": challenger, "error": error})
     return {"provisioning": False, "error": error}
+
+
+def _log_tail(endpoint: str, deployment: str, lines: int = 5) -> str:
+    """The last lines of a deployment's container log, for a failure's reason (best effort: a platform that
+    cannot give them does not hide the failure)."""
+    try:
+        text = _platform().deployment_logs(DeploymentLogsRequest(endpoint, deployment, lines=lines))
+    except PlatformError as exc:
+        return f"(not readable: {exc.message})"
+    tail = " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+    return tail[-600:] or "(empty)"
 
 
 def _deployment_spec(model: str, version: str, run_id: str) -> DeploymentSpec:
@@ -1099,7 +1120,11 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
     found = {d.name: d for d in platform.list_deployments(endpoint)}
     # Kept (an earlier run made it) or recreated by this run, which deletes it again if it fails: read from
     # its run tag, not from whether it exists, so that a retry of this activity finds its own deployment so.
-    kept = target in found and found[target].tags.get("perennial_run") != request.run_id
+    kept = (
+        target in found
+        and found[target].tags.get("perennial_run") != request.run_id
+        and found[target].provisioning_state != "Deleting"  # going: made again, and deleted again if it fails
+    )
     try:
         if kept:
             _restore_capacity(model, endpoint, target)

@@ -386,15 +386,12 @@ def version_rollout(context: df.DurableOrchestrationContext) -> Orchestration:
     run = {"model": request.model, "run_id": request.run_id}
     version = str(request.trigger.details["version"])
     context.set_custom_status({"run_id": request.run_id, "stage": "rolling_out", "version": version})
-    answer = yield context.call_activity(
-        "record_stage", {**run, "stage": "rolling_out", "details": {"version": version}}
-    )
-    if answer and answer.get("abort"):  # aborted while it waited its turn: nothing was deployed
-        status, reasons = "aborted", ["aborted on request"]
-    else:
-        rollout = yield from _roll_out(context, run, version)
-        status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
-        reasons = list(rollout.get("reasons", []))
+    # What record_stage says of an abort is not read here (instances in flight did not read it): an abort that
+    # came while this waited its turn is honoured by rollout_prepare, which then deploys nothing.
+    yield context.call_activity("record_stage", {**run, "stage": "rolling_out", "details": {"version": version}})
+    rollout = yield from _roll_out(context, run, version)
+    status = "promoted" if rollout.get("outcome") == "completed" else "rolled_back"
+    reasons = list(rollout.get("reasons", []))
     yield context.call_activity_with_retry(
         "finish_run", MUST_FINISH, {**run, "status": status, "reasons": reasons, "version": version}
     )
@@ -567,9 +564,9 @@ def _provisioned(context: df.DurableOrchestrationContext, payload: dict[str, Any
     polls = 0
     while True:
         if context.current_utc_datetime >= deadline:
-            return {
-                "error": f"deployment {payload['challenger']} was still provisioning after {PROVISIONING_MINUTES} minutes"
-            }
+            late = f"deployment {payload['challenger']} was still provisioning after {PROVISIONING_MINUTES} minutes"
+            # The challenger is removed next; the usual causes are on the workspace's side.
+            return {"error": f"{late} (check the instance type's quota and the deployment's events in the studio)"}
         context.set_custom_status(
             {"run_id": payload["run_id"], "stage": "provisioning", "deployment": payload["challenger"]}
         )

@@ -665,6 +665,11 @@ class AzureMLPlatform:
             raise InvalidRequestError(f"deployment {spec.name!r}: instance_count {spec.instance_count}", "use >= 1")
         with contextlib.suppress(NotFoundError):
             existing = self.get_deployment(DeploymentRef(spec.endpoint, spec.name))
+            if existing.provisioning_state == "Deleting":  # a PUT now would meet the deletion (Azure: a 409)
+                raise TransientPlatformError(
+                    f"deployment {spec.name!r} on {spec.endpoint!r} is still being deleted",
+                    "Azure ML deletes it within minutes: roll the version out again then",
+                )
             if existing.serves(spec) and (existing.provisioning or existing.provisioning_state == "Succeeded"):
                 # Not sent again: a PUT starts another provisioning of many minutes (and Azure refuses one while
                 # the last is in progress). A retried activity finds the deployment its first attempt started.

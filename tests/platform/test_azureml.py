@@ -257,6 +257,11 @@ def test_a_deployment_is_started_not_waited_for_and_never_sent_twice(fake_arm: F
     scaled = azure_platform.create_or_update_deployment(replace(spec, instance_count=2))
     assert (scaled.provisioning, scaled.instance_count) == (True, 2), "a change of capacity is sent"
     fake_arm.finish_provisioning("fraud-ep", "fraud-v3")  # the SDK's poller thread stops polling
+    fake_arm.finish_provisioning("fraud-ep", "fraud-v3", state="Deleting")
+    fake_arm.clear()
+    with pytest.raises(TransientPlatformError, match="still being deleted"):
+        azure_platform.create_or_update_deployment(spec)  # a PUT would meet the deletion
+    assert not fake_arm.writes()
 
 
 def test_a_deployment_of_a_model_version_azure_does_not_know_says_so(

@@ -377,6 +377,9 @@ class _Deployments:
     def get_deployment(self, ref: DeploymentRef) -> DeploymentState:
         return self.existing[ref.name]
 
+    def deployment_logs(self, request: Any) -> str:
+        return "loading model\nValueError: the weights do not match the config\n"
+
     def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
         made = DeploymentState(
             spec.endpoint, spec.name, spec.model_name, spec.model_version, spec.instance_type, spec.instance_count,
@@ -422,6 +425,39 @@ def test_a_deployment_is_recorded_when_its_provisioning_ends(activity: Any, monk
     assert clients.registry().rollout_steps("fraud", run.run_id) == []
     platform.existing["fraud-v2"] = replace(creating, provisioning_state="Failed", error="the image did not start")
     answer = activity("deployment_provisioned", payload)
-    assert answer == {"provisioning": False, "error": "deployment fraud-v2 failed: Failed (the image did not start)"}
+    assert answer["provisioning"] is False
+    assert answer["error"].startswith("deployment fraud-v2 ended Failed (the image did not start); its log ends: ")
+    assert "loading model | ValueError: the weights do not match the config" in answer["error"]
+    assert answer["error"].endswith("(fix the model or score.py, then roll the version out again)")
     [step] = clients.registry().rollout_steps("fraud", run.run_id)
     assert (step.step, step.verdict) == ("deploy", "fail")
+
+
+def test_an_abort_stops_the_wait_for_a_deployment_still_provisioning(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run("fraud-00000000000000g8")
+    platform = _Deployments(replace(_deployment("fraud-v2", "2", run.run_id), provisioning_state="Creating"))
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    clients.registry().update_run("fraud", run.run_id, lambda r: r.request_abort("dana", None, r.updated_at))
+    payload = {"model": "fraud", "run_id": run.run_id, "endpoint": "fraud-ep", "challenger": "fraud-v2"}
+    assert activity("deployment_provisioned", payload) == {
+        "provisioning": False,
+        "error": "aborted on request by dana: fraud-v2 was removed before it took traffic",
+    }
+
+
+def test_a_previous_version_whose_deployment_is_being_deleted_is_not_kept(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Smoke-testing and moving traffic onto a deployment Azure is deleting would fail half-way."""
+    run = _run("fraud-00000000000000g9")
+    _champion(Champion("fraud", "2", "fraud-earlier", deployment="fraud-v2", previous_version="1"))
+    going = replace(_deployment("fraud-v1", "1", "fraud-earlier"), provisioning_state="Deleting")
+    platform = _Deployments(_deployment("fraud-v2", "2", "fraud-earlier"), going)
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    request = {"model": "fraud", "run_id": run.run_id, "blobs": [],
+               "trigger": {"kind": "rollback", "reason": "r", "source_event_id": run.run_id}}  # fmt: skip
+    plan = activity("rollback_prepare", request)
+    assert plan["keep_on_failure"] is False
+    assert platform.created == ["fraud-v1"]

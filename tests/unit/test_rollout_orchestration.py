@@ -1,7 +1,8 @@
 """The rollout orchestrators' control flow around aborts and finishing steps, driven the way the Durable SDK
 drives a generator: each yielded task is answered by sending its result back.
 
-- an abort requested before a rollout took traffic stops it there, not after a full bake at 10 %;
+- an abort requested before a rollout took traffic stops it there, not after a full bake at 10 %
+  (rollout_prepare and deployment_provisioned honour it; tests/unit/test_activity_outcomes.py);
 - the steps that record an outcome once it is decided are retried (MUST_FINISH), so a blip after the last
   gate passed cannot throw the new champion away.
 """
@@ -86,16 +87,22 @@ def _drive(
         return done.value, context.calls
 
 
-def test_a_version_rollout_aborted_while_it_waited_its_turn_deploys_nothing() -> None:
+def test_a_version_rollout_replays_as_it_did_before_aborts_were_read_there() -> None:
+    """Instances in flight recorded a sub-orchestration after record_stage whatever it said: a replay must make
+    the same call (rollout_prepare honours the abort and deploys nothing)."""
     given = {
         "model": "fraud",
         "run_id": RUN_ID,
         "trigger": {"kind": "rollout", "reason": "r", "source_event_id": RUN_ID, "details": {"version": "2"}},
         "blobs": [],
     }
-    result, calls = _drive(orchestrators.version_rollout, given, lambda task: {"abort": True})
-    assert calls == [("activity", "record_stage", False), ("activity", "finish_run", True)]
-    assert result["status"] == "aborted"
+
+    def answer(task: Any) -> Any:
+        return {"abort": True} if task[1] == "record_stage" else {"outcome": "rolled_back", "reasons": ["aborted"]}
+
+    result, calls = _drive(orchestrators.version_rollout, given, answer)
+    assert calls[:2] == [("activity", "record_stage", False), ("sub", "staged_rollout", False)]
+    assert result["status"] == "rolled_back"
 
 
 def test_an_abort_during_the_deployment_removes_the_challenger_before_it_takes_traffic() -> None:
@@ -153,7 +160,10 @@ def test_a_deployment_still_provisioning_after_an_hour_is_rolled_back() -> None:
                            lambda task: answers.get(task[1], {}) if isinstance(task, tuple) else task)  # fmt: skip
     assert result == {
         "outcome": "rolled_back",
-        "reasons": ["deployment fraud-v2 was still provisioning after 60 minutes"],
+        "reasons": [
+            "deployment fraud-v2 was still provisioning after 60 minutes (check the instance type's quota and the "
+            "deployment's events in the studio)"
+        ],
     }
     polls = sum(1 for _, name, _ in calls if name == "deployment_provisioned")
     assert 10 <= polls <= 20, f"{polls} polls in an hour: backing off to 5 minutes keeps the history short"
