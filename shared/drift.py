@@ -19,9 +19,27 @@ Verdict per column: numeric columns drift when the normalised Wasserstein distan
 PSI crosses its threshold; categorical ones when the JS distance or the PSI does. With few
 current values (≤ ``SMALL_SAMPLE`` = 1000) the distances are noisy, so numeric columns use
 the KS test's p-value instead (its false-alarm rate is the threshold itself), mirroring
-Evidently's defaults. The dataset drifts when the share of drifted columns is at least
-``drifted_share``. Thresholds come from the spec (``triggers.drift``); defaults: PSI 0.2,
-Wasserstein 0.1, JS 0.1, KS p-value 0.01, drifted share 0.5.
+Evidently's defaults.
+
+Missing values are drift too (a broken upstream feed sends nulls, and values of the wrong type
+are read as nulls): a column drifts when its missing rate rose by at least
+``MISSING_RATE_RISE`` (10 percentage points) **and** a one-sided two-proportion z-test says
+the rise is significant at the KS level (``ks_pvalue``); a feature with no values at all in
+the current data while the reference has some drifts ("no values in the current data"). A
+column without values in the reference has nothing to compare and is skipped.
+
+Categorical columns keep at most ``top_k`` values per profile, the rest lumped into ``other``.
+When the reference has an ``other`` they are compared over the reference's kept values plus
+``other``, current values the reference did not keep folded into ``other``: a value the
+reference lumped together has an unknown share there, not a share of 0. A reference value the
+current profile lumped into its own ``other`` is estimated within what that profile allows
+(at most its smallest kept count). Values the reference never had (it kept every value and
+this one is not among them) are listed as ``new_values``, for information; they drift a column
+only through the distances.
+
+The dataset drifts when at least one column drifted and the share of drifted columns is at
+least ``drifted_share``. Thresholds come from the spec (``triggers.drift``); defaults: PSI
+0.2, Wasserstein 0.1, JS 0.1, KS p-value 0.01, drifted share 0.5.
 """
 
 from __future__ import annotations
@@ -42,6 +60,11 @@ from shared.spec import DriftThresholds
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 PSI_EPSILON = 1e-4
 SMALL_SAMPLE = 1000
+#: The smallest rise of a column's missing rate (current − reference) that counts as drift. A
+#: significance test alone would flag a 1-point rise over a day of traffic; a feed that broke
+#: moves far more than 10 points, and the data contract's ``max_missing_rate`` (5 % by default)
+#: already rejects training batches that are that incomplete.
+MISSING_RATE_RISE = 0.10
 
 
 # --------------------------------------------------------------------------- metrics
@@ -121,15 +144,19 @@ class ColumnDrift:
     column: str
     kind: Literal["numeric", "categorical"]
     drifted: bool
-    method: str  # which test decided: "distance" (Wasserstein/JS + PSI) or "ks"
+    method: str  # which test decided: "distance" (Wasserstein/JS + PSI), "ks", or "missing" (no current values)
     reasons: list[str]
-    reference_count: int
+    reference_count: int  # values (non-missing)
     current_count: int
     psi: float | None = None
     wasserstein: float | None = None  # normalised by the reference's std
     jensen_shannon: float | None = None
     ks_statistic: float | None = None
     ks_pvalue: float | None = None
+    reference_missing_rate: float | None = None
+    current_missing_rate: float | None = None
+    missing_pvalue: float | None = None  # one-sided two-proportion z-test: did the missing rate rise?
+    new_values: list[str] = field(default_factory=list)  # categories the reference never had (information)
 
 
 @dataclass
@@ -191,33 +218,85 @@ def compare(
         if ref is None or cur is None:
             skipped[name] = f"not in the {'reference' if ref is None else 'current'} profile"
             continue
-        if ref.numeric is not None and cur.numeric is not None:
-            outcome = _numeric_drift(ref, ref.numeric, cur.numeric, t, notes)
-        elif ref.categorical is not None and cur.categorical is not None:
-            outcome = _categorical_drift(ref, ref.categorical, cur.categorical, t)
-        else:
-            skipped[name] = "not profiled for drift (ids, timestamps and non-feature columns are not)"
+        outcome = _column_drift(ref, cur, t, notes)
+        if isinstance(outcome, str):
+            skipped[name] = outcome
             continue
-        if outcome is None:
-            skipped[name] = "no values on one side"
-            continue
+        if outcome.new_values and not outcome.drifted:
+            notes.append(f"{name}: new values (information, not drift): {', '.join(outcome.new_values[:5])}")
         results.append(outcome)
     share = sum(c.drifted for c in results) / len(results) if results else 0.0
     return DriftReport(
         columns=results,
         drifted_share=share,
-        drifted=bool(results) and share >= t.drifted_share,
+        # At least one drifted column: a share threshold of 0 must not call a batch without drift drifted.
+        drifted=any(c.drifted for c in results) and share >= t.drifted_share,
         thresholds=t.model_dump(),
         skipped=skipped,
         notes=notes,
     )
 
 
+def _column_drift(ref: ColumnProfile, cur: ColumnProfile, t: DriftThresholds, notes: list[str]) -> ColumnDrift | str:
+    """One column's drift, or why it was not compared (the reason to list it as skipped)."""
+    rn, cn, rc, cc = ref.numeric, cur.numeric, ref.categorical, cur.categorical
+    outcome: ColumnDrift | str
+    if rn is not None and cn is not None:
+        outcome = _without_values(ref, "numeric", rn.count, cn.count) or _numeric_drift(ref, rn, cn, t, notes)
+    elif rc is not None and cc is not None:
+        outcome = _without_values(ref, "categorical", rc.total, cc.total) or _categorical_drift(ref, rc, cc, t)
+    else:
+        return "not profiled for drift (ids, timestamps and non-feature columns are not)"
+    if isinstance(outcome, ColumnDrift):
+        _missing_drift(outcome, ref, cur, t)
+    return outcome
+
+
+def _without_values(
+    column: ColumnProfile, kind: Literal["numeric", "categorical"], reference_values: int, current_values: int
+) -> ColumnDrift | str | None:
+    """The verdict when a side has no values: skip (reference) or drifted (current); None when both have some."""
+    if reference_values == 0:
+        return "no values in the reference data: nothing to compare"
+    if current_values == 0:
+        # A feature that stopped arriving (or arrives unreadable) is the worst drift there is, not a gap.
+        return ColumnDrift(column.name, kind, True, "missing", ["no values in the current data"], reference_values, 0)
+    return None
+
+
+def missing_rise_pvalue(reference_missing: int, reference_rows: int, current_missing: int, current_rows: int) -> float:
+    """One-sided two-proportion z-test (pooled): the p-value of "the current missing rate is higher"."""
+    if reference_rows <= 0 or current_rows <= 0:
+        return 1.0
+    pooled = (reference_missing + current_missing) / (reference_rows + current_rows)
+    if pooled <= 0.0 or pooled >= 1.0:
+        return 1.0  # nothing missing anywhere, or everything missing everywhere: no rise to test
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / reference_rows + 1.0 / current_rows))
+    z = (current_missing / current_rows - reference_missing / reference_rows) / se
+    return 0.5 * math.erfc(z / math.sqrt(2.0))  # the standard normal's upper tail at z
+
+
+def _missing_drift(result: ColumnDrift, ref: ColumnProfile, cur: ColumnProfile, t: DriftThresholds) -> None:
+    """Record the missing rates; a rise that is both large and significant makes the column drift.
+
+    Both conditions: the rise alone would flag noise on a few hundred rows, the test alone a
+    meaningless 1-point rise over a day of traffic. The test uses the KS level (``ks_pvalue``).
+    """
+    result.reference_missing_rate, result.current_missing_rate = ref.missing_rate, cur.missing_rate
+    result.missing_pvalue = missing_rise_pvalue(ref.nulls, ref.rows, cur.nulls, cur.rows)
+    rise = cur.missing_rate - ref.missing_rate
+    if rise >= MISSING_RATE_RISE and result.missing_pvalue < t.ks_pvalue:
+        result.reasons.append(
+            f"missing rate {cur.missing_rate:.1%} vs {ref.missing_rate:.1%} in the reference "
+            f"(+{rise * 100:.1f} points >= {MISSING_RATE_RISE * 100:g}, p-value {result.missing_pvalue:.2g} < {t.ks_pvalue:g})"
+        )
+    result.drifted = bool(result.reasons)
+
+
 def _numeric_drift(
     column: ColumnProfile, ref: NumericProfile, cur: NumericProfile, t: DriftThresholds, notes: list[str]
-) -> ColumnDrift | None:
-    if ref.count == 0 or cur.count == 0:
-        return None
+) -> ColumnDrift:
+    """Distribution drift of a numeric column; both sides have values."""
     result = ColumnDrift(column.name, "numeric", False, "distance", [], ref.count, cur.count)
     ref_hist, cur_hist = ref.histogram(), cur.histogram()
     if ref.edges != cur.edges and cur.sample.size:
@@ -256,12 +335,9 @@ def _bin_centres(edges: Sequence[float], low: float, high: float) -> FloatArray:
 
 def _categorical_drift(
     column: ColumnProfile, ref: CategoricalProfile, cur: CategoricalProfile, t: DriftThresholds
-) -> ColumnDrift | None:
-    if ref.total == 0 or cur.total == 0:
-        return None
-    keys = sorted(set(ref.counts) | set(cur.counts))
-    r = np.asarray([ref.counts.get(k, 0) for k in keys] + [ref.other], dtype=np.float64)
-    c = np.asarray([cur.counts.get(k, 0) for k in keys] + [cur.other], dtype=np.float64)
+) -> ColumnDrift:
+    """Distribution drift of a categorical column; both sides have values."""
+    r, c = _comparable_counts(ref, cur)
     result = ColumnDrift(column.name, "categorical", False, "distance", [], ref.total, cur.total)
     result.jensen_shannon = jensen_shannon(r, c)
     result.psi = psi(r, c)
@@ -269,8 +345,44 @@ def _categorical_drift(
         result.reasons.append(f"Jensen-Shannon {result.jensen_shannon:.3f} > {t.jensen_shannon:g}")
     if result.psi > t.psi:
         result.reasons.append(f"PSI {result.psi:.3f} > {t.psi:g}")
-    new = [k for k in cur.counts if k not in ref.counts and k != OTHER]
-    if new and result.reasons:
-        result.reasons.append(f"new values: {', '.join(new[:5])}")
+    # A value is new only if the reference kept every value it saw (no ``other``) and not this one.
+    if ref.other == 0:
+        result.new_values = sorted(k for k in cur.counts if k not in ref.counts and k != OTHER)
+    if result.new_values and result.reasons:
+        result.reasons.append(f"new values: {', '.join(result.new_values[:5])}")
     result.drifted = bool(result.reasons)
     return result
+
+
+def _comparable_counts(ref: CategoricalProfile, cur: CategoricalProfile) -> tuple[FloatArray, FloatArray]:
+    """(reference, current) counts over the reference's kept values, each closed by an ``other`` bucket.
+
+    A current value the reference lumped into its ``other`` is folded into ``other`` on the
+    current side too: its reference count is unknown, not 0 (comparing it as 0, floored at 1e-4,
+    made high-cardinality columns drift between two samples of the same distribution). When
+    the reference has no ``other`` it knows every value, so a current value it lacks keeps its
+    own bucket against 0: that is a real new value. Without ``other`` on either side this is
+    the union of the values, exactly.
+    """
+    keys = sorted(set(ref.counts) | (set(cur.counts) if ref.other == 0 else set()))
+    r = [ref.counts.get(k, 0) for k in keys]
+    c = _current_counts(keys, ref, cur)
+    r.append(ref.total - sum(r))
+    c.append(max(cur.total - sum(c), 0.0))
+    return np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64)
+
+
+def _current_counts(keys: Sequence[str], ref: CategoricalProfile, cur: CategoricalProfile) -> list[float]:
+    """The current counts of ``keys``, estimating those the current profile lumped into its ``other``.
+
+    Such a count is unknown but (about) at most the smallest count the current profile kept. It
+    is taken as close to what the reference predicts as that bound allows, so the lumping
+    itself adds no drift, while a reference value that became much rarer than the bound still
+    shows. The estimates never take more than the current ``other`` holds.
+    """
+    if cur.other == 0:
+        return [float(cur.counts.get(k, 0)) for k in keys]  # every current value kept: absent means 0
+    bound = float(min(cur.counts.values(), default=cur.other))
+    lumped = {k: min(ref.counts.get(k, 0) / ref.total * cur.total, bound) for k in keys if k not in cur.counts}
+    scale = min(1.0, cur.other / sum(lumped.values())) if sum(lumped.values()) > 0 else 1.0
+    return [float(cur.counts[k]) if k in cur.counts else lumped[k] * scale for k in keys]

@@ -189,7 +189,8 @@ class ApprovalSpec(_Strict):
 
 class RolloutSpec(_Strict):
     endpoint: str | None = Field(
-        default=None, description=f"the online endpoint name ({AZURE_ML_NAME_HINT}), one model's alone; default <model>-ep"
+        default=None,
+        description=f"the online endpoint name ({AZURE_ML_NAME_HINT}), one model's alone; default <model>-ep",
     )
     instance_type: str = Field(default="Standard_DS3_v2", description="an Azure VM size for the deployment")
     instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
@@ -218,8 +219,12 @@ class DriftThresholds(_Strict):
     wasserstein: float = Field(default=0.1, gt=0.0, description="normalised Wasserstein threshold, > 0")
     jensen_shannon: Probability = Field(default=0.1, description="Jensen-Shannon distance threshold, in [0, 1]")
     ks_pvalue: Probability = Field(default=0.01, description="KS test p-value below which a column drifted")
-    drifted_share: Probability = Field(
-        default=0.5, description="share of drifted columns that makes the dataset drifted, in [0, 1]"
+    # > 0: a share of 0 would call every batch drifted, and ask for a retrain, with no drifted column.
+    drifted_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="share of drifted columns that makes the dataset drifted, in (0, 1]; 0 is refused",
     )
 
 
