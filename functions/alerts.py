@@ -3,11 +3,16 @@
 Two doors: Event Grid (Perennial.RetrainRequested / DriftDetected from our custom topic,
 Azure ML DatasetDriftDetected from the workspace) and an HTTP webhook for Azure Monitor
 action groups (common alert schema; ``Fired`` acts, ``Resolved`` is only recorded).
+
+A monitor's alert (drift, Azure Monitor) that finds a run of the model in progress, or one created
+within the schedule's cool-down, is suppressed (:func:`shared.events.decide_alert`): acknowledged,
+logged with the reason, and answered ``"action": "suppressed"`` over HTTP; no run is queued.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -15,7 +20,16 @@ import azure.functions as func
 from functions import clients
 from functions.coordination import send_work
 from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
-from shared.events import EventError, KnownModels, Trigger, parse_event, parse_http
+from shared.events import (
+    MONITOR_KINDS,
+    AlertDecision,
+    EventError,
+    KnownModels,
+    Trigger,
+    decide_alert,
+    parse_event,
+    parse_http,
+)
 from shared.logs import correlated
 from shared.registry import pending_run, run_id_for
 from shared.runtime import get_runtime
@@ -23,10 +37,6 @@ from shared.workflow import TriggerInfo
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.alerts")
-
-#: Trigger kinds that start a retrain. Run-status and model events, and Perennial's own
-#: outbound events that come back through the topic subscription, are recorded only.
-RETRAIN_KINDS = frozenset({"retrain_requested", "drift_alert", "monitor_alert"})
 
 
 def retrain_work(trigger: Trigger) -> dict[str, object]:
@@ -37,20 +47,37 @@ def retrain_work(trigger: Trigger) -> dict[str, object]:
     return {"kind": "retrain", "run_id": run_id_for(trigger.model, trigger.dedupe_key), "trigger": info.dump()}
 
 
-async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> str | None:
-    if trigger.kind not in RETRAIN_KINDS or not trigger.actionable:
+async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> tuple[AlertDecision, str | None]:
+    """What the alert did (and why), and the run it started or found, if any."""
+    run_id = run_id_for(trigger.model, trigger.dedupe_key)
+    # Only a monitor's alert looks at the model's runs (the schedule reads as many).
+    runs = (
+        clients.registry().runs(trigger.model, limit=50) if trigger.kind in MONITOR_KINDS and trigger.actionable else []
+    )
+    decision = decide_alert(trigger, run_id, runs, datetime.now(UTC))
+    if decision.action == "recorded":
         logger.info("recorded %s for %s (no action): %s", trigger.event_type, trigger.model, trigger.reason)
-        return None
+        return decision, None
+    if decision.action == "suppressed":
+        logger.warning(
+            "suppressed %s for %s (no run): %s; alert: %s (%s)",
+            trigger.event_type,
+            trigger.model,
+            decision.reason,
+            trigger.reason,
+            decision.hint,
+            extra={"model": trigger.model, "event_id": trigger.event_id, "suppressed": decision.reason},
+        )
+        return decision, None
     work = retrain_work(trigger)
-    run_id = str(work["run_id"])
     # Recorded as pending first, as the API does: if the event to the coordinator is lost, the coordinator
     # still finds the request (pending_work). A redelivered alert finds its run already there.
     clients.registry().create_run(
         pending_run(trigger.model, run_id, trigger.kind, trigger.reason, trigger.event_id, work)
     )
     await send_work(client, trigger.model, work)
-    logger.info("retrain requested for %s: %s", trigger.model, trigger.reason, extra={"run_id": work["run_id"]})
-    return str(work["run_id"])
+    logger.info("retrain requested for %s: %s", trigger.model, trigger.reason, extra={"run_id": run_id})
+    return decision, run_id
 
 
 @bp.function_name("on_alert_event")
@@ -79,7 +106,8 @@ async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestra
             return problem(400, "Malformed alert", str(exc), field=exc.field)
         if trigger.kind != "monitor_alert":
             return problem(400, "Not an alert", "send the Azure Monitor common alert schema", field="schemaId")
-        run_id = await _act(trigger, client)
-        return json_response(
-            {"model": trigger.model, "action": "retrain" if run_id else "recorded", "run_id": run_id}, 202
-        )
+        decision, run_id = await _act(trigger, client)
+        body: dict[str, object] = {"model": trigger.model, "action": decision.action, "run_id": run_id}
+        if decision.action == "suppressed":
+            body.update(reason=decision.reason, hint=decision.hint)
+        return json_response(body, 202)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 import azure.functions as func
 
@@ -37,6 +37,9 @@ from shared.blobpaths import (
     validate_blob_name,
 )
 from shared.publish import EventDataError, PerennialEventType, parse_perennial_data
+
+if TYPE_CHECKING:
+    from shared.registry import Run
 
 TriggerKind = Literal[
     "blob_created",
@@ -115,6 +118,15 @@ class KnownModels:
     def from_specs(cls, specs: Mapping[str, Any]) -> KnownModels:
         """From ``Runtime.specs`` (name → ModelSpec); endpoints map back to their model."""
         return cls(frozenset(specs), {spec.endpoint_name: name for name, spec in specs.items()})
+
+    def endpoint_model(self, endpoint: str) -> str | None:
+        """The model served by ``endpoint``, the name compared without case (Azure Monitor writes resource ids in
+        lower case; Azure names are case-insensitive): the spec's spelling of the model, or None."""
+        if endpoint in self.endpoints:
+            return self.endpoints[endpoint]
+        folded = endpoint.casefold()
+        matches = sorted(model for name, model in self.endpoints.items() if name.casefold() == folded)
+        return matches[0] if matches else None
 
 
 @dataclass(frozen=True)
@@ -302,9 +314,16 @@ def _model(name: str, known: KnownModels, where: str) -> str:
 
 
 def _prefixed_model(name: str, known: KnownModels) -> str | None:
-    """The longest known model ``m`` with ``name == m`` or ``name`` starting ``m-`` / ``m_`` (naming convention)."""
-    matches = [m for m in known.names if name == m or name.startswith((f"{m}-", f"{m}_"))]
-    return max(matches, key=len) if matches else None
+    """The longest known model ``m`` with ``name == m`` or ``name`` starting ``m-`` / ``m_`` (naming convention),
+    compared without case (Azure Monitor lower-cases the resource ids it reports; Azure names ignore case); a
+    match in the same case wins a tie. The spec's spelling is returned."""
+    folded = name.casefold()
+    matches = [
+        m for m in known.names if folded == m.casefold() or folded.startswith((f"{m.casefold()}-", f"{m.casefold()}_"))
+    ]
+    if not matches:
+        return None
+    return max(matches, key=lambda m: (len(m), name == m or name.startswith((f"{m}-", f"{m}_")), m))
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -529,7 +548,7 @@ def _ml_model_event(env: _Envelope, known: KnownModels) -> Trigger:
         reason = f"Azure ML registered {model}:{details['version']}"
     else:
         service = _str(data, "ServiceName", "data.")
-        model = known.endpoints.get(service) or _prefixed_model(service, known) or ""
+        model = known.endpoint_model(service) or _prefixed_model(service, known) or ""
         _model(model or service, known, "data.ServiceName")
         details = {"service": service}
         reason = f"Azure ML deployed to {service}"
@@ -642,7 +661,7 @@ def _monitor_alert(raw: dict[str, Any], known: KnownModels) -> Trigger:
         lowered = [p.lower() for p in parts]
         if model is None and "onlineendpoints" in lowered:
             endpoint = parts[lowered.index("onlineendpoints") + 1] if lowered[-1] != "onlineendpoints" else ""
-            model = known.endpoints.get(endpoint) or _prefixed_model(endpoint, known)
+            model = known.endpoint_model(endpoint) or _prefixed_model(endpoint, known)
     model = model or _prefixed_model(rule, known)
     if model is None:
         raise UnknownModelError(
@@ -751,3 +770,53 @@ def parse_http(
         raise
     except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
         raise EventError(f"the request is malformed ({type(exc).__name__})", "body", "send a JSON object") from None
+
+
+# --------------------------------------------------------------------------- what an alert does
+
+#: Trigger kinds that start a retrain. Run-status and model events, and Perennial's own outbound events that
+#: come back through the topic subscription, are recorded only.
+RETRAIN_KINDS = frozenset({"retrain_requested", "drift_alert", "monitor_alert"})
+#: Trigger kinds a monitor raises by itself: it keeps firing while its condition holds (a daily drift monitor
+#: whose baseline is not the new champion's data, a log alert with a new alertId each evaluation), so these wait
+#: for the model's runs as the schedule does. ``retrain_requested`` (the schedule, which has already waited, or a
+#: person) and a person's ``manual`` request do not.
+MONITOR_KINDS = frozenset({"drift_alert", "monitor_alert"})
+
+AlertAction = Literal["retrain", "recorded", "suppressed"]
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    """What an inbound alert does: start (or resend) its run, be recorded only, or be suppressed; why, and (when
+    suppressed) what to do instead."""
+
+    action: AlertAction
+    reason: str
+    hint: str = ""
+
+
+def decide_alert(
+    trigger: Trigger, run_id: str, runs: Sequence[Run], now: datetime, cooldown: timedelta | None = None
+) -> AlertDecision:
+    """Whether ``trigger`` starts the run ``run_id``, given the model's recent ``runs`` (newest first).
+
+    A monitor's alert (:data:`MONITOR_KINDS`) follows the schedule's rule (:func:`shared.live.blocking_run`): while
+    a run is pending or running, or within ``cooldown`` (default: the schedule's) of the newest run's creation, it
+    is suppressed with the reason, not queued. A redelivered alert whose run exists already goes on as before
+    (its work is sent again). Everything else is as :data:`RETRAIN_KINDS` and ``trigger.actionable`` say.
+    """
+    if trigger.kind not in RETRAIN_KINDS or not trigger.actionable:
+        return AlertDecision("recorded", trigger.reason)
+    if trigger.kind in MONITOR_KINDS and not any(run.run_id == run_id for run in runs):
+        from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+
+        blocked = blocking_run(runs, now, ScheduleWindows().cooldown if cooldown is None else cooldown)
+        if blocked is not None:
+            return AlertDecision(
+                "suppressed",
+                blocked,
+                f"to retrain anyway, POST /api/models/{trigger.model}/retrain; a monitor that keeps firing after a "
+                "retrain needs its baseline moved to the new champion's data",
+            )
+    return AlertDecision("retrain", trigger.reason)

@@ -558,14 +558,14 @@ def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
             continue
         # A rollout sets the endpoint's whole traffic map from its own model's deployments, so a second model
         # on the same endpoint would have its traffic taken away (or the endpoint left serving nothing).
-        owner = endpoints.get(spec.endpoint_name)
+        owner = endpoints.get(spec.endpoint_name.casefold())  # Azure ML names ignore case
         if owner is not None:
             problems.append(
                 f"{path}: rollout.endpoint={spec.endpoint_name!r} is also {owner}'s endpoint ({files[owner]}); "
                 "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
             )
             continue
-        specs[spec.name], files[spec.name], endpoints[spec.endpoint_name] = spec, path, spec.name
+        specs[spec.name], files[spec.name], endpoints[spec.endpoint_name.casefold()] = spec, path, spec.name
     if problems:
         raise SpecError(problems)
     return specs

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -95,6 +97,8 @@ def test_event_storm_makes_exactly_one_run_with_each_blob_once(perennial: Perenn
 
 
 def test_manual_retrain_and_a_drift_alert_each_start_a_run_with_their_reason(perennial: PerennialHost) -> None:
+    """A person's request always starts a run; a monitor's alert waits out the cool-down of the model's newest
+    run (acknowledged with the reason, so nothing retries it), then retrains."""
     perennial.land("batch-001.csv", _csv(3000, seed=1))
     perennial.wait_for("the first run", lambda: (perennial.finished_runs() or [None])[0])
 
@@ -131,12 +135,45 @@ def test_manual_retrain_and_a_drift_alert_each_start_a_run_with_their_reason(per
             "EndTime": "2026-11-22T00:00:00Z",
         },
     }
-    response = perennial.http.post(
-        "/runtime/webhooks/eventgrid?functionName=on_alert_event",
-        json=[drift],
-        headers={"aeg-event-type": "Notification"},
+
+    def deliver(event_id: str) -> None:
+        response = perennial.http.post(
+            "/runtime/webhooks/eventgrid?functionName=on_alert_event",
+            json=[{**drift, "id": event_id}],
+            headers={"aeg-event-type": "Notification"},
+        )
+        assert response.status_code in (200, 202), response.text
+
+    deliver("drift-evt-1")  # within a day of the manual run: suppressed, not queued
+    assert perennial.runs()[0]["run_id"] == run_id, "the drift alert queued a run (runs are newest first)"
+    host_log = (perennial.workdir / "host.log").read_text(errors="replace")
+    assert (
+        f"suppressed Microsoft.MachineLearningServices.DatasetDriftDetected for fraud (no run): run {run_id}"
+        in host_log
     )
-    assert response.status_code in (200, 202), response.text
+    alert = {
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": "/subscriptions/x/providers/Microsoft.AlertsManagement/alerts/eval-1",
+                "alertRule": "fraud-latency-p95",
+                "severity": "Sev3",
+                "signalType": "Log",
+                "monitorCondition": "Fired",
+                "alertTargetIDs": [],
+            }
+        },
+    }
+    answer = perennial.http.post("/api/alerts/azure-monitor", json=alert)
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["action"], answer.json()["run_id"]) == ("suppressed", None)
+    assert "cooling down until" in answer.json()["reason"]
+
+    for run in perennial.runs():  # two days on (the registry stamps runs with the wall clock): it retrains
+        perennial.registry.update_run(
+            "fraud", run["run_id"], lambda r: replace(r, created_at=r.created_at - timedelta(days=2))
+        )
+    deliver("drift-evt-2")
     drifted = perennial.wait_for(
         "the drift run",
         lambda: next((r for r in perennial.finished_runs() if r["trigger"]["kind"] == "drift_alert"), None),

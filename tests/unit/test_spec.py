@@ -113,10 +113,11 @@ def test_two_models_may_not_share_an_endpoint(tmp_path: Path) -> None:
     (tmp_path / "fraud.yaml").write_text(fraud, encoding="utf-8")
     own_endpoint = fraud.replace("name: fraud", "name: cards", 1).replace("endpoint: fraud-ep", "endpoint: cards-ep")
     (tmp_path / "cards.yaml").write_text(own_endpoint, encoding="utf-8")
-    (tmp_path / "loans.yaml").write_text(fraud.replace("name: fraud", "name: loans", 1), encoding="utf-8")
+    loans = fraud.replace("name: fraud", "name: loans", 1).replace("endpoint: fraud-ep", "endpoint: Fraud-EP")
+    (tmp_path / "loans.yaml").write_text(loans, encoding="utf-8")  # Azure ML names ignore case
     with pytest.raises(SpecError) as caught:
         load_specs(tmp_path)
     assert caught.value.problems == [
-        f"{tmp_path / 'loans.yaml'}: rollout.endpoint='fraud-ep' is also fraud's endpoint ({tmp_path / 'fraud.yaml'}); "
+        f"{tmp_path / 'loans.yaml'}: rollout.endpoint='Fraud-EP' is also fraud's endpoint ({tmp_path / 'fraud.yaml'}); "
         "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
     ]
