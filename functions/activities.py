@@ -24,7 +24,7 @@ from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG
 from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
-from shared.live import champion_reference, live_counts, reference_profile_name
+from shared.live import champion_reference, live_counts, predicts_positive, reference_profile_name
 from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
     ComputeSpec,
@@ -640,10 +640,10 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- staged rollout
 
 
-def _sample(metrics: DeploymentMetrics, positive: str, live: tuple[int, int] = (0, 0)) -> DeploymentSample:
+def _sample(metrics: DeploymentMetrics, positive: str | int | bool, live: tuple[int, int] = (0, 0)) -> DeploymentSample:
     """The canary's view of one deployment: health metrics, and (labelled, correct) once labels arrived."""
     successes = metrics.requests - metrics.errors
-    positives = sum(1 for c in metrics.predicted_classes if str(c) == positive)
+    positives = sum(1 for c in metrics.predicted_classes if predicts_positive(str(c), positive))
     labelled, correct = live
     return DeploymentSample(
         deployment=metrics.deployment,
@@ -911,7 +911,7 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     step_index = int(payload["step_index"])
     start = datetime.fromisoformat(payload["window_start"])
     end = datetime.now(UTC)
-    positive = str(spec.data.positive_class)
+    positive = spec.data.positive_class  # score.py records class indices: predicts_positive reads them
     shadow = step_index == -1
     challenger_metrics = platform.deployment_metrics(
         MetricsQuery(endpoint=endpoint, deployment=challenger, start=start, end=end, include_mirrored=shadow)

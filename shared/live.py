@@ -20,9 +20,15 @@ Three parts, pure where they can be:
   once (a create-once blob), so a redelivered timer does not ask twice.
 
 Binary labels are compared by meaning, not spelling: a label is positive when it equals the spec's
-``positive_class`` (``1``, ``1.0``, ``"1"`` and ``true`` are one value); a prediction is positive when
-score.py says class ``1`` (its convention) or names the positive class. Multiclass labels must be
-spelt as score.py answers (the class index); labels spelt otherwise are reported, not counted.
+``positive_class`` (``1``, ``1.0``, ``"1"`` and ``true`` are one value, as are ``0`` and ``false``). A
+prediction is score.py's class *index* (1 = the positive class, 0 = the negative one, whatever the label
+values: with ``positive_class: 0`` a predicted ``1`` means label 0); only a prediction spelt as a name is
+compared with ``positive_class``. Multiclass labels must be spelt as score.py answers (the class index);
+labels spelt otherwise are reported, not counted.
+
+The schedule asks for a retrain on performance only when the drop is significant (:func:`upper_bound`, judged
+in ``decide_retrain``), and on age only when data landed that the newest judged run did not train on
+(:func:`landing_news`).
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from scipy.stats import rankdata
+from scipy.stats import binomtest
 
+from shared.blobpaths import BlobNameError
 from shared.drift import DriftReport, compare
 from shared.platform import (
     MLPlatform,
@@ -47,10 +54,10 @@ from shared.platform import (
     ScoringRecord,
 )
 from shared.platform.scoring import class_text
-from shared.policy import DriftSummary, LivePerformance, RetrainDecision, decide_retrain
+from shared.policy import DriftSummary, LandingNews, LivePerformance, RetrainDecision, decide_retrain
 from shared.profile import DatasetProfile, ProfileBuilder
 from shared.publish import EventPublisher, OutboundEvent, PublishError, RetrainRequested, make_event
-from shared.registry import ACTIVE_RUN_STATUSES, Champion, Registry, Run
+from shared.registry import ACTIVE_RUN_STATUSES, Champion, ModelVersion, Registry, Run
 from shared.spec import DataContract, ModelSpec
 from shared.storage import MANIFESTS, BlobMissingError, BlobStore, FeedbackLabel, StorageError
 from shared.typecast import conform
@@ -59,7 +66,12 @@ logger = logging.getLogger("perennial.live")
 
 #: Metrics computable from labels and recorded predictions.
 LIVE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
-_ONE = frozenset({"1", "true"})
+#: Resamples of the bootstrap behind a live metric's upper confidence bound (f1, roc_auc, pr_auc).
+BOOTSTRAP_SAMPLES = 500
+#: Rows a rank metric's bootstrap resamples at most: beyond, a fixed-seed subsample of this many (cost stays
+#: bounded; the bound of a subsample is wider, so never a false alarm, and at 100k rows already tight).
+MAX_BOOTSTRAP_ROWS = 100_000
+_BOOTSTRAP_SEED = 20250301  # fixed: the same labels give the same bound, so a re-run decides the same
 
 
 def reference_profile_name(model: str, run_id: str) -> str:
@@ -123,32 +135,109 @@ class LiveCounts:
         return out
 
 
-def _roc_auc(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> float:
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+def _ranked(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Outcomes sorted by score, highest first, and the index of the last row of each group of tied scores."""
+    order = np.argsort(-p, kind="mergesort")
+    scores = p[order]
+    return y[order], np.concatenate((np.flatnonzero(np.diff(scores)), [len(scores) - 1]))
+
+
+def _rank_metric(metric: str, y: np.ndarray[Any, Any], ends: np.ndarray[Any, Any], w: np.ndarray[Any, Any]) -> float:
+    """roc_auc or pr_auc of ranked outcomes ``y`` where row i counts ``w[i]`` times (all ones: the plain metric;
+    bootstrap counts: one resample, with no re-sort). Tied scores are admitted together, as
+    training_jobs/metrics.py does; NaN when undefined (no positive; for roc_auc also no negative)."""
+    pos = np.cumsum(w * y)[ends]  # positives (negatives) scored at or above each tie group
+    neg = np.cumsum(w * (1 - y))[ends]
+    n_pos, n_neg = float(pos[-1]), float(neg[-1])
+    if n_pos == 0 or (metric == "roc_auc" and n_neg == 0):
         return math.nan
-    ranks = rankdata(p)  # average ranks for ties, as the Mann-Whitney U statistic needs
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    pos_in = np.diff(pos, prepend=0)
+    if metric == "pr_auc":  # average precision: precision at each group, weighted by the recall it adds
+        return float(np.sum(pos_in * (pos / np.maximum(pos + neg, 1))) / n_pos)
+    # Mann-Whitney: each positive beats the negatives scored below it and half of those tied with it.
+    return float(np.sum(pos_in * ((n_neg - neg) + 0.5 * np.diff(neg, prepend=0))) / (n_pos * n_neg))
+
+
+def _roc_auc(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> float:
+    ranked, ends = _ranked(y, p)
+    return _rank_metric("roc_auc", ranked, ends, np.ones(len(y), dtype=np.int64))
 
 
 def _average_precision(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any]) -> float:
     """Average precision with tied scores admitted together (training_jobs/metrics.py's definition)."""
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return math.nan
-    order = np.argsort(-p, kind="mergesort")
-    scores, hits = p[order], y[order]
-    tps, fps = np.cumsum(hits), np.cumsum(1 - hits)
-    last_of_group = np.concatenate((np.flatnonzero(np.diff(scores)), [len(scores) - 1]))
-    tps, fps = tps[last_of_group], fps[last_of_group]
-    precision = tps / (tps + fps)
-    recall = tps / n_pos
-    return float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
+    ranked, ends = _ranked(y, p)
+    return _rank_metric("pr_auc", ranked, ends, np.ones(len(y), dtype=np.int64))
+
+
+def upper_bound(counts: LiveCounts, metric: str, confidence: float) -> float | None:
+    """A one-sided ``confidence`` upper bound of the live ``metric``: the true value is below it with that
+    confidence, so a bound under ``baseline - performance_drop`` is a real drop, not sampling noise.
+
+    accuracy / precision / recall are proportions: the Wilson score bound. f1 (a ratio of confusion counts):
+    a bootstrap of the four counts. roc_auc / pr_auc: a bootstrap of the labelled rows. Both bootstraps use a
+    fixed seed and :data:`BOOTSTRAP_SAMPLES` resamples. None when the metric is undefined here."""
+    tp, fp, fn = counts.true_positive, counts.false_positive, counts.false_negative
+    proportions = {
+        "accuracy": (counts.correct, counts.labelled),
+        "precision": (tp, tp + fp),
+        "recall": (tp, tp + fn),
+    }
+    if metric in proportions:
+        k, n = proportions[metric]
+        if n == 0:
+            return None
+        test = binomtest(k, n, alternative="less")  # one-sided: its interval is [0, upper]
+        return float(test.proportion_ci(confidence_level=confidence, method="wilson").high)
+    rng = np.random.default_rng(_BOOTSTRAP_SEED)
+    if metric == "f1" and counts.task == "binary" and counts.labelled:
+        cells = np.array([tp, fp, fn, counts.true_negative], dtype=np.float64)
+        draws = rng.multinomial(int(cells.sum()), cells / cells.sum(), size=BOOTSTRAP_SAMPLES)
+        d_tp, d_fp, d_fn = draws[:, 0], draws[:, 1], draws[:, 2]
+        defined = (d_tp + d_fp > 0) & (d_tp + d_fn > 0)  # as metrics(): f1 needs precision and recall
+        values = 2 * d_tp[defined] / (2 * d_tp[defined] + d_fp[defined] + d_fn[defined])
+    elif metric in ("roc_auc", "pr_auc") and counts.scores and len(counts.scores) == counts.labelled:
+        y = np.asarray(counts.outcomes, dtype=np.int64)
+        p = np.asarray(counts.scores, dtype=np.float64)
+        if len(y) > MAX_BOOTSTRAP_ROWS:
+            keep = rng.choice(len(y), MAX_BOOTSTRAP_ROWS, replace=False)
+            y, p = y[keep], p[keep]
+        ranked, ends = _ranked(y, p)
+        n = len(ranked)
+        values = np.array(
+            [
+                _rank_metric(metric, ranked, ends, np.bincount(rng.integers(0, n, n), minlength=n))
+                for _ in range(BOOTSTRAP_SAMPLES)
+            ]
+        )
+        values = values[~np.isnan(values)]  # a resample without a positive (or negative) has no value
+    else:
+        return None
+    return float(np.quantile(values, confidence)) if len(values) else None
+
+
+_TRUE, _FALSE = frozenset({"1", "true"}), frozenset({"0", "false"})
+
+
+def _boolean(text: str) -> str:
+    """``true``/``false`` spelt as ``1``/``0`` (training's canonical_label does the same), else the text."""
+    return "1" if text in _TRUE else "0" if text in _FALSE else text
 
 
 def _positive(text: str, positive: str) -> bool:
-    return text == positive or (text in _ONE and positive in _ONE)
+    return _boolean(text) == _boolean(positive)
+
+
+def predicts_positive(predicted: str, positive_class: str | int | bool) -> bool:
+    """Whether a binary model's recorded prediction is the positive class.
+
+    score.py answers the class *index*: 1 for the positive class and 0 for the negative one, whatever the label
+    values are (training encodes ``(negative, positive)`` as ``(0, 1)``). So an integer-like prediction is an
+    index even when ``positive_class`` is 0 (label 0 = default); only a prediction spelt as a name (a scoring
+    script that answers ``"fraud"``) is compared with ``positive_class``."""
+    predicted = class_text(predicted)
+    if _integer_like(predicted) or predicted in _TRUE | _FALSE:
+        return _boolean(predicted) == "1"
+    return _positive(predicted, class_text(positive_class))
 
 
 def _integer_like(text: str) -> bool:
@@ -192,7 +281,7 @@ def join_labels(
         predicted, probability = predictions[key]
         truth = class_text(label_text)
         if task == "binary":
-            predicted_positive = _positive(predicted, positive) or predicted in _ONE
+            predicted_positive = predicts_positive(predicted, positive)
             actual_positive = _positive(truth, positive)
             correct += predicted_positive == actual_positive
             tp += predicted_positive and actual_positive
@@ -284,9 +373,10 @@ def live_counts(
 
 
 def live_performance(
-    counts: LiveCounts, primary_metric: str, baseline_metrics: Mapping[str, float]
+    counts: LiveCounts, primary_metric: str, baseline_metrics: Mapping[str, float], *, confidence: float = 0.95
 ) -> tuple[LivePerformance | None, list[str]]:
-    """The live value of the primary metric against the registered baseline, for ``decide_retrain``.
+    """The live value of the primary metric, its one-sided ``confidence`` upper bound (:func:`upper_bound`) and
+    the registered baseline, for ``decide_retrain``.
 
     When the primary metric cannot be computed from labels (e.g. ``pr_auc`` without recorded
     probabilities) accuracy stands in, judged against the baseline's accuracy, and a note says so."""
@@ -311,7 +401,36 @@ def live_performance(
             return None, notes
         notes.append(f"live {metric} {why}: judged on accuracy instead")
         metric = fallback
-    return LivePerformance(metric, live[metric], float(baseline_metrics[metric]), counts.labelled), notes
+    positives = counts.true_positive + counts.false_negative if counts.task == "binary" else None
+    return (
+        LivePerformance(
+            metric,
+            live[metric],
+            float(baseline_metrics[metric]),
+            counts.labelled,
+            upper=upper_bound(counts, metric, confidence),
+            confidence=confidence,
+            positives=positives,
+        ),
+        notes,
+    )
+
+
+def baseline_metrics(version: ModelVersion) -> tuple[dict[str, float], str]:
+    """What live metrics are judged against, and where it came from.
+
+    The version's holdout evaluation (``evaluation["challenger"]``: comparison.json's metrics of this model on the
+    run's holdout) where it has them; else its validation metrics, which chose the best candidate and so are
+    optimistic (a healthy model would look like it dropped)."""
+    holdout = version.evaluation.get("challenger") if isinstance(version.evaluation, Mapping) else None
+    values = {
+        k: float(v)
+        for k, v in (holdout.items() if isinstance(holdout, Mapping) else ())
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    if values:
+        return {**version.metrics, **values}, "holdout"
+    return dict(version.metrics), "validation"
 
 
 # =========================================================================== input drift
@@ -504,6 +623,28 @@ def champion_reference(store: BlobStore, registry: Registry, champion: Champion)
         return None
 
 
+#: Run outcomes that judged the data they trained on (every run trains on the whole landing folder): a new run on
+#: the same data would be judged the same way. Failed, aborted and merged runs judged nothing.
+JUDGED_RUN_STATUSES = frozenset({"promoted", "not_promoted", "rejected", "rolled_back"})
+
+
+def landing_news(
+    store: BlobStore, model: str, runs: Sequence[Run], trained_by: str | None
+) -> tuple[LandingNews | None, list[str]]:
+    """How many blob versions in ``landing/<model>/`` the newest judged run (else the champion's training run
+    ``trained_by``) did not train on, by its manifest's (url, eTag); None when no such manifest is readable."""
+    candidates = [r.run_id for r in runs if r.status in JUDGED_RUN_STATUSES]
+    for run_id in dict.fromkeys([*candidates, *([trained_by] if trained_by else [])]):
+        try:
+            manifest = store.read_manifest(model, run_id)
+        except BlobMissingError:
+            continue
+        trained = {(b.url, b.etag) for b in manifest.blobs}
+        new = sum((ref.url, ref.etag) not in trained for ref in store.list_landing(model))
+        return LandingNews(new_blobs=new, since_run=run_id), []
+    return None, ["no manifest of a judged run: age judged without knowing whether new data landed"]
+
+
 def check_model(
     spec: ModelSpec,
     now: datetime,
@@ -535,7 +676,8 @@ def check_model(
             f"a retrain was already requested in slot {slot}",
             event_id=schedule_event_id(model, slot),
         )
-    blocked = blocking_run(registry.runs(model, limit=50), now, windows.cooldown)
+    runs = registry.runs(model, limit=50)
+    blocked = blocking_run(runs, now, windows.cooldown)
     if blocked is not None:
         return result("skipped", blocked)
 
@@ -543,7 +685,20 @@ def check_model(
     evidence: dict[str, Any] = {"champion_version": champion.version}
     version = registry.version(model, champion.version)
     registered_at = version.registered_at if version is not None else champion.since
-    baseline = dict(version.metrics) if version is not None else {}
+    baseline, baseline_source = baseline_metrics(version) if version is not None else ({}, "none")
+    evidence["baseline"] = baseline_source
+    landing: LandingNews | None = None
+    max_age = spec.triggers.max_model_age_days
+    if max_age is not None and now - registered_at > timedelta(days=max_age):  # only then does it matter
+        try:
+            landing, landing_notes = landing_news(
+                store, model, runs, version.run_id if version is not None else champion.run_id
+            )
+            notes += landing_notes
+        except (StorageError, BlobNameError) as exc:
+            notes.append(f"landing folder unreadable ({exc}): age judged without knowing whether new data landed")
+        if landing is not None:
+            evidence["landing"] = {"new_blobs": landing.new_blobs, "since_run": landing.since_run}
     deployment = _champion_deployment(platform, spec, champion)
     live: LivePerformance | None = None
     drift: DriftSummary | None = None
@@ -562,7 +717,9 @@ def check_model(
                 now,
                 limit=windows.record_limit,
             )
-            live, live_notes = live_performance(counts, spec.promotion.primary_metric, baseline)
+            live, live_notes = live_performance(
+                counts, spec.promotion.primary_metric, baseline, confidence=1 - spec.promotion.significance
+            )
             notes += live_notes
             evidence["live"] = {
                 "requests": counts.requests,
@@ -570,6 +727,7 @@ def check_model(
                 "labelled": counts.labelled,
                 "correct": counts.correct,
                 **counts.metrics(),
+                **({"upper": live.upper, "positives": live.positives} if live is not None else {}),
             }
             reference = champion_reference(store, registry, champion)
             if reference is None:
@@ -597,7 +755,9 @@ def check_model(
         except (PlatformError, StorageError) as exc:
             notes.append(f"live checks failed: {exc}")
 
-    decision = decide_retrain(now=now, triggers=spec.triggers, registered_at=registered_at, live=live, drift=drift)
+    decision = decide_retrain(
+        now=now, triggers=spec.triggers, registered_at=registered_at, live=live, drift=drift, landing=landing
+    )
     all_notes = (*decision.notes, *notes)
     if not decision.retrain:
         return result("no_retrain", decision.summary, decision=decision, notes=tuple(notes), evidence=evidence)
@@ -650,19 +810,25 @@ def run_schedule(
 
 
 __all__ = [
+    "BOOTSTRAP_SAMPLES",
+    "JUDGED_RUN_STATUSES",
     "LIVE_METRICS",
+    "MAX_BOOTSTRAP_ROWS",
     "MAX_DRIFT_ROWS",
     "MIN_DRIFT_ROWS",
     "LiveCounts",
     "ModelCheck",
     "ScheduleWindows",
+    "baseline_metrics",
     "blocking_run",
     "check_model",
     "deployment_live_counts",
     "input_drift",
     "join_labels",
+    "landing_news",
     "live_counts",
     "live_performance",
+    "predicts_positive",
     "reference_profile_name",
     "retrain_event",
     "run_schedule",
@@ -670,4 +836,5 @@ __all__ = [
     "schedule_marker_name",
     "schedule_slot",
     "scoring_profile",
+    "upper_bound",
 ]

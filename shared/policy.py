@@ -385,12 +385,28 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
 
 @dataclass(frozen=True)
 class LivePerformance:
-    """The live primary metric (from delayed labels) and the baseline it is judged against."""
+    """The live primary metric (from delayed labels) and the baseline it is judged against.
+
+    ``upper`` is a one-sided ``confidence`` upper bound of the live metric (``shared/live.py`` computes it:
+    Wilson for accuracy/precision/recall, a fixed-seed bootstrap for f1/roc_auc/pr_auc); None when none
+    could be computed. ``positives`` counts the positive labels among ``labelled`` (binary models)."""
 
     metric: str
     value: float
     baseline: float
     labelled: int
+    upper: float | None = None
+    confidence: float = 0.95
+    positives: int | None = None
+
+
+@dataclass(frozen=True)
+class LandingNews:
+    """Whether ``landing/<model>/`` holds data that ``since_run`` (the newest run whose outcome judged the
+    landing folder it trained on) did not train on: ``new_blobs`` blob versions (url, eTag) it lacks."""
+
+    new_blobs: int
+    since_run: str
 
 
 @dataclass(frozen=True)
@@ -432,6 +448,10 @@ class RetrainDecision:
 
 #: Fewer live labels than this say too little about performance to trigger a retrain.
 MIN_LABELS_FOR_PERFORMANCE = 100
+#: Metrics about the positive class: their noise follows the number of positive labels, not of rows (at a 1.5 %
+#: positive rate 100 labelled rows hold one or two positives), so they are judged only with this many.
+MIN_POSITIVES_FOR_PERFORMANCE = 30
+POSITIVE_CLASS_METRICS = frozenset({"pr_auc", "roc_auc", "recall", "f1"})
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -447,9 +467,16 @@ def decide_retrain(
     registered_at: datetime | None,
     live: LivePerformance | None = None,
     drift: DriftSummary | None = None,
+    landing: LandingNews | None = None,
     min_labels: int = MIN_LABELS_FOR_PERFORMANCE,
+    min_positives: int = MIN_POSITIVES_FOR_PERFORMANCE,
 ) -> RetrainDecision:
-    """Which of age, performance drop and drift call for a retrain (no reasons → no retrain)."""
+    """Which of age, performance drop and drift call for a retrain (no reasons → no retrain).
+
+    Age is not a reason when ``landing`` says no data landed since the newest judged run: every run trains on
+    the whole landing folder, so it would retrain on the same data, not promote, and ask again a day later.
+    A performance drop is a reason only when it is significant: the live metric's upper confidence bound is
+    below ``baseline - performance_drop`` (a point estimate on a few hundred labels fires on noise alone)."""
     now = _aware(now, "now")
     reasons: list[RetrainReason] = []
     notes: list[str] = []
@@ -461,42 +488,64 @@ def decide_retrain(
     else:
         age = (now - _aware(registered_at, "registered_at")) / timedelta(days=1)
         if age > triggers.max_model_age_days:
-            reasons.append(
-                RetrainReason(
-                    "age",
-                    f"model is {age:.1f} days old > max_model_age_days {triggers.max_model_age_days:g}",
-                    {"age_days": age, "max_model_age_days": triggers.max_model_age_days},
+            old = f"model is {age:.1f} days old > max_model_age_days {triggers.max_model_age_days:g}"
+            if landing is not None and landing.new_blobs == 0:
+                notes.append(
+                    f"{old}, but no data landed since run {landing.since_run} trained on the landing folder: "
+                    "age retrain skipped until new data lands (the same data would not promote)"
                 )
-            )
+            else:
+                reasons.append(
+                    RetrainReason("age", old, {"age_days": age, "max_model_age_days": triggers.max_model_age_days})
+                )
 
     if live is None:
         notes.append("no live labels yet: performance not checked")
     elif live.labelled < min_labels:
         notes.append(f"only {live.labelled} < {min_labels} live labels: performance not checked")
+    elif live.metric in POSITIVE_CLASS_METRICS and (live.positives or 0) < min_positives:
+        notes.append(
+            f"too few positives to judge ({live.positives or 0} < {min_positives} positive labels "
+            f"in {live.labelled}): live {live.metric} not checked"
+        )
+    elif live.upper is None:
+        notes.append(f"live {live.metric} has no confidence bound: performance not checked")
     else:
         drop = live.baseline - live.value
-        if drop > triggers.performance_drop:
+        limit = live.baseline - triggers.performance_drop
+        of = f"{live.labelled} labels" + (f", {live.positives} positive" if live.positives is not None else "")
+        bound = f"its {live.confidence:.0%} upper bound {live.upper:.4f}"
+        if drop > triggers.performance_drop and live.upper < limit - _EPS:
             reasons.append(
                 RetrainReason(
                     "performance",
                     f"live {live.metric} {live.value:.4f} is {drop:.4f} below baseline {live.baseline:.4f} "
-                    f"> performance_drop {triggers.performance_drop:g} ({live.labelled} labels)",
+                    f"> performance_drop {triggers.performance_drop:g}, significantly: {bound} < {limit:.4f} "
+                    f"({of})",
                     {
                         "metric": live.metric,
                         "value": live.value,
+                        "upper": live.upper,
+                        "confidence": live.confidence,
                         "baseline": live.baseline,
                         "drop": drop,
                         "performance_drop": triggers.performance_drop,
                         "labelled": live.labelled,
+                        "positives": live.positives,
                     },
                 )
+            )
+        elif drop > triggers.performance_drop:
+            notes.append(
+                f"live {live.metric} {live.value:.4f} is {drop:.4f} below baseline {live.baseline:.4f}, but not "
+                f"significantly: {bound} >= {limit:.4f} ({of})"
             )
 
     if drift is None:
         notes.append("no drift report: drift not checked")
     else:
         threshold = triggers.drift.drifted_share
-        if drift.drifted or drift.drifted_share >= threshold:
+        if drift.drifted or (drift.drifted_columns and drift.drifted_share >= threshold):  # a column must drift
             columns = ", ".join(drift.drifted_columns) or "none listed"
             of = f" of {drift.columns_checked}" if drift.columns_checked is not None else ""
             reasons.append(

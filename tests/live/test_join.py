@@ -8,8 +8,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from shared.live import LiveCounts, join_labels, live_performance
+from shared.live import (
+    LiveCounts,
+    _average_precision,
+    _rank_metric,
+    _ranked,
+    _roc_auc,
+    baseline_metrics,
+    join_labels,
+    live_performance,
+    predicts_positive,
+    upper_bound,
+)
 from shared.platform import ScoringRecord
+from shared.registry import ModelVersion
 from shared.storage import FeedbackLabel
 from training_jobs.metrics import classification_metrics
 
@@ -87,6 +99,15 @@ def test_the_latest_label_and_the_latest_answer_win() -> None:
         ("fraud", "legit", "1", False),
         ("fraud", "legit", "0", True),
         ("fraud", "fraud", "fraud", True),  # a scoring script that names the class
+        # positive_class 0 (label 0 = default): score.py still answers index 1 for it and 0 for the other class
+        (0, "0", "1", True),
+        (0, "1", "0", True),
+        (0, "0", "0", False),
+        (0, "1", "1", False),
+        ("0", "0.0", "1", True),
+        (False, "false", "1", True),
+        (False, "0", "1", True),
+        (0, "true", "0", True),
     ],
 )
 def test_binary_labels_are_compared_by_meaning(
@@ -167,3 +188,104 @@ def test_live_performance_uses_the_primary_metric_or_says_why_not() -> None:
     assert "no accuracy baseline" in notes[0]
     assert live_performance(LiveCounts("blue"), "pr_auc", baseline) == (None, [])
     assert math.isclose(scored.metrics()["accuracy"], 0.9)
+
+
+@pytest.mark.parametrize("positive_class", [0, 1])
+def test_a_perfect_binary_model_scores_perfectly_whatever_the_positive_label(positive_class: int) -> None:
+    """score.py's class is an index (1 = positive): with positive_class 0, a predicted 0 is a *negative*."""
+    negative = 1 - positive_class
+    truth = [positive_class, negative, negative, negative]
+    records = [
+        record(f"r{i}", ["1" if y == positive_class else "0"], [0.9 if y == positive_class else 0.1])
+        for i, y in enumerate(truth)
+    ]
+    labels = [label(f"r{i}", str(y)) for i, y in enumerate(truth)]
+    counts = join_labels(records, labels, deployment="blue", positive_class=positive_class)
+    assert (counts.true_positive, counts.false_positive, counts.false_negative, counts.true_negative) == (1, 0, 0, 3)
+    assert counts.metrics() == {m: 1.0 for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")}
+
+
+def test_predicts_positive_reads_score_py_indices() -> None:
+    assert predicts_positive("1", 0)
+    assert not predicts_positive("0", 0)
+    assert predicts_positive("1.0", "fraud")
+    assert not predicts_positive("0", "fraud")
+    assert predicts_positive("fraud", "fraud")
+    assert not predicts_positive("legit", "fraud")
+
+
+def _counts(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> LiveCounts:
+    pred = p >= threshold
+    return LiveCounts(
+        "blue",
+        labelled=len(y),
+        correct=int((pred == (y == 1)).sum()),
+        true_positive=int((pred & (y == 1)).sum()),
+        false_positive=int((pred & (y == 0)).sum()),
+        false_negative=int((~pred & (y == 1)).sum()),
+        true_negative=int((~pred & (y == 0)).sum()),
+        scores=tuple(float(v) for v in p),
+        outcomes=tuple(int(v) for v in y),
+    )
+
+
+def test_a_weighted_rank_metric_is_the_metric_of_the_resample() -> None:
+    """The bootstrap reweights the sorted rows instead of re-sorting: a resample's weights give its metric."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.2).astype(np.int64)
+    p = (0.3 * y + rng.random(300)).round(2)  # ties
+    ranked, ends = _ranked(y, p)
+    order = np.argsort(-p, kind="mergesort")
+    for _ in range(5):
+        take = rng.integers(0, 300, 300)
+        weights = np.bincount(take, minlength=300)[order]
+        assert _rank_metric("pr_auc", ranked, ends, weights) == pytest.approx(_average_precision(y[take], p[take]))
+        assert _rank_metric("roc_auc", ranked, ends, weights) == pytest.approx(_roc_auc(y[take], p[take]))
+
+
+def test_upper_bounds_cover_the_value_and_shrink_with_labels() -> None:
+    rng = np.random.default_rng(5)
+
+    def sample(n: int) -> LiveCounts:
+        y = (rng.random(n) < 0.2).astype(np.int64)
+        return _counts(y, np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1))
+
+    small, large = sample(500), sample(20_000)
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"):
+        bounds = [upper_bound(c, metric, 0.95) for c in (small, large)]
+        assert all(b is not None for b in bounds), metric
+        width = [b - c.metrics()[metric] for b, c in zip(bounds, (small, large), strict=True) if b is not None]
+        assert 0 < width[1] < width[0], (metric, width)
+    assert upper_bound(small, "pr_auc", 0.95) == upper_bound(small, "pr_auc", 0.95)  # fixed seed: deterministic
+    # Wilson's one-sided bound, 90 of 100 right, z = 1.6449: (0.9 + z²/200 + z·sqrt(0.0009 + z²/40000)) / (1 + z²/100)
+    assert upper_bound(LiveCounts("b", labelled=100, correct=90), "accuracy", 0.95) == pytest.approx(0.9393, abs=1e-4)
+    assert upper_bound(LiveCounts("b", labelled=100, correct=90), "pr_auc", 0.95) is None  # no scores
+
+
+def test_live_performance_carries_the_bound_and_the_positives() -> None:
+    rng = np.random.default_rng(9)
+    y = (rng.random(2_000) < 0.1).astype(np.int64)
+    counts = _counts(y, np.clip(0.4 * y + 0.6 * rng.random(2_000), 0, 1))
+    performance, _ = live_performance(counts, "pr_auc", {"pr_auc": 0.9}, confidence=0.9)
+    assert performance is not None
+    assert performance.positives == int(y.sum())
+    assert performance.confidence == 0.9
+    assert performance.upper == upper_bound(counts, "pr_auc", 0.9)
+    assert performance.upper is not None
+    assert performance.upper > performance.value
+
+
+def _version(metrics: dict[str, float], evaluation: dict[str, object]) -> ModelVersion:
+    return ModelVersion("fraud", "3", "run-3", "c1", "manual", "x", "e", "u", metrics=metrics, evaluation=evaluation)
+
+
+def test_the_baseline_is_the_holdout_evaluation_when_there_is_one() -> None:
+    """Validation metrics chose the best candidate, so they flatter it; the holdout evaluation does not."""
+    validation = {"pr_auc": 0.70, "accuracy": 0.99, "ece": 0.01}
+    comparison = {"primary_metric": "pr_auc", "n_holdout": 4000, "challenger": {"pr_auc": 0.62, "accuracy": 0.98}}
+    assert baseline_metrics(_version(validation, comparison)) == (
+        {"pr_auc": 0.62, "accuracy": 0.98, "ece": 0.01},
+        "holdout",
+    )
+    assert baseline_metrics(_version(validation, {})) == (validation, "validation")
+    assert baseline_metrics(_version(validation, {"challenger": {"pr_auc": None}})) == (validation, "validation")

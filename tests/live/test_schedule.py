@@ -24,7 +24,7 @@ from shared.platform.local import LocalPlatform
 from shared.publish import MemoryPublisher, OutboundEvent, PublishError
 from shared.registry import Champion, ModelVersion, Registry, Run, run_id_for
 from shared.spec import ModelSpec
-from shared.storage import MANIFESTS, BlobStore
+from shared.storage import MANIFESTS, BlobRef, BlobStore, Manifest
 from tests.live.conftest import Scored, settle, write_scored
 from tests.live.test_drift import reference_profile, scored
 
@@ -34,7 +34,14 @@ BASELINE = {"accuracy": 0.97, "precision": 0.8, "recall": 0.7, "f1": 0.75, "roc_
 
 
 def make_champion(
-    registry: Registry, store: BlobStore, spec: ModelSpec, now: datetime, *, age_days: float, reference: bool = False
+    registry: Registry,
+    store: BlobStore,
+    spec: ModelSpec,
+    now: datetime,
+    *,
+    age_days: float,
+    reference: bool = False,
+    evaluation: dict[str, Any] | None = None,
 ) -> None:
     registered = now - timedelta(days=age_days)
     registry.register_version(
@@ -48,6 +55,7 @@ def make_champion(
             trigger_event_id="e-1",
             manifest_url="https://example/manifests/run-1.json",
             metrics=dict(BASELINE),
+            evaluation=evaluation or {},
             registered_at=registered,
         )
     )
@@ -164,6 +172,53 @@ def test_a_live_performance_drop_asks_for_a_retrain(
     assert (evidence["metric"], evidence["baseline"], evidence["labelled"]) == ("pr_auc", 0.6, 300)
     assert evidence["value"] < 0.55
     assert result.evidence["live"]["labelled"] == 300
+
+
+def test_the_drop_is_judged_against_the_holdout_evaluation(
+    registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform
+) -> None:
+    """Validation pr_auc 0.6 chose the candidate (optimistic); on the holdout it scored as it does live."""
+    make_champion(registry, store, spec, datetime.now(UTC), age_days=1, evaluation={"challenger": {"pr_auc": 0.33}})
+    _labelled_traffic(platform, store, spec, datetime.now(UTC), informative=False)
+    settle()
+    publisher = MemoryPublisher()
+    result = check(spec, datetime.now(UTC), registry, store, platform, publisher)
+    assert result.action == "no_retrain", result.summary
+    assert result.evidence["baseline"] == "holdout"
+    assert publisher.events == []
+
+
+def _manifest(store: BlobStore, spec: ModelSpec, run_id: str, blobs: Sequence[BlobRef]) -> None:
+    store.write_manifest(Manifest(spec.name, run_id, tuple(store.manifest_entry(b) for b in blobs)))
+
+
+def test_age_asks_only_when_data_landed_since_the_newest_judged_run(
+    registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform
+) -> None:
+    """Every run trains on the whole landing folder: an old champion with no new data would be retrained on the
+    same data each day (after the cool-down), never promote, and stay old."""
+    now = datetime.now(UTC)
+    first = store.upload_landing(spec.name, "day1.csv", b"amount,is_fraud\n1,0\n")
+    make_champion(registry, store, spec, now, age_days=40)
+    _manifest(store, spec, "run-1", [first])
+    publisher = MemoryPublisher()
+    stale = check(spec, now, registry, store, platform, publisher)
+    assert stale.action == "no_retrain", stale.summary
+    assert "no data landed since run run-1" in stale.summary
+    assert stale.evidence["landing"] == {"new_blobs": 0, "since_run": "run-1"}
+
+    second = store.upload_landing(spec.name, "day2.csv", b"amount,is_fraud\n2,1\n")
+    later = now + timedelta(hours=1)
+    assert check(spec, later, registry, store, platform, publisher).action == "requested"
+    assert kinds(only_event(publisher)) == ["age"]
+
+    # That retrain trained on both blobs and did not promote: no new data since, so no more age requests.
+    registry.create_run(_run(spec, "run-2", "not_promoted", later))
+    _manifest(store, spec, "run-2", [first, second])
+    again = check(spec, later + timedelta(days=1, hours=1), registry, store, platform, publisher)
+    assert again.action == "no_retrain", again.summary
+    assert "no data landed since run run-2" in again.summary
+    assert len(publisher.events) == 1
 
 
 def test_a_healthy_model_is_left_alone(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.policy import DriftSummary, LivePerformance, PolicyInputError, decide_retrain
+from shared.policy import (
+    MIN_POSITIVES_FOR_PERFORMANCE,
+    DriftSummary,
+    LandingNews,
+    LivePerformance,
+    PolicyInputError,
+    decide_retrain,
+)
 from shared.spec import DriftThresholds, TriggerSpec
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -19,8 +26,8 @@ STORM = DriftSummary(
     drifted_columns=("amount", "hour", "country_mismatch", "txn_count_24h"),
     columns_checked=10,
 )
-GOOD = LivePerformance("pr_auc", value=0.58, baseline=0.60, labelled=500)
-BAD = LivePerformance("pr_auc", value=0.50, baseline=0.60, labelled=500)
+GOOD = LivePerformance("pr_auc", value=0.58, baseline=0.60, labelled=500, upper=0.66, positives=80)
+BAD = LivePerformance("pr_auc", value=0.50, baseline=0.60, labelled=500, upper=0.53, positives=80)
 
 
 @dataclass
@@ -43,7 +50,10 @@ CASES = [
         BAD,
         CALM,
         ["performance"],
-        ["live pr_auc 0.5000 is 0.1000 below baseline 0.6000 > performance_drop 0.05 (500 labels)"],
+        [
+            "live pr_auc 0.5000 is 0.1000 below baseline 0.6000 > performance_drop 0.05, significantly: "
+            "its 95% upper bound 0.5300 < 0.5500 (500 labels, 80 positive)"
+        ],
     ),
     Case(
         "drifted", 3, GOOD, STORM, ["drift"], ["4 of 10 columns drifted (share 0.40, drifted_share 0.3): amount, hour"]
@@ -58,7 +68,17 @@ CASES = [
     Case("everything at once", 45, BAD, STORM, ["age", "performance", "drift"]),
     Case("no model yet", None, None, STORM, ["drift"]),
     Case("no labels yet", 3, None, CALM, []),
-    Case("too few labels", 3, LivePerformance("pr_auc", 0.1, 0.6, labelled=20), CALM, []),
+    Case("too few labels", 3, LivePerformance("pr_auc", 0.1, 0.6, labelled=20, upper=0.2, positives=10), CALM, []),
+    Case("a drop within the noise", 3, replace(BAD, upper=0.58), CALM, []),
+    Case("too few positives", 3, replace(BAD, positives=MIN_POSITIVES_FOR_PERFORMANCE - 1), CALM, []),
+    Case("no bound", 3, replace(BAD, upper=None), CALM, []),
+    Case(
+        "accuracy needs no positives",
+        3,
+        LivePerformance("accuracy", 0.80, 0.97, 500, upper=0.85),
+        CALM,
+        ["performance"],
+    ),
     Case("no drift report", 3, GOOD, None, []),
 ]
 
@@ -77,7 +97,11 @@ def test_retrain_reasons(case: Case) -> None:
 
 def test_skipped_checks_are_explained() -> None:
     decision = decide_retrain(
-        now=NOW, triggers=TRIGGERS, registered_at=None, live=LivePerformance("pr_auc", 0.1, 0.6, 20), drift=None
+        now=NOW,
+        triggers=TRIGGERS,
+        registered_at=None,
+        live=LivePerformance("pr_auc", 0.1, 0.6, 20, upper=0.2, positives=5),
+        drift=None,
     )
     assert not decision.retrain
     assert any("no registered model yet" in n for n in decision.notes)
@@ -104,3 +128,44 @@ def test_naive_datetimes_are_refused() -> None:
         decide_retrain(now=datetime(2025, 6, 1), triggers=TRIGGERS, registered_at=None)
     with pytest.raises(PolicyInputError, match="registered_at"):
         decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=datetime(2025, 1, 1))
+
+
+def test_a_drop_is_a_reason_only_when_significant() -> None:
+    """A point estimate below baseline - performance_drop is not enough: its upper bound must be below too."""
+    noisy = decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=NOW, live=replace(BAD, upper=0.58))
+    assert not noisy.retrain
+    assert any("but not significantly: its 95% upper bound 0.5800 >= 0.5500" in n for n in noisy.notes)
+    real = decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=NOW, live=BAD)
+    assert [r.kind for r in real.reasons] == ["performance"]
+    evidence = real.reasons[0].evidence
+    assert (evidence["upper"], evidence["confidence"], evidence["positives"]) == (0.53, 0.95, 80)
+
+
+@pytest.mark.parametrize("metric", ["pr_auc", "roc_auc", "recall", "f1"])
+def test_positive_class_metrics_need_enough_positives(metric: str) -> None:
+    few = replace(BAD, metric=metric, positives=2)
+    decision = decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=NOW, live=few)
+    assert not decision.retrain
+    assert any("too few positives to judge (2 < 30 positive labels in 500)" in n for n in decision.notes)
+    enough = replace(few, positives=MIN_POSITIVES_FOR_PERFORMANCE)
+    assert decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=NOW, live=enough).retrain
+
+
+def test_age_waits_for_new_data() -> None:
+    """Every run trains on the whole landing folder: with nothing new since the newest judged run, an age retrain
+    would train on the same data, not promote, and (after the cool-down) ask again, every day."""
+    old = NOW - timedelta(days=40)
+    stale = decide_retrain(
+        now=NOW, triggers=TRIGGERS, registered_at=old, landing=LandingNews(new_blobs=0, since_run="fraud-r7")
+    )
+    assert not stale.retrain
+    assert any(
+        "model is 40.0 days old > max_model_age_days 30, but no data landed since run fraud-r7" in n
+        for n in stale.notes
+    )
+    fresh = decide_retrain(
+        now=NOW, triggers=TRIGGERS, registered_at=old, landing=LandingNews(new_blobs=2, since_run="fraud-r7")
+    )
+    assert [r.kind for r in fresh.reasons] == ["age"]
+    unknown = decide_retrain(now=NOW, triggers=TRIGGERS, registered_at=old, landing=None)
+    assert [r.kind for r in unknown.reasons] == ["age"]
