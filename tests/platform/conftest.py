@@ -9,6 +9,7 @@ job finish (a gate file locally; the fake's job status in Azure) and what "a req
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -142,12 +143,23 @@ def cleanup_local(platform: LocalPlatform) -> None:
 
 
 @pytest.fixture
-def fake_arm(monkeypatch: pytest.MonkeyPatch) -> FakeAzureML:
+def fake_arm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzureML]:
     from azure.ai.ml.constants._common import LROConfigurations
 
     # The SDK sleeps POLL_INTERVAL seconds between LRO polls; the fake answers at once.
     monkeypatch.setattr(LROConfigurations, "POLL_INTERVAL", 0)
-    return FakeAzureML()
+    yield FakeAzureML()
+    wait_for_lro_pollers()
+
+
+def wait_for_lro_pollers(timeout: float = 10.0) -> None:
+    """Until no azure-core LRO poller thread is left. Each polls until its operation is terminal, here without a
+    pause, printing AzureMLPolling's dot each time: one left polling would spin beside every later test and
+    print into its stdout, so a test that leaves an operation non-terminal fails here."""
+    deadline = time.monotonic() + timeout
+    while pollers := [t.name for t in threading.enumerate() if t.name.startswith("LROPoller(")]:
+        assert time.monotonic() < deadline, f"{len(pollers)} LRO poller(s) still polling: finish their operations"
+        time.sleep(0.01)
 
 
 def _azure_platform(fake_arm: FakeAzureML, **options: Any) -> Any:

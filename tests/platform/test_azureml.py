@@ -27,7 +27,13 @@ from shared.platform import (
     TransientPlatformError,
 )
 from shared.platform.azureml import AzureMLPlatform
-from tests.platform.conftest import SCORING_CODE_ASSET, TRAINING_CODE_ASSET, _azure_platform, azure_platform_on_blobs
+from tests.platform.conftest import (
+    SCORING_CODE_ASSET,
+    TRAINING_CODE_ASSET,
+    _azure_platform,
+    azure_platform_on_blobs,
+    wait_for_lro_pollers,
+)
 from tests.platform.fake_arm import WORKSPACE_PATH, FakeAzureML, Recorded
 
 ARM_VERSION = "2025-01-01-preview"  # what azure-ai-ml 1.35.2 sends for job PUTs
@@ -256,12 +262,14 @@ def test_a_deployment_is_started_not_waited_for_and_never_sent_twice(fake_arm: F
     assert not fake_arm.writes(), "a ready deployment of the same model and capacity is not sent again"
     scaled = azure_platform.create_or_update_deployment(replace(spec, instance_count=2))
     assert (scaled.provisioning, scaled.instance_count) == (True, 2), "a change of capacity is sent"
-    fake_arm.finish_provisioning("fraud-ep", "fraud-v3")  # the SDK's poller thread stops polling
+    fake_arm.finish_provisioning("fraud-ep", "fraud-v3")
+    wait_for_lro_pollers()  # before the state goes non-terminal again, or one would poll for ever
     fake_arm.finish_provisioning("fraud-ep", "fraud-v3", state="Deleting")
     fake_arm.clear()
     with pytest.raises(TransientPlatformError, match="still being deleted"):
         azure_platform.create_or_update_deployment(spec)  # a PUT would meet the deletion
     assert not fake_arm.writes()
+    fake_arm.finish_provisioning("fraud-ep", "fraud-v3")
 
 
 def test_a_deployment_of_a_model_version_azure_does_not_know_says_so(
