@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.client import ClientError
-from perennial_cli.localstack import LocalStack, StackPaths
+from perennial_cli.localstack import LocalStack, StackPaths, listen_for_stop
 from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
 from shared.spec import ModelSpec, SpecError, read_spec
 
@@ -82,7 +82,7 @@ def demo(
     scenario: Scenario | None = None
     failure: StageFailed | None = None
     interrupted = False
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = listen_for_stop(_interrupt)
     try:
         with console.status("starting Azurite…"):
             stack.start_storage()
@@ -116,12 +116,14 @@ def demo(
             console.print_exception()  # not an error the demo knows: the traceback is for whoever fixes it
     finally:
         # Cleanup is not interruptible: a second Ctrl-C must not leave a host or a scoring server behind.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with console.status("stopping devhost, its scoring servers and Azurite…"):
-            notes = stack.stop()
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            with console.status("stopping devhost, its scoring servers and Azurite…"):
+                notes = stack.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         console.print(
             "stopped: devhost (SIGTERM; its ML service stopped the scoring servers) and Azurite"
             + (f"; {'; '.join(notes)}" if notes else "")

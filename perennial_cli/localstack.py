@@ -288,3 +288,17 @@ class LocalStack:
         noise = ("'Functions.list_runs'", "'Functions.get_run'", "'Functions.list_models'", "/admin/clock")
         kept = [line for line in text.splitlines() if not any(n in line for n in noise)]
         return "\n".join(kept[-lines:])
+
+
+StopHandler = Any  # a signal handler: Callable[[int, FrameType | None], Any]
+
+
+def listen_for_stop(handler: StopHandler) -> dict[int, Any]:
+    """Send Ctrl-C (SIGINT) and SIGTERM to ``handler``; returns the handlers they had, to put back.
+
+    Also when this process was started with them ignored or blocked: a parent's dispositions and signal mask
+    are inherited across exec (a test runner's worker, a job started in the background), and a Ctrl-C that
+    never arrives would leave the stack running."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+    return {sig: signal.signal(sig, handler) for sig in sorted(stops)}

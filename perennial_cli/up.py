@@ -29,7 +29,7 @@ from rich.markup import escape
 from devhost.keys import load_or_create_keys
 from perennial_cli.azurite import AZURITE, free_port, port_is_free
 from perennial_cli.client import DEFAULT_HOST_URL, LOCAL_KEY_FILE
-from perennial_cli.localstack import LocalStack, StackError, StackPaths
+from perennial_cli.localstack import LocalStack, StackError, StackPaths, listen_for_stop
 from shared.spec import SpecError, load_specs
 
 DEFAULT_STATE = Path(".perennial/local")
@@ -103,7 +103,7 @@ def up(
 def _serve(console: Console, stack: LocalStack, names: list[str], quiet: bool) -> int:
     """Start the stack, follow it until a stop signal or a death, stop it; the exit code."""
     paths = stack.paths
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = listen_for_stop(_raise_stop)
     code = 0
     try:
         with console.status("starting Azurite and creating Perennial's containers and tables…"):
@@ -124,10 +124,12 @@ def _serve(console: Console, stack: LocalStack, names: list[str], quiet: bool) -
         # Stopping is not interruptible: a second Ctrl-C must not leave a host, a job or Azurite behind.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        with console.status("stopping devhost, its scoring servers and Azurite…"):
-            notes = stack.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            with console.status("stopping devhost, its scoring servers and Azurite…"):
+                notes = stack.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     console.print("stopped: devhost, the local ML service and Azurite" + (f"; {'; '.join(notes)}" if notes else ""))
     return code
 

@@ -136,13 +136,19 @@ def test_a_stage_that_fails_its_check_exits_non_zero_naming_the_stage(tmp_path: 
     _assert_nothing_left(state)
 
 
+def _with_ctrl_c_ignored_and_blocked() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 @pytest.mark.timeout(300)
 def test_ctrl_c_mid_training_stops_everything(tmp_path: Path) -> None:
     spec = _cheap_spec(tmp_path / "fraud.yaml")
     state = tmp_path / "demo"
     log = tmp_path / "demo.out"
     with log.open("w") as out:
-        # Its own process group, like a shell's foreground job: Ctrl-C signals the whole group.
+        # Its own process group, like a shell's foreground job: Ctrl-C signals the whole group. Started with
+        # SIGINT ignored and blocked, as a parent may hand them down (CI saw a demo that never heard Ctrl-C).
         process = subprocess.Popen(
             _command(state, "--spec", str(spec), "--rows", "4000"),
             cwd=ROOT,
@@ -150,6 +156,7 @@ def test_ctrl_c_mid_training_stops_everything(tmp_path: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_with_ctrl_c_ignored_and_blocked,
         )
         try:
             deadline = time.monotonic() + 180
