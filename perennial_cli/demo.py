@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.client import ClientError
-from perennial_cli.localstack import LocalStack, StackPaths, listen_for_stop
+from perennial_cli.localstack import LocalStack, StackPaths, listen_for_stop, not_interrupted
 from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
 from shared.spec import ModelSpec, SpecError, read_spec
 
@@ -116,14 +115,8 @@ def demo(
             console.print_exception()  # not an error the demo knows: the traceback is for whoever fixes it
     finally:
         # Cleanup is not interruptible: a second Ctrl-C must not leave a host or a scoring server behind.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            with console.status("stopping devhost, its scoring servers and Azurite…"):
-                notes = stack.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with not_interrupted(previous), console.status("stopping devhost, its scoring servers and Azurite…"):
+            notes = stack.stop()
         console.print(
             "stopped: devhost (SIGTERM; its ML service stopped the scoring servers) and Azurite"
             + (f"; {'; '.join(notes)}" if notes else "")

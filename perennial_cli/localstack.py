@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,16 @@ def listen_for_stop(handler: StopHandler) -> dict[int, Any]:
     stops = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     return {sig: signal.signal(sig, handler) for sig in sorted(stops)}
+
+
+@contextlib.contextmanager
+def not_interrupted(handlers: dict[int, Any]) -> Iterator[None]:
+    """Ignore the stop signals while the block runs (stopping must not be cut short by a second Ctrl-C), then
+    put ``handlers`` (what :func:`listen_for_stop` returned) back, even if the block failed."""
+    for sig in handlers:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

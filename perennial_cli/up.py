@@ -14,7 +14,6 @@ import fcntl
 import io
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from rich.markup import escape
 from devhost.keys import load_or_create_keys
 from perennial_cli.azurite import AZURITE, free_port, port_is_free
 from perennial_cli.client import DEFAULT_HOST_URL, LOCAL_KEY_FILE
-from perennial_cli.localstack import LocalStack, StackError, StackPaths, listen_for_stop
+from perennial_cli.localstack import LocalStack, StackError, StackPaths, listen_for_stop, not_interrupted
 from shared.spec import SpecError, load_specs
 
 DEFAULT_STATE = Path(".perennial/local")
@@ -122,14 +121,8 @@ def _serve(console: Console, stack: LocalStack, names: list[str], quiet: bool) -
         code = 1
     finally:
         # Stopping is not interruptible: a second Ctrl-C must not leave a host, a job or Azurite behind.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            with console.status("stopping devhost, its scoring servers and Azurite…"):
-                notes = stack.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with not_interrupted(previous), console.status("stopping devhost, its scoring servers and Azurite…"):
+            notes = stack.stop()
     console.print("stopped: devhost, the local ML service and Azurite" + (f"; {'; '.join(notes)}" if notes else ""))
     return code
 
