@@ -206,9 +206,17 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
         logger.info("run %s already finished (%s); the request was a redelivery", run_id, run.status)
         return None
     if run.status == "pending":  # created by the API when it accepted the request
-        run = registry.update_run(
-            model, run_id, lambda r: replace(r, status="running", details={**r.details, "trigger": trigger.dump()})
-        )
+
+        def start(r: Run) -> Run:
+            # Only a run still pending starts: one that ended meanwhile (merged, or closed by hand) stays ended.
+            if r.status != "pending":
+                return r
+            return replace(r, status="running", details={**r.details, "trigger": trigger.dump()})
+
+        run = registry.update_run(model, run_id, start)
+        if run.status not in ACTIVE_RUN_STATUSES:
+            logger.info("run %s ended (%s) before it could start", run_id, run.status)
+            return None
     claimed_ids = {(c.url, c.blob_etag) for c in claimed}
     mine = [b for b in blobs if (b.url, b.etag) in claimed_ids]
     for merged in requests[1:]:
