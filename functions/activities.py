@@ -21,7 +21,7 @@ from functions import clients
 from shared import policy
 from shared.blobpaths import BlobNameError
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
-from shared.events import MODEL_TAG
+from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
 from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
 from shared.live import champion_reference, live_counts, predicts_positive, reference_profile_name
@@ -170,6 +170,7 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     # A request whose run already ended (a redelivered event, or one whose pending record was also found)
     # must not lend its id to this claim: the blobs would be claimed for a run that never starts.
     requests = [r for r in requests if _still_wanted(registry, model, str(r.get("run_id")))]
+    requests = _without_blocked_alerts(registry, model, requests)
     if requests:
         first = requests[0]
         run_id = str(first["run_id"])
@@ -222,6 +223,22 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     for merged in requests[1:]:
         registry.mark_merged(model, str(merged["run_id"]), run_id)
     return RunRequest(model=model, run_id=run_id, trigger=trigger, blobs=mine).dump()
+
+
+def _without_blocked_alerts(registry: Registry, model: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``requests`` less the monitors' alerts that a run since their arrival has answered (recorded ``suppressed``):
+    two drift alerts that arrive together would otherwise retrain the model twice, back to back."""
+    alerts = [r for r in requests if TriggerInfo.load(r["trigger"]).kind in MONITOR_KINDS]
+    if not alerts:
+        return requests
+    queued = {str(r["run_id"]) for r in requests}
+    blocked = queued_alert_blocked(registry.runs(model, limit=50), queued, datetime.now(UTC))
+    if blocked is None:
+        return requests
+    for alert in alerts:
+        registry.mark_suppressed(model, str(alert["run_id"]), blocked)
+        logger.warning("alert run %s of %s not started: %s", alert["run_id"], model, blocked)
+    return [r for r in requests if r not in alerts]
 
 
 def _still_wanted(registry: Registry, model: str, run_id: str) -> bool:

@@ -17,6 +17,7 @@ STATUS_COLOURS = {
     "marginal": "yellow",
     "cancelled": "yellow",
     "merged": "yellow",
+    "suppressed": "yellow",
     "aborted": "yellow",
     "failed": "red",
     "fail": "red",

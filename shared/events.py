@@ -811,7 +811,9 @@ def decide_alert(
     if trigger.kind in MONITOR_KINDS and not any(run.run_id == run_id for run in runs):
         from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
 
-        blocked = blocking_run(runs, now, ScheduleWindows().cooldown if cooldown is None else cooldown)
+        # An alert suppressed when its turn came never ran: it must not restart the cool-down.
+        considered = [run for run in runs if run.status != "suppressed"]
+        blocked = blocking_run(considered, now, ScheduleWindows().cooldown if cooldown is None else cooldown)
         if blocked is not None:
             return AlertDecision(
                 "suppressed",
@@ -820,3 +822,22 @@ def decide_alert(
                 "retrain needs its baseline moved to the new champion's data",
             )
     return AlertDecision("retrain", trigger.reason)
+
+
+#: Run statuses that are requests rather than runs: they neither block a queued alert nor start its cool-down.
+_NOT_RUNS = frozenset({"pending", "merged", "suppressed"})
+
+
+def queued_alert_blocked(runs: Sequence[Run], queued: Collection[str], now: datetime) -> str | None:
+    """Why a monitor's alert accepted earlier should not start its run now that its turn has come, or None.
+
+    :func:`decide_alert` judges an alert when it arrives; two alerts arriving together both pass it, and the
+    second waits in the queue behind the first one's run. When the coordinator reaches it, the rule is applied
+    again against the runs that ran since (``runs``: the model's, newest first), leaving out the requests of this
+    claim (``queued``) and other requests that never ran.
+    """
+    from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+
+    ran = [run for run in runs if run.run_id not in queued and run.status not in _NOT_RUNS]
+    blocked = blocking_run(ran, now, ScheduleWindows().cooldown)
+    return None if blocked is None else f"suppressed when its turn came: {blocked}"

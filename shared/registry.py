@@ -486,15 +486,28 @@ class Registry:
     def mark_merged(self, model: str, run_id: str, into: str) -> None:
         """A pending request that joined run ``into``'s claim is answered by that run: recorded ``merged`` (else
         it would block the model with 409s and be claimed again later). No record, or not pending: unchanged."""
+        # a retried request is pointed at that run
+        self._close_pending(
+            model, run_id, "merged", f"merged into run {into}, which trains for it", {"merged_into": into}
+        )
 
-        def merge(run: Run) -> Run:
-            reason = f"merged into run {into}, which trains for it"
-            details = {**run.details, "merged_into": into}  # a retried request is pointed at that run
-            return replace(run, status="merged", stage="done", decision_reasons=[reason], details=details)
+    def mark_suppressed(self, model: str, run_id: str, reason: str) -> None:
+        """A monitor's alert that waited behind a run is not run after all (see
+        :func:`shared.events.queued_alert_blocked`): recorded ``suppressed`` with ``reason``. No record, or not
+        pending: unchanged."""
+        self._close_pending(model, run_id, "suppressed", reason, {})
+
+    def _close_pending(self, model: str, run_id: str, status: str, reason: str, details: dict[str, Any]) -> None:
+        def close(run: Run) -> Run:
+            if run.status != "pending":
+                return run
+            return replace(
+                run, status=status, stage="done", decision_reasons=[reason], details={**run.details, **details}
+            )
 
         current = self.get_run(model, run_id)
         if current is not None and current.status == "pending":
-            self.update_run(model, run_id, lambda run: merge(run) if run.status == "pending" else run)
+            self.update_run(model, run_id, close)
 
     def seen_etags(self, model: str) -> set[str]:
         """The eTags of every blob version a run of ``model`` has claimed (one partition query)."""

@@ -80,6 +80,17 @@ def test_a_monitors_alert_within_the_schedules_cooldown_is_suppressed(trigger: T
     assert decide_alert(trigger, _own_run_id(trigger), recent, NOW, timedelta(0)).action == "retrain"
 
 
+def test_an_alert_suppressed_when_its_turn_came_does_not_restart_the_cooldown() -> None:
+    # It never ran: the next alert is judged against the runs that did.
+    trigger = parse_event(_drift(), KNOWN)
+    cooldown = ScheduleWindows().cooldown
+    runs = [
+        _run("fraud-skipped", "suppressed", timedelta(hours=1)),
+        _run("fraud-done", "promoted", cooldown + timedelta(hours=1)),
+    ]
+    assert decide_alert(trigger, _own_run_id(trigger), runs, NOW).action == "retrain"
+
+
 def test_a_perennial_drift_detected_event_is_a_monitors_alert_too() -> None:
     event = copy.deepcopy(samples.RETRAIN_REQUESTED)
     event["eventType"] = "Perennial.DriftDetected"

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,75 @@ def test_a_request_merged_into_another_run_is_answered_not_left_pending(activity
     assert merged.decision_reasons == ["merged into run fraud-00000000000000e1, which trains for it"]
     left = {w["run_id"] for w in _requests(activity("pending_work", {"model": "fraud"}))}
     assert not left & {first["run_id"], second["run_id"]}, "nothing left to claim, and no 409 for ever"
+
+
+def _alert(model: str, run_id: str, kind: str = "drift_alert", age: timedelta = timedelta(0)) -> dict[str, Any]:
+    """A monitor's alert the webhook accepted (its pending record, created ``age`` ago) and its work item."""
+    trigger = {"kind": kind, "reason": f"{kind} {run_id}", "source_event_id": run_id, "details": {}}
+    work = {"kind": "retrain", "run_id": run_id, "trigger": trigger}
+    created = datetime.now(UTC) - age
+    run = Run(model, run_id, kind, "alert", run_id, status="pending", stage="queued", created_at=created)
+    clients.registry().create_run(replace(run, details={"work": work}))
+    return work
+
+
+def _ran(model: str, run_id: str, status: str, age: timedelta) -> None:
+    created = datetime.now(UTC) - age
+    clients.registry().create_run(Run(model, run_id, "manual", "x", run_id, status=status, created_at=created))
+
+
+def test_two_alerts_that_arrived_together_retrain_once(activity: Any) -> None:
+    """The second alert passed the webhook's cool-down check with the first (both arrived before any run),
+    then waited behind the first one's run: when its turn comes, that run has answered it."""
+    first = _alert("drift-twice", "drift-twice-00000000a1")
+    second = _alert("drift-twice", "drift-twice-00000000a2", kind="monitor_alert")
+    claimed = activity("claim_run", {"model": "drift-twice", "blobs": [], "requests": [first]})
+    assert claimed["run_id"] == first["run_id"]
+    clients.registry().update_run("drift-twice", first["run_id"], lambda r: replace(r, status="promoted", stage="done"))
+
+    assert activity("claim_run", {"model": "drift-twice", "blobs": [], "requests": [second]}) is None
+    suppressed = clients.registry().require_run("drift-twice", second["run_id"])
+    assert suppressed.status == "suppressed"
+    assert suppressed.stage == "done"
+    [reason] = suppressed.decision_reasons
+    assert reason.startswith("suppressed when its turn came: run drift-twice-00000000a1 (promoted) was created at")
+    assert "cooling down until" in reason
+
+
+def test_a_queued_alert_skips_only_itself_and_requests_that_never_ran_do_not_block(activity: Any) -> None:
+    # Requests that never ran (merged, suppressed) do not start a cool-down; a manual request is never suppressed.
+    _ran("queued-mix", "queued-mix-0000000b0", "merged", timedelta(hours=1))
+    _ran("queued-mix", "queued-mix-0000000b9", "suppressed", timedelta(hours=1))
+    alerts = [_alert("queued-mix", "queued-mix-0000000b1"), _alert("queued-mix", "queued-mix-0000000b2")]
+    claimed = activity("claim_run", {"model": "queued-mix", "blobs": [], "requests": alerts})
+    assert claimed["run_id"] == "queued-mix-0000000b1", "two alerts claimed together make one run"
+    assert clients.registry().require_run("queued-mix", "queued-mix-0000000b2").status == "merged"
+
+    clients.registry().update_run("queued-mix", claimed["run_id"], lambda r: replace(r, status="failed", stage="done"))
+    late = _alert("queued-mix", "queued-mix-0000000b3")
+    person = _accepted_for("queued-mix", "queued-mix-0000000b4")
+    claimed = activity("claim_run", {"model": "queued-mix", "blobs": [], "requests": [late, person]})
+    assert claimed["run_id"] == person["run_id"], "the alert is answered by the run before; the person's request runs"
+    assert clients.registry().require_run("queued-mix", late["run_id"]).status == "suppressed"
+
+
+def test_a_queued_alert_after_the_cool_down_starts_its_run(activity: Any) -> None:
+    _ran("cooled", "cooled-00000000000c0", "not_promoted", timedelta(hours=25))
+    alert = _alert("cooled", "cooled-00000000000c1", age=timedelta(hours=25))
+    claimed = activity("claim_run", {"model": "cooled", "blobs": [], "requests": [alert]})
+    assert claimed is not None
+    assert claimed["run_id"] == alert["run_id"]
+    assert clients.registry().require_run("cooled", alert["run_id"]).status == "running"
+
+
+def _accepted_for(model: str, run_id: str) -> dict[str, Any]:
+    trigger = {"kind": "manual", "reason": "a person asked", "source_event_id": run_id, "details": {}}
+    work = {"kind": "retrain", "run_id": run_id, "trigger": trigger}
+    run = Run(
+        model, run_id, "manual", "a person asked", run_id, status="pending", stage="queued", details={"work": work}
+    )
+    clients.registry().create_run(run)
+    return work
 
 
 def test_landing_blobs_no_run_has_claimed_are_pending_work(activity: Any) -> None:
