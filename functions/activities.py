@@ -58,9 +58,9 @@ from shared.publish import (
     ModelPromoted,
     ModelRegistered,
     RolloutRolledBack,
-    RunCompleted,
     ValidationFailed,
     make_event,
+    run_completed_event,
 )
 from shared.registry import (
     ACTIVE_RUN_STATUSES,
@@ -288,20 +288,7 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
         )
 
     run = _registry().update_run(payload["model"], payload["run_id"], change)
-    _publisher().publish(
-        [
-            make_event(
-                RunCompleted(
-                    model=run.model,
-                    run_id=run.run_id,
-                    status=run.status,
-                    decision=run.decision,
-                    reasons=list(run.decision_reasons),
-                ),
-                event_id=f"{run.run_id}:completed",
-            )
-        ]
-    )
+    _publisher().publish([run_completed_event(run.model, run.run_id, run.status, run.decision, run.decision_reasons)])
     return {"run_id": run.run_id, "status": run.status}
 
 

@@ -12,11 +12,12 @@ import json
 import logging
 import uuid
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 import shared
 from functions import clients
@@ -33,6 +34,7 @@ from shared.events import (
     parse_http,
 )
 from shared.logs import correlated
+from shared.publish import run_completed_event
 from shared.registry import (
     ACTIVE_RUN_STATUSES,
     Registry,
@@ -538,6 +540,45 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
     return await _answer_approval(req, client, approved=False)
 
 
+#: Orchestration states in which nothing runs a run any more.
+_ENDED = frozenset(
+    {
+        OrchestrationRuntimeStatus.Completed,
+        OrchestrationRuntimeStatus.Failed,
+        OrchestrationRuntimeStatus.Terminated,
+        OrchestrationRuntimeStatus.Canceled,
+    }
+)
+#: claim_run marks a run running just before its coordinator's next episode creates the run's instance: a missing
+#: instance means a stranded run only once the run has been left alone this long.
+STARTING_GRACE = timedelta(minutes=10)
+
+
+async def _stranded(client: df.DurableOrchestrationClient, run: Run, now: datetime) -> str | None:
+    """Why nothing runs ``run`` although its record says running (its orchestration ended without recording an
+    outcome: terminated, purged, or its crash record lost), or None. When unsure, None: the abort then stays the
+    usual cooperative request."""
+    if run.status != "running":
+        return None
+    instances = [run.instance_id or run.run_id, f"{run.run_id}-rollout"]
+    states: list[OrchestrationRuntimeStatus | None] = []
+    for instance in instances:
+        try:
+            status = await client.get_status(instance)
+        except Exception:  # the SDK raises bare Exception on an unexpected answer: cannot tell
+            logger.info("could not read the status of %s", instance, exc_info=True)
+            return None
+        states.append(status.runtime_status if status is not None else None)
+    run_state, rollout_state = states
+    if rollout_state is not None and rollout_state not in _ENDED:
+        return None  # a rollout whose parent was terminated goes on (termination does not cascade)
+    if run_state is not None and run_state in _ENDED:
+        return f"its orchestration {instances[0]} is {run_state.value} without an outcome recorded"
+    if run_state is None and now - run.updated_at > STARTING_GRACE:
+        return f"its orchestration {instances[0]} does not exist"
+    return None
+
+
 @bp.route(route="runs/{id}/abort", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @answers_503_when_storage_is_unreachable
@@ -558,7 +599,8 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     by = body.get("by", "api")
     if run.status not in ACTIVE_RUN_STATUSES:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
-    if run.trigger_kind == "rollback":
+    stranded = await _stranded(client, run, datetime.now(UTC))
+    if run.trigger_kind == "rollback" and run.status == "running" and stranded is None:
         # A rollback is the way back to safety; stopping it half-way would leave the split it is undoing.
         return problem(
             409,
@@ -569,9 +611,26 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
 
     reason = body.get("reason")
     requested_at = datetime.now(UTC)
-    updated = clients.registry().update_run(
-        run.model, run.run_id, lambda current: current.request_abort(by, reason, requested_at)
-    )
+
+    def request(current: Run) -> Run:
+        current = current.request_abort(by, reason, requested_at)
+        # Nothing runs a queued request yet, nor a run whose orchestration is gone: stopping it is closing it.
+        # (update_run is conditional: if the coordinator starts the queued run meanwhile, this sees "running".)
+        if current.status == "pending":
+            why = "before it started"
+        elif current.status == "running" and stranded is not None:
+            why = stranded
+        else:
+            return current
+        return replace(current, status="aborted", stage="done", decision_reasons=[f"{current.abort_reason()} ({why})"])
+
+    updated = clients.registry().update_run(run.model, run.run_id, request)
+    if updated.status == "aborted":
+        clients.publisher().publish(
+            [run_completed_event(updated.model, updated.run_id, updated.status, None, updated.decision_reasons)]
+        )
+        logger.info("closed %s on request by %s: %s", run.run_id, by, updated.decision_reasons[0])
+        return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "done"}, 200)
     # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.
     for instance in (run.run_id, f"{run.run_id}-rollout"):
         try:

@@ -492,11 +492,17 @@ def abort(
 ) -> None:
     """Ask a run to stop. Its jobs are cancelled at their next poll; a rollout in progress rolls back.
 
+    A run still queued, or one that nothing runs any more (its orchestration was terminated or purged), is
+    closed at once as aborted, so the model can train again.
+
     Example: perennial abort fraud-3f2a9c1e0b7d4a65 --reason "the batch was exported twice"
     """
     with _client(host, key) as client:
         answer = client.abort(run_id, by or requested_by_default(), reason)
-    _print_accepted(f"abort of run {run_id} requested (it stops at its next poll or stage)", answer)
+    if answer.model_dump().get("status") == "aborted":  # queued, or nothing was running it: closed at once
+        _print_accepted(f"run {run_id} aborted", answer)
+    else:
+        _print_accepted(f"abort of run {run_id} requested (it stops at its next poll or stage)", answer)
 
 
 def rollback(

@@ -241,6 +241,15 @@ def make_event(data: EventData, subject: str | None = None, event_id: str | None
     )
 
 
+def run_completed_event(
+    model: str, run_id: str, status: str, decision: str | None, reasons: Sequence[str]
+) -> OutboundEvent:
+    """``RunCompleted`` for a run that has ended, with the id every publisher of it uses (``<run_id>:completed``),
+    so the orchestrator's finish and the API closing a run that never ran cannot announce it twice."""
+    data = RunCompleted(model=model, run_id=run_id, status=status, decision=decision, reasons=list(reasons))
+    return make_event(data, event_id=f"{run_id}:completed")
+
+
 class EventPublisher(Protocol):
     def publish(self, events: Sequence[OutboundEvent]) -> None:
         """Publish every event or raise PublishError; events may be delivered more than once."""

@@ -174,6 +174,42 @@ def test_a_rollback_in_progress_cannot_be_aborted(perennial: PerennialHost) -> N
     assert "abort" not in str(busy["detail"])
 
 
+def test_an_abort_closes_a_run_that_nothing_runs(perennial: PerennialHost) -> None:
+    """A run whose orchestration is gone (terminated or purged by an operator, its crash record lost) or a
+    request still queued: the abort closes it at once, so the model can train again."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.registry import Run
+
+    http = perennial.http
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    for run_id, kind in (("fraud-00000000000000d1", "manual"), ("fraud-00000000000000d2", "rollback")):
+        stuck = Run("fraud", run_id, kind, "test", run_id, status="running", stage="training", updated_at=long_ago)
+        perennial.registry.create_run(stuck)
+        busy = _problem(http.post("/api/models/fraud/retrain", json={}), 409)
+        assert run_id in str(busy["detail"])
+        answer = http.post(f"/api/runs/{run_id}/abort", json={"by": "ops", "reason": "stuck"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"run_id": run_id, "status": "aborted", "abort": "done"}
+        run = perennial.registry.require_run("fraud", run_id)
+        assert (run.status, run.stage) == ("aborted", "done")
+        assert run.decision_reasons == [
+            f"aborted on request by ops (stuck) (its orchestration {run_id} does not exist)"
+        ], run.decision_reasons
+
+    queued = Run("fraud", "fraud-00000000000000d3", "manual", "test", "e3", status="pending", stage="queued")
+    perennial.registry.create_run(queued)
+    answer = http.post("/api/runs/fraud-00000000000000d3/abort", json={})
+    assert answer.status_code == 200, answer.text
+    run = perennial.registry.require_run("fraud", "fraud-00000000000000d3")
+    assert run.decision_reasons == ["aborted on request by api (before it started)"]
+    started = http.post("/api/models/fraud/retrain", json={"reason": "after the clean-up"})
+    assert started.status_code == 202, started.text
+    perennial.registry.update_run(
+        "fraud", started.json()["run_id"], lambda r: replace(r, status="failed", stage="done")
+    )
+
+
 def test_storage_that_cannot_be_reached_is_a_503_with_what_to_do(
     perennial: PerennialHost, fresh_azurite: Azurite
 ) -> None:
