@@ -132,7 +132,9 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
 
     exclusive = pending.take_exclusive()
     work = {"blobs": [], "requests": [exclusive]} if exclusive is not None else pending.dump()
-    run = yield context.call_activity("claim_run", {"model": model, **work})
+    # Retried: it claims the blobs, then writes the run; a blip between the two must not leave blobs claimed by a
+    # run that never starts (claim_run is idempotent: the same work claims for the same run id again).
+    run = yield context.call_activity_with_retry("claim_run", MUST_FINISH, {"model": model, **work})
     # What waited behind a rollback goes to the next generation; work raised during the run is found in storage.
     following = pending if exclusive is not None else _Pending([], [])
     if run is not None:

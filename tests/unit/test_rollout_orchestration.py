@@ -4,7 +4,7 @@ drives a generator: each yielded task is answered by sending its result back.
 - an abort requested before a rollout took traffic stops it there, not after a full bake at 10 %
   (rollout_prepare and deployment_provisioned honour it; tests/unit/test_activity_outcomes.py);
 - the steps that record an outcome once it is decided are retried (MUST_FINISH), so a blip after the last
-  gate passed cannot throw the new champion away.
+  gate passed cannot throw the new champion away; so is the coordinator's claim.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class DrivenContext:
     def wait_for_external_event(self, name: str) -> tuple[str, str]:
         return ("event", name)
 
+    def continue_as_new(self, given: Any) -> None:
+        self.calls.append(("continue_as_new", "", False))
+
     def task_any(self, tasks: list[Any]) -> BakeTimer:
         return next(t for t in tasks if isinstance(t, BakeTimer))
 
@@ -103,6 +106,17 @@ def test_a_version_rollout_replays_as_it_did_before_aborts_were_read_there() -> 
     result, calls = _drive(orchestrators.version_rollout, given, answer)
     assert calls[:2] == [("activity", "record_stage", False), ("sub", "staged_rollout", False)]
     assert result["status"] == "rolled_back"
+
+
+def test_the_coordinator_claims_with_retries() -> None:
+    """claim_run writes the blob claims, then the run: without a retry, a blip between the two left the blobs
+    claimed by a run that never existed, and they never trained."""
+    trigger = {"kind": "manual", "reason": "r", "source_event_id": RUN_ID, "details": {}}
+    given = {"model": "fraud", "first_work": {"kind": "retrain", "run_id": RUN_ID, "trigger": trigger}}
+    answers = {"coordinator_settings": {"max_wait_seconds": 60, "quiet_seconds": 5}, "claim_run": None}
+    _, calls = _drive(orchestrators.model_coordinator, given, lambda task: answers.get(task[1]))
+    assert ("activity", "claim_run", True) in calls
+    assert calls[-1] == ("continue_as_new", "", False)
 
 
 def test_an_abort_during_the_deployment_removes_the_challenger_before_it_takes_traffic() -> None:
