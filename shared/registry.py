@@ -369,10 +369,12 @@ class Registry:
         )
 
     def runs(self, model: str, limit: int | None = None) -> list[Run]:
-        """The model's runs, newest first."""
-        runs = [_decode(Run, e) for e in self.runs_table.query(model, "run:")]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return runs[:limit] if limit is not None else runs
+        """The model's runs, newest first. Only the ``limit`` newest have their large values fetched from blob
+        storage: a model's history grows by a run a day or more, and every listing and 409 check reads it."""
+        entities = list(self.runs_table.query(model, "run:", keep_spilled=True))
+        entities.sort(key=lambda e: (e["created_at"], e["RowKey"]))  # as Run.created_at and run_id would sort
+        newest = entities[::-1][:limit] if limit is not None else entities[::-1]
+        return [_decode(Run, self.runs_table.load_spilled(e)) for e in newest]
 
     def active_runs(self, model: str, *, excluding: str | None = None) -> list[Run]:
         """The model's runs still pending or running, newest first (one run at a time per model).

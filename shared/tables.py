@@ -229,11 +229,14 @@ def prepare(entity: Mapping[str, Any], table: str, spill: Spill | None = None) -
     return out
 
 
-def restore(entity: Mapping[str, Any], load: Load | None = None) -> Entity:
-    """Undo :func:`prepare`: fetch spilled strings back and unwrap INT64 values."""
+def restore(entity: Mapping[str, Any], load: Load | None = None, keep_spilled: bool = False) -> Entity:
+    """Undo :func:`prepare`: fetch spilled strings back and unwrap INT64 values. With ``keep_spilled`` the
+    pointers to spilled strings stay as they are, for a later ``restore`` once the entity is known to be needed."""
     out: Entity = {}
     for name, value in entity.items():
-        if name.endswith(SPILL_SUFFIX) and isinstance(value, str):
+        if name.endswith(SPILL_SUFFIX) and isinstance(value, str) and keep_spilled:
+            out[name] = value
+        elif name.endswith(SPILL_SUFFIX) and isinstance(value, str):
             if load is None:
                 raise TableLimitError(f"property {name!r} was spilled to blob", "read it with a payload store")
             out[name[: -len(SPILL_SUFFIX)]] = load(value).decode()
@@ -282,8 +285,9 @@ class Table:
             return None
         return restore(raw, self.load)
 
-    def query(self, pk: str, prefix: str = "") -> Iterator[Entity]:
-        """Entities of partition ``pk`` whose RowKey starts with ``prefix``, in RowKey order."""
+    def query(self, pk: str, prefix: str = "", keep_spilled: bool = False) -> Iterator[Entity]:
+        """Entities of partition ``pk`` whose RowKey starts with ``prefix``, in RowKey order. ``keep_spilled``:
+        leave spilled strings in blob storage (see :meth:`load_spilled`), for a caller that keeps only a few."""
         check_key(pk, "PartitionKey")
         flt = "PartitionKey eq @pk"
         params: dict[str, Any] = {"pk": pk}
@@ -293,9 +297,13 @@ class Table:
             params.update(lo=prefix, hi=prefix + "\uffff")
         try:
             for raw in self.client.query_entities(flt, parameters=params):
-                yield restore(raw, self.load)
+                yield restore(raw, self.load, keep_spilled)
         except ResourceNotFoundError:
             return  # the table does not exist yet: nothing recorded
+
+    def load_spilled(self, entity: Entity) -> Entity:
+        """An entity read with ``keep_spilled``, with its spilled strings fetched."""
+        return restore(entity, self.load)
 
     def create(self, entity: Mapping[str, Any]) -> str:
         """Insert; AlreadyExistsError if the key is taken. Returns the new ETag."""

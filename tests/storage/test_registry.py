@@ -175,6 +175,26 @@ def test_runs_are_listed_newest_first(registry: Registry, model: str) -> None:
     assert [r.trigger_event_id for r in registry.runs(model, limit=1)] == ["evt-2"]
 
 
+def test_a_short_listing_fetches_the_large_values_of_the_runs_it_returns_only(
+    registry: Registry, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every listing and 409 check reads the newest few of a history that grows by a run a day or more.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(6):
+        reasons = [f"{i}" * 40_000]  # spilled to blob storage (over Azure's 64 KiB string limit)
+        registry.create_run(_run(model, f"evt-{i}", created_at=t0 + timedelta(hours=i), decision_reasons=reasons))
+    fetched: list[str] = []
+    load = registry.runs_table.load
+    assert load is not None
+    monkeypatch.setattr(registry.runs_table, "load", lambda name: fetched.append(name) or load(name))
+    newest = registry.runs(model, limit=2)
+    assert [r.trigger_event_id for r in newest] == ["evt-5", "evt-4"]
+    assert [r.decision_reasons[0][:3] for r in newest] == ["555", "444"]
+    assert len(fetched) == 2
+    assert [r.trigger_event_id for r in registry.runs(model)][-1] == "evt-0"
+    assert len(fetched) == 8
+
+
 def test_active_runs_are_the_pending_and_running_ones_newest_first(registry: Registry, model: str) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     statuses = {"evt-0": "promoted", "evt-1": "running", "evt-2": "failed", "evt-3": "pending"}
