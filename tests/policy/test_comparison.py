@@ -92,6 +92,8 @@ _DELETE = object()
         ("mcnemar", [], "mcnemar=[] must be a JSON object"),
         ("extra", 1, "has unknown keys extra"),
         ("champion", _DELETE, "is missing champion"),
+        ("n_positive", -1, "n_positive=-1 must be a whole number >= 0"),
+        ("holdout", "10%", "holdout='10%' must be a JSON object"),
     ],
 )
 def test_malformed_input_is_rejected_naming_the_field(path: str, value: Any, expected: str) -> None:
@@ -99,6 +101,13 @@ def test_malformed_input_is_rejected_naming_the_field(path: str, value: Any, exp
         parse_comparison(_with(path, value))
     assert expected in str(caught.value)
     assert "evaluate.py" in caught.value.hint
+
+
+def test_the_holdouts_rarest_class_and_rule_are_read_when_present() -> None:
+    holdout = {"fraction": 0.1, "rule": "blake2b(key)"}
+    comparison = parse_comparison(_with("holdout", holdout) | {"n_positive": 42})
+    assert (comparison.n_positive, comparison.holdout) == (42, holdout)
+    assert parse_comparison(_with("n_positive", None)).n_positive is None
 
 
 def test_not_json_is_rejected_with_a_hint() -> None:

@@ -59,11 +59,15 @@ CASES = [
         "clear win",
         _comparison(),
         True,
-        ["pr_auc +0.0120 >= min_improvement 0.005", "is significant (p=0.01 < significance 0.05)"],
+        [
+            "pr_auc +0.0120 >= min_improvement 0.005",
+            "is significant (95% CI [+0.0030, +0.0210] above 0; one-sided p=0.01 < significance/2 = 0.025)",
+            "holdout of 5000 rows is large enough",
+        ],
     ),
     Case(
         "gain below min_improvement",
-        _comparison(estimate=0.0031, p_value=0.03, ci=(0.0004, 0.006)),
+        _comparison(estimate=0.0031, p_value=0.01, ci=(0.0004, 0.006)),
         False,
         ["pr_auc +0.0031 < min_improvement 0.005"],
         ["min_improvement"],
@@ -72,7 +76,10 @@ CASES = [
         "insignificant gain",
         _comparison(estimate=0.02, p_value=0.2, ci=(-0.01, 0.05)),
         False,
-        ["gain +0.0200 is not significant (p=0.2 >= significance 0.05; 95% CI [-0.0100, +0.0500] includes 0)"],
+        [
+            "gain +0.0200 is not significant "
+            "(one-sided p=0.2 >= significance/2 = 0.025; 95% CI [-0.0100, +0.0500] includes 0)"
+        ],
         ["significance"],
     ),
     Case(
@@ -103,17 +110,39 @@ CASES = [
         ["within max_regression 0.05"],
     ),
     Case(
-        "ci alone is enough when its confidence matches 1-significance",
+        # The audit's case: the one-sided p passed "p < 0.05" while the run showed a 95 % CI including 0.
+        "a one-sided p below significance but a ci including 0 is not significant",
+        _comparison(estimate=0.0332, p_value=0.043, ci=(-0.0057, 0.0702), confidence=0.95),
+        False,
+        ["one-sided p=0.043 >= significance/2 = 0.025; 95% CI [-0.0057, +0.0702] includes 0"],
+        ["significance"],
+    ),
+    Case(
+        "a ci above 0 with a p that disagrees is not enough",
         _comparison(p_value=0.06, ci=(0.001, 0.03), confidence=0.95),
-        True,
-        ["95% CI [+0.0010, +0.0300] excludes 0"],
+        False,
+        ["one-sided p=0.06 >= significance/2"],
+        ["significance"],
     ),
     Case(
         "a ci of another confidence is not used",
-        _comparison(p_value=0.06, ci=(0.001, 0.03), confidence=0.9),
+        _comparison(p_value=0.01, ci=(-0.001, 0.03), confidence=0.9),
+        True,
+        ["one-sided p=0.01 < significance/2 = 0.025"],
+    ),
+    Case(
+        "a holdout with too few positives decides nothing",
+        replace(_comparison(), n_positive=4),
         False,
-        ["does not match 1-significance, not used"],
-        ["significance"],
+        ["holdout too small to compare the models: 5000 rows, 4 of the rarest class (at least 100 rows and 30"],
+        ["holdout_size"],
+    ),
+    Case(
+        "a holdout of too few rows decides nothing",
+        replace(_comparison(), n_holdout=60),
+        False,
+        ["holdout too small to compare the models: 60 rows (at least 100 rows"],
+        ["holdout_size"],
     ),
     Case("first run above every floor", _comparison(champion=False), True, ["pr_auc 0.6120 >= first_run_floor 0.3000"]),
     Case(
@@ -145,6 +174,7 @@ def test_every_check_is_recorded_even_when_the_first_fails() -> None:
     assert [c.name for c in decision.checks] == [
         "min_improvement",
         "significance",
+        "holdout_size",
         "guardrail.precision",
         "guardrail.ece",
     ]
