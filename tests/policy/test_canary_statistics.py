@@ -88,3 +88,15 @@ def test_a_silently_worse_model_is_caught_once_labels_arrive() -> None:
     """Accuracy 95 % → 85 %, nothing else changes: >= 95 % fail from 400 labelled requests a side."""
     verdicts = _caught(400, range(200), accuracy=0.85, labelled_share=1.0)
     assert verdicts["fail"] >= 190, verdicts
+
+
+def test_an_error_rate_five_times_the_gate_rarely_advances_on_little_traffic() -> None:
+    """5 % errors against the 1 % gate, 50 requests on a 10 % step: before the excess is significant, a likely one
+    holds the step (marginal, another bake) instead of passing it: 65 of 300 bakes pass, against 198 before."""
+    verdicts: Counter[str] = Counter()
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        verdict = analyse_canary(bake(rng, "challenger", 50, error_rate=0.05), bake(rng, "champion", 450), GATES)
+        verdicts[verdict.verdict] += 1
+    assert verdicts["pass"] <= 90, verdicts
+    assert verdicts["marginal"] >= 100, verdicts
