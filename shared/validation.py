@@ -80,9 +80,10 @@ class Example:
     ``row`` counts data rows from 0 (the first row after a CSV header is 0; Parquet's first row is
     0). It counts the rows that were read: a malformed CSV row's own ``row`` counts every data row,
     the other findings' rows count only the well-formed ones. ``line`` is for people: the line of a
-    CSV file the row is on, the header being line 1 (the number an editor or a spreadsheet shows,
-    unless blank lines or values spanning lines come before it); None for Parquet, or when the
-    rows skipped as malformed cannot all be placed. Either is None when unknown.
+    CSV file the row starts on, the header being line 1 (the number an editor shows; blank lines and
+    values spanning lines are counted); None for Parquet, when the rows skipped as malformed cannot
+    all be placed, or when the row's line is not known (see ``TabularSource.line_of``). Either is
+    None when unknown.
     """
 
     row: int | None
@@ -739,31 +740,49 @@ def _other_delimiter(header: str) -> tuple[str, list[str]] | None:
     return delimiter, [n.strip() for n in names]
 
 
-def _number_lines(findings: list[Finding], skipped: list[int] | None) -> bool:
-    """Give the examples of a CSV's findings their line in the file (the header is line 1); False
-    if some example with a row is left without one.
+def _number_lines(
+    findings: list[Finding], skipped: list[int] | None, line_of: Callable[[int], int | None]
+) -> list[str]:
+    """Give the examples of a CSV's findings the line of the file their row starts on (the header is
+    line 1, from ``line_of``, which takes a row counting every data row); notes on those left without.
 
     A malformed row's ``row`` counts every data row; the other findings' count only well-formed
     rows, so the malformed rows before them are added back: ``skipped`` lists their rows in order,
     or is None when some are unknown (then only the malformed rows get lines).
     """
-    placed = True
+    unplaced = unknown = False
     for finding in findings:
         for example in finding.examples:
             if example.row is None:
                 continue
-            if finding.check == "malformed_rows":
-                example.line = example.row + 2
-            elif skipped is not None:
-                row = example.row
+            row = example.row
+            if finding.check != "malformed_rows":
+                if skipped is None:
+                    unplaced = True
+                    continue
                 for place in skipped:
                     if place > row:
                         break
                     row += 1
-                example.line = row + 2
-            else:
-                placed = False
-    return placed
+            example.line = line_of(row)
+            unknown |= example.line is None
+    notes = []
+    if unplaced:
+        notes.append(
+            "the skipped malformed rows cannot all be placed, so the other findings give rows counted from 0 "
+            "over the well-formed rows only, not lines"
+        )
+    if unknown:
+        notes.append(
+            "some rows' lines in the file are not known (a double quote inside an unquoted value, or a great "
+            "many blank lines and values spanning lines before them), so those examples give rows counted from 0, "
+            "not lines"
+        )
+    return notes
+
+
+def _no_line(row: int) -> int | None:
+    return None
 
 
 def _label_key(value: Any, as_bool: bool = False) -> str:
@@ -823,9 +842,11 @@ def _validate(
     bytes_read = 0
     profile: DatasetProfile | None = None
     skipped: list[int] | None = []  # the rows of the malformed CSV rows, in order; None if not all are known
+    line_of: Callable[[int], int | None] = _no_line  # a CSV row's line in the file (rows count malformed ones)
     try:
         with TabularSource(source, fmt=fmt, name=name) as table:
             label, fmt_name, columns = table.name, table.format, table.columns
+            line_of = table.line_of
             present = checker.check_schema(columns, csv_header=table.format == "csv")
             # No contract column in the file: a CSV still has one column read, so its rows are counted
             # (Parquet counts rows with no columns read).
@@ -839,6 +860,8 @@ def _validate(
                     lanes.drain()  # no lane may still change the tallies once the report is built
                 bytes_read = table.bytes_read
                 other_dialect = any(f.check == "wrong_delimiter" for f in checker.findings)
+                places = [r for r, _ in table.malformed.examples if r is not None]
+                skipped = sorted(places) if len(places) == table.malformed.count else None
                 if table.malformed.count and other_dialect:
                     # Read as comma CSV, a ;-delimited row with decimal commas ("3,5") splits into several
                     # fields: a symptom of wrong_delimiter, not a finding of its own. Each is still a row.
@@ -854,8 +877,6 @@ def _validate(
                             examples=[Example(r, t) for r, t in table.malformed.examples],
                         )
                     )
-                    places = [r for r, _ in table.malformed.examples if r is not None]
-                    skipped = sorted(places) if len(places) == table.malformed.count else None
             checker.finish(present)
             profile = checker.profiler.finish()
     except CorruptInput as exc:
@@ -871,11 +892,8 @@ def _validate(
                 "report this as a perennial bug with the file; the batch was not judged",
             )
         )
-    if fmt_name == "csv" and not _number_lines(checker.findings, skipped):
-        checker.notes.append(
-            "the skipped malformed rows cannot all be placed, so the other findings give rows counted from 0 "
-            "over the well-formed rows only, not lines"
-        )
+    if fmt_name == "csv":
+        checker.notes += _number_lines(checker.findings, skipped, line_of)
     return ValidationReport(
         source=label,
         format=fmt_name,

@@ -107,8 +107,8 @@ def test_ragged_rows_in_later_blocks_keep_their_row_numbers(tmp_path: Path, smal
     assert finding.count == 2
     assert [e.row for e in finding.examples] == [150, 180]
     assert report.rows == 198
-    # Malformed rows get lines counted from the header's line 1; a blank line is not counted (its caveat).
-    assert [e.line for e in finding.examples] == [152, 182]
+    # Malformed rows get the file's lines (the header is line 1), the blank line before them counted.
+    assert [e.line for e in finding.examples] == [153, 183]
 
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n"])
