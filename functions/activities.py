@@ -525,6 +525,7 @@ def job_status(payload: dict[str, Any]) -> dict[str, Any]:
         outputs=state.outputs_uri,
         error=state.error,
         metrics=metrics,
+        retryable=state.retryable,
     ).dump()
 
 

@@ -447,8 +447,10 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             ).dump()
         if status.phase in ("preempted", "failed", "canceled", "not_found"):
             failures = [*job.failures, f"{job.job_name}: {status.phase} ({status.error or status.status})"]
-            if status.phase == "preempted" or (status.phase == "failed" and job.attempt < job.max_retries):
-                # Preemption is not a failure: resume from the checkpoint; a failure retries per spec.
+            retry = status.phase == "failed" and status.retryable and job.attempt < job.max_retries
+            if status.phase == "preempted" or retry:
+                # Preemption is not a failure: resume from the checkpoint; a failure retries per spec, unless the
+                # job said its input is bad (exit 2): the same arguments and data would fail again.
                 context.continue_as_new(
                     job.model_copy(
                         update={
@@ -460,6 +462,8 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
                     ).dump()
                 )
                 return None
+            if status.phase == "failed" and not status.retryable:
+                failures.append("not retried: the job exited 2 (bad arguments or data), which a retry would repeat")
             return ended("canceled" if status.phase == "canceled" else "failed", "; ".join(failures))
         if context.current_utc_datetime >= deadline:
             yield context.call_activity("cancel_job", job.dump())

@@ -129,6 +129,7 @@ class JobStatus(Message):
     outputs: str | None = None
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    retryable: bool = True  # False: the job failed saying its input is bad; another attempt would fail alike
 
 
 # --------------------------------------------------------------------------- deterministic names

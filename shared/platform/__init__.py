@@ -151,6 +151,9 @@ STATUS_PHASES: dict[str, JobPhase] = {
 
 #: train.py's exit code for "preempted after SIGTERM, checkpoint written: resubmit with --resume auto".
 PREEMPTED_EXIT_CODE = 75
+#: train.py's and evaluate.py's exit code for a failure a retry would repeat (bad arguments or data, a diverged
+#: run: training_jobs/errors.py EXIT_BAD_INPUT); argparse exits with it too.
+BAD_INPUT_EXIT_CODE = 2
 
 
 def job_phase(status: str, preempted: bool = False) -> JobPhase:
@@ -227,6 +230,11 @@ class JobState:
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt could succeed: not after the job said its input is bad (exit 2)."""
+        return not (self.phase == "failed" and self.exit_code == BAD_INPUT_EXIT_CODE)
 
 
 @dataclass(frozen=True)

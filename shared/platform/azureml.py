@@ -114,6 +114,8 @@ DEPLOYMENT_HEADER = "azureml-model-deployment"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: How a failed job says it was preempted: Azure's own wording, or train.py's exit code 75 (SIGTERM + checkpoint).
 _PREEMPTED = re.compile(r"preempt|\b(?:exit|status) code:?\s*75\b", re.IGNORECASE)
+#: The user process's exit code in a failed job's error ("User process 'python' exited with status code 2 …").
+_EXIT_CODE = re.compile(r"\b(?:exit|status) code:?\s*(\d+)\b", re.IGNORECASE)
 DEFAULT_TRAINING_ENVIRONMENT = "perennial-train@latest"
 DEFAULT_SCORING_ENVIRONMENT = "perennial-score@latest"
 
@@ -366,7 +368,9 @@ class AzureMLPlatform:
         logger.info("Azure ML job %s: %s", spec.name, state.status, extra={"job": spec.name})
         return state
 
-    def _job_state(self, job: Any, error: str | None = None, preempted: bool = False) -> JobState:
+    def _job_state(
+        self, job: Any, error: str | None = None, preempted: bool = False, exit_code: int | None = None
+    ) -> JobState:
         status = _text(job.status or "Unknown")
         context = getattr(job, "creation_context", None)
         return JobState(
@@ -377,6 +381,7 @@ class AzureMLPlatform:
             outputs_uri=job_output_uri(job.name),
             error=error,
             preempted=preempted,
+            exit_code=exit_code,
             created_at=getattr(context, "created_at", None),
             studio_url=getattr(job, "studio_url", None),
         )
@@ -399,7 +404,8 @@ class AzureMLPlatform:
         except PlatformError:
             pass  # the status is what matters; the message is a courtesy
         preempted = _PREEMPTED.search(error) is not None
-        return self._job_state(job, error=error, preempted=preempted)
+        code = _EXIT_CODE.search(error)
+        return self._job_state(job, error=error, preempted=preempted, exit_code=int(code[1]) if code else None)
 
     def cancel_job(self, name: str) -> JobState:
         job = self.get_job(name)

@@ -95,6 +95,16 @@ def test_failed_job_says_why(harness: Harness) -> None:
     assert (state.status, state.phase, state.preempted) == ("Failed", "failed", False)
     assert state.error
     assert "3" in state.error
+    assert (state.exit_code, state.retryable) == (3, True)
+
+
+def test_a_job_that_exits_2_says_a_retry_would_fail_alike(harness: Harness) -> None:
+    # train.py and evaluate.py exit 2 for bad arguments or data and for a diverged run: retrying repeats it.
+    harness.platform.ensure_compute(ComputeSpec("cpu-cluster", max_instances=2))
+    harness.platform.submit_job(harness.job_spec("train-usage", exit_code=2))
+    harness.finish("train-usage", "Failed", "Execution failed. User process 'python' exited with status code 2")
+    state = harness.wait("train-usage")
+    assert (state.phase, state.exit_code, state.retryable) == ("failed", 2, False)
 
 
 def test_preempted_job_is_not_a_plain_failure(harness: Harness) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from functions import orchestrators
 from functions.orchestrators import MUST_FINISH
 
@@ -117,6 +119,20 @@ def test_the_coordinator_claims_with_retries() -> None:
     _, calls = _drive(orchestrators.model_coordinator, given, lambda task: answers.get(task[1]))
     assert ("activity", "claim_run", True) in calls
     assert calls[-1] == ("continue_as_new", "", False)
+
+
+@pytest.mark.parametrize(("retryable", "retried"), [(True, True), (False, False)])
+def test_a_job_that_says_its_input_is_bad_is_not_retried(retryable: bool, retried: bool) -> None:
+    """train.py exits 2 for bad arguments or data (and a diverged run): the same job would fail the same way, so
+    it ends at once instead of using the spec's retries (each a paid compute job)."""
+    job = {"model": "fraud", "run_id": RUN_ID, "base_name": "fraud-c0", "kind": "train", "max_retries": 2}
+    failed = {"name": "fraud-c0-a0", "phase": "failed", "status": "Failed", "error": "exit 2", "retryable": retryable}
+    result, calls = _drive(orchestrators.ml_job, job, lambda task: failed if task[1] == "job_status" else None)
+    assert (("continue_as_new", "", False) in calls) is retried
+    if not retried:
+        assert result["outcome"] == "failed"
+        assert result["attempts"] == 1
+        assert "not retried: the job exited 2 (bad arguments or data)" in result["error"]
 
 
 def test_an_abort_during_the_deployment_removes_the_challenger_before_it_takes_traffic() -> None:
