@@ -331,7 +331,17 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         not isinstance(selection, list) or not all(isinstance(b, str) and b for b in selection)
     ):
         return problem(400, "Bad data selection", "blobs must be a list of blob names", field="blobs")
-    if "model" in body and body["model"] != model:
+    if "schemaId" in body:
+        # An alert posted here would start a run without the alert's own rules (a Resolved alert, one within the
+        # cool-down) and under the URL's model, not the alert's.
+        return problem(
+            400,
+            "An alert is not a retrain request",
+            "point the Azure Monitor action group's webhook at /api/alerts/azure-monitor; a retrain request is "
+            '{"reason": "...", "requested_by": "..."}',
+            field="schemaId",
+        )
+    if body.get("model") is not None and body["model"] != model:
         return problem(
             400, "Model mismatch", f"body names {body['model']!r} but the URL names {model!r}", field="model"
         )
@@ -613,6 +623,8 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     requested_at = datetime.now(UTC)
 
     def request(current: Run) -> Run:
+        if current.status not in ACTIVE_RUN_STATUSES:
+            return current  # it ended since it was read: nothing to abort (answered 409 below)
         current = current.request_abort(by, reason, requested_at)
         # Nothing runs a queued request yet, nor a run whose orchestration is gone: stopping it is closing it.
         # (update_run is conditional: if the coordinator starts the queued run meanwhile, this sees "running".)
@@ -625,6 +637,8 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
         return replace(current, status="aborted", stage="done", decision_reasons=[f"{current.abort_reason()} ({why})"])
 
     updated = clients.registry().update_run(run.model, run.run_id, request)
+    if not updated.abort_requested:
+        return problem(409, "Run is not running", f"run {run.run_id} is already {updated.status}")
     if updated.status == "aborted":
         clients.publisher().publish(
             [run_completed_event(updated.model, updated.run_id, updated.status, None, updated.decision_reasons)]

@@ -74,6 +74,11 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
     assert "at most 1,000 characters" in str(wordy["detail"])
     alert = {"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {"alertId": "a"}}}
     assert _problem(http.post("/api/alerts/azure-monitor", json=alert), 400)["field"]
+    # An alert sent to the retrain route would have started a run without the alert's rules (even a Resolved one).
+    misrouted = _problem(http.post("/api/models/fraud/retrain", json=alert), 400)
+    assert misrouted["field"] == "schemaId"
+    assert "/api/alerts/azure-monitor" in str(misrouted["detail"])
+    assert http.get("/api/models/fraud/runs").json()["runs"] == [], "no run was started for a refused request"
     # Without a key, or with one that is not even text: 401, not a 500.
     assert httpx.get(f"{perennial.base_url}/api/models").status_code == 401
     assert _problem(httpx.get(f"{perennial.base_url}/api/models", headers={"x-functions-key": b"\xff"}), 401)
