@@ -567,12 +567,23 @@ def decide_promotion(payload: dict[str, Any]) -> dict[str, Any]:
         comparison = parse_comparison(evaluation.metrics)
     except PolicyInputError as exc:
         return {"promote": False, "reasons": [f"the evaluation's comparison.json is unusable: {exc}"], "decision": None}
-    decision = policy.decide_promotion(comparison, get_runtime().spec(model).promotion)
+    try:
+        decision = policy.decide_promotion(comparison, get_runtime().spec(model).promotion)
+    except PolicyInputError as exc:  # the spec's checks refuse this at start-up; a spec changed since must not crash
+        return {"promote": False, "reasons": [f"the promotion policy could not decide: {exc}"], "decision": None}
     evaluated = candidate_of_job(JobResult.load(payload["best"]).base_name)
+    # Runs of a model are one at a time, so the champion now is the one the evaluation scored.
+    champion = _registry().champion(model) if comparison.champion is not None else None
 
     def change(run: Run) -> Run:
-        # The holdout comparison the decision rests on, and which candidate it scored (GET /api/runs/{id}).
-        details = {**run.details, "evaluation": evaluation.metrics, "evaluated_candidate": evaluated}
+        # The holdout comparison the decision rests on, which candidate it scored and the champion it was compared
+        # with (GET /api/runs/{id}; register_model copies the champion into the version's lineage).
+        details = {
+            **run.details,
+            "evaluation": evaluation.metrics,
+            "evaluated_candidate": evaluated,
+            "compared_with": champion.version if champion is not None else None,
+        }
         return replace(
             run,
             decision="promote" if decision.promote else "reject",
@@ -635,7 +646,8 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             environment=json.dumps(card.get("packages", {}), sort_keys=True),
             params=dict(candidate.params) if candidate else {},
             metrics={k: float(v) for k, v in best.metrics.items() if isinstance(v, int | float)},
-            evaluation=evaluation.metrics,
+            # Which champion this version beat (None: a first model, judged on its floors alone).
+            evaluation={**evaluation.metrics, "compared_with": run.details.get("compared_with")},
         )
     )
     registry.update_run(model, run_id, lambda r: replace(r, registered_version=record.version))

@@ -36,6 +36,7 @@ def test_first_blob_trains_registers_with_lineage_and_ships(perennial: Perennial
     assert version["params"]["lr"] in (0.003, 0.01)
     assert version["metrics"]["pr_auc"] > 0
     assert version["evaluation"]["champion"] is None
+    assert version["evaluation"]["compared_with"] is None, "a first model beat no champion"
     # The run says which candidate the holdout scored and what it scored: what the decision rests on.
     assert detail["evaluation"]["candidate"] == version["candidate_id"]
     assert detail["evaluation"]["challenger"]["pr_auc"] == version["evaluation"]["challenger"]["pr_auc"]

@@ -531,3 +531,39 @@ def test_a_previous_version_whose_deployment_is_being_deleted_is_not_kept(
     plan = activity("rollback_prepare", request)
     assert plan["keep_on_failure"] is False
     assert platform.created == ["fraud-v1"]
+
+
+def _scored(champion: bool) -> dict[str, Any]:
+    metrics = {
+        "accuracy": 0.97,
+        "precision": 0.8,
+        "recall": 0.7,
+        "f1": 0.75,
+        "roc_auc": 0.95,
+        "pr_auc": 0.6,
+        "ece": 0.02,
+    }
+    difference = {"metric": "pr_auc", "estimate": 0.0, "ci_low": -0.01, "ci_high": 0.01, "confidence": 0.95,
+                  "p_value": 0.5, "bootstrap_samples": 1000}  # fmt: skip
+    return {
+        "primary_metric": "pr_auc",
+        "n_holdout": 1000,
+        "challenger": metrics,
+        "champion": metrics if champion else None,
+        "difference": difference if champion else None,
+        "mcnemar": None,
+    }
+
+
+@pytest.mark.parametrize("champion", [True, False])
+def test_a_decision_records_the_champion_it_compared_with(activity: Any, champion: bool) -> None:
+    """A version's lineage names the champion it beat (None: a first model, judged on its floors)."""
+    run_id = f"fraud-00000000000000c{int(champion)}"
+    _run(run_id)
+    _champion(Champion("fraud", "7", "fraud-earlier", deployment="fraud-v7"))
+    evaluation = {"base_name": f"{run_id}-eval", "job_name": f"{run_id}-eval-a0", "outcome": "completed",
+                  "attempts": 1, "metrics": _scored(champion)}  # fmt: skip
+    best = {"base_name": f"{run_id}-c0", "job_name": f"{run_id}-c0-a0", "outcome": "completed", "attempts": 1}
+    activity("decide_promotion", {"model": "fraud", "run_id": run_id, "evaluation": evaluation, "best": best})
+    run = clients.registry().require_run("fraud", run_id)
+    assert run.details["compared_with"] == ("7" if champion else None)
