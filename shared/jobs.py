@@ -107,6 +107,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def holdout_args(spec: ModelSpec) -> list[str]:
+    """``--holdout-fraction``, the same for every training job and the evaluation: train.py leaves out exactly
+    the rows evaluate.py scores (training_jobs/holdout.py), so neither model has trained on them."""
+    return ["--holdout-fraction", str(spec.promotion.holdout_fraction)]
+
+
 def training_job(
     spec: ModelSpec,
     name: str,
@@ -128,6 +134,8 @@ def training_job(
     ]  # fmt: skip
     for key, value in sorted(params.items()):
         args += [_flag(key), str(value)]
+    # After the params (the last one wins): the rows the evaluation scores are never trained on.
+    args += holdout_args(spec)
     job_inputs = inputs.as_inputs()
     if resume_from is not None:
         job_inputs["previous"] = JobInput(job_output_uri(resume_from), "uri_folder")
@@ -155,7 +163,10 @@ def training_job(
 def evaluation_job(
     spec: ModelSpec, name: str, inputs: StagedInputs, challenger: str, champion: str | None, run_id: str
 ) -> JobSpec:
-    """The command job that scores challenger and champion on the same holdout and writes comparison.json."""
+    """The command job that scores challenger and champion on the same holdout and writes comparison.json.
+
+    ``inputs`` are the run's, as every training job's: evaluate.py scores only the holdout rows of that data,
+    the rows every training job left out (``holdout_args``)."""
     job_inputs: dict[str, JobInput] = {
         **inputs.as_inputs(),
         "challenger": JobInput(challenger, "uri_folder"),
@@ -168,6 +179,7 @@ def evaluation_job(
         "--output", "{outputs}/comparison.json",
         "--primary-metric", spec.promotion.primary_metric,
         "--confidence", str(1 - spec.promotion.significance),
+        *holdout_args(spec),
     ]  # fmt: skip
     if champion is not None:
         job_inputs["champion"] = JobInput(champion, "custom_model")

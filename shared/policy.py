@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.canary import CanaryVerdict
-from shared.spec import PromotionSpec, RolloutSpec, TriggerSpec
+from shared.spec import EVALUATION_METRICS, PromotionSpec, RolloutSpec, TriggerSpec
 
 EvidenceValue = float | int | str | bool | None
 
 #: The metrics ``training_jobs/evaluate.py`` writes for each model in comparison.json.
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+METRICS = EVALUATION_METRICS  # what comparison.json reports for each model
 #: Metrics where lower is better (expected calibration error); every other one: higher is better.
 LOWER_IS_BETTER = frozenset({"ece"})
 #: How closely a bootstrap CI's confidence must match 1 - significance for its bound to count.

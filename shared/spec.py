@@ -12,6 +12,7 @@ Each field's ``description`` doubles as the fix hint shown when the field is wro
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +29,15 @@ ColumnType = Literal["float", "int", "bool", "string", "category", "timestamp"]
 Severity = Literal["error", "warning"]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: The metrics evaluate.py reports for each model in comparison.json (training_jobs/evaluate.py's METRICS):
+#: the only names a guardrail or a first-run floor can be judged on.
+EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+#: promotion.holdout_fraction's default and range; training_jobs/holdout.py keeps the same numbers (the jobs
+#: ship without shared/), so a job run by hand holds out what the platform's does. A test checks they agree.
+HOLDOUT_FRACTION_DEFAULT = 0.1
+HOLDOUT_FRACTION_MIN = 0.05
+HOLDOUT_FRACTION_MAX = 0.5
 
 
 class SpecError(ValueError):
@@ -136,7 +146,9 @@ class TrainingSpec(_Strict):
 
 
 class Guardrail(_Strict):
-    metric: str = Field(description="a validation metric, e.g. precision")
+    metric: str = Field(
+        description="a metric the evaluation reports: accuracy, precision, recall, f1, roc_auc, pr_auc or ece"
+    )
     max_regression: float = Field(ge=0.0, le=1.0, description="the largest allowed drop vs the champion, in [0, 1]")
 
 
@@ -152,7 +164,16 @@ class PromotionSpec(_Strict):
     )
     guardrails: list[Guardrail] = Field(default_factory=list, description="metrics that must not regress")
     first_run_floor: dict[str, Probability] = Field(
-        default_factory=dict, description="minimum metrics for a first model, e.g. {pr_auc: 0.3}"
+        default_factory=dict,
+        description="minimum holdout metrics for a first model, e.g. {pr_auc: 0.3}; keys: accuracy, precision, "
+        "recall, f1, roc_auc, pr_auc, ece (a ceiling for ece)",
+    )
+    holdout_fraction: float = Field(
+        default=HOLDOUT_FRACTION_DEFAULT,
+        ge=HOLDOUT_FRACTION_MIN,
+        le=HOLDOUT_FRACTION_MAX,
+        description="the share of rows no training job uses, chosen by a stable hash of data.key (else of the "
+        "row's values): the only rows the evaluation scores, in [0.05, 0.5], e.g. 0.1",
     )
 
 
@@ -384,6 +405,50 @@ def _check_search_space(training: TrainingSpec) -> list[str]:
     return problems
 
 
+def _unknown_metric(path: str, value: str) -> str:
+    close = difflib.get_close_matches(value, EVALUATION_METRICS, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return _problem(
+        path,
+        value,
+        "is not a metric the evaluation reports",
+        f"{guess}use one of {', '.join(EVALUATION_METRICS)}",
+    )
+
+
+def _check_promotion(promotion: PromotionSpec) -> list[str]:
+    """Guardrails and floors name metrics comparison.json has: a typo would pass here and stop the run only
+    after every candidate trained."""
+    problems = [
+        _unknown_metric(f"promotion.guardrails[{i}].metric", g.metric)
+        for i, g in enumerate(promotion.guardrails)
+        if g.metric not in EVALUATION_METRICS
+    ]
+    problems += [
+        _unknown_metric(f"promotion.first_run_floor.{name}", name)
+        for name in promotion.first_run_floor
+        if name not in EVALUATION_METRICS
+    ]
+    return problems
+
+
+def _check_training_options(training: TrainingSpec) -> list[str]:
+    """The holdout is the promotion's: a candidate that held out less would have trained on evaluation rows."""
+    problems: list[str] = []
+    for section, options in (("params", training.params), ("search_space", training.search_space)):
+        for name in options:
+            if name.replace("-", "_") == "holdout_fraction":
+                problems.append(
+                    _problem(
+                        f"training.{section}.{name}",
+                        options[name] if section == "params" else "...",
+                        "cannot be set per candidate",
+                        "set promotion.holdout_fraction: every training job and the evaluation use it",
+                    )
+                )
+    return problems
+
+
 def _check_triggers(triggers: TriggerSpec) -> list[str]:
     debounce = triggers.debounce
     if debounce.quiet_seconds > debounce.max_wait_seconds:
@@ -403,6 +468,8 @@ def _invariant_problems(spec: ModelSpec) -> list[str]:
         _check_azure_name("name", spec.name)
         + _check_columns(spec.data)
         + _check_search_space(spec.training)
+        + _check_training_options(spec.training)
+        + _check_promotion(spec.promotion)
         + _check_rollout(spec.rollout)
         + _check_triggers(spec.triggers)
     )

@@ -1,5 +1,5 @@
 """What train.py and evaluate.py share on their command lines: the help format, the input files both read,
-and the error lines a bad input gets."""
+the holdout both must agree on, and the error lines a bad input gets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from training_jobs.errors import ContractError, TrainingJobError
+from training_jobs.holdout import DEFAULT_FRACTION, MAX_FRACTION, MIN_FRACTION
 
 #: How to get contract.json; --help and the error hint for a missing or bad one both say it.
 CONTRACT_COMMAND = "perennial spec contract models/<name>.yaml -o contract.json"
@@ -33,6 +34,30 @@ def add_contract_and_manifest(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="manifest.json",
         help="the files to read (relative to --data) and their sha256; without it, every file under --data",
+    )
+
+
+def holdout_fraction(text: str) -> float:
+    """``--holdout-fraction``: a number in [MIN_FRACTION, MAX_FRACTION], the range the spec allows."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not MIN_FRACTION <= value <= MAX_FRACTION:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is outside [{MIN_FRACTION}, {MAX_FRACTION}]")
+    return value
+
+
+def add_holdout_fraction(parser: argparse.ArgumentParser) -> None:
+    """``--holdout-fraction``: train.py leaves these rows out, evaluate.py scores only them (training_jobs/holdout.py).
+    The platform passes the spec's ``promotion.holdout_fraction`` to both; the default is the spec's default."""
+    parser.add_argument(
+        "--holdout-fraction",
+        type=holdout_fraction,
+        default=DEFAULT_FRACTION,
+        metavar="F",
+        help="share of rows held out by a stable hash of the row's key (or values): never trained on, "
+        "the only rows evaluate.py scores; give train.py and evaluate.py the same value",
     )
 
 

@@ -1,8 +1,9 @@
 """The data contract as the compute sees it: contract.json, written from ``shared.spec.DataContract``.
 
 This is a deliberately small, dependency-free reader (the compute does not ship ``shared/``):
-it keeps the fields training and scoring need and ignores the rest (severity, key, ...) so the
-spec may grow without breaking jobs already running.
+it keeps the fields training, evaluation and scoring need (the columns, the label, the positive class
+and the key that identifies a row for the holdout, training_jobs/holdout.py) and ignores the rest
+(severity, min_rows, ...) so the spec may grow without breaking jobs already running.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Contract:
     columns: tuple[Column, ...]
     label: str
     positive_class: str | int | bool = 1
+    #: The column that identifies a row (``data.key``): the holdout is chosen by its hash. None: by the row's values.
+    key: str | None = None
 
     @property
     def feature_columns(self) -> list[Column]:
@@ -66,6 +69,7 @@ class Contract:
             "columns": [c.to_json() for c in self.columns],
             "label": self.label,
             "positive_class": self.positive_class,
+            "key": self.key,
         }
 
 
@@ -131,7 +135,14 @@ def parse_contract(document: Any, source: str = "contract.json") -> Contract:
     positive = document.get("positive_class", 1)
     if not isinstance(positive, str | int | bool):
         raise ContractError(f"{source}: positive_class={positive!r} is not a scalar", "e.g. 1 or 'fraud'")
-    contract = Contract(columns=columns, label=str(label), positive_class=positive)
+    key = document.get("key")
+    if key is not None and key not in names:
+        raise ContractError(
+            f"{source}: key={key!r} is not one of the columns", "set key to a column name, or leave it out"
+        )
+    contract = Contract(
+        columns=columns, label=str(label), positive_class=positive, key=None if key is None else str(key)
+    )
     if not contract.feature_columns:
         raise ContractError(f"{source} has no feature columns", "mark at least one non-label column feature: true")
     return contract

@@ -2,10 +2,11 @@
 
     python training_jobs/evaluate.py --challenger DIR --data PATH --contract contract.json \\
         --output comparison.json [--champion DIR] [--primary-metric pr_auc] [--bootstrap 1000] \\
-        [--confidence 0.95] [--seed 0] [--manifest manifest.json]
+        [--confidence 0.95] [--seed 0] [--manifest manifest.json] [--holdout-fraction 0.1]
 
-The whole of --data is the holdout. Each model predicts with its own threshold (from its
-preprocessing.json). comparison.json is what the promotion policy reads; its shape is fixed
+The holdout is the rows of --data whose key hashes below --holdout-fraction (training_jobs/holdout.py):
+train.py left exactly these rows out, so neither model trained on them. Only they are scored. Each
+model predicts with its own threshold (from its preprocessing.json). comparison.json is what the promotion policy reads; its shape is fixed
 (see training_jobs/README.md). Exit codes: 0 written, 2 bad input.
 """
 
@@ -18,6 +19,9 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 
 def _make_package_importable() -> None:
@@ -38,13 +42,19 @@ def _make_package_importable() -> None:
 if not __package__:
     _make_package_importable()
 
-from training_jobs.arguments import HelpFormatter, add_contract_and_manifest, error_lines  # noqa: E402
+from training_jobs.arguments import (  # noqa: E402
+    HelpFormatter,
+    add_contract_and_manifest,
+    add_holdout_fraction,
+    error_lines,
+)
 from training_jobs.bundle import Predictor  # noqa: E402
 from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
 from training_jobs.contract import load_contract  # noqa: E402
-from training_jobs.data import drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
+from training_jobs.data import LabelSpace, drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
 from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, TrainingJobError  # noqa: E402
 from training_jobs.files import write_atomically  # noqa: E402
+from training_jobs.holdout import HoldoutRule, in_holdout  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe  # noqa: E402
 
 log = logging.getLogger("training_jobs.evaluate")
@@ -70,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="PATH",
-        help="the holdout: a folder of CSV/Parquet files or one file",
+        help="the run's data (a folder of CSV/Parquet files or one file); only its holdout rows are scored",
     )
     add_contract_and_manifest(p)
+    add_holdout_fraction(p)
     p.add_argument(
         "--output", type=Path, required=True, metavar="comparison.json", help="the file the comparison is written to"
     )
@@ -103,15 +114,33 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             f"challenger classes {space.classes} differ from champion classes {champion.preprocessor.labels.classes}",
             "models predicting different classes cannot be compared on one holdout",
         )
-    frame = drop_unlabelled(load_dataset(args.data, contract, manifest).frame, contract)
+    rule = HoldoutRule.for_contract(contract, args.holdout_fraction)
+    fraction = _scored_fraction(rule, challenger, champion)
+    everything = drop_unlabelled(load_dataset(args.data, contract, manifest).frame, contract)
+    frame = everything.loc[in_holdout(rule.hashes(everything), fraction)].reset_index(drop=True)
+    scored = HoldoutRule(fraction, rule.key, rule.columns)
+    if frame.empty:
+        raise DataError(
+            f"none of the {len(everything)} labelled row(s) of --data falls in the holdout ({scored.describe()})",
+            "add data (about that share of the rows is held out), or raise promotion.holdout_fraction in the spec "
+            "(--holdout-fraction, the same for train.py and evaluate.py)",
+        )
     y = encode_labels(frame, contract, space)
-    if space.task == "binary" and (y.sum() == 0 or y.sum() == len(y)):
-        raise DataError("the holdout has one class only", "evaluate on data holding both classes")
+    counts = np.bincount(y, minlength=len(space.classes))
+    if np.count_nonzero(counts) < 2:
+        raise DataError(
+            f"the holdout's {len(frame)} row(s) hold one class only ({_class_counts(space, counts)}; {scored.describe()})",
+            "add data holding every class, or raise promotion.holdout_fraction in the spec "
+            "(--holdout-fraction, the same for train.py and evaluate.py)",
+        )
     p_new = challenger.predict_proba(frame, len(frame))
     classes = list(space.classes)
     result: dict[str, Any] = {
         "primary_metric": args.primary_metric,
         "n_holdout": len(frame),
+        # binary: rows of the positive class; multiclass: the rarest class's rows (what limits the comparison)
+        "n_positive": int(counts[1]) if space.task == "binary" else int(counts.min()),
+        "holdout": {"fraction": fraction, "rule": scored.describe()},
         "challenger": _summary(classification_metrics(y, p_new, challenger.threshold, classes)),
         "champion": None,
         "difference": None,
@@ -135,6 +164,46 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _scored_fraction(rule: HoldoutRule, challenger: Predictor, champion: Predictor | None) -> float:
+    """The share of rows to score: --holdout-fraction, or less where a model held out less.
+
+    The holdout is nested in the fraction, so the rows below the smallest fraction any model held out
+    are rows neither trained on. A model whose card records another identity (the contract's key
+    changed) or none (trained before train.py held rows out) may have trained on some holdout rows:
+    that is said, and its scores are as optimistic as they were before.
+    """
+    fraction = rule.fraction
+    for role, model in (("challenger", challenger), ("champion", champion)):
+        if model is None:
+            continue
+        data = model.card.get("data")
+        held = data.get("holdout") if isinstance(data, dict) else None
+        if not isinstance(held, dict) or held.get("identity") != rule.identity:
+            log.warning(
+                "the %s's model card does not record a holdout chosen by %s (it records %r): it may have "
+                "trained on some holdout rows, which flatters it",
+                role,
+                rule.identity,
+                held.get("identity") if isinstance(held, dict) else None,
+            )
+            continue
+        recorded = held.get("fraction")
+        if isinstance(recorded, int | float) and 0.0 < recorded < fraction:
+            log.warning(
+                "the %s held out %g of the rows, less than --holdout-fraction %g: scoring the %g it never trained on",
+                role,
+                recorded,
+                fraction,
+                recorded,
+            )
+            fraction = float(recorded)
+    return fraction
+
+
+def _class_counts(space: LabelSpace, counts: npt.NDArray[np.int64]) -> str:
+    return ", ".join(f"{name}: {int(n)}" for name, n in zip(space.classes, counts, strict=True))
+
+
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {name: metrics[name] for name in METRICS}
 
@@ -155,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     write_comparison(args.output, comparison)
     difference = comparison["difference"]
-    summary = f"n_holdout={comparison['n_holdout']} challenger_{args.primary_metric}={comparison['challenger'][args.primary_metric]}"
+    summary = f"n_holdout={comparison['n_holdout']} n_positive={comparison['n_positive']} challenger_{args.primary_metric}={comparison['challenger'][args.primary_metric]}"
     if difference is not None:
         summary += f" difference={difference['estimate']:.4f} ci=[{difference['ci_low']:.4f}, {difference['ci_high']:.4f}] p={difference['p_value']:.3f}"
     print(f"done {summary} output={args.output}", flush=True)

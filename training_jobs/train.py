@@ -59,7 +59,12 @@ from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from training_jobs import distributed  # noqa: E402
-from training_jobs.arguments import HelpFormatter, add_contract_and_manifest, error_lines  # noqa: E402
+from training_jobs.arguments import (  # noqa: E402
+    HelpFormatter,
+    add_contract_and_manifest,
+    add_holdout_fraction,
+    error_lines,
+)
 from training_jobs.batching import DataOrder, IndexBatcher, micro_slice  # noqa: E402
 from training_jobs.bundle import CARD, CONFIG, METRICS, PREPROCESSING, WEIGHTS, write_bundle  # noqa: E402
 from training_jobs.card import code_version, package_versions  # noqa: E402
@@ -86,10 +91,12 @@ from training_jobs.errors import (  # noqa: E402
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PREEMPTED,
+    DataError,
     TrainingDiverged,
     TrainingJobError,
 )
 from training_jobs.files import write_atomically  # noqa: E402
+from training_jobs.holdout import HoldoutRule  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
 from training_jobs.preprocessing import Preprocessor  # noqa: E402
@@ -166,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=_number(float, 0, 0.9, low_open=True),
         default=0.2,
-        help="share of rows in the validation split",
+        help="share of the training rows (the holdout already left out) in the validation split",
     )
+    add_holdout_fraction(p)
     p.add_argument("--checkpoint-every-steps", type=_number(int, 0), default=1000, help="0 = off")
     p.add_argument("--checkpoint-every-minutes", type=_number(float, 0), default=10.0, help="0 = off")
     p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a checkpoint path")
@@ -297,11 +305,13 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    # ---- data: verified, labelled, split; preprocessing fitted on the training rows only
+    # ---- data: verified, labelled, the holdout left out, split; preprocessing fitted on the training rows only
     contract = load_contract(args.contract)
     manifest = load_manifest(args.manifest) if args.manifest else None
     dataset = load_dataset(args.data, contract, manifest)
-    frame = drop_unlabelled(dataset.frame, contract)
+    frame, holdout = _without_holdout(
+        drop_unlabelled(dataset.frame, contract), HoldoutRule.for_contract(contract, args.holdout_fraction)
+    )
     labels = infer_label_space(frame, contract)
     y_all = encode_labels(frame, contract, labels)
     train_rows, val_rows = stratified_split(y_all, args.val_fraction)
@@ -413,7 +423,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     tracker.params(params)
     if ctx.is_main:
         print(
-            f"start rows={len(frame)} train={n_train} val={len(val_rows)} task={labels.task} "
+            f"start rows={len(frame)} train={n_train} val={len(val_rows)} holdout={holdout['rows']} task={labels.task} "
             f"features={config.n_numeric}+{len(config.cardinalities)}cat steps={total_steps} "
             f"steps_per_epoch={steps_per_epoch} world_size={ctx.world_size} device={device} "
             f"resumed_from={resumed_from.name if resumed_from else 'none'}",
@@ -545,7 +555,18 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         _write_json(
             out / CARD,
             _model_card(
-                args, params, metrics, dataset, manifest, labels.task, ctx, progress, weights_step, len(frame), n_train
+                args,
+                params,
+                metrics,
+                dataset,
+                manifest,
+                labels.task,
+                ctx,
+                progress,
+                weights_step,
+                len(frame),
+                n_train,
+                holdout,
             ),
         )
         sample = frame.iloc[val_rows[:SAMPLE_ROWS]]
@@ -672,6 +693,18 @@ def _final_metrics(
     return metrics
 
 
+def _without_holdout(frame: pd.DataFrame, rule: HoldoutRule) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows train.py may use (holdout rows dropped) and the model card's record of the holdout."""
+    held = rule.mask(frame)
+    if held.all():
+        raise DataError(
+            f"all {len(frame)} labelled row(s) fall in the holdout ({rule.describe()})",
+            "add data: about a share --holdout-fraction of the rows is held out for evaluation",
+        )
+    record = {**rule.to_json(), "rows": int(held.sum())}
+    return frame.loc[~held].reset_index(drop=True), record
+
+
 def _fingerprint(
     args: argparse.Namespace, data_hash: str, batch_size: int, preprocessor: Preprocessor
 ) -> dict[str, Any]:
@@ -683,6 +716,7 @@ def _fingerprint(
     fingerprint.update(
         batch_size=batch_size,
         val_fraction=args.val_fraction,
+        holdout_fraction=args.holdout_fraction,
         data_hash=data_hash,
         inputs=hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16],
     )
@@ -820,6 +854,7 @@ def _model_card(
     weights_step: int,
     n_rows: int,
     n_train: int,
+    holdout: dict[str, Any],
 ) -> dict[str, Any]:
     run_id = (
         (manifest.run_id if manifest else None) or os.environ.get("AZUREML_RUN_ID") or os.environ.get("MLFLOW_RUN_ID")
@@ -838,6 +873,9 @@ def _model_card(
             "rows": n_rows,
             "n_train": n_train,
             "n_val": metrics["n_val"],
+            # Left out before the split: never trained on, and the only rows evaluate.py scores. evaluate.py
+            # reads this to score a champion trained with a smaller fraction only on rows it never saw.
+            "holdout": holdout,
         },
         "code_version": code_version(),
         "packages": package_versions(),

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from tests.training.conftest import TRAIN, Problem, run_script, train_in_process, write_manifest
 from training_jobs.contract import load_contract
 from training_jobs.data import encode_labels, infer_label_space, stratified_split
+from training_jobs.holdout import HoldoutRule
 
 MODEL_FILES = (
     "model.safetensors",
@@ -25,6 +26,13 @@ MODEL_FILES = (
 )
 
 
+def _training_rows(problem: Problem) -> pd.DataFrame:
+    """The rows train.py splits into training and validation: every row but the holdout's."""
+    frame = pd.concat([pd.read_csv(p) for p in sorted(problem.data.glob("*.csv"))], ignore_index=True)
+    held = HoldoutRule.for_contract(load_contract(problem.contract), 0.1).mask(frame)
+    return frame.loc[~held].reset_index(drop=True)
+
+
 def test_the_model_folder_holds_every_file_with_validation_metrics(trained: Path) -> None:
     for name in MODEL_FILES:
         assert (trained / name).is_file(), name
@@ -33,7 +41,7 @@ def test_the_model_folder_holds_every_file_with_validation_metrics(trained: Path
         assert key in metrics, key
     assert set(metrics["per_class"]) == {"0", "1"}
     assert {"precision", "recall"} <= set(metrics["per_class"]["1"])
-    assert metrics["n_val"] == 1600  # 20% of 8,000 rows
+    assert metrics["n_val"] == 1432  # 20% of the 8,000 rows less the 838 of the holdout
     assert metrics["threshold"] == 0.5
     # The generated rule is learnable: a trained model ranks far better than chance.
     assert metrics["roc_auc"] > 0.85
@@ -62,7 +70,7 @@ def test_the_model_card_records_data_code_packages_and_seed(trained: Path, probl
 
 def test_normalisation_is_fitted_on_the_training_split_only(trained: Path, problem: Problem) -> None:
     contract = load_contract(problem.contract)
-    frame = pd.concat([pd.read_csv(p) for p in sorted(problem.data.glob("*.csv"))], ignore_index=True)
+    frame = _training_rows(problem)
     y = encode_labels(frame, contract, infer_label_space(frame, contract))
     train_rows, _val_rows = stratified_split(y, 0.2)
     stats = {f["name"]: f for f in json.loads((trained / "preprocessing.json").read_text())["numeric"]}
@@ -160,7 +168,9 @@ def test_parquet_data_trains_like_csv(tmp_path: Path) -> None:
     data, contract = synthetic.write_problem(tmp_path, rows=3000, seed=5, files=2, positive_rate=0.05, fmt="parquet")
     code = train_in_process(Problem(data, contract, tmp_path), tmp_path / "out", "--max-steps", "10")
     assert code == 0
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["n_val"] == 600
+    assert (
+        json.loads((tmp_path / "out" / "metrics.json").read_text())["n_val"] == 541
+    )  # 20% of the 2,702 rows not held out
 
 
 def test_amp_bf16_runs_on_cpu_and_reports_the_metrics_of_the_fp32_model_served(
@@ -177,7 +187,7 @@ def test_amp_bf16_runs_on_cpu_and_reports_the_metrics_of_the_fp32_model_served(
     assert card["params"]["amp"] == "bf16"
     # Validation runs in fp32, as score.py and evaluate.py do: metrics and early stopping judge what ships.
     contract = load_contract(problem.contract)
-    frame = pd.concat([pd.read_csv(p) for p in sorted(problem.data.glob("*.csv"))], ignore_index=True)
+    frame = _training_rows(problem)
     y = encode_labels(frame, contract, infer_label_space(frame, contract))
     _, val_rows = stratified_split(y, 0.2)
     val = frame.iloc[val_rows].reset_index(drop=True)

@@ -91,11 +91,12 @@ def test_without_early_stopping_the_recorded_step_is_the_last_whose_weights_ship
         train_in_process(problem, output, "--epochs", "3", "--batch-size", "256", "--early-stopping-patience", "0") == 0
     )
     metrics, card = read(output, "metrics.json"), read(output, "model_card.json")
-    assert [h["step"] for h in metrics["history"]] == [25, 50, 75]
-    assert metrics["best_step"] == metrics["weights_step"] == metrics["steps"] == 75  # the last weights ship
-    assert card["training"]["best_step"] == card["training"]["weights_step"] == 75
+    # 22 steps an epoch: 80% of the 8,000 rows less the holdout, 256 a step
+    assert [h["step"] for h in metrics["history"]] == [22, 44, 66]
+    assert metrics["best_step"] == metrics["weights_step"] == metrics["steps"] == 66  # the last weights ship
+    assert card["training"]["best_step"] == card["training"]["weights_step"] == 66
     assert card["training"]["stopped_early"] is False
-    assert "done steps=75 best_step=75 " in capsys.readouterr().out
+    assert "done steps=66 best_step=66 " in capsys.readouterr().out
 
 
 @pytest.mark.usefixtures("falling_metric")
@@ -108,11 +109,11 @@ def test_a_run_that_reaches_its_last_step_did_not_stop_early(
         train_in_process(problem, output, "--epochs", "3", "--batch-size", "256", "--early-stopping-patience", "2") == 0
     )
     metrics, card = read(output, "metrics.json"), read(output, "model_card.json")
-    assert metrics["steps"] == 75
-    assert metrics["best_step"] == metrics["weights_step"] == 25  # the best epoch's weights ship
+    assert metrics["steps"] == 66
+    assert metrics["best_step"] == metrics["weights_step"] == 22  # the best epoch's weights ship
     assert card["training"]["stopped_early"] is False
     out = capsys.readouterr().out
-    assert "done steps=75 best_step=25 " in out
+    assert "done steps=66 best_step=22 " in out
     assert "stopped_early=False" in out
 
 
@@ -123,8 +124,8 @@ def test_a_run_that_runs_out_of_patience_before_its_last_step_stopped_early(prob
         train_in_process(problem, output, "--epochs", "5", "--batch-size", "256", "--early-stopping-patience", "2") == 0
     )
     card = read(output, "model_card.json")
-    assert card["training"]["steps"] == 75
-    assert card["training"]["best_step"] == 25
+    assert card["training"]["steps"] == 66
+    assert card["training"]["best_step"] == 22
     assert card["training"]["stopped_early"] is True
 
 
@@ -154,7 +155,9 @@ def test_an_undefined_validation_metric_is_not_a_bad_epoch_and_is_named_once(
     assert code == 0
     metrics, card = read(output, "metrics.json"), read(output, "model_card.json")
     assert [h["pr_auc"] for h in metrics["history"]] == [None] * 4  # every epoch ran: none counted as bad
-    assert metrics["steps"] == metrics["best_step"] == metrics["weights_step"] == 48  # the last weights ship
+    assert (
+        metrics["steps"] == metrics["best_step"] == metrics["weights_step"] == 44
+    )  # the last weights ship (holdout left out: 11 steps an epoch)
     assert card["training"]["stopped_early"] is False
     warning = "the validation split holds one class: pr_auc is undefined; early stopping is off for this run"
     assert caplog.text.count(warning) == 1
