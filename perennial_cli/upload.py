@@ -102,7 +102,13 @@ def _known_models(models: Path) -> frozenset[str]:
     try:
         return frozenset(load_specs(models))
     except SpecError as exc:
-        _fail(f"the specs in {models} cannot be read: {exc.problems[0]}", "pass --models FOLDER (the app's specs)", 2)
+        more = f" (and {len(exc.problems) - 1} more problem(s))" if len(exc.problems) > 1 else ""
+        _fail(
+            f"the specs in {models} cannot be read: {exc.problems[0]}{more}",
+            f"fix the spec (perennial spec check {models} lists every problem), or pass --models FOLDER for the "
+            "app's own specs",
+            2,
+        )
 
 
 def _storage(state: Path) -> tuple[StorageSettings, str]:

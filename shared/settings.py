@@ -53,6 +53,8 @@ SETTINGS: dict[str, str] = {
 #: The schedule timer's default NCRONTAB (hourly, on the hour).
 DEFAULT_RETRAIN_SCHEDULE = "0 0 * * * *"
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
+_NCRONTAB_NAMES = ("second", "minute", "hour", "day", "month", "day-of-week")
+_NCRONTAB_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 
 #: Settings that only make sense on a laptop; infra/ does not set them in Azure.
 LOCAL_ONLY: frozenset[str] = frozenset(
@@ -235,6 +237,19 @@ def _schedule(env: Mapping[str, str], problems: list[str]) -> str:
             )
         )
         return DEFAULT_RETRAIN_SCHEDULE
+    for name, (low, high), field in zip(_NCRONTAB_NAMES, _NCRONTAB_RANGES, fields, strict=True):
+        numbers = [int(n) for n in re.findall(r"\d+", field)]
+        steps = [int(n) for n in re.findall(r"/(\d+)", field)]
+        values = [n for n in numbers if n not in steps] if steps else numbers
+        if any(not low <= n <= high for n in values) or any(n == 0 for n in steps):
+            problems.append(
+                _problem(
+                    "PERENNIAL_RETRAIN_SCHEDULE",
+                    f"={value!r}: the {name} field {field!r} is outside {low}-{high}"
+                    + (" (a step must be at least 1)" if any(n == 0 for n in steps) else ""),
+                )
+            )
+            return DEFAULT_RETRAIN_SCHEDULE
     return value
 
 

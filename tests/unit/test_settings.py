@@ -65,6 +65,12 @@ def test_identity_based_storage_from_account_name() -> None:
         ({"AzureWebJobsStorage": "nonsense"}, "AzureWebJobsStorage is not a storage connection string"),
         ({"PERENNIAL_LOG_FORMAT": "xml"}, "PERENNIAL_LOG_FORMAT='xml' must be 'json' or 'text'"),
         ({"AzureWebJobsStorage__clientId": "me"}, "AzureWebJobsStorage__clientId='me' is not a GUID"),
+        (
+            {"PERENNIAL_RETRAIN_SCHEDULE": "0 99 * * * *"},
+            "PERENNIAL_RETRAIN_SCHEDULE='0 99 * * * *': the minute field '99' is outside 0-59",
+        ),
+        ({"PERENNIAL_RETRAIN_SCHEDULE": "0 0 8-25 * * *"}, "the hour field '8-25' is outside 0-23"),
+        ({"PERENNIAL_RETRAIN_SCHEDULE": "0 */0 * * * *"}, "(a step must be at least 1)"),
     ],
 )
 def test_malformed_setting_is_named_with_an_example(env: dict[str, str], fragment: str) -> None:
@@ -72,6 +78,11 @@ def test_malformed_setting_is_named_with_an_example(env: dict[str, str], fragmen
         load_settings(env)
     assert fragment in str(caught.value)
     assert "(example: " in str(caught.value)
+
+
+@pytest.mark.parametrize("schedule", ["0 0 * * * *", "0 */15 9-17 * * MON-FRI", "30 5 2 1,15 JAN-DEC 0"])
+def test_a_valid_retrain_schedule_is_kept(schedule: str) -> None:
+    assert load_settings({"PERENNIAL_RETRAIN_SCHEDULE": schedule}).retrain_schedule == schedule
 
 
 def test_local_settings_json_fills_the_environment_without_overriding(tmp_path: Path) -> None:
