@@ -124,7 +124,9 @@ class SearchDimension(_Strict):
 
 class TrainingSpec(_Strict):
     entry: str = Field(default="training_jobs/train.py", description="the training script, relative to the repo")
-    compute: str = Field(default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT})")
+    compute: str = Field(
+        default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT.replace('32', '24')})"
+    )
     instance_type: str = Field(
         default="Standard_NC4as_T4_v3", description="an Azure VM size, e.g. Standard_NC4as_T4_v3"
     )
@@ -291,10 +293,31 @@ def _problem(path: str, value: Any, message: str, fix: str) -> str:
     return f"{path}={value!r} {message} ({fix})"
 
 
-def _check_azure_name(path: str, value: str) -> list[str]:
-    if 3 <= len(value) <= 32 and AZURE_ML_NAME.match(value):
+def _check_azure_name(path: str, value: str, max_length: int = 32) -> list[str]:
+    if 3 <= len(value) <= max_length and AZURE_ML_NAME.match(value):
         return []
-    return [_problem(path, value, "is not a valid Azure ML name", AZURE_ML_NAME_HINT)]
+    return [_problem(path, value, "is not a valid Azure ML name", AZURE_ML_NAME_HINT.replace("32", str(max_length)))]
+
+
+#: Azure ML compute cluster names are shorter than endpoint names; both platform adapters refuse longer ones.
+COMPUTE_NAME_MAX = 24
+
+
+def _check_default_endpoint(spec: ModelSpec) -> list[str]:
+    """Without rollout.endpoint the endpoint is '<name>-ep': a long model name makes an endpoint name Azure ML
+    refuses, which the rollout would find only after training."""
+    if spec.rollout.endpoint is not None or _check_azure_name("name", spec.name):
+        return []  # an endpoint of its own, or a name already refused
+    if not _check_azure_name("name", spec.endpoint_name):
+        return []
+    return [
+        _problem(
+            "name",
+            spec.name,
+            f"gives the default endpoint {spec.endpoint_name!r}, longer than Azure ML's 32 characters",
+            "set rollout.endpoint to a name of 3-32 characters, or shorten the model's name",
+        )
+    ]
 
 
 def _check_columns(data: DataContract) -> list[str]:
@@ -326,13 +349,50 @@ def _check_columns(data: DataContract) -> list[str]:
             problems.append(
                 _problem(f"{path}.categories", column.categories, "has duplicates", "list each category once")
             )
+        if column.categories == []:
+            problems.append(
+                _problem(
+                    f"{path}.categories",
+                    column.categories,
+                    "is empty: every value would be unseen",
+                    "list the allowed values, or leave categories out to accept any",
+                )
+            )
     if data.label not in names:
         problems.append(_problem("data.label", data.label, "is not a declared column", f"use one of {names}"))
     if data.key is not None and data.key not in names:
         problems.append(_problem("data.key", data.key, "is not a declared column", f"use one of {names}"))
     if data.key is not None and data.key == data.label:
         problems.append(_problem("data.key", data.key, "is the label", "the key must identify rows"))
+    # What train.py's contract takes as the model's inputs (training_jobs/contract.py feature_columns).
+    if not [c for c in data.columns if c.feature and c.name != data.label and c.type != "timestamp"]:
+        problems.append(
+            _problem(
+                "data.columns",
+                names,
+                "has no feature column: training would refuse every batch",
+                "mark at least one column other than the label (and not a timestamp) feature: true",
+            )
+        )
+    label = next((c for c in data.columns if c.name == data.label), None)
+    if label is not None and (why := _positive_class_problem(label, data.positive_class)) is not None:
+        problems.append(_problem("data.positive_class", data.positive_class, why, "use a value the label can take"))
     return problems
+
+
+def _positive_class_problem(label: ColumnSpec, positive: str | int | bool) -> str | None:
+    """Why ``positive`` can never occur in ``label`` as declared (training would refuse every batch), or None."""
+    text = str(positive).lower() if isinstance(positive, bool) else str(positive)
+    if label.categories is not None and label.categories and text not in label.categories:
+        return f"is not one of the label's categories {label.categories}"
+    if label.type in ("int", "float"):
+        try:
+            number = float(positive)
+        except ValueError:
+            return f"is not a number, and the label {label.name!r} is {label.type}"
+        if (label.min is not None and number < label.min) or (label.max is not None and number > label.max):
+            return f"is outside the label's range [{label.min}, {label.max}]"
+    return None
 
 
 def _check_rollout(rollout: RolloutSpec) -> list[str]:
@@ -401,7 +461,7 @@ def _check_search_space(training: TrainingSpec) -> list[str]:
                 "set distribution: pytorch",
             )
         )
-    problems += _check_azure_name("training.compute", training.compute)
+    problems += _check_azure_name("training.compute", training.compute, COMPUTE_NAME_MAX)
     return problems
 
 
@@ -472,6 +532,7 @@ def _invariant_problems(spec: ModelSpec) -> list[str]:
         + _check_promotion(spec.promotion)
         + _check_rollout(spec.rollout)
         + _check_triggers(spec.triggers)
+        + _check_default_endpoint(spec)
     )
 
 
@@ -598,7 +659,7 @@ def read_spec(path: str | Path) -> ModelSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"{path}: cannot read it ({exc}); save it as UTF-8 text"]) from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -608,31 +669,62 @@ def read_spec(path: str | Path) -> ModelSpec:
     return parse_spec(document, str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key repeated in one mapping: PyYAML keeps the last one silently, so a second
+    ``rollout:`` block would replace the first, endpoint, gates and all."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice (lines {seen[key]} and {line}): merge them into one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def endpoint_clashes(specs: Iterable[tuple[Path, ModelSpec]]) -> list[str]:
+    """One problem per spec whose endpoint an earlier spec already has. A rollout sets the endpoint's whole traffic
+    map from its own model's deployments, so a second model on the same endpoint would have its traffic taken away
+    (or the endpoint left serving nothing). Names are compared without case, as Azure ML does."""
+    owners: dict[str, tuple[str, Path]] = {}
+    problems: list[str] = []
+    for path, spec in specs:
+        owner = owners.get(spec.endpoint_name.casefold())
+        if owner is not None:
+            problems.append(
+                f"{path}: rollout.endpoint={spec.endpoint_name!r} is also {owner[0]}'s endpoint ({owner[1]}); "
+                "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
+            )
+            continue
+        owners[spec.endpoint_name.casefold()] = (spec.name, path)
+    return problems
+
+
 def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
     """Load every ``*.yaml`` spec in ``directory``; all problems of all files are reported together."""
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError([f"{directory}: the models directory does not exist (set PERENNIAL_MODELS_DIR)"])
-    specs: dict[str, ModelSpec] = {}
-    files: dict[str, Path] = {}  # model name -> its file (names are unique: a spec's name is its file's)
-    endpoints: dict[str, str] = {}  # endpoint -> the model that owns it
+    loaded: list[tuple[Path, ModelSpec]] = []
     problems: list[str] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            spec = load_spec(path)
+            loaded.append((path, load_spec(path)))
         except SpecError as exc:
             problems += exc.problems
-            continue
-        # A rollout sets the endpoint's whole traffic map from its own model's deployments, so a second model
-        # on the same endpoint would have its traffic taken away (or the endpoint left serving nothing).
-        owner = endpoints.get(spec.endpoint_name.casefold())  # Azure ML names ignore case
-        if owner is not None:
-            problems.append(
-                f"{path}: rollout.endpoint={spec.endpoint_name!r} is also {owner}'s endpoint ({files[owner]}); "
-                "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
-            )
-            continue
-        specs[spec.name], files[spec.name], endpoints[spec.endpoint_name.casefold()] = spec, path, spec.name
+    problems += endpoint_clashes(loaded)
+    problems += [
+        f"{path}: specs are read from *.yaml files only, so this one would be ignored (rename it to {path.stem}.yaml)"
+        for path in sorted(directory.glob("*.yml"))
+    ]
+    specs = {spec.name: spec for _, spec in loaded}  # names are unique: a spec's name is its file's
     if problems:
         raise SpecError(problems)
     return specs

@@ -90,6 +90,16 @@ def test_check_accepts_a_directory_and_checks_every_yaml_in_it(tmp_path: Path) -
     assert "broken.yaml" in result.stderr
 
 
+def test_check_refuses_two_models_on_one_endpoint_as_the_host_does(tmp_path: Path) -> None:
+    text = FRAUD.read_text(encoding="utf-8")
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "fraud2.yaml").write_text(text.replace("name: fraud\n", "name: fraud2\n", 1), encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert "fraud2.yaml: rollout.endpoint='fraud-ep' is also fraud's endpoint" in result.stderr
+    assert "give each model its own endpoint" in result.stderr
+
+
 def test_check_of_a_directory_without_specs_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
     assert result.exit_code == 1

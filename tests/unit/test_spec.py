@@ -121,3 +121,13 @@ def test_two_models_may_not_share_an_endpoint(tmp_path: Path) -> None:
         f"{tmp_path / 'loans.yaml'}: rollout.endpoint='Fraud-EP' is also fraud's endpoint ({tmp_path / 'fraud.yaml'}); "
         "give each model its own endpoint (set rollout.endpoint, or leave it out for '<name>-ep')"
     ]
+
+
+def test_a_yml_spec_the_host_would_ignore_is_named(tmp_path: Path) -> None:
+    (tmp_path / "fraud.yml").write_text((ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_specs(tmp_path)
+    assert caught.value.problems == [
+        f"{tmp_path / 'fraud.yml'}: specs are read from *.yaml files only, so this one would be ignored "
+        "(rename it to fraud.yaml)"
+    ]
