@@ -123,7 +123,11 @@ class SearchDimension(_Strict):
 
 
 class TrainingSpec(_Strict):
-    entry: str = Field(default="training_jobs/train.py", description="the training script, relative to the repo")
+    entry: str = Field(
+        default="training_jobs/train.py",
+        description="the training script, relative to the repo (with the default, params and search_space keys "
+        "are checked against its options)",
+    )
     compute: str = Field(
         default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT.replace('32', '24')})"
     )
@@ -492,20 +496,58 @@ def _check_promotion(promotion: PromotionSpec) -> list[str]:
     return problems
 
 
+DEFAULT_ENTRY = "training_jobs/train.py"
+#: The options of training_jobs/train.py a candidate may set (each ``params`` / ``search_space`` key becomes
+#: ``--key``), with the values of those that take a choice. The jobs ship without shared/ and train.py imports
+#: torch, so the list is kept here; a test checks it against train.py's own parser.
+TRAIN_PY_OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "lr": None,
+    "width": None,
+    "depth": None,
+    "dropout": None,
+    "weight_decay": None,
+    "batch_size": None,
+    "epochs": None,
+    "max_steps": None,
+    "seed": None,
+    "grad_accum": None,
+    "amp": ("off", "bf16", "fp16"),
+    "imbalance": ("none", "class-weight", "resample"),
+    "early_stopping_patience": None,
+    "val_fraction": None,
+    "checkpoint_every_steps": None,
+    "checkpoint_every_minutes": None,
+}
+
+
 def _check_training_options(training: TrainingSpec) -> list[str]:
-    """The holdout is the promotion's: a candidate that held out less would have trained on evaluation rows."""
+    """Options train.py would refuse (each one a failed, paid job per candidate), and the holdout fraction, which
+    is the promotion's: a candidate that held out less would have trained on evaluation rows."""
     problems: list[str] = []
+    default_entry = training.entry.replace("\\", "/").removeprefix("./") == DEFAULT_ENTRY
     for section, options in (("params", training.params), ("search_space", training.search_space)):
-        for name in options:
-            if name.replace("-", "_") == "holdout_fraction":
+        for name, setting in options.items():
+            path, option = f"training.{section}.{name}", name.replace("-", "_")
+            shown = setting if section == "params" else "..."
+            if option == "holdout_fraction":
+                fix = "set promotion.holdout_fraction: every training job and the evaluation use it"
+                problems.append(_problem(path, shown, "cannot be set per candidate", fix))
+            elif default_entry and option not in TRAIN_PY_OPTIONS:
+                close = difflib.get_close_matches(option, TRAIN_PY_OPTIONS, n=1)
+                guess = f"did you mean {close[0]!r}? " if close else ""
+                known = ", ".join(TRAIN_PY_OPTIONS)
                 problems.append(
-                    _problem(
-                        f"training.{section}.{name}",
-                        options[name] if section == "params" else "...",
-                        "cannot be set per candidate",
-                        "set promotion.holdout_fraction: every training job and the evaluation use it",
-                    )
+                    _problem(path, shown, f"is not an option of {DEFAULT_ENTRY}", f"{guess}use one of {known}")
                 )
+            elif default_entry and (choices := TRAIN_PY_OPTIONS[option]) is not None:
+                values = training.search_space[name].values if section == "search_space" else [setting]
+                given: list[object] = list(values) if values is not None else ["a min/max range"]
+                for value in given:
+                    if value not in choices:
+                        fix = f"use one of {', '.join(choices)}" + (
+                            " as values: [...]" if section == "search_space" else ""
+                        )
+                        problems.append(_problem(path, value, f"is not a choice of --{name.replace('_', '-')}", fix))
     return problems
 
 

@@ -131,3 +131,13 @@ def test_a_yml_spec_the_host_would_ignore_is_named(tmp_path: Path) -> None:
         f"{tmp_path / 'fraud.yml'}: specs are read from *.yaml files only, so this one would be ignored "
         "(rename it to fraud.yaml)"
     ]
+
+
+def test_the_train_py_options_a_spec_may_set_are_train_pys_own() -> None:
+    """shared/spec.py keeps train.py's candidate options (train.py imports torch); they must not drift apart."""
+    from shared.spec import TRAIN_PY_OPTIONS
+    from training_jobs.train import build_parser
+
+    infrastructure = {"help", "data", "contract", "manifest", "output_dir", "resume", "holdout_fraction"}
+    parsed = {a.dest: a.choices for a in build_parser()._actions if a.dest not in infrastructure}
+    assert {name: tuple(choices) if choices else None for name, choices in parsed.items()} == TRAIN_PY_OPTIONS
