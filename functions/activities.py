@@ -573,7 +573,9 @@ def decide_promotion(payload: dict[str, Any]) -> dict[str, Any]:
         return {"promote": False, "reasons": [f"the promotion policy could not decide: {exc}"], "decision": None}
     evaluated = candidate_of_job(JobResult.load(payload["best"]).base_name)
     # Runs of a model are one at a time, so the champion now is the one the evaluation scored.
-    champion = _registry().champion(model) if comparison.champion is not None else None
+    # (Also when the champion could not be scored: the version then replaced that one, on its floors.)
+    compared = comparison.champion is not None or comparison.champion_unscorable is not None
+    champion = _registry().champion(model) if compared else None
 
     def change(run: Run) -> Run:
         # The holdout comparison the decision rests on, which candidate it scored and the champion it was compared

@@ -94,9 +94,23 @@ class Comparison:
     n_positive: int | None = None
     #: How the holdout was chosen (evaluate.py's record, kept for the run's evidence); None in an older one.
     holdout: Mapping[str, object] | None = None
+    #: Why a champion was given but could not be loaded or scored (evaluate.py); None when it was scored, or
+    #: there was none. With a reason, ``champion``, ``difference`` and ``mcnemar`` are None.
+    champion_unscorable: str | None = None
 
 
 _COMPARISON_HINT = "regenerate it with training_jobs/evaluate.py; the shape is documented in docs/policy.md"
+#: An older evaluate.py wrote a champion it could not score (NaN probabilities) as null metrics; regenerating
+#: with that version reproduces the file, so the hint says what is wrong and the ways out.
+_UNSCORED_CHAMPION_HINT = (
+    "the champion (the version now serving) could not be scored on the holdout: its probabilities are not "
+    "finite or it gives no usable metrics, so every run will stop here. Roll out a good version by hand "
+    "(POST /api/models/<model>/versions/<version>/rollout, or `perennial rollout MODEL VERSION`), or deploy a "
+    "training_jobs/evaluate.py that records the champion as champion_unscorable so the challenger is judged on "
+    "promotion.first_run_floor; see docs/policy.md"
+)
+#: champion_unscorable is a sentence for the run record, not a document.
+MAX_UNSCORABLE_REASON_CHARS = 2000
 
 
 def _bad(path: str, value: object, expected: str) -> PolicyInputError:
@@ -138,16 +152,48 @@ def _metrics(document: object, path: str) -> ModelMetrics:
     return ModelMetrics(**{m: _number(doc, m, path, 0.0, 1.0) for m in METRICS})
 
 
+def _unscored(value: object) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _champion_metrics(document: object) -> ModelMetrics:
+    """The champion's metrics; a null or non-finite one is a champion an older evaluate.py could not score."""
+    doc = _keys(document, "champion", METRICS)
+    unscored = [m for m in METRICS if _unscored(doc[m])]
+    if unscored:
+        raise PolicyInputError(
+            f"comparison.json: champion.{unscored[0]}={doc[unscored[0]]!r}: the champion has no score for "
+            f"{', '.join(unscored)}",
+            _UNSCORED_CHAMPION_HINT,
+        )
+    return _metrics(doc, "champion")
+
+
+def _unscorable_reason(document: Mapping[str, object]) -> str | None:
+    reason = document.get("champion_unscorable")
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not reason.strip():
+        raise _bad("champion_unscorable", reason, "must be a non-empty string (why the champion could not be scored)")
+    if len(reason) > MAX_UNSCORABLE_REASON_CHARS:
+        raise _bad(
+            "champion_unscorable", reason[:40] + "…", f"must be at most {MAX_UNSCORABLE_REASON_CHARS} characters"
+        )
+    if any(document[k] is not None for k in ("champion", "difference", "mcnemar")):
+        raise _bad("champion_unscorable", reason[:40] + "…", "must come with champion, difference and mcnemar null")
+    return reason
+
+
 def parse_comparison(document: object) -> Comparison:
     """Validate a parsed comparison.json; raise :class:`PolicyInputError` naming the bad field."""
     top = ("primary_metric", "n_holdout", "challenger", "champion", "difference", "mcnemar")
-    doc = _keys(document, "(top level)", top, optional=("n_positive", "holdout"))
+    doc = _keys(document, "(top level)", top, optional=("n_positive", "holdout", "champion_unscorable"))
     primary = doc["primary_metric"]
     if primary not in METRICS:
         raise _bad("primary_metric", primary, f"must be one of {', '.join(METRICS)}")
     assert isinstance(primary, str)
     challenger = _metrics(doc["challenger"], "challenger")
-    champion = None if doc["champion"] is None else _metrics(doc["champion"], "champion")
+    champion = None if doc["champion"] is None else _champion_metrics(doc["champion"])
     difference = None
     if doc["difference"] is not None:
         d = _keys(
@@ -179,6 +225,7 @@ def parse_comparison(document: object) -> Comparison:
         )
     if champion is not None and difference is None:
         raise _bad("difference", None, "is required when there is a champion")
+    unscorable = _unscorable_reason(doc)
     holdout = doc.get("holdout")
     if holdout is not None and not isinstance(holdout, Mapping):
         raise _bad("holdout", holdout, "must be a JSON object")
@@ -191,6 +238,7 @@ def parse_comparison(document: object) -> Comparison:
         mcnemar=mcnemar,
         n_positive=None if doc.get("n_positive") is None else _count(doc, "n_positive", "(top level)"),
         holdout=holdout,
+        champion_unscorable=unscorable,
     )
 
 
@@ -235,7 +283,8 @@ def _direction(metric: str) -> str:
     return "lower" if metric in LOWER_IS_BETTER else "higher"
 
 
-def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision:
+def _floor_checks(comparison: Comparison, spec: PromotionSpec) -> list[Check]:
+    """One check per ``first_run_floor`` metric: the challenger judged alone, with nothing to compare it with."""
     checks: list[Check] = []
     for metric, floor in sorted(spec.first_run_floor.items()):
         value = comparison.challenger.value(metric)
@@ -250,6 +299,11 @@ def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision
                 {"metric": metric, "value": value, "floor": floor},
             )
         )
+    return checks
+
+
+def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision:
+    checks = _floor_checks(comparison, spec)
     if not checks:
         checks.append(Check("first_run_floor", True, "no first_run_floor set: the first model is promoted", {}))
     promote = all(c.passed for c in checks)
@@ -260,6 +314,48 @@ def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision
         else "not promoted: first model below its floor: " + "; ".join(failed)
     )
     return PromotionDecision(promote, True, summary, tuple(checks))
+
+
+#: Where a person can ship a version when the policy cannot decide (docs/api.md).
+_MANUAL_ROLLOUT = "POST /api/models/<model>/versions/<version>/rollout, or `perennial rollout MODEL VERSION`"
+
+
+def _over_unscorable_champion(comparison: Comparison, spec: PromotionSpec, reason: str) -> PromotionDecision:
+    """The champion could not be loaded or scored, so there is nothing to compare with: judge the challenger as a
+    first model (every ``first_run_floor``), and on a holdout large enough for its metrics to mean something.
+
+    Otherwise a broken champion would block every challenger for ever. Without a floor nothing says the challenger
+    is good enough to replace a model that may still be serving (its registered files may be what broke), so it is
+    not promoted blindly: the reason says how to get out. Approval follows the spec (``rollout.approval``) as for
+    any promotion; the ``champion_unscorable`` check lets a caller ask for it in this case alone.
+    """
+    floors = _floor_checks(comparison, spec)
+    evidence: dict[str, EvidenceValue] = {"champion_unscorable": reason, "floors": len(floors)}
+    if not floors:
+        check = Check(
+            "champion_unscorable",
+            False,
+            f"the champion could not be scored ({reason}) and the spec sets no promotion.first_run_floor to judge "
+            f"the challenger alone: set promotion.first_run_floor, or roll out a version by hand ({_MANUAL_ROLLOUT})",
+            evidence,
+        )
+        return PromotionDecision(False, False, f"not promoted: {check.reason}", (check,))
+    situation = Check(
+        "champion_unscorable",
+        True,
+        f"the champion could not be scored ({reason}): the challenger is judged alone, on promotion.first_run_floor "
+        "and the holdout size",
+        evidence,
+    )
+    checks = (situation, *floors, _holdout_size(comparison))
+    promote = all(c.passed for c in checks)
+    summary = (
+        "promote: the champion could not be scored; the challenger meets every first_run_floor"
+        if promote
+        else "not promoted: the champion could not be scored and the challenger was judged alone: "
+        + "; ".join(c.reason for c in checks if not c.passed)
+    )
+    return PromotionDecision(promote, False, summary, checks)
 
 
 def _significance(difference: Difference, spec: PromotionSpec) -> Check:
@@ -335,9 +431,10 @@ def _holdout_size(comparison: Comparison) -> Check:
 def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision:
     """Should the challenger replace the champion? Every rule is checked and recorded, pass or fail.
 
-    First run (no champion): promote iff every ``first_run_floor`` metric is met. Otherwise promote
-    iff the primary metric gains at least ``min_improvement``, the gain is significant, and no
-    guardrail metric regresses by more than its ``max_regression``.
+    First run (no champion): promote iff every ``first_run_floor`` metric is met. A champion that could not
+    be scored (``champion_unscorable``): promote iff the spec sets floors, every one is met and the holdout is
+    large enough. Otherwise promote iff the primary metric gains at least ``min_improvement``, the gain is
+    significant, the holdout is large enough, and no guardrail metric regresses by more than its ``max_regression``.
     """
     if comparison.primary_metric != spec.primary_metric:
         raise PolicyInputError(
@@ -352,6 +449,8 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
                 f"use one of {', '.join(METRICS)} in promotion.first_run_floor / guardrails",
             )
     champion = comparison.champion
+    if champion is None and comparison.champion_unscorable is not None:
+        return _over_unscorable_champion(comparison, spec, comparison.champion_unscorable)
     if champion is None:
         return _first_run(comparison, spec)
     difference = comparison.difference

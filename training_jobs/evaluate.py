@@ -7,7 +7,10 @@
 The holdout is the rows of --data whose key hashes below --holdout-fraction (training_jobs/holdout.py):
 train.py left exactly these rows out, so neither model trained on them. Only they are scored. Each
 model predicts with its own threshold (from its preprocessing.json). comparison.json is what the promotion policy reads; its shape is fixed
-(see training_jobs/README.md). Exit codes: 0 written, 2 bad input.
+(see training_jobs/README.md). A champion that cannot be loaded or scored (a broken artefact, probabilities that are not
+finite) is not an error: the challenger is scored alone and ``champion_unscorable`` says why, so the policy can judge
+it on the spec's floors instead of every run stopping at the same broken champion. Exit codes: 0 written, 2 bad input
+(a challenger that cannot be scored included).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 
 def _make_package_importable() -> None:
@@ -52,14 +57,22 @@ from training_jobs.bundle import Predictor  # noqa: E402
 from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import LabelSpace, drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
-from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, TrainingJobError  # noqa: E402
+from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, ModelBundleError, TrainingJobError  # noqa: E402
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.holdout import HoldoutRule, in_holdout  # noqa: E402
-from training_jobs.metrics import classification_metrics, json_safe  # noqa: E402
+from training_jobs.metrics import classification_metrics, json_safe, non_finite_rows  # noqa: E402
 
 log = logging.getLogger("training_jobs.evaluate")
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+#: A reason in comparison.json is for people and the run record: bounded (shared/policy.py refuses longer ones).
+REASON_MAX_CHARS = 1000
+#: What a model folder's JSON may hold that its loader does not expect: wrong types, missing keys, bad values.
+_CONTENT_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, OSError)
+
+
+class ChampionUnscorable(Exception):
+    """The champion cannot be loaded or scored on the holdout; the message says which champion and what failed."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,8 +120,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     contract = load_contract(args.contract)
     manifest = load_manifest(args.manifest) if args.manifest else None
     challenger = Predictor.load(args.challenger)
-    champion = Predictor.load(args.champion) if args.champion else None
     space = challenger.preprocessor.labels
+    champion, unscorable = None, None
+    if args.champion is not None:
+        try:
+            champion = _load_champion(args.champion)
+        except ChampionUnscorable as exc:
+            unscorable = str(exc)
     if champion is not None and champion.preprocessor.labels != space:
         raise TrainingJobError(
             f"challenger classes {space.classes} differ from champion classes {champion.preprocessor.labels.classes}",
@@ -141,14 +159,24 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         # binary: rows of the positive class; multiclass: the rarest class's rows (what limits the comparison)
         "n_positive": int(counts[1]) if space.task == "binary" else int(counts.min()),
         "holdout": {"fraction": fraction, "rule": scored.describe()},
-        "challenger": _summary(classification_metrics(y, p_new, challenger.threshold, classes)),
+        "challenger": _challenger_summary(args.challenger, y, p_new, challenger.threshold, classes),
         "champion": None,
         "difference": None,
         "mcnemar": None,
     }
     if champion is not None:
-        p_old = champion.predict_proba(frame, len(frame))
-        result["champion"] = _summary(classification_metrics(y, p_old, champion.threshold, classes))
+        try:
+            p_old, result["champion"] = _score_champion(args.champion, champion, frame, y, classes)
+        except ChampionUnscorable as exc:
+            champion, unscorable = None, str(exc)
+    if unscorable is not None:
+        log.warning(
+            "%s; the challenger is scored alone (comparison.json records champion_unscorable, and the promotion "
+            "policy judges the challenger on promotion.first_run_floor)",
+            unscorable,
+        )
+        result["champion_unscorable"] = _bounded(unscorable)
+    if champion is not None:
         result["difference"] = paired_bootstrap(
             args.primary_metric,
             y,
@@ -200,6 +228,84 @@ def _scored_fraction(rule: HoldoutRule, challenger: Predictor, champion: Predict
     return fraction
 
 
+def _champion_name(directory: Path) -> str:
+    """The champion as a person would look it up: its folder, and its version or run when its card says."""
+    try:
+        card = json.loads((directory / "model_card.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        card = None
+    if isinstance(card, dict):
+        for key in ("model_version", "run_id"):
+            if isinstance(card.get(key), str | int) and str(card[key]):
+                return f"the champion {directory} ({key.replace('_', ' ')} {card[key]})"
+    return f"the champion {directory}"
+
+
+def _load_champion(directory: Path) -> Predictor:
+    try:
+        return Predictor.load(directory)
+    except TrainingJobError as exc:
+        raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {exc.message}") from exc
+    except _CONTENT_ERRORS as exc:
+        raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _score_champion(
+    directory: Path, champion: Predictor, frame: pd.DataFrame, y: npt.NDArray[np.int64], classes: list[str]
+) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+    """The champion's probabilities and metrics on the holdout, or :class:`ChampionUnscorable` saying why not."""
+    try:
+        p = champion.predict_proba(frame, len(frame))
+    except TrainingJobError as exc:
+        raise ChampionUnscorable(f"{_champion_name(directory)} cannot score the holdout: {exc.message}") from exc
+    except _CONTENT_ERRORS as exc:
+        raise ChampionUnscorable(
+            f"{_champion_name(directory)} cannot score the holdout: {type(exc).__name__}: {exc}"
+        ) from exc
+    bad = non_finite_rows(p)
+    if bad:
+        raise ChampionUnscorable(
+            f"{_champion_name(directory)} gives probabilities that are not finite (NaN or inf) for {bad} of the "
+            f"{len(frame)} holdout rows: its weights are broken"
+        )
+    metrics = _summary(classification_metrics(y, p, champion.threshold, classes))
+    undefined = _not_finite(metrics)
+    if undefined:
+        raise ChampionUnscorable(
+            f"{_champion_name(directory)}'s holdout metrics are not finite numbers: {', '.join(undefined)}"
+        )
+    return p, metrics
+
+
+def _challenger_summary(
+    directory: Path, y: npt.NDArray[np.int64], p: npt.NDArray[np.float64], threshold: float, classes: list[str]
+) -> dict[str, Any]:
+    """The challenger's metrics; a challenger that cannot be scored is an error, never a row of nulls."""
+    bad = non_finite_rows(p)
+    if bad:
+        raise ModelBundleError(
+            f"the challenger {directory} gives probabilities that are not finite (NaN or inf) for {bad} of the "
+            f"{len(y)} holdout rows",
+            "its weights are broken: train it again (train.py never writes non-finite weights; was the folder changed?)",
+        )
+    metrics = _summary(classification_metrics(y, p, threshold, classes))
+    undefined = _not_finite(metrics)
+    if undefined:
+        raise DataError(
+            f"the challenger's holdout metrics are not finite numbers: {', '.join(undefined)}",
+            "the holdout must hold every class; add data, or raise promotion.holdout_fraction in the spec",
+        )
+    return metrics
+
+
+def _not_finite(metrics: dict[str, Any]) -> list[str]:
+    return [name for name, value in metrics.items() if value is None or not math.isfinite(value)]
+
+
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= REASON_MAX_CHARS else reason[: REASON_MAX_CHARS - 1] + "…"
+
+
 def _class_counts(space: LabelSpace, counts: npt.NDArray[np.int64]) -> str:
     return ", ".join(f"{name}: {int(n)}" for name, n in zip(space.classes, counts, strict=True))
 
@@ -227,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = f"n_holdout={comparison['n_holdout']} n_positive={comparison['n_positive']} challenger_{args.primary_metric}={comparison['challenger'][args.primary_metric]}"
     if difference is not None:
         summary += f" difference={difference['estimate']:.4f} ci=[{difference['ci_low']:.4f}, {difference['ci_high']:.4f}] p={difference['p_value']:.3f}"
+    if "champion_unscorable" in comparison:
+        summary += " champion=unscorable"
     print(f"done {summary} output={args.output}", flush=True)
     return EXIT_OK
 

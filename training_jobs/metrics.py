@@ -39,6 +39,12 @@ def _finite(p: FloatArray) -> bool:
     return bool(np.isfinite(p).all())
 
 
+def non_finite_rows(p: FloatArray) -> int:
+    """Rows with a probability that is NaN or infinite (any class's, for multiclass): a broken model's mark."""
+    finite = np.isfinite(p)
+    return int(np.count_nonzero(~finite.all(axis=1) if p.ndim == 2 else ~finite))
+
+
 def roc_auc(y: IntArray, p: FloatArray) -> float:
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos

@@ -118,3 +118,57 @@ def test_not_json_is_rejected_with_a_hint() -> None:
 def test_a_json_array_is_rejected() -> None:
     with pytest.raises(PolicyInputError, match="must be a JSON object"):
         load_comparison("[1, 2]")
+
+
+# --------------------------------------------------------------------------- a champion that could not be scored
+
+UNSCORABLE = dict(
+    VALID,
+    champion=None,
+    difference=None,
+    mcnemar=None,
+    champion_unscorable="the champion /mnt/champion (run id run-7) cannot be loaded: model.safetensors is truncated",
+)
+
+
+def test_a_champion_that_could_not_be_scored_is_read_with_its_reason() -> None:
+    comparison = parse_comparison(UNSCORABLE)
+    assert comparison.champion is None
+    assert comparison.champion_unscorable == UNSCORABLE["champion_unscorable"]
+    assert parse_comparison(VALID).champion_unscorable is None
+    assert parse_comparison(dict(VALID, champion_unscorable=None)).champion_unscorable is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (42, "champion_unscorable=42 must be a non-empty string"),
+        (["broken"], "must be a non-empty string"),
+        ("  ", "must be a non-empty string"),
+        ("x" * 2001, "must be at most 2000 characters"),
+    ],
+)
+def test_a_bad_unscorable_reason_is_rejected(value: object, expected: str) -> None:
+    with pytest.raises(PolicyInputError, match=expected):
+        parse_comparison(dict(UNSCORABLE, champion_unscorable=value))
+
+
+def test_an_unscorable_champion_cannot_come_with_champion_metrics() -> None:
+    with pytest.raises(PolicyInputError, match="must come with champion, difference and mcnemar null"):
+        parse_comparison(dict(VALID, champion_unscorable="broken"))
+
+
+def test_null_champion_metrics_say_the_champion_could_not_be_scored_and_what_to_do() -> None:
+    # An older evaluate.py wrote a NaN-outputting champion as nulls: "regenerate it" would reproduce the file.
+    doc = copy.deepcopy(VALID)
+    doc["champion"] = dict.fromkeys(METRICS)
+    doc["difference"].update(ci_low=None, ci_high=None, p_value=None, bootstrap_samples=0)
+    with pytest.raises(PolicyInputError) as caught:
+        parse_comparison(doc)
+    assert "champion.accuracy=None: the champion has no score for accuracy, precision" in str(caught.value)
+    hint = caught.value.hint
+    assert "the champion (the version now serving) could not be scored" in hint
+    assert "/rollout" in hint
+    assert "perennial rollout" in hint
+    assert "champion_unscorable" in hint
+    assert not hint.startswith("regenerate")

@@ -213,3 +213,56 @@ def test_mcnemar_is_recorded_but_never_blocks() -> None:
     decision = decide_promotion(comparison, SPEC)
     assert decision.promote
     assert any("McNemar" in r for r in decision.reasons)
+
+
+# --------------------------------------------------------------------------- a champion that could not be scored
+
+BROKEN = "the champion /mnt/champion (run id run-7) gives probabilities that are not finite (NaN or inf) for 505 rows"
+
+
+def _over_broken_champion(**challenger: float) -> Comparison:
+    return replace(_comparison(champion=False, challenger=challenger), n_positive=60, champion_unscorable=BROKEN)
+
+
+def test_over_an_unscorable_champion_a_challenger_meeting_every_floor_is_promoted() -> None:
+    decision = decide_promotion(_over_broken_champion(), SPEC)
+    assert decision.promote
+    assert not decision.first_run
+    assert [c.name for c in decision.checks] == [
+        "champion_unscorable",
+        "first_run_floor.pr_auc",
+        "first_run_floor.recall",
+        "holdout_size",
+    ]
+    situation = decision.checks[0]
+    assert situation.passed
+    assert f"the champion could not be scored ({BROKEN})" in situation.reason
+    assert "judged alone, on promotion.first_run_floor" in situation.reason
+    assert situation.evidence["champion_unscorable"] == BROKEN
+    assert decision.summary == "promote: the champion could not be scored; the challenger meets every first_run_floor"
+
+
+def test_over_an_unscorable_champion_a_challenger_below_a_floor_is_not_promoted() -> None:
+    decision = decide_promotion(_over_broken_champion(recall=0.42), SPEC)
+    assert not decision.promote
+    assert [c.name for c in decision.checks if not c.passed] == ["first_run_floor.recall"]
+    assert decision.summary.startswith("not promoted: the champion could not be scored")
+    assert "recall 0.4200 < first_run_floor 0.5000" in decision.summary
+
+
+def test_over_an_unscorable_champion_a_small_holdout_decides_nothing() -> None:
+    decision = decide_promotion(replace(_over_broken_champion(), n_positive=4), SPEC)
+    assert not decision.promote
+    assert [c.name for c in decision.checks if not c.passed] == ["holdout_size"]
+
+
+def test_over_an_unscorable_champion_without_floors_nothing_is_promoted_blindly() -> None:
+    decision = decide_promotion(_over_broken_champion(), PromotionSpec())
+    assert not decision.promote
+    (check,) = decision.checks
+    assert (check.name, check.passed) == ("champion_unscorable", False)
+    assert BROKEN in check.reason
+    assert "set promotion.first_run_floor" in check.reason
+    assert "POST /api/models/<model>/versions/<version>/rollout" in check.reason
+    assert "perennial rollout" in check.reason
+    assert decision.summary.startswith("not promoted: the champion could not be scored")

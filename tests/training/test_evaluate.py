@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
+from shared.policy import parse_comparison
 from tests.training.conftest import EVALUATE, Problem, run_script
 from training_jobs import evaluate
 from training_jobs.contract import load_contract
@@ -115,4 +117,79 @@ def test_the_script_exits_2_on_a_missing_model_or_a_bad_manifest(
     assert done.returncode == 2
     assert "batch-000.csv: sha256" in done.stderr
     assert "hint:" in done.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+# --------------------------------------------------------------------------- a champion that cannot be scored
+
+
+def _broken_copy(model: Path, into: Path) -> Path:
+    into.mkdir()
+    for name in ("model.safetensors", "model_config.json", "preprocessing.json", "model_card.json"):
+        (into / name).write_bytes((model / name).read_bytes())
+    return into
+
+
+def _one_nan_weight(model: Path) -> None:
+    weights = load_file(str(model / "model.safetensors"))
+    name = next(k for k, v in weights.items() if v.dtype.is_floating_point and v.ndim == 2)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, str(model / "model.safetensors"))
+
+
+def _judged_alone(result: dict[str, object], *phrases: str) -> None:
+    assert result["champion"] is None
+    assert result["difference"] is None
+    assert result["mcnemar"] is None
+    challenger = result["challenger"]
+    assert isinstance(challenger, dict)
+    assert set(challenger) == MODEL_KEYS
+    assert all(isinstance(value, float) for value in challenger.values()), "the challenger is still scored"
+    reason = result["champion_unscorable"]
+    assert isinstance(reason, str)
+    for phrase in phrases:
+        assert phrase in reason
+
+
+def test_a_champion_with_a_nan_weight_is_recorded_as_unscorable_not_as_nulls(
+    holdout: Problem, trained: Path, weak: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    champion = _broken_copy(weak, tmp_path / "nan-champion")
+    _one_nan_weight(champion)
+    with caplog.at_level("WARNING", logger="training_jobs.evaluate"):
+        result = compare(holdout, tmp_path / "comparison.json", trained, champion)
+    _judged_alone(result, str(champion), "probabilities that are not finite", "505 of the 505 holdout rows")
+    assert "is scored alone" in caplog.text
+    parsed = parse_comparison(result)  # the policy reads it: no nulls where numbers belong
+    assert parsed.champion_unscorable == result["champion_unscorable"]
+
+
+def test_a_champion_whose_weights_file_is_truncated_is_recorded_as_unscorable(
+    holdout: Problem, trained: Path, weak: Path, tmp_path: Path
+) -> None:
+    champion = _broken_copy(weak, tmp_path / "truncated-champion")
+    weights = champion / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = compare(holdout, tmp_path / "comparison.json", trained, champion)
+    _judged_alone(result, str(champion), "cannot be loaded", "model.safetensors")
+
+
+def test_a_champion_folder_without_its_files_is_recorded_as_unscorable(
+    holdout: Problem, trained: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty-champion"
+    empty.mkdir()
+    result = compare(holdout, tmp_path / "comparison.json", trained, empty)
+    _judged_alone(result, "cannot be loaded", "no model.safetensors")
+
+
+def test_a_challenger_that_cannot_be_scored_is_still_an_error(
+    holdout: Problem, trained: Path, weak: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    challenger = _broken_copy(weak, tmp_path / "nan-challenger")
+    _one_nan_weight(challenger)
+    argv = ["--challenger", str(challenger), "--champion", str(trained), "--data", str(holdout.data)]
+    argv += ["--contract", str(holdout.contract), "--output", str(tmp_path / "x.json")]
+    assert evaluate.main(argv) == 2
+    assert "the challenger" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
