@@ -16,7 +16,7 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -591,23 +591,42 @@ def _loc_to_path(loc: Iterable[int | str]) -> str:
     return path
 
 
-def _field_hint(loc: Sequence[int | str]) -> str | None:
-    """Walk the spec models along ``loc`` and return the field's description (our fix hint)."""
+def _holds_dict(annotation: Any) -> bool:
+    """Whether an annotation is ``dict[...]`` (or ``dict[...] | None``): the next part of a location is a user's key."""
+    if get_origin(annotation) is dict:
+        return True
+    return any(get_origin(arg) is dict for arg in getattr(annotation, "__args__", ()))
+
+
+def _walk(loc: Sequence[int | str]) -> tuple[Any, str | None, bool]:
+    """Follow ``loc`` through the spec models: the model reached (None past the models), the last field's
+    description (our fix hint) and whether every named part was found. List indexes and the user's own dict keys
+    (``search_space.<name>``) are stepped over; so are pydantic's union tags (``float``, ``int`` …) past the models."""
     model: Any = ModelSpec
     hint: str | None = None
+    key_next = False
     for part in loc:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int):
             continue
-        fields = getattr(model, "model_fields", None)
+        if key_next:
+            key_next = False
+            continue
+        fields = getattr(model, "model_fields", None) if model is not None else None
         if fields is None:
-            # Inside a dict (search_space.<key>): the key is the user's; keep walking the value type.
             continue
         info = fields.get(part)
         if info is None:
-            return None
+            return model, hint, False
         hint = info.description
+        key_next = _holds_dict(info.annotation)
         model = inner_model(info.annotation)
-    return hint
+    return model, hint, True
+
+
+def _field_hint(loc: Sequence[int | str]) -> str | None:
+    """The description of the field at ``loc`` (our fix hint), or None when ``loc`` names no field."""
+    _, hint, found = _walk(loc)
+    return hint if found else None
 
 
 def inner_model(annotation: Any) -> Any:
@@ -619,6 +638,34 @@ def inner_model(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+#: How pydantic tags the members of a union in an error's location, and what each means to a person.
+_UNION_TAGS = {"float": "a number", "int": "a number", "str": "text", "bool": "true/false"}
+
+
+def _readable_errors(errors: Sequence[Any]) -> list[str]:
+    """One line per fault. A value that fits no member of a union (``params: {layers: [64, 32]}``) gets one
+    line saying what it may be, not one per member with the member's type name in its path."""
+    lines: list[str] = []
+    unions: dict[tuple[int | str, ...], tuple[int, Any, list[str]]] = {}  # loc -> (line, value, kinds)
+    for error in errors:
+        loc = tuple(error["loc"])
+        if loc and loc[-1] in _UNION_TAGS and _walk(loc[:-1])[0] is None:
+            if loc[:-1] not in unions:
+                unions[loc[:-1]] = (len(lines), error.get("input"), [])
+                lines.append("")  # written below, where the union's first member was reported
+            kinds = unions[loc[:-1]][2]
+            if _UNION_TAGS[str(loc[-1])] not in kinds:
+                kinds.append(_UNION_TAGS[str(loc[-1])])
+            continue
+        lines.append(_format_pydantic_error(error))
+    for loc, (index, value, kinds) in unions.items():
+        expected = f"{', '.join(kinds[:-1])} or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+        lines[index] = (
+            f"{_loc_to_path(loc)}={value!r} should be {expected} ({_field_hint(loc) or 'see docs/model-spec.md'})"
+        )
+    return lines
 
 
 def _format_pydantic_error(error: Any) -> str:
@@ -638,15 +685,8 @@ def _format_pydantic_error(error: Any) -> str:
 
 
 def inner_model_at(loc: Sequence[int | str]) -> Any:
-    model: Any = ModelSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = getattr(model, "model_fields", None)
-        if fields is None or part not in fields:
-            return model if fields is None else None
-        model = inner_model(fields[part].annotation)
-    return model
+    model, _, found = _walk(loc)
+    return model if found else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -661,7 +701,7 @@ def parse_spec(document: Any, source: str) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(document)
     except ValidationError as exc:
-        raise SpecError([f"{source}: {_format_pydantic_error(e)}" for e in exc.errors()]) from None
+        raise SpecError([f"{source}: {line}" for line in _readable_errors(exc.errors())]) from None
     problems = _invariant_problems(spec)
     if problems:
         raise SpecError([f"{source}: {p}" for p in problems])
