@@ -50,14 +50,15 @@ def problem(
 
 def storage_unavailable(exc: ServiceRequestError | ServiceResponseError) -> func.HttpResponse:
     """503 for an account that could not be reached (the SDK already retried). A request that never connected
-    changed nothing; one whose connection broke mid-answer may have been applied, and retrying is safe (every
-    action is idempotent by run id or request key)."""
+    changed nothing; one whose connection broke mid-answer may have been applied: retried with the same
+    ``Idempotency-Key`` it gets the run it started (without one, a retry is a new request, answered 409 if the first
+    did start a run)."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     logger.warning("storage unreachable, answering 503: %s", reason)
     outcome = (
         "nothing was changed"
         if isinstance(exc, ServiceRequestError)
-        else "the request may have been applied; retrying it is safe"
+        else "the request may have been applied; retry it with the same Idempotency-Key to get the run it started"
     )
     return problem(
         503,
