@@ -21,6 +21,7 @@ from functions import clients
 from functions.coordination import send_work
 from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
 from shared.events import (
+    MAX_BODY_BYTES,
     MONITOR_KINDS,
     AlertDecision,
     EventError,
@@ -100,8 +101,15 @@ async def on_alert_event(event: func.EventGridEvent, client: df.DurableOrchestra
 async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Azure Monitor action-group webhook (common alert schema)."""
     with correlated():
+        raw = req.get_body()
+        if len(raw) > MAX_BODY_BYTES:
+            detail = f"the body is {len(raw):,} bytes; an alert is at most {MAX_BODY_BYTES:,}"
+            return problem(413, "Body too large", detail, field="body")
+        if b'"schemaId"' not in raw:  # parse_http would read it as a retrain request and name its fields
+            detail = "no schemaId: send the Azure Monitor common alert schema (enable it on the action group)"
+            return problem(400, "Not an alert", detail, field="schemaId")
         try:
-            trigger = parse_http(req.get_body(), KnownModels.from_specs(get_runtime().specs))
+            trigger = parse_http(raw, KnownModels.from_specs(get_runtime().specs))
         except EventError as exc:
             return problem(400, "Malformed alert", str(exc), field=exc.field)
         if trigger.kind != "monitor_alert":

@@ -252,3 +252,22 @@ def test_model_name_prefixes_ignore_case_and_keep_the_specs_spelling() -> None:
     twins = KnownModels(frozenset({"fraud", "Fraud"}))
     assert parse_http(_targeting("x", rule="Fraud-latency"), twins).model == "Fraud"
     assert parse_http(_targeting("x", rule="fraud-latency"), twins).model == "fraud"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "title"),
+    [
+        (b"{}", 400, "Not an alert"),  # was read as a retrain request and named its fields
+        (json.dumps({"reason": "x"}).encode(), 400, "Not an alert"),
+        (b" " * (1024 * 1024 + 1), 413, "Body too large"),  # was a 400 "Malformed alert"
+    ],
+)
+def test_the_webhook_says_what_it_expects(
+    app_functions: dict[str, Any], host: dict[str, Any], body: bytes, status: int, title: str
+) -> None:
+    request = func.HttpRequest("POST", "/api/alerts/azure-monitor", body=body)
+    response = _call(app_functions, "azure_monitor_alert", request, host["client"])
+    assert response.status_code == status
+    problem = json.loads(response.get_body())
+    assert problem["title"] == title
+    assert problem["field"] == ("body" if status == 413 else "schemaId")
