@@ -23,7 +23,8 @@ def source_hash(directory: Path = HERE) -> str:
 
 
 def code_version(directory: Path = HERE) -> str:
-    """``git:<sha>`` (``-dirty`` if training_jobs has local edits), else ``sha256:<source hash>``.
+    """``git:<sha>``; with local edits in training_jobs, ``git:<sha>-dirty+sha256:<source hash>`` (two different
+    edits of one commit are different code); else ``sha256:<source hash>``.
 
     Azure ML snapshots the code without .git, so the source hash is what a job on the compute records.
     """
@@ -42,7 +43,7 @@ def code_version(directory: Path = HERE) -> str:
         return f"sha256:{source_hash(directory)}"
     if not sha:
         return f"sha256:{source_hash(directory)}"
-    return f"git:{sha}-dirty" if dirty else f"git:{sha}"
+    return f"git:{sha}-dirty+sha256:{source_hash(directory)}" if dirty else f"git:{sha}"
 
 
 def package_versions() -> dict[str, str]:
