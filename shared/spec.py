@@ -223,13 +223,15 @@ class RolloutSpec(_Strict):
     instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="e.g. [10, 50, 100]")
     bake_minutes: float = Field(default=30.0, gt=0.0, description="minutes at each step before judging")
-    max_bake_extensions: int = Field(default=2, ge=0, le=10, description="extra bakes when inconclusive, 0-10")
+    max_bake_extensions: int = Field(
+        default=2, ge=0, le=10, description="extra bakes when inconclusive or marginal, 0-10; then a rollback"
+    )
     rollback_step_minutes: float = Field(
         default=2.0,
         ge=0.0,
         le=60.0,
         description="minutes between the steps of a stepped (soft) rollback, so the champion takes its load "
-        "back in stages; 0: back to back",
+        "back in stages, 0-60; 0: back to back",
     )
     probe_timeout_seconds: float = Field(default=30.0, gt=0.0, description="smoke-test timeout in seconds")
     retire_after_hours: float = Field(default=24.0, ge=0.0, description="hours before the old deployment goes")
@@ -261,7 +263,11 @@ class DebounceSpec(_Strict):
 
 
 class TriggerSpec(_Strict):
-    max_model_age_days: float | None = Field(default=30.0, gt=0.0, description="retrain a model older than this")
+    max_model_age_days: float | None = Field(
+        default=30.0,
+        gt=0.0,
+        description="retrain a model older than this once new data has landed; null: no age check",
+    )
     drift: DriftThresholds = Field(default_factory=DriftThresholds, description="drift thresholds")
     performance_drop: Probability = Field(
         default=0.05, description="retrain when live primary metric drops this much, in [0, 1]"
