@@ -582,9 +582,11 @@ async def _stranded(client: df.DurableOrchestrationClient, run: Run, now: dateti
     run_state, rollout_state = states
     if rollout_state is not None and rollout_state not in _ENDED:
         return None  # a rollout whose parent was terminated goes on (termination does not cascade)
-    if run_state is not None and run_state in _ENDED:
+    settled = now - run.updated_at > STARTING_GRACE
+    # A failed run's outcome is the coordinator's to record (retried for minutes): only then is it stranded.
+    if run_state is not None and run_state in _ENDED and (run_state != OrchestrationRuntimeStatus.Failed or settled):
         return f"its orchestration {instances[0]} is {run_state.value} without an outcome recorded"
-    if run_state is None and now - run.updated_at > STARTING_GRACE:
+    if run_state is None and settled:
         return f"its orchestration {instances[0]} does not exist"
     return None
 
@@ -628,13 +630,15 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
         current = current.request_abort(by, reason, requested_at)
         # Nothing runs a queued request yet, nor a run whose orchestration is gone: stopping it is closing it.
         # (update_run is conditional: if the coordinator starts the queued run meanwhile, this sees "running".)
+        details = current.details
         if current.status == "pending":
-            why = "before it started"
+            why, details = "before it started", {**details, "never_started": True}
         elif current.status == "running" and stranded is not None:
             why = stranded
         else:
             return current
-        return replace(current, status="aborted", stage="done", decision_reasons=[f"{current.abort_reason()} ({why})"])
+        reasons = [f"{current.abort_reason()} ({why})"]
+        return replace(current, status="aborted", stage="done", decision_reasons=reasons, details=details)
 
     updated = clients.registry().update_run(run.model, run.run_id, request)
     if not updated.abort_requested:

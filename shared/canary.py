@@ -796,7 +796,7 @@ def _combine(
         reasons.insert(0, f"marginal: score {score:.2f} < pass_score {config.pass_score:.2f}; worse: {worse}")
     elif held := [m.metric for m in metrics if m.hold]:
         # Likely beyond a gate, on too little traffic to be sure: advancing would show it to more users before
-        # knowing (a 5 % error rate against a 1 % gate passed 221 of 300 bakes of 50 requests). Holding bakes it
+        # knowing (a 5 % error rate against a 1 % gate passed 198 of 300 simulated bakes of 50 requests). Holding bakes it
         # longer at this step; still unproven after the extensions, it rolls back.
         verdict = "marginal"
         reasons.insert(

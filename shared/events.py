@@ -810,9 +810,10 @@ def decide_alert(
         return AlertDecision("recorded", trigger.reason)
     if trigger.kind in MONITOR_KINDS and not any(run.run_id == run_id for run in runs):
         from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+        from shared.registry import never_ran
 
-        # An alert suppressed when its turn came never ran: it must not restart the cool-down.
-        considered = [run for run in runs if run.status != "suppressed"]
+        # A request that never ran (merged, suppressed, aborted while queued) must not restart the cool-down.
+        considered = [run for run in runs if not never_ran(run)]
         blocked = blocking_run(considered, now, ScheduleWindows().cooldown if cooldown is None else cooldown)
         if blocked is not None:
             return AlertDecision(
@@ -824,10 +825,6 @@ def decide_alert(
     return AlertDecision("retrain", trigger.reason)
 
 
-#: Run statuses that are requests rather than runs: they neither block a queued alert nor start its cool-down.
-_NOT_RUNS = frozenset({"pending", "merged", "suppressed"})
-
-
 def queued_alert_blocked(runs: Sequence[Run], queued: Collection[str], now: datetime) -> str | None:
     """Why a monitor's alert accepted earlier should not start its run now that its turn has come, or None.
 
@@ -837,7 +834,8 @@ def queued_alert_blocked(runs: Sequence[Run], queued: Collection[str], now: date
     claim (``queued``) and other requests that never ran.
     """
     from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+    from shared.registry import never_ran
 
-    ran = [run for run in runs if run.run_id not in queued and run.status not in _NOT_RUNS]
+    ran = [run for run in runs if run.run_id not in queued and run.status != "pending" and not never_ran(run)]
     blocked = blocking_run(ran, now, ScheduleWindows().cooldown)
     return None if blocked is None else f"suppressed when its turn came: {blocked}"

@@ -68,6 +68,14 @@ _JSON = "_json"
 
 #: Run statuses of a run still in progress (a second run of the model is refused meanwhile).
 ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
+
+
+def never_ran(run: Run) -> bool:
+    """A request that ended without running: merged into another run, suppressed when its turn came, or aborted
+    while queued. It neither blocks an alert nor starts the schedule's cool-down."""
+    return run.status in ("merged", "suppressed") or run.details.get("never_started") is True
+
+
 # How many of a model's newest runs `Registry.active_runs` reads.
 ACTIVE_WINDOW = 20
 

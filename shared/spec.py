@@ -13,6 +13,7 @@ Each field's ``description`` doubles as the fix hint shown when the field is wro
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -126,7 +127,9 @@ class TrainingSpec(_Strict):
     entry: str = Field(
         default="training_jobs/train.py",
         description="the training script, relative to the repo (with the default, params and search_space keys "
-        "are checked against its options)",
+        "are checked against its options). Another script is run with --data, --contract, --manifest, "
+        "--output-dir, --holdout-fraction (it must leave those rows out: training_jobs/holdout.py) and its params, "
+        "and evaluate.py is taken from the same folder",
     )
     compute: str = Field(
         default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT.replace('32', '24')})"
@@ -330,7 +333,7 @@ def _check_default_endpoint(spec: ModelSpec) -> list[str]:
     ]
 
 
-def _check_columns(data: DataContract) -> list[str]:
+def _check_columns(data: DataContract, task: str = "binary") -> list[str]:
     problems: list[str] = []
     seen: set[str] = set()
     names = [c.name for c in data.columns]
@@ -385,19 +388,35 @@ def _check_columns(data: DataContract) -> list[str]:
             )
         )
     label = next((c for c in data.columns if c.name == data.label), None)
-    if label is not None and (why := _positive_class_problem(label, data.positive_class)) is not None:
+    binary = task == "binary"  # a multiclass model has no positive class (it defaults to 1 unused)
+    if binary and label is not None and (why := _positive_class_problem(label, data.positive_class)) is not None:
         problems.append(_problem("data.positive_class", data.positive_class, why, "use a value the label can take"))
     return problems
 
 
+def _label_key(value: object) -> str:
+    """One spelling per label value, as training compares them (training_jobs/contract.py canonical_label):
+    1, 1.0, "1", True and "true" are the same class."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return "1" if text.lower() == "true" else "0"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else text
+
+
 def _positive_class_problem(label: ColumnSpec, positive: str | int | bool) -> str | None:
     """Why ``positive`` can never occur in ``label`` as declared (training would refuse every batch), or None."""
-    text = str(positive).lower() if isinstance(positive, bool) else str(positive)
-    if label.categories is not None and label.categories and text not in label.categories:
+    key = _label_key(positive)
+    if label.categories and key not in {_label_key(c) for c in label.categories}:
         return f"is not one of the label's categories {label.categories}"
     if label.type in ("int", "float"):
         try:
-            number = float(positive)
+            number = float(key)
         except ValueError:
             return f"is not a number, and the label {label.name!r} is {label.type}"
         if (label.min is not None and number < label.min) or (label.max is not None and number > label.max):
@@ -574,7 +593,7 @@ def _check_triggers(triggers: TriggerSpec) -> list[str]:
 def _invariant_problems(spec: ModelSpec) -> list[str]:
     return (
         _check_azure_name("name", spec.name)
-        + _check_columns(spec.data)
+        + _check_columns(spec.data, spec.task)
         + _check_search_space(spec.training)
         + _check_training_options(spec.training)
         + _check_promotion(spec.promotion)
@@ -762,8 +781,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     ``rollout:`` block would replace the first, endpoint, gates and all."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # Only the keys written in this mapping count: what a merge key (<<: *anchor) brings in may be overridden.
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        self.flatten_mapping(node)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if id(key_node) not in own or not isinstance(key_node, yaml.ScalarNode):
+                continue  # merged in, or a complex key (SafeConstructor refuses what cannot be a key)
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
@@ -811,6 +835,7 @@ def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
     problems += [
         f"{path}: specs are read from *.yaml files only, so this one would be ignored (rename it to {path.stem}.yaml)"
         for path in sorted(directory.glob("*.yml"))
+        if not path.name.startswith(".")  # a tool's dotfile is not a spec
     ]
     specs = {spec.name: spec for _, spec in loaded}  # names are unique: a spec's name is its file's
     if problems:

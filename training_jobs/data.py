@@ -148,6 +148,12 @@ def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
                     frame[name] = frame[name].astype("string")
             return frame
         return pd.read_csv(path, dtype=text_columns, low_memory=False)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+            raise DataError(
+                f"{path}: cannot read it ({exc})", "check the data folder holds the manifest's files"
+            ) from exc
+        raise  # a mount or network blip: the job fails (exit 1) and is retried, unlike a bad file (exit 2)
     except Exception as exc:  # pandas/pyarrow raise many types; all mean "this file is unreadable"
         raise DataError(
             f"{path}: cannot read it ({type(exc).__name__}: {exc})", "check the file is CSV or Parquet"

@@ -69,6 +69,13 @@ METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 REASON_MAX_CHARS = 1000
 #: What a model folder's JSON may hold that its loader does not expect: wrong types, missing keys, bad values.
 _CONTENT_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, OSError)
+#: The OSErrors that say the champion's files are not there; any other (a mount or network blip reading them) is
+#: raised as it is, so the job fails and is retried rather than promoting a challenger on its floors alone.
+_MISSING_FILE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, OSError) and not isinstance(exc, _MISSING_FILE)
 
 
 class ChampionUnscorable(Exception):
@@ -157,7 +164,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "primary_metric": args.primary_metric,
         "n_holdout": len(frame),
         # binary: rows of the positive class; multiclass: the rarest class's rows (what limits the comparison)
-        "n_positive": int(counts[1]) if space.task == "binary" else int(counts.min()),
+        "n_positive": int(counts.min()),  # the rarest class, whichever it is (the policy's minimum is on it)
         "holdout": {"fraction": fraction, "rule": scored.describe()},
         "challenger": _challenger_summary(args.challenger, y, p_new, challenger.threshold, classes),
         "champion": None,
@@ -247,6 +254,8 @@ def _load_champion(directory: Path) -> Predictor:
     except TrainingJobError as exc:
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {exc.message}") from exc
     except _CONTENT_ERRORS as exc:
+        if _transient(exc):
+            raise
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {type(exc).__name__}: {exc}") from exc
 
 
@@ -259,6 +268,8 @@ def _score_champion(
     except TrainingJobError as exc:
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot score the holdout: {exc.message}") from exc
     except _CONTENT_ERRORS as exc:
+        if _transient(exc):
+            raise
         raise ChampionUnscorable(
             f"{_champion_name(directory)} cannot score the holdout: {type(exc).__name__}: {exc}"
         ) from exc

@@ -114,8 +114,9 @@ DEPLOYMENT_HEADER = "azureml-model-deployment"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: How a failed job says it was preempted: Azure's own wording, or train.py's exit code 75 (SIGTERM + checkpoint).
 _PREEMPTED = re.compile(r"preempt|\b(?:exit|status) code:?\s*75\b", re.IGNORECASE)
-#: The user process's exit code in a failed job's error ("User process 'python' exited with status code 2 …").
-_EXIT_CODE = re.compile(r"\b(?:exit|status) code:?\s*(\d+)\b", re.IGNORECASE)
+#: The user process's exit code in a failed job's error ("User process 'python' exited with status code 2 …"); only
+#: that wording, so an infrastructure message that mentions some other exit code cannot stop the retries.
+_EXIT_CODE = re.compile(r"\bexited with (?:status|exit) code:?\s*(\d+)\b", re.IGNORECASE)
 DEFAULT_TRAINING_ENVIRONMENT = "perennial-train@latest"
 DEFAULT_SCORING_ENVIRONMENT = "perennial-score@latest"
 

@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,15 +81,21 @@ def test_a_monitors_alert_within_the_schedules_cooldown_is_suppressed(trigger: T
     assert decide_alert(trigger, _own_run_id(trigger), recent, NOW, timedelta(0)).action == "retrain"
 
 
-def test_an_alert_suppressed_when_its_turn_came_does_not_restart_the_cooldown() -> None:
-    # It never ran: the next alert is judged against the runs that did.
+@pytest.mark.parametrize(
+    ("status", "details"),
+    [("suppressed", {}), ("merged", {"merged_into": "fraud-done"}), ("aborted", {"never_started": True})],
+)
+def test_a_request_that_never_ran_does_not_restart_the_cooldown(status: str, details: dict[str, Any]) -> None:
+    # Suppressed when its turn came, merged into another run, aborted while queued: the next alert is judged
+    # against the runs that did run.
     trigger = parse_event(_drift(), KNOWN)
     cooldown = ScheduleWindows().cooldown
-    runs = [
-        _run("fraud-skipped", "suppressed", timedelta(hours=1)),
-        _run("fraud-done", "promoted", cooldown + timedelta(hours=1)),
-    ]
+    skipped = replace(_run("fraud-skipped", status, timedelta(hours=1)), details=details)
+    runs = [skipped, _run("fraud-done", "promoted", cooldown + timedelta(hours=1))]
     assert decide_alert(trigger, _own_run_id(trigger), runs, NOW).action == "retrain"
+    # An abort of a run that had started is a run: its cool-down holds.
+    started = replace(_run("fraud-stopped", "aborted", timedelta(hours=1)), details={})
+    assert decide_alert(trigger, _own_run_id(trigger), [started], NOW).action == "suppressed"
 
 
 def test_a_perennial_drift_detected_event_is_a_monitors_alert_too() -> None:

@@ -193,3 +193,54 @@ def test_a_challenger_that_cannot_be_scored_is_still_an_error(
     assert evaluate.main(argv) == 2
     assert "the challenger" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_blip_reading_the_champion_fails_the_job_to_be_retried_not_promoted_on_floors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error reading a mounted champion is not "unscorable" (which judges the challenger on its floors
+    alone): it fails the job (exit 1, retried). A champion whose files are missing is unscorable."""
+    import errno
+
+    from training_jobs import evaluate
+    from training_jobs.bundle import Predictor
+
+    def blip(directory: Path) -> Predictor:
+        raise OSError(errno.EIO, "Input/output error", str(directory))
+
+    monkeypatch.setattr(Predictor, "load", staticmethod(blip))
+    with pytest.raises(OSError, match="Input/output error"):
+        evaluate._load_champion(tmp_path)
+
+    def missing(directory: Path) -> Predictor:
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(directory / "model.safetensors"))
+
+    monkeypatch.setattr(Predictor, "load", staticmethod(missing))
+    with pytest.raises(evaluate.ChampionUnscorable, match="cannot be loaded: FileNotFoundError"):
+        evaluate._load_champion(tmp_path)
+
+
+def test_a_blip_reading_a_data_file_is_not_a_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 2 (bad input) is not retried, so a transient read error must not be reported as one."""
+    import errno
+
+    import pandas as pd
+
+    from training_jobs import data
+    from training_jobs.contract import Column, Contract
+    from training_jobs.errors import DataError
+
+    contract = Contract(columns=(Column("a", "int"), Column("b", "int")), label="b")
+
+    path = tmp_path / "batch.csv"
+    path.write_text("a,b\n1,2\n")
+
+    def blip(*args: object, **kwargs: object) -> pd.DataFrame:
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    monkeypatch.setattr(pd, "read_csv", blip)
+    with pytest.raises(OSError, match="Transport endpoint"):
+        data._read_one(path, contract)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="cannot read it"):
+        data._read_one(tmp_path / "gone.csv", contract)

@@ -6,10 +6,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from shared.spec import SpecError, load_spec, load_specs
+from shared.spec import SpecError, load_spec, load_specs, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((ROOT / "tests" / "specs" / "broken").glob("*.yaml"))
@@ -141,3 +143,43 @@ def test_the_train_py_options_a_spec_may_set_are_train_pys_own() -> None:
     infrastructure = {"help", "data", "contract", "manifest", "output_dir", "resume", "holdout_fraction"}
     parsed = {a.dest: a.choices for a in build_parser()._actions if a.dest not in infrastructure}
     assert {name: tuple(choices) if choices else None for name, choices in parsed.items()} == TRAIN_PY_OPTIONS
+
+
+def _fraud_with(**data: Any) -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8"))
+    document["data"].update(data)
+    return dict(document)
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "positive"),
+    [
+        ("multiclass", {"type": "category", "categories": ["cat", "dog", "bird"]}, None),  # no positive class
+        ("multiclass", {"type": "int", "min": 2, "max": 6}, None),
+        ("binary", {"type": "category", "categories": ["False", "True"]}, True),  # as pandas writes booleans
+        ("binary", {"type": "category", "categories": ["0.0", "1.0"]}, 1),
+        ("binary", {"type": "int", "min": 0, "max": 1}, "true"),
+    ],
+)
+def test_a_positive_class_training_would_accept_is_accepted(task: str, label: dict[str, Any], positive: Any) -> None:
+    """The check compares classes as training does (1, 1.0, "1", True and "true" are one class), binary only."""
+    document = _fraud_with()
+    document["task"] = task
+    document["data"]["columns"] = [
+        c if c["name"] != document["data"]["label"] else {"name": c["name"], **label}
+        for c in document["data"]["columns"]
+    ]
+    if positive is None:
+        document["data"].pop("positive_class", None)
+    else:
+        document["data"]["positive_class"] = positive
+    parse_spec(document, "fraud.yaml")
+
+
+def test_yaml_merge_keys_still_work_and_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    text = (ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8")
+    merged = text.replace("    depth: {values: [2, 3]}", "    depth: &d {values: [2, 3]}\n    grad_accum: {<<: *d}")
+    (tmp_path / "fraud.yaml").write_text(merged, encoding="utf-8")
+    assert load_spec(tmp_path / "fraud.yaml").training.search_space["grad_accum"].values == [2, 3]
+    (tmp_path / ".fraud.yml").write_text("tool: settings\n", encoding="utf-8")  # a dotfile is not a spec
+    assert list(load_specs(tmp_path)) == ["fraud"]
