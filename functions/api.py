@@ -299,7 +299,8 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/{model}/runs", methods=["GET"])
 @answers_503_when_storage_is_unreachable
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
-    """The model's runs, newest first (``?limit=N``, default 20)."""
+    """The model's runs, newest first (``?limit=N``, default 20; ``?after=<run id>`` for the next page, whose
+    run id the answer gives as ``next`` while there are more)."""
     runtime = get_runtime()
     model = req.route_params.get("model", "")
     if (error := _unknown_model(runtime, model)) is not None:
@@ -307,8 +308,16 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     limit_text = req.params.get("limit", "20")
     if not is_whole_number(limit_text, 10) or not 1 <= int(limit_text) <= 1000:
         return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
-    runs = clients.registry().runs(model, limit=int(limit_text))
-    return json_response({"model": model, "runs": [_run_summary(r) for r in runs]})
+    limit, after = int(limit_text), req.params.get("after") or None
+    try:
+        runs = clients.registry().runs(model, limit=limit + 1, after=after)  # one more: is there a next page?
+    except RegistryError as exc:
+        return problem(400, "Unknown run to list after", str(exc), field="after")
+    page = runs[:limit]
+    more = len(runs) > limit
+    return json_response(
+        {"model": model, "runs": [_run_summary(r) for r in page], "next": page[-1].run_id if more else None}
+    )
 
 
 @bp.route(route="models/{model}/retrain", methods=["POST"])

@@ -331,8 +331,16 @@ class PerennialClient:
 
     def runs(self, model: str, limit: int = 20) -> list[RunSummary]:
         """``GET /api/models/{model}/runs?limit=N``: the model's runs, newest first."""
-        body = self._json("GET", f"/api/models/{_seg(model)}/runs", params={"limit": str(limit)})
-        return [self._parse(RunSummary, r, "a run") for r in self._list(body, "runs")]
+        return self.runs_page(model, limit)[0]
+
+    def runs_page(self, model: str, limit: int = 20, after: str | None = None) -> tuple[list[RunSummary], str | None]:
+        """One page of the model's runs, newest first (after run ``after``), and the run id to ask the next page
+        after (None: no more)."""
+        params = {"limit": str(limit)} | ({"after": after} if after else {})
+        body = self._json("GET", f"/api/models/{_seg(model)}/runs", params=params)
+        runs = [self._parse(RunSummary, r, "a run") for r in self._list(body, "runs")]
+        following = body.get("next") if isinstance(body, dict) else None
+        return runs, following if isinstance(following, str) else None
 
     def run_document(self, run_id: str) -> dict[str, Any]:
         """``GET /api/runs/{id}`` exactly as the host sent it."""

@@ -199,20 +199,30 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
 def runs(
     model: str = typer.Argument(..., metavar="MODEL", help="The model's name (its spec file name, e.g. fraud)."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many runs to show, newest first."),
+    after: str | None = typer.Option(
+        None, "--after", metavar="RUN_ID", help="Show the runs listed after this one (the next page)."
+    ),
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
     """List a model's runs, newest first: trigger, status, stage, decision and the version it registered.
 
-    Example: perennial runs fraud --limit 5
+    Example: perennial runs fraud --limit 5   (then: perennial runs fraud --limit 5 --after <last run id>)
     """
     out = _out()
     with _client(host, key) as client:
-        found = client.runs(model, limit)
+        found, following = client.runs_page(model, limit, after)
     if not found:
-        out.print(f"model {escape(model)} has no runs yet (start one with: perennial retrain {escape(model)})")
+        if after:
+            out.print(f"no runs of {escape(model)} after {escape(after)}")
+        else:
+            out.print(f"model {escape(model)} has no runs yet (start one with: perennial retrain {escape(model)})")
         return
     out.print(_runs_table(model, found, narrow=out.width < WIDE_TABLES))
+    if following:
+        out.print(
+            f"older runs: perennial runs {escape(model)} --limit {limit} --after {escape(following)}", soft_wrap=True
+        )
 
 
 def _runs_table(model: str, found: list[RunSummary], narrow: bool = False) -> Table:

@@ -376,12 +376,19 @@ class Registry:
             f"run {run_id} kept changing during {attempts} attempts", "retry later; another writer is busy"
         )
 
-    def runs(self, model: str, limit: int | None = None) -> list[Run]:
-        """The model's runs, newest first. Only the ``limit`` newest have their large values fetched from blob
-        storage: a model's history grows by a run a day or more, and every listing and 409 check reads it."""
+    def runs(self, model: str, limit: int | None = None, after: str | None = None) -> list[Run]:
+        """The model's runs, newest first; with ``after`` (a run id), the ones listed after it, for paging.
+        Only the runs returned have their large values fetched from blob storage: a model's history grows by a
+        run a day or more, and every listing and 409 check reads it."""
         entities = list(self.runs_table.query(model, "run:", keep_spilled=True))
-        entities.sort(key=lambda e: (e["created_at"], e["RowKey"]))  # as Run.created_at and run_id would sort
-        newest = entities[::-1][:limit] if limit is not None else entities[::-1]
+        entities.sort(key=lambda e: (e["created_at"], e["RowKey"]), reverse=True)  # as created_at, run_id sort
+        if after is not None:
+            keys = [e["RowKey"] for e in entities]
+            cursor = f"run:{_check_id(after, 'run id')}"
+            if cursor not in keys:
+                raise RegistryError(f"no run {after!r} for model {model!r} to list after", "start from the newest")
+            entities = entities[keys.index(cursor) + 1 :]
+        newest = entities[:limit] if limit is not None else entities
         return [_decode(Run, self.runs_table.load_spilled(e)) for e in newest]
 
     def active_runs(self, model: str, *, excluding: str | None = None) -> list[Run]:

@@ -94,6 +94,18 @@ def test_runs_is_a_table_newest_first(host: PerennialHost) -> None:
     assert newest.exit_code == 0
     assert RUNNING in newest.output
     assert PROMOTED not in newest.output
+    # Older runs page by page, each page saying how to get the next one.
+    assert f"older runs: perennial runs fraud --limit 1 --after {RUNNING}" in newest.output
+    second = perennial(host, "runs", "fraud", "--limit", "1", "--after", RUNNING)
+    assert second.exit_code == 0, second.output
+    assert NOT_PROMOTED in second.output
+    assert RUNNING not in second.output.split("older runs:")[0]
+    last = perennial(host, "runs", "fraud", "--limit", "5", "--after", NOT_PROMOTED)
+    assert PROMOTED in last.output
+    assert "older runs:" not in last.output
+    unknown = perennial(host, "runs", "fraud", "--after", "fraud-nope")
+    assert unknown.exit_code != 0
+    assert "no run 'fraud-nope'" in unknown.output
 
 
 def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) -> None:

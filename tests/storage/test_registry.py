@@ -175,6 +175,19 @@ def test_runs_are_listed_newest_first(registry: Registry, model: str) -> None:
     assert [r.trigger_event_id for r in registry.runs(model, limit=1)] == ["evt-2"]
 
 
+def test_runs_page_after_a_run_id(registry: Registry, model: str) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(5):
+        registry.create_run(_run(model, f"evt-{i}", created_at=t0 + timedelta(hours=i)))
+    first = registry.runs(model, limit=2)
+    second = registry.runs(model, limit=2, after=first[-1].run_id)
+    third = registry.runs(model, limit=2, after=second[-1].run_id)
+    pages = [[r.trigger_event_id for r in page] for page in (first, second, third)]
+    assert pages == [["evt-4", "evt-3"], ["evt-2", "evt-1"], ["evt-0"]]
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        registry.runs(model, after="nope")
+
+
 def test_a_short_listing_fetches_the_large_values_of_the_runs_it_returns_only(
     registry: Registry, model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
