@@ -12,17 +12,17 @@ import json
 import logging
 import uuid
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
-from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 import shared
 from functions import clients
 from functions.coordination import send_work
 from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
+from functions.stranded import stranded as stranded_because
 from shared.blobpaths import BlobNameError
 from shared.events import (
     MAX_BODY_BYTES,
@@ -559,47 +559,6 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
     return await _answer_approval(req, client, approved=False)
 
 
-#: Orchestration states in which nothing runs a run any more.
-_ENDED = frozenset(
-    {
-        OrchestrationRuntimeStatus.Completed,
-        OrchestrationRuntimeStatus.Failed,
-        OrchestrationRuntimeStatus.Terminated,
-        OrchestrationRuntimeStatus.Canceled,
-    }
-)
-#: claim_run marks a run running just before its coordinator's next episode creates the run's instance: a missing
-#: instance means a stranded run only once the run has been left alone this long.
-STARTING_GRACE = timedelta(minutes=10)
-
-
-async def _stranded(client: df.DurableOrchestrationClient, run: Run, now: datetime) -> str | None:
-    """Why nothing runs ``run`` although its record says running (its orchestration ended without recording an
-    outcome: terminated, purged, or its crash record lost), or None. When unsure, None: the abort then stays the
-    usual cooperative request."""
-    if run.status != "running":
-        return None
-    instances = [run.instance_id or run.run_id, f"{run.run_id}-rollout"]
-    states: list[OrchestrationRuntimeStatus | None] = []
-    for instance in instances:
-        try:
-            status = await client.get_status(instance)
-        except Exception:  # the SDK raises bare Exception on an unexpected answer: cannot tell
-            logger.info("could not read the status of %s", instance, exc_info=True)
-            return None
-        states.append(status.runtime_status if status is not None else None)
-    run_state, rollout_state = states
-    if rollout_state is not None and rollout_state not in _ENDED:
-        return None  # a rollout whose parent was terminated goes on (termination does not cascade)
-    settled = now - run.updated_at > STARTING_GRACE
-    # A failed run's outcome is the coordinator's to record (retried for minutes): only then is it stranded.
-    if run_state is not None and run_state in _ENDED and (run_state != OrchestrationRuntimeStatus.Failed or settled):
-        return f"its orchestration {instances[0]} is {run_state.value} without an outcome recorded"
-    if run_state is None and settled:
-        return f"its orchestration {instances[0]} does not exist"
-    return None
-
-
 @bp.route(route="runs/{id}/abort", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @answers_503_when_storage_is_unreachable
@@ -620,7 +579,7 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     by = body.get("by", "api")
     if run.status not in ACTIVE_RUN_STATUSES:
         return problem(409, "Run is not running", f"run {run.run_id} is already {run.status}")
-    stranded = await _stranded(client, run, datetime.now(UTC))
+    stranded = await stranded_because(client, run, datetime.now(UTC))
     if run.trigger_kind == "rollback" and run.status == "running" and stranded is None:
         # A rollback is the way back to safety; stopping it half-way would leave the split it is undoing.
         return problem(

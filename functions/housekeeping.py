@@ -1,6 +1,7 @@
-"""Timer trigger, every ten minutes: between runs, put a left-over traffic split right (the champion back at 100 %)
-and retire idle deployments (the previous champion's after its grace period, leftovers at once); then send the
-events the topic refused earlier (``shared.reliable_publish``)."""
+"""Timer trigger, every ten minutes: close runs that nothing runs any more (``functions.stranded``); between runs,
+put a left-over traffic split right (the champion back at 100 %) and retire idle deployments (the previous
+champion's after its grace period, leftovers at once); then send the events the topic refused earlier
+(``shared.reliable_publish``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions import clients
+from functions.stranded import close_stranded_runs
 from shared.housekeeping import repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
@@ -37,12 +39,18 @@ def _send_unsent_events(model: str) -> None:
 
 
 @bp.timer_trigger(arg_name="timer", schedule=RETIRE_SCHEDULE, run_on_startup=False)
-def retire_deployments(timer: func.TimerRequest) -> None:
+@bp.durable_client_input(client_name="client")
+async def retire_deployments(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     runtime = get_runtime()
     platform, registry = clients.platform(), clients.registry()
     with correlated():
         # Traffic first: putting the champion back at 100 % must not wait behind a slow event topic.
         for model, spec in sorted(runtime.specs.items()):
+            try:
+                # A run nothing runs any more would keep the model from ever being tidied (or trained) again.
+                await close_stranded_runs(client, registry, clients.publisher(), model, datetime.now(UTC))
+            except Exception as exc:  # one model's trouble must not stop the others
+                logger.warning("could not look for stranded runs of %s: %s", model, exc)
             try:
                 repair_traffic(model, spec, platform, registry)  # first: a repaired split leaves idle leftovers
                 retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
