@@ -4,7 +4,6 @@ registry on Azurite; the Durable client answers as the host does for each instan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +15,6 @@ from functions.stranded import close_stranded_runs
 from shared.publish import OutboundEvent
 from shared.registry import Registry, Run
 from shared.settings import StorageSettings
-from tests.azurite import Azurite, azurite_running
 
 pytestmark = pytest.mark.azurite
 NOW = datetime.now(UTC)
@@ -45,15 +43,10 @@ class Publisher:
         self.events += events
 
 
-@pytest.fixture(scope="module")
-def storage() -> Iterator[Azurite]:
-    with azurite_running() as server:
-        yield server
-
-
 @pytest.fixture
-def registry(storage: Azurite) -> Registry:
-    registry = Registry.from_settings(StorageSettings(storage.connection_string, None, None, None, None))
+def registry(azurite_connection_string: str) -> Registry:
+    # The session's Azurite: each test has models of its own ("stranded-…").
+    registry = Registry.from_settings(StorageSettings(azurite_connection_string, None, None, None, None))
     registry.ensure_tables()
     return registry
 
@@ -71,34 +64,36 @@ def _close(registry: Registry, model: str, states: dict[str, State]) -> tuple[li
 
 
 def test_a_terminated_run_is_closed_as_failed_with_why_and_announced(registry: Registry) -> None:
-    _running(registry, "m1", "m1-0000000000000001", timedelta(minutes=1))
-    closed, publisher = _close(registry, "m1", {"m1-0000000000000001": State.Terminated})
-    assert [r.run_id for r in closed] == ["m1-0000000000000001"]
-    run = registry.require_run("m1", "m1-0000000000000001")
+    _running(registry, "stranded-1", "stranded-1-000000001", timedelta(minutes=1))
+    closed, publisher = _close(registry, "stranded-1", {"stranded-1-000000001": State.Terminated})
+    assert [r.run_id for r in closed] == ["stranded-1-000000001"]
+    run = registry.require_run("stranded-1", "stranded-1-000000001")
     assert (run.status, run.stage) == ("failed", "done")
     assert run.decision_reasons == [
-        "closed by housekeeping: its orchestration m1-0000000000000001 is Terminated without an outcome recorded; "
+        "closed by housekeeping: its orchestration stranded-1-000000001 is Terminated without an outcome recorded; "
         "its jobs and traffic are tidied like any ended run's"
     ]
     assert [e.event_type for e in publisher.events] == ["Perennial.RunCompleted"]
-    assert not registry.active_runs("m1"), "the model can train again"
+    assert not registry.active_runs("stranded-1"), "the model can train again"
 
 
 @pytest.mark.parametrize(
     ("states", "idle"),
     [
-        ({"m2-0000000000000002": State.Running}, timedelta(hours=5)),  # a long stage: alive
+        ({"stranded-2-000000002": State.Running}, timedelta(hours=5)),  # a long stage: alive
         ({}, timedelta(minutes=2)),  # its instance is about to be created by the coordinator
-        ({"m2-0000000000000002": State.Failed}, timedelta(minutes=2)),  # the coordinator records the failure
-        ({"m2-0000000000000002": State.Terminated, "m2-0000000000000002-rollout": State.Running}, timedelta(0)),
+        ({"stranded-2-000000002": State.Failed}, timedelta(minutes=2)),  # the coordinator records the failure
+        ({"stranded-2-000000002": State.Terminated, "stranded-2-000000002-rollout": State.Running}, timedelta(0)),
     ],
     ids=["running", "not-yet-created", "failed-recently", "rollout-still-running"],
 )
 def test_a_run_that_may_still_be_running_is_left_alone(
     registry: Registry, states: dict[str, State], idle: timedelta
 ) -> None:
-    model = f"m2-{len(states)}-{int(idle.total_seconds())}"  # one model per case: they share the module's Azurite
-    run_id = "m2-0000000000000002"
+    model = (
+        f"stranded-2-{len(states)}-{int(idle.total_seconds())}"  # one model per case: they share the module's Azurite
+    )
+    run_id = "stranded-2-000000002"
     _running(registry, model, run_id, idle)
     closed, publisher = _close(registry, model, states)
     assert closed == []
@@ -107,12 +102,12 @@ def test_a_run_that_may_still_be_running_is_left_alone(
 
 
 def test_an_instance_gone_for_longer_than_the_grace_is_closed(registry: Registry) -> None:
-    _running(registry, "m3", "m3-0000000000000003", timedelta(minutes=30))
-    closed, _ = _close(registry, "m3", {})
+    _running(registry, "stranded-3", "stranded-3-000000003", timedelta(minutes=30))
+    closed, _ = _close(registry, "stranded-3", {})
     assert (
         closed[0]
         .decision_reasons[0]
-        .startswith("closed by housekeeping: its orchestration m3-0000000000000003 does not exist")
+        .startswith("closed by housekeeping: its orchestration stranded-3-000000003 does not exist")
     )
 
 
@@ -121,6 +116,6 @@ def test_a_status_that_cannot_be_read_closes_nothing(registry: Registry) -> None
         async def get_status(self, instance: str) -> Any:
             raise Exception("The operation failed with an unexpected status code 503")
 
-    _running(registry, "m4", "m4-0000000000000004", timedelta(hours=1))
-    closed = asyncio.run(close_stranded_runs(Broken({}), registry, Publisher(), "m4", NOW))  # type: ignore[arg-type]
+    _running(registry, "stranded-4", "stranded-4-000000004", timedelta(hours=1))
+    closed = asyncio.run(close_stranded_runs(Broken({}), registry, Publisher(), "stranded-4", NOW))  # type: ignore[arg-type]
     assert closed == []
