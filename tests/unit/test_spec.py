@@ -183,3 +183,13 @@ def test_yaml_merge_keys_still_work_and_a_repeated_key_is_refused(tmp_path: Path
     assert load_spec(tmp_path / "fraud.yaml").training.search_space["grad_accum"].values == [2, 3]
     (tmp_path / ".fraud.yml").write_text("tool: settings\n", encoding="utf-8")  # a dotfile is not a spec
     assert list(load_specs(tmp_path)) == ["fraud"]
+
+
+def test_the_spec_reads_label_values_as_training_does() -> None:
+    """shared/spec.py keeps its own copy of training_jobs' label spelling (the jobs ship without shared/): the
+    positive_class check must agree with what training will accept."""
+    from shared.spec import _label_key
+    from training_jobs.contract import canonical_label
+
+    for value in (1, 0, 1.0, 2.5, "1", "1.0", " 1 ", True, False, "true", "False", "fraud", " yes ", "nan", "1e3"):
+        assert _label_key(value) == canonical_label(value), value
