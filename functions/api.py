@@ -312,7 +312,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     try:
         runs = clients.registry().runs(model, limit=limit + 1, after=after)  # one more: is there a next page?
     except RegistryError as exc:
-        return problem(400, "Unknown run to list after", str(exc), field="after")
+        return problem(400, "Cannot list after this run", str(exc), field="after")
     page = runs[:limit]
     more = len(runs) > limit
     return json_response(

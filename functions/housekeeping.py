@@ -5,6 +5,7 @@ champion's after its grace period, leftovers at once); then send the events the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -42,22 +43,30 @@ def _send_unsent_events(model: str) -> None:
 @bp.durable_client_input(client_name="client")
 async def retire_deployments(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     runtime = get_runtime()
-    platform, registry = clients.platform(), clients.registry()
     with correlated():
-        # Traffic first: putting the champion back at 100 % must not wait behind a slow event topic.
-        for model, spec in sorted(runtime.specs.items()):
+        # Runs that nothing runs any more first: one would keep its model from ever being tidied (or trained) again.
+        for model in sorted(runtime.specs):
             try:
-                # A run nothing runs any more would keep the model from ever being tidied (or trained) again.
-                await close_stranded_runs(client, registry, clients.publisher(), model, datetime.now(UTC))
+                await close_stranded_runs(client, clients.registry(), clients.publisher(), model, datetime.now(UTC))
             except Exception as exc:  # one model's trouble must not stop the others
                 logger.warning("could not look for stranded runs of %s: %s", model, exc)
-            try:
-                repair_traffic(model, spec, platform, registry)  # first: a repaired split leaves idle leftovers
-                retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
-            except PlatformError as exc:  # one model's trouble must not stop the others; the next tick retries
-                logger.warning("could not tidy the endpoint of %s: %s", model, exc)
-                continue
-            for retirement in retired:
-                logger.info("%s: retired %s (%s)", model, retirement.deployment, retirement.reason)
-        for model in sorted(runtime.specs):
-            _send_unsent_events(model)
+        # The platform's calls block (deleting a deployment waits on Azure): off the worker's event loop, which the
+        # HTTP routes share.
+        await asyncio.to_thread(_tidy_endpoints_and_send_events)
+
+
+def _tidy_endpoints_and_send_events() -> None:
+    runtime = get_runtime()
+    platform, registry = clients.platform(), clients.registry()
+    # Traffic first: putting the champion back at 100 % must not wait behind a slow event topic.
+    for model, spec in sorted(runtime.specs.items()):
+        try:
+            repair_traffic(model, spec, platform, registry)  # first: a repaired split leaves idle leftovers
+            retired = retire_idle_deployments(model, spec, platform, registry, datetime.now(UTC))
+        except PlatformError as exc:  # one model's trouble must not stop the others; the next tick retries
+            logger.warning("could not tidy the endpoint of %s: %s", model, exc)
+            continue
+        for retirement in retired:
+            logger.info("%s: retired %s (%s)", model, retirement.deployment, retirement.reason)
+    for model in sorted(runtime.specs):
+        _send_unsent_events(model)

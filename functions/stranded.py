@@ -9,55 +9,35 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 import azure.durable_functions as df
-from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
+from shared.housekeeping import stranded_reason
 from shared.publish import run_completed_event
 from shared.registry import Registry, Run
 from shared.reliable_publish import ReliablePublisher
 
 logger = logging.getLogger("perennial.stranded")
 
-#: Orchestration states in which nothing runs a run any more.
-ENDED = frozenset(
-    {
-        OrchestrationRuntimeStatus.Completed,
-        OrchestrationRuntimeStatus.Failed,
-        OrchestrationRuntimeStatus.Terminated,
-        OrchestrationRuntimeStatus.Canceled,
-    }
-)
-#: claim_run marks a run running just before its coordinator's next episode creates the run's instance, and a
-#: failed run's outcome is the coordinator's to record (retried for minutes): a missing or failed instance means a
-#: stranded run only once the run has been left alone this long.
-STARTING_GRACE = timedelta(minutes=10)
-
 
 async def stranded(client: df.DurableOrchestrationClient, run: Run, now: datetime) -> str | None:
-    """Why nothing runs ``run`` although its record says running, or None. When unsure (the status cannot be
-    read, a rollout still runs, the grace has not passed), None."""
+    """Why nothing runs ``run`` although its record says running (:func:`shared.housekeeping.stranded_reason`),
+    or None; also None when a status cannot be read."""
     if run.status != "running":
         return None
-    instances = [run.instance_id or run.run_id, f"{run.run_id}-rollout"]
-    states: list[OrchestrationRuntimeStatus | None] = []
-    for instance in instances:
+    found = []
+    for instance in (run.instance_id or run.run_id, f"{run.run_id}-rollout"):
         try:
-            status = await client.get_status(instance)
+            found.append(await client.get_status(instance))
         except Exception:  # the SDK raises bare Exception on an unexpected answer: cannot tell
             logger.info("could not read the status of %s", instance, exc_info=True)
             return None
-        states.append(status.runtime_status if status is not None else None)
-    run_state, rollout_state = states
-    if rollout_state is not None and rollout_state not in ENDED:
-        return None  # a rollout whose parent was terminated goes on (termination does not cascade)
-    settled = now - run.updated_at > STARTING_GRACE
-    if run_state is not None and run_state in ENDED and (run_state != OrchestrationRuntimeStatus.Failed or settled):
-        return f"its orchestration {instances[0]} is {run_state.value} without an outcome recorded"
-    if run_state is None and settled:
-        return f"its orchestration {instances[0]} does not exist"
-    return None
+    states = [s.runtime_status.value if s is not None and s.runtime_status is not None else None for s in found]
+    since = getattr(found[0], "last_updated_time", None)  # when the orchestration failed, for a Failed one
+    if isinstance(since, datetime) and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return stranded_reason(run, states[0], states[1], since if isinstance(since, datetime) else None, now)
 
 
 async def close_stranded_runs(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.platform import (
     DeploymentRef,
@@ -26,7 +26,7 @@ from shared.platform import (
     TrafficUpdate,
 )
 from shared.policy import Retirement, TrafficRepair, deployments_to_retire, traffic_to_repair
-from shared.registry import Registry
+from shared.registry import Registry, Run
 from shared.spec import ModelSpec
 from shared.workflow import deployment_name
 
@@ -103,3 +103,37 @@ def repair_traffic(model: str, spec: ModelSpec, platform: MLPlatform, registry: 
         platform.set_traffic(TrafficUpdate(endpoint, Traffic(live=repair.live, mirror={})))
         logger.warning("repaired the traffic of %s: %s", endpoint, repair.reason)
     return repair
+
+
+#: Orchestration runtime states (the Durable client's names) in which nothing runs a run any more.
+ENDED_STATES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
+#: claim_run marks a run running just before its coordinator's next episode creates the run's instance, and a
+#: failed run's outcome is the coordinator's to record (retried for minutes): a missing instance, or a failed one,
+#: means a stranded run only after this long.
+STRANDED_GRACE = timedelta(minutes=10)
+
+
+def stranded_reason(
+    run: Run,
+    run_state: str | None,
+    rollout_state: str | None,
+    state_since: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Why nothing runs ``run`` although its record says running, or None when something may still run it.
+
+    ``run_state`` / ``rollout_state``: the runtime states of the run's orchestration and of its rollout (None: no
+    such instance); ``state_since``: when the run's orchestration last changed (None: unknown). A failed one waits
+    ``STRANDED_GRACE`` from its failure, a missing one from the run's last change."""
+    if run.status != "running" or (rollout_state is not None and rollout_state not in ENDED_STATES):
+        return None  # a rollout whose parent was terminated goes on (termination does not cascade)
+    instance = run.instance_id or run.run_id
+    if run_state == "Failed":
+        since = state_since or run.updated_at
+        settled = now - since > STRANDED_GRACE
+        return f"its orchestration {instance} is Failed without an outcome recorded" if settled else None
+    if run_state in ENDED_STATES:
+        return f"its orchestration {instance} is {run_state} without an outcome recorded"
+    if run_state is None and now - run.updated_at > STRANDED_GRACE:
+        return f"its orchestration {instance} does not exist"
+    return None

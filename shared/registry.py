@@ -72,7 +72,8 @@ ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
 
 def never_ran(run: Run) -> bool:
     """A request that ended without running: merged into another run, suppressed when its turn came, or aborted
-    while queued. It neither blocks an alert nor starts the schedule's cool-down."""
+    while queued. It neither blocks a monitor's alert nor starts an alert's cool-down (the schedule still counts
+    it, as it counts every run: docs/policy.md)."""
     return run.status in ("merged", "suppressed") or run.details.get("never_started") is True
 
 

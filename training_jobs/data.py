@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training_jobs.contract import Contract, canonical_label
-from training_jobs.errors import DataError, ManifestError
+from training_jobs.errors import DataError, ManifestError, is_transient_io
 
 log = logging.getLogger("training_jobs.data")
 
@@ -148,13 +148,9 @@ def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
                     frame[name] = frame[name].astype("string")
             return frame
         return pd.read_csv(path, dtype=text_columns, low_memory=False)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
-            raise DataError(
-                f"{path}: cannot read it ({exc})", "check the data folder holds the manifest's files"
-            ) from exc
-        raise  # a mount or network blip: the job fails (exit 1) and is retried, unlike a bad file (exit 2)
-    except Exception as exc:  # pandas/pyarrow raise many types; all mean "this file is unreadable"
+    except Exception as exc:  # pandas/pyarrow raise many types; all but an I/O blip mean "this file is unreadable"
+        if is_transient_io(exc):
+            raise  # the job fails (exit 1) and is retried, unlike a bad file (exit 2, not retried)
         raise DataError(
             f"{path}: cannot read it ({type(exc).__name__}: {exc})", "check the file is CSV or Parquet"
         ) from exc

@@ -6,6 +6,8 @@ Each carries a remediation ``hint``; the command-line entry points print both an
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 #: SIGTERM arrived (low-priority preemption); a checkpoint was written: resubmit with --resume auto.
@@ -39,3 +41,18 @@ class ModelBundleError(TrainingJobError):
 
 class TrainingDiverged(TrainingJobError):
     """The loss (or the weights) stopped being finite: these options do not train this data."""
+
+
+#: errno values of a read that may succeed when tried again: a mount or network blip, not a bad file.
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.EHOSTUNREACH}
+)
+
+
+def is_transient_io(exc: BaseException) -> bool:
+    """Whether ``exc`` is an I/O failure a retried job may not meet (exit 1, retried), rather than a file that is
+    missing, unreadable or not what it should be (exit 2, not retried). pyarrow reports a truncated Parquet file
+    and gzip a bad archive as plain OSErrors without an errno: those are bad files."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS

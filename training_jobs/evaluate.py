@@ -57,7 +57,14 @@ from training_jobs.bundle import Predictor  # noqa: E402
 from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import LabelSpace, drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
-from training_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, ModelBundleError, TrainingJobError  # noqa: E402
+from training_jobs.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    DataError,
+    ModelBundleError,
+    TrainingJobError,
+    is_transient_io,
+)
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.holdout import HoldoutRule, in_holdout  # noqa: E402
 from training_jobs.metrics import classification_metrics, json_safe, non_finite_rows  # noqa: E402
@@ -69,13 +76,6 @@ METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 REASON_MAX_CHARS = 1000
 #: What a model folder's JSON may hold that its loader does not expect: wrong types, missing keys, bad values.
 _CONTENT_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, OSError)
-#: The OSErrors that say the champion's files are not there; any other (a mount or network blip reading them) is
-#: raised as it is, so the job fails and is retried rather than promoting a challenger on its floors alone.
-_MISSING_FILE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
-
-
-def _transient(exc: Exception) -> bool:
-    return isinstance(exc, OSError) and not isinstance(exc, _MISSING_FILE)
 
 
 class ChampionUnscorable(Exception):
@@ -163,7 +163,6 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "primary_metric": args.primary_metric,
         "n_holdout": len(frame),
-        # binary: rows of the positive class; multiclass: the rarest class's rows (what limits the comparison)
         "n_positive": int(counts.min()),  # the rarest class, whichever it is (the policy's minimum is on it)
         "holdout": {"fraction": fraction, "rule": scored.describe()},
         "challenger": _challenger_summary(args.challenger, y, p_new, challenger.threshold, classes),
@@ -254,7 +253,7 @@ def _load_champion(directory: Path) -> Predictor:
     except TrainingJobError as exc:
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {exc.message}") from exc
     except _CONTENT_ERRORS as exc:
-        if _transient(exc):
+        if is_transient_io(exc):  # a blip reading it: fail and be retried, not promote on floors alone
             raise
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot be loaded: {type(exc).__name__}: {exc}") from exc
 
@@ -268,7 +267,7 @@ def _score_champion(
     except TrainingJobError as exc:
         raise ChampionUnscorable(f"{_champion_name(directory)} cannot score the holdout: {exc.message}") from exc
     except _CONTENT_ERRORS as exc:
-        if _transient(exc):
+        if is_transient_io(exc):  # a blip reading it: fail and be retried, not promote on floors alone
             raise
         raise ChampionUnscorable(
             f"{_champion_name(directory)} cannot score the holdout: {type(exc).__name__}: {exc}"

@@ -244,3 +244,23 @@ def test_a_blip_reading_a_data_file_is_not_a_bad_input(tmp_path: Path, monkeypat
     monkeypatch.undo()
     with pytest.raises(DataError, match="cannot read it"):
         data._read_one(tmp_path / "gone.csv", contract)
+
+
+def test_a_bad_file_is_bad_input_and_only_an_io_blip_is_retried(tmp_path: Path) -> None:
+    """pyarrow reports a truncated Parquet file as a plain OSError: that is a bad file (exit 2), not a blip."""
+    import errno
+    import gzip
+
+    from training_jobs import data
+    from training_jobs.contract import Column, Contract
+    from training_jobs.errors import DataError, is_transient_io
+
+    contract = Contract(columns=(Column("a", "int"), Column("b", "int")), label="b")
+    truncated = tmp_path / "batch.parquet"
+    truncated.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    with pytest.raises(DataError, match="cannot read it"):
+        data._read_one(truncated, contract)
+    assert not is_transient_io(gzip.BadGzipFile("not a gzip file"))
+    assert not is_transient_io(PermissionError(errno.EACCES, "denied"))
+    assert is_transient_io(OSError(errno.ESTALE, "Stale file handle"))
+    assert is_transient_io(TimeoutError())

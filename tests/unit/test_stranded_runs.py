@@ -23,16 +23,18 @@ NOW = datetime.now(UTC)
 @dataclass
 class Status:
     runtime_status: State | None
+    last_updated_time: datetime | None = None
 
 
 class Client:
     """What ``get_status`` answers for each instance (None: not found, as the SDK reports a 404)."""
 
-    def __init__(self, states: dict[str, State]) -> None:
+    def __init__(self, states: dict[str, State], changed_at: dict[str, datetime] | None = None) -> None:
         self.states = states
+        self.changed_at = changed_at or {}  # when each instance last changed (its failure, for a Failed one)
 
     async def get_status(self, instance: str) -> Status:
-        return Status(self.states.get(instance))
+        return Status(self.states.get(instance), self.changed_at.get(instance))
 
 
 class Publisher:
@@ -119,3 +121,16 @@ def test_a_status_that_cannot_be_read_closes_nothing(registry: Registry) -> None
     _running(registry, "stranded-4", "stranded-4-000000004", timedelta(hours=1))
     closed = asyncio.run(close_stranded_runs(Broken({}), registry, Publisher(), "stranded-4", NOW))  # type: ignore[arg-type]
     assert closed == []
+
+
+def test_a_run_that_failed_after_a_long_stage_waits_for_the_coordinator_to_record_it(registry: Registry) -> None:
+    """Its record last changed hours ago (a long training stage), but the orchestration failed a minute ago: the
+    coordinator's finish_run (retried for minutes) records the failure, not housekeeping."""
+    run_id = "stranded-5-000000005"
+    _running(registry, "stranded-5", run_id, timedelta(hours=3))
+    client = Client({run_id: State.Failed}, {run_id: NOW - timedelta(minutes=1)})
+    publisher = Publisher()
+    assert asyncio.run(close_stranded_runs(client, registry, publisher, "stranded-5", NOW)) == []  # type: ignore[arg-type]
+    client.changed_at = {run_id: NOW - timedelta(minutes=11)}
+    [closed] = asyncio.run(close_stranded_runs(client, registry, publisher, "stranded-5", NOW))  # type: ignore[arg-type]
+    assert "is Failed without an outcome recorded" in closed.decision_reasons[0]
