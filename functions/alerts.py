@@ -19,7 +19,7 @@ import azure.functions as func
 
 from functions import clients
 from functions.coordination import send_work
-from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
+from functions.http import answers_503_when_unavailable, json_response, problem
 from shared.events import (
     MAX_BODY_BYTES,
     MONITOR_KINDS,
@@ -97,7 +97,7 @@ async def on_alert_event(event: func.EventGridEvent, client: df.DurableOrchestra
 
 @bp.route(route="alerts/azure-monitor", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Azure Monitor action-group webhook (common alert schema)."""
     with correlated():

@@ -21,7 +21,7 @@ import azure.functions as func
 import shared
 from functions import clients
 from functions.coordination import send_work
-from functions.http import answers_503_when_storage_is_unreachable, json_response, problem
+from functions.http import answers_503_when_unavailable, json_response, problem
 from functions.stranded import stranded as stranded_because
 from shared.blobpaths import BlobNameError
 from shared.events import (
@@ -162,16 +162,20 @@ def _status_url(req: func.HttpRequest, run_id: str) -> str:
     return f"{req.url.split('/api/')[0]}/api/runs/{run_id}"
 
 
-def _earlier_answer(
-    req: func.HttpRequest, registry: Registry, run_id: str, fingerprint: str
+async def _earlier_answer(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, registry: Registry, run_id: str, fingerprint: str
 ) -> func.HttpResponse | None:
     """A retried request (the same ``Idempotency-Key``) gets the run it started — not a second run, and not a
-    409 naming its own run; the key sent again with a different request is refused (422)."""
+    409 naming its own run; the key sent again with a different request is refused (422). A run still pending
+    has its work sent again: the first attempt may have been answered 503 before the coordinator had it."""
     model = _model_of_run(get_runtime(), run_id)
     run = registry.get_run(model, run_id) if model else None
     if run is None:
         return None
-    return _answer_from(req, run, fingerprint, replayed=True)
+    answer = _answer_from(req, run, fingerprint, replayed=True)
+    if answer.status_code == 202 and run.status == "pending" and isinstance(work := run.details.get("work"), dict):
+        await send_work(client, run.model, work)  # the coordinator takes a run id once
+    return answer
 
 
 def _answer_from(req: func.HttpRequest, run: Run, fingerprint: str, replayed: bool) -> func.HttpResponse:
@@ -272,7 +276,7 @@ def _checked_fields(
 
 
 @bp.route(route="models", methods=["GET"])
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     """Every model spec with its champion, latest run, how many of its events wait to be sent (the event topic
     could not take them; the housekeeping timer sends them) and how many the topic refused for good."""
@@ -297,7 +301,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="models/{model}/runs", methods=["GET"])
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """The model's runs, newest first (``?limit=N``, default 20; ``?after=<run id>`` for the next page, whose
     run id the answer gives as ``next`` while there are more)."""
@@ -322,7 +326,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="models/{model}/retrain", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a retrain: ``{"reason": "...", "requested_by": "...", "blobs": ["landing/<model>/…", …]}``.
 
@@ -365,7 +369,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         run_id = run_id_for(model, trigger.dedupe_key)
         fingerprint = _fingerprint("retrain", body)
         # Before the selection is checked: a retry after its run quarantined the chosen blobs still gets the run.
-        if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+        if (earlier := await _earlier_answer(req, client, registry, run_id, fingerprint)) is not None:
             return earlier
         if selection:
             try:
@@ -386,7 +390,7 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 @bp.route(route="models/{model}/rollback", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Restore the previous champion: ``{"reason": "...", "requested_by": "...", "immediate": false}``.
 
@@ -407,7 +411,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     # Not keyed by the champion's version: a retry after the rollback ended (the champion changed) is the same run.
     run_id = run_id_for(model, f"rollback:{_request_key(req)}")
     fingerprint = _fingerprint("rollback", {"model": model, **body})
-    if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+    if (earlier := await _earlier_answer(req, client, registry, run_id, fingerprint)) is not None:
         return earlier
     champion = registry.champion(model)
     if champion is None or champion.previous_version is None:
@@ -432,7 +436,7 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
 
 @bp.route(route="models/{model}/versions/{version}/rollout", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ship a registered version through the staged rollout: ``{"reason": "...", "requested_by": "..."}``.
 
@@ -455,7 +459,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     registry = clients.registry()
     run_id = run_id_for(model, f"rollout:{version}:{_request_key(req)}")
     fingerprint = _fingerprint("rollout", {"model": model, "version": version, **body})
-    if (earlier := _earlier_answer(req, registry, run_id, fingerprint)) is not None:
+    if (earlier := await _earlier_answer(req, client, registry, run_id, fingerprint)) is not None:
         return earlier
     if registry.version(model, version) is None:
         return problem(404, "Unknown version", f"{model} has no registered version {version}", field="version")
@@ -481,7 +485,7 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 @bp.route(route="runs/{id}", methods=["GET"])
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """A run: stage, drift against the champion's training data, candidates and their metrics, the decision and
     its reasons, lineage and rollout steps."""
@@ -545,7 +549,7 @@ async def _answer_approval(
 
 @bp.route(route="runs/{id}/approve", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def approve(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Approve a run awaiting approval (body: ``{"by": "...", "comment": "..."}``)."""
     return await _answer_approval(req, client, approved=True)
@@ -553,7 +557,7 @@ async def approve(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 @bp.route(route="runs/{id}/reject", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Reject a run awaiting approval; the champion stays."""
     return await _answer_approval(req, client, approved=False)
@@ -561,7 +565,7 @@ async def reject(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
 
 @bp.route(route="runs/{id}/abort", methods=["POST"])
 @bp.durable_client_input(client_name="client")
-@answers_503_when_storage_is_unreachable
+@answers_503_when_unavailable
 async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ask a running run to stop (body, optional: ``{"by": "...", "reason": "..."}``). Cancellation is
     cooperative: the run's jobs see the request at their next poll and are cancelled on the platform, the run

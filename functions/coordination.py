@@ -8,6 +8,7 @@ blob, a retrain request or the schedule) takes it with the rest: a run trains on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -24,17 +25,33 @@ _ALIVE = {
     OrchestrationRuntimeStatus.ContinuedAsNew,
     OrchestrationRuntimeStatus.Suspended,
 }
+_ATTEMPTS = 4
+_BACKOFF_SECONDS = 0.25
+
+
+class CoordinatorUnreachable(RuntimeError):
+    """The coordinator kept changing state (or its task hub could not be reached) while work was delivered.
+
+    A request is recorded as a pending run before its work is sent, so it is not lost: a retry with the same
+    ``Idempotency-Key`` sends it again, and the housekeeping timer delivers a request left pending (see
+    :func:`functions.stranded.deliver_undelivered_request`)."""
+
+    def __init__(self, instance: str, run_id: str | None, cause: Exception | None) -> None:
+        self.instance, self.run_id = instance, run_id
+        super().__init__(f"could not deliver work to {instance}: {cause}")
 
 
 async def send_work(client: df.DurableOrchestrationClient, model: str, work: dict[str, Any]) -> str:
-    """Deliver ``work`` to the model's coordinator; returns its instance id."""
+    """Deliver ``work`` to the model's coordinator; returns its instance id. :class:`CoordinatorUnreachable`
+    after four tries."""
     instance = coordinator_id(model)
     last_error: Exception | None = None
-    for _ in range(4):
-        status = await client.get_status(instance)
-        alive = status is not None and status.runtime_status in _ALIVE
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(_BACKOFF_SECONDS * 2 ** (attempt - 1))  # a continue_as_new takes a moment
         try:
-            if alive:
+            status = await client.get_status(instance)
+            if status is not None and status.runtime_status in _ALIVE:
                 await client.raise_event(instance, "work", work)
             else:
                 await client.start_new("model_coordinator", instance, {"model": model, "first_work": work})
@@ -42,4 +59,5 @@ async def send_work(client: df.DurableOrchestrationClient, model: str, work: dic
         except Exception as exc:  # the SDK raises bare Exception for 404/409/410: look again and retry
             last_error = exc
             logger.info("coordinator %s changed state while we delivered work (%s); retrying", instance, exc)
-    raise RuntimeError(f"could not deliver work to {instance}: {last_error}")
+    run_id = work.get("run_id")
+    raise CoordinatorUnreachable(instance, run_id if isinstance(run_id, str) else None, last_error)

@@ -1,4 +1,5 @@
-"""Timer trigger, every ten minutes: close runs that nothing runs any more (``functions.stranded``); between runs,
+"""Timer trigger, every ten minutes: close runs that nothing runs any more and hand requests nothing picked up to
+their coordinator again (``functions.stranded``); between runs,
 put a left-over traffic split right (the champion back at 100 %) and retire idle deployments (the previous
 champion's after its grace period, leftovers at once); then send the events the topic refused earlier
 (``shared.reliable_publish``)."""
@@ -13,7 +14,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions import clients
-from functions.stranded import close_stranded_runs
+from functions.stranded import close_stranded_runs, deliver_undelivered_request
 from shared.housekeeping import repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
@@ -48,8 +49,9 @@ async def retire_deployments(timer: func.TimerRequest, client: df.DurableOrchest
         for model in sorted(runtime.specs):
             try:
                 await close_stranded_runs(client, clients.registry(), clients.publisher(), model, datetime.now(UTC))
+                await deliver_undelivered_request(client, clients.registry(), model, datetime.now(UTC))
             except Exception as exc:  # one model's trouble must not stop the others
-                logger.warning("could not look for stranded runs of %s: %s", model, exc)
+                logger.warning("could not look for stranded runs or requests of %s: %s", model, exc)
         # The platform's calls block (deleting a deployment waits on Azure): off the worker's event loop, which the
         # HTTP routes share.
         await asyncio.to_thread(_tidy_endpoints_and_send_events)

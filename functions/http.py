@@ -12,10 +12,17 @@ from typing import Any, TypeVar, cast
 import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
+from functions.coordination import CoordinatorUnreachable
+from shared.tables import ConcurrencyError
+
 logger = logging.getLogger("perennial.api")
 
 #: What a client should wait before asking again when storage cannot be reached.
 STORAGE_RETRY_AFTER_SECONDS = 30
+#: What a client should wait before asking again when a record or the coordinator was busy.
+BUSY_RETRY_AFTER_SECONDS = 5
+#: How often the housekeeping timer runs (``functions.housekeeping.RETIRE_SCHEDULE``).
+HOUSEKEEPING_MINUTES = 10
 STORAGE_HINT = (
     "retry later; locally, start Azurite (`perennial up` starts it with the app); in Azure, check the "
     "storage account's network rules and that the app's identity can reach it"
@@ -69,11 +76,52 @@ def storage_unavailable(exc: ServiceRequestError | ServiceResponseError) -> func
     )
 
 
-def answers_503_when_storage_is_unreachable(handler: Handler) -> Handler:
-    """Wrap an HTTP function (sync or async) so that storage being unreachable is a 503 with a hint,
-    not the host's bare 500. Put it directly above ``def``: the bindings read the signature, which
+def run_busy(exc: ConcurrencyError) -> func.HttpResponse:
+    """503 for a record other writers kept changing while this request tried to change it (conditional writes
+    gave up after their retries): nothing was written, and asking again a moment later is enough."""
+    logger.warning("a record kept changing under this request, answering 503: %s", exc)
+    return problem(
+        503,
+        "Busy",
+        f"{exc}; nothing was changed",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        hint="send the same request again in a few seconds",
+    )
+
+
+def coordinator_unreachable(exc: CoordinatorUnreachable) -> func.HttpResponse:
+    """503 for a request recorded as a pending run whose work could not be handed to the model's coordinator. It
+    is not lost: a retry with the same ``Idempotency-Key`` sends it again, and housekeeping delivers it anyway."""
+    logger.warning("could not reach the coordinator, answering 503: %s", exc)
+    recorded = f"the request is recorded as run {exc.run_id}" if exc.run_id else "nothing is lost"
+    return problem(
+        503,
+        "Coordinator unavailable",
+        f"the model's coordinator ({exc.instance}) could not be reached; {recorded}, and the housekeeping timer "
+        f"hands it over within {HOUSEKEEPING_MINUTES} minutes if nothing else does",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        hint="retry with the same Idempotency-Key to follow the run it started",
+        **({"run_id": exc.run_id} if exc.run_id else {}),
+    )
+
+
+def _unavailable(
+    exc: ServiceRequestError | ServiceResponseError | ConcurrencyError | CoordinatorUnreachable,
+) -> func.HttpResponse:
+    """The 503 for a failure that asking again later fixes."""
+    if isinstance(exc, ConcurrencyError):
+        return run_busy(exc)
+    if isinstance(exc, CoordinatorUnreachable):
+        return coordinator_unreachable(exc)
+    return storage_unavailable(exc)
+
+
+def answers_503_when_unavailable(handler: Handler) -> Handler:
+    """Wrap an HTTP function (sync or async) so that what a later retry fixes (storage unreachable, a record
+    other writers kept changing, a coordinator that could not be reached) is a 503 with ``Retry-After`` and a
+    hint, not the host's bare 500. Put it directly above ``def``: the bindings read the signature, which
     ``functools.wraps`` keeps."""
-    unreachable = (ServiceRequestError, ServiceResponseError)
+    transient = (ServiceRequestError, ServiceResponseError, ConcurrencyError, CoordinatorUnreachable)
     if inspect.iscoroutinefunction(handler):
         async_handler = cast(Callable[..., Awaitable[Any]], handler)
 
@@ -81,8 +129,8 @@ def answers_503_when_storage_is_unreachable(handler: Handler) -> Handler:
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await async_handler(*args, **kwargs)
-            except unreachable as exc:
-                return storage_unavailable(exc)
+            except transient as exc:
+                return _unavailable(exc)
 
         return cast(Handler, guarded_async)
 
@@ -90,7 +138,7 @@ def answers_503_when_storage_is_unreachable(handler: Handler) -> Handler:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
-        except unreachable as exc:
-            return storage_unavailable(exc)
+        except transient as exc:
+            return _unavailable(exc)
 
     return cast(Handler, guarded)

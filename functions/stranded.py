@@ -1,8 +1,12 @@
-"""Runs whose record says ``running`` but that nothing runs any more, and closing them.
+"""Runs that nothing runs any more: closing the ``running`` ones, delivering the ``pending`` ones again.
 
 A run's orchestration can end without recording an outcome: an operator terminates or purges it, or the
 coordinator's crash record fails past its retries. Such a run would block its model for good (every retrain a
 409, housekeeping off). The abort route closes one on request; the housekeeping timer closes one by itself.
+
+A request is recorded as ``pending`` before its work is sent to the model's coordinator. If that send failed
+(the API answered 503) or its event was lost while the coordinator waited idle, nothing would claim it and it
+would block its model just the same: the housekeeping timer sends its work again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from datetime import UTC, datetime
 
 import azure.durable_functions as df
 
-from shared.housekeeping import stranded_reason
+from functions.coordination import CoordinatorUnreachable, send_work
+from functions.orchestrators import coordinator_id
+from shared.housekeeping import stranded_reason, undelivered_reason
 from shared.publish import run_completed_event
 from shared.registry import Registry, Run
 from shared.reliable_publish import ReliablePublisher
@@ -66,3 +72,28 @@ async def close_stranded_runs(
         logger.warning("%s: %s", run.run_id, reason, extra={"model": model, "run_id": run.run_id})
         closed.append(updated)
     return closed
+
+
+async def deliver_undelivered_request(
+    client: df.DurableOrchestrationClient, registry: Registry, model: str, now: datetime
+) -> str | None:
+    """Send again the work of ``model``'s oldest ``pending`` request when its coordinator will not pick it up by
+    itself (:func:`shared.housekeeping.undelivered_reason`); the run id sent, or None. One is enough: the
+    coordinator runs it, then finds the others in storage. It takes a run id once, so a repeat is harmless."""
+    pending = sorted((r for r in registry.active_runs(model) if r.status == "pending"), key=lambda r: r.created_at)
+    if not pending or not isinstance(work := pending[0].details.get("work"), dict):
+        return None
+    status = await client.get_status(coordinator_id(model))
+    state = status.runtime_status.value if status is not None and status.runtime_status is not None else None
+    custom = getattr(status, "custom_status", None)
+    why = undelivered_reason(pending[0], state, custom.get("stage") if isinstance(custom, dict) else None, now)
+    if why is None:
+        return None
+    run_id = pending[0].run_id
+    try:
+        await send_work(client, model, work)
+    except CoordinatorUnreachable as exc:  # the next tick tries again
+        logger.warning("%s: could not deliver pending request %s (%s): %s", model, run_id, why, exc)
+        return None
+    logger.warning("%s: delivered pending request %s again: %s", model, run_id, why, extra={"model": model})
+    return run_id

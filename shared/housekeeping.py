@@ -137,3 +137,24 @@ def stranded_reason(
     if run_state is None and now - run.updated_at > STRANDED_GRACE:
         return f"its orchestration {instance} does not exist"
     return None
+
+
+def undelivered_reason(
+    run: Run, coordinator_state: str | None, coordinator_stage: str | None, now: datetime
+) -> str | None:
+    """Why a request recorded as ``pending`` will not be picked up unless its work is sent again, or None.
+
+    A request is recorded before its work is sent to the model's coordinator; if that send failed (the API
+    answered 503) or the event was lost while the coordinator waited, nothing would ever claim the request.
+    ``coordinator_state`` is the coordinator's runtime state (None: no such instance) and ``coordinator_stage``
+    the stage of its custom status. A coordinator busy with a run (or debouncing) looks in storage when it is
+    done, so only a missing, ended or idle one needs the request again, and only after ``STRANDED_GRACE``."""
+    if run.status != "pending" or now - run.created_at <= STRANDED_GRACE:
+        return None
+    if coordinator_state is None:
+        return "the model's coordinator does not exist"
+    if coordinator_state in ENDED_STATES:
+        return f"the model's coordinator is {coordinator_state}"
+    if coordinator_stage == "idle":
+        return "the model's coordinator is idle: the request's work never reached it"
+    return None

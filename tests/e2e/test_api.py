@@ -215,6 +215,32 @@ def test_an_abort_closes_a_run_that_nothing_runs(perennial: PerennialHost) -> No
     )
 
 
+def test_a_request_its_coordinator_never_heard_of_is_handed_over_by_housekeeping(perennial: PerennialHost) -> None:
+    """A request recorded as pending whose work never reached the coordinator (the API answered 503, or the event
+    was lost while the coordinator waited idle) would block the model for good: the housekeeping timer hands it
+    over, and it runs."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.registry import pending_run
+    from shared.workflow import TriggerInfo
+
+    run_id = "fraud-00000000000000e1"
+    trigger = TriggerInfo(kind="manual", reason="lost on its way", source_event_id=run_id)
+    work = {"kind": "retrain", "run_id": run_id, "trigger": trigger.dump()}
+    recorded = pending_run("fraud", run_id, "manual", "lost on its way", run_id, work)
+    perennial.registry.create_run(replace(recorded, created_at=datetime.now(UTC) - timedelta(minutes=30)))
+    assert _problem(perennial.http.post("/api/models/fraud/retrain", json={}), 409)["run_id"] == run_id
+    # The timer fires every ten minutes of the host's virtual clock.
+    ran = perennial.wait_for(
+        "the pending request to be run",
+        lambda: perennial.registry.require_run("fraud", run_id).status != "pending" or None,
+        timeout=120,
+        advance=120,
+    )
+    assert ran
+    assert "delivered pending request fraud-00000000000000e1 again" in perennial.log_tail(2000)
+
+
 def test_storage_that_cannot_be_reached_is_a_503_with_what_to_do(
     perennial: PerennialHost, fresh_azurite: Azurite
 ) -> None:
