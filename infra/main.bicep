@@ -54,7 +54,7 @@ param computeMaxNodes int = 2
 @minValue(60)
 param computeIdleSeconds int = 600
 
-@description('Also route Azure ML workspace events (DatasetDriftDetected, RunStatusChanged) to the app.')
+@description('Also route Azure ML drift events (DatasetDriftDetected) to the app.')
 param subscribeWorkspaceEvents bool = true
 
 @description('Grant the app AzureML Compute Operator. Off: the cluster is declared here and scales with jobs.')
@@ -177,6 +177,7 @@ module functionApp 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     workspaceName: ml.outputs.workspaceName
     eventGridEndpoint: eventGrid.outputs.customTopicEndpoint
+    endpointSuffix: take(resourceToken, 6)
     maximumInstanceCount: functionMaxInstances
   }
   // The host starts as soon as the site exists: let it find its storage roles in place.
@@ -200,21 +201,25 @@ module rbac 'modules/rbac.bicep' = {
     mlStorageAccountName: ml.outputs.storageAccountName
     workspaceName: ml.outputs.workspaceName
     customTopicName: eventGrid.outputs.customTopicName
-    keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     containerRegistryName: ml.outputs.containerRegistryName
     landingContainerName: 'landing'
     deadLetterContainerName: 'deadletter'
     feedbackContainerName: 'feedback'
+    manifestsContainerName: 'manifests'
   }
 }
 
-// azd stores these in .azure/<env>/.env; the postdeploy hook and `perennial` read them.
+// azd stores these in .azure/<env>/.env; the postdeploy hook reads them, and `eval "$(azd env get-values)"` points
+// `perennial` at this deployment (PERENNIAL_HOST_URL for the API commands, AzureWebJobsStorage__accountName for
+// `perennial upload`, signed in as you): infra/README.md.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_PERENNIAL_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output PERENNIAL_HOST_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output AzureWebJobsStorage__accountName string = storage.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZUREML_WORKSPACE_NAME string = ml.outputs.workspaceName
 output AZUREML_COMPUTE_NAME string = ml.outputs.computeName

@@ -169,7 +169,6 @@ resource workspaceEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
     filter: {
       includedEventTypes: [
         'Microsoft.MachineLearningServices.DatasetDriftDetected'
-        'Microsoft.MachineLearningServices.RunStatusChanged'
       ]
     }
     retryPolicy: retryPolicy

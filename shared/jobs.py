@@ -18,7 +18,7 @@ from typing import Any
 from shared.events import MODEL_TAG
 from shared.platform import JobInput, JobSpec, job_output_uri
 from shared.spec import ModelSpec
-from shared.storage import LANDING, BlobStore, Manifest
+from shared.storage import LANDING, MANIFESTS, BlobStore, Manifest
 
 #: Where the local platform's staged inputs live, under the state folder.
 STAGING_DIR = "staging"
@@ -93,8 +93,8 @@ def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir
 def stage_azure(store: BlobStore, manifest: Manifest, spec: ModelSpec) -> StagedInputs:
     """Write the job manifest and contract beside the run's manifest; the data folder is the model's landing folder."""
     run_prefix = f"{manifest.model}/{manifest.run_id}"
-    manifest_url = store.put_json("manifests", f"{run_prefix}.job-manifest.json", job_manifest(manifest))
-    contract_url = store.put_json("manifests", f"{run_prefix}.contract.json", json.loads(job_contract(spec)))
+    manifest_url = store.put_json(MANIFESTS, f"{run_prefix}.job-manifest.json", job_manifest(manifest))
+    contract_url = store.put_json(MANIFESTS, f"{run_prefix}.contract.json", json.loads(job_contract(spec)))
     landing = store.container(LANDING).url.rstrip("/")
     return StagedInputs(
         data=JobInput(f"{landing}/{manifest.model}/", "uri_folder"),

@@ -39,6 +39,11 @@ param workspaceName string
 @description('Endpoint URL of Perennial\'s Event Grid custom topic.')
 param eventGridEndpoint string
 
+@description('Appended to every online endpoint name as -<suffix> (endpoint names are unique within a region).')
+@minLength(1)
+@maxLength(6)
+param endpointSuffix string
+
 @description('Memory of each instance in MB (2048 or 4096).')
 @allowed([
   2048
@@ -141,6 +146,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       PERENNIAL_EVENTGRID_ENDPOINT: eventGridEndpoint
       // The schedule timer (age, live performance, input drift per model): hourly, on the hour (UTC).
       PERENNIAL_RETRAIN_SCHEDULE: '0 0 * * * *'
+      // Appended to every model's endpoint name: Azure ML endpoint names are unique within a region, across tenants.
+      PERENNIAL_ENDPOINT_SUFFIX: endpointSuffix
     }
   }
 

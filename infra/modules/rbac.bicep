@@ -34,13 +34,14 @@ param storageAccountName string
 param mlStorageAccountName string
 param workspaceName string
 param customTopicName string
-param keyVaultName string
 param applicationInsightsName string
 param containerRegistryName string
 param landingContainerName string
 param deadLetterContainerName string
 @description('Container of delayed labels (feedback/<model>/<name>.csv) the live checks read.')
 param feedbackContainerName string
+@description('Container of run manifests; training jobs read their job manifest and contract there.')
+param manifestsContainerName string
 
 // Built-in role definition ids (the same in every tenant).
 var roles = {
@@ -55,7 +56,6 @@ var roles = {
   monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
 }
 
@@ -76,6 +76,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
     resource feedback 'containers' existing = {
       name: feedbackContainerName
     }
+
+    resource manifests 'containers' existing = {
+      name: manifestsContainerName
+    }
   }
 }
 
@@ -89,10 +93,6 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exi
 
 resource customTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
   name: customTopicName
-}
-
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
-  name: keyVaultName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -193,17 +193,6 @@ resource appEventSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Read secrets if an operator adds any (Perennial itself needs none).
-resource appSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsUser)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
 // Send telemetry to Application Insights, whose local auth is off.
 resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(applicationInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
@@ -228,10 +217,22 @@ resource computeMlStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// Read the validated batches (and manifests) straight from the app storage account.
+// Read a run's batches (landing/<model>/) and its job manifest and contract (manifests/<model>/) straight from the
+// app storage account: those two containers only. Jobs run third-party packages; the rest of the account holds the
+// app's code package, the Durable task hub and quarantined or dead-lettered data, none of which a job needs.
 resource computeLanding 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, computePrincipalId, roles.storageBlobDataReader)
-  scope: storage
+  name: guid(storage::blobService::landing.id, computePrincipalId, roles.storageBlobDataReader)
+  scope: storage::blobService::landing
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: computePrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource computeManifests 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::blobService::manifests.id, computePrincipalId, roles.storageBlobDataReader)
+  scope: storage::blobService::manifests
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: computePrincipalId

@@ -179,8 +179,8 @@ def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_def
         ("workspace", "AzureML Data Scientist"),
         ("workspace", "Monitoring Reader"),
         ("customTopic", "EventGrid Data Sender"),
-        ("vault", "Key Vault Secrets User"),
     } <= granted
+    assert not any(role.startswith("Key Vault") for _, role in granted), "the app reads no secret"
     # Compute Operator only behind a switch that is off by default.
     assert ("workspace", "AzureML Compute Operator") not in granted
     assert rbac.param_default("appCanManageCompute") is False
@@ -204,6 +204,30 @@ def test_the_person_running_azd_may_write_new_batches_and_delayed_labels_and_not
         ("storage::blobService::landing", "Storage Blob Data Contributor"),
         ("storage::blobService::feedback", "Storage Blob Data Contributor"),
     }
+
+
+def test_the_training_jobs_read_only_their_inputs_in_the_app_storage(docs: dict[str, BicepDoc]) -> None:
+    """Jobs run third-party packages: they may read landing/ (the batches) and manifests/ (job manifest and
+    contract), not the app's code package, the task hub or quarantined data elsewhere in the account."""
+    rbac = docs["modules/rbac.bicep"]
+    granted = {
+        (
+            bicep._text(r.get("scope")),
+            PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
+        )
+        for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
+        if bicep._text(r.get("properties.principalId")) == "computePrincipalId"
+    }
+    on_app_storage = {grant for grant in granted if grant[0] == "storage" or grant[0].startswith("storage::")}
+    assert on_app_storage == {
+        ("storage::blobService::landing", "Storage Blob Data Reader"),
+        ("storage::blobService::manifests", "Storage Blob Data Reader"),
+    }
+    from shared.storage import MANIFESTS  # the container stage_azure writes the job manifest and contract into
+
+    main = docs["main.bicep"]
+    (module,) = [m for m in main.modules if m.symbol == "rbac"]
+    assert main.value(bicep.get(module.body, "params.manifestsContainerName")) == MANIFESTS
 
 
 def test_the_role_rules_accept_a_good_assignment() -> None:
