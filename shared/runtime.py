@@ -35,4 +35,18 @@ def get_runtime() -> Runtime:
     """Load settings and every spec under the models directory (raises SettingsError / SpecError)."""
     settings = load_settings()
     models_dir = settings.models_dir if settings.models_dir.is_absolute() else APP_ROOT / settings.models_dir
-    return Runtime(settings=settings, specs=load_specs(models_dir))
+    return Runtime(settings=settings, specs=with_endpoint_suffix(load_specs(models_dir), settings.endpoint_suffix))
+
+
+def with_endpoint_suffix(specs: dict[str, ModelSpec], suffix: str | None) -> dict[str, ModelSpec]:
+    """The specs with ``-<suffix>`` after each endpoint name (``PERENNIAL_ENDPOINT_SUFFIX``): Azure ML endpoint names
+    are unique within a region, across tenants. Spec endpoints are at most ``ENDPOINT_NAME_MAX`` characters and the
+    suffix at most ``ENDPOINT_SUFFIX_MAX``, so the result is a valid Azure ML name."""
+    if suffix is None:
+        return specs
+    return {
+        name: spec.model_copy(
+            update={"rollout": spec.rollout.model_copy(update={"endpoint": f"{spec.endpoint_name}-{suffix}"})}
+        )
+        for name, spec in specs.items()
+    }

@@ -48,6 +48,11 @@ SETTINGS: dict[str, str] = {
     # When the schedule timer checks every model's age, live performance and input drift (NCRONTAB with
     # seconds, UTC): hourly by default. It asks for at most one retrain per model per hour.
     "PERENNIAL_RETRAIN_SCHEDULE": "0 0 * * * *",
+    # Appended to every model's online endpoint name as '-<suffix>' (1-6 lowercase letters or digits). Azure ML
+    # endpoint names are unique within a region across every tenant (the scoring URL is <name>.<region>...), so
+    # infra/ sets a piece of the deployment's resource token: two environments, or a stranger's 'fraud-ep', never
+    # clash. Unset (locally): the spec's names as they are.
+    "PERENNIAL_ENDPOINT_SUFFIX": "k3x9q2",
 }
 
 #: The schedule timer's default NCRONTAB (hourly, on the hour).
@@ -63,6 +68,7 @@ LOCAL_ONLY: frozenset[str] = frozenset(
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _AZURITE = "UseDevelopmentStorage=true"
+_ENDPOINT_SUFFIX = re.compile(r"^[a-z0-9]{1,6}$")  # shared.spec.ENDPOINT_SUFFIX_MAX: spec endpoints leave room
 
 
 class SettingsError(RuntimeError):
@@ -123,6 +129,7 @@ class Settings:
     eventgrid: EventGridSettings | None
     in_azure: bool
     retrain_schedule: str = DEFAULT_RETRAIN_SCHEDULE
+    endpoint_suffix: str | None = None
 
     def describe(self) -> dict[str, object]:
         """A secret-free summary for /api/health and logs."""
@@ -278,6 +285,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if platform == "azureml" and eventgrid is None:
         problems.append(_problem("PERENNIAL_EVENTGRID_ENDPOINT", "is required when PERENNIAL_PLATFORM=azureml"))
     retrain_schedule = _schedule(env, problems)
+    endpoint_suffix = env.get("PERENNIAL_ENDPOINT_SUFFIX", "").strip() or None
+    if endpoint_suffix is not None and not _ENDPOINT_SUFFIX.match(endpoint_suffix):
+        problems.append(
+            _problem("PERENNIAL_ENDPOINT_SUFFIX", f"={endpoint_suffix!r} must be 1-6 lowercase letters or digits")
+        )
 
     if problems:
         raise SettingsError(problems)
@@ -291,4 +303,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         eventgrid=eventgrid,
         in_azure=bool(env.get("WEBSITE_INSTANCE_ID")),
         retrain_schedule=retrain_schedule,
+        endpoint_suffix=endpoint_suffix,
     )

@@ -25,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 #: Azure ML names endpoints, deployments, models and computes with this pattern.
 AZURE_ML_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]$")
 AZURE_ML_NAME_HINT = "3-32 characters: a letter first, then letters, digits or '-', not ending in '-'"
+#: Azure ML's longest endpoint (and model, deployment) name.
+AZURE_ML_NAME_MAX = 32
+#: In Azure the app appends '-<PERENNIAL_ENDPOINT_SUFFIX>' (at most 6 characters) to every endpoint name, since
+#: Azure ML endpoint names are unique within a region across tenants: a spec's endpoint leaves room for it.
+ENDPOINT_SUFFIX_MAX = 6
+ENDPOINT_NAME_MAX = AZURE_ML_NAME_MAX - 1 - ENDPOINT_SUFFIX_MAX
 
 ColumnType = Literal["float", "int", "bool", "string", "category", "timestamp"]
 Severity = Literal["error", "warning"]
@@ -220,7 +226,11 @@ class ApprovalSpec(_Strict):
 class RolloutSpec(_Strict):
     endpoint: str | None = Field(
         default=None,
-        description=f"the online endpoint name ({AZURE_ML_NAME_HINT}), one model's alone; default <model>-ep",
+        description=(
+            f"the online endpoint name ({AZURE_ML_NAME_HINT.replace('32', str(ENDPOINT_NAME_MAX))}), one model's "
+            "alone; default <model>-ep. In Azure the app appends '-<PERENNIAL_ENDPOINT_SUFFIX>' (infra/ sets 6 "
+            "characters of the deployment's token), since endpoint names are unique within a region"
+        ),
     )
     instance_type: str = Field(default="Standard_DS3_v2", description="an Azure VM size for the deployment")
     instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
@@ -306,10 +316,25 @@ def _problem(path: str, value: Any, message: str, fix: str) -> str:
     return f"{path}={value!r} {message} ({fix})"
 
 
-def _check_azure_name(path: str, value: str, max_length: int = 32) -> list[str]:
+def _check_azure_name(path: str, value: str, max_length: int = AZURE_ML_NAME_MAX) -> list[str]:
     if 3 <= len(value) <= max_length and AZURE_ML_NAME.match(value):
         return []
     return [_problem(path, value, "is not a valid Azure ML name", AZURE_ML_NAME_HINT.replace("32", str(max_length)))]
+
+
+def _check_endpoint_name(path: str, value: str) -> list[str]:
+    """An Azure ML name with room for the '-<suffix>' the app appends in Azure."""
+    if (problems := _check_azure_name(path, value)) or len(value) <= ENDPOINT_NAME_MAX:
+        return problems
+    return [
+        _problem(
+            path,
+            value,
+            f"is longer than {ENDPOINT_NAME_MAX} characters: in Azure the app appends '-<PERENNIAL_ENDPOINT_SUFFIX>' "
+            f"(endpoint names are unique within a region) and Azure ML allows {AZURE_ML_NAME_MAX}",
+            f"shorten it to at most {ENDPOINT_NAME_MAX} characters",
+        )
+    ]
 
 
 #: Azure ML compute cluster names are shorter than endpoint names; both platform adapters refuse longer ones.
@@ -321,14 +346,15 @@ def _check_default_endpoint(spec: ModelSpec) -> list[str]:
     refuses, which the rollout would find only after training."""
     if spec.rollout.endpoint is not None or _check_azure_name("name", spec.name):
         return []  # an endpoint of its own, or a name already refused
-    if not _check_azure_name("name", spec.endpoint_name):
+    if not _check_azure_name("name", spec.endpoint_name, ENDPOINT_NAME_MAX):
         return []
     return [
         _problem(
             "name",
             spec.name,
-            f"gives the default endpoint {spec.endpoint_name!r}, longer than Azure ML's 32 characters",
-            "set rollout.endpoint to a name of 3-32 characters, or shorten the model's name",
+            f"gives the default endpoint {spec.endpoint_name!r}, longer than {ENDPOINT_NAME_MAX} characters (Azure "
+            f"ML's {AZURE_ML_NAME_MAX}, less the '-<suffix>' the app adds in Azure)",
+            f"set rollout.endpoint to a name of 3-{ENDPOINT_NAME_MAX} characters, or shorten the model's name",
         )
     ]
 
@@ -448,7 +474,7 @@ def _check_rollout(rollout: RolloutSpec) -> list[str]:
             )
         )
     if rollout.endpoint is not None:
-        problems += _check_azure_name("rollout.endpoint", rollout.endpoint)
+        problems += _check_endpoint_name("rollout.endpoint", rollout.endpoint)
     return problems
 
 

@@ -71,6 +71,11 @@ def test_identity_based_storage_from_account_name() -> None:
         ),
         ({"PERENNIAL_RETRAIN_SCHEDULE": "0 0 8-25 * * *"}, "the hour field '8-25' is outside 0-23"),
         ({"PERENNIAL_RETRAIN_SCHEDULE": "0 */0 * * * *"}, "(a step must be at least 1)"),
+        (
+            {"PERENNIAL_ENDPOINT_SUFFIX": "Prod-1"},
+            "PERENNIAL_ENDPOINT_SUFFIX='Prod-1' must be 1-6 lowercase letters or digits",
+        ),
+        ({"PERENNIAL_ENDPOINT_SUFFIX": "abcdefg"}, "PERENNIAL_ENDPOINT_SUFFIX='abcdefg' must be 1-6"),
     ],
 )
 def test_malformed_setting_is_named_with_an_example(env: dict[str, str], fragment: str) -> None:
@@ -83,6 +88,25 @@ def test_malformed_setting_is_named_with_an_example(env: dict[str, str], fragmen
 @pytest.mark.parametrize("schedule", ["0 0 * * * *", "0 */15 9-17 * * MON-FRI", "30 5 2 1,15 JAN-DEC 0"])
 def test_a_valid_retrain_schedule_is_kept(schedule: str) -> None:
     assert load_settings({"PERENNIAL_RETRAIN_SCHEDULE": schedule}).retrain_schedule == schedule
+
+
+def test_the_endpoint_suffix_makes_every_endpoint_name_this_deployments_own() -> None:
+    """Azure ML endpoint names are unique within a region across tenants: 'fraud-ep' may be taken by a stranger
+    or by the same app's other environment, so in Azure each endpoint carries the deployment's suffix."""
+    from shared.runtime import with_endpoint_suffix
+    from shared.spec import AZURE_ML_NAME, AZURE_ML_NAME_MAX, ENDPOINT_NAME_MAX, load_specs
+
+    specs = load_specs(Path(__file__).resolve().parents[2] / "models")
+    suffix = load_settings({"PERENNIAL_ENDPOINT_SUFFIX": "k3x9q2"}).endpoint_suffix
+    assert suffix == "k3x9q2"
+    renamed = with_endpoint_suffix(specs, suffix)
+    assert renamed["fraud"].endpoint_name == "fraud-ep-k3x9q2"
+    assert renamed["fraud"].rollout.steps == specs["fraud"].rollout.steps, "nothing else changes"
+    assert with_endpoint_suffix(specs, load_settings({}).endpoint_suffix) == specs, "locally: the spec's names"
+    # The longest endpoint a spec may name still makes a valid Azure ML name with the longest suffix.
+    longest = "e" * ENDPOINT_NAME_MAX + "-" + "9" * 6
+    assert len(longest) == AZURE_ML_NAME_MAX
+    assert AZURE_ML_NAME.match(longest)
 
 
 def test_local_settings_json_fills_the_environment_without_overriding(tmp_path: Path) -> None:
