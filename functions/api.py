@@ -150,7 +150,14 @@ def _run_in_progress(registry: Registry, model: str, ours: str) -> func.HttpResp
             f"wait for it, or abort it with POST /api/runs/{run.run_id}/abort "
             "(a rollout in progress rolls back to the champion)"
         )
-    return problem(409, "A run is in progress", f"run {run.run_id} is {run.stage}; {what_to_do}", run_id=run.run_id)
+    return problem(
+        409,
+        "A run is in progress",
+        f"run {run.run_id} is {run.stage}; {what_to_do}",
+        run_id=run.run_id,
+        trigger=run.trigger_kind,
+        abortable=run.trigger_kind != "rollback",
+    )
 
 
 def _fingerprint(route: str, body: dict[str, Any]) -> str:
@@ -340,10 +347,14 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
     selection = body.get("blobs")
-    if selection is not None and (
-        not isinstance(selection, list) or not all(isinstance(b, str) and b for b in selection)
-    ):
+    if selection is not None and not isinstance(selection, list):
         return problem(400, "Bad data selection", "blobs must be a list of blob names", field="blobs")
+    for index, name in enumerate(selection or []):
+        if not isinstance(name, str) or not name:
+            detail = (
+                f"blobs[{index}] is {json.dumps(name)}: each entry must be a blob name such as landing/{model}/b1.csv"
+            )
+            return problem(400, "Bad data selection", detail, field=f"blobs[{index}]")
     if "schemaId" in body:
         # An alert posted here would start a run without the alert's own rules (a Resolved alert, one within the
         # cool-down) and under the URL's model, not the alert's.

@@ -40,7 +40,11 @@ def demo(
         20_000, "--rows", min=4000, max=200_000, help="Rows of the first batch (the later ones have half as many)."
     ),
     port: int | None = typer.Option(
-        None, "--port", help="The host's port. Default: 7071 if it is free, else any free port."
+        None,
+        "--port",
+        min=1,
+        max=65535,
+        help="The host's port on 127.0.0.1. Default: 7071 if it is free, else any free port.",
     ),
 ) -> None:
     """Play Perennial's whole loop on this machine and check every stage; exit 1 if any stage fails.

@@ -19,6 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from perennial_cli.client import (
     DEFAULT_HOST_URL,
@@ -277,16 +278,28 @@ def _models_table(base_url: str, found: list[ModelInfo], narrow: bool = False) -
 Cell = tuple[str, Callable[[Row], str]]
 
 
+#: Columns of ids, shown whole whatever the terminal's width.
+WHOLE_COLUMNS = frozenset({"run id", "latest run", "model"})
+
+
 def _table(
     title: str, rows: Sequence[Row], columns: Sequence[Cell[Row]], no_wrap: Sequence[str] | None = None
 ) -> Table:
-    """A list table; ``no_wrap`` None: the narrow layout (no vertical rules, no cell ever wraps)."""
+    """A list table; ``no_wrap`` None: the narrow layout (no vertical rules, no cell ever wraps). Ids (the columns
+    in ``WHOLE_COLUMNS``) are never shortened: they are what a user copies into the next command, so in a narrow
+    terminal (or a pipe, which rich reads as 80 columns) the other columns give way."""
     narrow = no_wrap is None
     table = _narrow_table(title) if narrow else Table(title=title, title_justify="left")
-    for heading, _ in columns:
-        table.add_column(heading, no_wrap=narrow or heading in (no_wrap or ()))
-    for row in rows:
-        table.add_row(*(cell(row) for _, cell in columns))
+    cells = [[cell(row) for _, cell in columns] for row in rows]
+    for index, (heading, _) in enumerate(columns):
+        whole = max((Text.from_markup(line[index]).cell_len for line in cells), default=0)
+        table.add_column(
+            heading,
+            no_wrap=narrow or heading in (no_wrap or ()),
+            min_width=whole if heading in WHOLE_COLUMNS else None,
+        )
+    for line in cells:
+        table.add_row(*line)
     return table
 
 
@@ -448,9 +461,12 @@ def retrain(
             running = exc.problem.extras.get("run_id")
             if exc.status != 409 or not isinstance(running, str):
                 raise
-            err.print(f"[red]✗[/red] a retrain of {escape(model)} is already running: run {escape(running)}")
-            err.print(f"  {escape(exc.problem.detail)}", soft_wrap=True)
-            err.print(f"  follow it: perennial run {escape(running)}    stop it: perennial abort {escape(running)}")
+            err.print(
+                f"[red]✗[/red] a run of {escape(model)} is already in progress: run {escape(running)}", soft_wrap=True
+            )
+            err.print(f"  {escape(exc.problem.detail)}", soft_wrap=True)  # the host's advice for this kind of run
+            stop = f"    stop it: perennial abort {escape(running)}" if exc.problem.extras.get("abortable") else ""
+            err.print(f"  follow it: perennial run {escape(running)}{stop}", soft_wrap=True)
             raise typer.Exit(code=1) from None
     name = escape(accepted.model or model)
     out.print(f"[green]✓[/green] retrain of {name} accepted: run [bold]{escape(accepted.run_id)}[/bold]")

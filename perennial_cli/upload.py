@@ -95,7 +95,10 @@ def upload(
         )
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
         _fail(f"could not upload landing/{model}/{relative} to {where}: {_first_line(exc)}", START_HINT)
-    out.print(f"The host announces new data within seconds; follow the run with: perennial runs {escape(model)}")
+    out.print(
+        f"The host announces new data within seconds; follow the run with: perennial runs {escape(model)}",
+        soft_wrap=True,
+    )
 
 
 def _known_models(models: Path) -> frozenset[str]:

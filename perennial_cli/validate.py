@@ -1,7 +1,7 @@
 """``perennial validate``: check a data file against a model's data contract (and drift vs a reference).
 
 Exit codes: 0 the batch passes (warnings allowed), 1 it fails a hard check, 2 the spec or the
-reference profile cannot be used.
+reference profile cannot be used, or the profile cannot be written (``--profile-out``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from perennial_cli.spec import load_spec_or_exit
@@ -34,9 +36,12 @@ def validate(
         None, "--profile-out", help="Write this batch's profile (JSON) here, e.g. to use as a reference later."
     ),
 ) -> None:
-    """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails."""
+    """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails, 2 if
+    the spec, the reference or the profile path cannot be used."""
     err = Console(stderr=True)
     model = load_spec_or_exit(spec, code=2)
+    if profile_out is not None and profile_out.is_dir():  # before a long validation, not after it
+        _unwritable(err, profile_out, "it is a directory; pass a file path such as profile.json")
     ref_profile: DatasetProfile | None = None
     if reference is not None:
         try:
@@ -53,17 +58,29 @@ def validate(
     if ref_profile is not None and report.profile is not None:
         features = [c.name for c in model.data.feature_columns]
         drift = compare(ref_profile, report.profile, model.triggers.drift, columns=features)
+    write_error: str | None = None
+    written = profile_out
     if profile_out is not None and report.profile is not None:
-        profile_out.parent.mkdir(parents=True, exist_ok=True)
-        profile_out.write_text(report.profile.to_json(), encoding="utf-8")
+        try:
+            profile_out.parent.mkdir(parents=True, exist_ok=True)
+            profile_out.write_text(report.profile.to_json(), encoding="utf-8")
+        except OSError as exc:
+            write_error, written = exc.strerror or str(exc), None
 
     if as_json:
         document = {"validation": report.to_dict(include_profile=False), "drift": drift.to_dict() if drift else None}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        _print(report, drift, profile_out)
+        _print(report, drift, written)
+    if write_error is not None:  # the report above still stands; the exit code says the command did not finish
+        _unwritable(err, profile_out, f"{write_error}; pass --profile-out a writable file path")
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+def _unwritable(err: Console, target: Path | None, why: str) -> NoReturn:
+    err.print(f"[red]✗[/red] {escape(str(target))}: cannot write the profile ({why})", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
 
 
 def _print(report: ValidationReport, drift: DriftReport | None, profile_out: Path | None) -> None:

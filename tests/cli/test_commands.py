@@ -160,7 +160,7 @@ def test_retrain_is_accepted_then_refused_while_it_runs(host: PerennialHost) -> 
 
     second = perennial(host, "retrain", "lending")
     assert second.exit_code == 1, second.output
-    assert f"already running: run {run_id}" in second.output
+    assert f"already in progress: run {run_id}" in second.output
     assert f"perennial abort {run_id}" in second.output
     run = host.registry.get_run("lending", run_id)
     assert run is not None

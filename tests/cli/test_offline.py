@@ -56,6 +56,43 @@ CANNED: dict[str, tuple[int, str, bytes]] = {
         ).encode(),
     ),
     "/api/models/fraud/runs": (502, "text/html", b"<html><body>Bad Gateway</body></html>"),
+    "/api/models/lending/retrain": (
+        409,
+        "application/problem+json",
+        json.dumps(
+            {
+                "title": "A run is in progress",
+                "status": 409,
+                "detail": "run lending-00000000000000aa is rolling_back; wait for it to end "
+                "(GET /api/runs/lending-00000000000000aa)",
+                "run_id": "lending-00000000000000aa",
+                "trigger": "rollback",
+                "abortable": False,
+            }
+        ).encode(),
+    ),
+    "/api/models/credit-scoring/runs": (
+        200,
+        "application/json",
+        json.dumps(
+            {
+                "runs": [
+                    {
+                        "run_id": f"credit-scoring-{n:016x}",
+                        "model": "credit-scoring",
+                        "status": "running",
+                        "stage": "awaiting_approval",
+                        "trigger": {"kind": "blob_created", "reason": "new data", "event_id": "e"},
+                        "created_at": "2026-11-30T16:05:00+00:00",
+                        "updated_at": "2026-11-30T16:05:00+00:00",
+                        "registered_version": "12",
+                    }
+                    for n in (0x6BF663297EDE0E45, 0x7D5B432B9FBFFB01)
+                ],
+                "next": None,
+            }
+        ).encode(),
+    ),
 }
 
 
@@ -179,7 +216,28 @@ def test_a_problems_hint_is_printed_once_as_the_fix(canned: str) -> None:
     assert "fix: retry later; start Azurite" in result.output
 
 
-@pytest.mark.parametrize("command", ["up", "host"])
+def test_a_retrain_blocked_by_a_rollback_says_so_and_does_not_suggest_an_abort(canned: str) -> None:
+    result = perennial("retrain", "lending", "--host", canned)
+    assert result.exit_code == 1
+    assert "a run of lending is already in progress: run lending-00000000000000aa" in result.output
+    assert "wait for it to end" in result.output, "the host's advice for this kind of run"
+    assert "perennial abort" not in result.output, "a rollback cannot be aborted"
+    assert "follow it: perennial run lending-00000000000000aa" in result.output
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_run_ids_are_whole_in_a_narrow_terminal_or_a_pipe(canned: str, columns: str) -> None:
+    """The run id is what a user copies into `run`, `approve` or `abort`; rich reads a pipe as 80 columns."""
+    result = CliRunner().invoke(
+        app, ["runs", "credit-scoring", "--host", canned], env={"COLUMNS": columns, "PERENNIAL_FUNCTION_KEY": "k"}
+    )
+    assert result.exit_code == 0, result.output
+    for run_id in ("credit-scoring-6bf663297ede0e45", "credit-scoring-7d5b432b9fbffb01"):
+        assert run_id in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= int(columns)
+
+
+@pytest.mark.parametrize("command", ["up", "host", "demo"])
 def test_a_port_out_of_range_is_a_usage_error(command: str) -> None:
     result = perennial(command, "--port", "99999")
     assert result.exit_code == 2

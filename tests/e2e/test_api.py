@@ -32,6 +32,9 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
     assert _problem(http.post("/api/models/fraud/retrain", json=[1, 2]), 400)["field"] == "body"
     assert _problem(http.post("/api/models/fraud/retrain", json={"reason": 7}), 400)["field"] == "reason"
     assert _problem(http.post("/api/models/fraud/retrain", json={"blobs": "x.csv"}), 400)["field"] == "blobs"
+    empty = _problem(http.post("/api/models/fraud/retrain", json={"blobs": ["landing/fraud/a.csv", ""]}), 400)
+    assert empty["field"] == "blobs[1]"
+    assert 'blobs[1] is "": each entry must be a blob name' in str(empty["detail"])
     colour = _problem(http.post("/api/models/fraud/retrain", json={"colour": "red"}), 400)
     assert colour["field"] == "colour"
     assert "'blobs'" in str(colour["detail"]), "the fields a retrain request may carry, blobs included"

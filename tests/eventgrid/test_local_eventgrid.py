@@ -163,7 +163,8 @@ def test_azureml_topic_delivers_only_subscribed_types(tmp_path: Path, azurite_co
             running.grid.publish("azureml", [samples.RUN_STATUS, samples.ML_MODEL_REGISTERED, samples.DRIFT])
             await running.grid.deliverer.drain(5)  # type: ignore[union-attr]
             types = sorted(e["eventType"] for e in receiver.events("on_alert_event"))
-            assert types == [samples.DRIFT["eventType"], samples.RUN_STATUS["eventType"]]
+            # Not the run status changes: the app follows its jobs by polling (infra/wiring.bicep subscribes the same).
+            assert types == [samples.DRIFT["eventType"]]
 
     asyncio.run(scenario())
 

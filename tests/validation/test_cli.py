@@ -63,6 +63,26 @@ def test_bad_spec_or_reference_exits_2(tmp_path: Path) -> None:
     assert "not valid JSON" in result.output
 
 
+def test_a_profile_path_that_cannot_be_written_exits_2_with_the_fix_not_a_traceback(tmp_path: Path) -> None:
+    data = write_csv(fraud_batch(200, seed=4), tmp_path / "d.csv")
+    wide = {"COLUMNS": "400"}
+    # A directory is refused before the batch is read.
+    result = runner.invoke(app, ["validate", str(data), "--spec", SPEC, "--profile-out", str(tmp_path)], env=wide)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "cannot write the profile (it is a directory; pass a file path such as profile.json)" in result.output
+    # A folder that cannot be made: the report is still shown, and the exit code says the command did not finish.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "profile.json"
+    result = runner.invoke(app, ["validate", str(data), "--spec", SPEC, "--profile-out", str(target)], env=wide)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "200 rows" in result.output, "the report is shown"
+    assert f"{target}: cannot write the profile (" in result.output
+    assert "pass --profile-out a writable file path" in result.output
+
+
 def test_console_script_in_a_real_process(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
