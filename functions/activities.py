@@ -596,6 +596,7 @@ def decide_promotion(payload: dict[str, Any]) -> dict[str, Any]:
     _registry().update_run(model, run_id, change)
     return {
         "promote": decision.promote,
+        "review": decision.needs_review,  # promote only with a person's approval (an unsettled guardrail)
         "reasons": [decision.summary, *decision.reasons],
         "decision": decision.to_dict(),
     }

@@ -337,7 +337,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         "register_model", {**run, "best": best.dump(), "evaluation": evaluated.dump(), "decision": decision}
     )
 
-    if prepared["approval_required"]:
+    # A decision made before "review" existed has none (replay): the spec's approval setting alone then applies.
+    if prepared["approval_required"] or decision.get("review", False):
         if (yield from stage("awaiting_approval", version=registered["version"])):
             return (yield from finish("aborted", aborted))
         timeout = context.current_utc_datetime + timedelta(hours=float(prepared["approval_timeout_hours"]))

@@ -181,6 +181,8 @@ def evaluation_job(
         "--confidence", str(1 - spec.promotion.significance),
         *holdout_args(spec),
     ]  # fmt: skip
+    if spec.promotion.guardrails:
+        args += ["--guardrail-metrics", ",".join(g.metric for g in spec.promotion.guardrails)]
     if champion is not None:
         job_inputs["champion"] = JobInput(champion, "custom_model")
         args += ["--champion", "{inputs.champion}"]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.canary import CanaryVerdict
-from shared.spec import EVALUATION_METRICS, PromotionSpec, RolloutSpec, TriggerSpec
+from shared.spec import EVALUATION_METRICS, Guardrail, PromotionSpec, RolloutSpec, TriggerSpec
 
 EvidenceValue = float | int | str | bool | None
 
@@ -61,7 +61,8 @@ class ModelMetrics:
 
 @dataclass(frozen=True)
 class Difference:
-    """Bootstrap estimate of challenger minus champion on the primary metric, over the same holdout."""
+    """Bootstrap estimate of challenger minus champion on one metric (the primary, or a guardrail's), over the same
+    holdout."""
 
     metric: str
     estimate: float
@@ -97,6 +98,9 @@ class Comparison:
     #: Why a champion was given but could not be loaded or scored (evaluate.py); None when it was scored, or
     #: there was none. With a reason, ``champion``, ``difference`` and ``mcnemar`` are None.
     champion_unscorable: str | None = None
+    #: The same bootstrap for each guardrail metric evaluate.py was asked for (``--guardrail-metrics``); empty in an
+    #: older comparison.json, whose guardrails are then judged on their point estimates alone.
+    guardrail_differences: Mapping[str, Difference] = field(default_factory=dict)
 
 
 _COMPARISON_HINT = "regenerate it with training_jobs/evaluate.py; the shape is documented in docs/policy.md"
@@ -184,36 +188,51 @@ def _unscorable_reason(document: Mapping[str, object]) -> str | None:
     return reason
 
 
+def _difference(document: object, path: str, metric: str) -> Difference:
+    d = _keys(document, path, ("metric", "estimate", "ci_low", "ci_high", "confidence", "p_value", "bootstrap_samples"))
+    if d["metric"] != metric:
+        expected = f"must equal primary_metric {metric!r}" if path == "difference" else f"must be {metric!r}"
+        raise _bad(f"{path}.metric", d["metric"], expected)
+    difference = Difference(
+        metric=metric,
+        estimate=_number(d, "estimate", path, -1.0, 1.0),
+        ci_low=_number(d, "ci_low", path, -1.0, 1.0),
+        ci_high=_number(d, "ci_high", path, -1.0, 1.0),
+        confidence=_number(d, "confidence", path, 0.0, 1.0),
+        p_value=_number(d, "p_value", path, 0.0, 1.0),
+        bootstrap_samples=_count(d, "bootstrap_samples", path, low=1),
+    )
+    if not difference.ci_low <= difference.ci_high:
+        raise _bad(f"{path}.ci_low", difference.ci_low, f"must not exceed ci_high={difference.ci_high}")
+    return difference
+
+
+def _guardrail_differences(document: Mapping[str, object]) -> dict[str, Difference]:
+    value = document.get("guardrail_differences")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad("guardrail_differences", value, "must be a JSON object of metric -> difference")
+    unknown = [m for m in value if m not in METRICS]
+    if unknown:
+        raise _bad("guardrail_differences", unknown[0], f"must name metrics among {', '.join(METRICS)}")
+    if value and document["champion"] is None:
+        raise _bad("guardrail_differences", "{...}", "must be empty when there is no champion")
+    return {m: _difference(d, f"guardrail_differences.{m}", str(m)) for m, d in value.items()}
+
+
 def parse_comparison(document: object) -> Comparison:
     """Validate a parsed comparison.json; raise :class:`PolicyInputError` naming the bad field."""
     top = ("primary_metric", "n_holdout", "challenger", "champion", "difference", "mcnemar")
-    doc = _keys(document, "(top level)", top, optional=("n_positive", "holdout", "champion_unscorable"))
+    optional = ("n_positive", "holdout", "champion_unscorable", "guardrail_differences")
+    doc = _keys(document, "(top level)", top, optional=optional)
     primary = doc["primary_metric"]
     if primary not in METRICS:
         raise _bad("primary_metric", primary, f"must be one of {', '.join(METRICS)}")
     assert isinstance(primary, str)
     challenger = _metrics(doc["challenger"], "challenger")
     champion = None if doc["champion"] is None else _champion_metrics(doc["champion"])
-    difference = None
-    if doc["difference"] is not None:
-        d = _keys(
-            doc["difference"],
-            "difference",
-            ("metric", "estimate", "ci_low", "ci_high", "confidence", "p_value", "bootstrap_samples"),
-        )
-        if d["metric"] != primary:
-            raise _bad("difference.metric", d["metric"], f"must equal primary_metric {primary!r}")
-        difference = Difference(
-            metric=primary,
-            estimate=_number(d, "estimate", "difference", -1.0, 1.0),
-            ci_low=_number(d, "ci_low", "difference", -1.0, 1.0),
-            ci_high=_number(d, "ci_high", "difference", -1.0, 1.0),
-            confidence=_number(d, "confidence", "difference", 0.0, 1.0),
-            p_value=_number(d, "p_value", "difference", 0.0, 1.0),
-            bootstrap_samples=_count(d, "bootstrap_samples", "difference", low=1),
-        )
-        if not difference.ci_low <= difference.ci_high:
-            raise _bad("difference.ci_low", difference.ci_low, f"must not exceed ci_high={difference.ci_high}")
+    difference = None if doc["difference"] is None else _difference(doc["difference"], "difference", primary)
     mcnemar = None
     if doc["mcnemar"] is not None:
         mc = _keys(doc["mcnemar"], "mcnemar", ("b", "c", "statistic", "p_value"))
@@ -239,6 +258,7 @@ def parse_comparison(document: object) -> Comparison:
         n_positive=None if doc.get("n_positive") is None else _count(doc, "n_positive", "(top level)"),
         holdout=holdout,
         champion_unscorable=unscorable,
+        guardrail_differences=_guardrail_differences(doc),
     )
 
 
@@ -270,6 +290,9 @@ class PromotionDecision:
     first_run: bool
     summary: str
     checks: tuple[Check, ...]
+    #: Promote only with a person's approval: a guardrail the holdout cannot settle, under
+    #: ``promotion.review_uncertain_guardrails``.
+    needs_review: bool = False
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -481,26 +504,8 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
     )
     checks.append(_significance(difference, spec))
     checks.append(_holdout_size(comparison))
-    for guardrail in spec.guardrails:
-        g_new, g_old = comparison.challenger.value(guardrail.metric), champion.value(guardrail.metric)
-        regression = (g_new - g_old) if guardrail.metric in LOWER_IS_BETTER else (g_old - g_new)
-        ok = regression <= guardrail.max_regression + _EPS
-        verdict = "within" if ok else "exceeds"
-        checks.append(
-            Check(
-                f"guardrail.{guardrail.metric}",
-                ok,
-                f"{guardrail.metric} {g_old:.4f} → {g_new:.4f} (regression {regression:+.4f}, {_direction(guardrail.metric)} "
-                f"is better) {verdict} max_regression {guardrail.max_regression:g}",
-                {
-                    "metric": guardrail.metric,
-                    "challenger": g_new,
-                    "champion": g_old,
-                    "regression": regression,
-                    "max_regression": guardrail.max_regression,
-                },
-            )
-        )
+    guardrails = [_guardrail(comparison, champion, guardrail, spec) for guardrail in spec.guardrails]
+    checks += [check for check, _ in guardrails]
     if comparison.mcnemar is not None:
         mc = comparison.mcnemar
         # Recorded, never gating: it tests disagreement on hard labels, not the primary metric.
@@ -514,12 +519,69 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
         )
     promote = all(c.passed for c in checks)
     failed = [c.reason for c in checks if not c.passed]
-    summary = (
-        f"promote: {metric} {gain:+.4f} on {comparison.n_holdout} holdout rows, significant, guardrails held"
-        if promote
-        else "not promoted: " + "; ".join(failed)
-    )
-    return PromotionDecision(promote, False, summary, tuple(checks))
+    uncertain = [check.name.removeprefix("guardrail.") for check, unsettled in guardrails if unsettled]
+    review = promote and spec.review_uncertain_guardrails and bool(uncertain)
+    if review:
+        summary = (
+            f"promote after a person's approval: {metric} {gain:+.4f} on {comparison.n_holdout} holdout rows, "
+            f"significant, but the holdout cannot settle guardrail {', '.join(uncertain)} "
+            "(promotion.review_uncertain_guardrails)"
+        )
+    elif promote:
+        summary = f"promote: {metric} {gain:+.4f} on {comparison.n_holdout} holdout rows, significant, guardrails held"
+    else:
+        summary = "not promoted: " + "; ".join(failed)
+    return PromotionDecision(promote, False, summary, tuple(checks), needs_review=review)
+
+
+def _guardrail(
+    comparison: Comparison, champion: ModelMetrics, guardrail: Guardrail, spec: PromotionSpec
+) -> tuple[Check, bool]:
+    """One guardrail's check, and whether the holdout leaves it unsettled.
+
+    The regression is the champion's value less the challenger's (the reverse for a lower-is-better metric). With
+    evaluate.py's bootstrap of the metric's difference, the interval of the regression settles it within
+    ``max_regression`` (its upper end at most that), beyond it (its lower end above), or not at all. Unsettled, it
+    is judged on the point estimate, or passes for a person to decide under ``review_uncertain_guardrails``."""
+    name, limit = guardrail.metric, guardrail.max_regression
+    g_new, g_old = comparison.challenger.value(name), champion.value(name)
+    lower_is_better = name in LOWER_IS_BETTER
+    regression = (g_new - g_old) if lower_is_better else (g_old - g_new)
+    evidence: dict[str, EvidenceValue] = {
+        "metric": name,
+        "challenger": g_new,
+        "champion": g_old,
+        "regression": regression,
+        "max_regression": limit,
+    }
+    shown = f"{name} {g_old:.4f} → {g_new:.4f} (regression {regression:+.4f}"
+    difference = comparison.guardrail_differences.get(name)
+    unsettled = False
+    point_within = regression <= limit + _EPS
+    beyond = not point_within  # without an interval, the point estimate decides
+    if difference is not None:
+        low, high = (
+            (difference.ci_low, difference.ci_high) if lower_is_better else (-difference.ci_high, -difference.ci_low)
+        )
+        within, beyond = high <= limit + _EPS, low > limit + _EPS
+        unsettled = not (within or beyond)
+        evidence |= {"regression_ci_low": low, "regression_ci_high": high, "confidence": difference.confidence}
+        shown += f", {difference.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]"
+    shown += f", {_direction(name)} is better)"
+    if unsettled and spec.review_uncertain_guardrails:
+        ok = True
+        verdict = f"the holdout cannot settle it against max_regression {limit:g}: a person decides"
+    elif unsettled:
+        ok = point_within
+        verdict = (
+            f"{'within' if ok else 'exceeds'} max_regression {limit:g} on the point estimate (the holdout cannot "
+            "settle it: the interval straddles the limit)"
+        )
+    else:
+        ok = not beyond
+        verdict = f"{'within' if ok else 'exceeds'} max_regression {limit:g}"
+    evidence["settled"] = not unsettled
+    return Check(f"guardrail.{name}", ok, f"{shown} {verdict}", evidence), unsettled
 
 
 # --------------------------------------------------------------------------- retrain

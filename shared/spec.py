@@ -178,6 +178,12 @@ class PromotionSpec(_Strict):
         default=0.05, gt=0.0, lt=1.0, description="the significance level of the comparison, in (0, 1), e.g. 0.05"
     )
     guardrails: list[Guardrail] = Field(default_factory=list, description="metrics that must not regress")
+    review_uncertain_guardrails: bool = Field(
+        default=False,
+        description="true: a guardrail the holdout cannot settle (the confidence interval of its regression "
+        "straddles max_regression) holds a challenger that passes every other rule for a person's approval "
+        "(rollout.approval.timeout_hours, then not shipped); false: such a guardrail is judged on its point estimate",
+    )
     first_run_floor: dict[str, Probability] = Field(
         default_factory=dict,
         description="minimum holdout metrics for a first model, e.g. {pr_auc: 0.3}; keys: accuracy, precision, "

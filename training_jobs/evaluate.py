@@ -82,6 +82,14 @@ class ChampionUnscorable(Exception):
     """The champion cannot be loaded or scored on the holdout; the message says which champion and what failed."""
 
 
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown metric {unknown[0]!r}; use any of {', '.join(METRICS)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
@@ -112,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pr_auc", "roc_auc", "f1", "accuracy", "precision", "recall"),
         default="pr_auc",
         help="the metric whose difference is bootstrapped",
+    )
+    p.add_argument(
+        "--guardrail-metrics",
+        type=_metric_list,
+        default=(),
+        metavar="M[,M...]",
+        help=f"metrics whose challenger-minus-champion difference is bootstrapped too, for the promotion policy's "
+        f"guardrails (any of {', '.join(METRICS)}), e.g. precision,recall",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (>= 100)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval, in (0.5, 1)")
@@ -195,6 +211,22 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             args.seed,
         ).to_json()
         result["mcnemar"] = mcnemar(y, p_new, p_old, challenger.threshold, champion.threshold).to_json()
+        # The same paired bootstrap for each guardrail metric: the policy tells a regression the holdout settles
+        # from one it cannot (the interval straddles the guardrail's max_regression).
+        result["guardrail_differences"] = {
+            metric: paired_bootstrap(
+                metric,
+                y,
+                p_new,
+                p_old,
+                challenger.threshold,
+                champion.threshold,
+                args.bootstrap,
+                args.confidence,
+                args.seed + 1 + index,
+            ).to_json()
+            for index, metric in enumerate(args.guardrail_metrics)
+        }
     return result
 
 

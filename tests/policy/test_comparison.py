@@ -94,6 +94,13 @@ _DELETE = object()
         ("champion", _DELETE, "is missing champion"),
         ("n_positive", -1, "n_positive=-1 must be a whole number >= 0"),
         ("holdout", "10%", "holdout='10%' must be a JSON object"),
+        ("guardrail_differences", [], "guardrail_differences=[] must be a JSON object of metric -> difference"),
+        ("guardrail_differences", {"log_loss": {}}, "guardrail_differences='log_loss' must name metrics among"),
+        (
+            "guardrail_differences",
+            {"recall": dict(VALID["difference"], metric="precision")},
+            "guardrail_differences.recall.metric='precision' must be 'recall'",
+        ),
     ],
 )
 def test_malformed_input_is_rejected_naming_the_field(path: str, value: Any, expected: str) -> None:
@@ -108,6 +115,16 @@ def test_the_holdouts_rarest_class_and_rule_are_read_when_present() -> None:
     comparison = parse_comparison(_with("holdout", holdout) | {"n_positive": 42})
     assert (comparison.n_positive, comparison.holdout) == (42, holdout)
     assert parse_comparison(_with("n_positive", None)).n_positive is None
+
+
+def test_the_guardrails_bootstrap_is_read_when_present() -> None:
+    recall = dict(VALID["difference"], metric="recall", estimate=-0.02, ci_low=-0.09, ci_high=0.04)
+    comparison = parse_comparison(_with("guardrail_differences", {"recall": recall}))
+    assert comparison.guardrail_differences["recall"].ci_low == -0.09
+    assert parse_comparison(VALID).guardrail_differences == {}, "an older comparison.json has none"
+    first_run = dict(VALID, champion=None, difference=None, mcnemar=None, guardrail_differences={"recall": recall})
+    with pytest.raises(PolicyInputError, match="must be empty when there is no champion"):
+        parse_comparison(first_run)
 
 
 def test_not_json_is_rejected_with_a_hint() -> None:

@@ -266,3 +266,76 @@ def test_over_an_unscorable_champion_without_floors_nothing_is_promoted_blindly(
     assert "POST /api/models/<model>/versions/<version>/rollout" in check.reason
     assert "perennial rollout" in check.reason
     assert decision.summary.startswith("not promoted: the champion could not be scored")
+
+
+# ----------------------------------------------------------------- guardrails with evaluate.py's bootstrap
+
+
+def _with_precision_interval(drop: float, low: float, high: float) -> Comparison:
+    """The champion's precision less the challenger's is ``drop``; the bootstrap's interval of the challenger
+    minus the champion is [-high, -low] (so the regression's interval is [low, high])."""
+    comparison = _comparison(challenger={"precision": BASE.precision - drop})
+    interval = Difference("precision", -drop, -high, -low, 0.95, 0.5, 1000)
+    return replace(comparison, guardrail_differences={"precision": interval})
+
+
+@pytest.mark.parametrize(
+    ("drop", "interval", "passed", "says"),
+    [
+        # Settled within: even the interval's worst end is under max_regression 0.05.
+        (0.01, (-0.02, 0.04), True, "interval [-0.0200, +0.0400], higher is better) within max_regression 0.05"),
+        # Settled beyond: even the interval's best end is over it.
+        (0.12, (0.07, 0.17), False, "exceeds max_regression 0.05"),
+        # Unsettled: the point estimate decides, and the reason says the holdout could not tell.
+        (0.02, (-0.03, 0.09), True, "within max_regression 0.05 on the point estimate (the holdout cannot settle"),
+        (0.07, (0.01, 0.13), False, "exceeds max_regression 0.05 on the point estimate (the holdout cannot settle"),
+    ],
+    ids=["settled-within", "settled-beyond", "unsettled-small-drop", "unsettled-large-drop"],
+)
+def test_a_guardrail_with_an_interval_says_whether_the_holdout_settles_it(
+    drop: float, interval: tuple[float, float], passed: bool, says: str
+) -> None:
+    decision = decide_promotion(_with_precision_interval(drop, *interval), SPEC)
+    [check] = [c for c in decision.checks if c.name == "guardrail.precision"]
+    assert check.passed is passed
+    assert says in check.reason, check.reason
+    assert check.evidence["regression_ci_low"] == pytest.approx(interval[0])
+    assert check.evidence["regression_ci_high"] == pytest.approx(interval[1])
+    assert decision.promote is passed
+    assert decision.needs_review is False, "review is opt-in"
+
+
+def test_an_unsettled_guardrail_holds_the_challenger_for_a_person_when_the_spec_asks() -> None:
+    review = SPEC.model_copy(update={"review_uncertain_guardrails": True})
+    # A drop the holdout cannot tell from no drop, whichever side of the limit its point estimate falls.
+    for drop, interval in ((0.02, (-0.03, 0.09)), (0.07, (0.01, 0.13))):
+        decision = decide_promotion(_with_precision_interval(drop, *interval), review)
+        assert decision.promote is True
+        assert decision.needs_review is True
+        assert decision.summary.startswith("promote after a person's approval")
+        assert "guardrail precision" in decision.summary
+        [check] = [c for c in decision.checks if c.name == "guardrail.precision"]
+        assert "the holdout cannot settle it against max_regression 0.05: a person decides" in check.reason
+        assert decision.to_dict()["needs_review"] is True
+    # What the holdout does settle is not sent to anyone.
+    beyond = decide_promotion(_with_precision_interval(0.12, 0.07, 0.17), review)
+    assert (beyond.promote, beyond.needs_review) == (False, False)
+    within = decide_promotion(_with_precision_interval(0.01, -0.02, 0.04), review)
+    assert (within.promote, within.needs_review) == (True, False)
+    # A challenger that fails another rule is not promoted, review or not.
+    losing = replace(
+        _with_precision_interval(0.02, -0.03, 0.09), difference=Difference("pr_auc", 0.02, -0.01, 0.05, 0.95, 0.2, 1000)
+    )
+    assert decide_promotion(losing, review).promote is False
+    assert decide_promotion(losing, review).needs_review is False
+
+
+def test_a_lower_is_better_guardrail_reads_its_interval_the_right_way_round() -> None:
+    # ece rose by 0.02 (worse); the bootstrap's difference challenger - champion is [+0.015, +0.025].
+    comparison = replace(
+        _comparison(challenger={"ece": BASE.ece + 0.02}),
+        guardrail_differences={"ece": Difference("ece", 0.02, 0.015, 0.025, 0.95, 1.0, 1000)},
+    )
+    [check] = [c for c in decide_promotion(comparison, SPEC).checks if c.name == "guardrail.ece"]
+    assert check.passed is False
+    assert "interval [+0.0150, +0.0250], lower is better) exceeds max_regression 0.01" in check.reason

@@ -69,3 +69,17 @@ def test_training_and_evaluation_jobs_hold_out_the_same_fraction() -> None:
     assert _flag(evaluate.args, "--holdout-fraction") == ["0.2"]
     # the same data: the holdout is a fixed part of it, which the evaluation alone reads
     assert _flag(train.args, "--data") == _flag(evaluate.args, "--data")
+
+
+def test_the_evaluation_bootstraps_every_guardrail_metric_the_policy_will_judge() -> None:
+    inputs = StagedInputs(
+        data=JobInput("/d", "uri_folder"),
+        manifest=JobInput("/m.json", "uri_file"),
+        contract=JobInput("/c.json", "uri_file"),
+    )
+    spec = ModelSpec.model_validate(_fraud())
+    evaluate = evaluation_job(spec, "run-eval", inputs, "/challenger", "azureml:fraud:3", "run")
+    assert spec.promotion.guardrails, "models/fraud.yaml has guardrails"
+    assert _flag(evaluate.args, "--guardrail-metrics") == [",".join(g.metric for g in spec.promotion.guardrails)]
+    bare = ModelSpec.model_validate({**_fraud(), "promotion": {"primary_metric": "pr_auc"}})
+    assert "--guardrail-metrics" not in evaluation_job(bare, "e", inputs, "/c", None, "run").args

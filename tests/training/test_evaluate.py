@@ -33,7 +33,8 @@ def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
 ) -> None:
     result = compare(holdout, tmp_path / "comparison.json", trained, weak)
     top = {"primary_metric", "n_holdout", "n_positive", "holdout", "challenger", "champion", "difference", "mcnemar"}
-    assert set(result) == top
+    assert set(result) == top | {"guardrail_differences"}
+    assert result["guardrail_differences"] == {}, "none asked for"
     assert result["primary_metric"] == "pr_auc"
     # Only the holdout rows of --data are scored (training_jobs/holdout.py): 505 of these 5,000, 26 positive.
     assert (result["n_holdout"], result["n_positive"]) == (505, 26)
@@ -60,6 +61,34 @@ def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
     assert isinstance(mcnemar, dict)
     assert set(mcnemar) == {"b", "c", "statistic", "p_value"}
     assert 0 <= mcnemar["p_value"] <= 1
+
+
+def test_each_guardrail_metric_gets_the_same_paired_bootstrap(
+    holdout: Problem, trained: Path, weak: Path, tmp_path: Path
+) -> None:
+    result = compare(holdout, tmp_path / "comparison.json", trained, weak, "--guardrail-metrics", "recall,ece")
+    differences = result["guardrail_differences"]
+    assert isinstance(differences, dict)
+    assert set(differences) == {"recall", "ece"}
+    challenger, champion = result["challenger"], result["champion"]
+    assert isinstance(challenger, dict)
+    assert isinstance(champion, dict)
+    for metric, difference in differences.items():
+        assert set(difference) == DIFFERENCE_KEYS
+        assert difference["metric"] == metric
+        assert difference["estimate"] == pytest.approx(challenger[metric] - champion[metric])
+        assert difference["ci_low"] <= difference["estimate"] <= difference["ci_high"]
+        assert difference["bootstrap_samples"] > 900
+    parsed = parse_comparison(result)
+    assert parsed.guardrail_differences["recall"].ci_high == differences["recall"]["ci_high"]
+    # Without a champion there is nothing to compare: no bootstrap, and the file still parses.
+    alone = compare(holdout, tmp_path / "alone.json", trained, None, "--guardrail-metrics", "recall")
+    assert "guardrail_differences" not in alone
+    argv = ["--challenger", "x", "--data", "d", "--output", "o", "--contract", "c", "--guardrail-metrics"]
+    assert evaluate.build_parser().parse_args([*argv, "recall, ece"]).guardrail_metrics == ("recall", "ece")
+    with pytest.raises(SystemExit) as refused:
+        evaluate.build_parser().parse_args([*argv, "log_loss"])
+    assert refused.value.code == 2
 
 
 def test_swapping_the_models_flips_the_difference(holdout: Problem, trained: Path, weak: Path, tmp_path: Path) -> None:

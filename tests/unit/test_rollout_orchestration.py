@@ -73,6 +73,9 @@ class DrivenContext:
     def task_any(self, tasks: list[Any]) -> BakeTimer:
         return next(t for t in tasks if isinstance(t, BakeTimer))
 
+    def task_all(self, tasks: list[Any]) -> tuple[str, list[Any]]:
+        return ("all", tasks)
+
 
 class BakeTimer:
     def cancel(self) -> None:
@@ -198,3 +201,65 @@ def test_a_deployment_still_provisioning_after_an_hour_is_rolled_back() -> None:
     polls = sum(1 for _, name, _ in calls if name == "deployment_provisioned")
     assert 10 <= polls <= 20, f"{polls} polls in an hour: backing off to 5 minutes keeps the history short"
     assert calls[-1] == ("activity", "rollout_finish", True), "the half-made deployment is removed"
+
+
+def _training_run(decision: dict[str, Any], approval_required: bool) -> tuple[Any, list[tuple[str, str, bool]]]:
+    """continuous_training from its first stage to its outcome, the activities answering as for one valid blob,
+    one candidate and the given promotion decision; no person ever answers an approval (the timer fires)."""
+    blob = {"url": "http://s/landing/fraud/b1.csv", "container": "landing", "name": "fraud/b1.csv", "etag": "e1"}
+    given = {
+        "model": "fraud",
+        "run_id": RUN_ID,
+        "trigger": {"kind": "manual", "reason": "r", "source_event_id": RUN_ID, "details": {}},
+        "blobs": [],
+    }
+    job = {"base_name": f"{RUN_ID}-c0", "job_name": f"{RUN_ID}-c0-a0", "outcome": "completed", "attempts": 1}
+    answers: dict[str, Any] = {
+        "resolve_run_blobs": {"blobs": [blob], "edges": {"amount": [0.0, 1.0]}},
+        "validate_blob": {"blob": blob, "ok": True, "summary": "ok", "rows": 500},
+        "prepare_training": {
+            "candidates": [{"index": 0, "params": {"lr": 0.01}, "why": "the default"}],
+            "job_args": {},
+            "timeout_minutes": 60,
+            "max_retries": 0,
+            "primary_metric": "pr_auc",
+            "approval_required": approval_required,
+            "approval_timeout_hours": 24,
+        },
+        "ml_job": {**job, "outputs": "/out", "metrics": {"pr_auc": 0.4}},
+        "decide_promotion": decision,
+        "register_model": {"version": "2"},
+    }
+
+    def answer(task: Any) -> Any:
+        if isinstance(task, BakeTimer):  # task_any's winner: the approval's timer
+            return task
+        if task[0] == "all":
+            return [answer(t) for t in task[1]]
+        if task[1] == "staged_rollout" or task[1] == "version_rollout":
+            return {"outcome": "completed", "reasons": ["every gate passed"]}
+        return answers.get(task[1])
+
+    return _drive(orchestrators.continuous_training, given, answer)
+
+
+@pytest.mark.parametrize(
+    ("decision", "approval_required", "waits"),
+    [
+        ({"promote": True, "review": True, "reasons": ["promote after a person's approval"]}, False, True),
+        ({"promote": True, "review": False, "reasons": ["promote"]}, False, False),
+        ({"promote": True, "reasons": ["promote"]}, False, False),  # a decision recorded before "review" existed
+        ({"promote": True, "review": False, "reasons": ["promote"]}, True, True),
+    ],
+    ids=["unsettled-guardrail", "settled", "older-decision", "spec-asks-approval"],
+)
+def test_a_decision_that_needs_a_persons_review_waits_for_approval_like_the_spec_setting(
+    decision: dict[str, Any], approval_required: bool, waits: bool
+) -> None:
+    result, calls = _training_run(decision, approval_required)
+    if waits:
+        assert result["status"] == "approval_timed_out", result
+        assert ("timer", "", False) in calls
+        assert not any(name in ("staged_rollout", "version_rollout") for _, name, _ in calls), "nothing shipped"
+    else:
+        assert result["status"] == "promoted", result
