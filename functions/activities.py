@@ -75,7 +75,16 @@ from shared.registry import (
     run_id_for,
 )
 from shared.runtime import get_runtime
-from shared.storage import LANDING, MANIFESTS, BlobMissingError, Manifest, StorageError
+from shared.storage import (
+    LANDING,
+    MANIFESTS,
+    BlobChangedError,
+    BlobMissingError,
+    BlobRef,
+    Manifest,
+    ManifestEntry,
+    StorageError,
+)
 from shared.validation import validate
 from shared.workflow import (
     BlobItem,
@@ -331,16 +340,23 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     spec = get_runtime().spec(model)
     store = _store()
     try:
-        ref = store.ref(LANDING, blob.name)
-    except BlobMissingError:
-        # Quarantined by an earlier attempt of this activity (or deleted): report what we know.
-        return ValidationOutcome(blob=blob, ok=False, summary="the blob is no longer in landing").dump()
+        store.path(LANDING, blob.name)
     except BlobNameError as exc:  # an unsafe name is never read; the run goes on with the other blobs
         return ValidationOutcome(blob=blob, ok=False, summary=f"{exc.message}; rename it ({exc.hint})").dump()
+    # The version the run listed, read pinned to its eTag: the manifest later pins the same one, so what trains is
+    # what was validated (re-reading "the current version" here let an overwrite slip in unvalidated).
+    ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
     edges = payload.get("edges")
     reference = _edges_reference(edges) if edges else None
-    with store.open(ref) as stream:
-        report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
+    try:
+        with store.open(ref) as stream:
+            report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
+    except BlobMissingError:
+        # Quarantined by an earlier attempt of this activity, or deleted: nothing of it trains.
+        return ValidationOutcome(blob=blob, ok=False, skipped=True, summary="the blob is no longer in landing").dump()
+    except BlobChangedError:
+        summary = "overwritten since this run listed it: the new version has its own event and run"
+        return ValidationOutcome(blob=blob, ok=False, skipped=True, summary=summary).dump()
     if report.ok and report.profile is not None:
         store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), report.profile.to_dict())
         return ValidationOutcome(
@@ -384,8 +400,28 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     store, registry, platform = _store(), _registry(), _platform()
     blobs = [BlobItem.load(b) for b in payload["blobs"]]
 
-    entries = tuple(store.manifest_entry(store.ref(LANDING, b.name)) for b in blobs)
-    manifest, manifest_url = store.write_manifest(Manifest(model=model, run_id=run_id, blobs=entries))
+    # Pinned to the versions validate_blob read (their eTags): one overwritten or deleted since is left out (its
+    # new version has its own event), not trained unvalidated. A retry finds the manifest written once.
+    try:
+        manifest, manifest_url = store.read_manifest(model, run_id), store.manifest_url(model, run_id)
+    except BlobMissingError:  # the first attempt
+        entries: list[ManifestEntry] = []
+        left_out: list[str] = []
+        for blob in blobs:
+            ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
+            try:
+                entries.append(store.manifest_entry(ref))
+            except (BlobChangedError, BlobMissingError) as exc:
+                left_out.append(f"{blob.name} was left out: {exc}")
+        if not entries:
+            return {"no_data": left_out}
+        manifest, manifest_url = store.write_manifest(Manifest(model=model, run_id=run_id, blobs=tuple(entries)))
+        for reason in left_out:
+            logger.warning("%s: %s", run_id, reason, extra={"model": model, "run_id": run_id})
+    blobs = [b for b in blobs if b.name in {e.name for e in manifest.blobs}]
+    # Every version the run trains on is claimed for it, also one that landed after the run claimed its work: a
+    # second run would otherwise train on exactly this data again, only re-rolling the champion.
+    registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs])
 
     profiles = [
         DatasetProfile.from_dict(store.get_json(MANIFESTS, _profile_name(model, run_id, b.name))) for b in blobs

@@ -237,23 +237,28 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     # Every blob of a run is profiled on the same histogram edges, so the profiles merge. A first model
     # has no reference: validate one blob at a time until one is valid, and bin the rest on its edges.
     while edges is None and len(checked) < len(blobs):
+        # Retried: a storage blip while reading must not fail the run (validate() raises it; only a verdict about
+        # the data quarantines a blob).
         first = ValidationOutcome.load(
-            (yield context.call_activity("validate_blob", {**run, "blob": blobs[len(checked)]}))
+            (yield context.call_activity_with_retry("validate_blob", MUST_FINISH, {**run, "blob": blobs[len(checked)]}))
         )
         checked.append(first)
         edges = first.edges if first.ok else None
     rest = blobs[len(checked) :]
     if rest:  # (task_all of nothing answers None, not [])
         outcomes = yield context.task_all(
-            [context.call_activity("validate_blob", {**run, "blob": blob, "edges": edges}) for blob in rest]
+            [
+                context.call_activity_with_retry("validate_blob", MUST_FINISH, {**run, "blob": blob, "edges": edges})
+                for blob in rest
+            ]
         )
         checked += [ValidationOutcome.load(o) for o in outcomes]
     good = [o.blob.dump() for o in checked if o.ok]
-    bad = [o for o in checked if not o.ok]
+    bad = [o for o in checked if not o.ok and not o.skipped]  # a skipped blob was overwritten or deleted: not judged
     # The spec's triggers.on_validation_failure (read by resolve_run_blobs: orchestrators read no configuration).
     on_failure = request.trigger.details.get("on_validation_failure") or resolved.get("on_validation_failure")
     if not good or (bad and on_failure == "stop_run"):
-        reasons = [f"{o.blob.name}: {o.summary}" for o in bad] or [
+        reasons = [f"{o.blob.name}: {o.summary}" for o in checked if not o.ok] or [
             f"no data to train on: landing/{request.model}/ holds no blobs (upload a batch there, e.g. with "
             f"`perennial upload FILE --model {request.model}`)"
         ]
@@ -275,6 +280,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     if (yield from stage("planning", good_blobs=len(good), quarantined=len(bad))):
         return (yield from finish("aborted", aborted))
     prepared = yield context.call_activity("prepare_training", {**run, "blobs": good})
+    if prepared.get("no_data"):  # every valid blob was overwritten or deleted before the manifest pinned it
+        return (yield from finish("no_valid_data", list(prepared["no_data"])))
     plans = [CandidatePlan.load(p) for p in prepared["candidates"]]
 
     if (yield from stage("training", candidates=len(plans))):

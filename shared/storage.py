@@ -3,7 +3,8 @@
 Layout (names agreed with infra/ and devhost):
 
 - ``landing/<model>/…``      new data; an Event Grid BlobCreated per blob starts ingestion
-- ``quarantine/<model>/…``   batches that failed validation, with ``<blob>.report.json`` beside each
+- ``quarantine/<model>/…``   batches that failed validation, with ``<blob>.report.json`` beside each; a later bad
+  version of the same name goes to ``<stem>.<eTag><suffix>`` (``daily.0x8DB….csv``), never over the first
 - ``manifests/<model>/<run>.json``  the exact blobs (url, eTag, size, sha256) a run trained on
 - ``payloads/…``             table values too large for an entity (see shared/tables.py)
 - ``deadletter/…``           Event Grid dead letters (written by the service / the local Event Grid)
@@ -22,6 +23,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from azure.storage.blob import (
     BlobClient,
     BlobProperties,
     BlobServiceClient,
+    BlobType,
     ContainerClient,
     ContentSettings,
     ExponentialRetry,
@@ -313,8 +316,12 @@ class BlobStore:
         return _ref(self._service.get_blob_client(container, name))
 
     def list_landing(self, model: str) -> list[BlobRef]:
-        """Every blob under ``landing/<model>/`` now, oldest name first. A blob whose name is unsafe (``fraud//x``,
-        a '..' segment: storage accepts them) is left out with a warning, so it cannot fail every run."""
+        """Every complete blob under ``landing/<model>/`` now, oldest name first. A blob whose name is unsafe
+        (``fraud//x``, a '..' segment: storage accepts them) is left out with a warning, so it cannot fail every run.
+        So are blobs that may still be being written, which a run would otherwise quarantine (and delete) under
+        their writer: an empty one (what a Data Lake CreateFile leaves before its flush) and an append blob
+        (never announced as complete: the BlobCreated subscription passes PutBlob, PutBlockList, CopyBlob and
+        FlushWithClose only)."""
         if model not in self.known_models:
             raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
         client = self.container(LANDING)
@@ -326,6 +333,13 @@ class BlobStore:
                 logger.warning(
                     "%s/%s is left out of training: %s; rename it (%s)", LANDING, item.name, exc.message, exc.hint
                 )
+                continue
+            if item.size == 0 or item.blob_type == BlobType.APPENDBLOB:
+                logger.info(
+                    "%s/%s is left out of this run: %s", LANDING, item.name,
+                    "it is empty (still being written?)" if item.size == 0 else "an append blob may still grow; "
+                    "write block blobs (an upload, or a Data Lake flush with close=true)",
+                )  # fmt: skip
                 continue
             refs.append(_listed_ref(client, item))
         return refs
@@ -420,10 +434,12 @@ class BlobStore:
         """Copy ``ref`` to ``quarantine/<model>/…`` with ``<blob>.report.json`` beside it; then drop the original.
 
         Streams the copy (no whole-blob download) and deletes the source only if it is
-        still the version that was validated, so a newer upload is never lost.
+        still the version that was validated, so a newer upload is never lost. A name already
+        holding another version's quarantined copy (Monday's bad ``daily.csv``, then Tuesday's) is
+        not overwritten: this version goes beside it under its eTag (the landing original is gone).
         """
         source = self.path(ref.container, ref.name)
-        target = self._service.get_blob_client(QUARANTINE, source.name)
+        target = self._service.get_blob_client(QUARANTINE, self._quarantine_name(source.name, ref.etag))
         target.upload_blob(
             self.open(ref),
             length=ref.size,
@@ -431,7 +447,7 @@ class BlobStore:
             content_settings=ContentSettings(content_type=ref.content_type),
             metadata={"source_url": ref.url[:1024], "source_etag": ref.etag},
         )
-        report_client = self._service.get_blob_client(QUARANTINE, f"{source.name}.report.json")
+        report_client = self._service.get_blob_client(QUARANTINE, f"{target.blob_name}.report.json")
         report_client.upload_blob(
             json.dumps(dict(report), indent=2, default=str).encode(),
             overwrite=True,
@@ -444,6 +460,20 @@ class BlobStore:
                     etag=ref.etag, match_condition=MatchConditions.IfNotModified
                 )
         return QuarantineRecord(blob=_ref(target), report=_ref(report_client), source=ref)
+
+    def _quarantine_name(self, name: str, etag: str) -> str:
+        """``name``, unless it holds another version's copy already: then ``<stem>.<eTag><suffix>``. A retry of the
+        same version finds its own copy (metadata ``source_etag``) and writes it again."""
+        try:
+            held = self._service.get_blob_client(QUARANTINE, name).get_blob_properties().metadata.get("source_etag")
+        except ResourceNotFoundError:
+            return name
+        if held in (None, etag):
+            return name
+        folder, _, leaf = name.rpartition("/")
+        stem, dot, suffix = leaf.partition(".")
+        token = re.sub(r"[^0-9A-Za-z]", "", etag) or "version"
+        return f"{folder}/{stem}.{token}{dot}{suffix}" if dot else f"{folder}/{leaf}.{token}"
 
     def quarantine_report(self, model: str, relative: str) -> dict[str, Any]:
         ref = self.ref(QUARANTINE, f"{model}/{relative}.report.json")

@@ -13,17 +13,23 @@ missing rate, numeric ranges, unknown categories, too few rows, duplicate keys, 
 presence and class balance, and a CSV header that is one column of ``;``-, tab- or
 ``|``-separated names (another CSV dialect). Input that cannot be read at all (truncated
 Parquet, ragged or binary CSV, a wrong encoding, an empty file) produces a failed report that
-says why; no exception escapes ``validate``. Examples are placed by data row (from 0) and, in a
-CSV, by the line of the file (see :class:`Example`).
+says why. A read that fails for a reason that says nothing about the bytes (a dropped connection,
+a timeout, the blob changed or deleted mid-read, a bug of ours) raises instead: a failed report
+gets the blob quarantined, out of landing (see :func:`validate`). Examples are placed by data row
+(from 0) and, in a CSV, by the line of the file (see :class:`Example`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import json
 import logging
+import socket
+import ssl
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,6 +74,24 @@ Check = Literal[
     "label_imbalance",
     "wrong_delimiter",
 ]
+
+#: Errors that are a verdict on the bytes: they do not parse as what the file claims to be (pyarrow
+#: decoding CSV or Parquet, text that is not UTF-8, the csv module refusing the header, a damaged or cut
+#: compressed stream). Only these, and tabular_io's CorruptInput, become a ``corrupt_input`` finding;
+#: anything else raised while validating propagates (see :func:`validate`). pyarrow's out-of-memory
+#: error is an ArrowException too, but it is the host's problem, so MemoryError is excluded.
+UNREADABLE_BYTES: tuple[type[Exception], ...] = (
+    pa.ArrowException,
+    UnicodeError,
+    csv.Error,
+    zlib.error,
+    gzip.BadGzipFile,
+    EOFError,
+)
+
+#: I/O failures of the stream itself. tabular_io reports every OSError raised while reading as
+#: unreadable input (CorruptInput); one of these under it is a failed read, not a corrupt file.
+FAILED_READ: tuple[type[OSError], ...] = (ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError)
 
 # Delimiters of other CSV dialects, by name: a one-column CSV header holding one was not split.
 OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -785,6 +809,18 @@ def _no_line(row: int) -> int | None:
     return None
 
 
+def _failed_read(exc: CorruptInput) -> OSError | None:
+    """The I/O failure (FAILED_READ) ``exc`` was raised while handling, if any."""
+    seen: set[int] = set()
+    under = exc.__cause__ or exc.__context__
+    while under is not None and id(under) not in seen:
+        if isinstance(under, FAILED_READ):
+            return under
+        seen.add(id(under))
+        under = under.__cause__ or under.__context__
+    return None
+
+
 def _label_key(value: Any, as_bool: bool = False) -> str:
     if as_bool or isinstance(value, bool):
         if isinstance(value, str):
@@ -813,8 +849,19 @@ def validate(
     ``reference`` (the training profile) supplies the histogram edges so the new profile
     compares with it bin by bin. ``threads`` check columns in parallel (numpy and Arrow release
     the GIL) while the next batch is read and decoded; by default one per CPU this process may
-    use, at most 4; 1 does everything on the calling thread. Never raises for bad data: every
-    problem is a finding.
+    use, at most 4; 1 does everything on the calling thread.
+
+    Never raises for bad data: every problem with the data is a finding, and bytes that do not
+    parse (tabular_io's CorruptInput, or one of UNREADABLE_BYTES) are a ``corrupt_input`` finding.
+    Everything else propagates, with no report: the storage SDK's errors (``azure.core``'s
+    AzureError: ServiceRequestError, ServiceResponseError, HttpResponseError...), the blob
+    overwritten or deleted mid-read (``shared.storage``'s BlobChangedError, BlobMissingError), a
+    dropped connection or a timeout (FAILED_READ, even where the reader wrapped it as corrupt
+    input), running out of memory, and bugs of ours (TypeError, AttributeError, KeyError, a plain
+    ValueError...), from a column lane too. None of these says anything about the data, and a
+    failed report is a verdict: ``validate_blob`` quarantines the batch, which deletes it from
+    landing, so a good batch would leave training over a dropped connection. The caller retries,
+    or gives up with the blob still in landing.
     """
     started = time.perf_counter()
     workers = threads if threads is not None else min(4, usable_cpus())
@@ -841,6 +888,7 @@ def _validate(
     columns: list[str] = []
     bytes_read = 0
     profile: DatasetProfile | None = None
+    failed_read: OSError | None = None  # a dropped connection or a timeout the reader took for corrupt input
     skipped: list[int] | None = []  # the rows of the malformed CSV rows, in order; None if not all are known
     line_of: Callable[[int], int | None] = _no_line  # a CSV row's line in the file (rows count malformed ones)
     try:
@@ -880,18 +928,25 @@ def _validate(
             checker.finish(present)
             profile = checker.profiler.finish()
     except CorruptInput as exc:
+        failed_read = _failed_read(exc)
         where = f" after {checker.rows:,} rows" if checker.rows else ""
-        checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
-    except Exception as exc:  # a bug of ours must still yield a failed report, not a crashed activity
-        log.exception("validation of %s failed unexpectedly", label)
+        if failed_read is None:
+            checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
+    except UNREADABLE_BYTES as exc:  # anything else (I/O, storage, memory, bugs) propagates: see validate
+        if isinstance(exc, MemoryError):
+            raise
+        log.exception("validation of %s stopped on bytes that do not parse", label)
+        message = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         checker.add(
             Finding(
                 "corrupt_input",
                 "error",
-                f"the batch could not be validated ({type(exc).__name__}: {exc})",
-                "report this as a perennial bug with the file; the batch was not judged",
+                f"the batch could not be validated: its bytes do not parse ({type(exc).__name__}: {message})",
+                "re-export the file and upload it again; if other readers open it, report it to perennial with the file",
             )
         )
+    if failed_read is not None:
+        raise failed_read  # outside the handler: its own traceback, not "during handling of CorruptInput"
     if fmt_name == "csv":
         checker.notes += _number_lines(checker.findings, skipped, line_of)
     return ValidationReport(

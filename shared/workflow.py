@@ -76,6 +76,9 @@ class ValidationOutcome(Message):
     quarantined_to: str | None = None
     #: Histogram edges of a valid blob's profile; a first run profiles its other blobs on them so they merge.
     edges: dict[str, list[float]] | None = None
+    #: Not judged: the version the run listed was overwritten or deleted before it was read (a newer version has
+    #: its own event and run). Neither good nor bad: it does not stop a run under ``stop_run``.
+    skipped: bool = False
 
 
 class CandidatePlan(Message):

@@ -24,6 +24,7 @@ from training_jobs.errors import DataError, ManifestError, is_transient_io
 log = logging.getLogger("training_jobs.data")
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
 #: The validation split does not depend on --seed: candidates of one sweep (different seeds)
 #: must be judged on the same rows.
 SPLIT_SEED = 0
@@ -137,11 +138,30 @@ def _find_files(data: Path, manifest: Manifest | None) -> list[Path]:
     return paths
 
 
+def file_format(name: str, head: bytes) -> str:
+    """The reader a file needs, "parquet" or "csv": the app validator's rule (shared.tabular_io._detect_format).
+
+    The validator passes a blob of any name whose first bytes are Parquet's magic (``PAR1``), such
+    as ``export-2026-11-30`` or ``part-0000.snappy``; choosing by suffix alone would read it as CSV
+    and fail the job on data that was accepted. Copied, not imported: training_jobs ships alone.
+    (``.csv.gz`` falls through to "csv" and pandas decompresses it by its suffix; the validator
+    rejects gzip as binary, so training only ever reads more than was validated, never less.)
+    """
+    lower = name.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".csv", ".txt")):
+        return "csv"
+    return "parquet" if head.startswith(PARQUET_MAGIC) else "csv"
+
+
 def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
     # Category/string columns are read as text so "01" stays "01" and codes never become floats.
     text_columns = {c.name: "string" for c in contract.columns if c.is_categorical}
     try:
-        if path.name.lower().endswith((".parquet", ".pq")):
+        with path.open("rb") as handle:
+            head = handle.read(len(PARQUET_MAGIC))
+        if file_format(path.name, head) == "parquet":
             frame = pd.read_parquet(path)
             for name in text_columns:
                 if name in frame.columns:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,47 +33,10 @@ from shared.platform import (
 from shared.registry import Champion, Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest
-from tests.azurite import Azurite, azurite_running
 from tests.fake_topic import CLOSED_TOPIC, fake_topic
+from tests.unit.conftest import clear_caches
 
 pytestmark = pytest.mark.azurite
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _clear_caches() -> None:
-    for cached in (get_runtime, clients.store, clients.registry, clients.platform, clients.publisher):
-        cached.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def storage() -> Iterator[Azurite]:
-    """This module's own Azurite: its runs of model "fraud" must not meet other tests' registries."""
-    with azurite_running() as server:
-        yield server
-
-
-@pytest.fixture
-def activity(
-    app_functions: dict[str, Any], storage: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Call an activity by name, with the host's settings pointing at Azurite and a fresh local platform."""
-    monkeypatch.setenv("AzureWebJobsStorage", storage.connection_string)
-    monkeypatch.setenv("PERENNIAL_PLATFORM", "local")
-    monkeypatch.setenv("PERENNIAL_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("PERENNIAL_MODELS_DIR", str(ROOT / "models"))
-    for name in ("PERENNIAL_EVENTGRID_ENDPOINT", "PERENNIAL_EVENTGRID_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    _clear_caches()
-    clients.store().ensure_containers()
-    clients.registry().ensure_tables()
-
-    def call(name: str, payload: dict[str, Any]) -> Any:
-        return app_functions[name].get_user_function()(payload)
-
-    try:
-        yield call
-    finally:
-        _clear_caches()
 
 
 def _run(run_id: str, status: str = "running") -> Run:
@@ -133,7 +95,7 @@ def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_ou
     _run(run_id)
     monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", CLOSED_TOPIC)
     monkeypatch.setenv("PERENNIAL_EVENTGRID_KEY", "local-key")
-    _clear_caches()
+    clear_caches()
 
     result = activity("finish_run", {"model": "fraud", "run_id": run_id, "status": "promoted", "version": "3"})
 
@@ -142,7 +104,7 @@ def test_an_event_grid_outage_does_not_fail_a_finished_run_and_its_event_goes_ou
     assert _unsent_events(app_functions, "fraud") == 1  # what GET /api/models tells an operator
     with fake_topic() as topic:
         monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", topic.endpoint)
-        _clear_caches()
+        clear_caches()
         # The housekeeping timer's tick, under the durable-client middleware (which builds a client from JSON).
         tick = app_functions["retire_deployments"].get_user_function().__wrapped__
         asyncio.run(tick(None, client=_EveryRunAlive()))
@@ -380,7 +342,7 @@ def test_a_promotion_that_failed_half_way_is_finished_by_its_retry_or_its_abando
     with fake_topic() as topic:
         monkeypatch.setenv("PERENNIAL_EVENTGRID_ENDPOINT", topic.endpoint)
         monkeypatch.setenv("PERENNIAL_EVENTGRID_KEY", "local-key")
-        _clear_caches()
+        clear_caches()
         with pytest.raises(TransientPlatformError):
             activity("rollout_finish", payload)
         answer = activity(finisher, payload)
