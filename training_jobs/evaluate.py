@@ -199,33 +199,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         )
         result["champion_unscorable"] = _bounded(unscorable)
     if champion is not None:
-        result["difference"] = paired_bootstrap(
-            args.primary_metric,
-            y,
-            p_new,
-            p_old,
-            challenger.threshold,
-            champion.threshold,
-            args.bootstrap,
-            args.confidence,
-            args.seed,
-        ).to_json()
+
+        def bootstrap(metric: str, seed: int) -> dict[str, object]:
+            return paired_bootstrap(
+                metric, y, p_new, p_old, challenger.threshold, champion.threshold, args.bootstrap, args.confidence, seed
+            ).to_json()
+
+        result["difference"] = bootstrap(args.primary_metric, args.seed)
         result["mcnemar"] = mcnemar(y, p_new, p_old, challenger.threshold, champion.threshold).to_json()
         # The same paired bootstrap for each guardrail metric: the policy tells a regression the holdout settles
         # from one it cannot (the interval straddles the guardrail's max_regression).
         result["guardrail_differences"] = {
-            metric: paired_bootstrap(
-                metric,
-                y,
-                p_new,
-                p_old,
-                challenger.threshold,
-                champion.threshold,
-                args.bootstrap,
-                args.confidence,
-                args.seed + 1 + index,
-            ).to_json()
-            for index, metric in enumerate(args.guardrail_metrics)
+            metric: bootstrap(metric, args.seed + 1 + index) for index, metric in enumerate(args.guardrail_metrics)
         }
     return result
 

@@ -162,16 +162,20 @@ def test_no_role_assignment_at_subscription_or_resource_group_scope(docs: dict[s
             assert "resourceGroup()" not in bicep._text(scope)
 
 
-def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_default(docs: dict[str, BicepDoc]) -> None:
-    rbac = docs["modules/rbac.bicep"]
-    granted = {
+def _granted(rbac: BicepDoc, principal: str, unconditional: bool = False) -> set[tuple[str, str]]:
+    """(scope, role name) of every role assignment to ``principal`` (a parameter's name) in rbac.bicep."""
+    return {
         (
             bicep._text(r.get("scope")),
             PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
         )
         for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
-        if bicep._text(r.get("properties.principalId")) == "appPrincipalId" and r.condition is None
+        if bicep._text(r.get("properties.principalId")) == principal and (r.condition is None or not unconditional)
     }
+
+
+def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_default(docs: dict[str, BicepDoc]) -> None:
+    granted = _granted(docs["modules/rbac.bicep"], "appPrincipalId", unconditional=True)
     assert {
         ("storage", "Storage Blob Data Owner"),
         ("storage", "Storage Queue Data Contributor"),
@@ -183,7 +187,7 @@ def test_the_app_identity_gets_what_the_design_needs_and_no_compute_write_by_def
     assert not any(role.startswith("Key Vault") for _, role in granted), "the app reads no secret"
     # Compute Operator only behind a switch that is off by default.
     assert ("workspace", "AzureML Compute Operator") not in granted
-    assert rbac.param_default("appCanManageCompute") is False
+    assert docs["modules/rbac.bicep"].param_default("appCanManageCompute") is False
 
 
 def test_the_person_running_azd_may_write_new_batches_and_delayed_labels_and_nothing_else(
@@ -191,15 +195,7 @@ def test_the_person_running_azd_may_write_new_batches_and_delayed_labels_and_not
 ) -> None:
     """docs/policy.md asks users to put labels in feedback/<model>/: without a role there, their upload is a 403
     and the live-accuracy gate runs without labels."""
-    rbac = docs["modules/rbac.bicep"]
-    granted = {
-        (
-            bicep._text(r.get("scope")),
-            PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
-        )
-        for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
-        if bicep._text(r.get("properties.principalId")) == "uploaderPrincipalId"
-    }
+    granted = _granted(docs["modules/rbac.bicep"], "uploaderPrincipalId")
     assert granted == {
         ("storage::blobService::landing", "Storage Blob Data Contributor"),
         ("storage::blobService::feedback", "Storage Blob Data Contributor"),
@@ -209,15 +205,7 @@ def test_the_person_running_azd_may_write_new_batches_and_delayed_labels_and_not
 def test_the_training_jobs_read_only_their_inputs_in_the_app_storage(docs: dict[str, BicepDoc]) -> None:
     """Jobs run third-party packages: they may read landing/ (the batches) and manifests/ (job manifest and
     contract), not the app's code package, the task hub or quarantined data elsewhere in the account."""
-    rbac = docs["modules/rbac.bicep"]
-    granted = {
-        (
-            bicep._text(r.get("scope")),
-            PINNED_ROLES[bicep._role_guid(rbac, r.get("properties.roleDefinitionId"))[0] or ""],
-        )
-        for r in rbac.resources_of(bicep.ROLE_ASSIGNMENT)
-        if bicep._text(r.get("properties.principalId")) == "computePrincipalId"
-    }
+    granted = _granted(docs["modules/rbac.bicep"], "computePrincipalId")
     on_app_storage = {grant for grant in granted if grant[0] == "storage" or grant[0].startswith("storage::")}
     assert on_app_storage == {
         ("storage::blobService::landing", "Storage Blob Data Reader"),
