@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
+from azure.core.exceptions import AzureError
 
 from functions import clients
 from shared import policy
@@ -78,14 +79,16 @@ from shared.runtime import get_runtime
 from shared.storage import (
     LANDING,
     MANIFESTS,
+    QUARANTINE,
     BlobChangedError,
     BlobMissingError,
     BlobRef,
     Manifest,
     ManifestEntry,
+    QuarantineRecord,
     StorageError,
 )
-from shared.validation import validate
+from shared.validation import ValidationReport, validate
 from shared.workflow import (
     BlobItem,
     CandidatePlan,
@@ -351,11 +354,22 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         with store.open(ref) as stream:
             report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
-    except BlobMissingError:
-        # Quarantined by an earlier attempt of this activity, or deleted: nothing of it trains.
-        return ValidationOutcome(blob=blob, ok=False, skipped=True, summary="the blob is no longer in landing").dump()
-    except BlobChangedError:
-        summary = "overwritten since this run listed it: the new version has its own event and run"
+    except (BlobMissingError, BlobChangedError) as exc:
+        # A retry of this activity after it quarantined the blob (and failed later, announcing it): the same verdict.
+        if (record := store.quarantined(ref)) is not None:
+            return _announce_quarantine(model, run_id, blob, record, ValidationReport.from_dict(store.get_json(
+                QUARANTINE, record.report.name)))  # fmt: skip
+        gone = "deleted" if isinstance(exc, BlobMissingError) else "overwritten"
+        summary = f"{gone} since this run listed it: not trained (a new version has its own event and run)"
+        return ValidationOutcome(blob=blob, ok=False, skipped=True, summary=summary).dump()
+    except (AzureError, StorageError, ConnectionError, TimeoutError):
+        raise  # a read that failed says nothing about the data: the orchestrator retries the activity
+    except Exception as exc:  # a bug of ours: never a verdict on the data, and it must not stop every later run
+        logger.exception("could not validate %s; left in landing, not trained", ref.name)
+        summary = (
+            f"could not be validated ({type(exc).__name__}: {str(exc)[:200]}): left in landing and not trained; "
+            "this is a perennial bug, report it with the file"
+        )
         return ValidationOutcome(blob=blob, ok=False, skipped=True, summary=summary).dump()
     if report.ok and report.profile is not None:
         store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), report.profile.to_dict())
@@ -367,7 +381,16 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
             rows=report.rows,
             edges=report.profile.edges(),
         ).dump()
-    record = store.quarantine(ref, report.to_dict(include_profile=False))
+    return _announce_quarantine(
+        model, run_id, blob, store.quarantine(ref, report.to_dict(include_profile=False)), report
+    )
+
+
+def _announce_quarantine(
+    model: str, run_id: str, blob: BlobItem, record: QuarantineRecord, report: ValidationReport
+) -> dict[str, Any]:
+    """Publish ``ValidationFailed`` for a quarantined blob (the same event id on a retry) and answer its outcome."""
+    ref = record.source
     errors = [f"{f.check}{f' [{f.column}]' if f.column else ''}: {f.message}" for f in report.errors]
     _publisher().publish(
         [

@@ -143,7 +143,9 @@ def _run_in_progress(registry: Registry, model: str, ours: str) -> func.HttpResp
     if not active:
         return None
     run = active[0]
-    if run.trigger_kind == "rollback":  # a rollback cannot be aborted (see abort)
+    # A rollback under way cannot be aborted (see abort); one still queued can.
+    abortable = not (run.trigger_kind == "rollback" and run.status == "running")
+    if not abortable:
         what_to_do = f"wait for it to end (GET /api/runs/{run.run_id})"
     else:
         what_to_do = (
@@ -156,7 +158,7 @@ def _run_in_progress(registry: Registry, model: str, ours: str) -> func.HttpResp
         f"run {run.run_id} is {run.stage}; {what_to_do}",
         run_id=run.run_id,
         trigger=run.trigger_kind,
-        abortable=run.trigger_kind != "rollback",
+        abortable=abortable,
     )
 
 

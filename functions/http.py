@@ -98,7 +98,7 @@ def coordinator_unreachable(exc: CoordinatorUnreachable) -> func.HttpResponse:
         503,
         "Coordinator unavailable",
         f"the model's coordinator ({exc.instance}) could not be reached; {recorded}, and the housekeeping timer "
-        f"hands it over within {HOUSEKEEPING_MINUTES} minutes if nothing else does",
+        f"hands it over within about {2 * HOUSEKEEPING_MINUTES} minutes if nothing else does",
         headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
         hint="retry with the same Idempotency-Key to follow the run it started",
         **({"run_id": exc.run_id} if exc.run_id else {}),

@@ -272,9 +272,9 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         and new_names
         and not any(o.ok and o.blob.name in new_names for o in checked)
     ):
-        reasons = [f"{o.blob.name}: {o.summary}" for o in bad]
-        reasons.append("no new valid data: every blob that triggered this run was quarantined; the rest of landing "
-                       "is what earlier runs trained on")  # fmt: skip
+        reasons = [f"{o.blob.name}: {o.summary}" for o in checked if not o.ok]
+        reasons.append("no new valid data: every blob that triggered this run was quarantined, overwritten or "
+                       "deleted; the rest of landing is what earlier runs trained on")  # fmt: skip
         return (yield from finish("no_valid_data", reasons))
 
     if (yield from stage("planning", good_blobs=len(good), quarantined=len(bad))):

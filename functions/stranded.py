@@ -23,6 +23,7 @@ from shared.housekeeping import stranded_reason, undelivered_reason
 from shared.publish import run_completed_event
 from shared.registry import Registry, Run
 from shared.reliable_publish import ReliablePublisher
+from shared.workflow import usable_request
 
 logger = logging.getLogger("perennial.stranded")
 
@@ -81,15 +82,19 @@ async def deliver_undelivered_request(
     itself (:func:`shared.housekeeping.undelivered_reason`); the run id sent, or None. One is enough: the
     coordinator runs it, then finds the others in storage. It takes a run id once, so a repeat is harmless."""
     pending = sorted((r for r in registry.active_runs(model) if r.status == "pending"), key=lambda r: r.created_at)
-    if not pending or not isinstance(work := pending[0].details.get("work"), dict):
+    # Only a work item claim_run can take (pending_work's rule): a malformed one would fail the coordinator's claim,
+    # and the next tick would find it Failed and send the item again.
+    usable = [(run, work) for run in pending if (work := usable_request(run.details.get("work"), run.run_id))]
+    if not usable:
         return None
+    oldest, work = usable[0]
     status = await client.get_status(coordinator_id(model))
     state = status.runtime_status.value if status is not None and status.runtime_status is not None else None
     custom = getattr(status, "custom_status", None)
-    why = undelivered_reason(pending[0], state, custom.get("stage") if isinstance(custom, dict) else None, now)
+    why = undelivered_reason(oldest, state, custom.get("stage") if isinstance(custom, dict) else None, now)
     if why is None:
         return None
-    run_id = pending[0].run_id
+    run_id = oldest.run_id
     try:
         await send_work(client, model, work)
     except CoordinatorUnreachable as exc:  # the next tick tries again

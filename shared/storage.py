@@ -267,6 +267,14 @@ def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
     )
 
 
+def _versioned_name(name: str, etag: str) -> str:
+    """``<stem>.<eTag><suffix>``: where a version goes in quarantine when its name holds another version's copy."""
+    folder, _, leaf = name.rpartition("/")
+    stem, dot, suffix = leaf.partition(".")
+    token = re.sub(r"[^0-9A-Za-z]", "", etag) or "version"
+    return f"{folder}/{stem}.{token}{dot}{suffix}" if dot else f"{folder}/{leaf}.{token}"
+
+
 def _ref(client: BlobClient) -> BlobRef:
     try:
         props = client.get_blob_properties()
@@ -468,12 +476,22 @@ class BlobStore:
             held = self._service.get_blob_client(QUARANTINE, name).get_blob_properties().metadata.get("source_etag")
         except ResourceNotFoundError:
             return name
-        if held in (None, etag):
-            return name
-        folder, _, leaf = name.rpartition("/")
-        stem, dot, suffix = leaf.partition(".")
-        token = re.sub(r"[^0-9A-Za-z]", "", etag) or "version"
-        return f"{folder}/{stem}.{token}{dot}{suffix}" if dot else f"{folder}/{leaf}.{token}"
+        return name if held in (None, etag) else _versioned_name(name, etag)
+
+    def quarantined(self, ref: BlobRef) -> QuarantineRecord | None:
+        """Where this version of ``ref`` was quarantined (its copy and report), or None. A retried validation finds
+        its verdict here: the first attempt quarantined the blob, so landing no longer has it."""
+        source = self.path(ref.container, ref.name)
+        for name in (source.name, _versioned_name(source.name, ref.etag)):
+            copy = self._service.get_blob_client(QUARANTINE, name)
+            try:
+                if copy.get_blob_properties().metadata.get("source_etag") != ref.etag:
+                    continue
+                report = _ref(self._service.get_blob_client(QUARANTINE, f"{name}.report.json"))
+            except (ResourceNotFoundError, BlobMissingError):
+                continue
+            return QuarantineRecord(blob=_ref(copy), report=report, source=ref)
+        return None
 
     def quarantine_report(self, model: str, relative: str) -> dict[str, Any]:
         ref = self.ref(QUARANTINE, f"{model}/{relative}.report.json")

@@ -75,13 +75,13 @@ Check = Literal[
     "wrong_delimiter",
 ]
 
-#: Errors that are a verdict on the bytes: they do not parse as what the file claims to be (pyarrow
-#: decoding CSV or Parquet, text that is not UTF-8, the csv module refusing the header, a damaged or cut
-#: compressed stream). Only these, and tabular_io's CorruptInput, become a ``corrupt_input`` finding;
-#: anything else raised while validating propagates (see :func:`validate`). pyarrow's out-of-memory
-#: error is an ArrowException too, but it is the host's problem, so MemoryError is excluded.
+#: Errors that are a verdict on the bytes: they do not parse as what the file claims to be (text that is
+#: not UTF-8, the csv module refusing the header, a damaged or cut compressed stream). Only these, and
+#: tabular_io's CorruptInput (which wraps pyarrow's decoding errors), become a ``corrupt_input`` finding;
+#: anything else raised while validating propagates (see :func:`validate`). pyarrow's errors outside the
+#: reader are not listed: one raised by a compute kernel (a range check overflowing on a huge integer) is
+#: a bug of ours, not a file to re-export.
 UNREADABLE_BYTES: tuple[type[Exception], ...] = (
-    pa.ArrowException,
     UnicodeError,
     csv.Error,
     zlib.error,
@@ -933,8 +933,6 @@ def _validate(
         if failed_read is None:
             checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
     except UNREADABLE_BYTES as exc:  # anything else (I/O, storage, memory, bugs) propagates: see validate
-        if isinstance(exc, MemoryError):
-            raise
         log.exception("validation of %s stopped on bytes that do not parse", label)
         message = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         checker.add(

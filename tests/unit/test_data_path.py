@@ -133,3 +133,32 @@ def test_a_second_bad_version_of_a_name_is_quarantined_beside_the_first(activity
     }
     assert store.read_bytes(store.ref(QUARANTINE, "fraud/daily.csv")) == BAD, "Monday's batch, untouched"
     assert second["quarantined_to"].endswith(f"/quarantine/fraud/daily.{token}.csv")
+
+
+def test_a_retry_after_the_blob_was_quarantined_gives_the_same_verdict(activity: Any) -> None:
+    """validate_blob is retried: an attempt that quarantined the blob (so landing no longer has it) and then failed,
+    publishing, must not be read as 'deleted' by the next attempt, which would drop the verdict."""
+    run_id = "fraud-00000000000000b8"
+    blob = _land("b8.csv", BAD)
+    first = _validate(activity, run_id, blob)
+    again = _validate(activity, run_id, blob)
+    assert (again["ok"], again["skipped"]) == (False, False)
+    assert again["quarantined_to"] == first["quarantined_to"]
+    assert again["errors"] == first["errors"] > 0
+
+
+def test_a_bug_while_validating_leaves_the_batch_in_landing_untrained(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never a verdict on the data (no quarantine), and not a failed run either: every later run would fail alike."""
+    from functions import activities
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(activities, "validate", broken)
+    blob = _land("b9.csv", GOOD)
+    outcome = _validate(activity, "fraud-00000000000000b9", blob)
+    assert (outcome["ok"], outcome["skipped"], outcome["quarantined_to"]) == (False, True, None)
+    assert "could not be validated (TypeError: unsupported operand type(s)): left in landing" in outcome["summary"]
+    assert clients.store().ref(LANDING, blob.name).etag == blob.etag

@@ -68,7 +68,11 @@ def registry(azurite_connection_string: str) -> Registry:
 
 def _pending(registry: Registry, model: str, number: int, age: timedelta) -> Run:
     run_id = f"{model}-{number:016d}"
-    work = {"kind": "retrain", "run_id": run_id, "trigger": {"kind": "manual", "reason": "t"}}
+    work = {
+        "kind": "retrain",
+        "run_id": run_id,
+        "trigger": {"kind": "manual", "reason": "t", "source_event_id": run_id},
+    }
     run = pending_run(model, run_id, "manual", "weekly refresh", run_id, work)
     return registry.create_run(replace(run, created_at=NOW - age))
 
@@ -120,6 +124,17 @@ def test_a_request_the_coordinator_will_pick_up_is_left_alone(
     client = Coordinator(state, stage)
     assert _deliver(registry, model, client) is None
     assert (client.started, client.raised) == ([], [])
+
+
+def test_a_malformed_request_is_never_handed_over_the_next_usable_one_is(registry: Registry) -> None:
+    """claim_run cannot take a malformed work item: handed over, it would fail the coordinator's claim, and every
+    later tick would find the coordinator Failed and send it again."""
+    broken = _pending(registry, "undelivered-8", 1, timedelta(minutes=40))
+    registry.update_run("undelivered-8", broken.run_id, lambda r: replace(r, details={"work": {"kind": "retrain"}}))
+    usable = _pending(registry, "undelivered-8", 2, timedelta(minutes=20))
+    client = Coordinator(State.Failed)
+    assert _deliver(registry, "undelivered-8", client) == usable.run_id
+    assert client.started == [usable.details["work"]]
 
 
 def test_a_coordinator_that_cannot_be_reached_is_left_for_the_next_tick(registry: Registry) -> None:
@@ -177,7 +192,11 @@ def test_a_retried_request_sends_the_work_of_its_still_pending_run_again(registr
     """The first attempt was answered 503 before the coordinator had the request; the retry (same
     Idempotency-Key, so the same run id and fingerprint) hands it over."""
     run_id = f"fraud-{uuid.uuid4().hex[:16]}"  # the repository's models/fraud.yaml; an id no other test uses
-    work = {"kind": "retrain", "run_id": run_id, "trigger": {"kind": "manual", "reason": "t"}}
+    work = {
+        "kind": "retrain",
+        "run_id": run_id,
+        "trigger": {"kind": "manual", "reason": "t", "source_event_id": run_id},
+    }
     run = pending_run("fraud", run_id, "manual", "weekly refresh", run_id, work)
     registry.create_run(replace(run, details={**run.details, "request_fingerprint": "f"}))
     request = func.HttpRequest(method="POST", url="http://127.0.0.1/api/models/fraud/retrain", body=b"{}")
