@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import math
 import os
+import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -303,9 +307,12 @@ class PerennialClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = normalise_url(base_url)
         self.timeout = timeout
+        self._on_wait, self._sleep = on_wait, sleep
         headers = {"accept": "application/json, application/problem+json", "user-agent": "perennial-cli"}
         if key:
             headers[KEY_HEADER] = key
@@ -366,7 +373,7 @@ class PerennialClient:
             payload["requested_by"] = requested_by
         if blobs:
             payload["blobs"] = blobs
-        response = self._send("POST", f"/api/models/{_seg(model)}/retrain", json=payload)
+        response = self._send("POST", f"/api/models/{_seg(model)}/retrain", json=payload, headers=_fresh_key())
         body = self._body(response)
         if not isinstance(body, dict):
             raise self._unexpected("a retrain answer", "a JSON object")
@@ -392,17 +399,17 @@ class PerennialClient:
         """``POST /api/models/{model}/rollback``: put the previous champion back (in paced traffic steps, or in
         one move when ``immediate``)."""
         body: dict[str, Any] = {**_request(reason, requested_by), **({"immediate": True} if immediate else {})}
-        return self._action(f"/api/models/{_seg(model)}/rollback", body)
+        return self._action(f"/api/models/{_seg(model)}/rollback", body, _fresh_key())
 
     def rollout(self, model: str, version: str, reason: str | None, requested_by: str | None = None) -> Accepted:
         """``POST /api/models/{model}/versions/{version}/rollout``: ship a registered version in stages."""
         path = f"/api/models/{_seg(model)}/versions/{_seg(version)}/rollout"
-        return self._action(path, _request(reason, requested_by))
+        return self._action(path, _request(reason, requested_by), _fresh_key())
 
     # ----------------------------------------------------------------- plumbing
 
-    def _action(self, path: str, payload: dict[str, Any] | None) -> Accepted:
-        body = self._json("POST", path, json=payload)
+    def _action(self, path: str, payload: dict[str, Any] | None, headers: dict[str, str] | None = None) -> Accepted:
+        body = self._json("POST", path, json=payload, headers=headers)
         if body is None:
             return Accepted()
         if not isinstance(body, dict):
@@ -413,6 +420,23 @@ class PerennialClient:
         return self._body(self._send(method, path, **kwargs))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a 503 that asks to be retried within ``BUSY_WAIT_SECONDS`` (a run record or the model's
+        coordinator was busy) is sent again, at most ``BUSY_ATTEMPTS`` times. Every request may be repeated: reads
+        and answers are idempotent, and a request that starts a run carries its own ``Idempotency-Key``."""
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            response = self._send_once(method, path, **kwargs)
+            wait = _retry_after(response)
+            if response.status_code != 503 or wait is None or wait > BUSY_WAIT_SECONDS or attempt == BUSY_ATTEMPTS:
+                break
+            if self._on_wait is not None:
+                title = (_problem_of(response) or Problem(title="busy", status=503, detail="")).title
+                self._on_wait(f"the host answered 503 {title}; asking again in {wait:g} s ({attempt}/{BUSY_ATTEMPTS})")
+            self._sleep(wait)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = f"{self.base_url}{path}"
         try:
             response = self._http.request(method, path, **kwargs)
@@ -427,8 +451,6 @@ class PerennialClient:
             ) from None
         except httpx.TransportError as exc:
             raise HostUnreachable(f"{method} {url} failed: {_reason(exc)}", START_HINT) from None
-        if response.status_code >= 400:
-            raise self._error(response)
         return response
 
     def _error(self, response: httpx.Response) -> ProblemError:
@@ -483,6 +505,25 @@ class PerennialClient:
             f"the host sent {what} that is not {expected}",
             "upgrade the perennial CLI to the host's version (GET /api/health says which)",
         )
+
+
+#: A 503 asking to be retried within this many seconds is retried by the client (a busy record or coordinator: the
+#: host says 5 s); storage that cannot be reached asks for 30 s and is reported instead.
+BUSY_WAIT_SECONDS = 10.0
+BUSY_ATTEMPTS = 3
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < math.inf else None
+
+
+def _fresh_key() -> dict[str, str]:
+    """A request that starts a run is one run however often it is sent: its retries carry the same key."""
+    return {"Idempotency-Key": f"cli-{uuid.uuid4()}"}
 
 
 def _seg(value: str) -> str:

@@ -83,7 +83,10 @@ def _err() -> Console:
 def _client(host: str, key: str | None) -> Iterator[PerennialClient]:
     """A client for ``host``; any ClientError inside the block is printed with its fix and exits 1."""
     try:
-        with PerennialClient(host, key or local_key(host)) as client:
+        waiting = _err()
+        with PerennialClient(
+            host, key or local_key(host), on_wait=lambda note: waiting.print(f"… {escape(note)}", highlight=False)
+        ) as client:
             yield client
     except ClientError as exc:
         _print_error(exc)
