@@ -444,7 +444,9 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     blobs = [b for b in blobs if b.name in {e.name for e in manifest.blobs}]
     # Every version the run trains on is claimed for it, also one that landed after the run claimed its work: a
     # second run would otherwise train on exactly this data again, only re-rolling the champion.
-    registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs])
+    # (Only versions no run has claimed: one partition query instead of a read per blob of a large landing folder.)
+    seen = registry.seen_etags(model)
+    registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs if e.etag not in seen])
 
     profiles = [
         DatasetProfile.from_dict(store.get_json(MANIFESTS, _profile_name(model, run_id, b.name))) for b in blobs
