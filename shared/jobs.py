@@ -181,8 +181,11 @@ def evaluation_job(
         "--confidence", str(1 - spec.promotion.significance),
         *holdout_args(spec),
     ]  # fmt: skip
-    if spec.promotion.guardrails:
-        args += ["--guardrail-metrics", ",".join(g.metric for g in spec.promotion.guardrails)]
+    if guardrails := spec.promotion.guardrails:
+        # Bonferroni: every guardrail's interval at 1 - significance / k, so "settled" holds for all k together.
+        confidence = 1 - spec.promotion.significance / len(guardrails)
+        args += ["--guardrail-metrics", ",".join(g.metric for g in guardrails)]
+        args += ["--guardrail-confidence", f"{confidence:.6g}"]
     if champion is not None:
         job_inputs["champion"] = JobInput(champion, "custom_model")
         args += ["--champion", "{inputs.champion}"]

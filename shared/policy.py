@@ -566,7 +566,7 @@ def _guardrail(
         within, beyond = high <= limit + _EPS, low > limit + _EPS
         unsettled = not (within or beyond)
         evidence |= {"regression_ci_low": low, "regression_ci_high": high, "confidence": difference.confidence}
-        shown += f", {difference.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]"
+        shown += f", {difference.confidence * 100:.3g}% interval [{low:+.4f}, {high:+.4f}]"
     shown += f", {_direction(name)} is better)"
     if unsettled and spec.review_uncertain_guardrails:
         ok = True

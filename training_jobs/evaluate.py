@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"metrics whose challenger-minus-champion difference is bootstrapped too, for the promotion policy's "
         f"guardrails (any of {', '.join(METRICS)}), e.g. precision,recall",
     )
+    p.add_argument(
+        "--guardrail-confidence",
+        type=float,
+        metavar="C",
+        help="confidence of each guardrail's interval, in (0.5, 1); default --confidence (the platform passes "
+        "1 - significance / number of guardrails, so all of them hold together at 1 - significance)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (>= 100)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval, in (0.5, 1)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's resampling")
@@ -140,6 +147,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         raise TrainingJobError(f"--bootstrap {args.bootstrap} is too few", "use at least 100 (1000 is typical)")
     if not 0.5 < args.confidence < 1.0:
         raise TrainingJobError(f"--confidence {args.confidence} is outside (0.5, 1)", "e.g. 0.95")
+    guardrail_confidence = args.confidence if args.guardrail_confidence is None else args.guardrail_confidence
+    if not 0.5 < guardrail_confidence < 1.0:
+        raise TrainingJobError(f"--guardrail-confidence {guardrail_confidence} is outside (0.5, 1)", "e.g. 0.975")
     contract = load_contract(args.contract)
     manifest = load_manifest(args.manifest) if args.manifest else None
     challenger = Predictor.load(args.challenger)
@@ -200,17 +210,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         result["champion_unscorable"] = _bounded(unscorable)
     if champion is not None:
 
-        def bootstrap(metric: str, seed: int) -> dict[str, object]:
+        def bootstrap(metric: str, confidence: float, seed: int) -> dict[str, object]:
             return paired_bootstrap(
-                metric, y, p_new, p_old, challenger.threshold, champion.threshold, args.bootstrap, args.confidence, seed
+                metric, y, p_new, p_old, challenger.threshold, champion.threshold, args.bootstrap, confidence, seed
             ).to_json()
 
-        result["difference"] = bootstrap(args.primary_metric, args.seed)
+        result["difference"] = bootstrap(args.primary_metric, args.confidence, args.seed)
         result["mcnemar"] = mcnemar(y, p_new, p_old, challenger.threshold, champion.threshold).to_json()
         # The same paired bootstrap for each guardrail metric: the policy tells a regression the holdout settles
         # from one it cannot (the interval straddles the guardrail's max_regression).
         result["guardrail_differences"] = {
-            metric: bootstrap(metric, args.seed + 1 + index) for index, metric in enumerate(args.guardrail_metrics)
+            metric: bootstrap(metric, guardrail_confidence, args.seed + 1 + index)
+            for index, metric in enumerate(args.guardrail_metrics)
         }
     return result
 

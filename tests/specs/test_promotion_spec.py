@@ -81,5 +81,7 @@ def test_the_evaluation_bootstraps_every_guardrail_metric_the_policy_will_judge(
     evaluate = evaluation_job(spec, "run-eval", inputs, "/challenger", "azureml:fraud:3", "run")
     assert spec.promotion.guardrails, "models/fraud.yaml has guardrails"
     assert _flag(evaluate.args, "--guardrail-metrics") == [",".join(g.metric for g in spec.promotion.guardrails)]
+    # Bonferroni over fraud's two guardrails at significance 0.05: each interval at 97.5 %.
+    assert _flag(evaluate.args, "--guardrail-confidence") == ["0.975"]
     bare = ModelSpec.model_validate({**_fraud(), "promotion": {"primary_metric": "pr_auc"}})
     assert "--guardrail-metrics" not in evaluation_job(bare, "e", inputs, "/c", None, "run").args

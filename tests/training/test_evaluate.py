@@ -66,7 +66,16 @@ def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
 def test_each_guardrail_metric_gets_the_same_paired_bootstrap(
     holdout: Problem, trained: Path, weak: Path, tmp_path: Path
 ) -> None:
-    result = compare(holdout, tmp_path / "comparison.json", trained, weak, "--guardrail-metrics", "recall,ece")
+    result = compare(
+        holdout,
+        tmp_path / "comparison.json",
+        trained,
+        weak,
+        "--guardrail-metrics",
+        "recall,ece",
+        "--guardrail-confidence",
+        "0.975",
+    )
     differences = result["guardrail_differences"]
     assert isinstance(differences, dict)
     assert set(differences) == {"recall", "ece"}
@@ -79,6 +88,7 @@ def test_each_guardrail_metric_gets_the_same_paired_bootstrap(
         assert difference["estimate"] == pytest.approx(challenger[metric] - champion[metric])
         assert difference["ci_low"] <= difference["estimate"] <= difference["ci_high"]
         assert difference["bootstrap_samples"] > 900
+        assert difference["confidence"] == 0.975, "the guardrails' own (corrected) confidence"
     parsed = parse_comparison(result)
     assert parsed.guardrail_differences["recall"].ci_high == differences["recall"]["ci_high"]
     # Without a champion there is nothing to compare: no bootstrap, and the file still parses.
