@@ -21,6 +21,8 @@ import io
 import os
 import queue
 import shutil
+import socket
+import ssl
 import tempfile
 import threading
 from collections import deque
@@ -39,6 +41,10 @@ _T = TypeVar("_T")
 Format = Literal["csv", "parquet"]
 Source: TypeAlias = "str | Path | IO[bytes] | pa.Table"
 PARQUET_MAGIC = b"PAR1"
+#: A stream that failed, not bytes that do not parse: these pass through the reader unchanged (every other error
+#: while decoding is CorruptInput). A dropped connection or a timeout says nothing about the data, and a batch judged
+#: corrupt is quarantined, out of landing; the caller retries instead.
+READ_FAILURES: tuple[type[OSError], ...] = (ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError)
 HEADER_PEEK = 1 << 20  # the header line must fit in the first MiB
 CSV_BLOCK_SIZE = 4 << 20  # bytes of whole lines parsed at a time (one record batch); a few are in flight
 MAX_CSV_RECORD = 64 << 20  # bytes one record (a line, or quoted lines) may take before the input counts as corrupt
@@ -178,6 +184,8 @@ class TabularSource:
         self._parquet_handle = handle
         try:
             self._parquet = pq.ParquetFile(handle)
+        except READ_FAILURES:
+            raise  # the stream failed, not the bytes: the caller retries (see READ_FAILURES)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptInput(
                 f"not a readable Parquet file ({_first_line(exc)})",
@@ -226,6 +234,8 @@ class TabularSource:
                     self._parquet_handle.seek(self._parquet_start)
                 parquet = pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary)
             yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present, use_threads=use_threads)
+        except READ_FAILURES:
+            raise  # the stream failed, not the bytes: the caller retries (see READ_FAILURES)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptInput(
                 f"the Parquet data is corrupt ({_first_line(exc)})", "re-export the file; it may be truncated"
@@ -276,6 +286,8 @@ class TabularSource:
                     line += parsed.lines.lines
                     if parsed.batch is not None:
                         yield parsed.batch
+        except READ_FAILURES:
+            raise  # the stream failed, not the bytes: the caller retries (see READ_FAILURES)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _csv_error(exc) from None
 

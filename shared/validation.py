@@ -26,8 +26,6 @@ import csv
 import gzip
 import json
 import logging
-import socket
-import ssl
 import time
 import zlib
 from collections import deque
@@ -88,10 +86,6 @@ UNREADABLE_BYTES: tuple[type[Exception], ...] = (
     gzip.BadGzipFile,
     EOFError,
 )
-
-#: I/O failures of the stream itself. tabular_io reports every OSError raised while reading as
-#: unreadable input (CorruptInput); one of these under it is a failed read, not a corrupt file.
-FAILED_READ: tuple[type[OSError], ...] = (ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError)
 
 # Delimiters of other CSV dialects, by name: a one-column CSV header holding one was not split.
 OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -809,18 +803,6 @@ def _no_line(row: int) -> int | None:
     return None
 
 
-def _failed_read(exc: CorruptInput) -> OSError | None:
-    """The I/O failure (FAILED_READ) ``exc`` was raised while handling, if any."""
-    seen: set[int] = set()
-    under = exc.__cause__ or exc.__context__
-    while under is not None and id(under) not in seen:
-        if isinstance(under, FAILED_READ):
-            return under
-        seen.add(id(under))
-        under = under.__cause__ or under.__context__
-    return None
-
-
 def _label_key(value: Any, as_bool: bool = False) -> str:
     if as_bool or isinstance(value, bool):
         if isinstance(value, str):
@@ -856,8 +838,7 @@ def validate(
     Everything else propagates, with no report: the storage SDK's errors (``azure.core``'s
     AzureError: ServiceRequestError, ServiceResponseError, HttpResponseError...), the blob
     overwritten or deleted mid-read (``shared.storage``'s BlobChangedError, BlobMissingError), a
-    dropped connection or a timeout (FAILED_READ, even where the reader wrapped it as corrupt
-    input), running out of memory, and bugs of ours (TypeError, AttributeError, KeyError, a plain
+    dropped connection or a timeout (``tabular_io.READ_FAILURES``, which the reader passes through), running out of memory, and bugs of ours (TypeError, AttributeError, KeyError, a plain
     ValueError...), from a column lane too. None of these says anything about the data, and a
     failed report is a verdict: ``validate_blob`` quarantines the batch, which deletes it from
     landing, so a good batch would leave training over a dropped connection. The caller retries,
@@ -888,7 +869,6 @@ def _validate(
     columns: list[str] = []
     bytes_read = 0
     profile: DatasetProfile | None = None
-    failed_read: OSError | None = None  # a dropped connection or a timeout the reader took for corrupt input
     skipped: list[int] | None = []  # the rows of the malformed CSV rows, in order; None if not all are known
     line_of: Callable[[int], int | None] = _no_line  # a CSV row's line in the file (rows count malformed ones)
     try:
@@ -928,10 +908,8 @@ def _validate(
             checker.finish(present)
             profile = checker.profiler.finish()
     except CorruptInput as exc:
-        failed_read = _failed_read(exc)
         where = f" after {checker.rows:,} rows" if checker.rows else ""
-        if failed_read is None:
-            checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
+        checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))
     except UNREADABLE_BYTES as exc:  # anything else (I/O, storage, memory, bugs) propagates: see validate
         log.exception("validation of %s stopped on bytes that do not parse", label)
         message = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
@@ -943,8 +921,6 @@ def _validate(
                 "re-export the file and upload it again; if other readers open it, report it to perennial with the file",
             )
         )
-    if failed_read is not None:
-        raise failed_read  # outside the handler: its own traceback, not "during handling of CorruptInput"
     if fmt_name == "csv":
         checker.notes += _number_lines(checker.findings, skipped, line_of)
     return ValidationReport(
