@@ -15,7 +15,7 @@ import azure.functions as func
 
 from functions import clients
 from functions.stranded import close_stranded_runs, deliver_undelivered_request
-from shared.housekeeping import repair_traffic, retire_idle_deployments
+from shared.housekeeping import HOUSEKEEPING_EVERY, repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
 from shared.runtime import get_runtime
@@ -23,8 +23,7 @@ from shared.runtime import get_runtime
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.housekeeping")
 
-#: Every ten minutes: retire_after_hours is measured in hours, so this is precise enough and cheap.
-RETIRE_SCHEDULE = "0 */10 * * * *"
+RETIRE_SCHEDULE = f"0 */{HOUSEKEEPING_EVERY.seconds // 60} * * * *"  # NCRONTAB: every HOUSEKEEPING_EVERY
 
 
 def _send_unsent_events(model: str) -> None:

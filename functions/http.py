@@ -13,6 +13,7 @@ import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from functions.coordination import CoordinatorUnreachable
+from shared.housekeeping import HOUSEKEEPING_EVERY, STRANDED_GRACE
 from shared.tables import ConcurrencyError
 
 logger = logging.getLogger("perennial.api")
@@ -21,8 +22,8 @@ logger = logging.getLogger("perennial.api")
 STORAGE_RETRY_AFTER_SECONDS = 30
 #: What a client should wait before asking again when a record or the coordinator was busy.
 BUSY_RETRY_AFTER_SECONDS = 5
-#: How often the housekeeping timer runs (``functions.housekeeping.RETIRE_SCHEDULE``).
-HOUSEKEEPING_MINUTES = 10
+#: Within how long the housekeeping timer hands over a request the coordinator never got.
+HANDOVER_MINUTES = (STRANDED_GRACE + HOUSEKEEPING_EVERY).seconds // 60
 STORAGE_HINT = (
     "retry later; locally, start Azurite (`perennial up` starts it with the app); in Azure, check the "
     "storage account's network rules and that the app's identity can reach it"
@@ -98,7 +99,7 @@ def coordinator_unreachable(exc: CoordinatorUnreachable) -> func.HttpResponse:
         503,
         "Coordinator unavailable",
         f"the model's coordinator ({exc.instance}) could not be reached; {recorded}, and the housekeeping timer "
-        f"hands it over within about {2 * HOUSEKEEPING_MINUTES} minutes if nothing else does",
+        f"hands it over within about {HANDOVER_MINUTES} minutes if nothing else does",
         headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
         hint="retry with the same Idempotency-Key to follow the run it started",
         **({"run_id": exc.run_id} if exc.run_id else {}),

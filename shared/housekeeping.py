@@ -111,6 +111,9 @@ ENDED_STATES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 #: failed run's outcome is the coordinator's to record (retried for minutes): a missing instance, or a failed one,
 #: means a stranded run only after this long.
 STRANDED_GRACE = timedelta(minutes=10)
+#: How often the housekeeping timer runs (``functions.housekeeping``): retire_after_hours is measured in hours, so this
+#: is precise enough and cheap. A request left pending is handed over within STRANDED_GRACE + this.
+HOUSEKEEPING_EVERY = timedelta(minutes=10)
 
 
 def stranded_reason(

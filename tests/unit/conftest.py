@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from functions import clients
+from shared.registry import Registry
 from shared.runtime import get_runtime
+from shared.settings import StorageSettings
 from tests.azurite import Azurite, azurite_running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,3 +52,11 @@ def activity(
         yield call
     finally:
         clear_caches()
+
+
+@pytest.fixture
+def registry(azurite_connection_string: str) -> Registry:
+    """A registry on the session's Azurite: each test uses models of its own (``stranded-…``, ``undelivered-…``)."""
+    registry = Registry.from_settings(StorageSettings(azurite_connection_string, None, None, None, None))
+    registry.ensure_tables()
+    return registry

@@ -14,7 +14,6 @@ from azure.durable_functions.models.OrchestrationRuntimeStatus import Orchestrat
 from functions.stranded import close_stranded_runs
 from shared.publish import OutboundEvent
 from shared.registry import Registry, Run
-from shared.settings import StorageSettings
 
 pytestmark = pytest.mark.azurite
 NOW = datetime.now(UTC)
@@ -43,14 +42,6 @@ class Publisher:
 
     def publish(self, events: list[OutboundEvent]) -> None:
         self.events += events
-
-
-@pytest.fixture
-def registry(azurite_connection_string: str) -> Registry:
-    # The session's Azurite: each test has models of its own ("stranded-…").
-    registry = Registry.from_settings(StorageSettings(azurite_connection_string, None, None, None, None))
-    registry.ensure_tables()
-    return registry
 
 
 def _running(registry: Registry, model: str, run_id: str, idle: timedelta) -> Run:

@@ -20,7 +20,6 @@ from functions.coordination import CoordinatorUnreachable, send_work
 from functions.http import answers_503_when_unavailable
 from functions.stranded import deliver_undelivered_request
 from shared.registry import Registry, Run, pending_run
-from shared.settings import StorageSettings
 from shared.tables import ConcurrencyError
 from shared.workflow import TriggerInfo
 
@@ -57,13 +56,6 @@ class Coordinator:
         if self.refuses:
             raise Exception("The instance is not running (410)")
         self.raised.append(data)
-
-
-@pytest.fixture
-def registry(azurite_connection_string: str) -> Registry:
-    registry = Registry.from_settings(StorageSettings(azurite_connection_string, None, None, None, None))
-    registry.ensure_tables()
-    return registry
 
 
 def _pending(registry: Registry, model: str, number: int, age: timedelta) -> Run:
