@@ -429,7 +429,8 @@ class PerennialClient:
             if response.status_code != 503 or wait is None or wait > BUSY_WAIT_SECONDS or attempt == BUSY_ATTEMPTS:
                 break
             if self._on_wait is not None:
-                title = (_problem_of(response) or Problem(title="busy", status=503, detail="")).title
+                problem = _problem_of(response)
+                title = problem.title if problem is not None else "Service Unavailable"
                 self._on_wait(f"the host answered 503 {title}; asking again in {wait:g} s ({attempt}/{BUSY_ATTEMPTS})")
             self._sleep(wait)
         if response.status_code >= 400:
