@@ -109,6 +109,19 @@ def test_the_endpoint_suffix_makes_every_endpoint_name_this_deployments_own() ->
     assert AZURE_ML_NAME.match(longest)
 
 
+def test_the_app_loads_its_specs_with_the_endpoint_suffix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What every function sees (get_runtime), not only the helper: /api/health, rollouts, alerts by endpoint."""
+    from shared.runtime import get_runtime
+
+    monkeypatch.setenv("PERENNIAL_ENDPOINT_SUFFIX", "k3x9q2")
+    get_runtime.cache_clear()
+    try:
+        assert get_runtime().spec("fraud").endpoint_name == "fraud-ep-k3x9q2"
+    finally:
+        monkeypatch.delenv("PERENNIAL_ENDPOINT_SUFFIX")
+        get_runtime.cache_clear()
+
+
 def test_local_settings_json_fills_the_environment_without_overriding(tmp_path: Path) -> None:
     path = tmp_path / "local.settings.json"
     path.write_text(json.dumps({"IsEncrypted": False, "Values": {"PERENNIAL_PLATFORM": "azureml", "X": "1"}}))
