@@ -3,8 +3,9 @@
 Two tables, both partitioned by model name so that everything about one model can change
 together in one atomic transaction:
 
-- ``PerennialRuns``   ``run:<run>``, ``cand:<run>:<candidate>``, ``step:<run>:<nnnn>`` (rollout
-  steps) and ``seen:<hash of url+eTag>`` (blob dedupe: which run took which blob version)
+- ``PerennialRuns``   ``run:<run>``, ``recent:<inverted creation time>:<run>`` (newest-first index of the
+  runs, written with the run in one transaction), ``cand:<run>:<candidate>``, ``step:<run>:<nnnn>``
+  (rollout steps) and ``seen:<hash of url+eTag>`` (blob dedupe: which run took which blob version)
 - ``PerennialModels`` ``version:<version>`` (a registered model's lineage) and ``champion``
 
 Records go in and out as dataclasses. Each record read carries its ``etag``; saving it
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from azure.data.tables import TableServiceClient
@@ -36,6 +39,8 @@ from shared.tables import (
     safe_key,
     table_service_client,
 )
+
+logger = logging.getLogger("perennial.registry")
 
 RUNS_TABLE = "PerennialRuns"
 MODELS_TABLE = "PerennialModels"
@@ -77,8 +82,21 @@ def never_ran(run: Run) -> bool:
     return run.status in ("merged", "suppressed") or run.details.get("never_started") is True
 
 
-# How many of a model's newest runs `Registry.active_runs` reads.
-ACTIVE_WINDOW = 20
+# The newest-first run index: ``recent:<MICROS_CEILING - µs since the epoch, 16 digits>:<run id>``.
+_RECENT = "recent:"
+_MICROS_CEILING = 10**16 - 1  # the year 2286
+_ONE_MICROSECOND = timedelta(microseconds=1)
+# The row that says a model's partition has had its older runs indexed (see Registry._ensure_run_index).
+_RECENT_INDEXED = "index:recent"
+# Point reads of one page of runs run side by side (Azure SDK clients are thread-safe).
+_PARALLEL_READS = 8
+
+
+def _recent_key(run_id: str, created_at: datetime) -> str:
+    """The run's index key: newest first in RowKey order, ties by run id."""
+    when = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
+    micros = (when - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MICROSECOND
+    return f"{_RECENT}{_MICROS_CEILING - max(0, min(micros, _MICROS_CEILING)):016d}:{run_id}"
 
 
 class RegistryError(LookupError):
@@ -321,6 +339,7 @@ class Registry:
         load = payloads.get_payload if payloads is not None else None
         self.runs_table = Table(service.get_table_client(RUNS_TABLE), spill, load)
         self.models_table = Table(service.get_table_client(MODELS_TABLE), spill, load)
+        self._indexed_models: set[str] = set()  # partitions known to have every run in the newest-first index
 
     @classmethod
     def from_settings(cls, storage: StorageSettings, payloads: BlobStore | None = None) -> Registry:
@@ -336,16 +355,21 @@ class Registry:
     # ----------------------------------------------------------------- runs
 
     def create_run(self, run: Run) -> Run:
-        """Insert ``run``; if a run with this id exists (a redelivered trigger) return that one instead."""
+        """Insert ``run`` and its index row; if a run with this id exists (a redelivered trigger) return that one
+        instead."""
         _check_id(run.run_id, "run id")
+        index = {"PartitionKey": run.model, "RowKey": _recent_key(run.run_id, run.created_at), "run_id": run.run_id}
         try:
-            etag = self.runs_table.create(_encode(run, run.model, f"run:{run.run_id}"))
+            # One transaction: a run is never listed without its record, nor recorded without being listed.
+            etags = self.runs_table.transact(
+                [("create", _encode(run, run.model, f"run:{run.run_id}")), ("create", index)]
+            )
         except AlreadyExistsError:
             existing = self.get_run(run.model, run.run_id)
             if existing is None:  # deleted between the two calls
                 raise
             return existing
-        return replace(run, etag=etag)
+        return replace(run, etag=etags[0])
 
     def get_run(self, model: str, run_id: str) -> Run | None:
         entity = self.runs_table.get(model, f"run:{_check_id(run_id, 'run id')}")
@@ -378,31 +402,78 @@ class Registry:
         )
 
     def runs(self, model: str, limit: int | None = None, after: str | None = None) -> list[Run]:
-        """The model's runs, newest first; with ``after`` (a run id), the ones listed after it, for paging.
-        Only the runs returned have their large values fetched from blob storage: a model's history grows by a
-        run a day or more, and every listing and 409 check reads it."""
-        entities = list(self.runs_table.query(model, "run:", keep_spilled=True))
-        entities.sort(key=lambda e: (e["created_at"], e["RowKey"]), reverse=True)  # as created_at, run_id sort
+        """The model's runs, newest first (ties by run id); with ``after`` (a run id), the ones listed after it,
+        for paging.
+
+        Reads ``limit`` rows of the newest-first index and then those runs, so a page costs the same however long
+        the model's history is (a schedule alone adds a run an hour; every listing, alert and housekeeping tick
+        asks). Without ``limit`` every run is read."""
+        if limit is None and after is None:
+            entities = self.runs_table.query(model, "run:")
+            return sorted((_decode(Run, e) for e in entities), key=lambda run: _recent_key(run.run_id, run.created_at))
+        self._ensure_run_index(model)
+        cursor = None
         if after is not None:
-            keys = [e["RowKey"] for e in entities]
-            cursor = f"run:{_check_id(after, 'run id')}"
-            if cursor not in keys:
+            start = self.get_run(model, _check_id(after, "run id"))
+            if start is None:
                 raise RegistryError(f"no run {after!r} for model {model!r} to list after", "start from the newest")
-            entities = entities[keys.index(cursor) + 1 :]
-        newest = entities[:limit] if limit is not None else entities
-        return [_decode(Run, self.runs_table.load_spilled(e)) for e in newest]
+            cursor = _recent_key(start.run_id, start.created_at)
+        if limit is not None and limit <= 0:
+            return []
+        ids: list[str] = []
+        for row in self.runs_table.query(model, _RECENT, after=cursor, select=["run_id"], page_size=limit):
+            ids.append(row["run_id"])
+            if limit is not None and len(ids) >= limit:
+                break
+        if len(ids) <= 1:
+            found = [self.get_run(model, run_id) for run_id in ids]
+        else:
+            with ThreadPoolExecutor(max_workers=min(_PARALLEL_READS, len(ids))) as pool:
+                found = list(pool.map(lambda run_id: self.get_run(model, run_id), ids))
+        return [run for run in found if run is not None]
 
     def active_runs(self, model: str, *, excluding: str | None = None) -> list[Run]:
-        """The model's runs still pending or running, newest first (one run at a time per model).
+        """The model's runs still pending or running, newest first (one run at a time per model), however old.
 
-        Only the newest ``ACTIVE_WINDOW`` runs are looked at: a run older than that has long been finished.
+        The service picks them out (a condition on ``status``), so only they cross the wire.
         ``excluding``: a run asking about the others (say, the one completing its own rollout).
         """
-        return [
-            run
-            for run in self.runs(model, limit=ACTIVE_WINDOW)
-            if run.status in ACTIVE_RUN_STATUSES and run.run_id != excluding
+        statuses = sorted(ACTIVE_RUN_STATUSES)
+        where = " or ".join(f"status eq @status{i}" for i in range(len(statuses)))
+        parameters = {f"status{i}": status for i, status in enumerate(statuses)}
+        active = [
+            _decode(Run, entity)
+            for entity in self.runs_table.query(model, "run:", where=where, parameters=parameters)
+            if entity.get("run_id") != excluding
         ]
+        return sorted(active, key=lambda run: _recent_key(run.run_id, run.created_at))
+
+    def _ensure_run_index(self, model: str) -> None:
+        """Index the runs a model recorded before the newest-first index existed, once per partition.
+
+        A marker row says it was done, so a process asks once per model. Re-indexing is harmless: an index key
+        depends only on the run's id and creation time, which never change."""
+        if model in self._indexed_models:
+            return
+        if self.runs_table.get(model, _RECENT_INDEXED) is None:
+            listed = {row["run_id"] for row in self.runs_table.query(model, _RECENT, select=["run_id"])}
+            rows: list[Operation] = [
+                (
+                    "upsert",
+                    {
+                        "PartitionKey": model,
+                        "RowKey": _recent_key(entity["run_id"], entity["created_at"]),
+                        "run_id": entity["run_id"],
+                    },
+                )
+                for entity in self.runs_table.query(model, "run:", select=["run_id", "created_at"])
+                if entity["run_id"] not in listed
+            ]
+            self.runs_table.transact(rows, atomic=False)
+            self.runs_table.upsert({"PartitionKey": model, "RowKey": _RECENT_INDEXED, "indexed_at": _now()})
+            if rows:
+                logger.info("indexed %d earlier runs of model %s newest first", len(rows), model)
+        self._indexed_models.add(model)
 
     # ----------------------------------------------------------------- candidates
 
@@ -528,11 +599,13 @@ class Registry:
             self.update_run(model, run_id, close)
 
     def seen_etags(self, model: str) -> set[str]:
-        """The eTags of every blob version a run of ``model`` has claimed (one partition query)."""
-        return {b.blob_etag for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:"))}
+        """The eTags of every blob version a run of ``model`` has claimed (one query, eTags only)."""
+        return {e["blob_etag"] for e in self.runs_table.query(model, "seen:", select=["blob_etag"])}
 
     def run_blobs(self, model: str, run_id: str) -> list[SeenBlob]:
-        return [b for b in (_decode(SeenBlob, e) for e in self.runs_table.query(model, "seen:")) if b.run_id == run_id]
+        """The blob versions ``run_id`` claimed (the service picks them out of the model's claims)."""
+        rows = self.runs_table.query(model, "seen:", where="run_id eq @run", parameters={"run": run_id})
+        return [_decode(SeenBlob, e) for e in rows]
 
     # ----------------------------------------------------------------- versions and the champion
 

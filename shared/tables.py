@@ -285,9 +285,25 @@ class Table:
             return None
         return restore(raw, self.load)
 
-    def query(self, pk: str, prefix: str = "", keep_spilled: bool = False) -> Iterator[Entity]:
+    def query(
+        self,
+        pk: str,
+        prefix: str = "",
+        keep_spilled: bool = False,
+        *,
+        after: str | None = None,
+        where: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        select: Sequence[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Entity]:
         """Entities of partition ``pk`` whose RowKey starts with ``prefix``, in RowKey order. ``keep_spilled``:
-        leave spilled strings in blob storage (see :meth:`load_spilled`), for a caller that keeps only a few."""
+        leave spilled strings in blob storage (see :meth:`load_spilled`), for a caller that keeps only a few.
+
+        ``after``: only RowKeys greater than it (the next page). ``where``: a further OData condition the service
+        evaluates, its values named ``@name`` in ``parameters``, so only matching rows cross the wire. ``select``:
+        only these properties. ``page_size``: rows per request, for a caller that stops after the first few (the
+        rows are fetched as the iterator is read)."""
         check_key(pk, "PartitionKey")
         flt = "PartitionKey eq @pk"
         params: dict[str, Any] = {"pk": pk}
@@ -295,8 +311,16 @@ class Table:
             # RowKeys are compared as strings: [prefix, prefix + U+FFFF) is exactly "starts with prefix".
             flt += " and RowKey ge @lo and RowKey lt @hi"
             params.update(lo=prefix, hi=prefix + "\uffff")
+        if after is not None:
+            flt += " and RowKey gt @after"
+            params["after"] = after
+        if where:
+            flt += f" and ( {where} )"  # spaces: the SDK finds @names by splitting the filter on spaces
+            params.update(parameters or {})
         try:
-            for raw in self.client.query_entities(flt, parameters=params):
+            for raw in self.client.query_entities(
+                flt, parameters=params, select=list(select) if select else None, results_per_page=page_size
+            ):
                 yield restore(raw, self.load, keep_spilled)
         except ResourceNotFoundError:
             return  # the table does not exist yet: nothing recorded
@@ -348,14 +372,15 @@ class Table:
     def delete(self, pk: str, rk: str) -> None:
         self.client.delete_entity(check_key(pk, "PartitionKey"), check_key(rk))
 
-    def transact(self, operations: Sequence[Operation], atomic: bool = True) -> None:
+    def transact(self, operations: Sequence[Operation], atomic: bool = True) -> list[str]:
         """Submit operations of ONE partition. Over 100: refused if ``atomic`` (the default), else split.
+        Returns each operation's new ETag ("" for a delete), in order.
 
         An atomic batch either applies completely or not at all; a conflicting create raises
         AlreadyExistsError and a stale ETag ConcurrencyError, each naming the failed entity.
         """
         if not operations:
-            return
+            return []
         partitions = {op[1].get("PartitionKey") for op in operations}
         if len(partitions) != 1:
             raise TableLimitError(
@@ -367,16 +392,18 @@ class Table:
                 "pass atomic=False to submit it in chunks of 100 (each chunk atomic), or batch less",
             )
         prepared = [self._prepare_op(op) for op in operations]
+        etags: list[str] = []
         for start in range(0, len(prepared), MAX_BATCH):
             chunk = prepared[start : start + MAX_BATCH]
             try:
                 try:
-                    self.client.submit_transaction(chunk)
+                    answers = self.client.submit_transaction(chunk)
                 except TableTransactionError as exc:
                     if str(getattr(exc, "error_code", "")) != "TableNotFound":
                         raise
                     self.ensure()  # a fresh local account: create the table once and replay the batch
-                    self.client.submit_transaction(chunk)
+                    answers = self.client.submit_transaction(chunk)
+                etags.extend(str(answer.get("etag") or "") for answer in answers)
             except TableTransactionError as exc:
                 failed = chunk[exc.index][1] if 0 <= exc.index < len(chunk) else {}
                 where = f"{self.name}/{failed.get('PartitionKey')}/{failed.get('RowKey')}"
@@ -388,6 +415,7 @@ class Table:
                 if code in ("UpdateConditionNotSatisfied", "ResourceNotFound", "EntityNotFound"):
                     raise ConcurrencyError(f"{where} changed since it was read; the batch was rolled back") from None
                 raise
+        return etags
 
     def _prepare_op(self, op: Operation) -> tuple[Any, ...]:
         kind, entity = op[0], op[1]
