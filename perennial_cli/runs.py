@@ -67,6 +67,14 @@ KeyOption = Annotated[
 ]
 
 
+def _named(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A MODEL or RUN_ID argument: a blank one would reach no route, and the host could only say "not found"."""
+    if value is not None and not value.strip():
+        wanted = "the model's name, e.g. fraud" if param.name == "model" else "a run id `perennial runs MODEL` lists"
+        raise typer.BadParameter(f"is empty: give {wanted}")
+    return value
+
+
 def _out() -> Console:
     """Standard output; made per command so that it sizes itself to the terminal (or $COLUMNS) of this call."""
     return Console(highlight=False)
@@ -201,10 +209,12 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
 
 
 def runs(
-    model: str = typer.Argument(..., metavar="MODEL", help="The model's name (its spec file name, e.g. fraud)."),
+    model: str = typer.Argument(
+        ..., callback=_named, metavar="MODEL", help="The model's name (its spec file name, e.g. fraud)."
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many runs to show, newest first."),
     after: str | None = typer.Option(
-        None, "--after", metavar="RUN_ID", help="Show the runs listed after this one (the next page)."
+        None, "--after", callback=_named, metavar="RUN_ID", help="Show the runs listed after this one (the next page)."
     ),
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
@@ -324,7 +334,10 @@ def _when_short(moment: datetime | None) -> str:
 
 def show_run(
     run_id: str = typer.Argument(
-        ..., metavar="RUN_ID", help="The run id, e.g. fraud-3f2a9c1e0b7d4a65 (see `perennial runs MODEL`)."
+        ...,
+        callback=_named,
+        metavar="RUN_ID",
+        help="The run id, e.g. fraud-3f2a9c1e0b7d4a65 (see `perennial runs MODEL`).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the host's JSON as it is, for scripts."),
     host: HostOption = DEFAULT_HOST_URL,
@@ -442,7 +455,9 @@ REQUESTED_BY: Any = typer.Option(
 
 
 def retrain(
-    model: str = typer.Argument(..., metavar="MODEL", help="The model to retrain (its spec file name, e.g. fraud)."),
+    model: str = typer.Argument(
+        ..., callback=_named, metavar="MODEL", help="The model to retrain (its spec file name, e.g. fraud)."
+    ),
     reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the run and in its lineage."),
     blob: list[str] = typer.Option(
         [], "--blob", metavar="NAME", help="Train on this landing blob only, e.g. landing/fraud/b1.csv (repeatable)."
@@ -481,7 +496,9 @@ def retrain(
 
 
 def approve(
-    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A run waiting at stage awaiting_approval."),
+    run_id: str = typer.Argument(
+        ..., callback=_named, metavar="RUN_ID", help="A run waiting at stage awaiting_approval."
+    ),
     comment: str | None = typer.Option(None, "--comment", help="Recorded with the answer."),
     by: str | None = typer.Option(None, "--by", show_default=False, help="Who approves. Default: your OS user name."),
     host: HostOption = DEFAULT_HOST_URL,
@@ -497,7 +514,9 @@ def approve(
 
 
 def reject(
-    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A run waiting at stage awaiting_approval."),
+    run_id: str = typer.Argument(
+        ..., callback=_named, metavar="RUN_ID", help="A run waiting at stage awaiting_approval."
+    ),
     comment: str | None = typer.Option(None, "--comment", help="Recorded with the answer: say why."),
     by: str | None = typer.Option(None, "--by", show_default=False, help="Who rejects. Default: your OS user name."),
     host: HostOption = DEFAULT_HOST_URL,
@@ -513,7 +532,7 @@ def reject(
 
 
 def abort(
-    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A pending or running run."),
+    run_id: str = typer.Argument(..., callback=_named, metavar="RUN_ID", help="A pending or running run."),
     reason: str | None = typer.Option(None, "--reason", help="Why; the run's reasons say it when it ends."),
     by: str | None = typer.Option(None, "--by", show_default=False, help="Who aborts. Default: your OS user name."),
     host: HostOption = DEFAULT_HOST_URL,
@@ -535,7 +554,9 @@ def abort(
 
 
 def rollback(
-    model: str = typer.Argument(..., metavar="MODEL", help="The model whose previous champion should serve again."),
+    model: str = typer.Argument(
+        ..., callback=_named, metavar="MODEL", help="The model whose previous champion should serve again."
+    ),
     reason: str | None = typer.Option(None, "--reason", help="Why; recorded on the rollback."),
     immediate: bool = typer.Option(
         False,
@@ -559,7 +580,7 @@ def rollback(
 
 
 def rollout(
-    model: str = typer.Argument(..., metavar="MODEL", help="The model the version belongs to."),
+    model: str = typer.Argument(..., callback=_named, metavar="MODEL", help="The model the version belongs to."),
     version: str = typer.Argument(
         ..., metavar="VERSION", help="A registered version that is not the champion, e.g. 4."
     ),

@@ -322,3 +322,22 @@ def test_a_bad_demo_spec_is_refused_before_the_previous_demo_s_state_is_touched(
     assert renamed.exit_code == 2, renamed.output
     assert f"{other}: the demo plays the model 'fraud'; set name: fraud" in renamed.output.replace("\n", "")
     assert kept.read_text() == "yesterday's run"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", ""], "give a run id"),
+        (["abort", " "], "give a run id"),
+        (["approve", ""], "give a run id"),
+        (["runs", ""], "give the model's name"),
+        (["runs", "fraud", "--after", ""], "give a run id"),
+        (["retrain", ""], "give the model's name"),
+    ],
+)
+def test_a_blank_model_or_run_id_is_a_usage_error_not_a_request(args: list[str], says: str) -> None:
+    # Sent, it would reach no route: the host could only answer a bare "not found".
+    result = perennial(*args, "--host", "http://127.0.0.1:9")
+    assert result.exit_code == 2
+    assert "is empty" in result.output and says in " ".join(result.output.split())
+    assert "Traceback" not in result.output
