@@ -339,5 +339,6 @@ def test_a_blank_model_or_run_id_is_a_usage_error_not_a_request(args: list[str],
     # Sent, it would reach no route: the host could only answer a bare "not found".
     result = perennial(*args, "--host", "http://127.0.0.1:9")
     assert result.exit_code == 2
-    assert "is empty" in result.output and says in " ".join(result.output.split())
+    assert "is empty" in result.output
+    assert says in " ".join(result.output.split())
     assert "Traceback" not in result.output
