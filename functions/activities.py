@@ -158,9 +158,10 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
             work.append(item)
         else:
             logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
+    window = get_runtime().spec(model).training.landed_since(datetime.now(UTC))
     listing = [
         BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
-        for b in _store().list_landing(model)
+        for b in _store().list_landing(model, window)
     ]
     blobs = unclaimed_blobs(listing, registry.seen_etags(model))
     if blobs:
@@ -315,7 +316,11 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     request = RunRequest.load(payload)
     store = _store()
     selection = request.trigger.details.get("blobs")
-    refs = store.landing_selection(request.model, selection) if selection else store.list_landing(request.model)
+    if selection:  # the request's own choice: the training window does not apply
+        refs = store.landing_selection(request.model, selection)
+    else:
+        window = get_runtime().spec(request.model).training.landed_since(datetime.now(UTC))
+        refs = store.list_landing(request.model, window)
     reference = _champion_reference(request.model)
     return {
         "blobs": [

@@ -629,10 +629,11 @@ JUDGED_RUN_STATUSES = frozenset({"promoted", "not_promoted", "rejected", "rolled
 
 
 def landing_news(
-    store: BlobStore, model: str, runs: Sequence[Run], trained_by: str | None
+    store: BlobStore, model: str, runs: Sequence[Run], trained_by: str | None, landed_since: datetime | None = None
 ) -> tuple[LandingNews | None, list[str]]:
-    """How many blob versions in ``landing/<model>/`` the newest judged run (else the champion's training run
-    ``trained_by``) did not train on, by its manifest's (url, eTag); None when no such manifest is readable."""
+    """How many blob versions in ``landing/<model>/`` (written since ``landed_since``: the training window) the
+    newest judged run (else the champion's training run ``trained_by``) did not train on, by its manifest's
+    (url, eTag); None when no such manifest is readable."""
     candidates = [r.run_id for r in runs if r.status in JUDGED_RUN_STATUSES]
     for run_id in dict.fromkeys([*candidates, *([trained_by] if trained_by else [])]):
         try:
@@ -640,7 +641,7 @@ def landing_news(
         except BlobMissingError:
             continue
         trained = {(b.url, b.etag) for b in manifest.blobs}
-        new = sum((ref.url, ref.etag) not in trained for ref in store.list_landing(model))
+        new = sum((ref.url, ref.etag) not in trained for ref in store.list_landing(model, landed_since))
         return LandingNews(new_blobs=new, since_run=run_id), []
     return None, ["no manifest of a judged run: age judged without knowing whether new data landed"]
 
@@ -691,9 +692,8 @@ def check_model(
     max_age = spec.triggers.max_model_age_days
     if max_age is not None and now - registered_at > timedelta(days=max_age):  # only then does it matter
         try:
-            landing, landing_notes = landing_news(
-                store, model, runs, version.run_id if version is not None else champion.run_id
-            )
+            trained_by = version.run_id if version is not None else champion.run_id
+            landing, landing_notes = landing_news(store, model, runs, trained_by, spec.training.landed_since(now))
             notes += landing_notes
         except (StorageError, BlobNameError) as exc:
             notes.append(f"landing folder unreadable ({exc}): age judged without knowing whether new data landed")

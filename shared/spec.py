@@ -16,6 +16,7 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
@@ -155,6 +156,18 @@ class TrainingSpec(_Strict):
     search_space: dict[str, SearchDimension] = Field(
         default_factory=dict, description="the options candidates vary, e.g. {lr: {min: 1e-4, max: 1e-2, log: true}}"
     )
+    window_days: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=3650.0,
+        description="train on the landing blobs written (Last-Modified) in the last N days, e.g. 90; null: the "
+        "whole landing folder. Every run lists, validates and hashes every blob it trains on, so bound it once the "
+        "folder holds thousands of blobs",
+    )
+
+    def landed_since(self, now: datetime) -> datetime | None:
+        """The oldest Last-Modified a blob may have to be trained on at ``now``; None: no bound."""
+        return None if self.window_days is None else now - timedelta(days=self.window_days)
 
 
 # --------------------------------------------------------------------------- promotion

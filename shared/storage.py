@@ -323,8 +323,9 @@ class BlobStore:
         self.path(container, name)
         return _ref(self._service.get_blob_client(container, name))
 
-    def list_landing(self, model: str) -> list[BlobRef]:
-        """Every complete blob under ``landing/<model>/`` now, oldest name first. A blob whose name is unsafe
+    def list_landing(self, model: str, landed_since: datetime | None = None) -> list[BlobRef]:
+        """Every complete blob under ``landing/<model>/`` now, oldest name first; with ``landed_since``, only those
+        written (Last-Modified) then or later (a spec's ``training.window_days``). A blob whose name is unsafe
         (``fraud//x``, a '..' segment: storage accepts them) is left out with a warning, so it cannot fail every run.
         So are blobs that may still be being written, which a run would otherwise quarantine (and delete) under
         their writer: an empty one (what a Data Lake CreateFile leaves before its flush) and an append blob
@@ -335,6 +336,8 @@ class BlobStore:
         client = self.container(LANDING)
         refs: list[BlobRef] = []
         for item in client.list_blobs(name_starts_with=f"{model}/"):
+            if landed_since is not None and item.last_modified is not None and item.last_modified < landed_since:
+                continue  # outside the training window: neither trained nor judged, left where it is
             try:
                 self.path(LANDING, item.name)
             except BlobNameError as exc:
