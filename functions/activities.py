@@ -9,8 +9,11 @@ Inputs and outputs are plain JSON (``shared.workflow`` messages).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -83,12 +86,14 @@ from shared.storage import (
     BlobChangedError,
     BlobMissingError,
     BlobRef,
+    BlobStore,
     Manifest,
     ManifestEntry,
     QuarantineRecord,
     StorageError,
 )
 from shared.validation import ValidationReport, validate
+from shared.verdicts import keep_verdict, kept_verdict, verdict_name
 from shared.workflow import (
     BlobItem,
     CandidatePlan,
@@ -109,6 +114,9 @@ from shared.workflow import (
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.activities")
+# Blob reads of one run (manifest lines, profiles) done side by side: a run trains on thousands of blobs, and one at
+# a time, at a round trip or three each, that alone would outlast an activity (Azure SDK clients are thread-safe).
+_PARALLEL_BLOB_READS = 8
 
 # --------------------------------------------------------------------------- process-wide clients
 
@@ -331,6 +339,29 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _manifest_entry(store: BlobStore, blob: BlobItem) -> ManifestEntry | StorageError:
+    """The blob's manifest line, pinned to the version the run validated; the error when it changed or went.
+    Its hash comes from the validation's read when it has one (then one HEAD checks the version is still there)."""
+    ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
+    try:
+        if blob.sha256 is None:
+            return store.manifest_entry(ref)  # validated by an older version of this app: hash it here
+        store.check_unchanged(ref)
+    except (BlobChangedError, BlobMissingError) as exc:
+        return exc
+    return ManifestEntry(name=ref.name, url=ref.url, etag=ref.etag, size=ref.size, sha256=blob.sha256)
+
+
+def _run_profiles(store: BlobStore, model: str, run_id: str, blobs: Sequence[BlobItem]) -> Iterator[DatasetProfile]:
+    """The run's per-blob profiles, fetched a few at a time side by side: merged as they come, so memory holds a
+    handful of profiles, not one per blob of a large training set."""
+    with ThreadPoolExecutor(max_workers=_PARALLEL_BLOB_READS) as pool:
+        for start in range(0, len(blobs), _PARALLEL_BLOB_READS * 4):
+            names = [_profile_name(model, run_id, b.name) for b in blobs[start : start + _PARALLEL_BLOB_READS * 4]]
+            for document in pool.map(functools.partial(store.get_json, MANIFESTS), names):
+                yield DatasetProfile.from_dict(document)
+
+
 def _edges_reference(edges: dict[str, list[float]]) -> DatasetProfile:
     """A profile that carries only histogram edges: what validation needs to bin a blob like its run's others."""
     columns = {
@@ -355,10 +386,18 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     # what was validated (re-reading "the current version" here let an overwrite slip in unvalidated).
     ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
     edges = payload.get("edges")
+    # A version an earlier run passed against the same contract and edges passes again: read it once in its life.
+    kept_name = verdict_name(model, ref.url, ref.etag, spec.data, edges)
+    if (kept := kept_verdict(store, kept_name)) is not None:
+        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), kept["profile"])
+        outcome = ValidationOutcome.load(kept["outcome"])
+        return outcome.model_copy(update={"blob": blob.model_copy(update={"sha256": outcome.blob.sha256})}).dump()
     reference = _edges_reference(edges) if edges else None
     try:
-        with store.open(ref) as stream:
+        stream, digest = store.open_hashed(ref)
+        with stream:
             report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
+            sha256 = digest.hexdigest() if report.ok else None  # the same download: no second read for the manifest
     except (BlobMissingError, BlobChangedError) as exc:
         # A retry of this activity after it quarantined the blob (and failed later, announcing it): the same verdict.
         if (record := store.quarantined(ref)) is not None:
@@ -377,15 +416,18 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
         )
         return ValidationOutcome(blob=blob, ok=False, skipped=True, summary=summary).dump()
     if report.ok and report.profile is not None:
-        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), report.profile.to_dict())
-        return ValidationOutcome(
-            blob=blob,
+        profile = report.profile.to_dict()
+        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), profile)
+        passed = ValidationOutcome(
+            blob=blob.model_copy(update={"sha256": sha256}),
             ok=True,
             summary=report.summary().splitlines()[0],
             warnings=len(report.warnings),
             rows=report.rows,
             edges=report.profile.edges(),
         ).dump()
+        keep_verdict(store, kept_name, passed, profile)
+        return passed
     return _announce_quarantine(
         model, run_id, blob, store.quarantine(ref, report.to_dict(include_profile=False)), report
     )
@@ -435,12 +477,12 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     except BlobMissingError:  # the first attempt
         entries: list[ManifestEntry] = []
         left_out: list[str] = []
-        for blob in blobs:
-            ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
-            try:
-                entries.append(store.manifest_entry(ref))
-            except (BlobChangedError, BlobMissingError) as exc:
-                left_out.append(f"{blob.name} was left out: {exc}")
+        with ThreadPoolExecutor(max_workers=_PARALLEL_BLOB_READS) as pool:
+            for blob, entry in zip(blobs, pool.map(functools.partial(_manifest_entry, store), blobs), strict=True):
+                if isinstance(entry, ManifestEntry):
+                    entries.append(entry)
+                else:
+                    left_out.append(f"{blob.name} was left out: {entry}")
         if not entries:
             return {"no_data": left_out}
         manifest, manifest_url = store.write_manifest(Manifest(model=model, run_id=run_id, blobs=tuple(entries)))
@@ -453,10 +495,7 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     seen = registry.seen_etags(model)
     registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs if e.etag not in seen])
 
-    profiles = [
-        DatasetProfile.from_dict(store.get_json(MANIFESTS, _profile_name(model, run_id, b.name))) for b in blobs
-    ]
-    profile = merge_profiles(profiles)
+    profile = merge_profiles(_run_profiles(store, model, run_id, blobs))
     store.put_json(MANIFESTS, reference_profile_name(model, run_id), profile.to_dict())
     drift_summary: dict[str, Any] = {}
     reference = _champion_reference(model)

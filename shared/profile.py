@@ -504,14 +504,13 @@ class DatasetProfile:
         return cls.from_dict(data)
 
 
-def merge_profiles(profiles: Sequence[DatasetProfile]) -> DatasetProfile:
-    """Merge any number of batch profiles (the order does not matter beyond float rounding)."""
-    if not profiles:
-        return DatasetProfile()
-    result = profiles[0]
-    for profile in profiles[1:]:
-        result = result.merge(profile)
-    return result
+def merge_profiles(profiles: Iterable[DatasetProfile]) -> DatasetProfile:
+    """Merge any number of batch profiles (the order does not matter beyond float rounding), one at a time: an
+    iterator of them is never held whole."""
+    result: DatasetProfile | None = None
+    for profile in profiles:
+        result = profile if result is None else result.merge(profile)
+    return result if result is not None else DatasetProfile()
 
 
 # --------------------------------------------------------------------------- building

@@ -207,6 +207,26 @@ class QuarantineRecord:
     source: BlobRef
 
 
+class StreamDigest:
+    """The sha256 of a blob read once: chunks are hashed as a reader takes them, and :meth:`hexdigest` hashes
+    whatever the reader left unread, so the hash costs no second download."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._sha = hashlib.sha256()
+
+    def chunks(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._sha.update(chunk)
+            yield chunk
+
+    def hexdigest(self) -> str:
+        """The whole blob's sha256 (reads the rest: BlobChangedError if it was overwritten meanwhile)."""
+        for chunk in self._chunks:
+            self._sha.update(chunk)
+        return self._sha.hexdigest()
+
+
 class _ChunkReader(io.RawIOBase):
     """A read-only file object over an iterator of byte chunks (for csv/pyarrow readers)."""
 
@@ -428,6 +448,20 @@ class BlobStore:
     def open(self, ref: BlobRef) -> io.BufferedReader:
         """A buffered file object streaming ``ref`` (pinned to its eTag): feed it to csv/pyarrow readers."""
         return io.BufferedReader(_ChunkReader(self.iter_chunks(ref)), buffer_size=1024 * 1024)
+
+    def open_hashed(self, ref: BlobRef) -> tuple[io.BufferedReader, StreamDigest]:
+        """:meth:`open`, and the blob's sha256 from the same read."""
+        digest = StreamDigest(self.iter_chunks(ref))
+        return io.BufferedReader(_ChunkReader(digest.chunks()), buffer_size=1024 * 1024), digest
+
+    def check_unchanged(self, ref: BlobRef) -> None:
+        """BlobChangedError if ``ref``'s blob now has another eTag, BlobMissingError if it is gone (one HEAD)."""
+        current = self.ref(ref.container, ref.name)
+        if quoted_etag(current.etag) != quoted_etag(ref.etag):
+            raise BlobChangedError(
+                f"blob {ref.container}/{ref.name} changed since eTag {ref.etag} was recorded",
+                "a newer version has its own BlobCreated event; train on that one",
+            )
 
     def sha256(self, ref: BlobRef) -> str:
         digest = hashlib.sha256()

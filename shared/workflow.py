@@ -46,6 +46,7 @@ class BlobItem(Message):
     name: str
     etag: str
     size: int = 0
+    sha256: str | None = None  # the content's hash, once a validation read it (the manifest then needs no read)
 
 
 class TriggerInfo(Message):

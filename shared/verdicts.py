@@ -1,0 +1,66 @@
+"""Validation verdicts kept per blob version, so a batch's bytes are read once in its life, not once per run.
+
+Every run validates every blob it trains on (the landing folder, or ``training.window_days`` of it). A blob version
+(url, eTag) never changes, so its verdict against the same contract, histogram edges and validation rules never
+changes either: ``validate_blob`` keeps a passing verdict (its summary, its sha256 and its profile) under
+``manifests/<model>/verdicts/<key>.json`` and a later run reuses it instead of downloading the blob again. The key
+covers everything the verdict depends on, so a changed contract, a new champion's edges or a change to the rules
+(``RULES_VERSION``) is simply a new key, and the blob is read again. Failing verdicts are not kept: the blob is
+quarantined, out of landing, and a later run never lists it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared.blobpaths import quoted_etag
+from shared.spec import DataContract
+from shared.storage import MANIFESTS, BlobMissingError, BlobStore, StorageError
+
+logger = logging.getLogger("perennial.verdicts")
+
+#: Change it whenever a change to ``shared.validation`` or ``shared.profile`` could change a verdict or a profile:
+#: verdicts kept under another version are then not reused.
+RULES_VERSION = "2026-11-30"
+
+
+def verdict_name(
+    model: str, url: str, etag: str, contract: DataContract, edges: Mapping[str, Sequence[float]] | None
+) -> str:
+    """Where the verdict on blob version (``url``, ``etag``) against ``contract`` and ``edges`` is kept."""
+    what = {
+        "rules": RULES_VERSION,
+        "url": url,
+        "etag": quoted_etag(etag),
+        "contract": contract.model_dump(mode="json"),
+        "edges": {name: [float(e) for e in values] for name, values in (edges or {}).items()} if edges else None,
+    }
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    return f"{model}/verdicts/{key}.json"
+
+
+def kept_verdict(store: BlobStore, name: str) -> dict[str, Any] | None:
+    """The verdict kept under ``name`` (``{"outcome": ..., "profile": ...}``), or None: never kept, or unreadable
+    (then the blob is simply validated again)."""
+    try:
+        document = store.get_json(MANIFESTS, name)
+    except BlobMissingError:
+        return None
+    except (StorageError, ValueError) as exc:
+        logger.warning("kept verdict %s/%s is unreadable (%s): validating the blob again", MANIFESTS, name, exc)
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("outcome"), dict):
+        logger.warning("kept verdict %s/%s has no outcome: validating the blob again", MANIFESTS, name)
+        return None
+    if not isinstance(document.get("profile"), dict):
+        return None
+    return document
+
+
+def keep_verdict(store: BlobStore, name: str, outcome: Mapping[str, Any], profile: Mapping[str, Any]) -> None:
+    """Keep a passing verdict for later runs (overwriting is harmless: the same key holds the same verdict)."""
+    store.put_json(MANIFESTS, name, {"outcome": dict(outcome), "profile": dict(profile)})

@@ -1,0 +1,140 @@
+"""A batch's bytes are read once in its life, not once per run: validation verdicts kept per blob version, and the
+hash taken from the validation's own read (through the app's activities on this module's own Azurite).
+
+Every run trains on the landing folder (or its ``training.window_days``), so before this every run downloaded every
+batch twice (to validate it, then to hash it for the manifest), however often it had been judged before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from functions import clients
+from perennial_cli.synthetic import fraud_batch
+from shared.registry import Run
+from shared.runtime import get_runtime
+from shared.storage import LANDING, MANIFESTS, BlobRef
+from shared.verdicts import verdict_name
+from shared.workflow import BlobItem
+
+pytestmark = pytest.mark.azurite
+GOOD = fraud_batch(1500, seed=11).to_csv(index=False).encode()
+OTHER = fraud_batch(1500, seed=12).to_csv(index=False).encode()
+
+
+class LandingReads:
+    """Counts downloads of landing blobs (validation reads and manifest hashing), without changing them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        store = clients.store()
+        iter_chunks = store.iter_chunks
+
+        def counted(ref: BlobRef) -> Iterator[bytes]:
+            if ref.container == LANDING:
+                self.names.append(ref.name)
+            return iter_chunks(ref)
+
+        monkeypatch.setattr(store, "iter_chunks", counted)
+
+
+def _land(name: str, data: bytes) -> BlobItem:
+    clients.store().container(LANDING).upload_blob(f"fraud/{name}", data, overwrite=True)
+    ref = clients.store().ref(LANDING, f"fraud/{name}")
+    return BlobItem(url=ref.url, container=ref.container, name=ref.name, etag=ref.etag, size=ref.size)
+
+
+def _validate(activity: Any, run_id: str, blob: BlobItem, edges: Any = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"model": "fraud", "run_id": run_id, "blob": blob.dump()}
+    if edges is not None:
+        payload["edges"] = edges
+    outcome: dict[str, Any] = activity("validate_blob", payload)
+    return outcome
+
+
+def _profile(run_id: str) -> list[str]:
+    return clients.store().names(MANIFESTS, "fraud", f"{run_id}/profiles")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_second_run_reuses_the_verdict_without_reading_the_batch(
+    activity: Any, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    data = GOOD if suffix == "csv" else fraud_batch(1500, seed=11).to_parquet(index=False)
+    blob = _land(f"k1.{suffix}", data)
+    first_run, second_run = f"fraud-c1-{suffix}", f"fraud-c2-{suffix}"
+    first = _validate(activity, first_run, blob)
+    assert first["ok"] is True
+    assert first["blob"]["sha256"] == hashlib.sha256(data).hexdigest()  # hashed by the validation's own read
+
+    reads = LandingReads(monkeypatch)
+    again = _validate(activity, second_run, blob)
+    assert reads.names == []
+    assert {k: again[k] for k in ("ok", "rows", "summary", "edges", "warnings")} == {
+        k: first[k] for k in ("ok", "rows", "summary", "edges", "warnings")
+    }
+    assert again["blob"] == first["blob"]
+    # The second run has its own copy of the profile, which its manifest step merges.
+    assert [n.rsplit("/", 1)[1] for n in _profile(second_run)] == [n.rsplit("/", 1)[1] for n in _profile(first_run)]
+
+
+def test_the_manifest_takes_the_validation_hash_and_still_leaves_out_a_changed_batch(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = "fraud-00000000000000c3"
+    clients.registry().create_run(Run("fraud", run_id, "manual", "t", run_id, status="running", stage="validating"))
+    kept, changed = _land("k3-a.csv", GOOD), _land("k3-b.csv", GOOD)
+    validated = [BlobItem.load(_validate(activity, run_id, b)["blob"]) for b in (kept, changed)]
+    _land("k3-b.csv", OTHER)  # re-exported after the run validated it
+    hashed: list[str] = []
+    manifest_entry = clients.store().manifest_entry
+    monkeypatch.setattr(clients.store(), "manifest_entry", lambda ref: hashed.append(ref.name) or manifest_entry(ref))
+
+    activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [b.dump() for b in validated]})
+
+    assert hashed == []  # no second download to hash what the validation read
+    manifest = clients.store().read_manifest("fraud", run_id)
+    assert [(e.name, e.etag, e.sha256) for e in manifest.blobs] == [
+        (kept.name, kept.etag, hashlib.sha256(GOOD).hexdigest())
+    ]
+
+
+def test_another_contract_or_new_edges_read_the_batch_again(activity: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = _land("k4.csv", GOOD)
+    first = _validate(activity, "fraud-00000000000000c4", blob)
+    reads = LandingReads(monkeypatch)
+    edges = {name: [e * 1.5 for e in values] for name, values in first["edges"].items()}  # a new champion's
+    assert _validate(activity, "fraud-00000000000000c5", blob, edges=edges)["ok"] is True
+    assert reads.names == [blob.name]
+    spec = get_runtime().spec("fraud")
+    changed = spec.data.model_copy(update={"min_rows": 2})
+    assert verdict_name("fraud", blob.url, blob.etag, changed, None) != verdict_name(
+        "fraud", blob.url, blob.etag, spec.data, None
+    )
+
+
+def test_an_unreadable_kept_verdict_means_validating_again_not_failing(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = _land("k6.csv", GOOD)
+    assert _validate(activity, "fraud-00000000000000c6", blob)["ok"] is True
+    spec = get_runtime().spec("fraud")
+    name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
+    clients.store().container(MANIFESTS).upload_blob(name, b"{not json", overwrite=True)
+    reads = LandingReads(monkeypatch)
+    outcome = _validate(activity, "fraud-00000000000000c7", blob)
+    assert outcome["ok"] is True
+    assert reads.names == [blob.name]
+
+
+def test_a_failing_verdict_is_not_kept(activity: Any) -> None:
+    bad = fraud_batch(1500, seed=13).assign(hour=99).to_csv(index=False).encode()
+    blob = _land("k8.csv", bad)
+    assert _validate(activity, "fraud-00000000000000c8", blob)["ok"] is False
+    spec = get_runtime().spec("fraud")
+    name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
+    assert name not in clients.store().names(MANIFESTS, "fraud", "verdicts")
