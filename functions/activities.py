@@ -125,7 +125,8 @@ _PARALLEL_BLOB_READS = 8
 _store, _registry, _platform, _publisher = clients.store, clients.registry, clients.platform, clients.publisher
 
 
-def _profile_name(model: str, run_id: str, blob_name: str) -> str:
+def _legacy_profile_name(model: str, run_id: str, blob_name: str) -> str:
+    """Where an older version of this app kept a blob's profile for one run (validated before shared.verdicts)."""
     import hashlib
 
     return f"{model}/{run_id}/profiles/{hashlib.sha256(blob_name.encode()).hexdigest()[:16]}.json"
@@ -353,13 +354,18 @@ def _manifest_entry(store: BlobStore, blob: BlobItem) -> ManifestEntry | Storage
 
 
 def _run_profiles(store: BlobStore, model: str, run_id: str, blobs: Sequence[BlobItem]) -> Iterator[DatasetProfile]:
-    """The run's per-blob profiles, fetched a few at a time side by side: merged as they come, so memory holds a
+    """The profiles of the run's blobs, fetched a few at a time side by side: merged as they come, so memory holds a
     handful of profiles, not one per blob of a large training set."""
+
+    def fetch(blob: BlobItem) -> DatasetProfile:
+        if blob.verdict is not None:  # kept with its verdict (shared.verdicts)
+            return DatasetProfile.from_dict(store.get_json(MANIFESTS, blob.verdict)["profile"])
+        # Validated by an older version of this app, which kept a copy per run.
+        return DatasetProfile.from_dict(store.get_json(MANIFESTS, _legacy_profile_name(model, run_id, blob.name)))
+
     with ThreadPoolExecutor(max_workers=_PARALLEL_BLOB_READS) as pool:
         for start in range(0, len(blobs), _PARALLEL_BLOB_READS * 4):
-            names = [_profile_name(model, run_id, b.name) for b in blobs[start : start + _PARALLEL_BLOB_READS * 4]]
-            for document in pool.map(functools.partial(store.get_json, MANIFESTS), names):
-                yield DatasetProfile.from_dict(document)
+            yield from pool.map(fetch, blobs[start : start + _PARALLEL_BLOB_READS * 4])
 
 
 def _edges_reference(edges: dict[str, list[float]]) -> DatasetProfile:
@@ -389,9 +395,9 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
     # A version an earlier run passed against the same contract and edges passes again: read it once in its life.
     kept_name = verdict_name(model, ref.url, ref.etag, spec.data, edges)
     if (kept := kept_verdict(store, kept_name)) is not None:
-        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), kept["profile"])
         outcome = ValidationOutcome.load(kept["outcome"])
-        return outcome.model_copy(update={"blob": blob.model_copy(update={"sha256": outcome.blob.sha256})}).dump()
+        learnt = {"sha256": outcome.blob.sha256, "verdict": kept_name}
+        return outcome.model_copy(update={"blob": blob.model_copy(update=learnt)}).dump()
     reference = _edges_reference(edges) if edges else None
     try:
         stream, digest = store.open_hashed(ref)
@@ -416,17 +422,15 @@ def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
         )
         return ValidationOutcome(blob=blob, ok=False, skipped=True, summary=summary).dump()
     if report.ok and report.profile is not None:
-        profile = report.profile.to_dict()
-        store.put_json(MANIFESTS, _profile_name(model, run_id, ref.name), profile)
         passed = ValidationOutcome(
-            blob=blob.model_copy(update={"sha256": sha256}),
+            blob=blob.model_copy(update={"sha256": sha256, "verdict": kept_name}),
             ok=True,
             summary=report.summary().splitlines()[0],
             warnings=len(report.warnings),
             rows=report.rows,
             edges=report.profile.edges(),
         ).dump()
-        keep_verdict(store, kept_name, passed, profile)
+        keep_verdict(store, kept_name, passed, report.profile.to_dict())  # the profile too: written once, here
         return passed
     return _announce_quarantine(
         model, run_id, blob, store.quarantine(ref, report.to_dict(include_profile=False)), report

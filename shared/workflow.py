@@ -46,7 +46,10 @@ class BlobItem(Message):
     name: str
     etag: str
     size: int = 0
-    sha256: str | None = None  # the content's hash, once a validation read it (the manifest then needs no read)
+    # What validation learnt of this version: its hash (the manifest then needs no read) and where its verdict and
+    # profile are kept in ``manifests`` (shared.verdicts). None in what an older version of this app recorded.
+    sha256: str | None = None
+    verdict: str | None = None
 
 
 class TriggerInfo(Message):

@@ -52,19 +52,18 @@ def test_a_batch_overwritten_after_its_validation_is_left_out_not_trained(activi
     _run(run_id)
     first, second = _land("b1-a.csv", GOOD), _land("b1-b.csv", GOOD)
     assert {b.name for b in _resolved(activity, run_id)} >= {first.name, second.name}
-    for blob in (first, second):
-        assert _validate(activity, run_id, blob)["ok"] is True
+    outcomes = [_validate(activity, run_id, blob) for blob in (first, second)]
+    assert [o["ok"] for o in outcomes] == [True, True]
+    validated = [o["blob"] for o in outcomes]  # as the orchestrator hands them on
     _land("b1-b.csv", BAD)  # the producer re-exports the name after the run validated it
 
-    prepared = activity(
-        "prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [first.dump(), second.dump()]}
-    )
+    prepared = activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": validated})
 
     assert "no_data" not in prepared
     manifest = clients.store().read_manifest("fraud", run_id)
     assert [(e.name, e.etag) for e in manifest.blobs] == [(first.name, first.etag)], "only what was validated"
     # A retry of the activity keeps the manifest it wrote.
-    again = activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [first.dump(), second.dump()]})
+    again = activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": validated})
     assert again["candidates"] == prepared["candidates"]
     assert [e.etag for e in clients.store().read_manifest("fraud", run_id).blobs] == [first.etag]
 
@@ -95,8 +94,9 @@ def test_every_version_a_run_trains_on_is_claimed_for_it(activity: Any) -> None:
     run_id = "fraud-00000000000000b4"
     _run(run_id)
     late = _land("b4-late.csv", GOOD)
-    assert _validate(activity, run_id, late)["ok"] is True
-    activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [late.dump()]})
+    outcome = _validate(activity, run_id, late)
+    assert outcome["ok"] is True
+    activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [outcome["blob"]]})
     claim = clients.registry().seen("fraud", late.url, late.etag)
     assert claim is not None
     assert claim.run_id == run_id

@@ -56,7 +56,8 @@ def _validate(activity: Any, run_id: str, blob: BlobItem, edges: Any = None) -> 
     return outcome
 
 
-def _profile(run_id: str) -> list[str]:
+def _profiles(run_id: str) -> list[str]:
+    """Per-run profile copies (what validation wrote before verdicts were kept)."""
     return clients.store().names(MANIFESTS, "fraud", f"{run_id}/profiles")
 
 
@@ -78,8 +79,9 @@ def test_a_second_run_reuses_the_verdict_without_reading_the_batch(
         k: first[k] for k in ("ok", "rows", "summary", "edges", "warnings")
     }
     assert again["blob"] == first["blob"]
-    # The second run has its own copy of the profile, which its manifest step merges.
-    assert [n.rsplit("/", 1)[1] for n in _profile(second_run)] == [n.rsplit("/", 1)[1] for n in _profile(first_run)]
+    # Nothing is written for the second run either: its manifest step reads the profile kept with the verdict.
+    assert again["blob"]["verdict"] in clients.store().names(MANIFESTS, "fraud", "verdicts")
+    assert _profiles(first_run) == _profiles(second_run) == []
 
 
 def test_the_manifest_takes_the_validation_hash_and_still_leaves_out_a_changed_batch(
@@ -138,3 +140,20 @@ def test_a_failing_verdict_is_not_kept(activity: Any) -> None:
     spec = get_runtime().spec("fraud")
     name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
     assert name not in clients.store().names(MANIFESTS, "fraud", "verdicts")
+
+
+def test_a_blob_an_older_version_of_the_app_validated_still_trains(activity: Any) -> None:
+    """A run in flight across the upgrade: its outcomes carry no hash or verdict, and its profiles are per run."""
+    from functions.activities import _legacy_profile_name
+
+    run_id = "fraud-00000000000000c9"
+    clients.registry().create_run(Run("fraud", run_id, "manual", "t", run_id, status="running", stage="validating"))
+    blob = _land("k9.csv", GOOD)
+    kept = clients.store().get_json(MANIFESTS, _validate(activity, "fraud-00000000000000ca", blob)["blob"]["verdict"])
+    clients.store().put_json(MANIFESTS, _legacy_profile_name("fraud", run_id, blob.name), kept["profile"])
+
+    activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [blob.dump()]})
+
+    [entry] = clients.store().read_manifest("fraud", run_id).blobs
+    assert entry.sha256 == hashlib.sha256(GOOD).hexdigest()
+    assert clients.store().get_json(MANIFESTS, f"fraud/{run_id}/profile.json")["rows"] == 1500
