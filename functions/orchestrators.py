@@ -245,7 +245,18 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         checked.append(first)
         edges = first.edges if first.ok else None
     rest = blobs[len(checked) :]
-    if rest:  # (task_all of nothing answers None, not [])
+    chunk = resolved.get("validate_chunk")  # absent from answers recorded before validate_blobs existed
+    if rest and chunk:
+        chunks = yield context.task_all(
+            [
+                context.call_activity_with_retry(
+                    "validate_blobs", MUST_FINISH, {**run, "blobs": rest[start : start + chunk], "edges": edges}
+                )
+                for start in range(0, len(rest), chunk)
+            ]
+        )
+        checked += [ValidationOutcome.load(o) for outcomes in chunks for o in outcomes]
+    elif rest:  # (task_all of nothing answers None, not [])
         outcomes = yield context.task_all(
             [
                 context.call_activity_with_retry("validate_blob", MUST_FINISH, {**run, "blob": blob, "edges": edges})

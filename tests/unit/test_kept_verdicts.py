@@ -157,3 +157,23 @@ def test_a_blob_an_older_version_of_the_app_validated_still_trains(activity: Any
     [entry] = clients.store().read_manifest("fraud", run_id).blobs
     assert entry.sha256 == hashlib.sha256(GOOD).hexdigest()
     assert clients.store().get_json(MANIFESTS, f"fraud/{run_id}/profile.json")["rows"] == 1500
+
+
+def test_a_chunk_is_judged_in_order_each_blob_as_alone(activity: Any) -> None:
+    good, bad, other = _land("k10-a.csv", GOOD), _land("k10-b.csv", fraud_batch(1500, seed=14).assign(hour=99)
+        .to_csv(index=False).encode()), _land("k10-c.csv", OTHER)  # fmt: skip
+    edges = _validate(activity, "fraud-00000000000000cb", good)["edges"]
+    payload = {"model": "fraud", "run_id": "fraud-00000000000000cc", "edges": edges}
+    outcomes = activity("validate_blobs", {**payload, "blobs": [b.dump() for b in (good, bad, other)]})
+    assert [(o["blob"]["name"], o["ok"]) for o in outcomes] == [
+        (good.name, True),
+        (bad.name, False),
+        (other.name, True),
+    ]
+    assert outcomes[1]["quarantined_to"]
+    assert not clients.store().container(LANDING).get_blob_client(bad.name).exists()
+    assert all(o["edges"] is None for o in outcomes)  # only a first model's first blob is asked for its edges
+    assert [o["blob"]["sha256"] for o in outcomes if o["ok"]] == [
+        hashlib.sha256(GOOD).hexdigest(),
+        hashlib.sha256(OTHER).hexdigest(),
+    ]
