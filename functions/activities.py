@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -120,6 +120,9 @@ _PARALLEL_BLOB_READS = 8
 # Blobs per validate_blobs activity: a chunk of new 12 MB batches validates in about 10 s, and its answer (about
 # 300 bytes a blob) stays far below Durable's 64 KB message size, beyond which messages go through blob storage.
 VALIDATE_CHUNK = 50
+# How far back of the training window's start a run's own manifest may reach: the window was applied when the run
+# listed landing, up to this long before it pins its manifest.
+_RUN_TIME_ALLOWANCE = timedelta(days=1)
 
 # --------------------------------------------------------------------------- process-wide clients
 
@@ -175,7 +178,7 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
         BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
         for b in _store().list_landing(model, window)
     ]
-    blobs = unclaimed_blobs(listing, registry.seen_etags(model))
+    blobs = unclaimed_blobs(listing, registry.seen_etags(model, claimed_since=window))
     if blobs:
         work.append({"kind": "blobs", "blobs": [b.dump() for b in blobs]})
     return work
@@ -521,8 +524,10 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     blobs = [b for b in blobs if b.name in {e.name for e in manifest.blobs}]
     # Every version the run trains on is claimed for it, also one that landed after the run claimed its work: a
     # second run would otherwise train on exactly this data again, only re-rolling the champion.
-    # (Only versions no run has claimed: one partition query instead of a read per blob of a large landing folder.)
-    seen = registry.seen_etags(model)
+    # (Only versions no run has claimed: one partition query instead of a read per blob of a large landing folder,
+    # and of the claims no older than the training window allows, less a day for the time this run has taken.)
+    window = spec.training.landed_since(datetime.now(UTC) - _RUN_TIME_ALLOWANCE)
+    seen = registry.seen_etags(model, claimed_since=window)
     registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs if e.etag not in seen])
 
     profile = merge_profiles(_run_profiles(store, model, run_id, blobs))

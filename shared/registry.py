@@ -382,7 +382,10 @@ class Registry:
         return run
 
     def save_run(self, run: Run) -> Run:
-        """Write back a run read earlier; ConcurrencyError if it changed since (its ETag is stale)."""
+        """Write back a run read earlier; ConcurrencyError if it changed since (its ETag is stale).
+
+        ``created_at`` places the run in the newest-first index: change it only through :meth:`update_run`, which
+        moves the index row with it."""
         if run.etag is None:
             raise ConcurrencyError(f"run {run.run_id} has no ETag", "read it with get_run() before saving it")
         expected = run.etag
@@ -393,13 +396,38 @@ class Registry:
     def update_run(self, model: str, run_id: str, change: Callable[[Run], Run], attempts: int = 8) -> Run:
         """Read, apply ``change`` and save, re-reading on a conflict; ConcurrencyError after ``attempts``."""
         for _ in range(attempts):
+            current = self.require_run(model, run_id)
+            changed = change(current)
             try:
-                return self.save_run(change(self.require_run(model, run_id)))
+                if changed.created_at != current.created_at:
+                    return self._save_run_moved(current, changed)
+                return self.save_run(changed)
             except ConcurrencyError:
                 continue
         raise ConcurrencyError(
             f"run {run_id} kept changing during {attempts} attempts", "retry later; another writer is busy"
         )
+
+    def _save_run_moved(self, current: Run, changed: Run) -> Run:
+        """Save a run whose creation time changed (a test ageing its runs) and move its index row in the same
+        transaction, so listings and paging keep agreeing with the runs' own times."""
+        self._ensure_run_index(current.model)
+        changed = replace(changed, updated_at=_now())
+        etags = self.runs_table.transact(
+            [
+                ("update", _encode(changed, changed.model, f"run:{changed.run_id}"), {"etag": current.etag}),
+                ("delete", {"PartitionKey": current.model, "RowKey": _recent_key(current.run_id, current.created_at)}),
+                (
+                    "upsert",
+                    {
+                        "PartitionKey": changed.model,
+                        "RowKey": _recent_key(changed.run_id, changed.created_at),
+                        "run_id": changed.run_id,
+                    },
+                ),
+            ]
+        )
+        return replace(changed, etag=etags[0])
 
     def runs(self, model: str, limit: int | None = None, after: str | None = None) -> list[Run]:
         """The model's runs, newest first (ties by run id); with ``after`` (a run id), the ones listed after it,
@@ -598,9 +626,19 @@ class Registry:
         if current is not None and current.status == "pending":
             self.update_run(model, run_id, close)
 
-    def seen_etags(self, model: str) -> set[str]:
-        """The eTags of every blob version a run of ``model`` has claimed (one query, eTags only)."""
-        return {e["blob_etag"] for e in self.runs_table.query(model, "seen:", select=["blob_etag"])}
+    def seen_etags(self, model: str, claimed_since: datetime | None = None) -> set[str]:
+        """The eTags of the blob versions runs of ``model`` have claimed (one query, eTags only); with
+        ``claimed_since``, only claims made then or later (the service picks them out by the rows' Timestamp:
+        claims are written once). A blob written at t can only have been claimed after t, so a training window's
+        start bounds the claims that can matter to a listing, not the model's whole history."""
+        if claimed_since is None:
+            rows = self.runs_table.query(model, "seen:", select=["blob_etag"])
+        else:
+            since = claimed_since if claimed_since.tzinfo is not None else claimed_since.replace(tzinfo=UTC)
+            rows = self.runs_table.query(
+                model, "seen:", where="Timestamp ge @since", parameters={"since": since}, select=["blob_etag"]
+            )
+        return {e["blob_etag"] for e in rows}
 
     def run_blobs(self, model: str, run_id: str) -> list[SeenBlob]:
         """The blob versions ``run_id`` claimed (the service picks them out of the model's claims)."""

@@ -161,8 +161,8 @@ class TrainingSpec(_Strict):
         gt=0.0,
         le=3650.0,
         description="train on the landing blobs written (Last-Modified) in the last N days, e.g. 90; null: the "
-        "whole landing folder. Every run lists, validates and hashes every blob it trains on, so bound it once the "
-        "folder holds thousands of blobs",
+        "whole landing folder. Every run lists the blobs it trains on and checks each one (a batch is read once, "
+        "then its kept verdict is reused), so bound it once the folder holds thousands of blobs",
     )
 
     def landed_since(self, now: datetime) -> datetime | None:

@@ -42,6 +42,8 @@ MAX_PROPERTY_NAME = 255
 MAX_STRING_BYTES = 64 * 1024
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_BATCH = 100
+#: Rows the service returns per request at most (``$top`` above it is a 400 in Azure; Azurite accepts it).
+MAX_PAGE = 1000
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 #: Strings larger than this go to blob even when the entity as a whole would fit: keeps entities lean.
@@ -315,11 +317,14 @@ class Table:
             flt += " and RowKey gt @after"
             params["after"] = after
         if where:
+            if clash := sorted(set(parameters or {}) & {"pk", "lo", "hi", "after"}):
+                raise ValueError(f"query parameters {clash} are the query's own: name them otherwise")
             flt += f" and ( {where} )"  # spaces: the SDK finds @names by splitting the filter on spaces
             params.update(parameters or {})
+        per_request = min(page_size, MAX_PAGE) if page_size is not None else None
         try:
             for raw in self.client.query_entities(
-                flt, parameters=params, select=list(select) if select else None, results_per_page=page_size
+                flt, parameters=params, select=list(select) if select else None, results_per_page=per_request
             ):
                 yield restore(raw, self.load, keep_spilled)
         except ResourceNotFoundError:

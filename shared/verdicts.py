@@ -4,9 +4,9 @@ Every run validates every blob it trains on (the landing folder, or ``training.w
 (url, eTag) never changes, so its verdict against the same contract, histogram edges and validation rules never
 changes either: ``validate_blob`` keeps a passing verdict (its summary, its sha256 and its profile) under
 ``manifests/<model>/verdicts/<key>.json`` and a later run reuses it instead of downloading the blob again. The key
-covers everything the verdict depends on, so a changed contract, a new champion's edges or a change to the rules
-(``RULES_VERSION``) is simply a new key, and the blob is read again. Failing verdicts are not kept: the blob is
-quarantined, out of landing, and a later run never lists it.
+covers everything the verdict depends on, so a changed contract, a new champion's edges or a change to the code that
+judges (``RULES_VERSION``, a hash of its source) is simply a new key, and the blob is read again. Failing verdicts are
+not kept: the blob is quarantined, out of landing, and a later run never lists it.
 """
 
 from __future__ import annotations
@@ -15,17 +15,32 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from shared import keyset, profile, tabular_io, typecast, validation
 from shared.blobpaths import quoted_etag
+from shared.profile import DatasetProfile, ProfileError
 from shared.spec import DataContract
 from shared.storage import MANIFESTS, BlobMissingError, BlobStore, StorageError
+from shared.workflow import ValidationOutcome
 
 logger = logging.getLogger("perennial.verdicts")
 
-#: Change it whenever a change to ``shared.validation`` or ``shared.profile`` could change a verdict or a profile:
-#: verdicts kept under another version are then not reused.
-RULES_VERSION = "2026-11-30"
+#: The modules whose code decides a verdict or builds a profile.
+JUDGES = (validation, profile, tabular_io, typecast, keyset)
+
+
+def _rules_version() -> str:
+    """A hash of the judging code itself: any change to it, even one nobody thought could change a verdict, makes
+    every kept verdict a stranger, so each blob is read and judged again once (no version to remember to bump)."""
+    digest = hashlib.sha256()
+    for module in JUDGES:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+RULES_VERSION = _rules_version()
 
 
 def verdict_name(
@@ -53,12 +68,14 @@ def kept_verdict(store: BlobStore, name: str) -> dict[str, Any] | None:
     except (StorageError, ValueError) as exc:
         logger.warning("kept verdict %s/%s is unreadable (%s): validating the blob again", MANIFESTS, name, exc)
         return None
-    if not isinstance(document, dict) or not isinstance(document.get("outcome"), dict):
-        logger.warning("kept verdict %s/%s has no outcome: validating the blob again", MANIFESTS, name)
+    try:
+        # Both parts are parsed later, the profile by the run's manifest step: a bad one must not get that far.
+        ValidationOutcome.load(document["outcome"])
+        DatasetProfile.from_dict(document["profile"])
+    except (ProfileError, AttributeError, TypeError, KeyError, ValueError) as exc:  # (pydantic's is a ValueError)
+        logger.warning("kept verdict %s/%s is not usable (%s): validating the blob again", MANIFESTS, name, exc)
         return None
-    if not isinstance(document.get("profile"), dict):
-        return None
-    return document
+    return dict(document)
 
 
 def keep_verdict(store: BlobStore, name: str, outcome: Mapping[str, Any], profile: Mapping[str, Any]) -> None:

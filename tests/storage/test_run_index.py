@@ -7,7 +7,9 @@ model's whole history again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,3 +128,49 @@ def test_runs_created_in_the_same_microsecond_are_each_listed_once_across_pages(
     assert sorted(seen) == sorted(ids)
     assert seen == sorted(ids)  # ties are listed by run id
     assert [r.run_id for r in registry.runs(model)] == seen  # the unpaged listing agrees
+
+
+def test_a_page_larger_than_the_service_returns_is_asked_for_in_requests_it_accepts(
+    registry: Registry, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Azure answers $top above 1,000 with a 400 (Azurite accepts it): `?limit=1000` asks the registry for 1,001.
+    asked: list[int | None] = []
+    query = registry.runs_table.client.query_entities
+
+    def spy(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        asked.append(kwargs.get("results_per_page"))
+        return query(*args, **kwargs)
+
+    registry.create_run(_run(model, "only", datetime(2026, 1, 1, tzinfo=UTC)))
+    monkeypatch.setattr(registry.runs_table.client, "query_entities", spy)
+    assert len(registry.runs(model, limit=1001)) == 1
+    assert asked
+    assert max(n for n in asked if n is not None) <= 1000
+
+
+def test_query_parameters_cannot_replace_the_querys_own(registry: Registry, model: str) -> None:
+    with pytest.raises(ValueError, match=r"\['pk'\] are the query's own"):
+        list(registry.runs_table.query(model, "run:", where="status eq @pk", parameters={"pk": "other"}))
+
+
+def test_a_run_whose_creation_time_changes_moves_in_the_listing(registry: Registry, model: str) -> None:
+    # The e2e loop ages its runs by two days to leave a cool-down: listings and pages must follow.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(3):
+        registry.create_run(_run(model, f"r{i}", t0 + timedelta(hours=i)))
+    newest = run_id_for(model, "r2")
+    registry.update_run(model, newest, lambda r: replace(r, created_at=t0 - timedelta(days=2)))
+    assert [r.trigger_event_id for r in registry.runs(model, limit=3)] == ["r1", "r0", "r2"]
+    assert [r.trigger_event_id for r in registry.runs(model)] == ["r1", "r0", "r2"]
+    assert [r.trigger_event_id for r in registry.runs(model, limit=5, after=run_id_for(model, "r0"))] == ["r2"]
+    assert len(list(registry.runs_table.query(model, "recent:"))) == 3
+
+
+def test_claims_can_be_read_back_from_a_point_in_time_only(registry: Registry, model: str) -> None:
+    """A training window bounds the claims a listing can meet: a blob written at t was claimed after t."""
+    registry.claim_blobs(model, "r-old", [("https://a/landing/m/old.csv", '"0x1"', 10)])
+    time.sleep(1.5)
+    since = datetime.now(UTC)
+    registry.claim_blobs(model, "r-new", [("https://a/landing/m/new.csv", '"0x2"', 10)])
+    assert registry.seen_etags(model, claimed_since=since) == {'"0x2"'}
+    assert registry.seen_etags(model) == {'"0x1"', '"0x2"'}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -119,18 +121,40 @@ def test_another_contract_or_new_edges_read_the_batch_again(activity: Any, monke
     )
 
 
-def test_an_unreadable_kept_verdict_means_validating_again_not_failing(
-    activity: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "kept",
+    [
+        b"{not json",
+        b'{"outcome": {"ok": true}, "profile": {}}',  # an outcome without its blob
+        b'{"outcome": {"blob": {"url": "u", "container": "c", "name": "n", "etag": "e"}, "ok": true}, '
+        b'"profile": {"version": 99}}',  # a profile of another format: the run's manifest step could not merge it
+    ],
+    ids=["not-json", "bad-outcome", "bad-profile"],
+)
+def test_an_unusable_kept_verdict_means_validating_again_not_failing(
+    activity: Any, monkeypatch: pytest.MonkeyPatch, kept: bytes
 ) -> None:
     blob = _land("k6.csv", GOOD)
     assert _validate(activity, "fraud-00000000000000c6", blob)["ok"] is True
     spec = get_runtime().spec("fraud")
     name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
-    clients.store().container(MANIFESTS).upload_blob(name, b"{not json", overwrite=True)
+    clients.store().container(MANIFESTS).upload_blob(name, kept, overwrite=True)
     reads = LandingReads(monkeypatch)
     outcome = _validate(activity, "fraud-00000000000000c7", blob)
     assert outcome["ok"] is True
     assert reads.names == [blob.name]
+    assert clients.store().get_json(MANIFESTS, name)["outcome"]["blob"]["name"] == blob.name  # kept afresh
+
+
+def test_a_change_to_the_judging_code_is_a_new_rules_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import verdicts
+
+    source = tmp_path / "judge.py"
+    source.write_text("LIMIT = 1\n", encoding="utf-8")
+    monkeypatch.setattr(verdicts, "JUDGES", (SimpleNamespace(__file__=str(source)),))
+    before = verdicts._rules_version()
+    source.write_text("LIMIT = 2\n", encoding="utf-8")
+    assert verdicts._rules_version() != before
 
 
 def test_a_failing_verdict_is_not_kept(activity: Any) -> None:
