@@ -479,8 +479,8 @@ class Registry:
     def _ensure_run_index(self, model: str) -> None:
         """Index the runs a model recorded before the newest-first index existed, once per partition.
 
-        A marker row says it was done, so a process asks once per model. Re-indexing is harmless: an index key
-        depends only on the run's id and creation time, which never change."""
+        A marker row says it was done, so a process asks once per model. Only runs the index does not list are
+        added, so a run indexed meanwhile (by create_run, or moved by update_run) is not listed twice."""
         if model in self._indexed_models:
             return
         if self.runs_table.get(model, _RECENT_INDEXED) is None:
