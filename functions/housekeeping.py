@@ -1,5 +1,6 @@
 """Timer trigger, every ten minutes: close runs that nothing runs any more and hand requests nothing picked up to
-their coordinator again (``functions.stranded``); between runs,
+their coordinator again (``functions.stranded``); purge orchestrations that ended a month ago
+(``functions.retention``); between runs,
 put a left-over traffic split right (the champion back at 100 %) and retire idle deployments (the previous
 champion's after its grace period, leftovers at once); then send the events the topic refused earlier
 (``shared.reliable_publish``)."""
@@ -14,6 +15,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions import clients
+from functions.retention import purge_ended_orchestrations
 from functions.stranded import close_stranded_runs, deliver_undelivered_request
 from shared.housekeeping import HOUSEKEEPING_EVERY, repair_traffic, retire_idle_deployments
 from shared.logs import correlated
@@ -51,6 +53,10 @@ async def retire_deployments(timer: func.TimerRequest, client: df.DurableOrchest
                 await deliver_undelivered_request(client, clients.registry(), model, datetime.now(UTC))
             except Exception as exc:  # one model's trouble must not stop the others
                 logger.warning("could not look for stranded runs or requests of %s: %s", model, exc)
+        try:
+            await purge_ended_orchestrations(client, datetime.now(UTC))
+        except Exception as exc:  # only storage is at stake: the next tick tries again
+            logger.warning("could not purge ended orchestrations: %s", exc)
         # The platform's calls block (deleting a deployment waits on Azure): off the worker's event loop, which the
         # HTTP routes share.
         await asyncio.to_thread(_tidy_endpoints_and_send_events)

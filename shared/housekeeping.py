@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared.platform import (
     DeploymentRef,
@@ -114,6 +114,11 @@ STRANDED_GRACE = timedelta(minutes=10)
 #: How often the housekeeping timer runs (``functions.housekeeping``): retire_after_hours is measured in hours, so this
 #: is precise enough and cheap. A request left pending is handed over within STRANDED_GRACE + this.
 HOUSEKEEPING_EVERY = timedelta(minutes=10)
+#: Ended orchestrations (runs, jobs, rollouts) are kept this long, then purged by the housekeeping timer: the
+#: registry holds every outcome, and a Durable task hub that keeps every history grows without end.
+HISTORY_RETENTION = timedelta(days=30)
+#: The oldest creation time a purge looks at (the Durable API needs a lower bound).
+HISTORY_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def stranded_reason(
