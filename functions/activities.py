@@ -23,7 +23,7 @@ from azure.core.exceptions import AzureError
 
 from functions import clients
 from shared import policy
-from shared.blobpaths import BlobNameError
+from shared.blobpaths import BlobNameError, quoted_etag, split_blob_url
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
 from shared.housekeeping import retire_idle_deployments
@@ -336,6 +336,8 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     else:
         window = get_runtime().spec(request.model).training.landed_since(datetime.now(UTC))
         refs = store.list_landing(request.model, window)
+        if window is not None:
+            refs += _claimed_outside(store, request.model, request.run_id, refs)
     reference = _champion_reference(request.model)
     return {
         "blobs": [
@@ -347,6 +349,25 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
         # ran: one validate_blob per blob.
         "validate_chunk": VALIDATE_CHUNK,
     }
+
+
+def _claimed_outside(store: BlobStore, model: str, run_id: str, listed: Sequence[BlobRef]) -> list[BlobRef]:
+    """The blob versions claimed for this run (its trigger's) that the training window no longer lists, because
+    they aged out while the request waited its turn: they train in this run, or they never would (a claimed blob
+    starts no other run). One still in landing as the version claimed, that is."""
+    have = {(ref.name, quoted_etag(ref.etag)) for ref in listed}
+    kept: list[BlobRef] = []
+    for claim in _registry().run_blobs(model, run_id):
+        try:
+            container, name = split_blob_url(claim.url)
+            if container != LANDING or (name, quoted_etag(claim.blob_etag)) in have:
+                continue
+            current = store.ref(LANDING, name)
+        except (BlobNameError, BlobMissingError):
+            continue  # deleted or quarantined since: nothing to train
+        if quoted_etag(current.etag) == quoted_etag(claim.blob_etag):
+            kept.append(current)
+    return kept
 
 
 def _manifest_entry(store: BlobStore, blob: BlobItem) -> ManifestEntry | StorageError:

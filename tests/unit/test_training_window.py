@@ -95,3 +95,16 @@ def test_the_age_check_does_not_count_batches_outside_the_window_as_new(windowed
     unbounded, _ = landing_news(store, "fraud", judged, None)
     assert unbounded is not None
     assert unbounded.new_blobs == 1  # the old batch, which only the window leaves out
+
+
+def test_a_batch_claimed_for_the_run_trains_in_it_though_it_aged_out_while_waiting(windowed: Any) -> None:
+    # Its event claimed it for a request queued behind a long run: left out now, it would never train (a claimed
+    # batch starts no other run).
+    waited = clients.store().ref(LANDING, _land("2026/02/waited.csv"))
+    clients.registry().claim_blobs("fraud", "fraud-window-4", [(waited.url, waited.etag, waited.size)])
+    time.sleep(WINDOW_SECONDS + 1.0)
+    fresh = _land("2026/03/fresh.csv")
+    resolved = windowed("resolve_run_blobs", _request("fraud-window-4"))
+    assert sorted(b["name"] for b in resolved["blobs"]) == sorted([waited.name, fresh])
+    other = windowed("resolve_run_blobs", _request("fraud-window-5"))  # another run: the window alone
+    assert [b["name"] for b in other["blobs"]] == [fresh]
