@@ -23,7 +23,7 @@ from azure.core.exceptions import AzureError
 
 from functions import clients
 from shared import policy
-from shared.blobpaths import BlobNameError, quoted_etag, split_blob_url
+from shared.blobpaths import BlobNameError, quoted_etag
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
 from shared.housekeeping import retire_idle_deployments
@@ -93,7 +93,7 @@ from shared.storage import (
     StorageError,
 )
 from shared.validation import ValidationReport, validate
-from shared.verdicts import keep_verdict, kept_verdict, verdict_name
+from shared.verdicts import keep_verdict, kept_verdict, read_verdict, verdict_name
 from shared.workflow import (
     BlobItem,
     CandidatePlan,
@@ -106,6 +106,7 @@ from shared.workflow import (
     blobs_dedupe_key,
     candidate_id,
     candidate_of_job,
+    claims_left_out,
     deployment_name,
     job_name,
     unclaimed_blobs,
@@ -336,8 +337,13 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     else:
         window = get_runtime().spec(request.model).training.landed_since(datetime.now(UTC))
         refs = store.list_landing(request.model, window)
-        if window is not None:
-            refs += _claimed_outside(store, request.model, request.run_id, refs)
+        if window is not None:  # the run's own claims train in it, whatever their age (claims_left_out)
+            claimed = ((c.url, c.blob_etag) for c in _registry().run_blobs(request.model, request.run_id))
+            for name, etag in claims_left_out(claimed, [(r.name, r.etag) for r in refs], LANDING):
+                with contextlib.suppress(BlobNameError, BlobMissingError):  # gone since: nothing to train
+                    current = store.ref(LANDING, name)
+                    if quoted_etag(current.etag) == etag:  # still the version claimed
+                        refs.append(current)
     reference = _champion_reference(request.model)
     return {
         "blobs": [
@@ -351,36 +357,14 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _claimed_outside(store: BlobStore, model: str, run_id: str, listed: Sequence[BlobRef]) -> list[BlobRef]:
-    """The blob versions claimed for this run (its trigger's) that the training window no longer lists, because
-    they aged out while the request waited its turn: they train in this run, or they never would (a claimed blob
-    starts no other run). One still in landing as the version claimed, that is."""
-    have = {(ref.name, quoted_etag(ref.etag)) for ref in listed}
-    kept: list[BlobRef] = []
-    for claim in _registry().run_blobs(model, run_id):
-        try:
-            container, name = split_blob_url(claim.url)
-            if container != LANDING or (name, quoted_etag(claim.blob_etag)) in have:
-                continue
-            current = store.ref(LANDING, name)
-        except (BlobNameError, BlobMissingError):
-            continue  # deleted or quarantined since: nothing to train
-        if quoted_etag(current.etag) == quoted_etag(claim.blob_etag):
-            kept.append(current)
-    return kept
-
-
 def _manifest_entry(store: BlobStore, blob: BlobItem) -> ManifestEntry | StorageError:
-    """The blob's manifest line, pinned to the version the run validated; the error when it changed or went.
-    Its hash comes from the validation's read when it has one (then one HEAD checks the version is still there)."""
+    """The blob's manifest line, pinned to the version the run validated (with the hash its validation took; an
+    older version of this app recorded none); the error when that version changed or went."""
     ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
     try:
-        if blob.sha256 is None:
-            return store.manifest_entry(ref)  # validated by an older version of this app: hash it here
-        store.check_unchanged(ref)
+        return store.manifest_entry(ref, blob.sha256)
     except (BlobChangedError, BlobMissingError) as exc:
         return exc
-    return ManifestEntry(name=ref.name, url=ref.url, etag=ref.etag, size=ref.size, sha256=blob.sha256)
 
 
 def _run_profiles(store: BlobStore, model: str, run_id: str, blobs: Sequence[BlobItem]) -> Iterator[DatasetProfile]:
@@ -389,7 +373,7 @@ def _run_profiles(store: BlobStore, model: str, run_id: str, blobs: Sequence[Blo
 
     def fetch(blob: BlobItem) -> DatasetProfile:
         if blob.verdict is not None:  # kept with its verdict (shared.verdicts)
-            return DatasetProfile.from_dict(store.get_json(MANIFESTS, blob.verdict)["profile"])
+            return read_verdict(store, blob.verdict).profile
         # Validated by an older version of this app, which kept a copy per run.
         return DatasetProfile.from_dict(store.get_json(MANIFESTS, _legacy_profile_name(model, run_id, blob.name)))
 
@@ -445,9 +429,8 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
     # A version an earlier run passed against the same contract and edges passes again: read it once in its life.
     kept_name = verdict_name(model, ref.url, ref.etag, spec.data, edges)
     if (kept := kept_verdict(store, kept_name)) is not None:
-        outcome = ValidationOutcome.load(kept["outcome"])
-        learnt = {"sha256": outcome.blob.sha256, "verdict": kept_name}
-        return outcome.model_copy(update={"blob": blob.model_copy(update=learnt)}).dump()
+        learnt = {"sha256": kept.outcome.blob.sha256, "verdict": kept_name}
+        return kept.outcome.model_copy(update={"blob": blob.model_copy(update=learnt)}).dump()
     reference = _edges_reference(edges) if edges else None
     try:
         stream, digest = store.open_hashed(ref)
@@ -479,9 +462,9 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
             warnings=len(report.warnings),
             rows=report.rows,
             edges=report.profile.edges(),
-        ).dump()
-        keep_verdict(store, kept_name, passed, report.profile.to_dict())  # the profile too: written once, here
-        return passed
+        )
+        keep_verdict(store, kept_name, passed, report.profile)  # the profile too: written once, here
+        return passed.dump()
     return _announce_quarantine(
         model, run_id, blob, store.quarantine(ref, report.to_dict(include_profile=False)), report
     )

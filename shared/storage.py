@@ -108,6 +108,13 @@ class BlobMissingError(StorageError):
 class BlobChangedError(StorageError):
     """The blob was overwritten since its eTag was recorded; the recorded version is gone."""
 
+    @classmethod
+    def of(cls, ref: BlobRef) -> BlobChangedError:
+        return cls(
+            f"blob {ref.container}/{ref.name} changed since eTag {ref.etag} was recorded",
+            "a newer version has its own BlobCreated event; train on that one",
+        )
+
 
 def storage_credential(storage: StorageSettings) -> TokenCredential:
     """The managed identity named by ``__clientId`` if set, else DefaultAzureCredential (CLI, env, MI)."""
@@ -436,10 +443,7 @@ class BlobStore:
             downloader = client.download_blob(etag=ref.etag, match_condition=MatchConditions.IfNotModified)
             yield from downloader.chunks()
         except ResourceModifiedError:
-            raise BlobChangedError(
-                f"blob {ref.container}/{ref.name} changed since eTag {ref.etag} was recorded",
-                "a newer version has its own BlobCreated event; train on that one",
-            ) from None
+            raise BlobChangedError.of(ref) from None
         except ResourceNotFoundError:
             raise BlobMissingError(
                 f"blob {ref.container}/{ref.name} is gone", "it was deleted or quarantined; nothing to read"
@@ -458,10 +462,7 @@ class BlobStore:
         """BlobChangedError if ``ref``'s blob now has another eTag, BlobMissingError if it is gone (one HEAD)."""
         current = self.ref(ref.container, ref.name)
         if quoted_etag(current.etag) != quoted_etag(ref.etag):
-            raise BlobChangedError(
-                f"blob {ref.container}/{ref.name} changed since eTag {ref.etag} was recorded",
-                "a newer version has its own BlobCreated event; train on that one",
-            )
+            raise BlobChangedError.of(ref)
 
     def sha256(self, ref: BlobRef) -> str:
         digest = hashlib.sha256()
@@ -537,9 +538,15 @@ class BlobStore:
 
     # ----------------------------------------------------------------- manifests
 
-    def manifest_entry(self, ref: BlobRef) -> ManifestEntry:
-        """Hash ``ref`` (streaming) into a manifest line."""
-        return ManifestEntry(name=ref.name, url=ref.url, etag=ref.etag, size=ref.size, sha256=self.sha256(ref))
+    def manifest_entry(self, ref: BlobRef, sha256: str | None = None) -> ManifestEntry:
+        """``ref``'s manifest line. With ``sha256`` (taken when the version was validated: :meth:`open_hashed`), one
+        HEAD checks the version is still there; without, the blob is hashed (streaming). BlobChangedError or
+        BlobMissingError when the version is gone."""
+        if sha256 is None:
+            sha256 = self.sha256(ref)
+        else:
+            self.check_unchanged(ref)
+        return ManifestEntry(name=ref.name, url=ref.url, etag=ref.etag, size=ref.size, sha256=sha256)
 
     def write_manifest(self, manifest: Manifest) -> tuple[Manifest, str]:
         """Write ``manifests/<model>/<run>.json`` once; a second write returns the first (idempotent retries)."""

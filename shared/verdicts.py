@@ -15,10 +15,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from shared import keyset, profile, tabular_io, typecast, validation
+from shared import keyset, tabular_io, typecast, validation
+from shared import profile as profiles
 from shared.blobpaths import quoted_etag
 from shared.profile import DatasetProfile, ProfileError
 from shared.spec import DataContract
@@ -27,8 +28,13 @@ from shared.workflow import ValidationOutcome
 
 logger = logging.getLogger("perennial.verdicts")
 
+
+class VerdictError(ValueError):
+    """A kept verdict that does not parse (written by an older format, or damaged): judge the blob again."""
+
+
 #: The modules whose code decides a verdict or builds a profile.
-JUDGES = (validation, profile, tabular_io, typecast, keyset)
+JUDGES = (validation, profiles, tabular_io, typecast, keyset)
 
 
 def _rules_version() -> str:
@@ -58,26 +64,35 @@ def verdict_name(
     return f"{model}/verdicts/{key}.json"
 
 
-def kept_verdict(store: BlobStore, name: str) -> dict[str, Any] | None:
-    """The verdict kept under ``name`` (``{"outcome": ..., "profile": ...}``), or None: never kept, or unreadable
-    (then the blob is simply validated again)."""
+@dataclass(frozen=True)
+class KeptVerdict:
+    """A passing verdict kept for a blob version: its outcome (with the sha256) and its profile."""
+
+    outcome: ValidationOutcome
+    profile: DatasetProfile
+
+
+def read_verdict(store: BlobStore, name: str) -> KeptVerdict:
+    """The verdict kept under ``name``; BlobMissingError if there is none, VerdictError if it does not parse."""
+    document = store.get_json(MANIFESTS, name)
     try:
-        document = store.get_json(MANIFESTS, name)
+        return KeptVerdict(ValidationOutcome.load(document["outcome"]), DatasetProfile.from_dict(document["profile"]))
+    except (ProfileError, AttributeError, TypeError, KeyError, ValueError) as exc:  # (pydantic's is a ValueError)
+        raise VerdictError(f"kept verdict {MANIFESTS}/{name} does not parse: {exc}") from exc
+
+
+def kept_verdict(store: BlobStore, name: str) -> KeptVerdict | None:
+    """The verdict kept under ``name``, or None: never kept, or unusable (then the blob is simply judged again,
+    and a bad verdict never gets as far as a run's manifest step)."""
+    try:
+        return read_verdict(store, name)
     except BlobMissingError:
         return None
-    except (StorageError, ValueError) as exc:
-        logger.warning("kept verdict %s/%s is unreadable (%s): validating the blob again", MANIFESTS, name, exc)
-        return None
-    try:
-        # Both parts are parsed later, the profile by the run's manifest step: a bad one must not get that far.
-        ValidationOutcome.load(document["outcome"])
-        DatasetProfile.from_dict(document["profile"])
-    except (ProfileError, AttributeError, TypeError, KeyError, ValueError) as exc:  # (pydantic's is a ValueError)
+    except (StorageError, VerdictError, ValueError) as exc:
         logger.warning("kept verdict %s/%s is not usable (%s): validating the blob again", MANIFESTS, name, exc)
         return None
-    return dict(document)
 
 
-def keep_verdict(store: BlobStore, name: str, outcome: Mapping[str, Any], profile: Mapping[str, Any]) -> None:
+def keep_verdict(store: BlobStore, name: str, outcome: ValidationOutcome, profile: DatasetProfile) -> None:
     """Keep a passing verdict for later runs (overwriting is harmless: the same key holds the same verdict)."""
-    store.put_json(MANIFESTS, name, {"outcome": dict(outcome), "profile": dict(profile)})
+    store.put_json(MANIFESTS, name, {"outcome": outcome.dump(), "profile": profile.to_dict()})

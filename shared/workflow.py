@@ -21,6 +21,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.blobpaths import BlobNameError, quoted_etag, split_blob_url
+
 
 class Message(BaseModel):
     """Base of every orchestrator <-> activity message: frozen, tolerant of fields added later."""
@@ -227,6 +229,25 @@ def usable_request(item: object, run_id: str) -> dict[str, Any] | None:
     except (ValueError, TypeError):
         return None
     return dict(item)
+
+
+def claims_left_out(
+    claimed: Iterable[tuple[str, str]], listed: Iterable[tuple[str, str]], container: str
+) -> list[tuple[str, str]]:
+    """The versions (name, eTag) in ``container`` of a run's claims (url, eTag) that its listing (name, eTag) lacks:
+    with a training window, its trigger's batch may have aged out while the request waited its turn, and a claimed
+    batch starts no other run, so the run must still train it. Claims elsewhere, or with unreadable urls, are
+    skipped."""
+    have = {(name, quoted_etag(etag)) for name, etag in listed}
+    missing: list[tuple[str, str]] = []
+    for url, etag in claimed:
+        try:
+            in_container, name = split_blob_url(url)
+        except BlobNameError:
+            continue
+        if in_container == container and (name, quoted_etag(etag)) not in have:
+            missing.append((name, quoted_etag(etag)))
+    return missing
 
 
 def unclaimed_blobs(listing: Iterable[BlobItem], seen_etags: set[str]) -> list[BlobItem]:

@@ -95,12 +95,12 @@ def test_the_manifest_takes_the_validation_hash_and_still_leaves_out_a_changed_b
     validated = [BlobItem.load(_validate(activity, run_id, b)["blob"]) for b in (kept, changed)]
     _land("k3-b.csv", OTHER)  # re-exported after the run validated it
     hashed: list[str] = []
-    manifest_entry = clients.store().manifest_entry
-    monkeypatch.setattr(clients.store(), "manifest_entry", lambda ref: hashed.append(ref.name) or manifest_entry(ref))
+    sha256 = clients.store().sha256
+    monkeypatch.setattr(clients.store(), "sha256", lambda ref: hashed.append(ref.name) or sha256(ref))
 
     activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [b.dump() for b in validated]})
 
-    assert hashed == []  # no second download to hash what the validation read
+    assert hashed == []  # no second download to hash what the validation read (the local staging copy aside)
     manifest = clients.store().read_manifest("fraud", run_id)
     assert [(e.name, e.etag, e.sha256) for e in manifest.blobs] == [
         (kept.name, kept.etag, hashlib.sha256(GOOD).hexdigest())

@@ -21,7 +21,7 @@ from perennial_cli.synthetic import fraud_batch
 from shared.live import landing_news
 from shared.registry import Run
 from shared.storage import LANDING, Manifest, ManifestEntry
-from shared.workflow import RunRequest, TriggerInfo
+from shared.workflow import RunRequest, TriggerInfo, claims_left_out
 
 from .conftest import ROOT, clear_caches
 
@@ -108,3 +108,15 @@ def test_a_batch_claimed_for_the_run_trains_in_it_though_it_aged_out_while_waiti
     assert sorted(b["name"] for b in resolved["blobs"]) == sorted([waited.name, fresh])
     other = windowed("resolve_run_blobs", _request("fraud-window-5"))  # another run: the window alone
     assert [b["name"] for b in other["blobs"]] == [fresh]
+
+
+def test_the_claims_a_listing_lacks_are_named_by_landing_name_and_quoted_etag() -> None:
+    listed = [("fraud/a.csv", '"0x1"')]
+    claimed = [
+        ("https://acct.blob.core.windows.net/landing/fraud/a.csv", "0x1"),  # listed (eTag spelled bare)
+        ("https://acct.blob.core.windows.net/landing/fraud/a.csv", '"0x2"'),  # a version the listing lacks
+        ("https://acct.dfs.core.windows.net/landing/fraud/b.csv", '"0x3"'),  # a Data Lake spelling of landing
+        ("https://acct.blob.core.windows.net/quarantine/fraud/c.csv", '"0x4"'),  # not in landing
+        ("not a url", '"0x5"'),
+    ]
+    assert claims_left_out(claimed, listed, LANDING) == [("fraud/a.csv", '"0x2"'), ("fraud/b.csv", '"0x3"')]
