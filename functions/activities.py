@@ -754,7 +754,7 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
     evaluation = JobResult.load(payload["evaluation"])
     registry, platform, store = _registry(), _platform(), _store()
     run = registry.require_run(model, run_id)
-    manifest = store.read_manifest(model, run_id)
+    stored = store.stored_manifest(model, run_id)
     chosen = candidate_of_job(best.base_name)
     candidate = next((c for c in registry.candidates(model, run_id) if c.candidate_id == chosen), None)
     card: dict[str, Any] = {}
@@ -773,7 +773,8 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             tags={"perennial_run": run_id, "perennial_candidate": chosen},
             properties={
                 "trigger": run.trigger_reason[:500],
-                "manifest": store.manifest_url(model, run_id),
+                "manifest": stored.url,
+                "manifest_sha256": stored.sha256,
                 "primary_metric": str(best.metrics.get(get_runtime().spec(model).promotion.primary_metric)),
             },
         )
@@ -787,8 +788,10 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
             trigger_kind=run.trigger_kind,
             trigger_reason=run.trigger_reason,
             trigger_event_id=run.trigger_event_id,
-            manifest_url=store.manifest_url(model, run_id),
-            data_hashes={b.url: b.sha256 for b in manifest.blobs},
+            manifest_url=stored.url,
+            manifest_sha256=stored.sha256,
+            data_files=len(stored.manifest.blobs),
+            data_bytes=stored.manifest.total_bytes,
             code_version=str(card.get("code_version", "")),
             environment=json.dumps(card.get("packages", {}), sort_keys=True),
             params=dict(candidate.params) if candidate else {},

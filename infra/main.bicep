@@ -65,6 +65,16 @@ param appCanManageCompute bool = false
 @maxValue(1000)
 param functionMaxInstances int = 40
 
+// Kept validation verdicts (verdicts/<model>/<key>.json, about 80 KB each, one per blob version and contract/edges)
+// are a cache: a deleted one only costs the next run that needs it one more read of that blob. A verdict is written
+// when its blob is first judged (reusing it does not rewrite it), so it is never older than its blob: 180 days is
+// twice a typical training.window_days (90 in models/fraud.yaml), so a run whose window is shorter than that never
+// finds one of its verdicts gone. A model landing 1,000 blobs a day then keeps about 180 x 80 MB = 14 GB of them
+// (more for a while after a new champion's edges re-judge its window) instead of growing by 80 MB a day for ever.
+@description('Days after it was written that a kept validation verdict is deleted; keep it above every model\'s training.window_days.')
+@minValue(30)
+param verdictRetentionDays int = 180
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -102,6 +112,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     deploymentContainerName: deploymentContainerName
+    verdictRetentionDays: verdictRetentionDays
   }
 }
 

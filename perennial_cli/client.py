@@ -172,7 +172,10 @@ class ModelVersion(_Body):
     run_id: str = ""
     candidate_id: str = ""
     manifest_url: str = ""
-    data_hashes: dict[str, str] = Field(default_factory=dict)
+    manifest_sha256: str = ""
+    data_files: int = 0
+    data_bytes: int = 0
+    data_hashes: dict[str, str] = Field(default_factory=dict)  # versions registered before 2026-11-30 only
     code_version: str = ""
     environment: str = ""
     params: dict[str, Any] = Field(default_factory=dict)

@@ -30,6 +30,7 @@ from perennial_cli.client import (
     ClientError,
     Evaluation,
     ModelInfo,
+    ModelVersion,
     PerennialClient,
     Problem,
     ProblemError,
@@ -162,6 +163,16 @@ def _print_evaluation(out: Console, evaluation: Evaluation) -> None:
 
 def _score(value: float | None) -> str:
     return "?" if value is None else f"{value:.4f}"
+
+
+def _data_line(version: ModelVersion | None, claimed: int) -> str:
+    """What trained the version: counted from its manifest (versions before 2026-11-30 recorded each blob's hash)."""
+    claims = f"{claimed} blob(s) claimed by this run"
+    if version is None:
+        return claims
+    if version.manifest_sha256:
+        return f"{version.data_files} blob(s), {version.data_bytes:,} bytes, each pinned by sha256 in the manifest; {claims}"
+    return f"{len(version.data_hashes)} blob hash(es) recorded; {claims}"
 
 
 def _pairs(values: Mapping[str, Any]) -> str:
@@ -418,8 +429,9 @@ def _print_run(run: RunDetail) -> None:
         lineage.add_row("version", "[dim]none registered[/dim]")
     manifest = (version.manifest_url if version else "") or run.manifest_url or ""
     lineage.add_row("manifest", escape(manifest) or "[dim]none yet[/dim]")
-    hashes = len(version.data_hashes) if version else 0
-    lineage.add_row("data", f"{hashes} blob hash(es) recorded, {len(run.blobs)} blob(s) claimed by this run")
+    if version is not None and version.manifest_sha256:
+        lineage.add_row("manifest sha256", escape(version.manifest_sha256))
+    lineage.add_row("data", _data_line(version, claimed=len(run.blobs)))
     if version is not None:
         lineage.add_row("params", escape(_pairs(version.params)) or "[dim]none[/dim]")
         if version.metrics:

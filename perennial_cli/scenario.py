@@ -808,7 +808,8 @@ class Scenario:
             self.console.print(
                 f"[bold]Registered version {escape(str(version.get('version')))}[/bold] (candidate "
                 f"{escape(str(version.get('candidate_id')))}), lineage: trigger {escape(str(version.get('trigger_kind')))}, "
-                f"{len(version.get('data_hashes') or {})} blob(s) pinned by sha256 in {escape(str(version.get('manifest_url')))}, "
+                f"{version.get('data_files') or len(version.get('data_hashes') or {})} blob(s) pinned by sha256 in "
+                f"{escape(str(version.get('manifest_url')))}, "
                 f"code {escape(str(version.get('code_version') or '?'))}",
                 soft_wrap=True,
             )

@@ -194,7 +194,13 @@ class ModelVersion:
     trigger_reason: str
     trigger_event_id: str
     manifest_url: str
-    data_hashes: dict[str, str] = field(default_factory=dict)  # blob url -> sha256
+    #: The manifest's sha256 as stored; the manifest pins each blob (url, eTag, size, sha256). The record stays one
+    #: row however many blobs trained the version: every schedule tick and run reads it.
+    manifest_sha256: str = ""
+    data_files: int = 0
+    data_bytes: int = 0
+    #: blob url -> sha256, recorded only by versions registered before 2026-11-30 (their manifest_sha256 is "").
+    data_hashes: dict[str, str] = field(default_factory=dict)
     code_version: str = ""
     environment: str = ""
     params: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Blob storage: the landing, quarantine, manifests and payloads containers (azure-storage-blob).
+"""Blob storage: the landing, quarantine, manifests, verdicts and payloads containers (azure-storage-blob).
 
 Layout (names agreed with infra/ and devhost):
 
@@ -6,6 +6,8 @@ Layout (names agreed with infra/ and devhost):
 - ``quarantine/<model>/…``   batches that failed validation, with ``<blob>.report.json`` beside each; a later bad
   version of the same name goes to ``<stem>.<eTag><suffix>`` (``daily.0x8DB….csv``), never over the first
 - ``manifests/<model>/<run>.json``  the exact blobs (url, eTag, size, sha256) a run trained on
+- ``verdicts/<model>/<key>.json``  passing validation verdicts kept per blob version (shared/verdicts.py); infra/
+  deletes each ``verdictRetentionDays`` (180) days after it was written: a deleted one only means a re-read
 - ``payloads/…``             table values too large for an entity (see shared/tables.py)
 - ``deadletter/…``           Event Grid dead letters (written by the service / the local Event Grid)
 - ``feedback/<model>/<name>.csv|.jsonl``  delayed labels of scored requests: ``request_id``, ``label``
@@ -51,8 +53,9 @@ MANIFESTS = "manifests"
 PAYLOADS = "payloads"
 DEADLETTER = "deadletter"
 FEEDBACK = "feedback"
+VERDICTS = "verdicts"
 #: Every container Perennial uses; infra/ creates them, ``BlobStore.ensure_containers`` does locally.
-CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER, FEEDBACK)
+CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER, FEEDBACK, VERDICTS)
 #: The file kinds a feedback blob may be (by name).
 FEEDBACK_SUFFIXES = (".csv", ".jsonl")
 
@@ -79,6 +82,7 @@ __all__ = [
     "MANIFESTS",
     "PAYLOADS",
     "QUARANTINE",
+    "VERDICTS",
     "BlobChangedError",
     "BlobMissingError",
     "BlobNameError",
@@ -88,6 +92,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "StorageError",
+    "StoredManifest",
     "blob_service_client",
     "storage_credential",
 ]
@@ -195,6 +200,16 @@ class Manifest:
             return cls(model=raw["model"], run_id=raw["run_id"], blobs=blobs, created_at=raw["created_at"])
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"the manifest is malformed ({exc})", "rewrite it from the run's record") from None
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """A manifest as stored: a model version pins it by ``sha256`` (of these exact bytes) and it pins each blob, so
+    the version's record stays one row however many blobs it trained on."""
+
+    manifest: Manifest
+    url: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -563,14 +578,19 @@ class BlobStore:
         return manifest, client.url
 
     def read_manifest(self, model: str, run_id: str) -> Manifest:
+        return self.stored_manifest(model, run_id).manifest
+
+    def stored_manifest(self, model: str, run_id: str) -> StoredManifest:
+        """The run's manifest with its url and the sha256 of its bytes as stored (what lineage pins)."""
         name = self._manifest_name(model, run_id)
         client = self._service.get_blob_client(MANIFESTS, name)
         try:
-            return Manifest.from_json(client.download_blob().readall())
+            data = client.download_blob().readall()
         except ResourceNotFoundError:
             raise BlobMissingError(
                 f"no manifest {MANIFESTS}/{name}", "the run has not reached data selection yet, or the id is wrong"
             ) from None
+        return StoredManifest(Manifest.from_json(data), client.url, hashlib.sha256(data).hexdigest())
 
     def manifest_url(self, model: str, run_id: str) -> str:
         return self._service.get_blob_client(MANIFESTS, self._manifest_name(model, run_id)).url

@@ -3,10 +3,16 @@
 Every run validates every blob it trains on (the landing folder, or ``training.window_days`` of it). A blob version
 (url, eTag) never changes, so its verdict against the same contract, histogram edges and validation rules never
 changes either: ``validate_blob`` keeps a passing verdict (its summary, its sha256 and its profile) under
-``manifests/<model>/verdicts/<key>.json`` and a later run reuses it instead of downloading the blob again. The key
-covers everything the verdict depends on, so a changed contract, a new champion's edges or a change to the code that
-judges (``RULES_VERSION``, a hash of its source) is simply a new key, and the blob is read again. Failing verdicts are
-not kept: the blob is quarantined, out of landing, and a later run never lists it.
+``verdicts/<model>/<key>.json`` and a later run reuses it instead of downloading the blob again. The key covers
+everything the verdict depends on, so a changed contract, a new champion's edges or a change to the code that judges
+(``RULES_VERSION``, a hash of its source) is simply a new key, and the blob is read again. Failing verdicts are not
+kept: the blob is quarantined, out of landing, and a later run never lists it.
+
+The verdicts have a container of their own so that one storage lifecycle rule can bound them (infra/modules/
+storage.bicep deletes each ``verdictRetentionDays`` after it was written; Azure's rules match name prefixes only, and
+``manifests`` holds the run manifests, which are lineage and never deleted). A deleted verdict is simply not found:
+the next run that needs it reads and judges the blob once more. Verdicts kept under ``manifests/<model>/verdicts/``
+by an older version of this app are not looked at (each blob is judged again once).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from shared import profile as profiles
 from shared.blobpaths import quoted_etag
 from shared.profile import DatasetProfile, ProfileError
 from shared.spec import DataContract
-from shared.storage import MANIFESTS, BlobMissingError, BlobStore, StorageError
+from shared.storage import VERDICTS, BlobMissingError, BlobStore, StorageError
 from shared.workflow import ValidationOutcome
 
 logger = logging.getLogger("perennial.verdicts")
@@ -52,7 +58,8 @@ RULES_VERSION = _rules_version()
 def verdict_name(
     model: str, url: str, etag: str, contract: DataContract, edges: Mapping[str, Sequence[float]] | None
 ) -> str:
-    """Where the verdict on blob version (``url``, ``etag``) against ``contract`` and ``edges`` is kept."""
+    """Where, in the ``verdicts`` container, the verdict on blob version (``url``, ``etag``) against ``contract`` and
+    ``edges`` is kept: ``<model>/<key>.json``."""
     what = {
         "rules": RULES_VERSION,
         "url": url,
@@ -61,7 +68,7 @@ def verdict_name(
         "edges": {name: [float(e) for e in values] for name, values in (edges or {}).items()} if edges else None,
     }
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-    return f"{model}/verdicts/{key}.json"
+    return f"{model}/{key}.json"
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,11 @@ class KeptVerdict:
 
 def read_verdict(store: BlobStore, name: str) -> KeptVerdict:
     """The verdict kept under ``name``; BlobMissingError if there is none, VerdictError if it does not parse."""
-    document = store.get_json(MANIFESTS, name)
+    document = store.get_json(VERDICTS, name)
     try:
         return KeptVerdict(ValidationOutcome.load(document["outcome"]), DatasetProfile.from_dict(document["profile"]))
     except (ProfileError, AttributeError, TypeError, KeyError, ValueError) as exc:  # (pydantic's is a ValueError)
-        raise VerdictError(f"kept verdict {MANIFESTS}/{name} does not parse: {exc}") from exc
+        raise VerdictError(f"kept verdict {VERDICTS}/{name} does not parse: {exc}") from exc
 
 
 def kept_verdict(store: BlobStore, name: str) -> KeptVerdict | None:
@@ -89,10 +96,10 @@ def kept_verdict(store: BlobStore, name: str) -> KeptVerdict | None:
     except BlobMissingError:
         return None
     except (StorageError, VerdictError, ValueError) as exc:
-        logger.warning("kept verdict %s/%s is not usable (%s): validating the blob again", MANIFESTS, name, exc)
+        logger.warning("kept verdict %s/%s is not usable (%s): validating the blob again", VERDICTS, name, exc)
         return None
 
 
 def keep_verdict(store: BlobStore, name: str, outcome: ValidationOutcome, profile: DatasetProfile) -> None:
     """Keep a passing verdict for later runs (overwriting is harmless: the same key holds the same verdict)."""
-    store.put_json(MANIFESTS, name, {"outcome": outcome.dump(), "profile": profile.to_dict()})
+    store.put_json(VERDICTS, name, {"outcome": outcome.dump(), "profile": profile.to_dict()})

@@ -49,7 +49,7 @@ class BlobItem(Message):
     etag: str
     size: int = 0
     # What validation learnt of this version: its hash (the manifest then needs no read) and where its verdict and
-    # profile are kept in ``manifests`` (shared.verdicts). None in what an older version of this app recorded.
+    # profile are kept in ``verdicts`` (shared.verdicts). None in what an older version of this app recorded.
     sha256: str | None = None
     verdict: str | None = None
 

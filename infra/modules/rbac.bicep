@@ -105,7 +105,7 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing =
 
 // ---- the Function App identity
 
-// Host leases, the Flex deployment package, landing/quarantine/manifests/payloads.
+// Host leases, the Flex deployment package and every Perennial container (landing, manifests, verdicts, ...).
 resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
   scope: storage

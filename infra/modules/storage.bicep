@@ -17,6 +17,12 @@ param name string
 @description('Blob container the Flex Consumption plan deploys the app package to.')
 param deploymentContainerName string
 
+@description('Days after it was written that a kept validation verdict (the verdicts container) is deleted (main.bicep says why its default).')
+param verdictRetentionDays int
+
+// Kept validation verdicts have a container of their own so that one lifecycle rule (below) can bound them: rules
+// match name prefixes only, and manifests/ also holds the run manifests, which are lineage and never deleted.
+var verdictsContainerName = 'verdicts'
 // Must equal shared.storage.CONTAINERS and shared.registry.TABLES: tests/infra checks both.
 var containerNames = [
   'landing'
@@ -25,6 +31,7 @@ var containerNames = [
   'payloads'
   'deadletter'
   'feedback'
+  verdictsContainerName
 ]
 var tableNames = [
   'PerennialRuns'
@@ -79,6 +86,41 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
         }
       }
     ]
+  }
+
+  // Lifecycle management: the account has one policy, named 'default'. Its only rule deletes kept verdicts
+  // verdictRetentionDays after they were written (the trailing slash keeps it to the verdicts container, not a
+  // 'verdicts-old' beside it); nothing else in the account expires.
+  resource lifecycle 'managementPolicies' = {
+    name: 'default'
+    properties: {
+      policy: {
+        rules: [
+          {
+            name: 'expireKeptVerdicts'
+            enabled: true
+            type: 'Lifecycle'
+            definition: {
+              filters: {
+                blobTypes: [
+                  'blockBlob'
+                ]
+                prefixMatch: [
+                  '${verdictsContainerName}/'
+                ]
+              }
+              actions: {
+                baseBlob: {
+                  delete: {
+                    daysAfterModificationGreaterThan: verdictRetentionDays
+                  }
+                }
+              }
+            }
+          }
+        ]
+      }
+    }
   }
 
   // Durable Functions creates its task-hub queues itself; the service must exist.

@@ -78,7 +78,7 @@ def seed(host: PerennialHost) -> None:
     registry.register_version(
         ModelVersion(
             "fraud", "3", PROMOTED, "c0", "manual", "quarterly refresh", "ev-1", MANIFEST,
-            data_hashes={"landing/fraud/b1.csv": "ab" * 32, "landing/fraud/b2.csv": "cd" * 32},
+            manifest_sha256="5e" * 32, data_files=2, data_bytes=2048,
             params={"lr": 0.003, "width": 32}, metrics={"pr_auc": 0.412},
         )
     )  # fmt: skip

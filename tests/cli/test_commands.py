@@ -7,7 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner, Result
 
+from perennial_cli.client import ModelVersion
 from perennial_cli.main import app
+from perennial_cli.runs import _data_line
 from shared.publish import RunCompleted, make_event
 from tests.cli.conftest import NOT_PROMOTED, PROMOTED, RUNNING
 from tests.e2e.harness import KEY, PerennialHost
@@ -127,7 +129,8 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert "recall=0.44" in holdout
     assert "3 (candidate c0)" in out
     assert "manifests/fraud/fraud-00000000000000a1.json" in out
-    assert "2 blob hash(es) recorded" in out
+    assert "5e" * 32 in out, "the manifest's sha256, which lineage pins"
+    assert "2 blob(s), 2,048 bytes, each pinned by sha256 in the manifest" in out
     rollout = out[out.index("Rollout") :]
     assert "traffic-50" in rollout
     assert "fraud-v2=50, fraud-v3=50" in rollout
@@ -141,6 +144,12 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert len(document["rollout"]) == 3
     assert document["evaluation"]["candidate"] == "c0"
     assert document["evaluation"]["difference"]["p_value"] == 0.003
+
+
+def test_a_version_registered_before_manifest_pinning_counts_its_recorded_hashes() -> None:
+    legacy = ModelVersion(version="2", data_hashes={"landing/fraud/a.csv": "ab" * 32, "landing/fraud/b.csv": "cd" * 32})
+    assert _data_line(legacy, claimed=2) == "2 blob hash(es) recorded; 2 blob(s) claimed by this run"
+    assert _data_line(None, claimed=0) == "0 blob(s) claimed by this run"
 
 
 def test_retrain_is_accepted_then_refused_while_it_runs(host: PerennialHost) -> None:

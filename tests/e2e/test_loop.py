@@ -31,8 +31,11 @@ def test_first_blob_trains_registers_with_lineage_and_ships(perennial: Perennial
     assert version is not None
     assert version["run_id"] == run["run_id"]
     assert version["manifest_url"].endswith(f"/manifests/fraud/{run['run_id']}.json")
-    assert len(version["data_hashes"]) == 1
-    assert all(len(h) == 64 for h in version["data_hashes"].values())
+    stored = perennial.store.stored_manifest("fraud", run["run_id"])
+    assert (version["manifest_sha256"], version["data_files"]) == (stored.sha256, 1), "the version pins its manifest"
+    assert version["data_bytes"] == stored.manifest.total_bytes > 0
+    assert all(len(entry.sha256) == 64 for entry in stored.manifest.blobs), "and the manifest pins each blob"
+    assert version["data_hashes"] == {}, "no per-blob list in the version's record: it is read on every tick"
     assert version["params"]["lr"] in (0.003, 0.01)
     assert version["metrics"]["pr_auc"] > 0
     assert version["evaluation"]["champion"] is None
@@ -94,7 +97,7 @@ def test_event_storm_makes_exactly_one_run_with_each_blob_once(perennial: Perenn
     detail = perennial.run(run["run_id"])
     claimed = sorted(b["url"].rsplit("/", 1)[-1] for b in detail["blobs"])
     assert claimed == names
-    assert len(detail["version"]["data_hashes"]) == 50
+    assert detail["version"]["data_files"] == 50
 
 
 def test_manual_retrain_and_a_drift_alert_each_start_a_run_with_their_reason(perennial: PerennialHost) -> None:

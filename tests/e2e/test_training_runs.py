@@ -50,7 +50,10 @@ def test_a_corrupt_blob_is_quarantined_and_the_run_trains_on_the_good_ones(host:
     assert detail["status"] == "promoted", detail["reasons"]
     assert sorted(b["url"].rsplit("/", 1)[-1] for b in detail["blobs"]) == ["batch-001.csv", "batch-002-corrupt.csv"]
     # It trained on the good blob only, and the corrupt one left landing for quarantine, report beside it.
-    assert [url.rsplit("/", 1)[-1] for url in detail["version"]["data_hashes"]] == ["batch-001.csv"]
+    stored = host.store.stored_manifest("fraud", str(run["run_id"]))
+    assert [e.name for e in stored.manifest.blobs] == ["fraud/batch-001.csv"]
+    assert detail["version"]["manifest_sha256"] == stored.sha256, "the version pins the manifest it trained on"
+    assert detail["version"]["data_files"] == 1
     landing = [b.name for b in host.store.container("landing").list_blobs()]
     assert landing == ["fraud/batch-001.csv"]
     quarantined = sorted(b.name for b in host.store.container("quarantine").list_blobs())

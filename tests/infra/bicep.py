@@ -526,3 +526,70 @@ def function_destinations(doc: BicepDoc) -> dict[str, str]:
         text = doc.template(target) if target is not None else ""
         found[r.symbol] = text.rsplit("/functions/", 1)[-1] if "/functions/" in text else ""
     return found
+
+
+MANAGEMENT_POLICY = "Microsoft.Storage/storageAccounts/managementPolicies"
+
+
+def _array_items(node: Node | None) -> list[Node] | None:
+    """The element nodes of an array literal (comments left out); None when ``node`` is not one."""
+    if node is None or node.type != "array":
+        return None
+    return [child for child in node.named_children if child.type != "comment"]
+
+
+def lifecycle_problems(doc: BicepDoc, container: str, days: str) -> list[str]:
+    """The account's one lifecycle policy (named 'default', the only name Azure takes) deletes block blobs in
+    ``container`` only, ``days`` (a parameter's name) days after they were last modified. Every rule, enabled or
+    not, is kept to ``<container>/``: a rule without a prefix, or with one that another container's names could
+    start with (``manifests/``, ``verdicts`` without its slash), could delete what must be kept."""
+    policies = doc.resources_of(MANAGEMENT_POLICY)
+    if len(policies) != 1:
+        return [f"{doc.name}: needs exactly one {MANAGEMENT_POLICY} resource, not {len(policies)}"]
+    (policy,) = policies
+    where = f"{doc.name}:{policy.line}: {policy.symbol}"
+    problems = []
+    if doc.value(policy.get("name")) != "default":
+        problems.append(f"{where}: name must be 'default' (Azure takes no other), not {_text(policy.get('name'))!r}")
+    rules = _array_items(policy.get("properties.policy.rules"))
+    if not rules:
+        return [*problems, f"{where}: properties.policy.rules holds no rule"]
+    expiring = 0
+    for index, rule in enumerate(rules):
+        here = (
+            f"{where}: rule {doc.value(get(rule, 'name'))!r}"
+            if get(rule, "name") is not None
+            else f"{where}: rule {index}"
+        )
+        if doc.value(get(rule, "type")) != "Lifecycle":
+            problems.append(f"{here}: type must be 'Lifecycle'")
+        blob_types = doc.value(get(rule, "definition.filters.blobTypes"))
+        if blob_types != ["blockBlob"]:
+            problems.append(f"{here}: filters.blobTypes must be ['blockBlob'], not {blob_types!r}")
+        prefixes = _array_items(get(rule, "definition.filters.prefixMatch"))
+        if not prefixes:
+            problems.append(f"{here}: no filters.prefixMatch, so it reaches every container (manifests/ too)")
+        for prefix in prefixes or []:
+            text = doc.template(prefix)
+            if not text.startswith(f"{container}/"):
+                problems.append(
+                    f"{here}: prefixMatch {text!r} reaches beyond the {container!r} container; start it with '{container}/'"
+                )
+        actions = get(rule, "definition.actions")
+        delete = get(actions, "baseBlob.delete")
+        if keys(actions) != ["baseBlob"] or keys(get(actions, "baseBlob")) != ["delete"]:
+            problems.append(
+                f"{here}: its only action must be baseBlob.delete, not {keys(actions)} / {keys(get(actions, 'baseBlob'))}"
+            )
+        elif (
+            keys(delete) != ["daysAfterModificationGreaterThan"]
+            or _text(get(delete, "daysAfterModificationGreaterThan")) != days
+        ):
+            problems.append(
+                f"{here}: baseBlob.delete must be {{daysAfterModificationGreaterThan: {days}}}, not {_text(delete)!r}"
+            )
+        elif doc.value(get(rule, "enabled")) is True:
+            expiring += 1
+    if expiring == 0:
+        problems.append(f"{where}: no enabled rule deletes the {container!r} container's blobs after {days} days")
+    return problems

@@ -192,6 +192,143 @@ def test_containers_match_shared_storage(docs: dict[str, BicepDoc]) -> None:
     assert main.value(bicep.get(rbac.body, "params.deadLetterContainerName")) == DEADLETTER
 
 
+def test_kept_verdicts_expire_by_a_lifecycle_rule_on_their_own_container_only(docs: dict[str, BicepDoc]) -> None:
+    """Verdicts are a cache (a deleted one costs one more read of its blob) that grows by a blob's worth a day; a rule
+    that reached manifests/ would delete run manifests, which are lineage."""
+    from shared.storage import VERDICTS
+
+    storage = docs["modules/storage.bicep"]
+    assert bicep.lifecycle_problems(storage, VERDICTS, "verdictRetentionDays") == []
+    assert VERDICTS in storage.value(storage.variables["containerNames"])
+    # ...after the number of days main.bicep passes, whose default outlasts every model's training window: a run
+    # never finds one of its window's verdicts gone (a verdict is never older than its blob).
+    main = docs["main.bicep"]
+    (module,) = [m for m in main.modules if m.symbol == "storage"]
+    assert bicep._text(bicep.get(module.body, "params.verdictRetentionDays")) == "verdictRetentionDays"
+    days = main.param_default("verdictRetentionDays")
+    windows = [s.training.window_days for s in load_specs(ROOT / "models").values() if s.training.window_days]
+    assert windows
+    assert isinstance(days, int)
+    assert days >= 2 * max(windows), (days, windows)
+    assert "minValue" in main.params["verdictRetentionDays"].decorators
+
+
+def _lifecycle_snippet(
+    *,
+    name: str = "'default'",
+    prefixes: str = "'verdicts/'",
+    blob_types: str = "'blockBlob'",
+    action: str = "delete: {\n daysAfterModificationGreaterThan: days\n }",
+    enabled: str = "true",
+    extra_rule: str = "",
+) -> str:
+    prefix_match = f"prefixMatch: [\n {prefixes}\n ]" if prefixes else ""
+    return f"""
+param days int
+resource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {{
+  name: 'st'
+  resource lifecycle 'managementPolicies' = {{
+    name: {name}
+    properties: {{
+      policy: {{
+        rules: [
+          {{
+            name: 'expire'
+            enabled: {enabled}
+            type: 'Lifecycle'
+            definition: {{
+              filters: {{
+                blobTypes: [
+                  {blob_types}
+                ]
+                {prefix_match}
+              }}
+              actions: {{
+                baseBlob: {{
+                  {action}
+                }}
+              }}
+            }}
+          }}
+          {extra_rule}
+        ]
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def test_the_lifecycle_rule_accepts_a_good_policy() -> None:
+    doc = BicepDoc.parse(_lifecycle_snippet())
+    assert bicep.syntax_errors(doc.source) == []
+    assert bicep.lifecycle_problems(doc, "verdicts", "days") == []
+    interpolated = BicepDoc.parse("var c = 'verdicts'\n" + _lifecycle_snippet(prefixes="'${c}/'"))
+    assert bicep.lifecycle_problems(interpolated, "verdicts", "days") == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "'expire-verdicts'"}, "name must be 'default'"),
+        ({"prefixes": "'manifests/'"}, "prefixMatch 'manifests/' reaches beyond the 'verdicts' container"),
+        ({"prefixes": "'verdicts/'\n 'manifests/fraud/'"}, "prefixMatch 'manifests/fraud/' reaches beyond"),
+        ({"prefixes": "'verdicts'"}, "prefixMatch 'verdicts' reaches beyond"),  # also verdicts-old/
+        ({"prefixes": "''"}, "prefixMatch '' reaches beyond"),
+        ({"prefixes": ""}, "no filters.prefixMatch, so it reaches every container"),
+        ({"blob_types": "'appendBlob'"}, "filters.blobTypes must be ['blockBlob']"),
+        (
+            {"action": "delete: {\n daysAfterModificationGreaterThan: 30\n }"},
+            "must be {daysAfterModificationGreaterThan: days}",
+        ),
+        (
+            {"action": "delete: {\n daysAfterCreationGreaterThan: days\n }"},
+            "must be {daysAfterModificationGreaterThan: days}",
+        ),
+        (
+            {"action": "tierToCool: {\n daysAfterModificationGreaterThan: days\n }"},
+            "its only action must be baseBlob.delete",
+        ),
+        ({"enabled": "false"}, "no enabled rule deletes"),
+        (
+            {
+                "extra_rule": "{\n name: 'old'\n enabled: false\n type: 'Lifecycle'\n definition: {\n filters: {\n"
+                " blobTypes: [\n 'blockBlob'\n ]\n prefixMatch: [\n 'manifests/'\n ]\n }\n actions: {\n"
+                " baseBlob: {\n delete: {\n daysAfterModificationGreaterThan: days\n }\n }\n }\n }\n }"
+            },
+            "rule 'old': prefixMatch 'manifests/' reaches beyond",
+        ),
+    ],
+    ids=[
+        "not-default",
+        "manifests",
+        "manifests-too",
+        "no-slash",
+        "empty-prefix",
+        "no-prefix",
+        "append-blobs",
+        "fixed-days",
+        "creation-days",
+        "tier-not-delete",
+        "disabled",
+        "a-disabled-rule-on-manifests",
+    ],
+)
+def test_the_lifecycle_rule_catches_a_policy_that_reaches_too_far_or_keeps_for_ever(
+    changes: dict[str, str], message: str
+) -> None:
+    doc = BicepDoc.parse(_lifecycle_snippet(**changes))
+    assert bicep.syntax_errors(doc.source) == []
+    assert message in " ".join(bicep.lifecycle_problems(doc, "verdicts", "days"))
+
+
+def test_the_lifecycle_rule_catches_a_missing_policy() -> None:
+    doc = BicepDoc.parse("resource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'st'\n}\n")
+    assert "needs exactly one Microsoft.Storage/storageAccounts/managementPolicies" in " ".join(
+        bicep.lifecycle_problems(doc, "verdicts", "days")
+    )
+
+
 def test_tables_match_shared_registry(docs: dict[str, BicepDoc]) -> None:
     from shared.registry import TABLES
 

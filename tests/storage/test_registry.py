@@ -72,7 +72,10 @@ def test_every_record_type_round_trips(registry: Registry, model: str) -> None:
             trigger_reason="new data",
             trigger_event_id="evt-1",
             manifest_url="http://x/manifests/m/r.json",
-            data_hashes={"http://x/landing/m/a.csv": "ab" * 32},
+            manifest_sha256="ef" * 32,
+            data_files=1,
+            data_bytes=10,
+            data_hashes={"http://x/landing/m/a.csv": "ab" * 32},  # as versions before 2026-11-30 recorded
             code_version="git:abc123",
             environment="perennial-train:7",
             params={"lr": 0.01},

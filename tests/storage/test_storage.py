@@ -64,7 +64,7 @@ def test_blob_urls_split_for_azure_and_azurite() -> None:
 
 def test_containers_are_the_agreed_names(store: BlobStore, azurite_connection_string: str) -> None:
     # The containers issue 4 agreed on; later features may add more (infra/ must create each: tests/infra).
-    assert {"landing", "quarantine", "manifests", "payloads", "deadletter"} <= set(CONTAINERS)
+    assert {"landing", "quarantine", "manifests", "payloads", "deadletter", "verdicts"} <= set(CONTAINERS)
     assert len(set(CONTAINERS)) == len(CONTAINERS)
     names = {c.name for c in BlobServiceClient.from_connection_string(azurite_connection_string).list_containers()}
     assert set(CONTAINERS) <= names

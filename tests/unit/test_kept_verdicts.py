@@ -8,6 +8,7 @@ batch twice (to validate it, then to hash it for the manifest), however often it
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from functions import clients
 from perennial_cli.synthetic import fraud_batch
 from shared.registry import Run
 from shared.runtime import get_runtime
-from shared.storage import LANDING, MANIFESTS, BlobRef
+from shared.storage import LANDING, MANIFESTS, VERDICTS, BlobRef
 from shared.verdicts import verdict_name
 from shared.workflow import BlobItem
 
@@ -58,6 +59,11 @@ def _validate(activity: Any, run_id: str, blob: BlobItem, edges: Any = None) -> 
     return outcome
 
 
+def _kept(model: str = "fraud") -> list[str]:
+    """The names of the verdicts kept for ``model`` (``verdicts/<model>/<key>.json``)."""
+    return sorted(b.name for b in clients.store().container(VERDICTS).list_blobs(name_starts_with=f"{model}/"))
+
+
 def _profiles(run_id: str) -> list[str]:
     """Per-run profile copies (what validation wrote before verdicts were kept)."""
     return clients.store().names(MANIFESTS, "fraud", f"{run_id}/profiles")
@@ -82,7 +88,8 @@ def test_a_second_run_reuses_the_verdict_without_reading_the_batch(
     }
     assert again["blob"] == first["blob"]
     # Nothing is written for the second run either: its manifest step reads the profile kept with the verdict.
-    assert again["blob"]["verdict"] in clients.store().names(MANIFESTS, "fraud", "verdicts")
+    assert again["blob"]["verdict"] in _kept()
+    assert clients.store().names(MANIFESTS, "fraud", "verdicts") == []  # not beside the manifests any more
     assert _profiles(first_run) == _profiles(second_run) == []
 
 
@@ -138,12 +145,42 @@ def test_an_unusable_kept_verdict_means_validating_again_not_failing(
     assert _validate(activity, "fraud-00000000000000c6", blob)["ok"] is True
     spec = get_runtime().spec("fraud")
     name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
-    clients.store().container(MANIFESTS).upload_blob(name, kept, overwrite=True)
+    clients.store().container(VERDICTS).upload_blob(name, kept, overwrite=True)
     reads = LandingReads(monkeypatch)
     outcome = _validate(activity, "fraud-00000000000000c7", blob)
     assert outcome["ok"] is True
     assert reads.names == [blob.name]
-    assert clients.store().get_json(MANIFESTS, name)["outcome"]["blob"]["name"] == blob.name  # kept afresh
+    assert clients.store().get_json(VERDICTS, name)["outcome"]["blob"]["name"] == blob.name  # kept afresh
+
+
+def test_verdicts_are_kept_in_a_container_of_their_own() -> None:
+    """``verdicts/<model>/<key>.json``: one lifecycle rule on that container bounds them (infra/modules/storage.bicep),
+    which it could not beside the run manifests (lineage, never deleted) under ``manifests/``."""
+    spec = get_runtime().spec("fraud")
+    name = verdict_name("fraud", "https://acct.blob.core.windows.net/landing/fraud/a.csv", '"0x1"', spec.data, None)
+    assert re.fullmatch(r"fraud/[0-9a-f]{64}\.json", name), name
+    clients.store().path(VERDICTS, name)  # a name the store accepts in that container
+
+
+def test_a_verdict_kept_where_an_older_version_kept_them_is_not_found(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No migration: a verdict under ``manifests/<model>/verdicts/`` is simply not looked at, so the blob is read and
+    judged once more and its verdict kept in the new container."""
+    blob = _land("k11.csv", GOOD)
+    first = _validate(activity, "fraud-00000000000000cd", blob)
+    name = first["blob"]["verdict"]
+    store = clients.store()
+    old = f"fraud/verdicts/{name.split('/', 1)[1]}"
+    store.container(MANIFESTS).upload_blob(old, store.container(VERDICTS).download_blob(name).readall())
+    store.container(VERDICTS).delete_blob(name)  # as if only the old location held it
+
+    reads = LandingReads(monkeypatch)
+    again = _validate(activity, "fraud-00000000000000ce", blob)
+    assert again["ok"] is True
+    assert reads.names == [blob.name]
+    assert again["blob"]["verdict"] == name
+    assert name in _kept()
 
 
 def test_a_change_to_the_judging_code_is_a_new_rules_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +200,7 @@ def test_a_failing_verdict_is_not_kept(activity: Any) -> None:
     assert _validate(activity, "fraud-00000000000000c8", blob)["ok"] is False
     spec = get_runtime().spec("fraud")
     name = verdict_name("fraud", blob.url, blob.etag, spec.data, None)
-    assert name not in clients.store().names(MANIFESTS, "fraud", "verdicts")
+    assert name not in _kept()
 
 
 def test_a_blob_an_older_version_of_the_app_validated_still_trains(activity: Any) -> None:
@@ -173,7 +210,7 @@ def test_a_blob_an_older_version_of_the_app_validated_still_trains(activity: Any
     run_id = "fraud-00000000000000c9"
     clients.registry().create_run(Run("fraud", run_id, "manual", "t", run_id, status="running", stage="validating"))
     blob = _land("k9.csv", GOOD)
-    kept = clients.store().get_json(MANIFESTS, _validate(activity, "fraud-00000000000000ca", blob)["blob"]["verdict"])
+    kept = clients.store().get_json(VERDICTS, _validate(activity, "fraud-00000000000000ca", blob)["blob"]["verdict"])
     clients.store().put_json(MANIFESTS, _legacy_profile_name("fraud", run_id, blob.name), kept["profile"])
 
     activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [blob.dump()]})
