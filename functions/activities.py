@@ -93,7 +93,7 @@ from shared.storage import (
     StorageError,
 )
 from shared.validation import ValidationReport, validate
-from shared.verdicts import keep_verdict, kept_verdict, read_verdict, verdict_name
+from shared.verdicts import VerdictError, keep_verdict, kept_verdict, read_verdict, verdict_name
 from shared.workflow import (
     BlobItem,
     CandidatePlan,
@@ -367,19 +367,42 @@ def _manifest_entry(store: BlobStore, blob: BlobItem) -> ManifestEntry | Storage
         return exc
 
 
-def _run_profiles(store: BlobStore, model: str, run_id: str, blobs: Sequence[BlobItem]) -> Iterator[DatasetProfile]:
+def _run_profiles(
+    store: BlobStore, model: str, run_id: str, blobs: Sequence[BlobItem], edges: dict[str, list[float]] | None
+) -> Iterator[DatasetProfile]:
     """The profiles of the run's blobs, fetched a few at a time side by side: merged as they come, so memory holds a
     handful of profiles, not one per blob of a large training set."""
 
     def fetch(blob: BlobItem) -> DatasetProfile:
         if blob.verdict is not None:  # kept with its verdict (shared.verdicts)
-            return read_verdict(store, blob.verdict).profile
+            try:
+                return read_verdict(store, blob.verdict).profile
+            except (BlobMissingError, VerdictError) as exc:
+                if edges is None:  # the payload of an orchestration recorded before it carried the run's edges
+                    raise
+                # Verdicts expire (a lifecycle rule on their container): one may go between validation and here.
+                logger.warning("%s: the kept verdict of %s is gone (%s): profiling it again", run_id, blob.name, exc)
+                return _profile_again(store, model, blob, edges)
         # Validated by an older version of this app, which kept a copy per run.
         return DatasetProfile.from_dict(store.get_json(MANIFESTS, _legacy_profile_name(model, run_id, blob.name)))
 
     with ThreadPoolExecutor(max_workers=_PARALLEL_BLOB_READS) as pool:
         for start in range(0, len(blobs), _PARALLEL_BLOB_READS * 4):
             yield from pool.map(fetch, blobs[start : start + _PARALLEL_BLOB_READS * 4])
+
+
+def _profile_again(store: BlobStore, model: str, blob: BlobItem, edges: dict[str, list[float]]) -> DatasetProfile:
+    """The profile of a blob this run validated, read again (pinned to the version validated) on the run's edges."""
+    ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
+    stream, _ = store.open_hashed(ref)
+    with stream:
+        report = validate(stream, get_runtime().spec(model).data, reference=_edges_reference(edges), name=ref.name)
+    if not report.ok or report.profile is None:  # the same bytes and rules cannot fail: the rules changed meanwhile
+        raise RuntimeError(
+            f"{blob.name} passed validation earlier in this run but fails now ({report.summary().splitlines()[0]}); "
+            "the validation rules changed while the run ran: start the run again"
+        )
+    return report.profile
 
 
 def _edges_reference(edges: dict[str, list[float]]) -> DatasetProfile:
@@ -534,7 +557,7 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     seen = registry.seen_etags(model, claimed_since=window)
     registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs if e.etag not in seen])
 
-    profile = merge_profiles(_run_profiles(store, model, run_id, blobs))
+    profile = merge_profiles(_run_profiles(store, model, run_id, blobs, payload.get("edges")))
     store.put_json(MANIFESTS, reference_profile_name(model, run_id), profile.to_dict())
     drift_summary: dict[str, Any] = {}
     reference = _champion_reference(model)

@@ -290,7 +290,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
 
     if (yield from stage("planning", good_blobs=len(good), quarantined=len(bad))):
         return (yield from finish("aborted", aborted))
-    prepared = yield context.call_activity("prepare_training", {**run, "blobs": good})
+    # The edges too: a blob whose kept verdict expired since is profiled again on them.
+    prepared = yield context.call_activity("prepare_training", {**run, "blobs": good, "edges": edges})
     if prepared.get("no_data"):  # every valid blob was overwritten or deleted before the manifest pinned it
         return (yield from finish("no_valid_data", list(prepared["no_data"])))
     plans = [CandidatePlan.load(p) for p in prepared["candidates"]]

@@ -220,6 +220,22 @@ def test_a_blob_an_older_version_of_the_app_validated_still_trains(activity: Any
     assert clients.store().get_json(MANIFESTS, f"fraud/{run_id}/profile.json")["rows"] == 1500
 
 
+def test_a_verdict_that_expired_after_validation_is_profiled_again_not_failing_the_run(activity: Any) -> None:
+    """A lifecycle rule deletes kept verdicts (infra/modules/storage.bicep): one may go between a run's validation
+    and its manifest step, which then reads that blob again on the run's edges instead of failing the run."""
+    run_id = "fraud-00000000000000cf"
+    clients.registry().create_run(Run("fraud", run_id, "manual", "t", run_id, status="running", stage="validating"))
+    first = _validate(activity, run_id, _land("k12-a.csv", GOOD))  # a first model: its edges bin the rest
+    second = _validate(activity, run_id, _land("k12-b.csv", OTHER), edges=first["edges"])
+    clients.store().container(VERDICTS).delete_blob(second["blob"]["verdict"])
+
+    payload = {"model": "fraud", "run_id": run_id, "blobs": [first["blob"], second["blob"]], "edges": first["edges"]}
+    prepared = activity("prepare_training", payload)
+
+    assert prepared["candidates"], prepared
+    assert clients.store().get_json(MANIFESTS, f"fraud/{run_id}/profile.json")["rows"] == 3000  # both blobs
+
+
 def test_a_chunk_is_judged_in_order_each_blob_as_alone(activity: Any) -> None:
     good, bad, other = _land("k10-a.csv", GOOD), _land("k10-b.csv", fraud_batch(1500, seed=14).assign(hour=99)
         .to_csv(index=False).encode()), _land("k10-c.csv", OTHER)  # fmt: skip

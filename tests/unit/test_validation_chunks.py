@@ -75,6 +75,8 @@ def test_a_first_model_takes_its_edges_from_the_first_valid_blob_then_chunks_the
     assert _validations(called) == [("validate_blob", 1), ("validate_blobs", 50), ("validate_blobs", 50),
                                     ("validate_blobs", 19)]  # fmt: skip
     assert all(p["edges"] == EDGES for name, p in called if name == "validate_blobs")
+    [prepare] = [p for name, p in called if name == "prepare_training"]
+    assert prepare["edges"] == EDGES, "the manifest step profiles a blob whose kept verdict expired on them"
 
 
 @pytest.mark.parametrize("edges", [EDGES, None])
