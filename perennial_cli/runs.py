@@ -552,8 +552,7 @@ def abort(
 ) -> None:
     """Ask a run to stop. Its jobs are cancelled at their next poll; a rollout in progress rolls back.
 
-    A run still queued, or one that nothing runs any more (its orchestration was terminated or purged), is
-    closed at once as aborted, so the model can train again.
+    A queued run, or one nothing runs any more (terminated or purged), is closed at once so the model can train.
 
     Example: perennial abort fraud-3f2a9c1e0b7d4a65 --reason "the batch was exported twice"
     """
@@ -581,8 +580,7 @@ def rollback(
 ) -> None:
     """Put MODEL's previous champion back at 100 % of traffic. Exit 1 if there is none to go back to.
 
-    Traffic moves in steps (e.g. 50 → 90 → 100 % for the restored version), a few minutes apart, so its
-    deployment takes the load gradually; --immediate moves it at once.
+    Traffic moves in steps (50 → 90 → 100 %) minutes apart, so load shifts gradually; --immediate moves it at once.
 
     Example: perennial rollback fraud --reason "complaints about false declines" --immediate
     """
@@ -603,8 +601,9 @@ def rollout(
 ) -> None:
     """Ship a registered VERSION of MODEL through the staged rollout. Exit 1 if it cannot start.
 
-    Smoke test, shadow, then each traffic step analysed against the champion; a failed gate rolls it
-    back. It cannot start when the version is unknown, already the champion, or a run is in progress.
+    Smoke test, shadow, then each traffic step analysed against the champion; a failed gate rolls it back.
+
+    It cannot start when the version is unknown, already the champion, or a run is in progress.
 
     Example: perennial rollout fraud 4 --reason "retry after the endpoint quota was raised"
     """

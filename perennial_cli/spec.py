@@ -11,18 +11,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from shared.jobs import job_contract
-from shared.spec import ModelSpec, SpecError, endpoint_clashes, inner_model, load_spec
+from shared.spec import ModelSpec, SpecError, endpoint_clashes, ignored_spec_file, inner_model, load_spec
 
 app = typer.Typer(help="Work with model specs (models/<name>.yaml).", no_args_is_help=True)
 
 
 def _spec_files(paths: list[Path]) -> list[Path]:
-    """The paths as given, a directory replaced by its ``*.yaml`` files (sorted); an empty one stays, to be
-    reported."""
+    """The paths as given, a directory replaced by its ``*.yaml`` and ``*.yml`` files (sorted: the host reads the
+    first and refuses to start beside the second); a directory with neither stays, to be reported."""
     files: list[Path] = []
     for path in paths:
-        found = sorted(path.glob("*.yaml")) if path.is_dir() else []
-        files += found or [path]
+        found = sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+        files += (found if path.is_dir() else []) or [path]
     return files
 
 
@@ -45,6 +45,10 @@ def check(
             err.print(
                 f"[red]✗[/red] {escape(str(path))}: no *.yaml spec in this directory", highlight=False, soft_wrap=True
             )
+            continue
+        if path.suffix != ".yaml":  # the host would pass it over (and refuse to start beside a *.yml)
+            failed += 1
+            err.print(f"[red]✗[/red] {escape(ignored_spec_file(path))}", highlight=False, soft_wrap=True)
             continue
         try:
             spec = load_spec(path)

@@ -12,6 +12,7 @@ Each field's ``description`` doubles as the fix hint shown when the field is wro
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -759,6 +760,34 @@ def inner_model_at(loc: Sequence[int | str]) -> Any:
     return model if found else None
 
 
+def _problems_past_faults(document: dict[str, Any], errors: Sequence[Any]) -> list[str]:
+    """The cross-field problems (``_invariant_problems``) a spec with faulty fields still has, so that one check
+    names them all: judged on the document with each faulty field taken out, so that its default stands in.
+    A problem that names a field taken out is left out (it may be about the stand-in), and nothing is said when
+    taking them out is not enough (a required field at fault)."""
+    trimmed = copy.deepcopy(document)
+    removed: set[str] = set()
+    for error in errors:
+        node: Any = trimmed
+        holder: tuple[dict[str, Any], str] | None = None
+        for part in error["loc"]:  # down to the last mapping key on the fault's path that the document has
+            if isinstance(node, dict) and part in node:
+                holder, node = (node, str(part)), node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                break
+        if holder is not None and holder[1] in holder[0]:
+            del holder[0][holder[1]]
+            removed.add(holder[1])
+    try:
+        spec = ModelSpec.model_validate(trimmed)
+    except ValidationError:
+        return []
+    named = [re.compile(rf"\b{re.escape(name)}\b") for name in removed]
+    return [p for p in _invariant_problems(spec) if not any(pattern.search(p) for pattern in named)]
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -771,11 +800,19 @@ def parse_spec(document: Any, source: str) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(document)
     except ValidationError as exc:
-        raise SpecError([f"{source}: {line}" for line in _readable_errors(exc.errors())]) from None
+        faults = _readable_errors(exc.errors()) + _problems_past_faults(document, exc.errors())
+        raise SpecError([f"{source}: {line}" for line in faults]) from None
     problems = _invariant_problems(spec)
     if problems:
         raise SpecError([f"{source}: {p}" for p in problems])
     return spec
+
+
+def ignored_spec_file(path: Path) -> str:
+    """Why the host passes over a spec file not named ``*.yaml``, and the fix."""
+    return (
+        f"{path}: specs are read from *.yaml files only, so this one would be ignored (rename it to {path.stem}.yaml)"
+    )
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -878,7 +915,7 @@ def load_specs(directory: str | Path) -> dict[str, ModelSpec]:
             problems += exc.problems
     problems += endpoint_clashes(loaded)
     problems += [
-        f"{path}: specs are read from *.yaml files only, so this one would be ignored (rename it to {path.stem}.yaml)"
+        ignored_spec_file(path)
         for path in sorted(directory.glob("*.yml"))
         if not path.name.startswith(".")  # a tool's dotfile is not a spec
     ]

@@ -572,7 +572,9 @@ def _csv_error(exc: Exception) -> CorruptInput:
             "re-export the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
         )
     if "Empty CSV" in message:
-        return CorruptInput("the file is empty", "upload the batch again; the copy may have failed")
+        return CorruptInput(
+            "the file is empty", "write or upload the batch again; an empty file is often a failed copy"
+        )
     return CorruptInput(
         f"the CSV cannot be parsed ({message})",
         "check the quoting and delimiters (comma-separated, double quotes), or re-export the file",
@@ -581,7 +583,12 @@ def _csv_error(exc: Exception) -> CorruptInput:
 
 def _csv_header(prefix: bytes, size: int | None) -> list[str]:
     if not prefix:
-        raise CorruptInput("the file is empty", "upload the batch again; the copy may have failed")
+        raise CorruptInput("the file is empty", "write or upload the batch again; an empty file is often a failed copy")
+    if prefix.startswith(PARQUET_MAGIC):  # the name says CSV, and a name's suffix decides (as in training_jobs)
+        raise CorruptInput(
+            "the file is Parquet (it starts with PAR1) but its name says CSV",
+            "rename it to .parquet and upload it again",
+        )
     if b"\x00" in prefix[:4096]:
         raise CorruptInput(
             "the file is binary, not CSV text", "upload a CSV or Parquet file (Parquet files start with PAR1)"

@@ -100,6 +100,55 @@ def test_check_refuses_two_models_on_one_endpoint_as_the_host_does(tmp_path: Pat
     assert "give each model its own endpoint" in result.stderr
 
 
+def test_check_refuses_a_yml_spec_as_the_host_does(tmp_path: Path) -> None:
+    """The host reads *.yaml only and refuses to start beside a *.yml: a check that passed one sent people round."""
+    (tmp_path / "fraud.yml").write_text(FRAUD.read_text(encoding="utf-8"), encoding="utf-8")
+    refusal = f"{tmp_path / 'fraud.yml'}: specs are read from *.yaml files only, so this one would be ignored"
+    for target in (tmp_path / "fraud.yml", tmp_path):
+        result = runner.invoke(app, ["check", str(target)], env={"COLUMNS": "400"})
+        assert result.exit_code == 1, result.output
+        assert refusal in result.stderr
+        assert "(rename it to fraud.yaml)" in result.stderr
+
+
+def test_check_names_the_cross_field_problems_beside_the_field_faults(tmp_path: Path) -> None:
+    """One check names every problem: a label that is no column, or steps that do not rise, are not held back until
+    a wrong value elsewhere (here in the same sections) is fixed."""
+    text = FRAUD.read_text(encoding="utf-8")
+    for good, bad in [("  min_rows: 1000", "  min_rows: -5"), ("  primary_metric: pr_auc", "  primary_metric: prauc"),
+                      ("\n  bake_minutes: 30", "\n  bake_minutse: 30"), ("  label: is_fraud\n", "  label: is_fraudd\n"),
+                      ("  steps: [10, 50, 100]", "  steps: [10, 50, 40]")]:  # fmt: skip
+        assert good in text
+        text = text.replace(good, bad, 1)
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path / "fraud.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    problems = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+    assert [p.split("=", 1)[0].split(" ", 1)[0] for p in problems] == [
+        "data.min_rows",
+        "promotion.primary_metric",
+        "rollout.bake_minutse",
+        "data.label",
+        "rollout.steps[2]",
+        "rollout.steps[2]",
+    ], problems
+
+
+def test_check_says_nothing_of_a_value_that_only_stands_in_for_a_faulty_one(tmp_path: Path) -> None:
+    """A faulty field is judged past with its default standing in: a cross-field problem about that stand-in would
+    be false, so one that names the field is not said."""
+    text = FRAUD.read_text(encoding="utf-8")
+    for good, bad in [("    quiet_seconds: 120", "    quiet_seconds: 1000"),  # fits the spec's own max wait…
+                      ("    max_wait_seconds: 900", "    max_wait_seconds: 1200s")]:  # …which is at fault  # fmt: skip
+        assert good in text
+        text = text.replace(good, bad, 1)
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path / "fraud.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "triggers.debounce.max_wait_seconds='1200s'" in result.stderr
+    assert "exceeds max_wait_seconds=900" not in result.stderr, "the default standing in is not the user's value"
+
+
 def test_check_of_a_directory_without_specs_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
     assert result.exit_code == 1

@@ -53,6 +53,15 @@ def test_binary_junk(tmp_path: Path) -> None:
     assert "Parquet" in corrupt(validate(write_csv_text(tmp_path / "junk.parquet", junk), small_contract()))
 
 
+def test_a_parquet_file_named_csv_is_told_to_take_its_own_name(tmp_path: Path) -> None:
+    """The name's suffix decides the format (as the training job decides it), so the fix is the name, not the file."""
+    pq.write_table(pa.Table.from_pylist(good_rows(100)), tmp_path / "batch.parquet")
+    named_csv = write_csv_text(tmp_path / "batch.csv", (tmp_path / "batch.parquet").read_bytes())
+    report = validate(named_csv, small_contract())
+    assert "is Parquet (it starts with PAR1) but its name says CSV" in corrupt(report)
+    assert [f.remediation for f in report.findings] == ["rename it to .parquet and upload it again"]
+
+
 def test_truncated_parquet(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(good_rows(1000)), tmp_path / "whole.parquet")
     data = (tmp_path / "whole.parquet").read_bytes()
