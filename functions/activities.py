@@ -79,6 +79,7 @@ from shared.registry import (
     run_id_for,
 )
 from shared.runtime import get_runtime
+from shared.spec import TriggerSpec
 from shared.storage import (
     LANDING,
     MANIFESTS,
@@ -261,7 +262,9 @@ def _without_blocked_alerts(registry: Registry, model: str, requests: list[dict[
     if not alerts:
         return requests
     queued = {str(r["run_id"]) for r in requests}
-    blocked = queued_alert_blocked(registry.runs(model, limit=50), queued, datetime.now(UTC))
+    spec = get_runtime().specs.get(model)  # None: the spec was removed while its requests waited
+    cooldown = (spec.triggers if spec is not None else TriggerSpec()).cooldown
+    blocked = queued_alert_blocked(registry.runs(model, limit=50), queued, datetime.now(UTC), cooldown)
     if blocked is None:
         return requests
     for alert in alerts:

@@ -55,7 +55,8 @@ async def _act(trigger: Trigger, client: df.DurableOrchestrationClient) -> tuple
     runs = (
         clients.registry().runs(trigger.model, limit=50) if trigger.kind in MONITOR_KINDS and trigger.actionable else []
     )
-    decision = decide_alert(trigger, run_id, runs, datetime.now(UTC))
+    cooldown = get_runtime().spec(trigger.model).triggers.cooldown
+    decision = decide_alert(trigger, run_id, runs, datetime.now(UTC), cooldown)
     if decision.action == "recorded":
         logger.info("recorded %s for %s (no action): %s", trigger.event_type, trigger.model, trigger.reason)
         return decision, None

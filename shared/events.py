@@ -797,24 +797,23 @@ class AlertDecision:
 
 
 def decide_alert(
-    trigger: Trigger, run_id: str, runs: Sequence[Run], now: datetime, cooldown: timedelta | None = None
+    trigger: Trigger, run_id: str, runs: Sequence[Run], now: datetime, cooldown: timedelta
 ) -> AlertDecision:
     """Whether ``trigger`` starts the run ``run_id``, given the model's recent ``runs`` (newest first).
 
     A monitor's alert (:data:`MONITOR_KINDS`) follows the schedule's rule (:func:`shared.live.blocking_run`): while
-    a run is pending or running, or within ``cooldown`` (default: the schedule's) of the newest run's creation, it
-    is suppressed with the reason, not queued. A redelivered alert whose run exists already goes on as before
+    a run is pending or running, or within ``cooldown`` (the spec's ``triggers.cooldown_hours``) of the newest
+    creation of a run that says something of the model (:func:`shared.registry.holds_back_alerts`), it is
+    suppressed with the reason, not queued. A redelivered alert whose run exists already goes on as before
     (its work is sent again). Everything else is as :data:`RETRAIN_KINDS` and ``trigger.actionable`` say.
     """
     if trigger.kind not in RETRAIN_KINDS or not trigger.actionable:
         return AlertDecision("recorded", trigger.reason)
     if trigger.kind in MONITOR_KINDS and not any(run.run_id == run_id for run in runs):
-        from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
-        from shared.registry import never_ran
+        from shared.live import blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+        from shared.registry import holds_back_alerts
 
-        # A request that never ran (merged, suppressed, aborted while queued) must not restart the cool-down.
-        considered = [run for run in runs if not never_ran(run)]
-        blocked = blocking_run(considered, now, ScheduleWindows().cooldown if cooldown is None else cooldown)
+        blocked = blocking_run([run for run in runs if holds_back_alerts(run)], now, cooldown)
         if blocked is not None:
             return AlertDecision(
                 "suppressed",
@@ -825,7 +824,9 @@ def decide_alert(
     return AlertDecision("retrain", trigger.reason)
 
 
-def queued_alert_blocked(runs: Sequence[Run], queued: Collection[str], now: datetime) -> str | None:
+def queued_alert_blocked(
+    runs: Sequence[Run], queued: Collection[str], now: datetime, cooldown: timedelta
+) -> str | None:
     """Why a monitor's alert accepted earlier should not start its run now that its turn has come, or None.
 
     :func:`decide_alert` judges an alert when it arrives; two alerts arriving together both pass it, and the
@@ -833,9 +834,9 @@ def queued_alert_blocked(runs: Sequence[Run], queued: Collection[str], now: date
     again against the runs that ran since (``runs``: the model's, newest first), leaving out the requests of this
     claim (``queued``) and other requests that never ran.
     """
-    from shared.live import ScheduleWindows, blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
-    from shared.registry import never_ran
+    from shared.live import blocking_run  # heavy (numpy, pyarrow, scipy): only when needed
+    from shared.registry import holds_back_alerts
 
-    ran = [run for run in runs if run.run_id not in queued and run.status != "pending" and not never_ran(run)]
-    blocked = blocking_run(ran, now, ScheduleWindows().cooldown)
+    ran = [run for run in runs if run.run_id not in queued and run.status != "pending" and holds_back_alerts(run)]
+    blocked = blocking_run(ran, now, cooldown)
     return None if blocked is None else f"suppressed when its turn came: {blocked}"

@@ -16,7 +16,7 @@ Three parts, pure where they can be:
 - **The schedule.** :func:`check_model` gathers age, live performance and input drift for one model with a
   champion, asks :func:`shared.policy.decide_retrain`, and publishes ``Perennial.RetrainRequested`` with
   the reasons under a deterministic event id (model + hour slot). A model whose run is in progress, or
-  that ran recently (:attr:`ScheduleWindows.cooldown`), is left alone; a slot already requested is claimed
+  that ran recently (the spec's ``triggers.cooldown_hours``), is left alone; a slot already requested is claimed
   once (a create-once blob), so a redelivered timer does not ask twice.
 
 Binary labels are compared by meaning, not spelling: a label is positive when it equals the spec's
@@ -510,11 +510,11 @@ def input_drift(
 
 @dataclass(frozen=True)
 class ScheduleWindows:
-    """How far back the schedule looks, and how long it leaves a model alone after a run."""
+    """How far back the schedule looks (how long it leaves a model alone after a run is the spec's
+    ``triggers.cooldown_hours``)."""
 
     performance: timedelta = timedelta(days=7)  # requests whose delayed labels count
     drift: timedelta = timedelta(hours=24)  # recent inputs compared with the reference
-    cooldown: timedelta = timedelta(hours=24)  # after a run was created, don't ask again for this long
     min_drift_rows: int = MIN_DRIFT_ROWS
     record_limit: int = 50_000  # scoring records read for live performance (ids and predictions only)
     drift_record_limit: int = 5_000  # scoring records read for drift (with up to 100 input rows each)
@@ -678,7 +678,7 @@ def check_model(
             event_id=schedule_event_id(model, slot),
         )
     runs = registry.runs(model, limit=50)
-    blocked = blocking_run(runs, now, windows.cooldown)
+    blocked = blocking_run(runs, now, spec.triggers.cooldown)
     if blocked is not None:
         return result("skipped", blocked)
 

@@ -82,6 +82,13 @@ def never_ran(run: Run) -> bool:
     return run.status in ("merged", "suppressed") or run.details.get("never_started") is True
 
 
+def holds_back_alerts(run: Run) -> bool:
+    """Whether ``run`` counts for a monitor's alert (in progress, or starting its cool-down). A request that never
+    ran does not, nor does a run of landed data that ended without any valid new batch: a bad upload says nothing
+    of the model, and must not silence an accuracy alert for a day."""
+    return not never_ran(run) and not (run.trigger_kind == "blob_created" and run.status == "no_valid_data")
+
+
 # The newest-first run index: ``recent:<MICROS_CEILING - µs since the epoch, 16 digits>:<run id>``.
 _RECENT = "recent:"
 _MICROS_CEILING = 10**16 - 1  # the year 2286

@@ -309,6 +309,17 @@ class TriggerSpec(_Strict):
     on_validation_failure: Literal["skip_blob", "stop_run"] = Field(
         default="skip_blob", description="skip_blob (train on the good blobs) or stop_run"
     )
+    cooldown_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        le=24.0 * 365,
+        description="hours after a run's creation in which the schedule and monitors' alerts leave the model alone "
+        "(0: only a run in progress holds them back); a person's retrain is never held",
+    )
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(hours=self.cooldown_hours)
 
 
 # --------------------------------------------------------------------------- the spec

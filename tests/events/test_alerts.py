@@ -18,13 +18,14 @@ import pytest
 
 from functions import clients
 from shared.events import KnownModels, Trigger, decide_alert, parse_event, parse_http
-from shared.live import ScheduleWindows
 from shared.registry import Run, run_id_for
 from shared.runtime import get_runtime
+from shared.spec import TriggerSpec
 from tests.events import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+COOLDOWN = TriggerSpec().cooldown  # the spec's default, 24 hours
 KNOWN = KnownModels(frozenset({"fraud", "churn"}), {"fraud-ep": "fraud"})
 
 
@@ -58,7 +59,7 @@ def _own_run_id(trigger: Trigger) -> str:
 )
 def test_a_monitors_alert_while_a_run_is_in_progress_is_suppressed_with_the_reason(trigger: Trigger) -> None:
     runs = [_run("fraud-busy", "running", timedelta(days=3))]
-    decision = decide_alert(trigger, _own_run_id(trigger), runs, NOW)
+    decision = decide_alert(trigger, _own_run_id(trigger), runs, NOW, COOLDOWN)
     assert decision.action == "suppressed"
     assert "run fraud-busy is running" in decision.reason
 
@@ -67,16 +68,16 @@ def test_a_monitors_alert_while_a_run_is_in_progress_is_suppressed_with_the_reas
     "trigger", [parse_event(_drift(), KNOWN), parse_http(_alert(), KNOWN)], ids=["drift", "monitor"]
 )
 def test_a_monitors_alert_within_the_schedules_cooldown_is_suppressed(trigger: Trigger) -> None:
-    cooldown = ScheduleWindows().cooldown
+    cooldown = COOLDOWN
     recent = [_run("fraud-done", "not_promoted", cooldown - timedelta(hours=1))]
-    decision = decide_alert(trigger, _own_run_id(trigger), recent, NOW)
+    decision = decide_alert(trigger, _own_run_id(trigger), recent, NOW, COOLDOWN)
     assert decision.action == "suppressed"
     assert "run fraud-done (not_promoted)" in decision.reason
     assert "cooling down until" in decision.reason
 
     old = [_run("fraud-done", "not_promoted", cooldown + timedelta(hours=1))]
-    assert decide_alert(trigger, _own_run_id(trigger), old, NOW).action == "retrain"
-    assert decide_alert(trigger, _own_run_id(trigger), [], NOW).action == "retrain", "a model's first run"
+    assert decide_alert(trigger, _own_run_id(trigger), old, NOW, COOLDOWN).action == "retrain"
+    assert decide_alert(trigger, _own_run_id(trigger), [], NOW, COOLDOWN).action == "retrain", "a model's first run"
     # The window is the caller's to choose; none at all leaves only the run-in-progress rule.
     assert decide_alert(trigger, _own_run_id(trigger), recent, NOW, timedelta(0)).action == "retrain"
 
@@ -89,13 +90,25 @@ def test_a_request_that_never_ran_does_not_restart_the_cooldown(status: str, det
     # Suppressed when its turn came, merged into another run, aborted while queued: the next alert is judged
     # against the runs that did run.
     trigger = parse_event(_drift(), KNOWN)
-    cooldown = ScheduleWindows().cooldown
+    cooldown = COOLDOWN
     skipped = replace(_run("fraud-skipped", status, timedelta(hours=1)), details=details)
     runs = [skipped, _run("fraud-done", "promoted", cooldown + timedelta(hours=1))]
-    assert decide_alert(trigger, _own_run_id(trigger), runs, NOW).action == "retrain"
+    assert decide_alert(trigger, _own_run_id(trigger), runs, NOW, COOLDOWN).action == "retrain"
     # An abort of a run that had started is a run: its cool-down holds.
     started = replace(_run("fraud-stopped", "aborted", timedelta(hours=1)), details={})
-    assert decide_alert(trigger, _own_run_id(trigger), [started], NOW).action == "suppressed"
+    assert decide_alert(trigger, _own_run_id(trigger), [started], NOW, COOLDOWN).action == "suppressed"
+
+
+def test_a_bad_upload_does_not_silence_a_monitors_alert() -> None:
+    """A run of landed data that ended without a valid new batch trained nothing and says nothing of the model: an
+    accuracy alert after it retrains (on the data already there) instead of waiting out a day's cool-down."""
+    trigger = parse_http(_alert(), KNOWN)
+    quarantined = _run("fraud-bad-batch", "no_valid_data", timedelta(hours=1))
+    assert decide_alert(trigger, _own_run_id(trigger), [quarantined], NOW, COOLDOWN).action == "retrain"
+    # A request that found nothing to train on at all is still a run of the model: its cool-down holds, so a monitor
+    # that keeps firing does not start one empty run after another.
+    asked = replace(quarantined, trigger_kind="drift_alert")
+    assert decide_alert(trigger, _own_run_id(trigger), [asked], NOW, COOLDOWN).action == "suppressed"
 
 
 def test_a_perennial_drift_detected_event_is_a_monitors_alert_too() -> None:
@@ -104,7 +117,7 @@ def test_a_perennial_drift_detected_event_is_a_monitors_alert_too() -> None:
     event["data"] = {"model": "fraud", "method": "psi", "score": 0.4, "threshold": 0.2}
     trigger = parse_event(event, KNOWN)
     assert trigger.kind == "drift_alert"
-    decision = decide_alert(trigger, _own_run_id(trigger), [_run("fraud-busy", "pending", timedelta(0))], NOW)
+    decision = decide_alert(trigger, _own_run_id(trigger), [_run("fraud-busy", "pending", timedelta(0))], NOW, COOLDOWN)
     assert decision.action == "suppressed"
 
 
@@ -113,19 +126,19 @@ def test_a_retrain_request_is_not_suppressed_the_schedule_or_a_person_asked() ->
     # (A person's POST /api/models/<m>/retrain is the API's, which has its own rule: a 409 while a run is on.)
     busy = [_run("fraud-busy", "running", timedelta(minutes=5))]
     requested = parse_event(samples.RETRAIN_REQUESTED, KNOWN)
-    assert decide_alert(requested, _own_run_id(requested), busy, NOW).action == "retrain"
+    assert decide_alert(requested, _own_run_id(requested), busy, NOW, COOLDOWN).action == "retrain"
 
 
 def test_a_redelivered_alert_whose_run_exists_goes_on_as_before() -> None:
     trigger = parse_event(_drift(), KNOWN)
     own = _run(_own_run_id(trigger), "pending", timedelta(minutes=1))
-    decision = decide_alert(trigger, own.run_id, [own], NOW)
+    decision = decide_alert(trigger, own.run_id, [own], NOW, COOLDOWN)
     assert decision.action == "retrain", "its own run must not block it: the work is sent again, idempotently"
 
 
 def test_a_resolved_alert_is_recorded_only() -> None:
     trigger = parse_http(_alert("Resolved"), KNOWN)
-    decision = decide_alert(trigger, _own_run_id(trigger), [], NOW)
+    decision = decide_alert(trigger, _own_run_id(trigger), [], NOW, COOLDOWN)
     assert (decision.action, decision.reason) == ("recorded", trigger.reason)
 
 
@@ -223,6 +236,22 @@ def test_an_event_grid_drift_alert_during_a_run_is_acknowledged_and_queues_nothi
     assert (created.trigger_kind, created.status) == ("drift_alert", "pending")
     [(name, _, payload)] = host["client"].started
     assert (name, payload["first_work"]["run_id"]) == ("model_coordinator", created.run_id)
+
+
+def test_the_cooldown_is_the_models_own(
+    app_functions: dict[str, Any], host: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``triggers.cooldown_hours``: a fraud team that wants an accuracy alert answered within hours can say so."""
+    spec = (ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8")
+    assert "\ntriggers:\n" in spec
+    (tmp_path / "fraud.yaml").write_text(spec.replace("\ntriggers:\n", "\ntriggers:\n  cooldown_hours: 1\n"), "utf-8")
+    monkeypatch.setenv("PERENNIAL_MODELS_DIR", str(tmp_path))
+    get_runtime.cache_clear()
+    host["registry"] = FakeRegistry([_run("fraud-done", "not_promoted", timedelta(hours=2), datetime.now(UTC))])
+    request = func.HttpRequest("POST", "/api/alerts/azure-monitor", body=json.dumps(_alert()).encode())
+    body = json.loads(_call(app_functions, "azure_monitor_alert", request, host["client"]).get_body())
+    assert body["action"] == "retrain", body  # two hours after a run: past this model's hour, within the default day
+    assert [r.trigger_kind for r in host["registry"].created] == ["monitor_alert"]
 
 
 # --------------------------------------------------------------------------- which model (case)
