@@ -20,7 +20,7 @@ import azure.functions as func
 
 import shared
 from functions import clients
-from functions.coordination import send_work
+from functions.coordination import debounce_state, send_work
 from functions.http import answers_503_when_unavailable, json_response, problem
 from functions.stranded import stranded as stranded_because
 from shared.blobpaths import BlobNameError
@@ -285,9 +285,11 @@ def _checked_fields(
 
 
 @bp.route(route="models", methods=["GET"])
+@bp.durable_client_input(client_name="client")
 @answers_503_when_unavailable
-def list_models(req: func.HttpRequest) -> func.HttpResponse:
-    """Every model spec with its champion, latest run, how many of its events wait to be sent (the event topic
+async def list_models(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Every model spec with its champion, latest run, the landed blobs its coordinator is collecting for the next
+    run and when that run starts (``waiting``, or null), how many of its events wait to be sent (the event topic
     could not take them; the housekeeping timer sends them) and how many the topic refused for good."""
     runtime = get_runtime()
     registry, publisher = clients.registry(), clients.publisher()
@@ -302,6 +304,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
                 "endpoint": spec.endpoint_name,
                 "champion": asdict(champion) if champion else None,
                 "latest_run": _run_summary(latest[0]) if latest else None,
+                "waiting": await debounce_state(client, name),
                 "unsent_events": publisher.unsent_count(name),
                 "refused_events": publisher.refused_count(name),
             }

@@ -41,6 +41,23 @@ class CoordinatorUnreachable(RuntimeError):
         super().__init__(f"could not deliver work to {instance}: {cause}")
 
 
+async def debounce_state(client: df.DurableOrchestrationClient, model: str) -> dict[str, Any] | None:
+    """What the model's coordinator waits on before its next run: ``{blobs, starts_at, deadline}`` while it collects
+    a burst of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else
+    None. A status that cannot be read is None too: it only adds to a listing."""
+    try:
+        status = await client.get_status(coordinator_id(model))
+    except Exception as exc:  # the SDK raises bare Exception for the task hub's errors
+        logger.warning("could not read coordinator %s's status: %s", coordinator_id(model), exc)
+        return None
+    custom = getattr(status, "custom_status", None) if status is not None else None
+    if status is None or status.runtime_status not in _ALIVE or not isinstance(custom, dict):
+        return None
+    if custom.get("stage") != "debouncing":
+        return None
+    return {key: custom.get(key) for key in ("blobs", "starts_at", "deadline")}
+
+
 async def send_work(client: df.DurableOrchestrationClient, model: str, work: dict[str, Any]) -> str:
     """Deliver ``work`` to the model's coordinator; returns its instance id. :class:`CoordinatorUnreachable`
     after four tries."""

@@ -111,10 +111,18 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         now = context.current_utc_datetime
         if now >= deadline:
             break
+        starts_at = min(now + quiet, deadline)
+        # What `GET /api/models` tells people: a run starts at starts_at unless another blob lands first.
         context.set_custom_status(
-            {"model": model, "stage": "debouncing", "blobs": len(pending.blobs), "deadline": deadline_text}
+            {
+                "model": model,
+                "stage": "debouncing",
+                "blobs": len(pending.blobs),
+                "starts_at": starts_at.isoformat(),
+                "deadline": deadline_text,
+            }
         )
-        timer = context.create_timer(min(now + quiet, deadline))
+        timer = context.create_timer(starts_at)
         event = context.wait_for_external_event("work")
         winner = yield context.task_any([timer, event])
         if winner == timer:

@@ -234,6 +234,15 @@ class Champion(_Body):
     previous_version: str | None = None
 
 
+class Waiting(_Body):
+    """Landed blobs a model's coordinator collects for its next run: it starts at ``starts_at`` unless another blob
+    lands first, and by ``deadline``."""
+
+    blobs: int = 0
+    starts_at: datetime | None = None
+    deadline: datetime | None = None
+
+
 class ModelInfo(_Body):
     """One model as ``GET /api/models`` lists it."""
 
@@ -242,6 +251,7 @@ class ModelInfo(_Body):
     endpoint: str = ""
     champion: Champion | None = None
     latest_run: RunSummary | None = None
+    waiting: Waiting | None = None  # null: no landed blobs being collected
     unsent_events: int = 0  # events the topic could not take, waiting for the housekeeping timer
     refused_events: int = 0  # events the topic refused for good, kept in deadletter/<model>/events/
 

@@ -36,6 +36,7 @@ from perennial_cli.client import (
     ProblemError,
     RunDetail,
     RunSummary,
+    Waiting,
     local_key,
     requested_by_default,
 )
@@ -204,6 +205,8 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
         return
     out.print(_models_table(client.base_url, found, narrow=out.width < WIDE_TABLES))
     for model in found:
+        if model.waiting is not None:
+            out.print(_waiting_line(model.model, model.waiting), soft_wrap=True)
         if model.unsent_events:
             out.print(
                 f"[yellow]{escape(model.model)}: {model.unsent_events} event(s) the event topic could not take wait "
@@ -217,6 +220,16 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
                 f"them. Fix what the answer names, then move an event back to manifests/{escape(model.model)}/unsent/ to "
                 "send it again, or delete it."
             )
+
+
+def _waiting_line(model: str, waiting: Waiting) -> str:
+    """When the model's next run starts: the coordinator waits for landing to be quiet (triggers.debounce)."""
+    when = f" at {waiting.starts_at:%H:%M:%S} UTC" if waiting.starts_at else ""
+    latest = f" ({waiting.deadline:%H:%M:%S} UTC at the latest)" if waiting.deadline else ""
+    return (
+        f"{escape(model)}: {waiting.blobs} landed blob(s) wait for the next run, which starts{when} unless another "
+        f"lands first{latest}"
+    )
 
 
 def runs(

@@ -7,9 +7,11 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from typer.testing import CliRunner
 
+from perennial_cli.main import app
 from perennial_cli.synthetic import fraud_batch
-from tests.e2e.harness import PerennialHost
+from tests.e2e.harness import KEY, PerennialHost
 
 pytestmark = [pytest.mark.slow, pytest.mark.azurite, pytest.mark.timeout(600)]
 
@@ -18,8 +20,22 @@ def _csv(rows: int, seed: int, start: int = 0, drift: float = 0.0) -> bytes:
     return fraud_batch(rows, seed=seed, drift=drift, start_id=start).to_csv(index=False).encode()
 
 
+def _waiting(host: PerennialHost) -> dict[str, object] | None:
+    [fraud] = [m for m in host.http.get("/api/models").json()["models"] if m["model"] == "fraud"]
+    return fraud["waiting"]  # type: ignore[no-any-return]
+
+
 def test_first_blob_trains_registers_with_lineage_and_ships(perennial: PerennialHost) -> None:
     perennial.land("batch-001.csv", _csv(3000, seed=1))
+    # While the coordinator waits for landing to be quiet, `models` says what waits and when the run starts.
+    waiting = perennial.wait_for("the coordinator to collect the batch", lambda: _waiting(perennial), advance=0)
+    assert waiting["blobs"] == 1
+    assert str(waiting["starts_at"]) <= str(waiting["deadline"])
+    env = {"PERENNIAL_HOST_URL": perennial.base_url, "PERENNIAL_FUNCTION_KEY": KEY, "COLUMNS": "200"}
+    shown = CliRunner().invoke(app, ["models"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "fraud: 1 landed blob(s) wait for the next run, which starts at " in shown.output
+    assert "unless another lands first (" in shown.output
     run = perennial.wait_for("the first run to finish", lambda: (perennial.finished_runs() or [None])[0])
     detail = perennial.run(run["run_id"])
     assert detail["status"] == "promoted", detail
