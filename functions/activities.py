@@ -489,7 +489,10 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
             rows=report.rows,
             edges=report.profile.edges(),
         )
-        keep_verdict(store, kept_name, passed, report.profile)  # the profile too: written once, here
+        try:  # the profile too: written once, here
+            keep_verdict(store, kept_name, passed, report.profile)
+        except (AzureError, StorageError) as exc:  # a cache: a verdict not kept costs a read, and loses nothing
+            logger.warning("could not keep the verdict on %s (%s): the next run reads it again", ref.name, exc)
         return passed.dump()
     return _announce_quarantine(
         model, run_id, blob, store.quarantine(ref, report.to_dict(include_profile=False)), report

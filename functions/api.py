@@ -7,6 +7,7 @@ coordinator orchestration or to a run's orchestration as events.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -291,10 +292,22 @@ async def list_models(req: func.HttpRequest, client: df.DurableOrchestrationClie
     """Every model spec with its champion, latest run, the landed blobs its coordinator is collecting for the next
     run and when that run starts (``waiting``, or null), how many of its events wait to be sent (the event topic
     could not take them; the housekeeping timer sends them) and how many the topic refused for good."""
-    runtime = get_runtime()
-    registry, publisher = clients.registry(), clients.publisher()
+    names = sorted(get_runtime().specs)
+    # The coordinators' states side by side, each bounded (debounce_state), while the records are read off the
+    # worker's event loop: storage clients block.
+    waiting, models = await asyncio.gather(
+        asyncio.gather(*(debounce_state(client, name) for name in names)), asyncio.to_thread(_model_records, names)
+    )
+    return json_response(
+        {"models": [{**model, "waiting": state} for model, state in zip(models, waiting, strict=True)]}
+    )
+
+
+def _model_records(names: list[str]) -> list[dict[str, Any]]:
+    runtime, registry, publisher = get_runtime(), clients.registry(), clients.publisher()
     models = []
-    for name, spec in sorted(runtime.specs.items()):
+    for name in names:
+        spec = runtime.spec(name)
         champion = registry.champion(name)
         latest = registry.runs(name, limit=1)
         models.append(
@@ -304,12 +317,11 @@ async def list_models(req: func.HttpRequest, client: df.DurableOrchestrationClie
                 "endpoint": spec.endpoint_name,
                 "champion": asdict(champion) if champion else None,
                 "latest_run": _run_summary(latest[0]) if latest else None,
-                "waiting": await debounce_state(client, name),
                 "unsent_events": publisher.unsent_count(name),
                 "refused_events": publisher.refused_count(name),
             }
         )
-    return json_response({"models": models})
+    return models
 
 
 @bp.route(route="models/{model}/runs", methods=["GET"])

@@ -26,6 +26,8 @@ _ALIVE = {
     OrchestrationRuntimeStatus.Suspended,
 }
 _ATTEMPTS = 4
+#: How long a listing waits for a coordinator's status (the SDK's own limit is minutes).
+STATUS_TIMEOUT_SECONDS = 5.0
 _BACKOFF_SECONDS = 0.25
 
 
@@ -46,9 +48,9 @@ async def debounce_state(client: df.DurableOrchestrationClient, model: str) -> d
     a burst of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else
     None. A status that cannot be read is None too: it only adds to a listing."""
     try:
-        status = await client.get_status(coordinator_id(model))
-    except Exception as exc:  # the SDK raises bare Exception for the task hub's errors
-        logger.warning("could not read coordinator %s's status: %s", coordinator_id(model), exc)
+        status = await asyncio.wait_for(client.get_status(coordinator_id(model)), STATUS_TIMEOUT_SECONDS)
+    except Exception as exc:  # the SDK raises bare Exception for the task hub's errors; or it took too long
+        logger.warning("could not read coordinator %s's status: %r", coordinator_id(model), exc)
         return None
     custom = getattr(status, "custom_status", None) if status is not None else None
     if status is None or status.runtime_status not in _ALIVE or not isinstance(custom, dict):

@@ -73,6 +73,7 @@ param functionMaxInstances int = 40
 // (more for a while after a new champion's edges re-judge its window) instead of growing by 80 MB a day for ever.
 @description('Days after it was written that a kept validation verdict is deleted; keep it above every model\'s training.window_days.')
 @minValue(30)
+@maxValue(7300)
 param verdictRetentionDays int = 180
 
 var abbrs = loadJsonContent('abbreviations.json')

@@ -224,7 +224,7 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
 
 def _waiting_line(model: str, waiting: Waiting) -> str:
     """When the model's next run starts: the coordinator waits for landing to be quiet (triggers.debounce)."""
-    when = f" at {waiting.starts_at:%H:%M:%S} UTC" if waiting.starts_at else ""
+    when = f" at {waiting.starts_at:%H:%M:%S} UTC" if waiting.starts_at else " soon"  # an older host says no time
     latest = f" ({waiting.deadline:%H:%M:%S} UTC at the latest)" if waiting.deadline else ""
     return (
         f"{escape(model)}: {waiting.blobs} landed blob(s) wait for the next run, which starts{when} unless another "

@@ -46,7 +46,7 @@ def check(
                 f"[red]✗[/red] {escape(str(path))}: no *.yaml spec in this directory", highlight=False, soft_wrap=True
             )
             continue
-        if path.suffix != ".yaml":  # the host would pass it over (and refuse to start beside a *.yml)
+        if path.exists() and path.suffix != ".yaml":  # the host would pass it over (and refuse to start beside it)
             failed += 1
             err.print(f"[red]✗[/red] {escape(ignored_spec_file(path))}", highlight=False, soft_wrap=True)
             continue

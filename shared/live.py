@@ -57,7 +57,7 @@ from shared.platform.scoring import class_text
 from shared.policy import DriftSummary, LandingNews, LivePerformance, RetrainDecision, decide_retrain
 from shared.profile import DatasetProfile, ProfileBuilder
 from shared.publish import EventPublisher, OutboundEvent, PublishError, RetrainRequested, make_event
-from shared.registry import ACTIVE_RUN_STATUSES, Champion, ModelVersion, Registry, Run
+from shared.registry import ACTIVE_RUN_STATUSES, Champion, ModelVersion, Registry, Run, bad_upload
 from shared.spec import DataContract, ModelSpec
 from shared.storage import MANIFESTS, BlobMissingError, BlobStore, FeedbackLabel, StorageError
 from shared.typecast import conform
@@ -678,7 +678,9 @@ def check_model(
             event_id=schedule_event_id(model, slot),
         )
     runs = registry.runs(model, limit=50)
-    blocked = blocking_run(runs, now, spec.triggers.cooldown)
+    # Every run counts, a request that never ran included (an aborted schedule request must not come back the
+    # next hour), but a bad upload, which says nothing of the model.
+    blocked = blocking_run([r for r in runs if not bad_upload(r)], now, spec.triggers.cooldown)
     if blocked is not None:
         return result("skipped", blocked)
 

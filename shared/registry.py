@@ -82,11 +82,17 @@ def never_ran(run: Run) -> bool:
     return run.status in ("merged", "suppressed") or run.details.get("never_started") is True
 
 
+def bad_upload(run: Run) -> bool:
+    """A run of landed data that ended without any valid new batch (all quarantined, overwritten or deleted): it
+    trained nothing and says nothing of the model, so it starts no cool-down (an accuracy alert or the schedule's
+    age check after it must not wait a day)."""
+    return run.trigger_kind == "blob_created" and run.status == "no_valid_data"
+
+
 def holds_back_alerts(run: Run) -> bool:
-    """Whether ``run`` counts for a monitor's alert (in progress, or starting its cool-down). A request that never
-    ran does not, nor does a run of landed data that ended without any valid new batch: a bad upload says nothing
-    of the model, and must not silence an accuracy alert for a day."""
-    return not never_ran(run) and not (run.trigger_kind == "blob_created" and run.status == "no_valid_data")
+    """Whether ``run`` counts for a monitor's alert (in progress, or starting its cool-down): not a request that
+    never ran, nor a bad upload."""
+    return not never_ran(run) and not bad_upload(run)
 
 
 # The newest-first run index: ``recent:<MICROS_CEILING - µs since the epoch, 16 digits>:<run id>``.

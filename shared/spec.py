@@ -162,8 +162,9 @@ class TrainingSpec(_Strict):
         gt=0.0,
         le=3650.0,
         description="train on the landing blobs written (Last-Modified) in the last N days, e.g. 90; null: the "
-        "whole landing folder. Every run lists the blobs it trains on and checks each one (a batch is read once, "
-        "then its kept verdict is reused), so bound it once the folder holds thousands of blobs",
+        "whole landing folder. Every run lists the blobs it trains on and checks each one (a batch is read when "
+        "first judged, then its kept verdict is reused while it is kept), so bound it once the folder holds "
+        "thousands of blobs",
     )
 
     def landed_since(self, now: datetime) -> datetime | None:
@@ -771,32 +772,58 @@ def inner_model_at(loc: Sequence[int | str]) -> Any:
     return model if found else None
 
 
+#: What a cross-field problem reads besides the field it names (the path before its '='), by that path's prefix: a
+#: default standing in for one of these may be all the problem is about (``_problems_past_faults``).
+_PROBLEM_READS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data.label", ("data.columns",)),
+    ("data.key", ("data.columns", "data.label")),
+    ("data.columns", ("data.label",)),
+    ("data.positive_class", ("task", "data.label", "data.columns")),
+    ("training.params", ("training.entry",)),
+    ("training.search_space", ("training.entry",)),
+    ("training.distribution", ("training.instance_count", "training.processes_per_instance")),
+    ("triggers.debounce", ("triggers.debounce",)),
+    ("name", ("rollout.endpoint",)),
+)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether field paths ``a`` and ``b`` are the same field or one holds the other (``rollout.steps[2]``)."""
+    return a == b or any(x.startswith(y) and x[len(y)] in ".[" for x, y in ((a, b), (b, a)) if len(x) > len(y))
+
+
 def _problems_past_faults(document: dict[str, Any], errors: Sequence[Any]) -> list[str]:
     """The cross-field problems (``_invariant_problems``) a spec with faulty fields still has, so that one check
-    names them all: judged on the document with each faulty field taken out, so that its default stands in.
-    A problem that names a field taken out is left out (it may be about the stand-in), and nothing is said when
-    taking them out is not enough (a required field at fault)."""
+    names them all: judged on the document with each faulty field taken out, so that its default stands in. A
+    problem that names or reads (``_PROBLEM_READS``) a field taken out is left out, since it may be about the
+    stand-in; nothing is said when taking them out is not enough (a required field at fault)."""
     trimmed = copy.deepcopy(document)
-    removed: set[str] = set()
+    removed: list[str] = []
     for error in errors:
         node: Any = trimmed
-        holder: tuple[dict[str, Any], str] | None = None
+        path, holder, held_at = "", None, ""
         for part in error["loc"]:  # down to the last mapping key on the fault's path that the document has
             if isinstance(node, dict) and part in node:
-                holder, node = (node, str(part)), node[part]
+                path = f"{path}.{part}" if path else str(part)
+                holder, held_at, node = (node, str(part)), path, node[part]
             elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
+                path, node = f"{path}[{part}]", node[part]
             else:
                 break
         if holder is not None and holder[1] in holder[0]:
             del holder[0][holder[1]]
-            removed.add(holder[1])
+            removed.append(held_at)
     try:
         spec = ModelSpec.model_validate(trimmed)
     except ValidationError:
         return []
-    named = [re.compile(rf"\b{re.escape(name)}\b") for name in removed]
-    return [p for p in _invariant_problems(spec) if not any(pattern.search(p) for pattern in named)]
+
+    def trusted(problem: str) -> bool:
+        named = problem.split("=", 1)[0]
+        reads = [named, *(r for prefix, extra in _PROBLEM_READS if _overlaps(named, prefix) for r in extra)]
+        return not any(_overlaps(gone, read) for gone in removed for read in reads)
+
+    return [p for p in _invariant_problems(spec) if trusted(p)]
 
 
 # --------------------------------------------------------------------------- loading
@@ -820,10 +847,10 @@ def parse_spec(document: Any, source: str) -> ModelSpec:
 
 
 def ignored_spec_file(path: Path) -> str:
-    """Why the host passes over a spec file not named ``*.yaml``, and the fix."""
-    return (
-        f"{path}: specs are read from *.yaml files only, so this one would be ignored (rename it to {path.stem}.yaml)"
-    )
+    """Why the host passes over a spec file not named ``*.yaml``, and the fix (not a rename over another spec)."""
+    beside = path.with_suffix(".yaml")
+    fix = f"merge it into {beside.name} or delete it" if beside.exists() else f"rename it to {beside.name}"
+    return f"{path}: specs are read from *.yaml files only, so this one would be ignored ({fix})"
 
 
 def load_spec(path: str | Path) -> ModelSpec:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from perennial_cli.spec import app
@@ -111,6 +112,19 @@ def test_check_refuses_a_yml_spec_as_the_host_does(tmp_path: Path) -> None:
         assert "(rename it to fraud.yaml)" in result.stderr
 
 
+def test_check_of_a_mistyped_path_says_it_is_not_there_and_a_yml_beside_its_yaml_is_not_to_be_renamed(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["check", str(tmp_path / "modles")], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "no such file" in result.stderr
+    assert "rename" not in result.stderr
+    (tmp_path / "fraud.yaml").write_text(FRAUD.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "fraud.yml").write_text(FRAUD.read_text(encoding="utf-8"), encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "400"})
+    assert "(merge it into fraud.yaml or delete it)" in result.stderr, "a rename would overwrite the real spec"
+
+
 def test_check_names_the_cross_field_problems_beside_the_field_faults(tmp_path: Path) -> None:
     """One check names every problem: a label that is no column, or steps that do not rise, are not held back until
     a wrong value elsewhere (here in the same sections) is fixed."""
@@ -147,6 +161,45 @@ def test_check_says_nothing_of_a_value_that_only_stands_in_for_a_faulty_one(tmp_
     assert result.exit_code == 1
     assert "triggers.debounce.max_wait_seconds='1200s'" in result.stderr
     assert "exceeds max_wait_seconds=900" not in result.stderr, "the default standing in is not the user's value"
+
+
+@pytest.mark.parametrize(
+    ("changes", "said", "not_said"),
+    [
+        # A mistyped task lets the binary default stand in: the positive class is no problem of the user's.
+        ([("task: binary", "task: multiclas"), ("  positive_class: 1\n", "  positive_class: 7\n")],
+         "task='multiclas'", "data.positive_class"),
+        # A faulty entry lets the default train.py stand in: whether it knows the options is not the question.
+        ([("  entry: training_jobs/train.py", "  entry: [my_train.py]"), ("    epochs: 8", "    my_opt: 8")],
+         "training.entry=['my_train.py']", "training.params.my_opt"),
+    ],
+    ids=["task", "entry"],
+)  # fmt: skip
+def test_check_leaves_out_a_problem_that_reads_a_faulty_field(
+    tmp_path: Path, changes: list[tuple[str, str]], said: str, not_said: str
+) -> None:
+    text = FRAUD.read_text(encoding="utf-8")
+    for good, bad in changes:
+        assert good in text
+        text = text.replace(good, bad, 1)
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path / "fraud.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert said in result.stderr
+    assert not_said not in result.stderr, result.stderr
+
+
+def test_check_names_a_problem_beside_a_fault_in_a_neighbouring_field(tmp_path: Path) -> None:
+    """A fault in search_space.lr.max says nothing of dropout's own range: both are named."""
+    text = FRAUD.read_text(encoding="utf-8")
+    for good, bad in [("    lr: {min: 0.0003, max: 0.01, log: true}", "    lr: {min: 0.0003, max: lots, log: true}"),
+                      ("    dropout: {values: [0.0, 0.1]}", "    dropout: {min: 0.3, max: 0.1}")]:  # fmt: skip
+        assert good in text
+        text = text.replace(good, bad, 1)
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["check", str(tmp_path / "fraud.yaml")], env={"COLUMNS": "400"})
+    assert "training.search_space.lr.max='lots'" in result.stderr
+    assert "training.search_space.dropout.max=0.1 is below min=0.3" in result.stderr
 
 
 def test_check_of_a_directory_without_specs_exits_1(tmp_path: Path) -> None:

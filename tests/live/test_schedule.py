@@ -303,6 +303,17 @@ def test_a_recent_run_cools_the_model_down(
     assert len(publisher.events) == 1
 
 
+def test_a_bad_upload_does_not_cool_the_model_down(
+    registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform
+) -> None:
+    """A run of landed data whose every new batch was quarantined trained nothing: the old champion is as old."""
+    now = datetime.now(UTC)
+    make_champion(registry, store, spec, now, age_days=40)
+    bad = replace(_run(spec, "run-bad", "no_valid_data", now - timedelta(hours=2)), trigger_kind="blob_created")
+    registry.create_run(bad)
+    assert check(spec, now, registry, store, platform, MemoryPublisher()).action == "requested"
+
+
 def test_no_champion_no_request(registry: Registry, store: BlobStore, spec: ModelSpec, platform: LocalPlatform) -> None:
     publisher = MemoryPublisher()
     assert check(spec, datetime.now(UTC), registry, store, platform, publisher).action == "skipped"

@@ -124,6 +124,28 @@ def _unsent_events(app_functions: dict[str, Any], model: str) -> int:
     return int(listed["unsent_events"])
 
 
+class _HungTaskHub:
+    """A Durable client whose status reads never answer (a task hub that hangs)."""
+
+    async def get_status(self, instance: str) -> Any:
+        await asyncio.sleep(3600)
+
+
+def test_the_model_listing_does_not_wait_on_a_hung_task_hub(
+    activity: Any, app_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions import coordination
+
+    monkeypatch.setattr(coordination, "STATUS_TIMEOUT_SECONDS", 0.2)
+    listing = app_functions["list_models"].get_user_function().__wrapped__
+    started = time.monotonic()
+    response = asyncio.run(listing(func.HttpRequest(method="GET", url="/api/models", body=b""), client=_HungTaskHub()))
+    assert time.monotonic() - started < 5
+    assert response.status_code == 200, response.get_body()
+    [fraud] = json.loads(response.get_body())["models"]
+    assert fraud["waiting"] is None, "what the coordinator waits on is left out, not the listing"
+
+
 def test_a_job_that_completed_without_its_metrics_is_a_failed_attempt(activity: Any, tmp_path: Path) -> None:
     _run("fraud-00000000000000c2")
     job = _job(tmp_path, "fraud-00000000000000c2", "print('done, but wrote nothing')\n")

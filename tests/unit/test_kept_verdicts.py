@@ -236,6 +236,26 @@ def test_a_verdict_that_expired_after_validation_is_profiled_again_not_failing_t
     assert clients.store().get_json(MANIFESTS, f"fraud/{run_id}/profile.json")["rows"] == 3000  # both blobs
 
 
+def test_a_verdict_that_cannot_be_kept_does_not_fail_the_batch(activity: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verdicts are a cache: a write that fails (the container gone, a blip) costs the next run a read, no more."""
+    from functions import activities
+    from shared.storage import StorageError
+
+    def refuse(*args: Any) -> None:
+        raise StorageError("the specified container does not exist", "provision it")
+
+    monkeypatch.setattr(activities, "keep_verdict", refuse)
+    run_id = "fraud-00000000000000d1"
+    clients.registry().create_run(Run("fraud", run_id, "manual", "t", run_id, status="running", stage="validating"))
+    outcome = _validate(activity, run_id, _land("k13.csv", GOOD))
+    assert outcome["ok"] is True
+    assert outcome["blob"]["verdict"] not in _kept()
+    prepared = activity(
+        "prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [outcome["blob"]], "edges": outcome["edges"]}
+    )
+    assert prepared["candidates"], "profiled again on the run's edges"
+
+
 def test_a_chunk_is_judged_in_order_each_blob_as_alone(activity: Any) -> None:
     good, bad, other = _land("k10-a.csv", GOOD), _land("k10-b.csv", fraud_batch(1500, seed=14).assign(hour=99)
         .to_csv(index=False).encode()), _land("k10-c.csv", OTHER)  # fmt: skip
