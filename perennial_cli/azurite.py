@@ -13,8 +13,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from devhost.lifetime import die_with_parent
 
@@ -23,6 +25,13 @@ AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
 # The well-known development account Azurite ships with (public, documented by Microsoft; not a secret).
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+#: Where ``UseDevelopmentStorage=true`` points: Azurite on its standard ports.
+DEVELOPMENT_STORAGE = {
+    "blob": f"http://127.0.0.1:10000/{ACCOUNT}",
+    "queue": f"http://127.0.0.1:10001/{ACCOUNT}",
+    "table": f"http://127.0.0.1:10002/{ACCOUNT}",
+}
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def free_port() -> int:
@@ -46,6 +55,47 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def storage_endpoints(connection: str) -> dict[str, str]:
+    """The service endpoints (``blob``, ``queue``, ``table``) a storage connection string names: its
+    ``BlobEndpoint=`` … fields, or Azurite's standard ports for ``UseDevelopmentStorage=true``. An account's
+    public endpoints (``AccountName=…;EndpointSuffix=…``) are not named, so not listed."""
+    fields = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (part.partition("=") for part in connection.split(";"))
+        if value
+    }
+    named = {kind: fields[f"{kind}endpoint"] for kind in ("blob", "queue", "table") if f"{kind}endpoint" in fields}
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return {**DEVELOPMENT_STORAGE, **named}
+    return named
+
+
+def refusing(endpoints: Iterable[str], timeout: float = 2.0) -> list[str]:
+    """Those of the loopback ``endpoints`` (URLs) where nothing accepts a connection: one quick probe each, no
+    retries. An endpoint on another machine is not probed (a proxy may stand between), so never listed."""
+    refused: list[str] = []
+    for endpoint in endpoints:
+        url = urlparse(endpoint)
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:  # not a port: the SDK names the setting that is wrong
+            continue
+        if url.hostname not in LOOPBACK:
+            continue
+        with socket.socket(socket.AF_INET6 if url.hostname == "::1" else socket.AF_INET) as probe:
+            probe.settimeout(timeout)
+            if probe.connect_ex((url.hostname, port)) != 0:
+                refused.append(endpoint)
+    return refused
+
+
+def storage_answers(connection: str) -> bool:
+    """Whether the blob endpoint of a local connection string accepts connections (one quick probe, no retries);
+    True for storage elsewhere: the SDK says what is wrong with that."""
+    blob = storage_endpoints(connection).get("blob")
+    return blob is None or not refusing([blob])
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -21,8 +22,11 @@ from rich.markup import escape
 
 from perennial_cli.client import ClientError
 from perennial_cli.localstack import LocalStack, StackPaths, listen_for_stop, not_interrupted
-from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
-from shared.spec import ModelSpec, SpecError, read_spec
+from shared.spec import SpecError, read_spec
+
+if TYPE_CHECKING:  # the scenario brings pandas and scipy: loaded when the demo runs, not with every command
+    from perennial_cli.scenario import Scenario, StageFailed
+    from shared.spec import ModelSpec
 
 #: A file the demo leaves in its state folder, so that it only ever wipes a folder it made itself.
 MARKER = ".perennial-demo"
@@ -61,6 +65,8 @@ def demo(
 
     State: everything lives under --state (default .perennial/demo), which is WIPED at the start of every run: data/ (the generated batches), models/ (the spec played), azurite/ (blobs and the run registry), state/ (jobs, registered models, endpoints, scoring logs), devhost/ (durable histories), logs/host.log.
     """
+    from perennial_cli.scenario import MODEL, Scenario, StageFailed, make_batches
+
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # a person following through a pipe (| tee) sees each line
     console = Console(highlight=False)
@@ -155,6 +161,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _prepare(state: Path, spec: Path, console: Console) -> ModelSpec:
     """Check the spec, then wipe the state folder (only one the demo made) and copy the spec into it; exit 2
     on a bad spec or a folder that is not the demo's, with the previous demo's state untouched."""
+    from perennial_cli.scenario import MODEL
+
     try:
         model = read_spec(spec)
     except SpecError as exc:

@@ -20,18 +20,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devhost.files import write_text_atomically
 from perennial_cli.azurite import Azurite, free_port, port_is_free, start_azurite
 from perennial_cli.client import PerennialClient
-from shared.platform.local import LocalPlatform
-from shared.registry import Registry
 from shared.settings import load_settings
 from shared.spec import load_specs
-from shared.storage import BlobStore
+
+if TYPE_CHECKING:  # the storage SDKs and the local ML service load when the stack starts, not with the CLI
+    from shared.platform.local import LocalPlatform
+    from shared.registry import Registry
+    from shared.storage import BlobStore
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The port `perennial host` uses; the demo takes it when it is free, else any free port.
@@ -177,6 +179,9 @@ class LocalStack:
             function_key=self.key,
             topic_key=secrets.token_urlsafe(24),
         )
+        from shared.registry import Registry
+        from shared.storage import BlobStore
+
         settings = load_settings(self.env)
         self.store = BlobStore.from_settings(settings.storage, load_specs(self.paths.models).keys())
         self.registry = Registry.from_settings(settings.storage, self.store)
@@ -253,6 +258,8 @@ class LocalStack:
 
     def platform(self) -> LocalPlatform:
         """The local ML service on the host's state folder (endpoints, deployments, jobs, faults)."""
+        from shared.platform.local import LocalPlatform
+
         return LocalPlatform(self.paths.state)
 
     def alive(self) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from typer.core import TyperOption
 
+import shared
 from perennial_cli import demo, host, runs, spec, up, upload, validate
 
 
@@ -29,6 +30,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"perennial {shared.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Options that come before COMMAND."""
+
+
 app.add_typer(spec.app, name="spec")
 app.command("up")(up.up)
 app.command("host")(host.host)

@@ -41,7 +41,6 @@ from perennial_cli.client import (
     requested_by_default,
 )
 from perennial_cli.status_style import STATUS_COLOURS, status_markup
-from shared.registry import ACTIVE_RUN_STATUSES
 
 PANEL = "Talk to a running host"
 Row = TypeVar("Row")
@@ -193,7 +192,7 @@ def _print_accepted(what: str, answer: Accepted, follow: bool = False) -> None:
 
 
 def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
-    """List the host's models: each one's champion version and latest run.
+    """List the host's models: each one's champion version, latest run, and when its next run starts.
 
     Example: perennial models --host http://127.0.0.1:7071
     """
@@ -380,6 +379,8 @@ def show_run(
 
 
 def _print_run(run: RunDetail) -> None:
+    from shared.registry import ACTIVE_RUN_STATUSES  # the registry loads the storage SDKs: not for every command
+
     out = _out()
     ended = run.status not in ACTIVE_RUN_STATUSES
     ships_a_version = run.trigger.kind in ("rollback", "rollout")  # trains and decides nothing

@@ -10,7 +10,6 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from shared.jobs import job_contract
 from shared.spec import ModelSpec, SpecError, endpoint_clashes, ignored_spec_file, inner_model, load_spec
 
 app = typer.Typer(help="Work with model specs (models/<name>.yaml).", no_args_is_help=True)
@@ -97,6 +96,8 @@ def contract(
     """
     err = Console(stderr=True)
     spec = load_spec_or_exit(path, code=1)
+    from shared.jobs import job_contract  # loads the storage SDKs: only for this command
+
     text = job_contract(spec)  # what shared.jobs stages for a job
     if output is None:
         typer.echo(text)

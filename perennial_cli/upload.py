@@ -9,22 +9,19 @@ connection string in its state folder while it runs).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlparse
 
 import typer
-from azure.core.exceptions import AzureError, ResourceExistsError
 from rich.console import Console
 from rich.markup import escape
 
+from perennial_cli.azurite import storage_answers
 from perennial_cli.localstack import StackPaths
 from perennial_cli.up import DEFAULT_STATE
 from shared.blobpaths import BlobNameError, validate_blob_name
 from shared.settings import SettingsError, StorageSettings, storage_settings
-from shared.spec import SpecError, load_specs
-from shared.storage import LANDING, BlobStore, StorageError
+from shared.spec import ModelSpec, SpecError, load_specs
 
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}
 START_HINT = "start `perennial up` (from this folder), or set AzureWebJobsStorage to the storage account's settings"
@@ -46,14 +43,18 @@ def upload(
     ),
     models: Path = typer.Option(Path("models"), "--models", help="The folder of model specs (*.yaml)."),
 ) -> None:
-    """Upload data files to landing/<model>/: the host announces each one and a run trains on it.
+    """Upload data files to landing/<model>/: once no new file has landed for a while, a run trains on them.
 
-    A file that breaks the model's data contract is quarantined with a report, not trained on.
+    The run starts when no new batch has landed for the spec's triggers.debounce.quiet_seconds (120 s unless the spec says otherwise), so a burst of files trains once. A file that breaks the model's data contract is quarantined with a report, not trained on.
 
     Check a file first with: perennial validate FILE --spec models/<model>.yaml
 
     Example: perennial upload batch-001.csv --model fraud
     """
+    from azure.core.exceptions import AzureError, ResourceExistsError
+
+    from shared.storage import LANDING, BlobStore, StorageError
+
     out = Console(highlight=False)
     known = _known_models(models)
     if model not in known:
@@ -95,15 +96,25 @@ def upload(
         )
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
         _fail(f"could not upload landing/{model}/{relative} to {where}: {_first_line(exc)}", START_HINT)
-    out.print(
-        f"The host announces new data within seconds; follow the run with: perennial runs {escape(model)}",
-        soft_wrap=True,
+    out.print(escape(when_the_run_starts(known[model], models / f"{model}.yaml")), soft_wrap=True)
+
+
+def when_the_run_starts(spec: ModelSpec, path: Path) -> str:
+    """What happens next, as the model's coordinator does it: the run waits until the landing folder is quiet."""
+    debounce = spec.triggers.debounce
+    follow = f"`perennial models` says when; follow the run with: perennial runs {spec.name}"
+    if not debounce.quiet_seconds:
+        return f"A run starts within seconds (triggers.debounce.quiet_seconds is 0 in {path}). {follow}"
+    return (
+        f"A run starts once no new batch has landed in landing/{spec.name}/ for {debounce.quiet_seconds:g} s "
+        f"(triggers.debounce.quiet_seconds in {path}; at the latest {debounce.max_wait_seconds:g} s after the "
+        f"first batch). {follow}"
     )
 
 
-def _known_models(models: Path) -> frozenset[str]:
+def _known_models(models: Path) -> dict[str, ModelSpec]:
     try:
-        return frozenset(load_specs(models))
+        return load_specs(models)
     except SpecError as exc:
         more = f" (and {len(exc.problems) - 1} more problem(s))" if len(exc.problems) > 1 else ""
         _fail(
@@ -124,21 +135,10 @@ def _storage(state: Path) -> tuple[StorageSettings, str]:
     recorded = StackPaths(state).storage_connection
     if recorded.is_file():
         connection = recorded.read_text(encoding="utf-8").strip()
-        if not _answers(connection):  # left behind by a `perennial up` that was killed outright
+        if not storage_answers(connection):  # left behind by a `perennial up` that was killed outright
             _fail(f"the `perennial up` that ran on {state} is gone (its Azurite does not answer)", START_HINT)
         return StorageSettings(connection, None, None, None, None), f"the Azurite of `perennial up` ({state})"
     _fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
-
-
-def _answers(connection: str) -> bool:
-    """Whether the blob endpoint of a local connection string accepts connections (a quick probe, no retries)."""
-    fields = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
-    endpoint = urlparse(fields.get("BlobEndpoint", ""))
-    if not endpoint.hostname or endpoint.port is None:
-        return True  # not a loopback Azurite: let the SDK say what is wrong
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex((endpoint.hostname, endpoint.port)) == 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """``perennial validate``: check a data file against a model's data contract (and drift vs a reference).
 
-Exit codes: 0 the batch passes (warnings allowed), 1 it fails a hard check, 2 the spec or the
-reference profile cannot be used, or the profile cannot be written (``--profile-out``).
+Exit codes: 0 the batch passes (warnings allowed), 1 it fails a hard check, 2 the file is missing, a
+directory or unreadable, the spec or the reference profile cannot be used, or the profile cannot be
+written (``--profile-out``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,10 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from perennial_cli.spec import load_spec_or_exit
-from shared.drift import DriftReport, compare
-from shared.profile import DatasetProfile, ProfileError
-from shared.validation import Finding, ValidationReport, locate
-from shared.validation import validate as validate_batch
+
+if TYPE_CHECKING:  # numpy, pyarrow and scipy load when a file is validated, not with every command's --help
+    from shared.drift import DriftReport
+    from shared.profile import DatasetProfile
+    from shared.validation import Finding, ValidationReport
 
 
 def validate(
@@ -36,9 +38,18 @@ def validate(
         None, "--profile-out", help="Write this batch's profile (JSON) here, e.g. to use as a reference later."
     ),
 ) -> None:
-    """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails, 2 if
-    the spec, the reference or the profile path cannot be used."""
+    """Validate and profile a CSV/Parquet file against a spec's data contract. Exit 1 if a hard check fails.
+
+    Exit 2 if the file, the spec, the reference or the profile path cannot be used.
+
+    Example: perennial validate batch-001.csv --spec models/fraud.yaml
+    """
+    from shared.drift import compare
+    from shared.profile import DatasetProfile, ProfileError
+    from shared.validation import validate as validate_batch
+
     err = Console(stderr=True)
+    _check_readable(err, path)
     model = load_spec_or_exit(spec, code=2)
     if profile_out is not None and profile_out.is_dir():  # before a long validation, not after it
         _unwritable(err, profile_out, "it is a directory; pass a file path such as profile.json")
@@ -78,12 +89,35 @@ def validate(
         raise typer.Exit(code=1)
 
 
+def _check_readable(err: Console, path: Path) -> None:
+    """Exit 2 (a usage error, as for the spec) unless ``path`` is a file this process can open: a missing file
+    or a directory is not data that failed its checks."""
+    if path.is_dir():
+        problem = "is a directory"
+    else:
+        try:
+            path.open("rb").close()
+            return
+        except FileNotFoundError:
+            problem = "no such file"
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or exc})"
+    err.print(
+        f"[red]✗[/red] {escape(str(path))}: {problem} (pass the path of a CSV or Parquet file)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=2)
+
+
 def _unwritable(err: Console, target: Path | None, why: str) -> NoReturn:
     err.print(f"[red]✗[/red] {escape(str(target))}: cannot write the profile ({why})", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
 def _print(report: ValidationReport, drift: DriftReport | None, profile_out: Path | None) -> None:
+    from shared.validation import locate
+
     out = Console()
     mark = "[green]✓ passed[/green]" if report.ok else "[red]✗ failed[/red]"
     out.print(

@@ -43,13 +43,12 @@ def test_failed_batch_exits_1_with_the_fix(tmp_path: Path) -> None:
     assert "fix out_of_range amount" in result.output
 
 
-def test_a_missing_file_is_named_in_the_verdict(tmp_path: Path) -> None:
+def test_a_missing_file_is_a_usage_error_that_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     # Wide enough for any tmp_path (pytest-xdist adds popen-gwN/): rich would wrap the path mid-name.
     result = runner.invoke(app, ["validate", str(missing), "--spec", SPEC], env={"COLUMNS": "400"})
-    assert result.exit_code == 1
-    assert f"failed {missing}:" in " ".join(result.output.split())  # rich wraps long lines
-    assert "does not exist" in result.output
+    assert result.exit_code == 2  # not 1: there is no data that failed a check (tests/cli/test_first_use.py)
+    assert f"{missing}: no such file" in result.output
 
 
 def test_bad_spec_or_reference_exits_2(tmp_path: Path) -> None:
