@@ -22,12 +22,12 @@ help:  ## show the targets
 
 setup: $(PY_STAMP) $(NODE_STAMP)  ## create .venv and install Python + Node dependencies
 
-$(PY_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(PY_STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing Python dependencies (pinned; torch==2.13.0 CPU)…"
 	@$(PIP) install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
-	@$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt 2>&1 | $(QUIET_PIP)
+	@$(PIP) install --quiet -r requirements.txt -r requirements-cli.txt -r requirements-dev.txt 2>&1 | $(QUIET_PIP)
 	@$(PIP) install --quiet --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
 	@$(BIN)/python -c "import torch, azure.functions, azure.durable_functions" || { echo "Python dependencies did not install"; exit 1; }
 	@touch $@

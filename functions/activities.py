@@ -122,6 +122,9 @@ _PARALLEL_BLOB_READS = 8
 # Blobs per validate_blobs activity: a chunk of new 12 MB batches validates in about 10 s, and its answer (about
 # 300 bytes a blob) stays far below Durable's 64 KB message size, beyond which messages go through blob storage.
 VALIDATE_CHUNK = 50
+# And at most this many bytes per chunk: validation reads about 60-100 MB/s of CSV on one core, so a chunk of 4 GiB
+# takes about a minute, well inside the host's 30-minute function timeout (host.json), however large the batches.
+VALIDATE_CHUNK_BYTES = 4 * 1024**3
 # How far back of the training window's start a run's own manifest may reach: the window was applied when the run
 # listed landing, up to this long before it pins its manifest.
 _RUN_TIME_ALLOWANCE = timedelta(days=1)
@@ -293,6 +296,10 @@ def record_stage(payload: dict[str, Any]) -> dict[str, Any]:
     return {"abort": run.abort_requested}
 
 
+#: Run endings logged as warnings: nothing shipped, and someone may need to act.
+_ENDINGS_TO_LOOK_AT = frozenset({"failed", "rolled_back", "aborted", "no_valid_data"})
+
+
 @bp.activity_trigger(input_name="payload")
 def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
     """Record the outcome with its reasons (and ``error``, for a run that crashed) and publish RunCompleted
@@ -320,6 +327,12 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
         )
 
     run = _registry().update_run(payload["model"], payload["run_id"], change)
+    # What an operator's alert looks for (infra/: "ended failed", "ended rolled_back"): a warning for a run that
+    # shipped nothing for a reason someone may need to act on.
+    level = logging.WARNING if run.status in _ENDINGS_TO_LOOK_AT else logging.INFO
+    summary = "; ".join(run.decision_reasons)[:1000] or run.error or "no reason recorded"
+    logger.log(level, "run %s of %s ended %s: %s", run.run_id, run.model, run.status, summary,
+               extra={"model": run.model, "run_id": run.run_id})  # fmt: skip
     _publisher().publish([run_completed_event(run.model, run.run_id, run.status, run.decision, run.decision_reasons)])
     return {"run_id": run.run_id, "status": run.status}
 
@@ -357,6 +370,7 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
         # Validate in chunks (validate_blobs). An orchestration that recorded an answer without it replays as it
         # ran: one validate_blob per blob.
         "validate_chunk": VALIDATE_CHUNK,
+        "validate_chunk_bytes": VALIDATE_CHUNK_BYTES,  # absent from answers recorded before: count alone
     }
 
 

@@ -41,6 +41,7 @@ from shared.workflow import (
     blob_identity,
     candidate_job_base,
     poll_delay,
+    validation_chunks,
 )
 
 bp = df.Blueprint()
@@ -257,10 +258,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
     if rest and chunk:
         chunks = yield context.task_all(
             [
-                context.call_activity_with_retry(
-                    "validate_blobs", MUST_FINISH, {**run, "blobs": rest[start : start + chunk], "edges": edges}
-                )
-                for start in range(0, len(rest), chunk)
+                context.call_activity_with_retry("validate_blobs", MUST_FINISH, {**run, "blobs": part, "edges": edges})
+                for part in validation_chunks(rest, chunk, resolved.get("validate_chunk_bytes"))
             ]
         )
         checked += [ValidationOutcome.load(o) for outcomes in chunks for o in outcomes]

@@ -2,7 +2,10 @@
 
 Locally every record is one JSON line on stderr (``PERENNIAL_LOG_FORMAT=text``
 for plain lines). In Azure the Functions worker already forwards the root logger
-to Application Insights, so we only add the correlation id to each record.
+to Application Insights, but the message text only (not a record's ``extra``
+fields: azure-functions-python-worker #1327), so the correlation id and every
+extra (``model``, ``run_id``, …) are written into the message itself, where a
+query can find them: ``… [model=fraud run_id=fraud-3f2a… correlation_id=…]``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,28 @@ class _CorrelationFilter(logging.Filter):
         return True
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """What was passed with ``extra=`` (and the correlation id), in the order it was given."""
+    found = {key: value for key, value in record.__dict__.items() if key not in _STANDARD and not key.startswith("_")}
+    cid = getattr(record, "correlation_id", None)
+    return {**found, "correlation_id": cid} if cid else found
+
+
+class _ContextInMessage(logging.Filter):
+    """Azure: append the record's extras and correlation id to its message, the only part the worker forwards."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = _correlation.get()
+        if getattr(record, "_perennial_context", False):  # already written (a second handler)
+            return True
+        record._perennial_context = True
+        extras = _extras(record)
+        if extras:
+            fields = " ".join(f"{key}={str(value)[:200]}" for key, value in extras.items())
+            record.msg, record.args = f"{record.getMessage()} [{fields}]", None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, correlation id and any extras."""
 
@@ -54,26 +79,24 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        cid = getattr(record, "correlation_id", None)
-        if cid:
-            entry["correlation_id"] = cid
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
 def configure_logging(fmt: str = "json", level: int = logging.INFO, in_azure: bool = False) -> None:
-    """Install our handler on the root logger once; in Azure only add the correlation filter."""
+    """Install our handler on the root logger once; in Azure write the context into the worker's messages."""
     root = logging.getLogger()
+    # The Azure SDKs log every HTTP request at INFO; that drowns our own lines (and, in Azure, costs ingestion).
+    logging.getLogger("azure").setLevel(logging.WARNING)
     for handler in root.handlers:
         if getattr(handler, "_perennial", False):
             return
     if in_azure:
         for handler in root.handlers:
-            handler.addFilter(_CorrelationFilter())
+            if not any(isinstance(f, _ContextInMessage) for f in handler.filters):
+                handler.addFilter(_ContextInMessage())
         return
     handler = logging.StreamHandler(sys.stderr)
     handler._perennial = True  # type: ignore[attr-defined]
@@ -84,5 +107,3 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO, in_azure: bo
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    # The Azure SDKs log every HTTP request at INFO; that drowns our own lines.
-    logging.getLogger("azure").setLevel(logging.WARNING)

@@ -301,7 +301,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         storage=storage,
         azureml=azureml,
         eventgrid=eventgrid,
-        in_azure=bool(env.get("WEBSITE_INSTANCE_ID")),
+        # App Service sets both on every plan; either alone says "in Azure" (Flex's set is not documented).
+        in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME")),
         retrain_schedule=retrain_schedule,
         endpoint_suffix=endpoint_suffix,
     )

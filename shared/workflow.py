@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, Self
 
@@ -193,6 +193,22 @@ def deployment_name(model: str, version: str | int) -> str:
 
 
 # --------------------------------------------------------------------------- polling
+
+
+def validation_chunks(blobs: Sequence[Mapping[str, Any]], count: int, max_bytes: int | None) -> list[list[Any]]:
+    """``blobs`` in order, cut into chunks of at most ``count`` blobs and (when given) ``max_bytes`` bytes together,
+    so one ``validate_blobs`` activity reads no more than it can within the host's function timeout. A blob larger
+    than ``max_bytes`` has a chunk of its own."""
+    chunks: list[list[Any]] = []
+    size = 0
+    for blob in blobs:
+        blob_size = int(blob.get("size") or 0)
+        if not chunks or len(chunks[-1]) >= count or (max_bytes is not None and size + blob_size > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(blob)
+        size += blob_size
+    return chunks
 
 
 def poll_delay(polls: int, first: float = 15.0, cap: float = 300.0) -> timedelta:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,3 +112,60 @@ def test_the_deployed_package_imports_function_app_in_azure_mode(tmp_path: Path)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["leaked"] == [], f"function_app needs modules .funcignore leaves out: {result['leaked']}"
     assert {"health", "on_blob_created", "on_alert_event"} <= set(result["functions"])
+
+
+def _requirement_names(path: Path) -> set[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return {re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0].lower().replace("_", "-") for line in lines if line}
+
+
+def _imported_distributions() -> set[str]:
+    """The distributions whose modules the app's own code imports (at the top or inside a function)."""
+    from importlib.metadata import packages_distributions
+
+    providers = packages_distributions()
+    found: set[str] = set()
+    for path in [ROOT / "function_app.py", *(ROOT / "functions").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("shared", "functions"):
+                    continue
+                # A namespace package (azure) is shared by many distributions: find the one of this module.
+                dotted = [name.rsplit(".", n)[0] for n in range(name.count(".") + 1)]
+                for candidate in dotted:
+                    spec = importlib.util.find_spec(candidate)
+                    origin = getattr(spec, "origin", None) if spec else None
+                    if origin:
+                        dist = _distribution_of(Path(origin))
+                        if dist:
+                            found.add(dist)
+                            break
+                else:
+                    found.update(d.lower().replace("_", "-") for d in providers.get(top, []))
+    return found
+
+
+def _distribution_of(file: Path) -> str | None:
+    from importlib.metadata import distributions
+
+    for dist in distributions():
+        for entry in dist.files or ():
+            if Path(str(dist.locate_file(entry))) == file:
+                return str(dist.metadata["Name"]).lower().replace("_", "-")
+    return None
+
+
+def test_requirements_txt_is_what_the_app_imports() -> None:
+    """What Azure installs for the app: every distribution functions/ and shared/ import, and nothing only the CLI,
+    devhost, the tests or the training jobs use (each one is built into every deploy and read on cold starts)."""
+    wanted = _requirement_names(ROOT / "requirements.txt")
+    imported = _imported_distributions()
+    assert imported - wanted == set(), "the app imports these: add them to requirements.txt"
+    assert not wanted & {"torch", "pandas", "typer", "rich", "pytest"}, "the CLI's and the tests' live elsewhere"

@@ -243,7 +243,7 @@ def test_a_failed_deployment_is_a_typed_error(azure_platform: MLPlatform, fake_a
 
 
 def test_a_deployment_is_started_not_waited_for_and_never_sent_twice(fake_arm: FakeAzureML) -> None:
-    """Azure provisions a deployment for many minutes, past the host's 10-minute function timeout: the call
+    """Azure provisions a deployment for many minutes, past the host's 30-minute function timeout: the call
     answers "Creating" within its short wait and the orchestrator polls; a retried call sends nothing."""
     azure_platform = _azure_platform(fake_arm, deployment_wait_seconds=0.5)
     azure_platform.ensure_endpoint(EndpointSpec("fraud-ep"))

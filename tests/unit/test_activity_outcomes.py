@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -122,6 +123,23 @@ def _unsent_events(app_functions: dict[str, Any], model: str) -> int:
     assert response.status_code == 200, response.get_body()
     [listed] = [m for m in json.loads(response.get_body())["models"] if m["model"] == model]
     return int(listed["unsent_events"])
+
+
+def test_a_run_that_ships_nothing_ends_with_a_warning_an_alert_can_find(
+    activity: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """infra/ alerts on these lines in Application Insights: a failed or rolled-back run must be a warning."""
+    _run("fraud-00000000000000c8")
+    _run("fraud-00000000000000c9")
+    payload = {"model": "fraud", "status": "failed", "reasons": ["every candidate failed"]}
+    with caplog.at_level(logging.INFO, logger="perennial"):
+        activity("finish_run", {**payload, "run_id": "fraud-00000000000000c8"})
+        activity("finish_run", {**payload, "run_id": "fraud-00000000000000c9", "status": "promoted", "version": "4"})
+    ended = {r.getMessage(): r.levelno for r in caplog.records if " ended " in r.getMessage()}
+    assert ended == {
+        "run fraud-00000000000000c8 of fraud ended failed: every candidate failed": logging.WARNING,
+        "run fraud-00000000000000c9 of fraud ended promoted: every candidate failed": logging.INFO,
+    }
 
 
 class _HungTaskHub:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 import logging
 
-from shared.logs import JsonFormatter, correlated, correlation_id
+import pytest
+
+from shared.logs import JsonFormatter, configure_logging, correlated, correlation_id
 
 
 def test_json_lines_carry_the_correlation_id_and_extras() -> None:
@@ -18,3 +20,32 @@ def test_json_lines_carry_the_correlation_id_and_extras() -> None:
     assert line["correlation_id"] == "run-42"
     assert line["model"] == "fraud"
     assert correlation_id() is None
+
+
+class _WorkerHandler(logging.Handler):
+    """What the Functions Python worker forwards to Application Insights: the message text, nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_in_azure_the_context_is_written_into_the_forwarded_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    worker = _WorkerHandler()
+    monkeypatch.setattr(root, "handlers", [worker])  # the worker's handler alone, as in Azure
+    monkeypatch.setattr(logging.getLogger("azure"), "level", logging.NOTSET)
+    configure_logging(in_azure=True)
+    configure_logging(in_azure=True)  # a second call (a reload) must not write the context twice
+    log = logging.getLogger("perennial.test")
+    with correlated("c-1"):
+        log.warning("run %s ended %s", "fraud-1", "failed", extra={"model": "fraud", "run_id": "fraud-1"})
+    log.warning("no context")
+    assert worker.messages == [
+        "run fraud-1 ended failed [model=fraud run_id=fraud-1 correlation_id=c-1]",
+        "no context",
+    ]
+    assert logging.getLogger("azure").level == logging.WARNING, "the SDKs' request lines stay out of App Insights"

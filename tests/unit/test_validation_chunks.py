@@ -83,3 +83,32 @@ def test_a_first_model_takes_its_edges_from_the_first_valid_blob_then_chunks_the
 def test_a_run_recorded_before_chunks_replays_one_activity_per_blob(edges: Any) -> None:
     _, called = _run({"blobs": BLOBS, "edges": edges})  # resolve_run_blobs' answer of an older version
     assert _validations(called) == [("validate_blob", 1)] * len(BLOBS)
+
+
+def test_chunks_are_bounded_by_bytes_too_when_the_answer_says_so() -> None:
+    """Fifty 2 GB exports in one activity would outlast the host's function timeout: a chunk also stops at a size."""
+    sized = [{**b, "size": 3 * 1024**3 if i in (10, 11) else 1024} for i, b in enumerate(BLOBS)]
+    _, called = _run({"blobs": sized, "edges": EDGES, "validate_chunk": 50, "validate_chunk_bytes": 4 * 1024**3})
+    chunks = [[b["name"] for b in p["blobs"]] for name, p in called if name == "validate_blobs"]
+    assert [len(c) for c in chunks] == [11, 50, 50, 9]  # b10 ends the first chunk, b11 starts the next alone…
+    assert chunks[1][0] == "fraud/b11.csv"  # …with the small ones after it
+    assert [n for c in chunks for n in c] == [b["name"] for b in BLOBS], "every blob once, in order"
+
+
+@pytest.mark.parametrize(
+    ("sizes", "count", "max_bytes", "expected"),
+    [
+        ([1, 1, 1], 2, None, [2, 1]),
+        ([5, 5, 5], 10, 10, [2, 1]),
+        ([20, 1, 1], 10, 10, [1, 2]),  # a blob larger than the bound has a chunk of its own
+        ([1, 20, 1], 10, 10, [1, 1, 1]),
+        ([], 10, 10, []),
+    ],
+)
+def test_validation_chunks(sizes: list[int], count: int, max_bytes: int | None, expected: list[int]) -> None:
+    from shared.workflow import validation_chunks
+
+    blobs = [{"name": str(i), "size": size} for i, size in enumerate(sizes)]
+    chunks = validation_chunks(blobs, count, max_bytes)
+    assert [len(c) for c in chunks] == expected
+    assert [b for c in chunks for b in c] == blobs
