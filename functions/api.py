@@ -54,7 +54,14 @@ logger = logging.getLogger("perennial.api")
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Liveness + what this instance runs: version, platform adapter and the model specs it loaded."""
+    """Liveness and the version, for anyone: what the instance runs (settings, models, endpoints) is `/api/status`,
+    behind the function key, since an endpoint's name is its public scoring host name."""
+    return json_response({"status": "ok", "version": shared.__version__})
+
+
+@bp.route(route="status", methods=["GET"])
+def status(req: func.HttpRequest) -> func.HttpResponse:
+    """What this instance runs: version, platform adapter, settings (nothing secret) and the model specs it loaded."""
     runtime = get_runtime()
     return json_response(
         {

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.blobpaths import BlobNameError
 from shared.events import MODEL_TAG
 from shared.platform import JobInput, JobSpec, job_output_uri
+from shared.registry import check_id
 from shared.spec import ModelSpec
 from shared.storage import LANDING, MANIFESTS, BlobStore, Manifest
 
@@ -67,10 +69,18 @@ def job_contract(spec: ModelSpec) -> str:
 
 
 def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir: Path) -> StagedInputs:
-    """Download the manifest's blobs into ``<state>/staging/<run>/data`` (idempotent: done files are kept)."""
-    root = state_dir / STAGING_DIR / manifest.run_id
+    """Download the manifest's blobs into ``<state>/staging/<run>/data`` (idempotent: done files are kept).
+
+    The manifest is read from storage: its model, run id and every name are checked before any becomes a local
+    path, so none can reach outside the run's staging folder."""
+    if manifest.model != spec.name:
+        raise BlobNameError(f"the manifest is of model {manifest.model!r}, not {spec.name!r}", "rewrite it", "model")
+    root = state_dir / STAGING_DIR / check_id(manifest.run_id, "run id")
     data = root / "data"
     for entry in manifest.blobs:
+        store.path(LANDING, entry.name)  # a safe landing name (no '..', no empty segment) of a known model
+        if not entry.name.startswith(f"{spec.name}/"):
+            raise BlobNameError(f"manifest entry {entry.name!r} is not in landing/{spec.name}/", "rewrite it", "name")
         target = data / _relative(manifest.model, entry.name)
         if target.exists() and target.stat().st_size == entry.size:
             continue

@@ -124,7 +124,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_id(value: str, what: str) -> str:
+def check_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise RegistryError(f"{what} {value!r} is not a valid id", "use 1-200 letters, digits, '.', '_' or '-'")
     return value
@@ -376,7 +376,7 @@ class Registry:
     def create_run(self, run: Run) -> Run:
         """Insert ``run`` and its index row; if a run with this id exists (a redelivered trigger) return that one
         instead."""
-        _check_id(run.run_id, "run id")
+        check_id(run.run_id, "run id")
         index = {"PartitionKey": run.model, "RowKey": _recent_key(run.run_id, run.created_at), "run_id": run.run_id}
         try:
             # One transaction: a run is never listed without its record, nor recorded without being listed.
@@ -391,7 +391,7 @@ class Registry:
         return replace(run, etag=etags[0])
 
     def get_run(self, model: str, run_id: str) -> Run | None:
-        entity = self.runs_table.get(model, f"run:{_check_id(run_id, 'run id')}")
+        entity = self.runs_table.get(model, f"run:{check_id(run_id, 'run id')}")
         return _decode(Run, entity) if entity else None
 
     def require_run(self, model: str, run_id: str) -> Run:
@@ -461,7 +461,7 @@ class Registry:
         self._ensure_run_index(model)
         cursor = None
         if after is not None:
-            start = self.get_run(model, _check_id(after, "run id"))
+            start = self.get_run(model, check_id(after, "run id"))
             if start is None:
                 raise RegistryError(f"no run {after!r} for model {model!r} to list after", "start from the newest")
             cursor = _recent_key(start.run_id, start.created_at)
@@ -532,7 +532,7 @@ class Registry:
         if any(c.model != model or c.run_id != run_id for c in candidates):
             raise RegistryError("candidates of several runs were saved together", "save one run's candidates at once")
         ops: list[Operation] = [
-            ("upsert", _encode(c, model, f"cand:{run_id}:{_check_id(c.candidate_id, 'candidate id')}"))
+            ("upsert", _encode(c, model, f"cand:{run_id}:{check_id(c.candidate_id, 'candidate id')}"))
             for c in candidates
         ]
         run = self.require_run(model, run_id)
@@ -544,14 +544,14 @@ class Registry:
 
     def save_candidate(self, candidate: Candidate) -> Candidate:
         """Write back one candidate read earlier (status, job name, metrics); ConcurrencyError if stale."""
-        rk = f"cand:{candidate.run_id}:{_check_id(candidate.candidate_id, 'candidate id')}"
+        rk = f"cand:{candidate.run_id}:{check_id(candidate.candidate_id, 'candidate id')}"
         candidate = replace(candidate, updated_at=_now())
         entity = _encode(candidate, candidate.model, rk)
         etag = self.runs_table.replace(entity, candidate.etag) if candidate.etag else self.runs_table.create(entity)
         return replace(candidate, etag=etag)
 
     def candidates(self, model: str, run_id: str) -> list[Candidate]:
-        return [_decode(Candidate, e) for e in self.runs_table.query(model, f"cand:{_check_id(run_id, 'run id')}:")]
+        return [_decode(Candidate, e) for e in self.runs_table.query(model, f"cand:{check_id(run_id, 'run id')}:")]
 
     # ----------------------------------------------------------------- rollout steps
 
@@ -559,12 +559,12 @@ class Registry:
         """Record step ``index`` of a rollout; re-recording the same index (an activity retry) replaces it."""
         if not 0 <= step.index <= 9999:
             raise RegistryError(f"rollout step index {step.index} is out of range", "use 0-9999")
-        rk = f"step:{_check_id(step.run_id, 'run id')}:{step.index:04d}"
+        rk = f"step:{check_id(step.run_id, 'run id')}:{step.index:04d}"
         etag = self.runs_table.upsert(_encode(step, step.model, rk))
         return replace(step, etag=etag)
 
     def rollout_steps(self, model: str, run_id: str) -> list[RolloutStep]:
-        return [_decode(RolloutStep, e) for e in self.runs_table.query(model, f"step:{_check_id(run_id, 'run id')}:")]
+        return [_decode(RolloutStep, e) for e in self.runs_table.query(model, f"step:{check_id(run_id, 'run id')}:")]
 
     def deciding_step(self, model: str, run_id: str) -> RolloutStep | None:
         """The step that ended a rolled-back rollout: the last one with a failed verdict, else the last one."""
@@ -589,7 +589,7 @@ class Registry:
         batch rolls back and is retried without the blobs it took, so a version is never
         claimed twice.
         """
-        _check_id(run_id, "run id")
+        check_id(run_id, "run id")
         wanted = {self._seen_key(u, e): SeenBlob(model, u, e, run_id, size) for u, e, size in blobs}
         claimed: list[SeenBlob] = []
         already: list[SeenBlob] = []

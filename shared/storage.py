@@ -56,6 +56,8 @@ FEEDBACK = "feedback"
 VERDICTS = "verdicts"
 #: Every container Perennial uses; infra/ creates them, ``BlobStore.ensure_containers`` does locally.
 CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER, FEEDBACK, VERDICTS)
+#: The longest JSON line a feedback blob may have (a label line is a few hundred bytes).
+MAX_FEEDBACK_LINE = 64 * 1024
 #: The file kinds a feedback blob may be (by name).
 FEEDBACK_SUFFIXES = (".csv", ".jsonl")
 
@@ -706,12 +708,15 @@ class BlobStore:
             for record in reader:
                 yield _feedback_label(record, ref.name)
         else:
-            for line in text:
+            for line in _bounded_lines(text, MAX_FEEDBACK_LINE):
+                if line is None:  # longer than any label line: skipped, not held in memory
+                    yield None
+                    continue
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                     yield None
                     continue
                 yield _feedback_label(record, ref.name) if isinstance(record, dict) else None
@@ -749,3 +754,14 @@ class BlobStore:
         segments = name.split("/")
         if not name or name.startswith("/") or any(s in ("", ".", "..") for s in segments) or "\\" in name:
             raise BlobNameError(f"payload name {name!r} is unsafe", "use <table>/<partition>/<row>/<property>")
+
+
+def _bounded_lines(text: IO[str], limit: int) -> Iterator[str | None]:
+    """The lines of ``text``, each one None when it is longer than ``limit`` characters (read past, not kept)."""
+    while line := text.readline(limit + 1):
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        while (rest := text.readline(limit)) and not rest.endswith("\n"):
+            pass  # the rest of an over-long line, a piece at a time
+        yield None

@@ -31,6 +31,7 @@ from devhost.eventgrid.subscriptions import DEFAULT_FILE, SubscriptionsFile, loa
 from devhost.eventgrid.watcher import LOCAL_SUBSCRIPTION, BlobWatcher
 from devhost.eventgrid_webhook import undecodable
 from devhost.files import write_text_atomically
+from devhost.keys import key_matches
 from shared.settings import StorageSettings, load_settings
 from shared.storage import blob_service_client
 
@@ -212,8 +213,7 @@ class LocalEventGrid:
         topic = self.subscriptions.topic(topic_name) if self.subscriptions else None
         if topic is None or topic.kind != "custom":
             return _error(404, "NotFound", f"no custom topic {topic_name!r}; see devhost/eventgrid/subscriptions.json")
-        key = request.headers.get("aeg-sas-key", "")
-        if not key or not secrets.compare_digest(key, self.topic_key):
+        if not key_matches(request.headers.get("aeg-sas-key"), [self.topic_key]):  # bytes: any header text compares
             return _error(
                 401,
                 "Unauthorized",
@@ -224,7 +224,7 @@ class LocalEventGrid:
             return _error(413, "RequestEntityTooLarge", f"the batch is {len(body)} bytes; the limit is 1 MB")
         try:
             events = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return _error(400, "BadRequest", "the body is not JSON: send an array of events")
         if not isinstance(events, list) or not events:
             return _error(400, "BadRequest", "the body must be a non-empty JSON array of events")
@@ -236,6 +236,14 @@ class LocalEventGrid:
         return web.Response(status=200)
 
     async def _handle_deliveries(self, request: web.Request) -> web.Response:
+        """Every delivery and its outcome, for the topic's key (aeg-sas-key) or one of devhost's function keys
+        (x-functions-key): the events carry the app's data."""
+        function_keys = list(self.host.function_keys) if self.host is not None else []
+        if not (
+            key_matches(request.headers.get("aeg-sas-key"), [self.topic_key])
+            or key_matches(request.headers.get("x-functions-key"), function_keys)
+        ):
+            return _error(401, "Unauthorized", "send the topic's aeg-sas-key or a function key (x-functions-key)")
         records = self.deliverer.records if self.deliverer else []
         return web.json_response([r.to_dict() for r in records])
 

@@ -140,6 +140,8 @@ def test_custom_topic_rejects_malformed_batches_like_event_grid(tmp_path: Path, 
             good = make_event(RunCompleted(model="fraud", run_id="r1", status="succeeded")).to_dict()
             assert (await post(url, [good]))[0] == 200
             assert (await post(url, [good], key="bad"))[0] == 401
+            assert (await post(url, [good], key="clé"))[0] == 401, "any header text is compared, not a 500"
+            assert (await post(url, b"[" * 100_000))[0] == 400, "nested past the JSON parser's depth"
             status, body = await post(url, [{**good, "id": None}])
             assert status == 400
             assert "id is required" in body["error"]["message"]
@@ -252,8 +254,12 @@ def test_deliveries_endpoint_reports_outcomes(tmp_path: Path, azurite_connection
                 "perennial", [make_event(RetrainRequested(model="fraud", reason="x"), event_id="e1").to_dict()]
             )
             await running.grid.deliverer.drain(5)  # type: ignore[union-attr]
-            async with aiohttp.ClientSession() as session, session.get(f"{running.url}/eventgrid/deliveries") as r:
-                [record] = await r.json()
+            deliveries = f"{running.url}/eventgrid/deliveries"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(deliveries) as r:
+                    assert r.status == 401, "the events carry the app's data: not for anyone on the machine"
+                async with session.get(deliveries, headers={"aeg-sas-key": TOPIC_KEY}) as r:
+                    [record] = await r.json()
             assert (record["event_id"], record["outcome"], record["function"]) == ("e1", "delivered", "on_alert_event")
 
     asyncio.run(scenario())

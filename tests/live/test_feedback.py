@@ -62,6 +62,21 @@ def test_only_blobs_modified_in_the_window_are_read(store: BlobStore, model: str
     ]
 
 
+def test_a_hostile_feedback_line_is_skipped_not_raised(store: BlobStore, model: str) -> None:
+    """A label producer's file is input like any other: a line nested past the JSON parser's depth, or one far longer
+    than a label, is a skipped row, so it cannot stop every bake's analysis and the hourly check."""
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    store.upload_feedback(
+        model,
+        "hostile.jsonl",
+        b"[" * 50_000 + b"\n" + b'{"request_id": "' + b"x" * 200_000 + b'", "label": 1}\n'
+        b'{"request_id": "ok-1", "label": 1}\n',
+    )
+    settle()
+    labels = list(store.iter_feedback(model, start, datetime.now(UTC)))
+    assert [f.request_id for f in labels if f.blob.endswith("hostile.jsonl")] == ["ok-1"]
+
+
 def test_feedback_names_are_checked(store: BlobStore, model: str) -> None:
     with pytest.raises(BlobNameError):
         store.upload_feedback(model, "labels.parquet", b"")

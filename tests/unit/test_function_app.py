@@ -25,7 +25,7 @@ def test_importing_function_app_loads_neither_torch_nor_azure_ai_ml() -> None:
     assert heavy == "[]", f"function_app imported heavy modules: {heavy}"
 
 
-def test_health_is_anonymous_and_reports_version_platform_and_models(app_functions: dict[str, Any]) -> None:
+def test_health_is_anonymous_and_says_only_that_it_is_up_and_its_version(app_functions: dict[str, Any]) -> None:
     import azure.functions as func
 
     health = app_functions["health"]
@@ -34,9 +34,19 @@ def test_health_is_anonymous_and_reports_version_platform_and_models(app_functio
     response = health.get_user_function()(func.HttpRequest("GET", "/api/health", body=b""))
     body = json.loads(response.get_body())
     assert response.status_code == 200
-    assert body["platform"] == "local"
-    assert "fraud" in body["models"]
+    assert set(body) == {"status", "version"}, "settings and endpoint names are not for anyone to read"
     assert body["version"]
+
+
+def test_status_behind_the_key_reports_platform_settings_and_models(app_functions: dict[str, Any]) -> None:
+    import azure.functions as func
+
+    status = app_functions["status"]
+    assert status.get_trigger().auth_level in (func.AuthLevel.FUNCTION, None)
+    body = json.loads(status.get_user_function()(func.HttpRequest("GET", "/api/status", body=b"")).get_body())
+    assert body["platform"] == "local"
+    assert body["models"]["fraud"]["endpoint"] == "fraud-ep"
+    assert body["settings"]["storage"] in ("azurite", "connection-string", "identity")
 
 
 def test_every_other_http_route_needs_a_function_key(app_functions: dict[str, Any]) -> None:
