@@ -76,6 +76,9 @@ param functionMaxInstances int = 40
 @maxValue(7300)
 param verdictRetentionDays int = 180
 
+@description('Email address that gets Perennial\'s alerts (a run failed or rolled back, errors, lost events, HTTP 5xx). Empty: no action group and no alert rule are deployed.')
+param alertEmail string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -219,6 +222,23 @@ module rbac 'modules/rbac.bicep' = {
     deadLetterContainerName: 'deadletter'
     feedbackContainerName: 'feedback'
     manifestsContainerName: 'manifests'
+  }
+}
+
+// Alerts for whoever is on call, only when there is an address to send them to (infra/README.md, Alerts).
+module alerts 'modules/alerts.bicep' = if (!empty(alertEmail)) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: 'ag-${resourceToken}'
+    alertEmail: alertEmail
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    functionAppName: functionApp.outputs.name
+    customTopicName: eventGrid.outputs.customTopicName
+    storageSystemTopicName: eventGrid.outputs.storageSystemTopicName
+    workspaceSystemTopicName: eventGrid.outputs.workspaceSystemTopicName
   }
 }
 

@@ -152,7 +152,8 @@ resource customEvents 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15'
   }
 }
 
-// Azure ML's own signals -> alerts: data drift, and job status changes.
+// Azure ML's own signals -> alerts: data drift only. Not RunStatusChanged: the app follows its jobs by polling
+// (docs/events.md), and every status change of every job would be an invocation that only logs a line.
 resource workspaceEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (!empty(workspaceSystemTopicName)) {
   parent: workspaceSystemTopic
   name: 'azureml-to-alerts'

@@ -59,6 +59,7 @@ class Module:
     path: str
     body: Node
     line: int
+    condition: Node | None = None  # the expression of ``= if (...)``, None when always deployed
 
 
 @dataclass
@@ -111,8 +112,8 @@ class BicepDoc:
                 self._read_resource(node, None)
             elif node.type == "module_declaration":
                 symbol, path, value = node.named_children[0], node.named_children[1], node.named_children[-1]
-                body = _declaration_body(value)[0]
-                self.modules.append(Module(_text(symbol), str(self.value(path)), body, _line(node)))
+                body, condition = _declaration_body(value)
+                self.modules.append(Module(_text(symbol), str(self.value(path)), body, _line(node), condition))
             pending = []
 
     def _read_resource(self, node: Node, parent: Resource | None) -> None:

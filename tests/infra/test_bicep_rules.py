@@ -31,6 +31,9 @@ PINNED_API_VERSIONS: dict[str, set[str]] = {
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": {"2025-02-15"},
     "Microsoft.EventGrid/topics/eventSubscriptions": {"2025-02-15"},
     "Microsoft.Authorization/roleAssignments": {"2022-04-01"},
+    "Microsoft.Insights/actionGroups": {"2023-01-01"},
+    "Microsoft.Insights/scheduledQueryRules": {"2023-12-01"},
+    "Microsoft.Insights/metricAlerts": {"2018-03-01"},
 }
 
 # The built-in roles we may grant: id -> its name in Azure (the same in every tenant).
