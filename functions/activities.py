@@ -297,7 +297,9 @@ def record_stage(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Run endings logged as warnings: nothing shipped, and someone may need to act.
-_ENDINGS_TO_LOOK_AT = frozenset({"failed", "rolled_back", "aborted", "no_valid_data"})
+_ENDINGS_TO_LOOK_AT = frozenset(
+    {"failed", "training_failed", "rolled_back", "approval_timed_out", "aborted", "no_valid_data"}
+)
 
 
 @bp.activity_trigger(input_name="payload")

@@ -32,5 +32,5 @@ async def purge_ended_orchestrations(client: df.DurableOrchestrationClient, now:
     )
     deleted = int(result.instances_deleted or 0)
     if deleted:
-        logger.info("purged %d orchestration(s) that ended more than %s ago", deleted, HISTORY_RETENTION)
+        logger.info("purged %d ended orchestration(s) created more than %s ago", deleted, HISTORY_RETENTION)
     return deleted

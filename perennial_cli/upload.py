@@ -127,7 +127,9 @@ def _known_models(models: Path) -> dict[str, ModelSpec]:
 
 def _storage(state: Path) -> tuple[StorageSettings, str]:
     """The app's storage settings from the environment, else the running `perennial up`'s Azurite."""
-    if any(name == "AzureWebJobsStorage" or name.startswith("AzureWebJobsStorage__") for name in os.environ):
+    # A setting that is set but empty (`AzureWebJobsStorage=` in a shell) names nothing.
+    if any((name == "AzureWebJobsStorage" or name.startswith("AzureWebJobsStorage__")) and value.strip()
+           for name, value in os.environ.items()):  # fmt: skip
         try:
             return storage_settings(os.environ), "the storage named by AzureWebJobsStorage"
         except SettingsError as exc:

@@ -76,15 +76,17 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
 // new and empty on a first `azd up`.
 
 // A run that ended badly. finish_run (functions/activities.py) logs a WARNING
-// 'run <run_id> of <model> ended <status>: <reasons>' for every run that ends failed, rolled_back, aborted or
-// no_valid_data; this rule takes failed and rolled_back (aborted was asked for; no_valid_data quarantined its
-// data and says so). The housekeeping timer logs a WARNING '<run_id>: closed by housekeeping: <why>; ...'
+// 'run <run_id> of <model> ended <status>: <reasons>' for every run that ends failed, training_failed,
+// rolled_back, approval_timed_out, aborted or no_valid_data; this rule takes the first four (aborted was asked
+// for; no_valid_data quarantined its data and says so). The housekeeping timer logs a WARNING '<run_id>: closed by housekeeping: <why>; ...'
 // (functions/stranded.py) when it records as failed a run that nothing ran any more.
 var runEndedBadlyQuery = '''
 traces
 | where severityLevel >= 2
 | where message contains_cs "ended failed"
+    or message contains_cs "ended training_failed"
     or message contains_cs "ended rolled_back"
+    or message contains_cs "ended approval_timed_out"
     or message contains_cs "closed by housekeeping"
 | project timestamp, severityLevel, message, operation_Name
 '''
@@ -105,7 +107,7 @@ resource runEndedBadlyAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
   kind: 'LogAlert'
   properties: {
     displayName: 'Perennial: a run failed or was rolled back'
-    description: 'A run ended failed or rolled_back, or housekeeping closed a stranded run. First: perennial runs <model> (infra/README.md, Alerts; docs/operations.md).'
+    description: 'A run ended failed, training_failed, rolled_back or approval_timed_out, or housekeeping closed a stranded run. First: perennial runs <model> (infra/README.md, Alerts; docs/operations.md).'
     severity: 2
     enabled: true
     scopes: [

@@ -181,6 +181,21 @@ def test_upload_prints_the_quiet_window_of_the_model_s_spec(
     assert "follow the run with: perennial runs fraud" in text
 
 
+def test_upload_with_an_empty_storage_setting_says_none_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`AzureWebJobsStorage=` in a shell names no storage: the answer says so, not a failed connection."""
+    for name in list(os.environ):
+        if name.startswith("AzureWebJobsStorage"):
+            monkeypatch.delenv(name)
+    batch = tmp_path / "batch.csv"
+    batch.write_text("transaction_id,amount\n1,3.5\n")
+    result = perennial(
+        "upload", str(batch), "--model", "fraud", "--models", str(ROOT / "models"), "--state", str(tmp_path / "none"),
+        env={"AzureWebJobsStorage": ""},
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "AzureWebJobsStorage is not set" in " ".join(result.output.split())
+
+
 # ---------------------------------------------------------------- host
 
 

@@ -35,7 +35,9 @@ ALLOWED_METRICS: dict[str, set[str]] = {
 # message is about). Renaming the message in the code, or the fragment in the query, breaks a test below.
 RUN_ENDED_FRAGMENTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "ended failed": ("functions/activities.py", "finish_run", {"status": "failed"}),
+    "ended training_failed": ("functions/activities.py", "finish_run", {"status": "training_failed"}),
     "ended rolled_back": ("functions/activities.py", "finish_run", {"status": "rolled_back"}),
+    "ended approval_timed_out": ("functions/activities.py", "finish_run", {"status": "approval_timed_out"}),
     "closed by housekeeping": ("functions/stranded.py", "close_stranded_runs", {}),
 }
 
