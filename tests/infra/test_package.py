@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import importlib.util
 import json
 import os
@@ -152,14 +153,22 @@ def _imported_distributions() -> set[str]:
     return found
 
 
-def _distribution_of(file: Path) -> str | None:
+@functools.cache
+def _owners() -> dict[str, str]:
+    """Every installed file (resolved path) → the distribution that installed it, read once."""
     from importlib.metadata import distributions
 
+    owners: dict[str, str] = {}
     for dist in distributions():
+        name = str(dist.metadata["Name"]).lower().replace("_", "-")
         for entry in dist.files or ():
-            if Path(str(dist.locate_file(entry))) == file:
-                return str(dist.metadata["Name"]).lower().replace("_", "-")
-    return None
+            if entry.suffix == ".py":
+                owners[str(Path(str(dist.locate_file(entry))).resolve())] = name
+    return owners
+
+
+def _distribution_of(file: Path) -> str | None:
+    return _owners().get(str(file.resolve()))
 
 
 def test_requirements_txt_is_what_the_app_imports() -> None:
