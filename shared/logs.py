@@ -64,8 +64,11 @@ class _ContextInMessage(logging.Filter):
         record._perennial_context = True
         extras = _extras(record)
         if extras:
-            fields = " ".join(f"{key}={str(value)[:200]}" for key, value in extras.items())
-            record.msg, record.args = f"{record.getMessage()} [{fields}]", None
+            try:
+                fields = " ".join(f"{key}={str(value)[:200]}" for key, value in extras.items())
+                record.msg, record.args = f"{record.getMessage()} [{fields}]", None
+            except Exception:  # a bad log call is logging's to report (as it does), never an error of the caller's
+                return True
         return True
 
 

@@ -699,7 +699,8 @@ class BlobStore:
     def _feedback_rows(self, ref: BlobRef) -> Iterator[FeedbackLabel | None]:
         text = io.TextIOWrapper(self.open(ref), encoding="utf-8-sig", newline="")
         if ref.name.endswith(".csv"):
-            reader = csv.DictReader(text)
+            # Lines past MAX_FEEDBACK_LINE are read past, not held (csv would hold a whole line, however long).
+            reader = csv.DictReader(line for line in _bounded_lines(text, MAX_FEEDBACK_LINE) if line is not None)
             if not {"request_id", "label"} <= set(reader.fieldnames or ()):
                 logger.warning(
                     "feedback blob %s has no request_id and label columns (header: %s)", ref.name, reader.fieldnames
@@ -757,11 +758,13 @@ class BlobStore:
 
 
 def _bounded_lines(text: IO[str], limit: int) -> Iterator[str | None]:
-    """The lines of ``text``, each one None when it is longer than ``limit`` characters (read past, not kept)."""
-    while line := text.readline(limit + 1):
-        if len(line) <= limit or line.endswith("\n"):
-            yield line
+    """The lines of ``text`` (any line end), each one None when it is longer than ``limit`` characters, line end
+    aside (read past, a piece at a time, never held whole)."""
+    ends = ("\n", "\r")
+    while line := text.readline(limit + 2):
+        if line.endswith(ends) or len(line) < limit + 2:  # a whole line, or the last one
+            yield line if len(line.rstrip("\r\n")) <= limit else None
             continue
-        while (rest := text.readline(limit)) and not rest.endswith("\n"):
-            pass  # the rest of an over-long line, a piece at a time
+        while (rest := text.readline(limit)) and not rest.endswith(ends):
+            pass
         yield None

@@ -120,13 +120,14 @@ def _requirement_names(path: Path) -> set[str]:
     return {re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0].lower().replace("_", "-") for line in lines if line}
 
 
-def _imported_distributions() -> set[str]:
-    """The distributions whose modules the app's own code imports (at the top or inside a function)."""
+def _imported_distributions(*folders: str, files: tuple[str, ...] = ()) -> set[str]:
+    """The distributions whose modules the code under ``folders`` imports (at the top or inside a function)."""
     from importlib.metadata import packages_distributions
 
     providers = packages_distributions()
     found: set[str] = set()
-    for path in [ROOT / "function_app.py", *(ROOT / "functions").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
+    own = {"shared", "functions", "devhost", "perennial_cli", "training_jobs", "function_app"}
+    for path in [*(ROOT / f for f in files), *(p for folder in folders for p in (ROOT / folder).rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -136,7 +137,7 @@ def _imported_distributions() -> set[str]:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top in sys.stdlib_module_names or top in ("shared", "functions"):
+                if top in sys.stdlib_module_names or top in own:
                     continue
                 # A namespace package (azure) is shared by many distributions: find the one of this module.
                 dotted = [name.rsplit(".", n)[0] for n in range(name.count(".") + 1)]
@@ -175,6 +176,15 @@ def test_requirements_txt_is_what_the_app_imports() -> None:
     """What Azure installs for the app: every distribution functions/ and shared/ import, and nothing only the CLI,
     devhost, the tests or the training jobs use (each one is built into every deploy and read on cold starts)."""
     wanted = _requirement_names(ROOT / "requirements.txt")
-    imported = _imported_distributions()
+    imported = _imported_distributions("functions", "shared", files=("function_app.py",))
     assert imported - wanted == set(), "the app imports these: add them to requirements.txt"
-    assert not wanted & {"torch", "pandas", "typer", "rich", "pytest"}, "the CLI's and the tests' live elsewhere"
+    assert wanted - imported == set(), "the app never imports these: they belong in requirements-cli/-dev.txt"
+
+
+def test_the_cli_and_devhost_have_what_they_import() -> None:
+    """`pip install .` (both files) gives a `perennial` that starts: what perennial_cli/ and devhost/ import is in
+    requirements.txt or requirements-cli.txt, not only in the test tools."""
+    wanted = _requirement_names(ROOT / "requirements.txt") | _requirement_names(ROOT / "requirements-cli.txt")
+    imported = _imported_distributions("perennial_cli", "devhost")
+    # aiohttp, devhost's web server, comes with azure-functions-durable (which the app itself needs).
+    assert imported - wanted - {"aiohttp"} == set(), "add them to requirements-cli.txt"

@@ -72,9 +72,13 @@ def test_a_hostile_feedback_line_is_skipped_not_raised(store: BlobStore, model: 
         b"[" * 50_000 + b"\n" + b'{"request_id": "' + b"x" * 200_000 + b'", "label": 1}\n'
         b'{"request_id": "ok-1", "label": 1}\n',
     )
+    store.upload_feedback(
+        model, "hostile.csv", b"request_id,label\n" + b"," * 200_000 + b"\n" + b"x" * 70_000 + b",1\nok-2,0\n"
+    )
     settle()
     labels = list(store.iter_feedback(model, start, datetime.now(UTC)))
     assert [f.request_id for f in labels if f.blob.endswith("hostile.jsonl")] == ["ok-1"]
+    assert [f.request_id for f in labels if f.blob.endswith("hostile.csv")] == ["ok-2"], "long CSV lines read past"
 
 
 def test_feedback_names_are_checked(store: BlobStore, model: str) -> None:

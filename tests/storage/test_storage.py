@@ -154,3 +154,23 @@ def test_json_documents_round_trip_under_a_model_folder(store: BlobStore, model:
     assert store.get_json("manifests", f"{model}/run-9.contract.json") == {"columns": ["a", "b"]}
     with pytest.raises(BlobNameError):
         store.put_json("manifests", "../escape.json", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("abc\nabcdefgh\nabcdefghi\nz", ["abc\n", "abcdefgh\n", None, "z"]),
+        # CRLF: the end is not the content; a cut between \r and \n leaves a blank line, which readers skip
+        ("abcdefgh\r\nabcdefghi\r\nz\r\n", ["abcdefgh\r\n", None, "\n", "z\r\n"]),
+        ("abcdefghijklmnopqrstu\rz\rq", [None, "z\r", "q"]),  # bare CR ends a line too
+        ("abcdefghijklmnopqrstu", [None]),  # the last line, too long, without a line end
+        ("", []),
+    ],
+    ids=["lf", "crlf", "cr", "last", "empty"],
+)
+def test_bounded_lines_keep_lines_up_to_the_limit_and_read_past_longer_ones(
+    text: str, expected: list[str | None]
+) -> None:
+    from shared.storage import _bounded_lines
+
+    assert list(_bounded_lines(io.StringIO(text, newline=""), 8)) == expected

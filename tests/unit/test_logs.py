@@ -30,7 +30,10 @@ class _WorkerHandler(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:
+            self.handleError(record)  # as every logging handler does
 
 
 def test_in_azure_the_context_is_written_into_the_forwarded_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,3 +52,14 @@ def test_in_azure_the_context_is_written_into_the_forwarded_message(monkeypatch:
         "no context",
     ]
     assert logging.getLogger("azure").level == logging.WARNING, "the SDKs' request lines stay out of App Insights"
+
+
+def test_in_azure_a_bad_log_call_is_not_the_caller_s_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    worker = _WorkerHandler()
+    monkeypatch.setattr(root, "handlers", [worker])
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as in production: logging reports its own errors
+    configure_logging(in_azure=True)
+    with correlated("c-2"):
+        logging.getLogger("perennial.test").warning("mismatch %s %s", "only-one", extra={"model": "fraud"})
+    assert worker.messages == [], "logging dropped the bad record itself; the call did not raise"
