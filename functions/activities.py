@@ -57,7 +57,7 @@ from shared.policy import (
     rollback_plan,
     traffic_moves,
 )
-from shared.profile import ColumnProfile, DatasetProfile, NumericProfile, merge_profiles
+from shared.profile import DatasetProfile, edges_reference, merge_profiles
 from shared.publish import (
     ModelPromoted,
     ModelRegistered,
@@ -94,7 +94,7 @@ from shared.storage import (
     StorageError,
 )
 from shared.validation import ValidationReport, validate
-from shared.verdicts import VerdictError, keep_verdict, kept_verdict, read_verdict, verdict_name
+from shared.verdicts import keep_verdict, kept_verdict, verdict_name, verdict_profile
 from shared.workflow import (
     BlobItem,
     CandidatePlan,
@@ -329,8 +329,8 @@ def finish_run(payload: dict[str, Any]) -> dict[str, Any]:
         )
 
     run = _registry().update_run(payload["model"], payload["run_id"], change)
-    # What an operator's alert looks for (infra/: "ended failed", "ended rolled_back"): a warning for a run that
-    # shipped nothing for a reason someone may need to act on.
+    # What an operator's alert looks for (infra/modules/alerts.bicep: "ended failed", "ended rolled_back", …): a
+    # warning for a run that shipped nothing for a reason someone may need to act on.
     level = logging.WARNING if run.status in _ENDINGS_TO_LOOK_AT else logging.INFO
     summary = "; ".join(run.decision_reasons)[:1000] or run.error or "no reason recorded"
     logger.log(level, "run %s of %s ended %s: %s", run.run_id, run.model, run.status, summary,
@@ -392,45 +392,18 @@ def _run_profiles(
     """The profiles of the run's blobs, fetched a few at a time side by side: merged as they come, so memory holds a
     handful of profiles, not one per blob of a large training set."""
 
+    contract = get_runtime().spec(model).data
+
     def fetch(blob: BlobItem) -> DatasetProfile:
-        if blob.verdict is not None:  # kept with its verdict (shared.verdicts)
-            try:
-                return read_verdict(store, blob.verdict).profile
-            except (BlobMissingError, VerdictError) as exc:
-                if edges is None:  # the payload of an orchestration recorded before it carried the run's edges
-                    raise
-                # Verdicts expire (a lifecycle rule on their container): one may go between validation and here.
-                logger.warning("%s: the kept verdict of %s is gone (%s): profiling it again", run_id, blob.name, exc)
-                return _profile_again(store, model, blob, edges)
+        if blob.verdict is not None:  # kept with its verdict (shared.verdicts), or judged again if it expired
+            ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
+            return verdict_profile(store, blob.verdict, ref, contract, edges)
         # Validated by an older version of this app, which kept a copy per run.
         return DatasetProfile.from_dict(store.get_json(MANIFESTS, _legacy_profile_name(model, run_id, blob.name)))
 
     with ThreadPoolExecutor(max_workers=_PARALLEL_BLOB_READS) as pool:
         for start in range(0, len(blobs), _PARALLEL_BLOB_READS * 4):
             yield from pool.map(fetch, blobs[start : start + _PARALLEL_BLOB_READS * 4])
-
-
-def _profile_again(store: BlobStore, model: str, blob: BlobItem, edges: dict[str, list[float]]) -> DatasetProfile:
-    """The profile of a blob this run validated, read again (pinned to the version validated) on the run's edges."""
-    ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
-    stream, _ = store.open_hashed(ref)
-    with stream:
-        report = validate(stream, get_runtime().spec(model).data, reference=_edges_reference(edges), name=ref.name)
-    if not report.ok or report.profile is None:  # the same bytes and rules cannot fail: the rules changed meanwhile
-        raise RuntimeError(
-            f"{blob.name} passed validation earlier in this run but fails now ({report.summary().splitlines()[0]}); "
-            "the validation rules changed while the run ran: start the run again"
-        )
-    return report.profile
-
-
-def _edges_reference(edges: dict[str, list[float]]) -> DatasetProfile:
-    """A profile that carries only histogram edges: what validation needs to bin a blob like its run's others."""
-    columns = {
-        name: ColumnProfile(name=name, type="float", numeric=NumericProfile(edges=[float(e) for e in column_edges]))
-        for name, column_edges in edges.items()
-    }
-    return DatasetProfile(columns=columns)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -473,7 +446,7 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
     if (kept := kept_verdict(store, kept_name)) is not None:
         learnt = {"sha256": kept.outcome.blob.sha256, "verdict": kept_name}
         return kept.outcome.model_copy(update={"blob": blob.model_copy(update=learnt)}).dump()
-    reference = _edges_reference(edges) if edges else None
+    reference = edges_reference(edges) if edges else None
     try:
         stream, digest = store.open_hashed(ref)
         with stream:

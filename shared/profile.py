@@ -504,6 +504,15 @@ class DatasetProfile:
         return cls.from_dict(data)
 
 
+def edges_reference(edges: Mapping[str, Sequence[float]]) -> DatasetProfile:
+    """A profile that carries only histogram edges: what validation needs to bin a batch like a run's others."""
+    columns = {
+        name: ColumnProfile(name=name, type="float", numeric=NumericProfile(edges=[float(e) for e in column_edges]))
+        for name, column_edges in edges.items()
+    }
+    return DatasetProfile(columns=columns)
+
+
 def merge_profiles(profiles: Iterable[DatasetProfile]) -> DatasetProfile:
     """Merge any number of batch profiles (the order does not matter beyond float rounding), one at a time: an
     iterator of them is never held whole."""

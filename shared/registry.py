@@ -125,6 +125,7 @@ def _now() -> datetime:
 
 
 def check_id(value: str, what: str) -> str:
+    """``value`` if it is a safe record id (it becomes table keys and local folder names), else RegistryError."""
     if not isinstance(value, str) or not _ID.match(value):
         raise RegistryError(f"{what} {value!r} is not a valid id", "use 1-200 letters, digits, '.', '_' or '-'")
     return value

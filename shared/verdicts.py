@@ -29,7 +29,7 @@ from shared import profile as profiles
 from shared.blobpaths import quoted_etag
 from shared.profile import DatasetProfile, ProfileError
 from shared.spec import DataContract
-from shared.storage import VERDICTS, BlobMissingError, BlobStore, StorageError
+from shared.storage import VERDICTS, BlobMissingError, BlobRef, BlobStore, StorageError
 from shared.workflow import ValidationOutcome
 
 logger = logging.getLogger("perennial.verdicts")
@@ -98,6 +98,32 @@ def kept_verdict(store: BlobStore, name: str) -> KeptVerdict | None:
     except (StorageError, VerdictError, ValueError) as exc:
         logger.warning("kept verdict %s/%s is not usable (%s): validating the blob again", VERDICTS, name, exc)
         return None
+
+
+class VerdictChangedError(RuntimeError):
+    """A blob this run passed fails when judged again: the judging code changed while the run ran."""
+
+
+def verdict_profile(
+    store: BlobStore, name: str, ref: BlobRef, contract: DataContract, edges: Mapping[str, Sequence[float]] | None
+) -> DatasetProfile:
+    """The profile kept with the verdict ``name`` on blob version ``ref``. Verdicts expire (a lifecycle rule on their
+    container), so one may be gone by a run's manifest step: then, given the run's ``edges``, the version is read
+    again and profiled on them (not kept: the next run that needs it judges it whole)."""
+    try:
+        return read_verdict(store, name).profile
+    except (BlobMissingError, VerdictError) as exc:
+        if edges is None:  # the payload of an orchestration recorded before it carried the run's edges
+            raise
+        logger.warning("the kept verdict of %s is gone (%s): profiling it again", ref.name, exc)
+    with store.open(ref) as stream:
+        report = validation.validate(stream, contract, reference=profiles.edges_reference(edges), name=ref.name)
+    if not report.ok or report.profile is None:  # the same bytes and rules cannot fail
+        raise VerdictChangedError(
+            f"{ref.name} passed validation earlier in this run but fails now ({report.summary().splitlines()[0]}); "
+            "the validation code changed while the run ran: start the run again"
+        )
+    return report.profile
 
 
 def keep_verdict(store: BlobStore, name: str, outcome: ValidationOutcome, profile: DatasetProfile) -> None:

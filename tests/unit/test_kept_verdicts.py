@@ -20,7 +20,7 @@ from functions import clients
 from perennial_cli.synthetic import fraud_batch
 from shared.registry import Run
 from shared.runtime import get_runtime
-from shared.storage import LANDING, MANIFESTS, VERDICTS, BlobRef
+from shared.storage import LANDING, MANIFESTS, VERDICTS, BlobMissingError, BlobRef
 from shared.verdicts import verdict_name
 from shared.workflow import BlobItem
 
@@ -274,3 +274,17 @@ def test_a_chunk_is_judged_in_order_each_blob_as_alone(activity: Any) -> None:
         hashlib.sha256(GOOD).hexdigest(),
         hashlib.sha256(OTHER).hexdigest(),
     ]
+
+
+def test_a_verdict_gone_on_a_blob_that_fails_when_judged_again_says_to_start_the_run_again(activity: Any) -> None:
+    """The same bytes under the same rules pass again; failing now means the judging code changed mid-run, which
+    must stop the run with that said, not train on a batch the rules now refuse."""
+    from shared.verdicts import VerdictChangedError, verdict_profile
+
+    blob = _land("k14.csv", GOOD)
+    ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
+    stricter = get_runtime().spec("fraud").data.model_copy(update={"min_rows": 10_000})  # as changed rules would
+    with pytest.raises(VerdictChangedError, match="start the run again"):
+        verdict_profile(clients.store(), "fraud/never-kept.json", ref, stricter, {"amount": [0.0, 1.0]})
+    with pytest.raises(BlobMissingError):  # an older orchestration's payload: no edges to judge it again on
+        verdict_profile(clients.store(), "fraud/never-kept.json", ref, stricter, None)
