@@ -610,6 +610,7 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
         "job_args": {"inputs": staged.dump()},
         "primary_metric": spec.promotion.primary_metric,
         "timeout_minutes": spec.training.timeout_minutes,
+        "queue_timeout_minutes": spec.training.queue_timeout_minutes,
         "max_retries": spec.training.max_retries,
         "approval_required": spec.rollout.approval.required,
         "approval_timeout_hours": spec.rollout.approval.timeout_hours,

@@ -40,6 +40,8 @@ from shared.workflow import (
     best_candidate,
     blob_identity,
     candidate_job_base,
+    job_deadline,
+    minutes_ran,
     poll_delay,
     validation_chunks,
 )
@@ -316,6 +318,7 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
                     kind="train",
                     args={**prepared["job_args"], "params": plan.params},
                     timeout_minutes=prepared["timeout_minutes"],
+                    queue_timeout_minutes=prepared.get("queue_timeout_minutes"),
                     max_retries=prepared["max_retries"],
                 ).dump(),
                 instance_id=f"{candidate_job_base(request.run_id, plan.index)}-job",
@@ -344,6 +347,7 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
             kind="evaluate",
             args={**prepared["job_args"], "challenger": best.outputs},
             timeout_minutes=prepared["timeout_minutes"],
+            queue_timeout_minutes=prepared.get("queue_timeout_minutes"),
             max_retries=prepared["max_retries"],
         ).dump(),
         instance_id=f"{request.run_id}-eval-job",
@@ -438,11 +442,11 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
     progress, so monitoring a 72-hour job never builds a long history.
     """
     job = JobRequest.load(context.get_input())
-    now = context.current_utc_datetime
-    started_at = datetime.fromisoformat(job.started_at) if job.started_at else now
+    now = context.current_utc_datetime.isoformat()
     if job.started_at is None:
-        job = job.model_copy(update={"started_at": started_at.isoformat()})
-    deadline = started_at + timedelta(minutes=job.timeout_minutes)
+        job = job.model_copy(update={"started_at": now})
+    if job.queue_timeout_minutes is not None and job.submitted_at is None:
+        job = job.model_copy(update={"submitted_at": now})  # this attempt's: its wait for compute starts here
 
     if job.polls == 0:
         # Idempotent: the platform returns the existing job when this name was already submitted.
@@ -477,7 +481,8 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             retry = status.phase == "failed" and status.retryable and job.attempt < job.max_retries
             if status.phase == "preempted" or retry:
                 # Preemption is not a failure: resume from the checkpoint; a failure retries per spec, unless the
-                # job said its input is bad (exit 2): the same arguments and data would fail again.
+                # job said its input is bad (exit 2): the same arguments and data would fail again. The next
+                # attempt waits for compute on a clock of its own; the time this one ran counts on.
                 context.continue_as_new(
                     job.model_copy(
                         update={
@@ -485,6 +490,9 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
                             "resume": True,
                             "polls": 0,
                             "failures": failures,
+                            "submitted_at": None,
+                            "running_since": None,
+                            "ran_minutes": minutes_ran(job, context.current_utc_datetime),
                         }
                     ).dump()
                 )
@@ -492,9 +500,12 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             if status.phase == "failed" and not status.retryable:
                 failures.append("not retried: the job exited 2 (bad arguments or data), which a retry would repeat")
             return ended("canceled" if status.phase == "canceled" else "failed", "; ".join(failures))
+        if status.phase == "running" and job.queue_timeout_minutes is not None and job.running_since is None:
+            job = job.model_copy(update={"running_since": context.current_utc_datetime.isoformat()})
+        deadline, overdue = job_deadline(job)
         if context.current_utc_datetime >= deadline:
             yield context.call_activity("cancel_job", job.dump())
-            return ended("timed_out", f"{job.job_name} did not finish within {job.timeout_minutes} minutes; canceled")
+            return ended("timed_out", overdue)
         polls += 1
         yield context.create_timer(min(context.current_utc_datetime + poll_delay(polls), deadline))
     context.continue_as_new(job.model_copy(update={"polls": polls}).dump())

@@ -149,7 +149,18 @@ class TrainingSpec(_Strict):
     distribution: Literal["none", "pytorch"] = Field(default="none", description="none or pytorch (torchrun)")
     processes_per_instance: int = Field(default=1, ge=1, le=16, description="processes per node, 1-16")
     max_candidates: int = Field(default=4, ge=1, le=64, description="how many candidates to train, 1-64")
-    timeout_minutes: int = Field(default=240, ge=1, le=60 * 24 * 7, description="minutes per job, 1-10080")
+    timeout_minutes: int = Field(
+        default=240,
+        ge=1,
+        le=60 * 24 * 7,
+        description="minutes a job may run (its resumes and retries together; time queued not counted), 1-10080",
+    )
+    queue_timeout_minutes: int = Field(
+        default=720,
+        ge=1,
+        le=60 * 24 * 7,
+        description="minutes each attempt of a job may wait for compute before it starts running, 1-10080",
+    )
     max_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed job, 0-10")
     params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="fixed training options for every candidate, e.g. {epochs: 10}"

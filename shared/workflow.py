@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,6 +106,9 @@ class JobRequest(Message):
     kind: JobKind
     args: dict[str, Any] = Field(default_factory=dict)
     timeout_minutes: float = 240
+    #: Minutes each attempt may wait for compute before it starts running. None in what an older version of this
+    #: app recorded: such a job keeps one deadline from its first submission, time queued included (``job_deadline``).
+    queue_timeout_minutes: float | None = None
     max_retries: int = 2
     # progress carried across continue_as_new generations
     attempt: int = 0
@@ -113,6 +116,10 @@ class JobRequest(Message):
     polls: int = 0
     started_at: str | None = None
     failures: list[str] = Field(default_factory=list)
+    #: When this attempt was submitted and when a poll first saw it running; minutes earlier attempts ran.
+    submitted_at: str | None = None
+    running_since: str | None = None
+    ran_minutes: float = 0.0
 
     @property
     def job_name(self) -> str:
@@ -218,6 +225,43 @@ def poll_delay(polls: int, first: float = 15.0, cap: float = 300.0) -> timedelta
 
 #: Polls per ml_job generation before continue_as_new, so a 72-hour job never builds a long history.
 POLLS_PER_GENERATION = 20
+
+
+def job_deadline(job: JobRequest) -> tuple[datetime, str]:
+    """When ``ml_job`` cancels ``job`` (as things stand at this poll), and the reason the run then records.
+
+    Time queued and time running have limits of their own, as Azure ML's ``limits.timeout`` counts only running:
+    each attempt may wait ``queue_timeout_minutes`` for compute after its submission, and the attempts together
+    (a preempted job resumes, a failed one is retried) may run ``timeout_minutes``, counted from the poll that
+    first saw each running. A request recorded before ``queue_timeout_minutes`` existed keeps the deadline it was
+    started with (one, from the first submission, time queued included), so an instance in flight replays alike.
+    Needs ``started_at`` (and ``submitted_at`` for a request with a queue limit): ``ml_job`` sets them."""
+    if job.started_at is None:
+        raise ValueError(f"job {job.job_name} has no started_at: ml_job sets it before its first poll")
+    if job.queue_timeout_minutes is None:
+        return (
+            datetime.fromisoformat(job.started_at) + timedelta(minutes=job.timeout_minutes),
+            f"{job.job_name} did not finish within {job.timeout_minutes:g} minutes; canceled",
+        )
+    if job.running_since is None:
+        if job.submitted_at is None:
+            raise ValueError(f"job {job.job_name} has no submitted_at: ml_job sets it when it submits")
+        return (
+            datetime.fromisoformat(job.submitted_at) + timedelta(minutes=job.queue_timeout_minutes),
+            f"{job.job_name} waited {job.queue_timeout_minutes:g} minutes for compute without starting; canceled "
+            "(training.queue_timeout_minutes: add nodes or quota to the cluster, or allow a longer wait)",
+        )
+    left = max(0.0, job.timeout_minutes - job.ran_minutes)
+    return (
+        datetime.fromisoformat(job.running_since) + timedelta(minutes=left),
+        f"{job.job_name} ran {job.timeout_minutes:g} minutes without finishing; canceled (training.timeout_minutes)",
+    )
+
+
+def minutes_ran(job: JobRequest, now: datetime) -> float:
+    """Minutes ``job`` has run so far, earlier attempts included (as ``job_deadline`` counts them)."""
+    this_attempt = (now - datetime.fromisoformat(job.running_since)).total_seconds() / 60 if job.running_since else 0.0
+    return job.ran_minutes + max(0.0, this_attempt)
 
 
 def best_candidate(results: Iterable[JobResult], metric: str) -> JobResult | None:

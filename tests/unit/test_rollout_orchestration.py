@@ -39,6 +39,7 @@ class DrivenContext:
     def __init__(self, given: dict[str, Any]) -> None:
         self.given = given
         self.calls: list[tuple[str, str, bool]] = []
+        self.sub_inputs: list[tuple[str, Any]] = []  # each sub-orchestration started, with its input
 
     def get_input(self) -> dict[str, Any]:
         return self.given
@@ -56,6 +57,7 @@ class DrivenContext:
 
     def call_sub_orchestrator(self, name: str, payload: Any, instance_id: str | None = None) -> tuple[str, str]:
         self.calls.append(("sub", name, False))
+        self.sub_inputs.append((name, payload))
         return ("sub", name)
 
     # A timer fires when it is due (the clock moves there); a bake's abort event never comes.
@@ -83,9 +85,13 @@ class BakeTimer:
 
 
 def _drive(
-    orchestrator: Any, given: dict[str, Any], answer: Callable[[tuple[Any, ...]], Any]
+    orchestrator: Any,
+    given: dict[str, Any],
+    answer: Callable[[tuple[Any, ...]], Any],
+    context: DrivenContext | None = None,
 ) -> tuple[Any, list[tuple[str, str, bool]]]:
-    context = DrivenContext(given)
+    context = context or DrivenContext(given)
+    context.given = given
     generator: Generator[Any, Any, Any] = orchestrator._function.get_user_function().orchestrator_function(context)
     try:
         task = next(generator)
@@ -203,7 +209,9 @@ def test_a_deployment_still_provisioning_after_an_hour_is_rolled_back() -> None:
     assert calls[-1] == ("activity", "rollout_finish", True), "the half-made deployment is removed"
 
 
-def _training_run(decision: dict[str, Any], approval_required: bool) -> tuple[Any, list[tuple[str, str, bool]]]:
+def _training_run(
+    decision: dict[str, Any], approval_required: bool, context: DrivenContext | None = None
+) -> tuple[Any, list[tuple[str, str, bool]]]:
     """continuous_training from its first stage to its outcome, the activities answering as for one valid blob,
     one candidate and the given promotion decision; no person ever answers an approval (the timer fires)."""
     blob = {"url": "http://s/landing/fraud/b1.csv", "container": "landing", "name": "fraud/b1.csv", "etag": "e1"}
@@ -221,6 +229,7 @@ def _training_run(decision: dict[str, Any], approval_required: bool) -> tuple[An
             "candidates": [{"index": 0, "params": {"lr": 0.01}, "why": "the default"}],
             "job_args": {},
             "timeout_minutes": 60,
+            "queue_timeout_minutes": 90,
             "max_retries": 0,
             "primary_metric": "pr_auc",
             "approval_required": approval_required,
@@ -240,7 +249,17 @@ def _training_run(decision: dict[str, Any], approval_required: bool) -> tuple[An
             return {"outcome": "completed", "reasons": ["every gate passed"]}
         return answers.get(task[1])
 
-    return _drive(orchestrators.continuous_training, given, answer)
+    return _drive(orchestrators.continuous_training, given, answer, context)
+
+
+def test_every_job_of_a_run_gets_the_spec_limits_on_waiting_and_running() -> None:
+    """prepare_training answers the spec's training.timeout_minutes and queue_timeout_minutes (60 and 90 here):
+    the candidates' and the evaluation's ml_job must enforce those, not the message defaults."""
+    context = DrivenContext({})
+    _training_run({"promote": True, "review": False, "reasons": ["promote"]}, False, context)
+    jobs = [given for name, given in context.sub_inputs if name == "ml_job"]
+    assert [job["kind"] for job in jobs] == ["train", "evaluate"]
+    assert all((job["timeout_minutes"], job["queue_timeout_minutes"]) == (60, 90) for job in jobs)
 
 
 @pytest.mark.parametrize(
