@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from shared import parquet_size
+
 _T = TypeVar("_T")
 Format = Literal["csv", "parquet"]
 Source: TypeAlias = "str | Path | IO[bytes] | pa.Table"
@@ -50,6 +52,7 @@ CSV_BLOCK_SIZE = 4 << 20  # bytes of whole lines parsed at a time (one record ba
 MAX_CSV_RECORD = 64 << 20  # bytes one record (a line, or quoted lines) may take before the input counts as corrupt
 CSV_PARSE_THREADS = 2  # blocks parsed at once (at most the usable CPUs)
 PARQUET_BATCH_ROWS = 131_072
+PARQUET_BATCH_BYTES = 32 << 20  # decoded bytes a Parquet batch may take (fewer rows when rows are wide)
 MAX_EXAMPLES = 5
 COUNT_SLICE = 1 << 18  # bytes of a block whose line ends are counted at once
 MAX_LINE_STEPS = 1 << 19  # places where a CSV's lines and rows part that are remembered (16 bytes each: 8 MiB)
@@ -228,18 +231,50 @@ class TabularSource:
             and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))
         ]
         try:
-            parquet = self._parquet
-            if dictionary:
-                if not isinstance(self._parquet_handle, str):
-                    self._parquet_handle.seek(self._parquet_start)
-                parquet = pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary)
-            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present, use_threads=use_threads)
+            rows = self._parquet_batch_rows(present, dictionary)
+            parquet = self._parquet_reading(dictionary) if dictionary else self._parquet
+            yield from parquet.iter_batches(batch_size=rows, columns=present, use_threads=use_threads)
         except READ_FAILURES:
             raise  # the stream failed, not the bytes: the caller retries (see READ_FAILURES)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptInput(
                 f"the Parquet data is corrupt ({_first_line(exc)})", "re-export the file; it may be truncated"
             ) from None
+
+    def _parquet_reading(self, dictionary: list[str]) -> pq.ParquetFile:
+        """The file opened again, reading the ``dictionary`` columns as dictionaries."""
+        if not isinstance(self._parquet_handle, str):
+            self._parquet_handle.seek(self._parquet_start)
+        return pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary)
+
+    def _parquet_probing(self, dictionary: list[str]) -> pq.ParquetFile:
+        """The file opened again to decode one row of a row group (its dictionaries): reads no more than it needs."""
+        if not isinstance(self._parquet_handle, str):
+            self._parquet_handle.seek(self._parquet_start)
+        return pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary, pre_buffer=False, buffer_size=1 << 16)
+
+    def _parquet_batch_rows(self, present: list[str], dictionary: list[str]) -> int:
+        """Rows per batch so a batch decodes to about PARQUET_BATCH_BYTES; refuses (CorruptInput) a file that would
+        decode to more than ``parquet_size.max_decoded`` of its size, before decoding any of it."""
+        most = parquet_size.max_decoded(self.bytes_read)
+        stored = parquet_size.footer_size(self._parquet, present)
+        if stored > most:  # the pages alone (decompressed) are too large: no dictionary needs reading to know it
+            raise self._too_large(stored, f"its pages hold {human_bytes(stored)} once decompressed")
+        size = parquet_size.decoded_size(self._parquet, present, set(dictionary), self._parquet_probing)
+        if size.bytes > most:
+            largest = size.largest
+            raise self._too_large(size.bytes, largest.why if largest else "its columns")
+        return parquet_size.batch_rows(size, PARQUET_BATCH_BYTES, PARQUET_BATCH_ROWS)
+
+    def _too_large(self, decoded: int, why: str) -> CorruptInput:
+        size = self.bytes_read
+        return CorruptInput(
+            f"the Parquet file would decode to {human_bytes(decoded)} from {human_bytes(size)} "
+            f"({decoded / max(size, 1):,.0f} times its size; {why})",
+            f"a file may decode to at most {parquet_size.MAX_EXPANSION} times its size past "
+            f"{human_bytes(parquet_size.DECODED_FLOOR)}: split it into smaller files, or find why its writer repeats "
+            "so much",
+        )
 
     def _csv_batches(
         self, present: list[str], types: Mapping[str, pa.DataType], threads: int
@@ -694,3 +729,13 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
     finally:
         stop.set()
         worker.join(timeout=5)
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes as a person reads them: 512 B, 8.6 KB, 2.3 GB."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -48,7 +48,7 @@ from shared.profile import (
     ProfileBuilder,
 )
 from shared.spec import ColumnSpec, DataContract, Severity
-from shared.tabular_io import CorruptInput, Format, Source, TabularSource, prefetch, usable_cpus
+from shared.tabular_io import CorruptInput, Format, Source, TabularSource, human_bytes, prefetch, usable_cpus
 from shared.typecast import ARROW_TYPES, conform, numbers, value_counts
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class ValidationReport:
         """A few lines for a person: the verdict, then one line per finding."""
         verdict = "PASSED" if self.ok else "FAILED"
         head = (
-            f"{verdict}: {self.source} ({self.format}, {self.rows:,} rows, {_human_bytes(self.bytes_read)}, "
+            f"{verdict}: {self.source} ({self.format}, {self.rows:,} rows, {human_bytes(self.bytes_read)}, "
             f"{self.seconds:.2f} s): {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
         )
         lines = [head]
@@ -225,15 +225,6 @@ def locate(examples: list[Example], values: bool = False) -> str:
 def _known(kind: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(kind)} - {"examples"}
     return {k: v for k, v in data.items() if k in names}
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 # --------------------------------------------------------------------------- per-column state

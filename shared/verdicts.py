@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import keyset, tabular_io, typecast, validation
+from shared import keyset, parquet_size, tabular_io, typecast, validation
 from shared import profile as profiles
 from shared.blobpaths import quoted_etag
 from shared.profile import DatasetProfile, ProfileError
@@ -40,7 +40,7 @@ class VerdictError(ValueError):
 
 
 #: The modules whose code decides a verdict or builds a profile.
-JUDGES = (validation, profiles, tabular_io, typecast, keyset)
+JUDGES = (validation, profiles, tabular_io, parquet_size, typecast, keyset)
 
 
 def _rules_version() -> str:

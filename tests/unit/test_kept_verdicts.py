@@ -194,6 +194,26 @@ def test_a_change_to_the_judging_code_is_a_new_rules_version(tmp_path: Path, mon
     assert verdicts._rules_version() != before
 
 
+def test_every_module_the_judges_use_is_a_judge() -> None:
+    """A module the validator reads through (shared.parquet_size, say) decides verdicts too: a change to it must be a
+    new rules version, or blobs judged by the old code keep verdicts the new code would not give. shared.spec is the
+    exception: the contract it parses is part of every verdict's key."""
+    import ast
+
+    from shared import verdicts
+
+    judges = {Path(str(m.__file__)).stem for m in verdicts.JUDGES}
+    used: set[str] = set()
+    for module in verdicts.JUDGES:
+        tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "shared":
+                used |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("shared."):
+                used.add(str(node.module).split(".")[1])
+    assert used - judges - {"spec"} == set()
+
+
 def test_a_failing_verdict_is_not_kept(activity: Any) -> None:
     bad = fraud_batch(1500, seed=13).assign(hour=99).to_csv(index=False).encode()
     blob = _land("k8.csv", bad)
