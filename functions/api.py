@@ -21,7 +21,7 @@ import azure.functions as func
 
 import shared
 from functions import clients
-from functions.coordination import debounce_state, send_work
+from functions.coordination import debounce_state, job_states, send_work
 from functions.http import answers_503_when_unavailable, json_response, problem
 from functions.stranded import stranded as stranded_because
 from shared.blobpaths import BlobNameError
@@ -38,6 +38,7 @@ from shared.logs import correlated
 from shared.publish import run_completed_event
 from shared.registry import (
     ACTIVE_RUN_STATUSES,
+    Lineage,
     Registry,
     RegistryError,
     Run,
@@ -46,7 +47,7 @@ from shared.registry import (
     run_id_for,
 )
 from shared.runtime import Runtime, get_runtime
-from shared.workflow import TriggerInfo
+from shared.workflow import TriggerInfo, evaluation_job_base, job_base_of_candidate
 
 bp = df.Blueprint()
 logger = logging.getLogger("perennial.api")
@@ -520,15 +521,23 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 @bp.route(route="runs/{id}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
 @answers_503_when_unavailable
-def get_run(req: func.HttpRequest) -> func.HttpResponse:
+async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """A run: stage, drift against the champion's training data, candidates and their metrics, the decision and
-    its reasons, lineage and rollout steps."""
-    runtime = get_runtime()
-    run, error = _find_run(runtime, req.route_params.get("id", ""))
-    if error is not None or run is None:
-        return error or problem(404, "Unknown run", "no such run")
-    lineage = clients.registry().lineage(run.model, run.run_id)
+    its reasons, lineage and rollout steps; while it trains or evaluates, its jobs as they stand (``jobs``: waiting
+    for compute or running, since when, and when they are cancelled unless they end first)."""
+    found = await asyncio.to_thread(_run_and_lineage, req.route_params.get("id", ""))
+    if isinstance(found, func.HttpResponse):
+        return found
+    run, lineage = found
+    jobs: list[dict[str, Any]] = []
+    if run.status == "running" and run.stage in ("training", "evaluating"):
+        if run.stage == "training":
+            bases = [job_base_of_candidate(run.run_id, c.candidate_id) for c in lineage.candidates]
+        else:
+            bases = [evaluation_job_base(run.run_id)]
+        jobs = await job_states(client, bases)
     return json_response(
         {
             **_run_summary(run),
@@ -537,11 +546,19 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
             "evaluation": _evaluation(run),
             "abort": run.details.get("abort"),  # who asked the run to stop, why and when; null when nobody did
             "candidates": [asdict(c) for c in lineage.candidates],
+            "jobs": jobs,
             "blobs": [asdict(b) for b in lineage.blobs],
             "version": asdict(lineage.version) if lineage.version else None,
             "rollout": [asdict(s) for s in lineage.rollout],
         }
     )
+
+
+def _run_and_lineage(run_id: str) -> tuple[Run, Lineage] | func.HttpResponse:
+    run, error = _find_run(get_runtime(), run_id)
+    if error is not None or run is None:
+        return error or problem(404, "Unknown run", "no such run")
+    return run, clients.registry().lineage(run.model, run.run_id)
 
 
 def _evaluation(run: Run) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from functions.orchestrators import coordinator_id
+from shared.workflow import job_instance_id
 
 logger = logging.getLogger("perennial.coordination")
 
@@ -43,21 +44,35 @@ class CoordinatorUnreachable(RuntimeError):
         super().__init__(f"could not deliver work to {instance}: {cause}")
 
 
-async def debounce_state(client: df.DurableOrchestrationClient, model: str) -> dict[str, Any] | None:
-    """What the model's coordinator waits on before its next run: ``{blobs, starts_at, deadline}`` while it collects
-    a burst of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else
-    None. A status that cannot be read is None too: it only adds to a listing."""
+async def _custom_status(client: df.DurableOrchestrationClient, instance: str) -> dict[str, Any] | None:
+    """The custom status of ``instance`` while it is alive, read within STATUS_TIMEOUT_SECONDS; else None. A status
+    that cannot be read is None too: callers only add it to what they answer."""
     try:
-        status = await asyncio.wait_for(client.get_status(coordinator_id(model)), STATUS_TIMEOUT_SECONDS)
+        status = await asyncio.wait_for(client.get_status(instance), STATUS_TIMEOUT_SECONDS)
     except Exception as exc:  # the SDK raises bare Exception for the task hub's errors; or it took too long
-        logger.warning("could not read coordinator %s's status: %r", coordinator_id(model), exc)
+        logger.warning("could not read %s's status: %r", instance, exc)
         return None
     custom = getattr(status, "custom_status", None) if status is not None else None
     if status is None or status.runtime_status not in _ALIVE or not isinstance(custom, dict):
         return None
-    if custom.get("stage") != "debouncing":
+    return custom
+
+
+async def debounce_state(client: df.DurableOrchestrationClient, model: str) -> dict[str, Any] | None:
+    """What the model's coordinator waits on before its next run: ``{blobs, starts_at, deadline}`` while it collects
+    a burst of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else
+    None."""
+    custom = await _custom_status(client, coordinator_id(model))
+    if custom is None or custom.get("stage") != "debouncing":
         return None
     return {key: custom.get(key) for key in ("blobs", "starts_at", "deadline")}
+
+
+async def job_states(client: df.DurableOrchestrationClient, base_names: list[str]) -> list[dict[str, Any]]:
+    """The jobs of ``base_names`` that are being watched now, as their ``ml_job`` shows them
+    (``shared.workflow.job_progress``), read side by side; a job not started yet or already ended is left out."""
+    found = await asyncio.gather(*(_custom_status(client, job_instance_id(base)) for base in base_names))
+    return [{"base_name": base, **state} for base, state in zip(base_names, found, strict=True) if state is not None]
 
 
 async def send_work(client: df.DurableOrchestrationClient, model: str, work: dict[str, Any]) -> str:

@@ -40,7 +40,10 @@ from shared.workflow import (
     best_candidate,
     blob_identity,
     candidate_job_base,
+    evaluation_job_base,
     job_deadline,
+    job_instance_id,
+    job_progress,
     minutes_ran,
     poll_delay,
     validation_chunks,
@@ -321,7 +324,7 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
                     queue_timeout_minutes=prepared.get("queue_timeout_minutes"),
                     max_retries=prepared["max_retries"],
                 ).dump(),
-                instance_id=f"{candidate_job_base(request.run_id, plan.index)}-job",
+                instance_id=job_instance_id(candidate_job_base(request.run_id, plan.index)),
             )
             for plan in plans
         ]
@@ -343,14 +346,14 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         JobRequest(
             model=request.model,
             run_id=request.run_id,
-            base_name=f"{request.run_id}-eval",
+            base_name=evaluation_job_base(request.run_id),
             kind="evaluate",
             args={**prepared["job_args"], "challenger": best.outputs},
             timeout_minutes=prepared["timeout_minutes"],
             queue_timeout_minutes=prepared.get("queue_timeout_minutes"),
             max_retries=prepared["max_retries"],
         ).dump(),
-        instance_id=f"{request.run_id}-eval-job",
+        instance_id=job_instance_id(evaluation_job_base(request.run_id)),
     )
     evaluated = JobResult.load(evaluation)
     if (yield from stage("evaluating", best=best.base_name)):  # an abort cancelled the evaluation job
@@ -466,7 +469,6 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             with contextlib.suppress(Exception):  # best effort: the platform's job timeout still bounds it
                 yield context.call_activity("cancel_job", job.dump())
             return ended("failed", f"{job.job_name}: its status could not be read ({_first_line(str(exc))}); canceled")
-        context.set_custom_status({"job": job.job_name, "status": status.status, "attempt": job.attempt})
         if status.phase == "completed":
             return JobResult(
                 base_name=job.base_name,
@@ -503,6 +505,7 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
         if status.phase == "running" and job.queue_timeout_minutes is not None and job.running_since is None:
             job = job.model_copy(update={"running_since": context.current_utc_datetime.isoformat()})
         deadline, overdue = job_deadline(job)
+        context.set_custom_status(job_progress(job, status, deadline))
         if context.current_utc_datetime >= deadline:
             yield context.call_activity("cancel_job", job.dump())
             return ended("timed_out", overdue)

@@ -215,12 +215,28 @@ class Evaluation(_Body):
     difference: Difference | None = None
 
 
+class JobState(_Body):
+    """A job of a run that trains or evaluates, as its watcher last saw it: waiting for compute since
+    ``waiting_since`` or running since ``running_since``, cancelled at ``deadline`` unless it ends first."""
+
+    base_name: str
+    job: str
+    status: str = ""
+    phase: str = ""
+    attempt: int = 0
+    waiting_since: datetime | None = None
+    running_since: datetime | None = None
+    ran_minutes_before: float = 0.0
+    deadline: datetime | None = None
+
+
 class RunDetail(RunSummary):
     """One run in full, as ``GET /api/runs/{id}`` returns it."""
 
     manifest_url: str | None = None
     evaluation: Evaluation | None = None
     candidates: list[Candidate] = Field(default_factory=list)
+    jobs: list[JobState] = Field(default_factory=list)
     blobs: list[SeenBlob] = Field(default_factory=list)
     version: ModelVersion | None = None
     rollout: list[RolloutStep] = Field(default_factory=list)

@@ -29,6 +29,7 @@ from perennial_cli.client import (
     Accepted,
     ClientError,
     Evaluation,
+    JobState,
     ModelInfo,
     ModelVersion,
     PerennialClient,
@@ -136,6 +137,25 @@ def _text(value: Any) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _print_jobs(out: Console, jobs: list[JobState]) -> None:
+    """The run's jobs as they stand: waiting for compute (the queue limit) or running (the running limit)."""
+    table = Table(title="Jobs now", title_justify="left")
+    for heading in ("job", "status", "since (UTC)", "cancelled at (UTC) unless it ends"):
+        table.add_column(heading, overflow="fold", no_wrap=heading == "job")
+    for job in jobs:
+        if job.running_since is not None:
+            since = f"running since {_when(job.running_since)}"
+            if job.ran_minutes_before:
+                since += f" (+{job.ran_minutes_before:.0f} min in earlier attempts)"
+        elif job.waiting_since is not None:
+            since = f"waiting for compute since {_when(job.waiting_since)}"
+        else:
+            since = ""
+        attempt = f" (attempt {job.attempt + 1})" if job.attempt else ""
+        table.add_row(escape(job.job), escape(job.status) + attempt, since, _when(job.deadline))
+    out.print(table)
 
 
 def _print_evaluation(out: Console, evaluation: Evaluation) -> None:
@@ -418,6 +438,9 @@ def _print_run(run: RunDetail) -> None:
         out.print("[dim]Candidates: none (the run ended before training)[/dim]")
     else:
         out.print("[dim]Candidates: none planned yet[/dim]")
+    if run.jobs:
+        out.print()
+        _print_jobs(out, run.jobs)
     if run.evaluation is not None:
         out.print()
         _print_evaluation(out, run.evaluation)

@@ -184,7 +184,37 @@ def candidate_id(index: int) -> str:
 
 def candidate_job_base(run_id: str, index: int) -> str:
     """The base name of a candidate's training jobs: ``<run id>-c<index>``."""
-    return f"{run_id}-{candidate_id(index)}"
+    return job_base_of_candidate(run_id, candidate_id(index))
+
+
+def job_base_of_candidate(run_id: str, candidate: str) -> str:
+    """The base name of the training jobs of the run's candidate ``candidate`` (a registry candidate id, ``c1``)."""
+    return f"{run_id}-{candidate}"
+
+
+def evaluation_job_base(run_id: str) -> str:
+    """The base name of a run's evaluation jobs: ``<run id>-eval``."""
+    return f"{run_id}-eval"
+
+
+def job_instance_id(base_name: str) -> str:
+    """The ``ml_job`` orchestration that runs the jobs of ``base_name`` (one per logical job, all its attempts)."""
+    return f"{base_name}-job"
+
+
+def job_progress(job: JobRequest, status: JobStatus, deadline: datetime) -> dict[str, Any]:
+    """What ``ml_job`` shows of a job as its custom status (``GET /api/runs/{id}`` → ``jobs``): the platform's
+    status, whether it waits for compute or runs, since when, and when it is cancelled unless it ends first."""
+    return {
+        "job": job.job_name,
+        "status": status.status,
+        "phase": status.phase,
+        "attempt": job.attempt,
+        "waiting_since": job.submitted_at if job.running_since is None else None,
+        "running_since": job.running_since,
+        "ran_minutes_before": job.ran_minutes,
+        "deadline": deadline.isoformat(),
+    }
 
 
 def candidate_of_job(base_name: str) -> str:

@@ -9,16 +9,19 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from perennial_cli.main import app
 from perennial_cli.synthetic import fraud_batch
 from shared.platform import LogsRequest
 from shared.platform.localstore import read_json
 from tests.azurite import start_azurite
-from tests.e2e.harness import PerennialHost, fast_fraud_spec
+from tests.e2e.harness import KEY, PerennialHost, fast_fraud_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.azurite, pytest.mark.timeout(900)]
 
@@ -81,6 +84,11 @@ def _finished_run(host: PerennialHost, run_id: str) -> dict[str, Any] | None:
     return detail if detail["status"] not in ("pending", "running") else None
 
 
+def _job_shown_running(host: PerennialHost, run_id: str) -> dict[str, Any] | None:
+    jobs = host.run(run_id)["jobs"]
+    return jobs[0] if jobs and jobs[0]["phase"] == "running" else None
+
+
 def test_a_host_killed_during_training_completes_the_run_without_duplicate_jobs(host: PerennialHost) -> None:
     host.land("batch-001.csv", fraud_batch(12_000, seed=1).to_csv(index=False).encode())
     job, _ = host.wait_for("a training job to run", lambda: _running_training_job(host))
@@ -103,6 +111,18 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint(host: PerennialHos
         "a training job with a checkpoint", lambda: _running_training_job(host, checkpoints=True), advance=15
     )
     assert job == f"{run_id}-c0-a0"
+    # While it trains, the run shows its job: running since a poll saw it, cancelled training.timeout_minutes (a
+    # week in fast_fraud_spec) after that unless it ends; `perennial run` prints the same.
+    shown = host.wait_for("the run to show its job running", lambda: _job_shown_running(host, run_id), advance=15)
+    assert shown["job"] == f"{run_id}-c0-a0"
+    assert shown["waiting_since"] is None
+    running_since = datetime.fromisoformat(shown["running_since"])
+    assert datetime.fromisoformat(shown["deadline"]) - running_since == timedelta(minutes=10080)
+    env = {"PERENNIAL_HOST_URL": host.base_url, "PERENNIAL_FUNCTION_KEY": KEY, "COLUMNS": "200"}
+    printed = CliRunner().invoke(app, ["run", run_id], env=env)
+    assert printed.exit_code == 0, printed.output
+    assert "Jobs now" in printed.output
+    assert f"running since {running_since.strftime('%Y-%m-%d %H:%M:%S')}" in printed.output
     for pid in state["child_pids"]:  # low-priority VM eviction: the node gets SIGTERM
         os.kill(int(pid), signal.SIGTERM)
 
@@ -115,4 +135,5 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint(host: PerennialHos
     assert "resumed from" in logs, logs[-2000:]
     candidate = detail["candidates"][0]
     assert candidate["job_name"] == f"{run_id}-c0-a1"
+    assert detail["jobs"] == [], "an ended run has no jobs to watch"
     assert candidate["status"] == "completed"
