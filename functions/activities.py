@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +28,7 @@ from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
 from shared.housekeeping import retire_idle_deployments
 from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
-from shared.live import champion_reference, live_counts, predicts_positive, reference_profile_name
+from shared.live import champion_reference, live_counts, reference_profile_name, watched_prediction
 from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
     ComputeSpec,
@@ -392,12 +392,12 @@ def _run_profiles(
     """The profiles of the run's blobs, fetched a few at a time side by side: merged as they come, so memory holds a
     handful of profiles, not one per blob of a large training set."""
 
-    contract = get_runtime().spec(model).data
+    spec = get_runtime().spec(model)
 
     def fetch(blob: BlobItem) -> DatasetProfile:
         if blob.verdict is not None:  # kept with its verdict (shared.verdicts), or judged again if it expired
             ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
-            return verdict_profile(store, blob.verdict, ref, contract, edges)
+            return verdict_profile(store, blob.verdict, ref, spec.data, edges, spec.task)
         # Validated by an older version of this app, which kept a copy per run.
         return DatasetProfile.from_dict(store.get_json(MANIFESTS, _legacy_profile_name(model, run_id, blob.name)))
 
@@ -442,7 +442,7 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
     ref = BlobRef(container=LANDING, name=blob.name, url=blob.url, etag=blob.etag, size=blob.size)
     edges = payload.get("edges")
     # A version an earlier run passed against the same contract and edges passes again: read it once in its life.
-    kept_name = verdict_name(model, ref.url, ref.etag, spec.data, edges)
+    kept_name = verdict_name(model, ref.url, ref.etag, spec.data, edges, spec.task)
     if (kept := kept_verdict(store, kept_name)) is not None:
         learnt = {"sha256": kept.outcome.blob.sha256, "verdict": kept_name}
         return kept.outcome.model_copy(update={"blob": blob.model_copy(update=learnt)}).dump()
@@ -450,7 +450,7 @@ def _validate_one(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         stream, digest = store.open_hashed(ref)
         with stream:
-            report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}")
+            report = validate(stream, spec.data, reference=reference, name=f"{LANDING}/{ref.name}", task=spec.task)
             sha256 = digest.hexdigest() if report.ok else None  # the same download: no second read for the manifest
     except (BlobMissingError, BlobChangedError) as exc:
         # A retry of this activity after it quarantined the blob (and failed later, announcing it): the same verdict.
@@ -834,10 +834,13 @@ def register_model(payload: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- staged rollout
 
 
-def _sample(metrics: DeploymentMetrics, positive: str | int | bool, live: tuple[int, int] = (0, 0)) -> DeploymentSample:
-    """The canary's view of one deployment: health metrics, and (labelled, correct) once labels arrived."""
+def _sample(
+    metrics: DeploymentMetrics, watched: Callable[[object], bool], live: tuple[int, int] = (0, 0)
+) -> DeploymentSample:
+    """The canary's view of one deployment: health metrics, how many predictions were the ``watched`` class (the
+    positive-rate gate's), and (labelled, correct) once labels arrived."""
     successes = metrics.requests - metrics.errors
-    positives = sum(1 for c in metrics.predicted_classes if predicts_positive(str(c), positive))
+    positives = sum(1 for c in metrics.predicted_classes if watched(c))
     labelled, correct = live
     return DeploymentSample(
         deployment=metrics.deployment,
@@ -1121,16 +1124,19 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
             logger.warning("live labels of %s unavailable for this bake: %s", deployment, exc)
             return (0, 0)
 
-    champion_sample = (
-        _sample(
-            platform.deployment_metrics(MetricsQuery(endpoint=endpoint, deployment=champion, start=start, end=end)),
-            positive,
-            labels(champion),
-        )
+    champion_metrics = (
+        platform.deployment_metrics(MetricsQuery(endpoint=endpoint, deployment=champion, start=start, end=end))
         if champion
         else None
     )
-    challenger_sample = _sample(challenger_metrics, positive, labels(challenger, mirrored=shadow))
+    watched = watched_prediction(
+        spec.task,
+        positive,
+        challenger_metrics.predicted_classes,
+        champion_metrics.predicted_classes if champion_metrics else (),
+    )
+    champion_sample = _sample(champion_metrics, watched, labels(champion)) if champion and champion_metrics else None
+    challenger_sample = _sample(challenger_metrics, watched, labels(challenger, mirrored=shadow))
     verdict = analyse_canary(challenger_sample, champion_sample, spec.rollout.gates)
     traffic = platform.get_traffic(endpoint)
     run = _registry().get_run(model, payload["run_id"])

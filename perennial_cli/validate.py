@@ -64,7 +64,7 @@ def validate(
             err.print(f"[red]✗[/red] {reference}: {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
-    report = validate_batch(path, model.data, reference=ref_profile)
+    report = validate_batch(path, model.data, reference=ref_profile, task=model.task)
     drift: DriftReport | None = None
     if ref_profile is not None and report.profile is not None:
         features = [c.name for c in model.data.feature_columns]

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -238,6 +239,29 @@ def predicts_positive(predicted: str, positive_class: str | int | bool) -> bool:
     if _integer_like(predicted) or predicted in _TRUE | _FALSE:
         return _boolean(predicted) == "1"
     return _positive(predicted, class_text(positive_class))
+
+
+def watched_prediction(
+    task: Literal["binary", "multiclass"],
+    positive_class: str | int | bool,
+    challenger: Sequence[object],
+    champion: Sequence[object],
+) -> Callable[[object], bool]:
+    """Which recorded predictions the canary's ``max_positive_rate_shift`` gate counts on both deployments.
+
+    Binary: the positive class. Multiclass has none, so the gate watches the class whose share of the predictions
+    moved most between the two deployments (the one a shifted model shows first; with one side empty, nothing is
+    watched and the gate waits for data)."""
+    if task == "binary":
+        return lambda predicted: predicts_positive(str(predicted), positive_class)
+    if not challenger or not champion:
+        return lambda predicted: False
+    ours, theirs = Counter(class_text(p) for p in challenger), Counter(class_text(p) for p in champion)
+    moved = max(
+        sorted(ours.keys() | theirs.keys()),
+        key=lambda c: abs(ours[c] / len(challenger) - theirs[c] / len(champion)),
+    )
+    return lambda predicted: class_text(predicted) == moved
 
 
 def _integer_like(text: str) -> bool:
@@ -839,4 +863,5 @@ __all__ = [
     "schedule_slot",
     "scoring_profile",
     "upper_bound",
+    "watched_prediction",
 ]

@@ -337,10 +337,14 @@ class TriggerSpec(_Strict):
 # --------------------------------------------------------------------------- the spec
 
 
+#: What a model predicts: one of two classes (with a positive one), or one of several.
+Task = Literal["binary", "multiclass"]
+
+
 class ModelSpec(_Strict):
     name: str = Field(description=f"the model name ({AZURE_ML_NAME_HINT}), e.g. fraud")
     description: str = Field(default="", description="one line saying what the model does")
-    task: Literal["binary", "multiclass"] = Field(default="binary", description="binary or multiclass")
+    task: Task = Field(default="binary", description="binary or multiclass")
     data: DataContract = Field(description="the data contract: columns, label, min_rows, ...")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="how candidates are trained")
     promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="when a challenger wins")

@@ -47,7 +47,7 @@ from shared.profile import (
     DatasetProfile,
     ProfileBuilder,
 )
-from shared.spec import ColumnSpec, DataContract, Severity
+from shared.spec import ColumnSpec, DataContract, Severity, Task
 from shared.tabular_io import CorruptInput, Format, Source, TabularSource, human_bytes, prefetch, usable_cpus
 from shared.typecast import ARROW_TYPES, conform, numbers, value_counts
 
@@ -274,8 +274,10 @@ class _Validator:
         bins: int,
         sample_size: int,
         top_k: int,
+        task: Task = "binary",
     ) -> None:
         self.contract = contract
+        self.task = task
         self.policy = contract.severity
         self.findings: list[Finding] = []
         self.notes: list[str] = []
@@ -624,15 +626,21 @@ class _Validator:
         labelled = sum(self.label_counts.values())
         if not labelled:
             return
-        label_type = self.states[c.label].spec.type
-        positive = _label_key(c.positive_class, as_bool=label_type == "bool")
+        label = self.states[c.label].spec
         shares = {k: v / labelled for k, v in self.label_counts.items()}
-        shares.setdefault(positive, 0.0)
+        if self.task == "binary":  # the positive class must be there; a multiclass model has none
+            positive = _label_key(c.positive_class, as_bool=label.type == "bool")
+            shares.setdefault(positive, 0.0)
+            which = f" (positive class {positive!r})"
+        else:  # every declared class must be there: a class with no rows is one the model cannot learn
+            for category in label.categories or ():
+                shares.setdefault(category, 0.0)
+            which = ""
         rarest, share = min(shares.items(), key=lambda kv: kv[1])
         balance = ", ".join(f"{k}: {v:.3%}" for k, v in sorted(shares.items()))
         if len(self.label_counts) < 2:  # one class only: nothing to learn from
             only = next(iter(self.label_counts))
-            message = f"every labelled row has the label {only!r} (positive class {positive!r}); classes: {balance}"
+            message = f"every labelled row has the label {only!r}{which}; classes: {balance}"
         elif share < c.min_label_share:
             message = (
                 f"the rarest label class {rarest!r} is {share:.3%} of the rows (minimum {c.min_label_share:.3%}); "
@@ -816,11 +824,13 @@ def validate(
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     top_k: int = DEFAULT_TOP_K,
     threads: int | None = None,
+    task: Task = "binary",
 ) -> ValidationReport:
     """Validate and profile ``source`` (a path, a readable binary stream or an Arrow table).
 
     ``reference`` (the training profile) supplies the histogram edges so the new profile
-    compares with it bin by bin. ``threads`` check columns in parallel (numpy and Arrow release
+    compares with it bin by bin. ``task`` (the spec's) decides which label classes must be present: the
+    positive class of a binary model, every declared category of a multiclass label. ``threads`` check columns in parallel (numpy and Arrow release
     the GIL) while the next batch is read and decoded; by default one per CPU this process may
     use, at most 4; 1 does everything on the calling thread.
 
@@ -838,7 +848,9 @@ def validate(
     started = time.perf_counter()
     workers = threads if threads is not None else min(4, usable_cpus())
     with _lanes(workers) as lanes:
-        return _validate(source, contract, reference, fmt, name, max_keys, bins, sample_size, top_k, lanes, started)
+        return _validate(
+            source, contract, reference, fmt, name, max_keys, bins, sample_size, top_k, lanes, started, task
+        )
 
 
 def _validate(
@@ -853,8 +865,9 @@ def _validate(
     top_k: int,
     lanes: _Lanes | None,
     started: float,
+    task: Task,
 ) -> ValidationReport:
-    checker = _Validator(contract, reference, max_keys, bins, sample_size, top_k)
+    checker = _Validator(contract, reference, max_keys, bins, sample_size, top_k, task)
     label = name or (str(source) if isinstance(source, str | Path) else "<input>")  # a file that never opened
     fmt_name: str = fmt or "unknown"
     columns: list[str] = []

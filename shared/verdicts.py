@@ -28,7 +28,7 @@ from shared import keyset, parquet_size, tabular_io, typecast, validation
 from shared import profile as profiles
 from shared.blobpaths import quoted_etag
 from shared.profile import DatasetProfile, ProfileError
-from shared.spec import DataContract
+from shared.spec import DataContract, Task
 from shared.storage import VERDICTS, BlobMissingError, BlobRef, BlobStore, StorageError
 from shared.workflow import ValidationOutcome
 
@@ -56,15 +56,21 @@ RULES_VERSION = _rules_version()
 
 
 def verdict_name(
-    model: str, url: str, etag: str, contract: DataContract, edges: Mapping[str, Sequence[float]] | None
+    model: str,
+    url: str,
+    etag: str,
+    contract: DataContract,
+    edges: Mapping[str, Sequence[float]] | None,
+    task: Task = "binary",
 ) -> str:
-    """Where, in the ``verdicts`` container, the verdict on blob version (``url``, ``etag``) against ``contract`` and
-    ``edges`` is kept: ``<model>/<key>.json``."""
+    """Where, in the ``verdicts`` container, the verdict on blob version (``url``, ``etag``) against ``contract``,
+    ``edges`` and the model's ``task`` (which label classes must be present) is kept: ``<model>/<key>.json``."""
     what = {
         "rules": RULES_VERSION,
         "url": url,
         "etag": quoted_etag(etag),
         "contract": contract.model_dump(mode="json"),
+        "task": task,
         "edges": {name: [float(e) for e in values] for name, values in (edges or {}).items()} if edges else None,
     }
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
@@ -105,7 +111,12 @@ class VerdictChangedError(RuntimeError):
 
 
 def verdict_profile(
-    store: BlobStore, name: str, ref: BlobRef, contract: DataContract, edges: Mapping[str, Sequence[float]] | None
+    store: BlobStore,
+    name: str,
+    ref: BlobRef,
+    contract: DataContract,
+    edges: Mapping[str, Sequence[float]] | None,
+    task: Task = "binary",
 ) -> DatasetProfile:
     """The profile kept with the verdict ``name`` on blob version ``ref``. Verdicts expire (a lifecycle rule on their
     container), so one may be gone by a run's manifest step: then, given the run's ``edges``, the version is read
@@ -117,7 +128,9 @@ def verdict_profile(
             raise
         logger.warning("the kept verdict of %s is gone (%s): profiling it again", ref.name, exc)
     with store.open(ref) as stream:
-        report = validation.validate(stream, contract, reference=profiles.edges_reference(edges), name=ref.name)
+        report = validation.validate(
+            stream, contract, reference=profiles.edges_reference(edges), name=ref.name, task=task
+        )
     if not report.ok or report.profile is None:  # the same bytes and rules cannot fail
         raise VerdictChangedError(
             f"{ref.name} passed validation earlier in this run but fails now ({report.summary().splitlines()[0]}); "

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shared.spec import DataContract
 from shared.validation import Finding, ValidationReport, validate
 from tests.validation.conftest import good_rows, rows_to_csv, small_contract, write_csv_text
 
@@ -172,6 +173,36 @@ def test_label_imbalance_and_missing_positive_class(tmp_path: Path) -> None:
         r["y"] = 0
     report = validate(rows_to_csv(tmp_path / "l0.csv", rows), small_contract())
     assert "every labelled row has the label '0'" in only(report, "label_imbalance").message
+
+
+def _ticket_contract() -> DataContract:
+    """A multiclass label: four declared queues (positive_class keeps its default, 1, which no queue is)."""
+    contract = small_contract(min_label_share=0.01)
+    columns = [c.model_dump() for c in contract.columns if c.name != "y"]
+    queue = {
+        "name": "y",
+        "type": "category",
+        "nullable": False,
+        "categories": ["billing", "technical", "sales", "abuse"],
+    }
+    return small_contract(min_label_share=0.01, columns=[*columns, queue])
+
+
+def test_a_multiclass_label_is_not_asked_for_a_positive_class(tmp_path: Path) -> None:
+    """Every multiclass batch was told its rarest class, '1', was 0% of the rows (the binary positive class): with
+    label_imbalance an error, every batch failed."""
+    rows = [{**r, "y": ["billing", "technical", "sales", "abuse"][i % 4]} for i, r in enumerate(good_rows(400))]
+    report = validate(rows_to_csv(tmp_path / "q.csv", rows), _ticket_contract(), task="multiclass")
+    assert "label_imbalance" not in checks(report), report.summary()
+    assert report.ok
+
+
+def test_a_declared_class_missing_from_a_multiclass_batch_is_reported(tmp_path: Path) -> None:
+    rows = [{**r, "y": ["billing", "technical", "sales"][i % 3]} for i, r in enumerate(good_rows(300))]
+    report = validate(rows_to_csv(tmp_path / "q.csv", rows), _ticket_contract(), task="multiclass")
+    finding = only(report, "label_imbalance")
+    assert "the rarest label class 'abuse' is 0.000% of the rows" in finding.message
+    assert "positive class" not in finding.message
 
 
 def test_extra_columns_are_a_warning(tmp_path: Path) -> None:
