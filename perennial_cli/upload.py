@@ -58,7 +58,12 @@ def upload(
     out = Console(highlight=False)
     known = _known_models(models)
     if model not in known:
-        _fail(f"no model spec named {model!r} in {models}", f"use one of: {', '.join(sorted(known)) or 'none'}", 2)
+        _fail(
+            f"no model spec named {model!r} in {models}",
+            f"use one of: {', '.join(sorted(known)) or 'none'}; or, if the host reads its specs from another folder "
+            "(perennial up --models DIR), pass that folder with --models DIR",
+            2,
+        )
     names: dict[Path, str] = {}
     for path in files:
         if not path.is_file():

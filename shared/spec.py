@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Azure ML names endpoints, deployments, models and computes with this pattern.
 AZURE_ML_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]$")
@@ -76,6 +76,16 @@ class ColumnSpec(_Strict):
         default=None, description="the allowed values of a category column, e.g. [grocery, travel]"
     )
     feature: bool = Field(default=True, description="false for ids and timestamps the model must not see")
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _integer_codes_are_their_text(cls, value: Any) -> Any:
+        """``[1, 2, 3]`` means the codes 1, 2 and 3, which a CSV or Parquet column holds and the validator and the
+        training job read as text ("1", "2", "3"): a YAML list of integer codes needs no quotes. Floats (1.0?) and
+        booleans stay refused: what text they stand for is not clear."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
 
 
 class SeverityPolicy(_Strict):

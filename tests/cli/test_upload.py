@@ -56,6 +56,7 @@ def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: 
     assert unknown.exit_code == 2
     assert "no model spec named 'nope'" in unknown.output
     assert "fraud" in unknown.output  # the known ones
+    assert "--models DIR" in " ".join(unknown.output.split())  # a host started with specs of its own elsewhere
     missing = perennial(nowhere, "upload", str(tmp_path / "gone.csv"), "--model", "fraud", "--models", MODELS)
     assert missing.exit_code == 2
     assert "no such file" in missing.output

@@ -193,3 +193,18 @@ def test_the_spec_reads_label_values_as_training_does() -> None:
 
     for value in (1, 0, 1.0, 2.5, "1", "1.0", " 1 ", True, False, "true", "False", "fraud", " yes ", "nan", "1e3"):
         assert _label_key(value) == canonical_label(value), value
+
+
+def test_integer_category_codes_need_no_quotes() -> None:
+    """categories: [1, 2, 3] was refused three times over ("should be a valid string"): the codes are read as
+    the text "1", "2", "3" by the validator and the training job, so the spec reads them so too. A float code
+    stays refused: whether 1.0 means "1" or "1.0" is not clear."""
+    document = _fraud_with()
+    merchant = next(c for c in document["data"]["columns"] if c["name"] == "merchant_category")
+    merchant["categories"] = [1, 2, 3]
+    spec = parse_spec(document, "fraud.yaml")
+    assert next(c for c in spec.data.columns if c.name == "merchant_category").categories == ["1", "2", "3"]
+    merchant["categories"] = [1.0, 2.0]
+    with pytest.raises(SpecError) as refused:
+        parse_spec(document, "fraud.yaml")
+    assert "categories[0]=1.0 should be a valid string" in str(refused.value)
