@@ -74,13 +74,16 @@ def decoded_size(
     as_dictionary: Collection[str],
     open_with_dictionaries: Callable[[list[str]], pq.ParquetFile],
 ) -> DecodedSize:
-    """At most how many bytes ``columns`` take once decoded as Arrow arrays (``as_dictionary``: read as dictionaries).
+    """At most how many bytes ``columns`` take once decoded as Arrow arrays (``as_dictionary``: read and kept as
+    dictionaries; every other text column becomes plain strings, whatever the file's schema says).
 
     ``open_with_dictionaries(names)`` opens the same file reading ``names`` as dictionaries: a text column's
     dictionary is decoded (one row per row group) to learn its longest value."""
     schema = parquet.schema_arrow
     meta = parquet.metadata
-    types = {c: schema.field(c).type for c in columns}
+    # A column pyarrow wrote as a dictionary (its schema kept in the file) is read back as one, but is only as small
+    # as its pages if it stays one: the validator casts a text column that is not a category to plain strings.
+    types = {c: _stored_type(schema.field(c).type) for c in columns}
     through_dictionary = [c for c in columns if _is_text(types[c]) and c not in as_dictionary]
     per_column = dict.fromkeys(columns, 0)
     longest: dict[str, int] = dict.fromkeys(columns, 0)
@@ -119,6 +122,10 @@ def batch_rows(size: DecodedSize, target_bytes: int, most: int) -> int:
     if size.widest_row <= 0:
         return most
     return max(1, min(most, int(target_bytes / size.widest_row)))
+
+
+def _stored_type(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
 def _is_text(kind: pa.DataType) -> bool:

@@ -230,8 +230,9 @@ class TabularSource:
             if pa.types.is_dictionary(types.get(c, pa.null()))
             and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))
         ]
+        kept_dictionaries = {c for c in present if pa.types.is_dictionary(types.get(c, pa.null()))}
         try:
-            rows = self._parquet_batch_rows(present, dictionary)
+            rows = self._parquet_batch_rows(present, kept_dictionaries)
             parquet = self._parquet_reading(dictionary) if dictionary else self._parquet
             yield from parquet.iter_batches(batch_size=rows, columns=present, use_threads=use_threads)
         except READ_FAILURES:
@@ -253,14 +254,15 @@ class TabularSource:
             self._parquet_handle.seek(self._parquet_start)
         return pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary, pre_buffer=False, buffer_size=1 << 16)
 
-    def _parquet_batch_rows(self, present: list[str], dictionary: list[str]) -> int:
-        """Rows per batch so a batch decodes to about PARQUET_BATCH_BYTES; refuses (CorruptInput) a file that would
-        decode to more than ``parquet_size.max_decoded`` of its size, before decoding any of it."""
+    def _parquet_batch_rows(self, present: list[str], dictionaries: set[str]) -> int:
+        """Rows per batch so a batch decodes to about PARQUET_BATCH_BYTES (``dictionaries``: the columns read and kept
+        as dictionaries, the categories); refuses (CorruptInput) a file that would decode to more than
+        ``parquet_size.max_decoded`` of its size, before decoding any of it."""
         most = parquet_size.max_decoded(self.bytes_read)
         stored = parquet_size.footer_size(self._parquet, present)
         if stored > most:  # the pages alone (decompressed) are too large: no dictionary needs reading to know it
             raise self._too_large(stored, f"its pages hold {human_bytes(stored)} once decompressed")
-        size = parquet_size.decoded_size(self._parquet, present, set(dictionary), self._parquet_probing)
+        size = parquet_size.decoded_size(self._parquet, present, dictionaries, self._parquet_probing)
         if size.bytes > most:
             largest = size.largest
             raise self._too_large(size.bytes, largest.why if largest else "its columns")

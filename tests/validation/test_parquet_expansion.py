@@ -53,6 +53,16 @@ def test_a_small_file_repeating_a_long_value_is_refused_before_it_is_decoded(tmp
     assert seconds < 10, f"{seconds:.1f} s: the file was decoded"  # it took 38 s before; well under 1 s now
 
 
+def test_a_long_value_in_a_column_pyarrow_wrote_as_a_dictionary_is_counted(tmp_path: Path) -> None:
+    """With pyarrow's schema kept in the file, the key column is read back as a dictionary (small), but the
+    validator casts a text column that is not a category to plain strings: 40 s and 1.8 GB, and it passed."""
+    path = tmp_path / "kept-schema.parquet"
+    rows = pa.Table.from_pylist(good_rows(1000)).take(pa.array(np.arange(200_000) % 1000))
+    pq.write_table(_with_ids(rows, np.zeros(200_000), ["K" * 8192]), path)  # pyarrow's schema kept, as by default
+    assert pa.types.is_dictionary(pq.ParquetFile(path).schema_arrow.field("id").type)
+    assert "repeats values of up to 8,192 bytes" in corrupt(validate(path, small_contract()))
+
+
 def test_a_long_value_hidden_in_a_later_row_group_is_found(tmp_path: Path) -> None:
     """The first row group is innocent; the second's dictionary holds the long value every one of its rows uses."""
     short = _with_ids(pa.Table.from_pylist(good_rows(1000)), np.arange(1000), [f"r{i}" for i in range(1000)])
