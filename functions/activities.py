@@ -356,7 +356,10 @@ def resolve_run_blobs(payload: dict[str, Any]) -> dict[str, Any]:
         window = get_runtime().spec(request.model).training.landed_since(datetime.now(UTC))
         refs = store.list_landing(request.model, window)
         if window is not None:  # the run's own claims train in it, whatever their age (claims_left_out)
-            claimed = ((c.url, c.blob_etag) for c in _registry().run_blobs(request.model, request.run_id))
+            registry = _registry()
+            run = registry.get_run(request.model, request.run_id)
+            created = run.created_at if run is not None else None
+            claimed = ((c.url, c.blob_etag) for c in registry.run_blobs(request.model, request.run_id, created))
             for name, etag in claims_left_out(claimed, [(r.name, r.etag) for r in refs], LANDING):
                 with contextlib.suppress(BlobNameError, BlobMissingError):  # gone since: nothing to train
                     current = store.ref(LANDING, name)

@@ -5,7 +5,8 @@ together in one atomic transaction:
 
 - ``PerennialRuns``   ``run:<run>``, ``recent:<inverted creation time>:<run>`` (newest-first index of the
   runs, written with the run in one transaction), ``cand:<run>:<candidate>``, ``step:<run>:<nnnn>``
-  (rollout steps) and ``seen:<hash of url+eTag>`` (blob dedupe: which run took which blob version)
+  (rollout steps), ``seen:<hash of url+eTag>`` (blob dedupe: which run took which blob version) and
+  ``claimed:<run>:<hash>`` (the same claim, written with it, so a run's blobs are one range read)
 - ``PerennialModels`` ``version:<version>`` (a registered model's lineage) and ``champion``
 
 Records go in and out as dataclasses. Each record read carries its ``etag``; saving it
@@ -101,6 +102,10 @@ _MICROS_CEILING = 10**16 - 1  # the year 2286
 _ONE_MICROSECOND = timedelta(microseconds=1)
 # The row that says a model's partition has had its older runs indexed (see Registry._ensure_run_index).
 _RECENT_INDEXED = "index:recent"
+_CLAIMED = "claimed:"
+#: Runs created since then have a ``claimed:<run>:`` row beside every claim; an older run's claims are found among
+#: all the model's claims (a partition scan the service filters by run id).
+CLAIMS_INDEXED_SINCE = datetime(2026, 12, 1, tzinfo=UTC)
 # Point reads of one page of runs run side by side (Azure SDK clients are thread-safe).
 _PARALLEL_READS = 8
 
@@ -351,6 +356,10 @@ def _version_key(version: str) -> str:
 # --------------------------------------------------------------------------- the registry
 
 
+def _claim_hash(url: str, blob_etag: str) -> str:
+    return hashlib.sha256(f"{url}|{blob_etag}".encode()).hexdigest()
+
+
 class Registry:
     """Perennial's records in Table storage, with ETag concurrency and Azure's limits enforced."""
 
@@ -577,7 +586,11 @@ class Registry:
 
     @staticmethod
     def _seen_key(url: str, blob_etag: str) -> str:
-        return "seen:" + hashlib.sha256(f"{url}|{blob_etag}".encode()).hexdigest()
+        return "seen:" + _claim_hash(url, blob_etag)
+
+    @staticmethod
+    def _claimed_key(run_id: str, url: str, blob_etag: str) -> str:
+        return f"{_CLAIMED}{check_id(run_id, 'run id')}:{_claim_hash(url, blob_etag)}"
 
     def seen(self, model: str, url: str, blob_etag: str) -> SeenBlob | None:
         entity = self.runs_table.get(model, self._seen_key(url, blob_etag))
@@ -604,10 +617,17 @@ class Registry:
                     record = _decode(SeenBlob, existing)
                     (claimed if record.run_id == run_id else already).append(record)
             try:
-                for start in range(0, len(pending), 100):
-                    chunk = pending[start : start + 100]
+                for start in range(0, len(pending), 50):  # two rows a claim; a transaction takes 100
+                    chunk = pending[start : start + 50]
                     self.runs_table.transact(
-                        [("create", _encode(b, model, self._seen_key(b.url, b.blob_etag))) for b in chunk]
+                        [
+                            ("create", _encode(b, model, key))
+                            for b in chunk
+                            for key in (
+                                self._seen_key(b.url, b.blob_etag),
+                                self._claimed_key(run_id, b.url, b.blob_etag),
+                            )
+                        ]
                     )
                     claimed.extend(chunk)
                     for b in chunk:
@@ -660,8 +680,17 @@ class Registry:
             )
         return {e["blob_etag"] for e in rows}
 
-    def run_blobs(self, model: str, run_id: str) -> list[SeenBlob]:
-        """The blob versions ``run_id`` claimed (the service picks them out of the model's claims)."""
+    def run_blobs(self, model: str, run_id: str, created_at: datetime | None = None) -> list[SeenBlob]:
+        """The blob versions ``run_id`` (created at ``created_at``, if known) claimed: one range read of its
+        ``claimed:`` rows. A run created before CLAIMS_INDEXED_SINCE (or of unknown age) that has none is looked
+        up among all the model's claims, as every run was before."""
+        indexed = [
+            _decode(SeenBlob, e) for e in self.runs_table.query(model, f"{_CLAIMED}{check_id(run_id, 'run id')}:")
+        ]
+        if created_at is not None and created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        if indexed or (created_at is not None and created_at >= CLAIMS_INDEXED_SINCE):
+            return indexed
         rows = self.runs_table.query(model, "seen:", where="run_id eq @run", parameters={"run": run_id})
         return [_decode(SeenBlob, e) for e in rows]
 
@@ -717,6 +746,6 @@ class Registry:
             run=run,
             candidates=self.candidates(model, run_id),
             rollout=self.rollout_steps(model, run_id),
-            blobs=self.run_blobs(model, run_id),
+            blobs=self.run_blobs(model, run_id, run.created_at),
             version=version,
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from shared.registry import (
+    CLAIMS_INDEXED_SINCE,
     TABLES,
     Candidate,
     Champion,
@@ -238,6 +240,30 @@ def test_a_blob_version_is_claimed_by_one_run_only(registry: Registry, model: st
     assert {b.run_id for b in second.already_seen} == {"run-a"}
     # The same blob with a new eTag (overwritten) is new data.
     assert registry.claim_blobs(model, "run-c", [(blobs[0][0], '"0x2"', 0)]).claimed
+
+
+def test_a_runs_claims_are_one_range_read_not_a_scan_of_every_claim(registry: Registry, model: str) -> None:
+    """A model claims about a thousand blob versions a day: finding one run's among a year of them was a partition
+    scan the service filters (hundreds of requests for `perennial run`). Each claim now has a row under its run."""
+    mine = [(f"http://x/landing/{model}/a{i}.csv", '"0x1"', i) for i in range(120)]  # past a transaction's 50 claims
+    registry.claim_blobs(model, "run-a", mine)
+    registry.claim_blobs(model, "run-b", [(f"http://x/landing/{model}/b.csv", '"0x1"', 1)])
+    prefixes: list[str] = []
+    query = registry.runs_table.query
+
+    def watched(pk: str, prefix: str = "", *args: Any, **kwargs: Any) -> Any:
+        prefixes.append(prefix)
+        return query(pk, prefix, *args, **kwargs)
+
+    registry.runs_table.query = watched  # type: ignore[method-assign]
+    found = registry.run_blobs(model, "run-a", CLAIMS_INDEXED_SINCE)
+    assert sorted(b.url for b in found) == sorted(u for u, _, _ in mine)
+    assert prefixes == ["claimed:run-a:"], "no scan of the model's claims"
+
+    # A run of an older version has no such rows: its claims are still found, among all of them.
+    for row in list(query(model, "claimed:run-b:")):
+        registry.runs_table.delete(model, row["RowKey"])
+    assert [b.url for b in registry.run_blobs(model, "run-b")] == [f"http://x/landing/{model}/b.csv"]
 
 
 def test_missing_run_and_bad_ids_give_typed_errors(registry: Registry, model: str) -> None:
