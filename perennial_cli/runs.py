@@ -386,7 +386,7 @@ def show_run(
     host: HostOption = DEFAULT_HOST_URL,
     key: KeyOption = None,
 ) -> None:
-    """Show one run: stage, trigger, candidates and their metrics, the decision and why, lineage, rollout steps.
+    """Show one run: stage, trigger, candidates and their metrics, its jobs while they wait or run, the decision and why, lineage, rollout steps.
 
     Example: perennial run fraud-3f2a9c1e0b7d4a65
     """
