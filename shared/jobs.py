@@ -64,8 +64,10 @@ def job_manifest(manifest: Manifest) -> dict[str, Any]:
 
 def job_contract(spec: ModelSpec) -> str:
     """contract.json, the data contract train.py and evaluate.py read (``--contract``): what both stagings write
-    and ``perennial spec contract`` prints."""
-    return spec.data.model_dump_json(indent=2)
+    and ``perennial spec contract`` prints. The spec's ``data`` section plus its ``task``: train.py then knows a
+    binary label holding a third value is a data error, and a multiclass one's classes are its declared categories,
+    whatever labels a batch happens to hold."""
+    return json.dumps({**spec.data.model_dump(mode="json"), "task": spec.task}, indent=2, ensure_ascii=False)
 
 
 def stage_local(store: BlobStore, manifest: Manifest, spec: ModelSpec, state_dir: Path) -> StagedInputs:

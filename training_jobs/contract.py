@@ -1,9 +1,9 @@
 """The data contract as the compute sees it: contract.json, written from ``shared.spec.DataContract``.
 
 This is a deliberately small, dependency-free reader (the compute does not ship ``shared/``):
-it keeps the fields training, evaluation and scoring need (the columns, the label, the positive class
-and the key that identifies a row for the holdout, training_jobs/holdout.py) and ignores the rest
-(severity, min_rows, ...) so the spec may grow without breaking jobs already running.
+it keeps the fields training, evaluation and scoring need (the columns, the label, the positive class,
+the key that identifies a row for the holdout, training_jobs/holdout.py, and the model's task) and ignores
+the rest (severity, min_rows, ...) so the spec may grow without breaking jobs already running.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from training_jobs.errors import ContractError
 NUMERIC_TYPES = ("float", "int", "bool")
 CATEGORICAL_TYPES = ("category", "string")
 COLUMN_TYPES = (*NUMERIC_TYPES, *CATEGORICAL_TYPES, "timestamp")
+TASKS = ("binary", "multiclass")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Contract:
     positive_class: str | int | bool = 1
     #: The column that identifies a row (``data.key``): the holdout is chosen by its hash. None: by the row's values.
     key: str | None = None
+    #: The spec's ``task``. None: a contract.json written before it carried one; the labels present decide.
+    task: str | None = None
 
     @property
     def feature_columns(self) -> list[Column]:
@@ -65,12 +68,15 @@ class Contract:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "columns": [c.to_json() for c in self.columns],
             "label": self.label,
             "positive_class": self.positive_class,
             "key": self.key,
         }
+        if self.task is not None:  # absent as before, so models and checkpoints written without one read the same
+            data["task"] = self.task
+        return data
 
 
 def canonical_label(value: Any) -> str:
@@ -140,8 +146,15 @@ def parse_contract(document: Any, source: str = "contract.json") -> Contract:
         raise ContractError(
             f"{source}: key={key!r} is not one of the columns", "set key to a column name, or leave it out"
         )
+    task = document.get("task")
+    if task is not None and task not in TASKS:
+        raise ContractError(f"{source}: task={task!r} is unknown", f"use one of {', '.join(TASKS)}")
     contract = Contract(
-        columns=columns, label=str(label), positive_class=positive, key=None if key is None else str(key)
+        columns=columns,
+        label=str(label),
+        positive_class=positive,
+        key=None if key is None else str(key),
+        task=None if task is None else str(task),
     )
     if not contract.feature_columns:
         raise ContractError(f"{source} has no feature columns", "mark at least one non-label column feature: true")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from training_jobs.contract import Contract, canonical_label
 from training_jobs.errors import DataError, ManifestError, is_transient_io
@@ -155,6 +158,43 @@ def file_format(name: str, head: bytes) -> str:
     return "parquet" if head.startswith(PARQUET_MAGIC) else "csv"
 
 
+def as_text(values: Sequence[Any] | pd.Series | npt.NDArray[Any]) -> list[str | None]:
+    """Category/string values as text (None for missing), spelt as the validator's Arrow cast spells them.
+
+    A float is written by Arrow's float-to-string cast, not by ``str``: 2.0 is "2" (Python says "2.0"), 2.5 is
+    "2.5", so a category column that pandas wrote to Parquet as float64 (a nullable int column) matches the
+    declared categories ["0", "1", "2"] as it did in validation. Booleans are "true"/"false" as in Arrow; ints
+    and strings are as they are."""
+    if isinstance(values, pd.Series | np.ndarray) and values.dtype.kind in "biuf":
+        texts: list[str | None] = pa.array(values, from_pandas=True).cast(pa.string()).to_pylist()
+        return texts
+    items = values.tolist() if isinstance(values, pd.Series | np.ndarray) else list(values)
+    out: list[str | None] = [None] * len(items)
+    floats: list[int] = []  # positions of the floats, cast together by Arrow below
+    for i, v in enumerate(items):
+        if _is_missing(v):
+            continue
+        if isinstance(v, bool | np.bool_):
+            out[i] = "true" if v else "false"
+        elif isinstance(v, float | np.floating):
+            floats.append(i)
+        else:
+            out[i] = str(v)
+    if floats:
+        spelt = pa.array([float(items[i]) for i in floats], pa.float64()).cast(pa.string()).to_pylist()
+        for i, text in zip(floats, spelt, strict=True):
+            out[i] = text
+    return out
+
+
+def _holds_numbers(series: pd.Series) -> bool:
+    """Numbers or booleans, also as a pandas categorical (a Parquet dictionary column of them)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    return dtype.kind in "biuf"
+
+
 def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
     # Category/string columns are read as text so "01" stays "01" and codes never become floats.
     text_columns = {c.name: "string" for c in contract.columns if c.is_categorical}
@@ -164,7 +204,11 @@ def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
         if file_format(path.name, head) == "parquet":
             frame = pd.read_parquet(path)
             for name in text_columns:
-                if name in frame.columns:
+                if name not in frame.columns:
+                    continue
+                if _holds_numbers(frame[name]):  # e.g. a float64 category column: as the validator spelt it
+                    frame[name] = pd.Series(as_text(frame[name]), index=frame.index, dtype="string")
+                else:
                     frame[name] = frame[name].astype("string")
             return frame
         return pd.read_csv(path, dtype=text_columns, low_memory=False)
@@ -242,10 +286,17 @@ def drop_unlabelled(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
-    values = sorted({v for v in _label_strings(frame, contract) if v is not None})
+    """The classes in model-output order. The contract's ``task`` says binary or multiclass; a contract written
+    before it carried one leaves that to the labels present (more than two values: multiclass)."""
+    labels = _label_strings(frame, contract)
+    values = sorted({v for v in labels if v is not None})
+    if contract.task == "multiclass":
+        return _multiclass_space(values, contract)
+    if contract.task is None and len(values) > 2:
+        return LabelSpace(task="multiclass", classes=tuple(values))
     positive = canonical_label(contract.positive_class)
     if len(values) > 2:
-        return LabelSpace(task="multiclass", classes=tuple(values))
+        _refuse_a_third_value(labels, values, positive, contract)
     if positive not in values:
         raise DataError(
             f"positive_class={contract.positive_class!r} never occurs in {contract.label} (values: {values})",
@@ -255,6 +306,42 @@ def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
         raise DataError(f"{contract.label} has one class only ({values})", "training needs rows of both classes")
     negative = next(v for v in values if v != positive)
     return LabelSpace(task="binary", classes=(negative, positive))
+
+
+def _multiclass_space(values: list[str], contract: Contract) -> LabelSpace:
+    """Multiclass: the label's declared categories when it has them (a batch without a rare class still trains a
+    model with an output for it, so class indices mean the same from run to run), else the values present."""
+    column = contract.column(contract.label)
+    classes = values
+    if column.is_categorical and column.categories is not None:
+        classes = sorted({canonical_label(c) for c in column.categories})
+        outside = [v for v in values if v not in classes]
+        if outside:
+            raise DataError(
+                f"{contract.label} holds value(s) outside its declared categories: {outside[:5]} (declared: {classes})",
+                "fix the data, or add the value(s) to the label column's categories in the spec",
+            )
+    if len(values) < 2:
+        raise DataError(
+            f"{contract.label} has one class only ({values})", "training needs rows of at least two classes"
+        )
+    return LabelSpace(task="multiclass", classes=tuple(classes))
+
+
+def _refuse_a_third_value(labels: list[str | None], values: list[str], positive: str, contract: Contract) -> None:
+    """A binary model's label holds more than two values: name the ones beyond the positive class and the negative
+    (the label's other declared category, else its most frequent other value)."""
+    column = contract.column(contract.label)
+    declared = {canonical_label(c) for c in column.categories or ()} - {positive}
+    counts = Counter(v for v in labels if v is not None and v != positive)
+    negative = next(iter(declared)) if len(declared) == 1 else min(counts, key=lambda v: (-counts[v], v))
+    extra = [v for v in values if v not in (positive, negative)]
+    raise DataError(
+        f"{contract.label} holds {len(values)} values but the task is binary: besides the positive class "
+        f"{positive!r} and {negative!r} it holds {extra[:5]}"
+        + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""),
+        f"fix the data (every label must be {negative!r} or {positive!r}), or set task: multiclass in the spec",
+    )
 
 
 def encode_labels(frame: pd.DataFrame, contract: Contract, space: LabelSpace) -> npt.NDArray[np.int64]:

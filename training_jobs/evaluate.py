@@ -189,7 +189,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "primary_metric": args.primary_metric,
         "n_holdout": len(frame),
-        "n_positive": int(counts.min()),  # the rarest class, whichever it is (the policy's minimum is on it)
+        # The rarest class, whichever it is (the policy's minimum is on it); of the classes present: a declared
+        # class with no rows is not averaged into the metrics either.
+        "n_positive": int(counts[counts > 0].min()),
         "holdout": {"fraction": fraction, "rule": scored.describe()},
         "challenger": _challenger_summary(args.challenger, y, p_new, challenger.threshold, classes),
         "champion": None,

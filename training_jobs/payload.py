@@ -2,9 +2,11 @@
 
 Every problem names the row index and the column, e.g.
 ``row 3, column 'amount': expected a number, got "12,50" (str)``, so a caller can fix the exact cell.
-Unknown categories are accepted (the model maps them to "other"). Keys must be contract columns: the
-features, and the others the contract declares (ids, the label), which are ignored; any other key is an
-error, so a misspelt nullable column is not silently scored as missing.
+Unknown categories are accepted (the model maps them to "other"). A category column takes strings, and
+whole numbers too (5, or 5.0: spelt "5" as training spells a number it read, ``data.as_text``). Keys must be
+contract columns: the features, and the others the contract declares (ids, the label), which are ignored; any
+other key is an error, so a misspelt nullable column is not silently scored as missing. Keys and column names
+are compared in Unicode NFC, so an "é" sent decomposed (e + a combining accent) matches the contract's "é".
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import unicodedata
+from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
@@ -64,15 +68,28 @@ def _split_to_records(split: dict[str, Any], key: str) -> list[Any]:
     for i, name in enumerate(columns):
         if not isinstance(name, str):
             raise PayloadError(f'"{key}.columns[{i}]" must be a column name (a string), got {_describe(name)}')
-        if name in seen:
+        if nfc(name) in seen:
             raise PayloadError(f'"{key}.columns[{i}]" repeats the column {name!r}: name each column once')
-        seen.add(name)
+        seen.add(nfc(name))
     records: list[Any] = []
     for i, row in enumerate(values):
         if not isinstance(row, list) or len(row) != len(columns):
             raise PayloadError(f"row {i}: expected a list of {len(columns)} values matching {key}.columns")
         records.append(dict(zip(columns, row, strict=True)))
     return records
+
+
+def nfc(name: Any) -> Any:
+    """A key in Unicode NFC (others as they are): "é" typed as one code point or as e + U+0301 is one name."""
+    return unicodedata.normalize("NFC", name) if isinstance(name, str) and not name.isascii() else name
+
+
+def _ascii_keys(row: dict[Any, Any]) -> bool:
+    """Whether every key is an ASCII string (already NFC): the common case, checked in one pass."""
+    try:
+        return "".join(row).isascii()
+    except TypeError:  # a key that is not a string (a body passed in as a dict)
+        return False
 
 
 def _describe(value: Any) -> str:
@@ -106,6 +123,11 @@ def _check_value(column: Column, value: Any) -> str | None:
         if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
             return None
         return f"expected true or false, got {_describe(value)}"
+    if column.type == "category" and isinstance(value, int | float) and not isinstance(value, bool):
+        # Training reads a category column of numbers too (a CSV's 5, a Parquet float64's 5.0): both are "5".
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            return f"expected a string or a whole number, got {_describe(value)}"
+        return None
     if not isinstance(value, str):
         return f"expected a string, got {_describe(value)}"
     return None
@@ -121,27 +143,35 @@ def validate_records(
     count = 0
     unknown_keys: dict[Any, str] = {}  # key -> its message: "did you mean" is worked out once per key
     out: dict[str, list[Any]] = {c.name: [] for c in columns}
+    names = [(column, nfc(column.name)) for column in columns]
+    known_names = None if known is None else {nfc(name) for name in known}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             count += 1
             if len(shown) < MAX_LISTED_PROBLEMS:
                 shown.append(f"row {i}: expected an object of column: value, got {_describe(row)}")
             continue
-        if known is not None:
-            for key in row:
-                if key not in known:
+        keyed = row if _ascii_keys(row) else {nfc(key): value for key, value in row.items()}
+        if len(keyed) < len(row):
+            count += 1
+            if len(shown) < MAX_LISTED_PROBLEMS:
+                twice = next(name for name, n in Counter(nfc(k) for k in row).items() if n > 1)
+                shown.append(f"row {i}: key {twice!r} is sent twice, in two Unicode spellings: send it once")
+        if known_names is not None:
+            for key in keyed:
+                if key not in known_names:
                     count += 1
                     if len(shown) < MAX_LISTED_PROBLEMS:
                         if key not in unknown_keys:
-                            unknown_keys[key] = _unknown_key(key, known)
+                            unknown_keys[key] = _unknown_key(key, known_names)
                         shown.append(f"row {i}: {unknown_keys[key]}")
-        for column in columns:
-            value = row.get(column.name)
+        for column, name in names:
+            value = keyed.get(name)
             problem = _check_value(column, value)
             if problem is not None:
                 count += 1
                 if len(shown) < MAX_LISTED_PROBLEMS:
-                    if column.name not in row:
+                    if name not in keyed:
                         problem = "is missing (required: the contract says nullable: false)"
                     shown.append(f"row {i}, column {column.name!r}: {problem}")
             out[column.name].append(value)

@@ -5,7 +5,8 @@ Numeric (float, int, bool) columns: missing values are filled with the training 
 training mean/std, limited to ±10^6 standard deviations (further out, float32 overflows inside the
 model and a prediction would be NaN). Infinite values count as missing. Categorical (category, string) columns become embedding indices: 0 is
 "other" (unknown or missing), 1.. are the declared categories (or, when none are declared,
-the most frequent training values).
+the most frequent training values). Values are compared as text spelt as the validator's Arrow cast spells
+them (``data.as_text``: a float 2.0 is "2"), in training and at scoring alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training_jobs.contract import Column, Contract
-from training_jobs.data import LabelSpace
+from training_jobs.data import LabelSpace, as_text
 from training_jobs.errors import ModelBundleError
 
 FORMAT_VERSION = 1
@@ -70,16 +71,6 @@ def as_float(values: Sequence[Any] | pd.Series | npt.NDArray[Any], kind: str) ->
     result: npt.NDArray[np.float64] = converted.astype("float64").to_numpy(na_value=np.nan)
     # An infinity would make the training mean infinite (every row then -inf) or a score NaN.
     return np.where(np.isinf(result), np.nan, result)
-
-
-def as_text(values: Sequence[Any] | pd.Series | npt.NDArray[Any]) -> list[str | None]:
-    out: list[str | None] = []
-    for v in values.tolist() if isinstance(values, pd.Series | np.ndarray) else values:
-        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-            out.append(None)
-        else:
-            out.append(str(v))
-    return out
 
 
 @dataclass(frozen=True)

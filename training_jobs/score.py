@@ -6,7 +6,7 @@ down, as Azure ML mounts a registered model) — safetensors weights and JSON, n
 including the ``{"columns": [...], "data": [[...]]}`` split form), validates every row against
 the contract saved with the model and answers::
 
-    {"predictions": [{"class": 1, "probability": 0.97}, ...], "model_version": "3"}
+    {"predictions": [{"class": 1, "probability": 0.97, "label": "fraud"}, ...], "model_version": "3"}
 
 In Azure, when ``azureml-ai-monitoring`` is installed (environment.yml), every request's input rows
 and predictions are also handed to Azure ML's data collector (``model_inputs`` / ``model_outputs``),
@@ -15,7 +15,8 @@ a new one), so Perennial can join delayed labels to predictions. Collection neve
 
 Binary models: ``probability`` is P(positive class) and ``class`` is 1 when it reaches the
 model's threshold. Multiclass: ``class`` is the index into the model's classes and
-``probability`` that class's probability. A bad payload raises ``ValueError`` whose message
+``probability`` that class's probability. ``label`` is the class's label value (binary: the positive
+or the negative class's). A bad payload raises ``ValueError`` whose message
 names the row index and the column (the local server answers it with a 400); under Azure ML's
 inference server (``@rawhttp``) run() answers it itself, 400 with ``{"error": message}``, since
 the server turns any exception into a 500 without the message. Any unforeseen failure while reading
@@ -200,7 +201,11 @@ def _score(predictor: Predictor, raw: Any, headers: Any) -> dict[str, Any]:
     classes = predict_classes(probabilities, predictor.threshold)
     # Binary: P(positive); multiclass: the probability of the class predicted.
     chosen = probabilities[np.arange(len(rows)), classes] if probabilities.ndim == 2 else probabilities
-    predictions = [{"class": int(c), "probability": round(float(p), 6)} for c, p in zip(classes, chosen, strict=True)]
+    names = predictor.preprocessor.labels.classes  # the label value of each class index, as training spelt it
+    predictions = [
+        {"class": int(c), "probability": round(float(p), 6), "label": names[int(c)]}
+        for c, p in zip(classes, chosen, strict=True)
+    ]
     if _collectors is not None:
         _collect(_request_id(headers), rows, [int(c) for c in classes], [round(float(p), 6) for p in chosen])
     return {"predictions": predictions, "model_version": _model_version}

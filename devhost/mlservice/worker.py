@@ -121,6 +121,7 @@ def serve(script: Path, port_file: Path, faults_path: Path) -> int:
                 for prediction in result.get("predictions", []):
                     if prediction.get("class") in (0, 1) and rng.random() < flip:
                         prediction["class"] = 1 - prediction["class"]
+                        prediction.pop("label", None)  # the other class's label value is not known here
             self._reply(HTTPStatus.OK, result)
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -57,8 +57,9 @@ def test_the_sample_input_scores_with_class_probability_and_version(score: Modul
     rows = json.loads(raw)["data"]
     assert len(answer["predictions"]) == len(rows)
     for prediction in answer["predictions"]:
-        assert set(prediction) == {"class", "probability"}
+        assert set(prediction) == {"class", "probability", "label"}
         assert prediction["class"] in (0, 1)
+        assert prediction["label"] == ("0", "1")[prediction["class"]]  # the label value: (negative, positive)
         assert 0.0 <= prediction["probability"] <= 1.0
         assert prediction["class"] == int(prediction["probability"] >= 0.5)
     assert answer["model_version"] == "run-42"  # from the model card when the environment names none
@@ -134,7 +135,9 @@ def test_init_explains_a_missing_model(tmp_path: Path, monkeypatch: pytest.Monke
         ),
         (json.dumps({"data": [good_row(gap=5000)]}), "row 0, column 'gap': 5000 is above the maximum 1000"),
         (json.dumps({"data": [good_row(flag="yes")]}), "row 0, column 'flag': expected true or false"),
-        (json.dumps({"data": [good_row(region=3)]}), "row 0, column 'region': expected a string"),
+        (json.dumps({"data": [good_row(region=[3])]}), "row 0, column 'region': expected a string"),
+        (json.dumps({"data": [good_row(region=3.5)]}), "row 0, column 'region': expected a string or a whole number"),
+        (json.dumps({"data": [good_row(channel=3)]}), "row 0, column 'channel': expected a string, got 3 (int)"),
         (json.dumps({"data": [good_row(region=None)]}), "row 0, column 'region': is required"),
         (json.dumps({"data": [{k: v for k, v in good_row().items() if k != "x4"}]}), "row 0, column 'x4': is missing"),
         (json.dumps({"data": [good_row(x1=True)]}), "row 0, column 'x1': expected a number, got true (bool)"),
