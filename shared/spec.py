@@ -621,6 +621,7 @@ TRAIN_PY_OPTIONS: dict[str, tuple[str, ...] | None] = {
     "grad_accum": None,
     "amp": ("off", "bf16", "fp16"),
     "imbalance": ("none", "class-weight", "resample"),
+    "threshold": None,
     "early_stopping_patience": None,
     "val_fraction": None,
     "checkpoint_every_steps": None,

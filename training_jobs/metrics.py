@@ -102,6 +102,23 @@ def predict_classes(p: FloatArray, threshold: float) -> IntArray:
     return classes
 
 
+def f1_threshold(y: IntArray, p: FloatArray) -> float | None:
+    """The probability from which a binary model best predicts positive: the one that maximises the positive
+    class's F1 on (``y``, ``p``), predicting positive when p >= it (of equal F1, the highest: fewer alerts). None
+    when no row is positive or a probability is not finite: there is nothing to choose by."""
+    if p.ndim != 1 or not _finite(p) or not (y == 1).any():
+        return None
+    order = np.argsort(-p, kind="stable")
+    ranked, hits = p[order], (y[order] == 1).astype(np.float64)
+    true_positives = np.cumsum(hits)
+    last = np.r_[ranked[1:] != ranked[:-1], True]  # a cut between rows of different probability (ties go together)
+    flagged = np.arange(1, len(ranked) + 1, dtype=np.float64)[last]
+    tp = true_positives[last]
+    f1 = 2 * tp / (flagged + hits.sum())
+    best = np.flatnonzero(f1 == f1.max())[0]  # the first cut: the highest probability of the best F1
+    return float(ranked[last][best])
+
+
 def classification_metrics(
     y: IntArray, p: FloatArray, threshold: float = 0.5, classes: list[str] | None = None
 ) -> dict[str, Any]:

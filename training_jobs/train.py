@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -97,7 +97,7 @@ from training_jobs.errors import (  # noqa: E402
 )
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.holdout import HoldoutRule  # noqa: E402
-from training_jobs.metrics import classification_metrics, json_safe, metric_value  # noqa: E402
+from training_jobs.metrics import classification_metrics, f1_threshold, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
 from training_jobs.preprocessing import Preprocessor  # noqa: E402
 from training_jobs.tracking import Tracker  # noqa: E402
@@ -134,6 +134,16 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
     return parse
 
 
+def _threshold(text: str) -> str | float:
+    """``auto`` or a probability strictly between 0 and 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    value = float(_number(float, 0, low_open=True)(text))
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be < 1 (or auto)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
@@ -167,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "class-weight", "resample"),
         default="none",
         help="rare classes: weight the loss, or draw balanced epochs",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.5,
+        help="binary models: the probability from which a row is predicted positive, in (0, 1); auto: the one "
+        "that maximises the positive class's F1 on the validation split (rare positives rarely reach 0.5)",
     )
     p.add_argument("--early-stopping-patience", type=_number(int, 0), default=3, help="epochs; 0 = off")
     p.add_argument(
@@ -548,6 +565,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     progress.elapsed_s += time.monotonic() - started
     started = time.monotonic()
     if ctx.is_main:
+        preprocessor = _with_threshold(preprocessor, args.threshold, scored)
         metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress, weights_step)
         _checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress, "final")
         write_bundle(out, model, config, preprocessor)
@@ -671,6 +689,34 @@ def _why_undefined(scored: dict[str, Any]) -> str:
     if not np.isfinite(p).all():
         return "the validation probabilities are not finite"
     return "the validation split has too few rows of some class"
+
+
+def _with_threshold(preprocessor: Preprocessor, wanted: str | float, scored: dict[str, Any]) -> Preprocessor:
+    """The preprocessor with the threshold the model ships with (score.py and evaluate.py use it): ``wanted``, or
+    for ``auto`` the positive class's best-F1 threshold on the validation split. Says so when the threshold leaves
+    the validation split without a single predicted positive: its precision, recall and F1 are then 0."""
+    if preprocessor.labels.task != "binary":
+        if wanted != 0.5:
+            log.warning("--threshold applies to binary models only; a multiclass model predicts its likeliest class")
+        return preprocessor
+    y, p = scored["y"], scored["p"]
+    threshold = f1_threshold(y, p) if wanted == "auto" else float(wanted)
+    if threshold is None:
+        log.warning("--threshold auto: the validation split has no positive row to choose by; 0.5 is kept")
+        threshold = 0.5
+    elif wanted == "auto":
+        print(
+            f"threshold={threshold:.6g} (the positive class's best F1 on the validation split: "
+            f"{metric_value('f1', y, p, threshold):.4f}, against {metric_value('f1', y, p, 0.5):.4f} at 0.5)",
+            flush=True,
+        )
+    if (y == 1).any() and np.isfinite(p).all() and not (p >= threshold).any():
+        log.warning(
+            "no validation row reaches the threshold %.6g: the model never predicts the positive class, so its "
+            "precision, recall and F1 are 0 (pass --threshold auto, or --imbalance class-weight)",
+            threshold,
+        )
+    return replace(preprocessor, threshold=threshold)
 
 
 def _final_metrics(

@@ -26,6 +26,10 @@ def results(rare_problem: Problem, tmp_path_factory: pytest.TempPathFactory) -> 
         folder = tmp_path_factory.mktemp(mode)
         assert train_in_process(rare_problem, folder, *RUN, "--imbalance", mode) == 0
         out[mode] = json.loads((folder / "metrics.json").read_text())
+    folder = tmp_path_factory.mktemp("auto-threshold")
+    assert train_in_process(rare_problem, folder, *RUN, "--imbalance", "none", "--threshold", "auto") == 0
+    out["auto"] = json.loads((folder / "metrics.json").read_text())
+    out["auto"]["shipped_threshold"] = json.loads((folder / "preprocessing.json").read_text())["threshold"]
     return out
 
 
@@ -41,3 +45,15 @@ def test_imbalance_handling_raises_rare_class_recall(results: dict[str, dict[str
     assert treated["recall"] >= none["recall"] + 0.3
     assert treated["pr_auc"] >= 0.5 * none["pr_auc"]
     assert treated["roc_auc"] > 0.8
+
+
+def test_an_auto_threshold_finds_the_rare_class_the_default_one_misses(results: dict[str, dict[str, float]]) -> None:
+    """--threshold auto trains the same model (the same weights: ROC-AUC and PR-AUC are equal) and ships the
+    threshold that maximises F1 on the validation split: at 0.5 the plain model flags almost nothing, so its
+    precision, recall and F1 (what guardrails compare) say nothing."""
+    none, auto = results["none"], results["auto"]
+    assert (auto["roc_auc"], auto["pr_auc"]) == (none["roc_auc"], none["pr_auc"])
+    assert auto["threshold"] < 0.5
+    assert auto["shipped_threshold"] == auto["threshold"], "score.py and evaluate.py use the threshold chosen"
+    assert auto["f1"] >= none["f1"] + 0.2, (auto["f1"], none["f1"])
+    assert auto["recall"] >= none["recall"] + 0.15
