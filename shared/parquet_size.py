@@ -7,8 +7,11 @@ the columns it reads will take, refuses a file that would expand past ``max_deco
 so neither memory nor time follows a value repeated through a dictionary.
 
 The bound reads the footer's sizes (what each column chunk's pages hold once decompressed) and the longest value of
-each dictionary a text column is read through (one row per row group is decoded for it). It trusts the footer: a
-footer forged to understate its pages' sizes is beyond it (docs/architecture.md, Known gaps).
+each dictionary a text column is read through (one row per row group is decoded for it). Two things the footer cannot
+bound: a text chunk with ``DELTA_BYTE_ARRAY`` pages (each value may repeat the previous one's prefix for free) is
+read in small batches, ``UNBOUNDED_BATCH_ROWS``, and ``tabular_io`` also counts the bytes every batch really takes
+against the same limit, so no encoding, and no footer forged to understate its pages, gets past it by more than a
+batch. Nested columns (a list or a struct where the contract has one value per row) are refused before reading.
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: A file may always decode to this much (a batch of 1 GiB in bounded batches takes seconds to check)...
+#: A file may always decode to this much (in bounded batches, about a minute of checks at worst)...
 DECODED_FLOOR = 1 << 30
-#: ... and to this many times its size past that. Categories are read as dictionaries and do not expand; what
-#: legitimately expands (numbers of few distinct values, empty columns) stays far below it.
+#: ... and to this many times its size past that. Categories are read as dictionaries and do not count their
+#: repeats; what legitimately expands (numbers of few distinct values, empty columns) stays far below it.
 MAX_EXPANSION = 100
+#: Rows per batch when a column's pages cannot bound its values (DELTA_BYTE_ARRAY text).
+UNBOUNDED_BATCH_ROWS = 8192
+#: Text encodings whose values the pages hold whole (once, or once in a dictionary).
+_SIZED_BY_PAGES = frozenset(
+    {"PLAIN", "PLAIN_DICTIONARY", "RLE_DICTIONARY", "RLE", "BIT_PACKED", "DELTA_LENGTH_BYTE_ARRAY"}
+)
+
+
+class NotFlat(ValueError):
+    """A column read holds nested values (a list, a struct, a map): a contract column holds one value per row."""
 
 
 @dataclass(frozen=True)
@@ -38,33 +51,47 @@ class ColumnSize:
 
 @dataclass(frozen=True)
 class DecodedSize:
-    """An upper bound of the decoded size of the columns read, and the widest row of any row group."""
+    """An upper bound of the decoded size of the columns read, the widest row of any row group (what a batch of
+    rows costs), and whether some column's values the footer cannot bound (read in small batches)."""
 
     bytes: int
     widest_row: float
     columns: tuple[ColumnSize, ...]
+    unbounded: tuple[str, ...] = ()
 
     @property
     def largest(self) -> ColumnSize | None:
         return max(self.columns, key=lambda c: c.bytes, default=None)
 
 
-def max_decoded(file_bytes: int) -> int:
-    """The most a file of ``file_bytes`` may decode to."""
-    return max(DECODED_FLOOR, MAX_EXPANSION * file_bytes)
+#: The floor for a file with such columns: only what is decoded can be counted, and the checks of very wide text
+#: values take several times their bytes in memory, so less is let through before the count stops the read.
+UNBOUNDED_FLOOR = 256 << 20
+
+
+def max_decoded(file_bytes: int, unbounded: bool = False) -> int:
+    """The most a file of ``file_bytes`` may decode to (``unbounded``: some column's values its footer cannot bound)."""
+    return max(UNBOUNDED_FLOOR if unbounded else DECODED_FLOOR, MAX_EXPANSION * file_bytes)
+
+
+def column_chunks(parquet: pq.ParquetFile) -> list[str]:
+    """The top-level column each column chunk of a row group belongs to, by position: a name may hold dots, so
+    the chunk's dotted path cannot tell; the Arrow schema's leaves, in order, can."""
+    owners: list[str] = []
+    for field in parquet.schema_arrow:
+        owners += [field.name] * _leaves(field.type)
+    return owners
 
 
 def footer_size(parquet: pq.ParquetFile, columns: Sequence[str]) -> int:
     """What the ``columns``' pages hold once decompressed, by the footer (before any dictionary is looked at)."""
-    wanted = set(columns)
-    meta = parquet.metadata
+    wanted, owners, meta = set(columns), column_chunks(parquet), parquet.metadata
     total = 0
     for r in range(meta.num_row_groups):
         group = meta.row_group(r)
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            if chunk.path_in_schema.split(".", 1)[0] in wanted:
-                total += chunk.total_uncompressed_size
+        for j in range(min(group.num_columns, len(owners))):
+            if owners[j] in wanted:
+                total += group.column(j).total_uncompressed_size
     return total
 
 
@@ -75,53 +102,78 @@ def decoded_size(
     open_with_dictionaries: Callable[[list[str]], pq.ParquetFile],
 ) -> DecodedSize:
     """At most how many bytes ``columns`` take once decoded as Arrow arrays (``as_dictionary``: read and kept as
-    dictionaries; every other text column becomes plain strings, whatever the file's schema says).
+    dictionaries; every other text column becomes plain strings, whatever the file's schema says). Raises NotFlat
+    for a nested column.
 
     ``open_with_dictionaries(names)`` opens the same file reading ``names`` as dictionaries: a text column's
     dictionary is decoded (one row per row group) to learn its longest value."""
-    schema = parquet.schema_arrow
-    meta = parquet.metadata
-    # A column pyarrow wrote as a dictionary (its schema kept in the file) is read back as one, but is only as small
-    # as its pages if it stays one: the validator casts a text column that is not a category to plain strings.
-    types = {c: _stored_type(schema.field(c).type) for c in columns}
+    schema, meta, owners = parquet.schema_arrow, parquet.metadata, column_chunks(parquet)
+    types: dict[str, pa.DataType] = {}
+    for c in columns:
+        kind = schema.field(c).type
+        if _leaves(kind) != 1 or pa.types.is_nested(_stored_type(kind)):
+            raise NotFlat(f"column {c!r} holds {kind} values, not one value per row")
+        # A column pyarrow wrote as a dictionary (its schema kept in the file) is read back as one, but is only as
+        # small as its pages if it stays one: the validator casts a text column that is not a category to text.
+        types[c] = _stored_type(kind)
     through_dictionary = [c for c in columns if _is_text(types[c]) and c not in as_dictionary]
     per_column = dict.fromkeys(columns, 0)
     longest: dict[str, int] = dict.fromkeys(columns, 0)
+    unbounded: set[str] = set()
     widest_row = 0.0
     probe: pq.ParquetFile | None = None
     for r in range(meta.num_row_groups):
         group = meta.row_group(r)
-        chunks: dict[str, list[pq.ColumnChunkMetaData]] = {}
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            chunks.setdefault(chunk.path_in_schema.split(".", 1)[0], []).append(chunk)
-        dictionary_coded = [
-            c for c in through_dictionary if any(chunk.has_dictionary_page for chunk in chunks.get(c, []))
-        ]
+        chunks = {owners[j]: group.column(j) for j in range(min(group.num_columns, len(owners)))}
+        dictionary_coded = [c for c in through_dictionary if c in chunks and chunks[c].has_dictionary_page]
         widths: dict[str, int] = {}
         if dictionary_coded and group.num_rows:
             probe = probe or open_with_dictionaries(through_dictionary)
             widths = _longest_values(probe, r, dictionary_coded)
-        group_bytes = 0
+        row_bytes = 0.0
         for c in columns:
-            found = chunks.get(c, [])
-            pages = sum(chunk.total_uncompressed_size for chunk in found)
-            rows = max((chunk.num_values for chunk in found), default=group.num_rows)
-            size = _column_bytes(types[c], rows, pages, c in as_dictionary, widths.get(c, 0))
-            per_column[c] += size
+            chunk = chunks.get(c)
+            pages = chunk.total_uncompressed_size if chunk is not None else 0
+            rows = chunk.num_values if chunk is not None else group.num_rows
+            if chunk is not None and c in through_dictionary and not set(chunk.encodings) <= _SIZED_BY_PAGES:
+                unbounded.add(c)
+            total, per_row = _column_bytes(types[c], rows, pages, c in as_dictionary, widths.get(c, 0))
+            per_column[c] += total
             longest[c] = max(longest[c], widths.get(c, 0))
-            group_bytes += size
+            row_bytes += per_row
         if group.num_rows:
-            widest_row = max(widest_row, group_bytes / group.num_rows)
+            widest_row = max(widest_row, row_bytes)
     sizes = tuple(ColumnSize(c, per_column[c], _why(c, longest[c])) for c in columns)
-    return DecodedSize(bytes=sum(per_column.values()), widest_row=widest_row, columns=sizes)
+    return DecodedSize(
+        bytes=sum(per_column.values()), widest_row=widest_row, columns=sizes, unbounded=tuple(sorted(unbounded))
+    )
 
 
 def batch_rows(size: DecodedSize, target_bytes: int, most: int) -> int:
-    """Rows per batch so that a batch of the widest row group takes about ``target_bytes`` (1 to ``most``)."""
+    """Rows per batch so that a batch of the widest row group takes about ``target_bytes`` (1 to ``most``), and at
+    most UNBOUNDED_BATCH_ROWS when some column's values the footer cannot bound."""
+    most = min(most, UNBOUNDED_BATCH_ROWS) if size.unbounded else most
     if size.widest_row <= 0:
         return most
     return max(1, min(most, int(target_bytes / size.widest_row)))
+
+
+def batch_bytes(batch: pa.RecordBatch) -> int:
+    """What a decoded batch takes, each dictionary counted with it: the checks go over a batch's dictionary too."""
+    return int(batch.nbytes)
+
+
+def _leaves(kind: pa.DataType) -> int:
+    """How many column chunks (Parquet leaves) a field of this Arrow type has."""
+    if pa.types.is_dictionary(kind):
+        return 1
+    if pa.types.is_struct(kind):
+        return sum(_leaves(kind.field(i).type) for i in range(kind.num_fields)) or 1
+    if pa.types.is_map(kind):
+        return _leaves(kind.key_type) + _leaves(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _leaves(kind.value_type)
+    return 1
 
 
 def _stored_type(kind: pa.DataType) -> pa.DataType:
@@ -137,25 +189,27 @@ def _is_text(kind: pa.DataType) -> bool:
     )
 
 
-def _column_bytes(kind: pa.DataType, rows: int, pages: int, as_dictionary: bool, longest: int) -> int:
+def _column_bytes(kind: pa.DataType, rows: int, pages: int, as_dictionary: bool, longest: int) -> tuple[int, float]:
+    """(bytes over the chunk, bytes a row adds to a batch) of one column chunk."""
     validity = rows // 8 + 1
     if _is_text(kind):
-        offsets = rows * (8 if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind) else 4)
-        if as_dictionary:  # indices and the distinct values, which the pages hold at most once
-            return pages + 4 * rows + validity
+        offset = 8 if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind) else 4
+        if as_dictionary:  # indices, and the distinct values once (the pages hold them at most once)
+            return pages + 4 * rows + validity, 4.125
         # Values stored as they are (pages), and every row at most the longest value of the dictionary (if any).
-        return pages + offsets + rows * longest + validity
+        total = pages + offset * rows + rows * longest + validity
+        return total, total / max(rows, 1)
     try:
         bits = int(kind.bit_width)
-    except ValueError:  # nested or variable width other than text: what the pages hold, and a word per row
-        return pages + 8 * rows + validity
-    return (rows * bits + 7) // 8 + validity
+    except ValueError:  # variable width other than text: what the pages hold, and a word per row
+        total = pages + 8 * rows + validity
+        return total, total / max(rows, 1)
+    return (rows * bits + 7) // 8 + validity, bits / 8 + 0.125
 
 
 def _longest_values(probe: pq.ParquetFile, row_group: int, columns: list[str]) -> dict[str, int]:
     """The longest dictionary value of each of ``columns`` in ``row_group``: decoding one row decodes the
-    dictionary page whole (the values of later pages join it only after a fallback to plain pages, which the
-    footer's page sizes count)."""
+    dictionary page whole (a chunk has one; the values of plain pages after a fallback are counted by their pages)."""
     batch = next(probe.iter_batches(batch_size=1, row_groups=[row_group], columns=columns, use_threads=False))
     widths: dict[str, int] = {}
     for c in columns:

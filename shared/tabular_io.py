@@ -223,20 +223,31 @@ class TabularSource:
     def _parquet_batches(
         self, present: list[str], types: Mapping[str, pa.DataType], use_threads: bool
     ) -> Iterator[pa.RecordBatch]:
+        repeated = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if repeated:
+            raise CorruptInput(
+                f"the Parquet file names column(s) {repeated} more than once", "write each column once, under one name"
+            )
         schema = self._parquet.schema_arrow
-        dictionary = [
-            c
-            for c in present
-            if pa.types.is_dictionary(types.get(c, pa.null()))
-            and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))
-        ]
-        kept_dictionaries = {c for c in present if pa.types.is_dictionary(types.get(c, pa.null()))}
+        categories = [c for c in present if pa.types.is_dictionary(types.get(c, pa.null()))]
+        # Read as dictionaries (and kept so): categories stored as text, or stored as a dictionary of text already.
+        dictionary = [c for c in categories if _is_string(schema.field(c).type)]
+        kept = {c for c in categories if c in dictionary or _is_string_dictionary(schema.field(c).type)}
         try:
-            rows = self._parquet_batch_rows(present, kept_dictionaries)
+            rows, most = self._parquet_batch_rows(present, kept)
             parquet = self._parquet_reading(dictionary) if dictionary else self._parquet
-            yield from parquet.iter_batches(batch_size=rows, columns=present, use_threads=use_threads)
+            decoded = 0
+            for batch in parquet.iter_batches(batch_size=rows, columns=present, use_threads=use_threads):
+                # What the batches really take, against the same limit: no encoding, nor a footer that
+                # understates its pages, gets past it by more than a batch.
+                decoded += parquet_size.batch_bytes(batch)
+                if decoded > most:
+                    raise self._too_large(decoded, "counted as it was read", counted=True)
+                yield batch
         except READ_FAILURES:
             raise  # the stream failed, not the bytes: the caller retries (see READ_FAILURES)
+        except parquet_size.NotFlat as exc:
+            raise CorruptInput(str(exc), "write the column as flat values: one number or text per row") from None
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptInput(
                 f"the Parquet data is corrupt ({_first_line(exc)})", "re-export the file; it may be truncated"
@@ -254,10 +265,11 @@ class TabularSource:
             self._parquet_handle.seek(self._parquet_start)
         return pq.ParquetFile(self._parquet_handle, read_dictionary=dictionary, pre_buffer=False, buffer_size=1 << 16)
 
-    def _parquet_batch_rows(self, present: list[str], dictionaries: set[str]) -> int:
-        """Rows per batch so a batch decodes to about PARQUET_BATCH_BYTES (``dictionaries``: the columns read and kept
-        as dictionaries, the categories); refuses (CorruptInput) a file that would decode to more than
-        ``parquet_size.max_decoded`` of its size, before decoding any of it."""
+    def _parquet_batch_rows(self, present: list[str], dictionaries: set[str]) -> tuple[int, int]:
+        """(rows per batch, so a batch decodes to about PARQUET_BATCH_BYTES; the most the file may decode to, which
+        the batches are counted against). ``dictionaries``: the columns read and kept as dictionaries, the
+        categories. Refuses (CorruptInput) a file that would decode to more than ``parquet_size.max_decoded`` of its
+        size before decoding any of it."""
         most = parquet_size.max_decoded(self.bytes_read)
         stored = parquet_size.footer_size(self._parquet, present)
         if stored > most:  # the pages alone (decompressed) are too large: no dictionary needs reading to know it
@@ -266,12 +278,14 @@ class TabularSource:
         if size.bytes > most:
             largest = size.largest
             raise self._too_large(size.bytes, largest.why if largest else "its columns")
-        return parquet_size.batch_rows(size, PARQUET_BATCH_BYTES, PARQUET_BATCH_ROWS)
+        rows = parquet_size.batch_rows(size, PARQUET_BATCH_BYTES, PARQUET_BATCH_ROWS)
+        return rows, parquet_size.max_decoded(self.bytes_read, unbounded=bool(size.unbounded))
 
-    def _too_large(self, decoded: int, why: str) -> CorruptInput:
+    def _too_large(self, decoded: int, why: str, counted: bool = False) -> CorruptInput:
         size = self.bytes_read
+        verb = "decoded to more than" if counted else "would decode to"
         return CorruptInput(
-            f"the Parquet file would decode to {human_bytes(decoded)} from {human_bytes(size)} "
+            f"the Parquet file {verb} {human_bytes(decoded)} from {human_bytes(size)} "
             f"({decoded / max(size, 1):,.0f} times its size; {why})",
             f"a file may decode to at most {parquet_size.MAX_EXPANSION} times its size past "
             f"{human_bytes(parquet_size.DECODED_FLOOR)}: split it into smaller files, or find why its writer repeats "
@@ -731,6 +745,14 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
     finally:
         stop.set()
         worker.join(timeout=5)
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _is_string_dictionary(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_dictionary(kind) and _is_string(kind.value_type))
 
 
 def human_bytes(n: int) -> str:

@@ -460,9 +460,11 @@ class _Validator:
             state.unseen[value] = state.unseen.get(value, 0) + count
         room = MAX_EXAMPLES - len(state.unseen_examples)
         if room > 0:
-            if pa.types.is_dictionary(values.type):
-                values = values.dictionary_decode()
-            mask = pc.is_in(values, value_set=pa.array([v for v, _ in unseen], pa.string()))
+            unseen_set = pa.array([v for v, _ in unseen], pa.string())
+            if pa.types.is_dictionary(values.type):  # mark rows by their codes: decoding repeats each value per row
+                mask = pc.take(pc.is_in(values.dictionary.cast(pa.string()), value_set=unseen_set), values.indices)
+            else:
+                mask = pc.is_in(values, value_set=unseen_set)
             state.unseen_examples += [
                 Example(r, str(values[r - offset].as_py())) for r in _rows_where(mask, offset, room)
             ]

@@ -63,6 +63,62 @@ def test_a_long_value_in_a_column_pyarrow_wrote_as_a_dictionary_is_counted(tmp_p
     assert "repeats values of up to 8,192 bytes" in corrupt(validate(path, small_contract()))
 
 
+def test_delta_coded_text_the_footer_cannot_bound_is_counted_as_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELTA_BYTE_ARRAY pages repeat the previous value's prefix for free: 200,000 copies of an 8 KiB key fit in
+    100 KB of pages (31 s and 2.4 GB, and it passed). Such a column is read in small batches whose real size is
+    counted; the floor is lowered here so the file stays small."""
+    monkeypatch.setattr(parquet_size, "UNBOUNDED_FLOOR", 8 << 20)
+    rows = pa.Table.from_pylist(good_rows(1000)).take(pa.array(np.arange(4000) % 1000))
+    keys = pa.array(["D" * 8186 + f"{i:06d}" for i in range(4000)])  # unique, sharing all but the tail
+    path = tmp_path / "delta.parquet"
+    pq.write_table(
+        rows.set_column(0, "id", keys),
+        path,
+        use_dictionary=False,
+        column_encoding={"id": "DELTA_BYTE_ARRAY"},
+        store_schema=False,
+    )
+    with TabularSource(path) as source:
+        assert source._parquet_batch_rows(["id"], set())[0] <= parquet_size.UNBOUNDED_BATCH_ROWS
+    report = validate(path, small_contract())
+    assert "decoded to more than" in corrupt(report)
+    assert report.rows < 4000, "stopped while reading, at the batch past the limit"
+
+
+@pytest.mark.parametrize("shape", ["list", "struct"])
+def test_a_nested_column_is_refused_before_it_is_read(tmp_path: Path, shape: str) -> None:
+    """A list or struct of strings where the contract has one value per row (it passed as a string column)."""
+    table = pa.Table.from_pylist(good_rows(100))
+    ids = table.column("id").combine_chunks()
+    nested = (
+        pa.ListArray.from_arrays(pa.array(np.arange(101, dtype=np.int32)), ids)
+        if shape == "list"
+        else pa.StructArray.from_arrays([ids], ["v"])
+    )
+    pq.write_table(table.set_column(0, "id", nested), tmp_path / "nested.parquet")
+    assert "not one value per row" in corrupt(validate(tmp_path / "nested.parquet", small_contract()))
+
+
+def test_a_dot_in_a_column_name_does_not_hide_the_column(tmp_path: Path) -> None:
+    """Chunks were matched to columns by the first part of their dotted path: 'order.id' was never sized."""
+    path = _rows_sharing_values(tmp_path / "dotted.parquet", 200_000, ["K" * 8192])
+    table = pq.read_table(path, read_dictionary=["id"]).rename_columns(["order.id", *pq.read_schema(path).names[1:]])
+    pq.write_table(table, tmp_path / "dotted.parquet", store_schema=False)
+    contract = small_contract(key="order.id", columns=[
+        {"name": "order.id", "type": "string", "nullable": False, "feature": False},
+        *[c.model_dump() for c in small_contract().columns if c.name != "id"],
+    ])  # fmt: skip
+    assert "repeats values of up to 8,192 bytes" in corrupt(validate(tmp_path / "dotted.parquet", contract))
+
+
+def test_a_column_named_twice_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist(good_rows(100))
+    pq.write_table(table.append_column("id", pa.array([f"z{i}" for i in range(100)])), tmp_path / "twice.parquet")
+    assert "names column(s) ['id'] more than once" in corrupt(validate(tmp_path / "twice.parquet", small_contract()))
+
+
 def test_a_long_value_hidden_in_a_later_row_group_is_found(tmp_path: Path) -> None:
     """The first row group is innocent; the second's dictionary holds the long value every one of its rows uses."""
     short = _with_ids(pa.Table.from_pylist(good_rows(1000)), np.arange(1000), [f"r{i}" for i in range(1000)])
