@@ -46,6 +46,7 @@ from shared.workflow import (
     job_progress,
     minutes_ran,
     poll_delay,
+    resubmission_refused,
     validation_chunks,
 )
 
@@ -484,7 +485,11 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
             if status.phase == "preempted" or retry:
                 # Preemption is not a failure: resume from the checkpoint; a failure retries per spec, unless the
                 # job said its input is bad (exit 2): the same arguments and data would fail again. The next
-                # attempt waits for compute on a clock of its own; the time this one ran counts on.
+                # attempt waits for compute on a clock of its own; the time this one ran counts on. Not when the
+                # job has run its time or been preempted too often (a request with a queue limit only).
+                refused = resubmission_refused(job, status.phase, context.current_utc_datetime)
+                if refused is not None:
+                    return ended(refused[0], "; ".join([refused[1], *failures]))
                 context.continue_as_new(
                     job.model_copy(
                         update={
@@ -495,6 +500,7 @@ def ml_job(context: df.DurableOrchestrationContext) -> Orchestration:
                             "submitted_at": None,
                             "running_since": None,
                             "ran_minutes": minutes_ran(job, context.current_utc_datetime),
+                            "preemptions": job.preemptions + (status.phase == "preempted"),
                         }
                     ).dump()
                 )

@@ -120,6 +120,8 @@ class JobRequest(Message):
     submitted_at: str | None = None
     running_since: str | None = None
     ran_minutes: float = 0.0
+    #: Times an attempt was preempted and resumed (a request with a queue limit only: ``resubmission_refused``).
+    preemptions: int = 0
 
     @property
     def job_name(self) -> str:
@@ -213,6 +215,7 @@ def job_progress(job: JobRequest, status: JobStatus, deadline: datetime) -> dict
         "waiting_since": job.submitted_at if job.running_since is None else None,
         "running_since": job.running_since,
         "ran_minutes_before": job.ran_minutes,
+        "preemptions": job.preemptions,
         "deadline": deadline.isoformat(),
     }
 
@@ -256,6 +259,13 @@ def poll_delay(polls: int, first: float = 15.0, cap: float = 300.0) -> timedelta
 #: Polls per ml_job generation before continue_as_new, so a 72-hour job never builds a long history.
 POLLS_PER_GENERATION = 20
 
+#: Preemptions a job with a queue limit survives (each resumed from its checkpoint); the next one ends it
+#: ``failed``. Each resume may wait ``queue_timeout_minutes`` for compute again, so this cap is what bounds the
+#: job's life (``job_deadline``). Ten lets a long job on low-priority nodes finish through the odd eviction
+#: (each resume keeps its checkpointed progress, so a low cap would throw finished work away), while a cluster
+#: that evicts a job more often than that, or before it ever runs, is one it will not finish on.
+MAX_PREEMPTIONS = 10
+
 
 def job_deadline(job: JobRequest) -> tuple[datetime, str]:
     """When ``ml_job`` cancels ``job`` (as things stand at this poll), and the reason the run then records.
@@ -265,7 +275,14 @@ def job_deadline(job: JobRequest) -> tuple[datetime, str]:
     (a preempted job resumes, a failed one is retried) may run ``timeout_minutes``, counted from the poll that
     first saw each running. A request recorded before ``queue_timeout_minutes`` existed keeps the deadline it was
     started with (one, from the first submission, time queued included), so an instance in flight replays alike.
-    Needs ``started_at`` (and ``submitted_at`` for a request with a queue limit): ``ml_job`` sets them."""
+    Needs ``started_at`` (and ``submitted_at`` for a request with a queue limit): ``ml_job`` sets them.
+
+    With a queue limit, a job is resubmitted only while it has running minutes left and, after a preemption,
+    only ``MAX_PREEMPTIONS`` times (``resubmission_refused``); a failure is retried ``max_retries`` times. So at
+    most ``1 + max_retries + MAX_PREEMPTIONS`` attempts each wait at most ``queue_timeout_minutes``, and together
+    they run at most ``timeout_minutes``: the job ends within
+    ``(1 + max_retries + MAX_PREEMPTIONS) * queue_timeout_minutes + timeout_minutes`` minutes of its first
+    submission (defaults: 13 * 720 + 240 = 9,600 minutes, 160 hours), plus the time its activities take."""
     if job.started_at is None:
         raise ValueError(f"job {job.job_name} has no started_at: ml_job sets it before its first poll")
     if job.queue_timeout_minutes is None:
@@ -292,6 +309,34 @@ def minutes_ran(job: JobRequest, now: datetime) -> float:
     """Minutes ``job`` has run so far, earlier attempts included (as ``job_deadline`` counts them)."""
     this_attempt = (now - datetime.fromisoformat(job.running_since)).total_seconds() / 60 if job.running_since else 0.0
     return job.ran_minutes + max(0.0, this_attempt)
+
+
+def resubmission_refused(job: JobRequest, phase: str, now: datetime) -> tuple[JobOutcome, str] | None:
+    """Why ``ml_job`` must not resubmit ``job``, whose attempt a poll at ``now`` saw ``phase`` (``preempted``, or
+    ``failed`` and retryable within ``max_retries``), as (outcome, reason); None when it may.
+
+    A job that has run its ``timeout_minutes`` (this attempt included) ends ``timed_out`` rather than wait for
+    compute again only to be cancelled at its first running poll. A preemption beyond ``MAX_PREEMPTIONS`` ends it
+    ``failed``; every preemption counts, one seen before any poll saw the attempt running too, or a job evicted
+    while starting up would be resubmitted for ever. A request without ``queue_timeout_minutes`` (recorded by an
+    older version) keeps its one deadline from its first submission, which bounds its attempts: None."""
+    if job.queue_timeout_minutes is None:
+        return None
+    ran = minutes_ran(job, now)
+    if ran >= job.timeout_minutes:
+        return (
+            "timed_out",
+            f"{job.job_name} was {phase} when the job had run {ran:.0f} of its {job.timeout_minutes:g} minutes; "
+            "not resubmitted (training.timeout_minutes: allow longer, train fewer epochs or on a larger instance)",
+        )
+    if phase == "preempted" and job.preemptions >= MAX_PREEMPTIONS:
+        return (
+            "failed",
+            f"{job.job_name}: the job was preempted {job.preemptions + 1} times (resumed {MAX_PREEMPTIONS}, the "
+            "limit); not resubmitted: train on dedicated (not low-priority) nodes, or on a cluster with fewer "
+            "evictions",
+        )
+    return None
 
 
 def best_candidate(results: Iterable[JobResult], metric: str) -> JobResult | None:

@@ -19,7 +19,7 @@ from functions import clients, orchestrators
 from perennial_cli.synthetic import fraud_batch
 from shared.registry import Run
 from shared.storage import LANDING
-from shared.workflow import BlobItem
+from shared.workflow import MAX_PREEMPTIONS, BlobItem
 from tests.unit.test_rollout_orchestration import DrivenContext
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -143,6 +143,114 @@ def test_a_job_requested_before_the_queue_limit_existed_keeps_one_deadline_from_
     assert result["error"].endswith("did not finish within 240 minutes; canceled")
     assert activities[-1] == "cancel_job"
     assert ended_at == 240
+
+
+def test_a_job_preempted_at_every_start_up_ends_failed_after_its_last_resume() -> None:
+    """Each attempt queues 30 minutes, then is preempted before any poll saw it running, so it adds no running
+    minutes and every resume waits on a fresh queue clock: before, it was resubmitted for ever, holding the model's
+    coordinator. Each such preemption uses one of the MAX_PREEMPTIONS resumes; the one after ends the job."""
+    submitted: dict[int, float] = {}
+
+    def timeline(minutes: float, attempt: int) -> tuple[str, str]:
+        since = minutes - submitted.setdefault(attempt, minutes)
+        return ("queued", "Queued") if since < 30 else ("preempted", "Failed")
+
+    given = {**JOB, "timeout_minutes": 240, "queue_timeout_minutes": 720}
+    result, activities, ended_at = _run_job(given, timeline)
+    assert result["outcome"] == "failed", result
+    assert result["attempts"] == MAX_PREEMPTIONS + 1
+    assert f"preempted {MAX_PREEMPTIONS + 1} times" in result["error"]
+    assert "dedicated (not low-priority) nodes" in result["error"]
+    assert activities.count("submit_job") == MAX_PREEMPTIONS + 1
+    assert "cancel_job" not in activities  # every attempt had ended
+    # Each attempt: 30 minutes queued, preemption seen at most a poll (5 minutes) later.
+    assert (MAX_PREEMPTIONS + 1) * 30 <= ended_at <= (MAX_PREEMPTIONS + 1) * 35
+
+
+@pytest.mark.parametrize("phase", ["preempted", "failed"])
+def test_a_job_that_has_run_its_time_is_not_resubmitted(phase: str) -> None:
+    """Seen running at once, then preempted (or failed, retryable) at the poll that falls on its running deadline:
+    it has no running minutes left, so it ends timed_out there instead of waiting for compute again (up to 720
+    minutes) only to be cancelled at its first running poll."""
+
+    def timeline(minutes: float, attempt: int) -> tuple[str, str]:
+        if attempt > 0:
+            return ("queued", "Queued") if minutes < 600 else ("running", "Running")
+        return ("running", "Running") if minutes < 240 else (phase, "Failed")
+
+    given = {**JOB, "timeout_minutes": 240, "queue_timeout_minutes": 720}
+    result, activities, ended_at = _run_job(given, timeline)
+    assert result["outcome"] == "timed_out", result
+    assert result["attempts"] == 1
+    assert "had run 240 of its 240 minutes; not resubmitted (training.timeout_minutes" in result["error"]
+    assert f"{phase} (Failed)" in result["error"]
+    assert activities.count("submit_job") == 1
+    assert "cancel_job" not in activities
+    assert ended_at == 240
+
+
+def test_a_job_out_of_running_minutes_from_earlier_attempts_is_not_resubmitted() -> None:
+    """Attempt 0 runs 200 minutes (and up to a poll more) and is preempted; attempt 1 runs what is left, up to
+    minute 240, and fails at the poll that falls on its deadline: not retried, although max_retries would allow
+    it (before, attempt 2 was submitted and cancelled at its first poll)."""
+
+    def timeline(minutes: float, attempt: int) -> tuple[str, str]:
+        if attempt == 0:
+            return ("running", "Running") if minutes < 200 else ("preempted", "Failed")
+        if attempt == 1:
+            return ("running", "Running") if minutes < 240 else ("failed", "Failed")
+        return ("running", "Running")
+
+    given = {**JOB, "timeout_minutes": 240, "queue_timeout_minutes": 720}
+    result, activities, ended_at = _run_job(given, timeline)
+    assert result["outcome"] == "timed_out", result
+    assert result["attempts"] == 2
+    assert "not resubmitted (training.timeout_minutes" in result["error"]
+    assert activities.count("submit_job") == 2
+    assert "cancel_job" not in activities
+    assert ended_at == 240
+
+
+def test_a_job_that_waits_and_is_evicted_at_every_attempt_ends_within_its_bound() -> None:
+    """The worst case: every attempt waits almost its whole queue limit, runs ten minutes and is lost (the first
+    max_retries to retryable failures, then to preemptions). The job still ends, after 1 + max_retries +
+    MAX_PREEMPTIONS attempts, within (1 + max_retries + MAX_PREEMPTIONS) * queue_timeout + timeout minutes."""
+    submitted: dict[int, float] = {}
+    max_retries, queue, timeout = 2, 720, 240
+
+    def timeline(minutes: float, attempt: int) -> tuple[str, str]:
+        since = minutes - submitted.setdefault(attempt, minutes)
+        if since < queue - 10:
+            return ("queued", "Queued")
+        if since < queue:
+            return ("running", "Running")
+        return ("failed" if attempt < max_retries else "preempted", "Failed")
+
+    given = {**JOB, "timeout_minutes": timeout, "queue_timeout_minutes": queue, "max_retries": max_retries}
+    result, activities, ended_at = _run_job(given, timeline)
+    attempts = 1 + max_retries + MAX_PREEMPTIONS
+    assert result["outcome"] == "failed", result
+    assert result["attempts"] == attempts
+    assert activities.count("submit_job") == attempts
+    assert ended_at <= attempts * queue + timeout
+
+
+def test_a_job_requested_before_the_queue_limit_existed_is_resumed_as_before() -> None:
+    """Replay safety: an ml_job in flight without queue_timeout_minutes is resumed after every preemption, as its
+    history was written (no cap): its one deadline, started_at + timeout_minutes, bounds all its attempts."""
+    submitted: dict[int, float] = {}
+
+    def timeline(minutes: float, attempt: int) -> tuple[str, str]:
+        since = minutes - submitted.setdefault(attempt, minutes)
+        return ("queued", "Queued") if since < 30 else ("preempted", "Failed")
+
+    given = {**JOB, "timeout_minutes": 600}
+    result, activities, ended_at = _run_job(given, timeline)
+    assert result["outcome"] == "timed_out", result
+    assert result["error"].endswith("did not finish within 600 minutes; canceled")
+    assert result["attempts"] > MAX_PREEMPTIONS + 1
+    assert activities[-1] == "cancel_job"
+    assert ended_at == 600
 
 
 @pytest.mark.azurite
