@@ -682,17 +682,18 @@ class Registry:
 
     def run_blobs(self, model: str, run_id: str, created_at: datetime | None = None) -> list[SeenBlob]:
         """The blob versions ``run_id`` (created at ``created_at``, if known) claimed: one range read of its
-        ``claimed:`` rows. A run created before CLAIMS_INDEXED_SINCE (or of unknown age) that has none is looked
-        up among all the model's claims, as every run was before."""
-        indexed = [
-            _decode(SeenBlob, e) for e in self.runs_table.query(model, f"{_CLAIMED}{check_id(run_id, 'run id')}:")
-        ]
+        ``claimed:`` rows. A run created before CLAIMS_INDEXED_SINCE (or of unknown age) may have claimed some of
+        them before those rows were written (a run in flight across the upgrade): its claims are also looked up
+        among all the model's claims, as every run's were before."""
+        rows = self.runs_table.query(model, f"{_CLAIMED}{check_id(run_id, 'run id')}:")
+        found = {(b.url, b.blob_etag): b for b in (_decode(SeenBlob, e) for e in rows)}
         if created_at is not None and created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
-        if indexed or (created_at is not None and created_at >= CLAIMS_INDEXED_SINCE):
-            return indexed
-        rows = self.runs_table.query(model, "seen:", where="run_id eq @run", parameters={"run": run_id})
-        return [_decode(SeenBlob, e) for e in rows]
+        if created_at is None or created_at < CLAIMS_INDEXED_SINCE:
+            scanned = self.runs_table.query(model, "seen:", where="run_id eq @run", parameters={"run": run_id})
+            for blob in (_decode(SeenBlob, e) for e in scanned):
+                found.setdefault((blob.url, blob.blob_etag), blob)
+        return list(found.values())
 
     # ----------------------------------------------------------------- versions and the champion
 
