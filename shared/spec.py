@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Azure ML names endpoints, deployments, models and computes with this pattern.
 AZURE_ML_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]$")
@@ -76,16 +76,6 @@ class ColumnSpec(_Strict):
         default=None, description="the allowed values of a category column, e.g. [grocery, travel]"
     )
     feature: bool = Field(default=True, description="false for ids and timestamps the model must not see")
-
-    @field_validator("categories", mode="before")
-    @classmethod
-    def _integer_codes_are_their_text(cls, value: Any) -> Any:
-        """``[1, 2, 3]`` means the codes 1, 2 and 3, which a CSV or Parquet column holds and the validator and the
-        training job read as text ("1", "2", "3"): a YAML list of integer codes needs no quotes. Floats (1.0?) and
-        booleans stay refused: what text they stand for is not clear."""
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
 
 
 class SeverityPolicy(_Strict):
@@ -790,6 +780,9 @@ def _format_pydantic_error(error: Any) -> str:
         return f"{path} is not a known field (remove it or fix the spelling; known fields here: {', '.join(known)})"
     hint = _field_hint(loc) or "see docs/model-spec.md"
     message = str(error["msg"]).replace("Input should", "should")
+    if kind == "string_type" and "categories" in loc and isinstance(error.get("input"), int | float):
+        # YAML reads 1 as a number (and 010 as 8, an octal): the codes the data holds are text, quoted as written.
+        hint = 'quote each code as the data spells it, e.g. ["01", "02"]: unquoted, YAML reads 010 as 8'
     return f"{path}={error.get('input')!r} {message[0].lower() + message[1:]} ({hint})"
 
 

@@ -195,16 +195,13 @@ def test_the_spec_reads_label_values_as_training_does() -> None:
         assert _label_key(value) == canonical_label(value), value
 
 
-def test_integer_category_codes_need_no_quotes() -> None:
-    """categories: [1, 2, 3] was refused three times over ("should be a valid string"): the codes are read as
-    the text "1", "2", "3" by the validator and the training job, so the spec reads them so too. A float code
-    stays refused: whether 1.0 means "1" or "1.0" is not clear."""
+def test_unquoted_category_codes_are_refused_with_how_to_quote_them() -> None:
+    """YAML reads [010, 011] as 8 and 9 (octal) and [01, 02] as 1 and 2: taking the numbers as the codes would
+    turn the data's "01" into an unseen category, so the spec asks for the codes as the data spells them."""
     document = _fraud_with()
     merchant = next(c for c in document["data"]["columns"] if c["name"] == "merchant_category")
-    merchant["categories"] = [1, 2, 3]
-    spec = parse_spec(document, "fraud.yaml")
-    assert next(c for c in spec.data.columns if c.name == "merchant_category").categories == ["1", "2", "3"]
-    merchant["categories"] = [1.0, 2.0]
+    merchant["categories"] = yaml.safe_load("[010, 011]")
     with pytest.raises(SpecError) as refused:
         parse_spec(document, "fraud.yaml")
-    assert "categories[0]=1.0 should be a valid string" in str(refused.value)
+    assert "categories[0]=8 should be a valid string" in str(refused.value)
+    assert 'quote each code as the data spells it, e.g. ["01", "02"]' in str(refused.value)
