@@ -167,3 +167,15 @@ def test_an_ordinary_file_keeps_full_batches(tmp_path: Path, stream: bool) -> No
     assert rows[0] == PARQUET_BATCH_ROWS
     report = validate(io.BufferedReader(ForwardOnly((tmp_path / "ok.parquet").read_bytes())), small_contract())
     assert report.ok, report.summary()
+
+
+def test_a_long_unseen_category_is_reported_by_its_code_not_decoded(tmp_path: Path) -> None:
+    """The examples of unseen categories were taken by decoding the whole column: 131,072 rows of one 16 KiB
+    value overflowed Arrow's string array (an exception, not a verdict), and 8 KB ones took 1.25 GB."""
+    rows = pa.Table.from_pylist(good_rows(1000)).take(pa.array(np.arange(131_072) % 1000))
+    codes = pa.DictionaryArray.from_arrays(pa.array(np.zeros(131_072, dtype=np.int32)), pa.array(["Z" * 16384]))
+    pq.write_table(rows.set_column(3, "c", codes), tmp_path / "category.parquet", store_schema=False)
+    report = validate(tmp_path / "category.parquet", small_contract())
+    unseen = [f for f in report.findings if f.check == "unseen_category"]
+    assert len(unseen) == 1, report.summary()
+    assert unseen[0].examples[0].value.startswith("ZZZZ")
