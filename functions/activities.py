@@ -1140,7 +1140,8 @@ def rollout_analyse(payload: dict[str, Any]) -> dict[str, Any]:
     )
     champion_sample = _sample(champion_metrics, watched, labels(champion)) if champion and champion_metrics else None
     challenger_sample = _sample(challenger_metrics, watched, labels(challenger, mirrored=shadow))
-    verdict = analyse_canary(challenger_sample, champion_sample, spec.rollout.gates)
+    # A multiclass model's watched class was picked after looking: the canary corrects its test for the choice.
+    verdict = analyse_canary(challenger_sample, champion_sample, spec.rollout.gates, watched=watched.chosen)
     traffic = platform.get_traffic(endpoint)
     run = _registry().get_run(model, payload["run_id"])
     # A first model is judged on the gates only, at its single (final) step; the policy needs a champion name.

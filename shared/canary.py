@@ -11,7 +11,9 @@ Per metric there are two kinds of check:
   healthy model. The absolute gates (``max_error_rate``, ``max_p95_latency_ms``) are exact binomial
   tests that are valid at any sample size, so a challenger that crashes on load fails after a few
   requests. Their breach is a *hard* failure (immediate rollback). The comparative gates
-  (``max_latency_ratio``, ``max_positive_rate_shift``, ``max_accuracy_drop``) need the champion too.
+  (``max_latency_ratio``, ``max_positive_rate_shift``, ``max_accuracy_drop``) need the champion too. A multiclass
+  model's positive rate is the share of the class that moved most (:class:`WatchedClass`), tested at alpha / K for
+  the K classes it was picked from, so the choice does not make the gate more eager.
 * a **comparison** with the champion (latency: a paired signed-rank test on per-window p95s, or Mann-Whitney
   U on trimmed per-request latencies when there are too few windows; Fisher's exact test for error rate,
   positive rate and accuracy). A metric that is significantly worse by more than its tolerance scores 0 in a
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -155,6 +157,38 @@ class DeploymentSample:
     @property
     def successes(self) -> int:
         return self.requests - self.errors
+
+
+@dataclass(frozen=True)
+class WatchedClass:
+    """The class a multiclass model's positive-rate gate counts (``predicted_positive`` on both samples), and how
+    many classes it was chosen among after looking at both deployments' predictions (the one whose share moved
+    most, :func:`shared.live.watched_prediction`). Picking the largest of ``among`` shifts and testing it as if it
+    had been fixed in advance fails a healthy challenger up to ``among`` times too often, so the gate's test runs at
+    alpha / ``among`` (Bonferroni over the classes)."""
+
+    label: str
+    among: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.among, bool) or not isinstance(self.among, int) or self.among < 1:
+            raise CanaryInputError(
+                f"watched class {self.label!r}: among={self.among!r} is not a number of classes",
+                "pass how many classes the watched one was chosen among, >= 1",
+            )
+
+
+@dataclass(frozen=True)
+class WatchedPrediction:
+    """Which recorded predictions a deployment's ``predicted_positive`` counts (call it on a prediction), with the
+    multiclass choice to pass to :func:`analyse_canary` (``chosen``: None for a binary model's positive class, fixed
+    in advance, and while nothing is watched). :func:`shared.live.watched_prediction` builds it."""
+
+    matches: Callable[[object], bool] = field(repr=False, compare=False)
+    chosen: WatchedClass | None = None
+
+    def __call__(self, predicted: object) -> bool:
+        return self.matches(predicted)
 
 
 @dataclass(frozen=True)
@@ -649,6 +683,7 @@ def _positive_rate(
     config: CanaryConfig,
     compare: bool,
     alpha: float,
+    watched: WatchedClass | None,
 ) -> MetricResult:
     weight = config.weights["positive_rate"]
     m = gates.min_samples
@@ -656,10 +691,21 @@ def _positive_rate(
         return MetricResult(
             "positive_rate", "nodata", False, weight, f"positive rate: needs {m} predictions on both sides", {}
         )
+    label, note = "positive rate", ""
+    extra: dict[str, EvidenceValue] = {}
+    if watched is not None:
+        # Bonferroni over the classes the watched one was picked from: the metric keeps its alpha (a healthy
+        # challenger's most-moved class is significant at alpha / K with probability <= alpha).
+        label = f"class {watched.label!r} share (the most moved of {watched.among} classes)"
+        note = f", tested at alpha/{watched.among} = {alpha / watched.among:.3g} (Bonferroni over the classes)"
+        extra = {"watched_class": watched.label, "classes_compared": watched.among, "metric_alpha": alpha}
+        alpha /= watched.among
     return _compare_proportions(
         _Proportions(
             metric="positive_rate",
-            label="positive rate",
+            label=label,
+            note=note,
+            extra=extra,
             hits=(challenger.predicted_positive, champion.predicted_positive),
             totals=(challenger.successes, champion.successes),
             two_sided=True,
@@ -714,6 +760,9 @@ class _Proportions:
     gate_name: str
     gate: float
     tolerance: float
+    #: Appended to the description, and added to the evidence (the positive rate's watched class, if any).
+    note: str = ""
+    extra: Mapping[str, EvidenceValue] = field(default_factory=dict)
 
 
 def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> MetricResult:
@@ -742,8 +791,11 @@ def _compare_proportions(p: _Proportions, weight: float, alpha: float) -> Metric
         "tolerance": p.tolerance,
         "fisher_p_value": p_diff,
         "alpha": alpha,
+        **p.extra,
     }
-    text = f"{p.label} {_pct(r1)} ({k1}/{n1}) vs champion {_pct(r0)} ({k0}/{n0}), {shown}, Fisher p={p_diff:.3g}"
+    text = (
+        f"{p.label} {_pct(r1)} ({k1}/{n1}) vs champion {_pct(r0)} ({k0}/{n0}), {shown}, Fisher p={p_diff:.3g}" + p.note
+    )
     if breach:
         return MetricResult(
             p.metric,
@@ -830,8 +882,13 @@ def analyse_canary(
     champion: DeploymentSample | None,
     gates: Gates,
     config: CanaryConfig | None = None,
+    watched: WatchedClass | None = None,
 ) -> CanaryVerdict:
-    """Judge the challenger's bake window against the champion's (None when there is no champion)."""
+    """Judge the challenger's bake window against the champion's (None when there is no champion).
+
+    ``watched``: for a multiclass model, the class both samples' ``predicted_positive`` counts and how many it was
+    chosen among (its positive-rate test is Bonferroni-corrected for the choice); None for a binary model, whose
+    ``predicted_positive`` counts its positive class."""
     config = config or CanaryConfig()
     m = gates.min_samples
     mode: AnalysisMode
@@ -851,7 +908,7 @@ def analyse_canary(
     metrics = [
         _error_rate(challenger, champion, gates, config, compare, alpha),
         _latency(challenger, champion, gates, config, compare, alpha),
-        _positive_rate(challenger, champion, gates, config, compare, alpha),
+        _positive_rate(challenger, champion, gates, config, compare, alpha, watched),
         _accuracy(challenger, champion, gates, config, compare, alpha),
     ]
     return _combine(metrics, mode, gates, config, lead)

@@ -46,6 +46,7 @@ import pyarrow as pa
 from scipy.stats import binomtest
 
 from shared.blobpaths import BlobNameError
+from shared.canary import WatchedClass, WatchedPrediction
 from shared.drift import DriftReport, compare
 from shared.platform import (
     MLPlatform,
@@ -246,22 +247,21 @@ def watched_prediction(
     positive_class: str | int | bool,
     challenger: Sequence[object],
     champion: Sequence[object],
-) -> Callable[[object], bool]:
+) -> WatchedPrediction:
     """Which recorded predictions the canary's ``max_positive_rate_shift`` gate counts on both deployments.
 
     Binary: the positive class. Multiclass has none, so the gate watches the class whose share of the predictions
-    moved most between the two deployments (the one a shifted model shows first; with one side empty, nothing is
-    watched and the gate waits for data)."""
+    moved most between the two deployments (the one a shifted model shows first), chosen among the K classes
+    either deployment predicted: the canary tests it at alpha / K, since the largest of K shifts is tested after
+    looking. With one side empty, nothing is watched and the gate waits for data."""
     if task == "binary":
-        return lambda predicted: predicts_positive(str(predicted), positive_class)
+        return WatchedPrediction(lambda predicted: predicts_positive(str(predicted), positive_class))
     if not challenger or not champion:
-        return lambda predicted: False
+        return WatchedPrediction(lambda predicted: False)
     ours, theirs = Counter(class_text(p) for p in challenger), Counter(class_text(p) for p in champion)
-    moved = max(
-        sorted(ours.keys() | theirs.keys()),
-        key=lambda c: abs(ours[c] / len(challenger) - theirs[c] / len(champion)),
-    )
-    return lambda predicted: class_text(predicted) == moved
+    classes = sorted(ours.keys() | theirs.keys())
+    moved = max(classes, key=lambda c: abs(ours[c] / len(challenger) - theirs[c] / len(champion)))
+    return WatchedPrediction(lambda predicted: class_text(predicted) == moved, WatchedClass(moved, len(classes)))
 
 
 def _integer_like(text: str) -> bool:

@@ -1,6 +1,7 @@
 """The canary's view of a deployment counts the predictions its positive-rate gate watches the way score.py records
 them: by class index (1 is a binary model's positive class, whatever the label values), so the gate works for any
-positive_class; a multiclass model has no positive class, so the gate watches the class whose share moved most."""
+positive_class; a multiclass model has no positive class, so the gate watches the class whose share moved most, and
+says how many classes it was chosen among (the canary tests it at alpha / K for that choice)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,24 @@ def test_a_multiclass_canary_watches_the_class_whose_share_moved_most() -> None:
     counted = (_sample(challenger, watched).predicted_positive, _sample(champion, watched).predicted_positive)
     assert counted in ((40, 20), (20, 40))  # class 0 or class 3: both moved by 20 points
     assert watched("0") != watched("1")
+    # Chosen among the 4 classes predicted: the canary tests it at alpha / 4 (analyse_canary's ``watched``).
+    assert watched.chosen is not None
+    assert (watched.chosen.label, watched.chosen.among) == ("0", 4)
+
+
+def test_the_classes_counted_are_those_either_deployment_predicted() -> None:
+    watched = watched_prediction("multiclass", 1, ["0", "1", "1"], ["2", "3", "3", "4"])
+    assert watched.chosen is not None
+    assert watched.chosen.among == 5
 
 
 def test_a_multiclass_canary_with_one_side_silent_watches_nothing() -> None:
     challenger = _metrics("tickets-v2", ["0", "1", "2"])
     watched = watched_prediction("multiclass", 1, challenger.predicted_classes, ())
     assert _sample(challenger, watched).predicted_positive == 0
+    assert watched.chosen is None
+
+
+@pytest.mark.parametrize("positive_class", [1, "fraud"])
+def test_a_binary_canary_watches_its_positive_class_without_a_correction(positive_class: int | str) -> None:
+    assert watched_prediction("binary", positive_class, ["0", "1"], ["1"]).chosen is None
