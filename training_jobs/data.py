@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
-from training_jobs.contract import Contract, canonical_label
+from training_jobs.contract import Column, Contract, canonical_label
 from training_jobs.errors import DataError, ManifestError, is_transient_io
 
 log = logging.getLogger("training_jobs.data")
@@ -308,24 +309,44 @@ def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
     return LabelSpace(task="binary", classes=(negative, positive))
 
 
+#: The most classes an integer label's declared min..max may name (more is not a class list but a number).
+MAX_DECLARED_CLASSES = 1000
+
+
 def _multiclass_space(values: list[str], contract: Contract) -> LabelSpace:
-    """Multiclass: the label's declared categories when it has them (a batch without a rare class still trains a
-    model with an output for it, so class indices mean the same from run to run), else the values present."""
+    """Multiclass: the label's declared classes when it has them (a batch without a rare class still trains a
+    model with an output for it, so class indices mean the same from run to run): a category label's categories,
+    an integer label's min..max; else the values present."""
     column = contract.column(contract.label)
     classes = values
-    if column.is_categorical and column.categories is not None:
-        classes = sorted({canonical_label(c) for c in column.categories})
+    declared = _declared_classes(column)
+    if declared is not None:
+        classes = declared
         outside = [v for v in values if v not in classes]
         if outside:
+            shown = classes if len(classes) <= 20 else [*classes[:20], "..."]
             raise DataError(
-                f"{contract.label} holds value(s) outside its declared categories: {outside[:5]} (declared: {classes})",
-                "fix the data, or add the value(s) to the label column's categories in the spec",
+                f"{contract.label} holds value(s) outside its declared classes: {outside[:5]} (declared: {shown})",
+                "fix the data, or declare the value(s) in the spec (the label column's categories, or its min/max)",
             )
     if len(values) < 2:
         raise DataError(
             f"{contract.label} has one class only ({values})", "training needs rows of at least two classes"
         )
     return LabelSpace(task="multiclass", classes=tuple(classes))
+
+
+def _declared_classes(column: Column) -> list[str] | None:
+    """The classes a multiclass label column declares, sorted as classes are: its categories, or the whole numbers
+    from its min to its max (at most MAX_DECLARED_CLASSES); None when it declares none."""
+    if column.is_categorical and column.categories is not None:
+        return sorted({canonical_label(c) for c in column.categories})
+    low, high = column.min, column.max
+    if column.type == "int" and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        first, last = math.ceil(low), math.floor(high)
+        if 0 < last - first + 1 <= MAX_DECLARED_CLASSES:
+            return sorted({canonical_label(v) for v in range(first, last + 1)})
+    return None
 
 
 def _refuse_a_third_value(labels: list[str | None], values: list[str], positive: str, contract: Contract) -> None:
