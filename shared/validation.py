@@ -26,6 +26,7 @@ import csv
 import gzip
 import json
 import logging
+import math
 import time
 import zlib
 from collections import deque
@@ -635,8 +636,8 @@ class _Validator:
             shares.setdefault(positive, 0.0)
             which = f" (positive class {positive!r})"
         else:  # every declared class must be there: a class with no rows is one the model cannot learn
-            for category in label.categories or ():
-                shares.setdefault(category, 0.0)
+            for declared in _declared_classes(label):
+                shares.setdefault(declared, 0.0)
             which = ""
         rarest, share = min(shares.items(), key=lambda kv: kv[1])
         balance = ", ".join(f"{k}: {v:.3%}" for k, v in sorted(shares.items()))
@@ -802,6 +803,19 @@ def _number_lines(
 
 def _no_line(row: int) -> int | None:
     return None
+
+
+def _declared_classes(label: ColumnSpec) -> list[str]:
+    """The classes a multiclass label column declares, as the training job reads them: its categories, or the whole
+    numbers from its min to its max (none past MAX_LABEL_CLASSES, where the balance is not checked)."""
+    if label.categories is not None:
+        return list(label.categories)
+    low, high = label.min, label.max
+    if label.type == "int" and low is not None and high is not None:
+        first, last = math.ceil(low), math.floor(high)
+        if 0 < last - first + 1 <= MAX_LABEL_CLASSES:
+            return [str(v) for v in range(first, last + 1)]
+    return []
 
 
 def _label_key(value: Any, as_bool: bool = False) -> str:

@@ -205,6 +205,17 @@ def test_a_declared_class_missing_from_a_multiclass_batch_is_reported(tmp_path: 
     assert "positive class" not in finding.message
 
 
+def test_a_class_missing_from_an_integer_multiclass_label_is_reported(tmp_path: Path) -> None:
+    """Queues coded 0-3 by min and max declare four classes, as the training job reads them."""
+    contract = small_contract(min_label_share=0.01)
+    columns = [c.model_dump() for c in contract.columns if c.name != "y"]
+    queue = {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 3}
+    rows = [{**r, "y": i % 3} for i, r in enumerate(good_rows(300))]
+    queues = small_contract(min_label_share=0.01, columns=[*columns, queue])
+    report = validate(rows_to_csv(tmp_path / "q.csv", rows), queues, task="multiclass")
+    assert "the rarest label class '3' is 0.000% of the rows" in only(report, "label_imbalance").message
+
+
 def test_extra_columns_are_a_warning(tmp_path: Path) -> None:
     rows = [{**r, "debug": 1} for r in good_rows()]
     report = validate(rows_to_csv(tmp_path / "e.csv", rows), small_contract())
