@@ -205,3 +205,34 @@ def test_unquoted_category_codes_are_refused_with_how_to_quote_them() -> None:
         parse_spec(document, "fraud.yaml")
     assert "categories[0]=8 should be a valid string" in str(refused.value)
     assert 'quote each code as the data spells it, e.g. ["01", "02"]' in str(refused.value)
+
+
+def test_validation_and_training_declare_the_same_multiclass_classes() -> None:
+    """Both read a multiclass label's classes from the spec (the jobs ship without shared/, so each has its own
+    copy): validation reports a declared class missing from a batch, training gives it an output. They must agree."""
+    from shared.spec import ColumnSpec
+    from shared.validation import _declared_classes as validated
+    from training_jobs.contract import parse_contract
+    from training_jobs.data import _declared_classes as trained
+
+    for label in (
+        {"type": "category", "categories": ["billing", "sales", "abuse"]},
+        {"type": "int", "min": 0, "max": 3},
+        {"type": "int", "min": 2, "max": 9},
+        {"type": "int", "min": 0, "max": 10**6},  # too many to be classes: neither declares any
+        {"type": "int", "min": None, "max": 5},
+        {"type": "float", "min": 0, "max": 1},
+    ):
+        column = {
+            "name": "y",
+            "nullable": False,
+            "feature": True,
+            "min": None,
+            "max": None,
+            "categories": None,
+            **label,
+        }
+        spec_column = ColumnSpec.model_validate({k: v for k, v in column.items() if v is not None})
+        feature = {"name": "x", "type": "float", "nullable": True, "feature": True, "min": None, "max": None}
+        job_column = parse_contract({"columns": [feature, column], "label": "y"}).column("y")
+        assert set(validated(spec_column)) == set(trained(job_column) or []), label
