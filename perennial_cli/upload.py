@@ -56,9 +56,9 @@ def upload(
     from shared.storage import LANDING, BlobStore, StorageError
 
     out = Console(highlight=False)
-    known = _known_models(models)
+    known = known_models(models)
     if model not in known:
-        _fail(
+        fail(
             f"no model spec named {model!r} in {models}",
             f"use one of: {', '.join(sorted(known)) or 'none'}; or, if the host reads its specs from another folder "
             "(perennial up --models DIR), pass that folder with --models DIR",
@@ -67,19 +67,17 @@ def upload(
     names: dict[Path, str] = {}
     for path in files:
         if not path.is_file():
-            _fail(f"{path}: no such file", "give the data files to upload", 2)
+            fail(f"{path}: no such file", "give the data files to upload", 2)
         if path.suffix.lower() not in CONTENT_TYPES:
-            _fail(f"{path}: not a .csv or .parquet file", "Perennial reads CSV and Parquet batches", 2)
+            fail(f"{path}: not a .csv or .parquet file", "Perennial reads CSV and Parquet batches", 2)
         names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
         if list(names.values()).count(names[path]) > 1:
-            _fail(
-                f"two of the files would both be landing/{model}/{names[path]}", "rename one, or upload them apart", 2
-            )
+            fail(f"two of the files would both be landing/{model}/{names[path]}", "rename one, or upload them apart", 2)
         try:
             validate_blob_name(f"{model}/{names[path]}", known, LANDING)
         except BlobNameError as exc:
-            _fail(f"landing/{model}/{names[path]}: {exc.message}", exc.hint, 2)
-    settings, where = _storage(state)
+            fail(f"landing/{model}/{names[path]}: {exc.message}", exc.hint, 2)
+    settings, where = storage_for(state)
     relative = ""
     try:
         store = BlobStore.from_settings(settings, known)
@@ -95,12 +93,12 @@ def upload(
                 )
             out.print(f"  [green]✓[/green] {escape(ref.url)} eTag {escape(ref.etag)}", soft_wrap=True)
     except ResourceExistsError:
-        _fail(
+        fail(
             f"landing/{model}/{relative} exists already",
             "give the file another name (each batch is a new file), or pass --overwrite to replace it",
         )
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
-        _fail(f"could not upload landing/{model}/{relative} to {where}: {_first_line(exc)}", START_HINT)
+        fail(f"could not upload landing/{model}/{relative} to {where}: {first_line(exc)}", START_HINT)
     out.print(escape(when_the_run_starts(known[model], models / f"{model}.yaml")), soft_wrap=True)
 
 
@@ -117,12 +115,12 @@ def when_the_run_starts(spec: ModelSpec, path: Path) -> str:
     )
 
 
-def _known_models(models: Path) -> dict[str, ModelSpec]:
+def known_models(models: Path) -> dict[str, ModelSpec]:
     try:
         return load_specs(models)
     except SpecError as exc:
         more = f" (and {len(exc.problems) - 1} more problem(s))" if len(exc.problems) > 1 else ""
-        _fail(
+        fail(
             f"the specs in {models} cannot be read: {exc.problems[0]}{more}",
             f"fix the spec (perennial spec check {models} lists every problem), or pass --models FOLDER for the "
             "app's own specs",
@@ -130,7 +128,7 @@ def _known_models(models: Path) -> dict[str, ModelSpec]:
         )
 
 
-def _storage(state: Path) -> tuple[StorageSettings, str]:
+def storage_for(state: Path) -> tuple[StorageSettings, str]:
     """The app's storage settings from the environment, else the running `perennial up`'s Azurite."""
     # A setting that is set but empty (`AzureWebJobsStorage=` in a shell) names nothing.
     if any((name == "AzureWebJobsStorage" or name.startswith("AzureWebJobsStorage__")) and value.strip()
@@ -138,21 +136,21 @@ def _storage(state: Path) -> tuple[StorageSettings, str]:
         try:
             return storage_settings(os.environ), "the storage named by AzureWebJobsStorage"
         except SettingsError as exc:
-            _fail(f"AzureWebJobsStorage is not usable: {exc.problems[0]}", "fix the setting, or unset it", 2)
+            fail(f"AzureWebJobsStorage is not usable: {exc.problems[0]}", "fix the setting, or unset it", 2)
     recorded = StackPaths(state).storage_connection
     if recorded.is_file():
         connection = recorded.read_text(encoding="utf-8").strip()
         if not storage_answers(connection):  # left behind by a `perennial up` that was killed outright
-            _fail(f"the `perennial up` that ran on {state} is gone (its Azurite does not answer)", START_HINT)
+            fail(f"the `perennial up` that ran on {state} is gone (its Azurite does not answer)", START_HINT)
         return StorageSettings(connection, None, None, None, None), f"the Azurite of `perennial up` ({state})"
-    _fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
+    fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _fail(message: str, hint: str, code: int = 1) -> NoReturn:
+def fail(message: str, hint: str, code: int = 1) -> NoReturn:
     err = Console(stderr=True, highlight=False)
     err.print(f"[red]✗[/red] {escape(message)}", soft_wrap=True)
     err.print(f"  fix: {escape(hint)}", soft_wrap=True)

@@ -48,6 +48,7 @@ from scipy.stats import binomtest
 from shared.blobpaths import BlobNameError
 from shared.canary import WatchedClass, WatchedPrediction
 from shared.drift import DriftReport, compare
+from shared.feedback import FeedbackLabel, binary_spelling
 from shared.platform import (
     MLPlatform,
     NotFoundError,
@@ -61,7 +62,7 @@ from shared.profile import DatasetProfile, ProfileBuilder
 from shared.publish import EventPublisher, OutboundEvent, PublishError, RetrainRequested, make_event
 from shared.registry import ACTIVE_RUN_STATUSES, Champion, ModelVersion, Registry, Run, bad_upload
 from shared.spec import DataContract, ModelSpec
-from shared.storage import MANIFESTS, BlobMissingError, BlobStore, FeedbackLabel, StorageError
+from shared.storage import MANIFESTS, BlobMissingError, BlobStore, StorageError
 from shared.typecast import conform
 
 logger = logging.getLogger("perennial.live")
@@ -217,16 +218,8 @@ def upper_bound(counts: LiveCounts, metric: str, confidence: float) -> float | N
     return float(np.quantile(values, confidence)) if len(values) else None
 
 
-_TRUE, _FALSE = frozenset({"1", "true"}), frozenset({"0", "false"})
-
-
-def _boolean(text: str) -> str:
-    """``true``/``false`` spelt as ``1``/``0`` (training's canonical_label does the same), else the text."""
-    return "1" if text in _TRUE else "0" if text in _FALSE else text
-
-
 def _positive(text: str, positive: str) -> bool:
-    return _boolean(text) == _boolean(positive)
+    return binary_spelling(text) == binary_spelling(positive)
 
 
 def predicts_positive(predicted: str, positive_class: str | int | bool) -> bool:
@@ -237,8 +230,8 @@ def predicts_positive(predicted: str, positive_class: str | int | bool) -> bool:
     index even when ``positive_class`` is 0 (label 0 = default); only a prediction spelt as a name (a scoring
     script that answers ``"fraud"``) is compared with ``positive_class``."""
     predicted = class_text(predicted)
-    if _integer_like(predicted) or predicted in _TRUE | _FALSE:
-        return _boolean(predicted) == "1"
+    if _integer_like(predicted) or predicted in ("0", "1", "false", "true"):
+        return binary_spelling(predicted) == "1"
     return _positive(predicted, class_text(positive_class))
 
 

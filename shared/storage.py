@@ -45,6 +45,7 @@ from azure.storage.blob import (
 )
 
 from shared.blobpaths import BlobNameError, BlobPath, canonical_blob_url, quoted_etag, validate_blob_name
+from shared.feedback import FEEDBACK_SUFFIXES, FeedbackHeaderError, FeedbackLabel, feedback_rows
 from shared.settings import StorageSettings
 
 LANDING = "landing"
@@ -56,10 +57,6 @@ FEEDBACK = "feedback"
 VERDICTS = "verdicts"
 #: Every container Perennial uses; infra/ creates them, ``BlobStore.ensure_containers`` does locally.
 CONTAINERS: tuple[str, ...] = (LANDING, QUARANTINE, MANIFESTS, PAYLOADS, DEADLETTER, FEEDBACK, VERDICTS)
-#: The longest JSON line a feedback blob may have (a label line is a few hundred bytes).
-MAX_FEEDBACK_LINE = 64 * 1024
-#: The file kinds a feedback blob may be (by name).
-FEEDBACK_SUFFIXES = (".csv", ".jsonl")
 
 logger = logging.getLogger("perennial.storage")
 
@@ -215,16 +212,6 @@ class StoredManifest:
 
 
 @dataclass(frozen=True)
-class FeedbackLabel:
-    """One delayed label: the true ``label`` (as text) of row ``row`` of the scored request ``request_id``."""
-
-    request_id: str
-    label: str
-    row: int = 0
-    blob: str = ""  # the feedback blob it came from
-
-
-@dataclass(frozen=True)
 class QuarantineRecord:
     blob: BlobRef
     report: BlobRef
@@ -272,31 +259,6 @@ class _ChunkReader(io.RawIOBase):
         view[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
-
-
-def _feedback_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value).strip()
-
-
-def _feedback_label(record: Mapping[str, Any], blob: str) -> FeedbackLabel | None:
-    """One feedback row, or None when it lacks a request id or label or has a bad row number."""
-    request_id = _feedback_text(record.get("request_id"))
-    label = _feedback_text(record.get("label"))
-    raw_row = record.get("row")
-    if not request_id or not label or len(request_id) > 256:
-        return None
-    if raw_row is None or raw_row == "":
-        row = 0
-    else:
-        try:
-            row = int(str(raw_row).strip())
-        except ValueError:
-            return None
-        if row < 0 or isinstance(raw_row, bool):
-            return None
-    return FeedbackLabel(request_id=request_id, label=label, row=row, blob=blob)
 
 
 def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
@@ -640,14 +602,17 @@ class BlobStore:
 
     # ----------------------------------------------------------------- feedback (delayed labels)
 
-    def upload_feedback(self, model: str, relative: str, data: bytes) -> BlobRef:
-        """Put labels under ``feedback/<model>/<relative>`` (.csv or .jsonl; tests and the demo)."""
+    def upload_feedback(
+        self, model: str, relative: str, data: bytes | IO[bytes], *, overwrite: bool = True
+    ) -> BlobRef:
+        """Put labels under ``feedback/<model>/<relative>`` (.csv or .jsonl; ``perennial feedback``, tests and the
+        demo). ``overwrite=False``: ResourceExistsError when the name is taken."""
         path = self.path(FEEDBACK, f"{model}/{relative}")
         if not path.name.endswith(FEEDBACK_SUFFIXES):
             raise BlobNameError(f"feedback blob {path.name!r} is neither .csv nor .jsonl", "name it <name>.csv")
         client = self._service.get_blob_client(FEEDBACK, path.name)
         kind = "text/csv" if path.name.endswith(".csv") else "application/x-ndjson"
-        client.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=kind))
+        client.upload_blob(data, overwrite=overwrite, content_settings=ContentSettings(content_type=kind))
         return _ref(client)
 
     def list_feedback(self, model: str, start: datetime, end: datetime) -> list[BlobRef]:
@@ -680,11 +645,13 @@ class BlobStore:
         for ref in self.list_feedback(model, start, end):
             skipped = 0
             try:
-                for parsed in self._feedback_rows(ref):
+                for parsed in feedback_rows(self.open(ref), ref.name):
                     if parsed is None:
                         skipped += 1
                     else:
                         yield parsed
+            except FeedbackHeaderError as exc:
+                logger.warning("feedback blob %s", exc)
             except (BlobChangedError, BlobMissingError) as exc:
                 logger.warning("feedback blob %s was not read to the end: %s", ref.name, exc)
             except (UnicodeDecodeError, csv.Error) as exc:
@@ -695,32 +662,6 @@ class BlobStore:
                     ref.name,
                     skipped,
                 )
-
-    def _feedback_rows(self, ref: BlobRef) -> Iterator[FeedbackLabel | None]:
-        text = io.TextIOWrapper(self.open(ref), encoding="utf-8-sig", newline="")
-        if ref.name.endswith(".csv"):
-            # Lines past MAX_FEEDBACK_LINE are read past, not held (csv would hold a whole line, however long).
-            reader = csv.DictReader(line for line in _bounded_lines(text, MAX_FEEDBACK_LINE) if line is not None)
-            if not {"request_id", "label"} <= set(reader.fieldnames or ()):
-                logger.warning(
-                    "feedback blob %s has no request_id and label columns (header: %s)", ref.name, reader.fieldnames
-                )
-                return
-            for record in reader:
-                yield _feedback_label(record, ref.name)
-        else:
-            for line in _bounded_lines(text, MAX_FEEDBACK_LINE):
-                if line is None:  # longer than any label line: skipped, not held in memory
-                    yield None
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-                    yield None
-                    continue
-                yield _feedback_label(record, ref.name) if isinstance(record, dict) else None
 
     # ----------------------------------------------------------------- payloads (table spill-over)
 
@@ -755,16 +696,3 @@ class BlobStore:
         segments = name.split("/")
         if not name or name.startswith("/") or any(s in ("", ".", "..") for s in segments) or "\\" in name:
             raise BlobNameError(f"payload name {name!r} is unsafe", "use <table>/<partition>/<row>/<property>")
-
-
-def _bounded_lines(text: IO[str], limit: int) -> Iterator[str | None]:
-    """The lines of ``text`` (any line end), each one None when it is longer than ``limit`` characters, line end
-    aside (read past, a piece at a time, never held whole)."""
-    ends = ("\n", "\r")
-    while line := text.readline(limit + 2):
-        if line.endswith(ends) or len(line) < limit + 2:  # a whole line, or the last one
-            yield line if len(line.rstrip("\r\n")) <= limit else None
-            continue
-        while (rest := text.readline(limit)) and not rest.endswith(ends):
-            pass
-        yield None

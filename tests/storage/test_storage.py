@@ -171,6 +171,6 @@ def test_json_documents_round_trip_under_a_model_folder(store: BlobStore, model:
 def test_bounded_lines_keep_lines_up_to_the_limit_and_read_past_longer_ones(
     text: str, expected: list[str | None]
 ) -> None:
-    from shared.storage import _bounded_lines
+    from shared.feedback import bounded_lines as _bounded_lines
 
     assert list(_bounded_lines(io.StringIO(text, newline=""), 8)) == expected
