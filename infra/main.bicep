@@ -208,7 +208,6 @@ module rbac 'modules/rbac.bicep' = {
     appPrincipalId: identities.outputs.appPrincipalId
     computePrincipalId: identities.outputs.computePrincipalId
     eventGridPrincipalId: identities.outputs.eventGridPrincipalId
-    workspacePrincipalId: ml.outputs.workspacePrincipalId
     uploaderPrincipalId: principalId
     uploaderPrincipalType: principalType
     appCanManageCompute: appCanManageCompute

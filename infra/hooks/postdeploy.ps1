@@ -23,7 +23,13 @@ if ($missing) {
   Fail "missing azd environment values: $($missing -join ' '); run 'azd provision' first (they are outputs of infra/main.bicep)"
 }
 
-if ($env:AZURE_SUBSCRIPTION_ID) { az account set --subscription $env:AZURE_SUBSCRIPTION_ID | Out-Null }
+if ($env:AZURE_SUBSCRIPTION_ID) {
+  # A native command's exit code does not stop the script ($ErrorActionPreference is for cmdlets).
+  az account set --subscription $env:AZURE_SUBSCRIPTION_ID | Out-Null
+  if ($LASTEXITCODE -ne 0) {
+    Fail "cannot select subscription $($env:AZURE_SUBSCRIPTION_ID): run 'az login' with an account that can see it"
+  }
+}
 
 Write-Host "postdeploy: waiting for $($functions -join ', ') on $env:AZURE_FUNCTION_APP_NAME (up to ${waitSeconds}s)"
 # Listings to try: one now, then one per poll interval until the wait is used up.

@@ -1,6 +1,6 @@
-// Key Vault in RBAC mode (no access policies): the Azure ML workspace keeps its secrets here,
-// and the app may read secrets through Key Vault Secrets User (rbac.bicep). Perennial itself
-// stores no secret: every service is reached with a managed identity.
+// Key Vault in RBAC mode (no access policies): the Azure ML workspace keeps its secrets here.
+// The app has no role on it (rbac.bicep): Perennial stores and reads no secret, every service is
+// reached with a managed identity.
 
 @description('Azure region of the vault.')
 param location string

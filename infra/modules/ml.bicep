@@ -200,7 +200,6 @@ resource scoringEnvironmentVersion 'Microsoft.MachineLearningServices/workspaces
 
 output workspaceId string = workspace.id
 output workspaceName string = workspace.name
-output workspacePrincipalId string = workspace.identity.principalId
 output storageAccountId string = mlStorage.id
 output storageAccountName string = mlStorage.name
 output containerRegistryId string = registry.id

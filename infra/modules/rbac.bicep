@@ -13,9 +13,6 @@ param computePrincipalId string
 @description('Principal id of the Event Grid (dead-letter) identity.')
 param eventGridPrincipalId string
 
-@description('Principal id of the Azure ML workspace\'s system-assigned identity.')
-param workspacePrincipalId string
-
 @description('Optional: a person (or CI principal) who may upload data to the landing container; empty for none.')
 param uploaderPrincipalId string = ''
 
@@ -50,7 +47,6 @@ var roles = {
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  storageFileDataPrivilegedContributor: '69566ab7-960f-475b-8e7c-b3118f30c6bd'
   azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
   azureMLComputeOperator: 'e503ece1-11d0-4e8e-8e2c-7a6c3bf38815'
   monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
@@ -251,29 +247,10 @@ resource computeAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// ---- the Azure ML workspace's identity (identity-based system datastores)
-
-// Azure ML reads and writes its default blob datastore with its own identity.
-resource workspaceBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(mlStorage.id, workspacePrincipalId, roles.storageBlobDataContributor)
-  scope: mlStorage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
-    principalId: workspacePrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// ...and its default file share datastore.
-resource workspaceFiles 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(mlStorage.id, workspacePrincipalId, roles.storageFileDataPrivilegedContributor)
-  scope: mlStorage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageFileDataPrivilegedContributor)
-    principalId: workspacePrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
+// ---- the Azure ML workspace's identity: nothing here. Azure ML grants its system identity what its
+// identity-based default datastores need (blob and file data roles on its storage account) when it
+// creates the workspace; an assignment of ours for the same principal, role and scope would have
+// another name and fail the deployment with RoleAssignmentExists. tests/infra holds to this.
 
 // ---- Event Grid's identity
 

@@ -221,6 +221,19 @@ def test_the_training_jobs_read_only_their_inputs_in_the_app_storage(docs: dict[
     assert main.value(bicep.get(module.body, "params.manifestsContainerName")) == MANIFESTS
 
 
+def test_no_role_is_assigned_to_the_ml_workspace_s_own_identity(docs: dict[str, BicepDoc]) -> None:
+    """Azure ML grants its system identity the data roles its identity-based datastores need when it creates the
+    workspace, before rbac.bicep runs; an assignment of ours for the same principal, role and scope has another
+    name, and Azure refuses it with RoleAssignmentExists: the first `azd up` would fail."""
+    for doc in docs.values():
+        for r in doc.resources_of(bicep.ROLE_ASSIGNMENT):
+            principal = bicep._text(r.get("properties.principalId"))
+            assert "workspace" not in principal.lower(), f"{doc.name}:{r.line} assigns a role to {principal}"
+    assert not any(
+        "workspace" in name.lower() and "principal" in name.lower() for name in docs["modules/rbac.bicep"].params
+    )
+
+
 def test_the_role_rules_accept_a_good_assignment() -> None:
     assert _roles(GOOD_ASSIGNMENT) == []
 
