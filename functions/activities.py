@@ -587,7 +587,20 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
         staged = stage_local(store, manifest, spec, runtime.settings.state_dir.resolve())
     else:
         staged = stage_azure(store, manifest, spec)
-    platform.ensure_compute(ComputeSpec(name=spec.training.compute, instance_type=spec.training.instance_type))
+    compute = platform.ensure_compute(
+        ComputeSpec(name=spec.training.compute, instance_type=spec.training.instance_type)
+    )
+    if compute.instance_type.lower() != spec.training.instance_type.lower():
+        # Jobs run on the cluster's own VM size: the spec's only creates a missing cluster.
+        logger.warning(
+            "compute %s runs %s, not training.instance_type %s of %s: its jobs run on %s (resize the cluster, "
+            "or set training.instance_type to match)",
+            compute.name,
+            compute.instance_type,
+            spec.training.instance_type,
+            model,
+            compute.instance_type,
+        )
 
     champion = registry.champion(model)
     champion_version = registry.version(model, champion.version) if champion else None

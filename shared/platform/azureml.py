@@ -350,8 +350,8 @@ class AzureMLPlatform:
             tags={**spec.tags, "perennial.kind": spec.kind},
             timeout=spec.timeout_seconds,
         )
-        if spec.instance_type:
-            job.resources = {"instance_count": spec.instance_count, "instance_type": spec.instance_type}
+        # No resources.instance_type: it picks a Kubernetes or serverless instance type, while a job on an
+        # AmlCompute cluster runs on the cluster's VM size (Bicep's computeVmSize, or ensure_compute's size).
 
         def submit() -> Any:
             try:
