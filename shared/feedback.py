@@ -155,9 +155,10 @@ def declared_classes(label: ColumnSpec) -> list[str]:
 
 
 def _binary_problems(counts: Counter[str], data: DataContract) -> list[LabelProblem]:
-    positive = binary_spelling(class_text(data.positive_class))
     label = data.column(data.label)
-    if label.type == "bool" or (positive in ("0", "1") and label.type in ("int", "bool")):
+    as_bool = label.type == "bool"
+    positive = binary_spelling(class_text(data.positive_class), as_bool)
+    if as_bool or (positive in ("0", "1") and label.type == "int"):
         known = {"0", "1"}
     elif label.categories is not None and len(label.categories) == 2:
         known = {binary_spelling(class_text(c)) for c in label.categories}
@@ -167,7 +168,7 @@ def _binary_problems(counts: Counter[str], data: DataContract) -> list[LabelProb
     return [
         LabelProblem(value, count, f"neither class of the label ({' or '.join(shown)}): counted as negative")
         for value, count in counts.most_common()
-        if binary_spelling(value) not in known
+        if binary_spelling(value, as_bool) not in known
     ]
 
 
@@ -188,7 +189,16 @@ def _multiclass_problems(counts: Counter[str], data: DataContract) -> list[Label
     return problems
 
 
-def binary_spelling(text: str) -> str:
+#: How a bool column spells true and false (shared.typecast reads them so; a test keeps the two in agreement).
+BOOL_TRUE = frozenset({"true", "1", "t", "yes", "y"})
+BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
+
+
+def binary_spelling(text: str, bool_label: bool = False) -> str:
     """``true``/``false`` spelt as ``1``/``0`` (training's canonical_label does the same), else the text: how the
-    live checks compare a binary label with the positive class."""
+    live checks compare a binary label with the positive class. A bool label also reads every spelling its
+    column accepts (``yes``, ``N``, …), as validation and training read the data."""
+    if bool_label:
+        lowered = text.strip().lower()
+        return "1" if lowered in BOOL_TRUE else "0" if lowered in BOOL_FALSE else text
     return "1" if text in ("1", "true") else "0" if text in ("0", "false") else text

@@ -218,8 +218,8 @@ def upper_bound(counts: LiveCounts, metric: str, confidence: float) -> float | N
     return float(np.quantile(values, confidence)) if len(values) else None
 
 
-def _positive(text: str, positive: str) -> bool:
-    return binary_spelling(text) == binary_spelling(positive)
+def _positive(text: str, positive: str, bool_label: bool = False) -> bool:
+    return binary_spelling(text, bool_label) == binary_spelling(positive, bool_label)
 
 
 def predicts_positive(predicted: str, positive_class: str | int | bool) -> bool:
@@ -268,6 +268,7 @@ def join_labels(
     deployment: str,
     task: Literal["binary", "multiclass"] = "binary",
     positive_class: str | int | bool = 1,
+    bool_label: bool = False,
     truncated: bool = False,
 ) -> LiveCounts:
     """Match labels to recorded predictions by (request id, row) and count. Only successfully scored
@@ -299,7 +300,7 @@ def join_labels(
         truth = class_text(label_text)
         if task == "binary":
             predicted_positive = predicts_positive(predicted, positive)
-            actual_positive = _positive(truth, positive)
+            actual_positive = _positive(truth, positive, bool_label)
             correct += predicted_positive == actual_positive
             tp += predicted_positive and actual_positive
             fp += predicted_positive and not actual_positive
@@ -359,6 +360,7 @@ def deployment_live_counts(
         deployment=deployment,
         task=spec.task,
         positive_class=spec.data.positive_class,
+        bool_label=spec.data.column(spec.data.label).type == "bool",
         truncated=records.truncated,
     )
 

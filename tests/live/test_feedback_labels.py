@@ -40,8 +40,8 @@ def test_a_binary_label_that_is_neither_class_is_named_as_counted_negative() -> 
     assert "counted as negative" in found["yes"]
     assert "1 or 0" in found["yes"]
     bool_label = contract({"type": "bool"}, positive=True)
-    assert problems(["true", "False", "0"], bool_label) == {}
-    assert list(problems(["true", "no"], bool_label)) == ["no"]
+    assert problems(["true", "False", "0", "yes", "N"], bool_label) == {}  # as the bool column reads them
+    assert list(problems(["true", "maybe"], bool_label)) == ["maybe"]
     named = contract({"type": "category", "categories": ["legit", "fraud"]}, positive="fraud")
     assert problems(["fraud", "legit"], named) == {}
     assert list(problems(["fraud", "Fraud", "chargeback"], named)) == ["Fraud", "chargeback"]
@@ -86,3 +86,10 @@ def test_a_csv_without_the_two_columns_cannot_be_read() -> None:
         list(feedback_rows(io.BytesIO(b"id,y\nr1,1\n"), "labels.csv"))
     rows = list(feedback_rows(io.BytesIO(b'{"request_id": "r1", "label": 1}\nnot json\n{"label": 0}\n'), "x.jsonl"))
     assert [r.label if r else None for r in rows] == ["1", None, None]
+
+
+def test_a_bool_label_reads_the_spellings_its_column_accepts() -> None:
+    from shared.feedback import BOOL_FALSE, BOOL_TRUE
+    from shared.typecast import _FALSE, _TRUE
+
+    assert (BOOL_TRUE, BOOL_FALSE) == (_TRUE, _FALSE)

@@ -119,6 +119,21 @@ def test_binary_labels_are_compared_by_meaning(
     assert (counts.labelled, counts.correct) == (1, int(correct))
 
 
+@pytest.mark.parametrize(
+    ("label_value", "positive"),
+    [("yes", True), ("Y", True), ("T", True), ("TRUE", True), ("no", False), ("N", False), ("f", False)],
+)
+def test_a_bool_label_reads_every_spelling_its_column_accepts(label_value: str, positive: bool) -> None:
+    """Validation and training read yes/no, y/n and t/f (any case) in a bool column: labels spelt so are that class,
+    not the negative one for want of matching `true`."""
+    counts = join_labels(
+        [record("a", ["1"])], [label("a", label_value)], deployment="b", positive_class=True, bool_label=True
+    )
+    assert (counts.true_positive, counts.false_positive) == ((1, 0) if positive else (0, 1))
+    as_text = join_labels([record("a", ["1"])], [label("a", label_value)], deployment="b", positive_class=True)
+    assert as_text.true_positive == int(label_value == "TRUE")  # other label types keep their exact spellings
+
+
 def test_rank_metrics_match_the_training_definitions() -> None:
     rng = np.random.default_rng(7)
     n = 400
