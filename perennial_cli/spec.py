@@ -120,7 +120,8 @@ def contract(
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows: list[str] = []
-    for name, info in model.model_fields.items():
+    for field_name, info in model.model_fields.items():
+        name = info.alias or field_name  # as the YAML spells it (Guardrail's class_ is `class`)
         inner = inner_model(info.annotation)
         annotation = str(info.annotation)
         if inner is not None:
@@ -154,7 +155,8 @@ def reference_markdown() -> str:
         "category/string columns, and not an empty list; each search dimension has either `values` or",
         "`min`/`max` (log scale needs `min > 0`); several processes need `distribution: pytorch`; the debounce",
         "quiet window fits inside the max wait; guardrail and `first_run_floor` metrics are ones the",
-        "evaluation reports; `holdout_fraction` is not set per candidate; model and endpoint names are valid",
+        "evaluation reports, and a guardrail's `class` is a class the label declares (precision, recall or",
+        "f1 only, one guardrail per metric and class); `holdout_fraction` is not set per candidate; model and endpoint names are valid",
         "Azure ML names of 3-32 characters, endpoint names (the default `<name>-ep` included) of 3-25 (in",
         "Azure the app appends `-<PERENNIAL_ENDPOINT_SUFFIX>`), and the compute name of 3-24. Across the",
         "models directory, each model has its own endpoint (a rollout sets the endpoint's whole traffic",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,13 +19,12 @@ from typing import IO, Any
 
 from shared.platform.scoring import class_text
 from shared.spec import ColumnSpec, DataContract
+from shared.spec import declared_classes as spec_classes
 
 #: The longest line a feedback file may have (a label line is a few hundred bytes).
 MAX_FEEDBACK_LINE = 64 * 1024
 #: The file kinds a feedback blob may be (by name).
 FEEDBACK_SUFFIXES = (".csv", ".jsonl")
-#: The most classes an int label's min..max declares (training_jobs/data.py MAX_DECLARED_CLASSES).
-MAX_DECLARED_CLASSES = 1000
 #: The longest request id a label may name (score.py's ids are far shorter).
 MAX_REQUEST_ID = 256
 
@@ -145,13 +143,7 @@ def declared_classes(label: ColumnSpec) -> list[str]:
     """A multiclass label's classes in the order of score.py's class indexes (training_jobs/data.py
     ``_declared_classes``): its categories, or the whole numbers from its min to its max, sorted as text (so
     ``10`` comes before ``2``); empty when it declares none."""
-    if label.categories is not None:
-        return sorted({class_text(c) for c in label.categories})
-    if label.type == "int" and label.min is not None and label.max is not None:
-        first, last = math.ceil(label.min), math.floor(label.max)
-        if 0 < last - first + 1 <= MAX_DECLARED_CLASSES:
-            return sorted({str(v) for v in range(first, last + 1)})
-    return []
+    return sorted({class_text(c) for c in spec_classes(label) or ()})
 
 
 def _binary_problems(counts: Counter[str], data: DataContract) -> list[LabelProblem]:

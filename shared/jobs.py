@@ -194,9 +194,16 @@ def evaluation_job(
         *holdout_args(spec),
     ]  # fmt: skip
     if guardrails := spec.promotion.guardrails:
-        # Bonferroni: every guardrail's interval at 1 - significance / k, so "settled" holds for all k together.
+        # Bonferroni: every guardrail's interval at 1 - significance / k, so "settled" holds for all k together;
+        # k counts the per-class guardrails too.
         confidence = 1 - spec.promotion.significance / len(guardrails)
-        args += ["--guardrail-metrics", ",".join(g.metric for g in guardrails)]
+        if metrics := [g.metric for g in guardrails if g.class_name is None]:
+            args += ["--guardrail-metrics", ",".join(metrics)]
+        # One option per class, the class after the first ':' as the spec spells it: a label value may hold commas
+        # and colons, which a comma list could not carry.
+        for guardrail in guardrails:
+            if guardrail.class_name is not None:
+                args += ["--class-guardrail", f"{guardrail.metric}:{guardrail.class_name}"]
         args += ["--guardrail-confidence", f"{confidence:.6g}"]
     if champion is not None:
         job_inputs["champion"] = JobInput(champion, "custom_model")

@@ -17,7 +17,15 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.canary import CanaryVerdict
-from shared.spec import EVALUATION_METRICS, Guardrail, PromotionSpec, RolloutSpec, TriggerSpec
+from shared.spec import (
+    CLASS_METRICS,
+    EVALUATION_METRICS,
+    Guardrail,
+    PromotionSpec,
+    RolloutSpec,
+    TriggerSpec,
+    label_key,
+)
 
 EvidenceValue = float | int | str | bool | None
 
@@ -74,6 +82,23 @@ class Difference:
 
 
 @dataclass(frozen=True)
+class ClassMetrics:
+    """One class's one-vs-rest precision, recall and F1 on the holdout (from the model's predicted class), and its
+    rows there; the three are None when the holdout has no row of the class."""
+
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+
+    def value(self, metric: str) -> float | None:
+        if metric not in CLASS_METRICS:
+            raise PolicyInputError(f"unknown per-class metric {metric!r}", f"use one of {', '.join(CLASS_METRICS)}")
+        value: float | None = getattr(self, metric)
+        return value
+
+
+@dataclass(frozen=True)
 class McNemar:
     """McNemar's test on the paired predictions: b = only the champion right, c = only the challenger."""
 
@@ -101,6 +126,31 @@ class Comparison:
     #: The same bootstrap for each guardrail metric evaluate.py was asked for (``--guardrail-metrics``); empty in an
     #: older comparison.json, whose guardrails are then judged on their point estimates alone.
     guardrail_differences: Mapping[str, Difference] = field(default_factory=dict)
+    #: Each model's one-vs-rest values per class (evaluate.py's ``per_class``), by class name as the model spells
+    #: it; None in an older comparison.json, and the champion's None when there is no (scored) champion.
+    challenger_per_class: Mapping[str, ClassMetrics] | None = None
+    champion_per_class: Mapping[str, ClassMetrics] | None = None
+    #: The bootstrap of each per-class guardrail (``--class-guardrail``), by (metric, class); empty in an older
+    #: comparison.json, and for a class the holdout has no row of.
+    class_guardrail_differences: Mapping[tuple[str, str], Difference] = field(default_factory=dict)
+
+    def class_values(self, metric: str, key: str) -> tuple[float | None, float | None] | None:
+        """(challenger, champion) ``metric`` of the class whose ``label_key`` is ``key`` (classes are matched as
+        training spells labels: "01" is 1), each None when the holdout has no row of it; None when comparison.json
+        has no per-class values of that class for both models."""
+        found: list[float | None] = []
+        for values in (self.challenger_per_class, self.champion_per_class):
+            match = None if values is None else next((m for c, m in values.items() if label_key(c) == key), None)
+            if match is None:
+                return None
+            found.append(match.value(metric))
+        return found[0], found[1]
+
+    def class_difference(self, metric: str, key: str) -> Difference | None:
+        """The bootstrap of ``metric`` on the class whose ``label_key`` is ``key``, if evaluate.py made one."""
+        return next(
+            (d for (m, c), d in self.class_guardrail_differences.items() if m == metric and label_key(c) == key), None
+        )
 
 
 _COMPARISON_HINT = "regenerate it with training_jobs/evaluate.py; the shape is documented in docs/policy.md"
@@ -221,10 +271,85 @@ def _guardrail_differences(document: Mapping[str, object]) -> dict[str, Differen
     return {m: _difference(d, f"guardrail_differences.{m}", str(m)) for m, d in value.items()}
 
 
+def _per_class(
+    document: Mapping[str, object], champion: bool
+) -> tuple[dict[str, ClassMetrics] | None, dict[str, ClassMetrics] | None]:
+    """``per_class``: {"challenger": {class: {precision, recall, f1, support}}, "champion": {...} or null}."""
+    value = document.get("per_class")
+    if value is None:
+        return None, None
+    doc = _keys(value, "per_class", ("challenger", "champion"))
+    if (doc["champion"] is None) == champion:
+        expected = "must be an object of class -> values" if champion else "must be null without a (scored) champion"
+        raise _bad("per_class.champion", "{...}" if doc["champion"] is not None else None, expected)
+    models: list[dict[str, ClassMetrics] | None] = []
+    for role in ("challenger", "champion"):
+        classes = doc[role]
+        if classes is None:
+            models.append(None)
+            continue
+        if not isinstance(classes, Mapping) or not classes:
+            raise _bad(f"per_class.{role}", classes, "must be a non-empty JSON object of class -> values")
+        parsed: dict[str, ClassMetrics] = {}
+        for name, raw in classes.items():
+            path = f"per_class.{role}[{name!r}]"
+            entry = _keys(raw, path, (*CLASS_METRICS, "support"))
+            support = _count(entry, "support", path)
+            numbers = {m: None if entry[m] is None else _number(entry, m, path, 0.0, 1.0) for m in CLASS_METRICS}
+            nulls = sum(v is None for v in numbers.values())
+            if nulls != (len(CLASS_METRICS) if support == 0 else 0):
+                raise _bad(path, "{...}", "must have precision, recall and f1 null exactly when support is 0")
+            parsed[str(name)] = ClassMetrics(**numbers, support=support)
+        models.append(parsed)
+    if models[1] is not None and set(models[1]) != set(models[0] or {}):
+        raise _bad("per_class.champion", "{...}", "must name the same classes as per_class.challenger")
+    return models[0], models[1]
+
+
+def _class_guardrail_differences(
+    document: Mapping[str, object], classes: Mapping[str, ClassMetrics] | None
+) -> dict[tuple[str, str], Difference]:
+    """``class_guardrail_differences``: a list of the Difference fields plus ``class``, one per (metric, class)."""
+    value = document.get("class_guardrail_differences")
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise _bad("class_guardrail_differences", value, "must be a JSON list of {metric, class, estimate, ...}")
+    if value and document["champion"] is None:
+        raise _bad("class_guardrail_differences", "[...]", "must be empty when there is no champion")
+    found: dict[tuple[str, str], Difference] = {}
+    for i, raw in enumerate(value):
+        path = f"class_guardrail_differences[{i}]"
+        entry = _keys(
+            raw,
+            path,
+            ("metric", "class", "estimate", "ci_low", "ci_high", "confidence", "p_value", "bootstrap_samples"),
+        )
+        metric, name = entry["metric"], entry["class"]
+        if metric not in CLASS_METRICS:
+            raise _bad(f"{path}.metric", metric, f"must be one of {', '.join(CLASS_METRICS)}")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{path}.class", name, "must be a non-empty string (a class of the model)")
+        if classes is not None and name not in classes:
+            raise _bad(f"{path}.class", name, "must be a class of per_class.challenger")
+        if (str(metric), name) in found:
+            raise _bad(path, f"{metric}:{name}", "repeats an earlier entry's metric and class")
+        assert isinstance(metric, str)
+        found[(metric, name)] = _difference({k: v for k, v in entry.items() if k != "class"}, path, metric)
+    return found
+
+
 def parse_comparison(document: object) -> Comparison:
     """Validate a parsed comparison.json; raise :class:`PolicyInputError` naming the bad field."""
     top = ("primary_metric", "n_holdout", "challenger", "champion", "difference", "mcnemar")
-    optional = ("n_positive", "holdout", "champion_unscorable", "guardrail_differences")
+    optional = (
+        "n_positive",
+        "holdout",
+        "champion_unscorable",
+        "guardrail_differences",
+        "per_class",
+        "class_guardrail_differences",
+    )
     doc = _keys(document, "(top level)", top, optional=optional)
     primary = doc["primary_metric"]
     if primary not in METRICS:
@@ -248,6 +373,7 @@ def parse_comparison(document: object) -> Comparison:
     holdout = doc.get("holdout")
     if holdout is not None and not isinstance(holdout, Mapping):
         raise _bad("holdout", holdout, "must be a JSON object")
+    challenger_classes, champion_classes = _per_class(doc, champion is not None)
     return Comparison(
         primary_metric=primary,
         n_holdout=_count(doc, "n_holdout", "(top level)", low=1),
@@ -259,6 +385,9 @@ def parse_comparison(document: object) -> Comparison:
         holdout=holdout,
         champion_unscorable=unscorable,
         guardrail_differences=_guardrail_differences(doc),
+        challenger_per_class=challenger_classes,
+        champion_per_class=champion_classes,
+        class_guardrail_differences=_class_guardrail_differences(doc, challenger_classes),
     )
 
 
@@ -471,6 +600,12 @@ def decide_promotion(comparison: Comparison, spec: PromotionSpec) -> PromotionDe
                 f"the spec names metric {metric!r}, which the evaluation does not report",
                 f"use one of {', '.join(METRICS)} in promotion.first_run_floor / guardrails",
             )
+    for guardrail in spec.guardrails:
+        if guardrail.class_name is not None and guardrail.metric not in CLASS_METRICS:
+            raise PolicyInputError(
+                f"the spec's guardrail on class {guardrail.class_name!r} names metric {guardrail.metric!r}",
+                f"a per-class guardrail judges one of {', '.join(CLASS_METRICS)}",
+            )
     champion = comparison.champion
     if champion is None and comparison.champion_unscorable is not None:
         return _over_unscorable_champion(comparison, spec, comparison.champion_unscorable)
@@ -542,20 +677,28 @@ def _guardrail(
     The regression is the champion's value less the challenger's (the reverse for a lower-is-better metric). With
     evaluate.py's bootstrap of the metric's difference, the interval of the regression settles it within
     ``max_regression`` (its upper end at most that), beyond it (its lower end above), or not at all. Unsettled, it
-    is judged on the point estimate, or passes for a person to decide under ``review_uncertain_guardrails``."""
-    name, limit = guardrail.metric, guardrail.max_regression
-    g_new, g_old = comparison.challenger.value(name), champion.value(name)
+    is judged on the point estimate, or passes for a person to decide under ``review_uncertain_guardrails``.
+    A per-class guardrail (``class``) is judged the same way on that class's one-vs-rest metric (``per_class`` and
+    ``class_guardrail_differences``)."""
+    name, limit, cls = guardrail.metric, guardrail.max_regression, guardrail.class_name
+    if cls is None:
+        values: tuple[float | None, float | None] | None = (comparison.challenger.value(name), champion.value(name))
+        difference = comparison.guardrail_differences.get(name)
+        check, shown_name = f"guardrail.{name}", name
+    else:
+        values = comparison.class_values(name, label_key(cls))
+        difference = comparison.class_difference(name, label_key(cls))
+        check, shown_name = f"guardrail.{name}[{cls}]", f"{name} of class {cls!r}"
+    evidence: dict[str, EvidenceValue] = {"metric": name}
+    if cls is not None:
+        evidence["class"] = cls
+    g_new, g_old = (None, None) if values is None else values
+    if g_new is None or g_old is None:
+        return _uncomparable_class(check, shown_name, values, limit, evidence, spec)
     lower_is_better = name in LOWER_IS_BETTER
     regression = (g_new - g_old) if lower_is_better else (g_old - g_new)
-    evidence: dict[str, EvidenceValue] = {
-        "metric": name,
-        "challenger": g_new,
-        "champion": g_old,
-        "regression": regression,
-        "max_regression": limit,
-    }
-    shown = f"{name} {g_old:.4f} → {g_new:.4f} (regression {regression:+.4f}"
-    difference = comparison.guardrail_differences.get(name)
+    evidence |= {"challenger": g_new, "champion": g_old, "regression": regression, "max_regression": limit}
+    shown = f"{shown_name} {g_old:.4f} → {g_new:.4f} (regression {regression:+.4f}"
     unsettled = False
     point_within = regression <= limit + _EPS
     beyond = not point_within  # without an interval, the point estimate decides
@@ -581,7 +724,39 @@ def _guardrail(
         ok = not beyond
         verdict = f"{'within' if ok else 'exceeds'} max_regression {limit:g}"
     evidence["settled"] = not unsettled
-    return Check(f"guardrail.{name}", ok, f"{shown} {verdict}", evidence), unsettled
+    return Check(check, ok, f"{shown} {verdict}", evidence), unsettled
+
+
+def _uncomparable_class(
+    check: str,
+    shown_name: str,
+    values: tuple[float | None, float | None] | None,
+    limit: float,
+    evidence: dict[str, EvidenceValue],
+    spec: PromotionSpec,
+) -> tuple[Check, bool]:
+    """A per-class guardrail without both models' values. An older comparison.json (no ``per_class``, or not of
+    this class) cannot judge it: it fails, saying to re-run the evaluation. A holdout with no row of the class has
+    no point estimate to fall back on, so it is unsettled: a person decides under ``review_uncertain_guardrails``,
+    else it fails (the safe side) and says how to get rows of the class into the holdout."""
+    evidence |= {"max_regression": limit}
+    if values is None:
+        evidence["settled"] = True
+        reason = (
+            f"{shown_name}: comparison.json has no per-class values of this class (an evaluation from before "
+            "per-class guardrails, or of a model without the class), so the guardrail cannot be judged: re-run the "
+            "evaluation with this training_jobs/"
+        )
+        return Check(check, False, reason, evidence), False
+    evidence["settled"] = False
+    what = f"{shown_name}: the holdout has no row of this class, so the models cannot be compared on it"
+    if spec.review_uncertain_guardrails:
+        return Check(check, True, f"{what} against max_regression {limit:g}: a person decides", evidence), True
+    reason = (
+        f"{what}, and max_regression {limit:g} cannot be shown to hold (let more data of the class land, raise "
+        "promotion.holdout_fraction, or set promotion.review_uncertain_guardrails to let a person decide)"
+    )
+    return Check(check, False, reason, evidence), True
 
 
 # --------------------------------------------------------------------------- retrain

@@ -42,6 +42,15 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 #: The metrics evaluate.py reports for each model in comparison.json (training_jobs/evaluate.py's METRICS):
 #: the only names a guardrail or a first-run floor can be judged on.
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+#: The metrics a guardrail can judge on one class (``class``): that class's one-vs-rest precision, recall and F1,
+#: from the model's predicted class (training_jobs/metrics.py CLASS_METRICS).
+CLASS_METRICS = ("precision", "recall", "f1")
+#: The most classes an integer label's min..max may declare; shared/validation.py (MAX_LABEL_CLASSES) and
+#: training_jobs/data.py (MAX_DECLARED_CLASSES) keep the same number.
+MAX_DECLARED_CLASSES = 1000
+#: What the job's command line substitutes (shared/platform: the port's placeholders, Azure ML's own): a guardrail's
+#: class, passed to evaluate.py on it, cannot hold these.
+_COMMAND_PLACEHOLDERS = ("{inputs.", "{outputs}", "${{")
 #: promotion.holdout_fraction's default and range; training_jobs/holdout.py keeps the same numbers (the jobs
 #: ship without shared/), so a job run by hand holds out what the platform's does. A test checks they agree.
 HOLDOUT_FRACTION_DEFAULT = 0.1
@@ -143,7 +152,9 @@ class TrainingSpec(_Strict):
         default="gpu-cluster", description=f"an Azure ML compute name ({AZURE_ML_NAME_HINT.replace('32', '24')})"
     )
     instance_type: str = Field(
-        default="Standard_NC4as_T4_v3", description="an Azure VM size, e.g. Standard_NC4as_T4_v3"
+        default="Standard_NC4as_T4_v3",
+        description="an Azure VM size, e.g. Standard_NC4as_T4_v3: the size of the compute cluster when Perennial "
+        "creates it (jobs run on the cluster's own size; the app warns when the two differ)",
     )
     instance_count: int = Field(default=1, ge=1, le=64, description="nodes per job, 1-64")
     distribution: Literal["none", "pytorch"] = Field(default="none", description="none or pytorch (torchrun)")
@@ -187,10 +198,32 @@ class TrainingSpec(_Strict):
 
 
 class Guardrail(_Strict):
+    """A metric that must not regress: over the whole holdout, or on one class of the label (``class``)."""
+
+    # ``class`` is a Python keyword: the field is ``class_``, read and written (and in the JSON schema) as ``class``.
+    model_config = ConfigDict(serialize_by_alias=True)
+
     metric: str = Field(
-        description="a metric the evaluation reports: accuracy, precision, recall, f1, roc_auc, pr_auc or ece"
+        description="a metric the evaluation reports: accuracy, precision, recall, f1, roc_auc, pr_auc or ece "
+        "(with class: precision, recall or f1)"
     )
     max_regression: float = Field(ge=0.0, le=1.0, description="the largest allowed drop vs the champion, in [0, 1]")
+    class_: str | int | bool | None = Field(
+        default=None,
+        alias="class",
+        description="judge the metric on this class of the label alone (one-vs-rest, from "
+        "the model's predicted class), e.g. {metric: recall, class: urgent, max_regression: 0.02}; a category "
+        "label's category, an int label's value within its min..max, or for a binary model the positive class or "
+        "the label's other declared class. Left out: the metric over the holdout (macro-averaged for multiclass, "
+        "the positive class's for binary)",
+    )
+
+    @property
+    def class_name(self) -> str | None:
+        """The class as text, as evaluate.py is given it (true/false for a YAML boolean); None without one."""
+        if isinstance(self.class_, bool):
+            return "true" if self.class_ else "false"
+        return None if self.class_ is None else str(self.class_)
 
 
 class PromotionSpec(_Strict):
@@ -467,7 +500,7 @@ def _check_columns(data: DataContract, task: str = "binary") -> list[str]:
     return problems
 
 
-def _label_key(value: object) -> str:
+def label_key(value: object) -> str:
     """One spelling per label value, as training compares them (training_jobs/contract.py canonical_label):
     1, 1.0, "1", True and "true" are the same class."""
     if isinstance(value, bool):
@@ -482,10 +515,24 @@ def _label_key(value: object) -> str:
     return str(int(number)) if math.isfinite(number) and number.is_integer() else text
 
 
+def declared_classes(label: ColumnSpec) -> list[str] | None:
+    """The classes a label column declares, spelt as the spec spells them: its categories, or the whole numbers from
+    its min to its max (at most MAX_DECLARED_CLASSES); None when it declares none. shared/validation.py and
+    training_jobs/data.py read a multiclass label's classes the same way (a test keeps the three in agreement)."""
+    if label.categories is not None:
+        return list(label.categories)
+    low, high = label.min, label.max
+    if label.type == "int" and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        first, last = math.ceil(low), math.floor(high)
+        if 0 < last - first + 1 <= MAX_DECLARED_CLASSES:
+            return [str(v) for v in range(first, last + 1)]
+    return None
+
+
 def _positive_class_problem(label: ColumnSpec, positive: str | int | bool) -> str | None:
     """Why ``positive`` can never occur in ``label`` as declared (training would refuse every batch), or None."""
-    key = _label_key(positive)
-    if label.categories and key not in {_label_key(c) for c in label.categories}:
+    key = label_key(positive)
+    if label.categories and key not in {label_key(c) for c in label.categories}:
         return f"is not one of the label's categories {label.categories}"
     if label.type in ("int", "float"):
         try:
@@ -578,20 +625,118 @@ def _unknown_metric(path: str, value: str) -> str:
     )
 
 
-def _check_promotion(promotion: PromotionSpec) -> list[str]:
-    """Guardrails and floors name metrics comparison.json has: a typo would pass here and stop the run only
-    after every candidate trained."""
+def _check_promotion(promotion: PromotionSpec, data: DataContract, task: str = "binary") -> list[str]:
+    """Guardrails and floors name metrics comparison.json has, and a guardrail's class is one the model predicts: a
+    typo would pass here and stop the run only after every candidate trained."""
     problems = [
         _unknown_metric(f"promotion.guardrails[{i}].metric", g.metric)
         for i, g in enumerate(promotion.guardrails)
-        if g.metric not in EVALUATION_METRICS
+        if g.metric not in EVALUATION_METRICS and g.class_ is None
     ]
     problems += [
         _unknown_metric(f"promotion.first_run_floor.{name}", name)
         for name in promotion.first_run_floor
         if name not in EVALUATION_METRICS
     ]
+    return problems + _check_guardrail_classes(promotion.guardrails, data, task)
+
+
+def _check_guardrail_classes(guardrails: Sequence[Guardrail], data: DataContract, task: str) -> list[str]:
+    """A per-class guardrail (``class``) judges precision, recall or f1 of a class the label declares, once."""
+    problems: list[str] = []
+    label = next((c for c in data.columns if c.name == data.label), None)
+    seen: dict[tuple[str, str], int] = {}
+    for i, guardrail in enumerate(guardrails):
+        name = guardrail.class_name
+        if name is None:
+            continue
+        path = f"promotion.guardrails[{i}]"
+        if guardrail.metric not in CLASS_METRICS:
+            close = difflib.get_close_matches(guardrail.metric, CLASS_METRICS, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                _problem(
+                    f"{path}.metric",
+                    guardrail.metric,
+                    "cannot be judged on one class",
+                    f"{guess}with class, use one of {', '.join(CLASS_METRICS)} (the per-class metrics), or leave class "
+                    f"out to judge {', '.join(EVALUATION_METRICS)} over the holdout",
+                )
+            )
+        if any(mark in name for mark in _COMMAND_PLACEHOLDERS):
+            problems.append(
+                _problem(
+                    f"{path}.class",
+                    guardrail.class_,
+                    f"holds {' or '.join(repr(m) for m in _COMMAND_PLACEHOLDERS)}, which the job's command line "
+                    "substitutes",
+                    "a guardrail cannot name this class; rename the category",
+                )
+            )
+        elif label is not None and (why := _guardrail_class_problem(label, data, task, name, guardrail.class_)):
+            problems.append(_problem(f"{path}.class", guardrail.class_, why[0], why[1]))
+        key = (guardrail.metric, label_key(name))
+        if key in seen:
+            problems.append(
+                _problem(
+                    f"{path}.class",
+                    guardrail.class_,
+                    f"repeats promotion.guardrails[{seen[key]}] (the same metric {guardrail.metric} on the same class)",
+                    "keep one guardrail per metric and class",
+                )
+            )
+        else:
+            seen[key] = i
     return problems
+
+
+def _spelt(value: object, label: ColumnSpec) -> str:
+    """A class as a person would write it in the spec: a number plain, a category quoted."""
+    return str(value).lower() if isinstance(value, bool) or label.type in ("int", "bool") else repr(value)
+
+
+def _guardrail_class_problem(
+    label: ColumnSpec, data: DataContract, task: str, name: str, value: object
+) -> tuple[str, str] | None:
+    """(what is wrong, the fix) when the class ``name`` (``value`` as the YAML gave it) is not a class the model
+    predicts (compared as training spells labels, so 1, "1" and "1.0" are one class), or None."""
+    declared = declared_classes(label)
+    if label.type == "bool":
+        declared = ["false", "true"]
+    key = label_key(name)
+    if task == "binary":
+        positive = label_key(data.positive_class)
+        others = {label_key(c): c for c in declared or [] if label_key(c) != positive}
+        if key == positive or (len(others) == 1 and key in others):
+            return None
+        shown = f"{_spelt(data.positive_class, label)} (the positive class)"
+        if len(others) == 1:
+            return (
+                f"is not a class of the binary label {label.name!r}",
+                f"use {shown} or {_spelt(next(iter(others.values())), label)}",
+            )
+        return (
+            f"is not a class of the binary label {label.name!r}",
+            f"use {shown}; to name the other class, declare the label's two values (its categories, or an int "
+            "label's min and max)",
+        )
+    if declared is None:
+        return (
+            f"names a class of the label {label.name!r}, which declares none",
+            "declare the label's classes (its categories, or an int label's min and max) so a guardrail can name one",
+        )
+    if key in {label_key(c) for c in declared}:
+        return None
+    if label.categories is not None:
+        fix = f"use one of the label's categories {label.categories}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            fix += ' (quote a code as the data spells it, e.g. class: "01": unquoted, YAML reads 010 as 8)'
+        return f"is not a category of the label {label.name!r}", fix
+    low, high = declared[0], declared[-1]
+    return (
+        f"is not a whole number in the range of the label {label.name!r}, [{low}, {high}]",
+        f'use a class from {low} to {high}, e.g. {low} (or "{low}")',
+    )
 
 
 DEFAULT_ENTRY = "training_jobs/train.py"
@@ -670,7 +815,7 @@ def _invariant_problems(spec: ModelSpec) -> list[str]:
         + _check_columns(spec.data, spec.task)
         + _check_search_space(spec.training)
         + _check_training_options(spec.training)
-        + _check_promotion(spec.promotion)
+        + _check_promotion(spec.promotion, spec.data, spec.task)
         + _check_rollout(spec.rollout)
         + _check_triggers(spec.triggers)
         + _check_default_endpoint(spec)
@@ -713,7 +858,7 @@ def _walk(loc: Sequence[int | str]) -> tuple[Any, str | None, bool]:
         fields = getattr(model, "model_fields", None) if model is not None else None
         if fields is None:
             continue
-        info = fields.get(part)
+        info = next((f for n, f in fields.items() if part in (n, f.alias)), None)  # errors name a field by its alias
         if info is None:
             return model, hint, False
         hint = info.description
@@ -776,7 +921,7 @@ def _format_pydantic_error(error: Any) -> str:
         return f"{path} is required ({'add it: ' + hint if hint else 'add it'})"
     if kind == "extra_forbidden":
         parent = inner_model_at(loc[:-1])
-        known = sorted(parent.model_fields) if parent is not None else []
+        known = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent is not None else []
         return f"{path} is not a known field (remove it or fix the spelling; known fields here: {', '.join(known)})"
     hint = _field_hint(loc) or "see docs/model-spec.md"
     message = str(error["msg"]).replace("Input should", "should")
@@ -803,6 +948,7 @@ _PROBLEM_READS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training.distribution", ("training.instance_count", "training.processes_per_instance")),
     ("triggers.debounce", ("triggers.debounce",)),
     ("name", ("rollout.endpoint",)),
+    ("promotion.guardrails[].class", ("task", "data.label", "data.columns", "data.positive_class")),
 )
 
 
@@ -839,7 +985,8 @@ def _problems_past_faults(document: dict[str, Any], errors: Sequence[Any]) -> li
 
     def trusted(problem: str) -> bool:
         named = problem.split("=", 1)[0]
-        reads = [named, *(r for prefix, extra in _PROBLEM_READS if _overlaps(named, prefix) for r in extra)]
+        listed = re.sub(r"\[\d+\]", "[]", named)  # _PROBLEM_READS names a list's items as [] (guardrails[].class)
+        reads = [named, *(r for prefix, extra in _PROBLEM_READS if _overlaps(listed, prefix) for r in extra)]
         return not any(_overlaps(gone, read) for gone in removed for read in reads)
 
     return [p for p in _invariant_problems(spec) if trusted(p)]

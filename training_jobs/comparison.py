@@ -1,4 +1,5 @@
-"""Challenger vs champion on one holdout: paired bootstrap of the primary metric, McNemar on accuracy."""
+"""Challenger vs champion on one holdout: paired bootstrap of the primary metric (and of each guardrail's, a
+per-class one's included), McNemar on accuracy."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from training_jobs.metrics import metric_value, predict_classes
+from training_jobs.metrics import class_metric, metric_value, predict_classes
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -69,6 +70,36 @@ def paired_bootstrap(
         )
         if math.isfinite(d):
             diffs.append(d)
+    return _summarise(metric, estimate, diffs, confidence)
+
+
+def paired_class_bootstrap(
+    metric: str,
+    cls: int,
+    y: IntArray,
+    challenger: IntArray,
+    champion: IntArray,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> Difference:
+    """The same paired bootstrap for one class's one-vs-rest ``metric`` (precision, recall or f1), from each model's
+    predicted classes (``predict_classes``: the argmax, or its threshold for a binary model). Resamples are drawn as
+    in :func:`paired_bootstrap`; one without a row of the class (the metric undefined) is skipped."""
+    estimate = class_metric(metric, cls, y, challenger) - class_metric(metric, cls, y, champion)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs: list[float] = []
+    for _ in range(samples):
+        rows = rng.integers(0, n, size=n)
+        d = class_metric(metric, cls, y[rows], challenger[rows]) - class_metric(metric, cls, y[rows], champion[rows])
+        if math.isfinite(d):
+            diffs.append(d)
+    return _summarise(metric, estimate, diffs, confidence)
+
+
+def _summarise(metric: str, estimate: float, diffs: list[float], confidence: float) -> Difference:
+    """The percentile interval and one-sided p-value of the resampled differences (none: NaN, 0 samples)."""
     if not diffs:
         return Difference(metric, estimate, math.nan, math.nan, confidence, math.nan, 0)
     values = np.asarray(diffs)

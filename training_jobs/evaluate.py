@@ -2,15 +2,18 @@
 
     python training_jobs/evaluate.py --challenger DIR --data PATH --contract contract.json \\
         --output comparison.json [--champion DIR] [--primary-metric pr_auc] [--bootstrap 1000] \\
-        [--confidence 0.95] [--seed 0] [--manifest manifest.json] [--holdout-fraction 0.1]
+        [--confidence 0.95] [--seed 0] [--manifest manifest.json] [--holdout-fraction 0.1] \\
+        [--guardrail-metrics precision,recall] [--class-guardrail recall:urgent ...] [--guardrail-confidence 0.975]
 
 The holdout is the rows of --data whose key hashes below --holdout-fraction (training_jobs/holdout.py):
 train.py left exactly these rows out, so neither model trained on them. Only they are scored. Each
 model predicts with its own threshold (from its preprocessing.json). comparison.json is what the promotion policy reads; its shape is fixed
 (see training_jobs/README.md). A champion that cannot be loaded or scored (a broken artefact, probabilities that are not
 finite) is not an error: the challenger is scored alone and ``champion_unscorable`` says why, so the policy can judge
-it on the spec's floors instead of every run stopping at the same broken champion. Exit codes: 0 written, 2 bad input
-(a challenger that cannot be scored included).
+it on the spec's floors instead of every run stopping at the same broken champion. ``per_class`` holds each model's
+one-vs-rest precision, recall, F1 and support per class; each ``--class-guardrail METRIC:CLASS`` gets the paired
+bootstrap of that class's metric in ``class_guardrail_differences``. Exit codes: 0 written, 2 bad input (a challenger
+that cannot be scored included).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from training_jobs.arguments import (  # noqa: E402
     error_lines,
 )
 from training_jobs.bundle import Predictor  # noqa: E402
-from training_jobs.comparison import mcnemar, paired_bootstrap  # noqa: E402
-from training_jobs.contract import load_contract  # noqa: E402
+from training_jobs.comparison import mcnemar, paired_bootstrap, paired_class_bootstrap  # noqa: E402
+from training_jobs.contract import canonical_label, load_contract  # noqa: E402
 from training_jobs.data import LabelSpace, drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
 from training_jobs.errors import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -67,7 +70,14 @@ from training_jobs.errors import (  # noqa: E402
 )
 from training_jobs.files import write_atomically  # noqa: E402
 from training_jobs.holdout import HoldoutRule, in_holdout  # noqa: E402
-from training_jobs.metrics import classification_metrics, json_safe, non_finite_rows  # noqa: E402
+from training_jobs.metrics import (  # noqa: E402
+    CLASS_METRICS,
+    class_metrics,
+    classification_metrics,
+    json_safe,
+    non_finite_rows,
+    predict_classes,
+)
 
 log = logging.getLogger("training_jobs.evaluate")
 
@@ -88,6 +98,19 @@ def _metric_list(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown metric {unknown[0]!r}; use any of {', '.join(METRICS)}")
     return names
+
+
+def _class_guardrail(text: str) -> tuple[str, str]:
+    """``METRIC:CLASS``: the class is everything after the first ':' (a label value may hold commas and colons)."""
+    metric, separator, name = text.partition(":")
+    metric = metric.strip()
+    if not separator or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not METRIC:CLASS, e.g. recall:urgent")
+    if metric not in CLASS_METRICS:
+        raise argparse.ArgumentTypeError(
+            f"{metric!r} is not a per-class metric; use one of {', '.join(CLASS_METRICS)}, e.g. recall:{name}"
+        )
+    return metric, name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,11 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"guardrails (any of {', '.join(METRICS)}), e.g. precision,recall",
     )
     p.add_argument(
+        "--class-guardrail",
+        dest="class_guardrails",
+        type=_class_guardrail,
+        action="append",
+        metavar="METRIC:CLASS",
+        help=f"one class's one-vs-rest METRIC ({', '.join(CLASS_METRICS)}, from each model's predicted class) whose "
+        "difference is bootstrapped the same way, for a per-class guardrail, e.g. recall:urgent; repeat it for more. "
+        "CLASS is everything after the first ':', spelt as the label's values (commas and colons are part of it)",
+    )
+    p.add_argument(
         "--guardrail-confidence",
         type=float,
         metavar="C",
         help="confidence of each guardrail's interval, in (0.5, 1); default --confidence (the platform passes "
-        "1 - significance / number of guardrails, so all of them hold together at 1 - significance)",
+        "1 - significance / number of guardrails, per-class ones included, so all of them hold together at "
+        "1 - significance)",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (>= 100)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval, in (0.5, 1)")
@@ -154,6 +188,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     manifest = load_manifest(args.manifest) if args.manifest else None
     challenger = Predictor.load(args.challenger)
     space = challenger.preprocessor.labels
+    class_guardrails = _class_indexes(args.class_guardrails or [], space)
     champion, unscorable = None, None
     if args.champion is not None:
         try:
@@ -198,11 +233,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "difference": None,
         "mcnemar": None,
     }
+    new_classes = predict_classes(p_new, challenger.threshold)
     if champion is not None:
         try:
             p_old, result["champion"] = _score_champion(args.champion, champion, frame, y, classes)
         except ChampionUnscorable as exc:
             champion, unscorable = None, str(exc)
+    old_classes = None if champion is None else predict_classes(p_old, champion.threshold)
+    # Each class's one-vs-rest point values, as the per-class guardrails compare them.
+    result["per_class"] = {
+        "challenger": class_metrics(y, new_classes, classes),
+        "champion": None if old_classes is None else class_metrics(y, old_classes, classes),
+    }
     if unscorable is not None:
         log.warning(
             "%s; the challenger is scored alone (comparison.json records champion_unscorable, and the promotion "
@@ -210,7 +252,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             unscorable,
         )
         result["champion_unscorable"] = _bounded(unscorable)
-    if champion is not None:
+    if champion is not None and old_classes is not None:
 
         def bootstrap(metric: str, confidence: float, seed: int) -> dict[str, object]:
             return paired_bootstrap(
@@ -225,7 +267,40 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             metric: bootstrap(metric, guardrail_confidence, args.seed + 1 + index)
             for index, metric in enumerate(args.guardrail_metrics)
         }
+        # And for each per-class guardrail, on that class's one-vs-rest metric; its seeds follow the metrics'.
+        first_seed = args.seed + 1 + len(args.guardrail_metrics)
+        result["class_guardrail_differences"] = []
+        for index, (metric, cls) in enumerate(class_guardrails):
+            difference = paired_class_bootstrap(
+                metric, cls, y, new_classes, old_classes, args.bootstrap, guardrail_confidence, first_seed + index
+            )
+            if difference.bootstrap_samples == 0:  # no holdout row of the class: nothing to compare
+                log.warning(
+                    "the holdout has no row of class %r: its %s guardrail cannot be compared (per_class says so)",
+                    classes[cls],
+                    metric,
+                )
+                continue
+            result["class_guardrail_differences"].append({**difference.to_json(), "class": classes[cls]})
     return result
+
+
+def _class_indexes(guardrails: list[tuple[str, str]], space: LabelSpace) -> list[tuple[str, int]]:
+    """Each ``--class-guardrail`` as (metric, the class's index among the model's classes), once each; a class
+    the model does not predict is an error (a class is matched as training spells labels: "01" is 1)."""
+    resolved: list[tuple[str, int]] = []
+    for metric, name in guardrails:
+        key = canonical_label(name)
+        if key not in space.classes:
+            shown = list(space.classes) if len(space.classes) <= 20 else [*space.classes[:20], "..."]
+            raise TrainingJobError(
+                f"--class-guardrail {metric}:{name} names class {name!r}, which the challenger does not predict "
+                f"(its classes: {shown})",
+                "name one of the label's declared classes (promotion.guardrails[].class in the spec)",
+            )
+        if (metric, space.classes.index(key)) not in resolved:
+            resolved.append((metric, space.classes.index(key)))
+    return resolved
 
 
 def _scored_fraction(rule: HoldoutRule, challenger: Predictor, champion: Predictor | None) -> float:

@@ -6,7 +6,11 @@ Multiclass inputs: ``p`` is [n, K]; precision/recall/F1/ROC-AUC/PR-AUC are macro
 over the classes present (in the labels or the predictions, as scikit-learn's ``labels`` default does):
 a class absent from the evaluation rows is not counted as a zero.
 An undefined metric (e.g. ROC-AUC with one class present; a class's precision when nothing was predicted
-as that class, its recall when it has no rows) is ``None`` in JSON. Probabilities that are not finite (a
+as that class, its recall when it has no rows) is ``None`` in JSON.
+Per-class guardrail metrics (``class_metrics``, ``class_metric``) are one class's one-vs-rest precision, recall
+and F1 from the predicted class (the argmax, or the threshold for binary): defined when the class has rows, where a
+class the model never predicts has precision 0 (scikit-learn's zero_division=0, as the macro average counts it);
+undefined (``None``) when it has none, so a bootstrap resample without the class is skipped. Probabilities that are not finite (a
 diverged model) make every metric undefined, never a number.
 """
 
@@ -170,6 +174,34 @@ def classification_metrics(
         "n": len(y),
         "threshold": threshold,
     }
+
+
+#: The metrics a guardrail can judge on one class (one-vs-rest, from the predicted class).
+CLASS_METRICS = ("precision", "recall", "f1")
+
+
+def _one_class(tp: int, predicted: int, support: int) -> dict[str, float | None]:
+    """One class's precision, recall and F1 from its counts; all None when the class has no rows."""
+    if not support:
+        return dict.fromkeys(CLASS_METRICS)
+    return {"precision": _ratio(tp, predicted), "recall": tp / support, "f1": 2 * tp / (predicted + support)}
+
+
+def class_metrics(y: IntArray, predicted: IntArray, classes: list[str]) -> dict[str, dict[str, float | int | None]]:
+    """Each class's one-vs-rest precision, recall, F1 (see the module's note) and support, by class name."""
+    result: dict[str, dict[str, float | int | None]] = {}
+    for c, name in enumerate(classes):
+        hit, flagged = y == c, predicted == c
+        support = int(hit.sum())
+        result[name] = {**_one_class(int((hit & flagged).sum()), int(flagged.sum()), support), "support": support}
+    return result
+
+
+def class_metric(name: str, c: int, y: IntArray, predicted: IntArray) -> float:
+    """One class's one-vs-rest ``name`` (precision, recall or f1); NaN when the class has no row in ``y``."""
+    hit, flagged = y == c, predicted == c
+    value = _one_class(int((hit & flagged).sum()), int(flagged.sum()), int(hit.sum()))[name]
+    return math.nan if value is None else value
 
 
 def metric_value(name: str, y: IntArray, p: FloatArray, threshold: float = 0.5) -> float:

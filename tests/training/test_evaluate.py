@@ -33,8 +33,9 @@ def test_a_better_challenger_wins_with_a_confidence_interval_above_zero(
 ) -> None:
     result = compare(holdout, tmp_path / "comparison.json", trained, weak)
     top = {"primary_metric", "n_holdout", "n_positive", "holdout", "challenger", "champion", "difference", "mcnemar"}
-    assert set(result) == top | {"guardrail_differences"}
+    assert set(result) == top | {"guardrail_differences", "class_guardrail_differences", "per_class"}
     assert result["guardrail_differences"] == {}, "none asked for"
+    assert result["class_guardrail_differences"] == [], "none asked for"
     assert result["primary_metric"] == "pr_auc"
     # Only the holdout rows of --data are scored (training_jobs/holdout.py): 505 of these 5,000, 26 positive.
     assert (result["n_holdout"], result["n_positive"]) == (505, 26)

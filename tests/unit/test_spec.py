@@ -188,11 +188,11 @@ def test_yaml_merge_keys_still_work_and_a_repeated_key_is_refused(tmp_path: Path
 def test_the_spec_reads_label_values_as_training_does() -> None:
     """shared/spec.py keeps its own copy of training_jobs' label spelling (the jobs ship without shared/): the
     positive_class check must agree with what training will accept."""
-    from shared.spec import _label_key
+    from shared.spec import label_key
     from training_jobs.contract import canonical_label
 
     for value in (1, 0, 1.0, 2.5, "1", "1.0", " 1 ", True, False, "true", "False", "fraud", " yes ", "nan", "1e3"):
-        assert _label_key(value) == canonical_label(value), value
+        assert label_key(value) == canonical_label(value), value
 
 
 def test_unquoted_category_codes_are_refused_with_how_to_quote_them() -> None:
@@ -209,8 +209,9 @@ def test_unquoted_category_codes_are_refused_with_how_to_quote_them() -> None:
 
 def test_validation_and_training_declare_the_same_multiclass_classes() -> None:
     """Both read a multiclass label's classes from the spec (the jobs ship without shared/, so each has its own
-    copy): validation reports a declared class missing from a batch, training gives it an output. They must agree."""
-    from shared.spec import ColumnSpec
+    copy): validation reports a declared class missing from a batch, training gives it an output. They must agree,
+    and with the spec's own reading, which says what a per-class guardrail may name (promotion.guardrails[].class)."""
+    from shared.spec import ColumnSpec, declared_classes, label_key
     from shared.validation import _declared_classes as validated
     from training_jobs.contract import parse_contract
     from training_jobs.data import _declared_classes as trained
@@ -236,3 +237,4 @@ def test_validation_and_training_declare_the_same_multiclass_classes() -> None:
         feature = {"name": "x", "type": "float", "nullable": True, "feature": True, "min": None, "max": None}
         job_column = parse_contract({"columns": [feature, column], "label": "y"}).column("y")
         assert set(validated(spec_column)) == set(trained(job_column) or []), label
+        assert {label_key(c) for c in declared_classes(spec_column) or []} == set(trained(job_column) or []), label
