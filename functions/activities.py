@@ -288,8 +288,14 @@ def _still_wanted(registry: Registry, model: str, run_id: str) -> bool:
 def record_stage(payload: dict[str, Any]) -> dict[str, Any]:
     """Record the run's stage; tell the orchestrator whether someone asked to abort."""
 
+    stage_details = dict(payload.get("details", {}))
+    if payload["stage"] == "awaiting_approval":
+        # When the orchestrator's timer ends the wait (it starts it right after this), for GET /api/runs/{id}.
+        hours = get_runtime().spec(payload["model"]).rollout.approval.timeout_hours
+        stage_details["until"] = (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
+
     def change(run: Run) -> Run:
-        details = {**run.details, payload["stage"]: payload.get("details", {})}
+        details = {**run.details, payload["stage"]: stage_details}
         return replace(run, stage=payload["stage"], details=details)
 
     run = _registry().update_run(payload["model"], payload["run_id"], change)

@@ -545,6 +545,7 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             "drift": run.details.get("drift") or None,
             "evaluation": _evaluation(run),
             "abort": run.details.get("abort"),  # who asked the run to stop, why and when; null when nobody did
+            "approval": _approval_wait(run),
             "candidates": [asdict(c) for c in lineage.candidates],
             "jobs": jobs,
             "blobs": [asdict(b) for b in lineage.blobs],
@@ -552,6 +553,15 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             "rollout": [asdict(s) for s in lineage.rollout],
         }
     )
+
+
+def _approval_wait(run: Run) -> dict[str, Any] | None:
+    """What a run waiting for approval waits with: the version it would ship and when the wait ends (``until``,
+    recorded since 2026-12-01); None for a run that is not waiting."""
+    wait = run.details.get("awaiting_approval")
+    if run.stage != "awaiting_approval" or run.status not in ACTIVE_RUN_STATUSES or not isinstance(wait, dict):
+        return None
+    return {"version": wait.get("version"), "until": wait.get("until")}
 
 
 def _run_and_lineage(run_id: str) -> tuple[Run, Lineage] | func.HttpResponse:

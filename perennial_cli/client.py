@@ -230,10 +230,19 @@ class JobState(_Body):
     deadline: datetime | None = None
 
 
+class ApprovalWait(_Body):
+    """A run waiting for a person's approval: the version it would ship, and when the wait ends (null for a run
+    that started waiting before the app recorded it)."""
+
+    version: str | None = None
+    until: datetime | None = None
+
+
 class RunDetail(RunSummary):
     """One run in full, as ``GET /api/runs/{id}`` returns it."""
 
     manifest_url: str | None = None
+    approval: ApprovalWait | None = None
     evaluation: Evaluation | None = None
     candidates: list[Candidate] = Field(default_factory=list)
     jobs: list[JobState] = Field(default_factory=list)

@@ -414,6 +414,16 @@ def _print_run(run: RunDetail) -> None:
         trigger += f": {escape(run.trigger.reason)}"
     facts.add_row("trigger", trigger)
     facts.add_row("started", f"{_when(run.created_at)} UTC (updated {_when(run.updated_at)} UTC)")
+    if run.approval is not None:
+        what = f" of version {escape(run.approval.version)}" if run.approval.version else ""
+        until = (
+            f" until {_when(run.approval.until)} UTC (then it ends approval_timed_out)" if run.approval.until else ""
+        )
+        facts.add_row(
+            "waiting",
+            f"[yellow]for a person's approval[/yellow]{what}{until}: perennial approve {escape(run.run_id)}, or "
+            f"perennial reject {escape(run.run_id)} --comment WHY",
+        )
     if run.error:
         facts.add_row("error", f"[red]{escape(run.error)}[/red]")
     out.print(facts)

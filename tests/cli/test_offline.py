@@ -96,6 +96,17 @@ CANNED: dict[str, tuple[int, str, bytes]] = {
 }
 
 
+CANNED["/api/runs/credit-scoring-6bf663297ede0e45"] = (
+    200,
+    "application/json",
+    json.dumps(
+        {
+            **json.loads(CANNED["/api/models/credit-scoring/runs"][2])["runs"][0],
+            "approval": {"version": "12", "until": "2026-12-01T16:05:00+00:00"},
+        }
+    ).encode(),
+)
+
 RECEIVED: dict[str, bytes] = {}  # path -> the last request body
 
 
@@ -342,3 +353,14 @@ def test_a_blank_model_or_run_id_is_a_usage_error_not_a_request(args: list[str],
     assert "is empty" in result.output
     assert says in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_a_run_waiting_for_approval_says_until_when_and_how_to_answer(canned: str) -> None:
+    result = perennial("run", "credit-scoring-6bf663297ede0e45", "--host", canned, "--key", "k")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "for a person's approval of version 12 until 2026-12-01 16:05:00 UTC (then it ends approval_timed_out)" in text
+    )
+    assert "perennial approve credit-scoring-6bf663297ede0e45" in text
+    assert "perennial reject credit-scoring-6bf663297ede0e45 --comment WHY" in text

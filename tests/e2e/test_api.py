@@ -97,6 +97,22 @@ def test_approve_on_a_finished_run_is_a_409(perennial: PerennialHost) -> None:
     assert _problem(perennial.http.post("/api/runs/fraud-00000000000000aa/abort"), 409)
 
 
+def test_a_run_waiting_for_approval_says_what_it_would_ship_and_until_when(perennial: PerennialHost) -> None:
+    from shared.registry import Run
+
+    run_id = "fraud-00000000000000cd"
+    until = "2026-12-02T09:00:00+00:00"
+    details = {"awaiting_approval": {"version": "4", "until": until}}
+    waiting = Run(
+        "fraud", run_id, "manual", "test", run_id, status="running", stage="awaiting_approval", details=details
+    )
+    perennial.registry.create_run(waiting)
+    body = perennial.http.get(f"/api/runs/{run_id}").json()
+    assert body["approval"] == {"version": "4", "until": until}
+    perennial.registry.update_run("fraud", run_id, lambda r: replace(r, status="rejected", stage="done"))
+    assert perennial.http.get(f"/api/runs/{run_id}").json()["approval"] is None, "an ended run waits for nobody"
+
+
 def test_answers_and_aborts_check_their_bodies(perennial: PerennialHost) -> None:
     from shared.registry import Run
 

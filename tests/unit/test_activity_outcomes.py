@@ -197,6 +197,23 @@ def test_a_retried_step_is_recorded_once(activity: Any) -> None:
     assert [(s.index, s.step) for s in steps] == [(0, "traffic-10"), (1, "traffic-50")]
 
 
+def test_a_run_waiting_for_approval_records_when_the_wait_ends(activity: Any) -> None:
+    """GET /api/runs/{id} and `perennial run` say until when a person may approve (rollout.approval.timeout_hours)."""
+    run = _run("fraud-00000000000000c5")
+    before = datetime.now(UTC)
+    payload = {"model": "fraud", "run_id": run.run_id, "stage": "awaiting_approval", "details": {"version": "3"}}
+    assert activity("record_stage", payload) == {"abort": False}
+    waiting = clients.registry().require_run("fraud", run.run_id)
+    assert waiting.stage == "awaiting_approval"
+    recorded = waiting.details["awaiting_approval"]
+    assert recorded["version"] == "3"
+    hours = get_runtime().spec("fraud").rollout.approval.timeout_hours
+    until = datetime.fromisoformat(recorded["until"])
+    assert before + timedelta(hours=hours) <= until <= datetime.now(UTC) + timedelta(hours=hours)
+    activity("record_stage", {**payload, "stage": "rolling_out"})
+    assert "until" not in clients.registry().require_run("fraud", run.run_id).details["rolling_out"]
+
+
 def _accepted(run_id: str, reason: str) -> dict[str, Any]:
     """A retrain the API accepted: its pending record, carrying the work item it sent the coordinator."""
     trigger = {"kind": "manual", "reason": reason, "source_event_id": run_id, "details": {}}
