@@ -21,7 +21,6 @@ from perennial_cli.upload import START_HINT, fail, first_line, known_models, sto
 from shared.blobpaths import BlobNameError, validate_blob_name
 from shared.spec import ModelSpec
 
-CONTENT_TYPES = {".csv": "text/csv", ".jsonl": "application/x-ndjson"}
 #: How many offending label values a refusal lists.
 SHOWN = 5
 

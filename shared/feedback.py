@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
 from shared.platform.scoring import class_text
-from shared.spec import ColumnSpec, DataContract
+from shared.spec import ColumnSpec, DataContract, label_key
 from shared.spec import declared_classes as spec_classes
 
 #: The longest line a feedback file may have (a label line is a few hundred bytes).
@@ -55,11 +56,22 @@ def feedback_rows(data: IO[bytes], name: str) -> Iterator[FeedbackLabel | None]:
     text = io.TextIOWrapper(data, encoding="utf-8-sig", newline="")
     if name.endswith(".csv"):
         # Lines past MAX_FEEDBACK_LINE are read past, not held (csv would hold a whole line, however long).
-        reader = csv.DictReader(line for line in bounded_lines(text, MAX_FEEDBACK_LINE) if line is not None)
+        too_long = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal too_long
+            for line in bounded_lines(text, MAX_FEEDBACK_LINE):
+                if line is None:
+                    too_long += 1
+                else:
+                    yield line
+
+        reader = csv.DictReader(lines())
         if not {"request_id", "label"} <= set(reader.fieldnames or ()):
             raise FeedbackHeaderError(name, reader.fieldnames)
         for record in reader:
             yield feedback_label(record, name)
+        yield from [None] * too_long  # skipped like any unreadable row, and counted
         return
     for line in bounded_lines(text, MAX_FEEDBACK_LINE):
         if line is None:  # longer than any label line: skipped, not held in memory
@@ -130,8 +142,8 @@ def label_problems(labels: Iterable[str], data: DataContract, task: str) -> list
 
     Binary: a label counts as positive when it is ``positive_class`` and as negative otherwise, so a value that
     is neither class (``Fraud`` for ``fraud``, ``yes`` for ``1``) would be counted as negative; the negative class
-    is known for a bool label (false / 0), a category label with two categories, or an int label (0 or 1 beside
-    the positive class). Multiclass: a label must be the class *index* score.py answers (0 … K-1 over the model's
+    is known for a bool label (false / 0), and for a label that declares two classes (two categories, or an int
+    label's min and max one apart). Multiclass: a label must be the class *index* score.py answers (0 … K-1 over the model's
     sorted classes), so a class spelt by its value, or an index past the declared classes, is not counted."""
     counts = Counter(class_text(label) for label in labels)
     if task == "multiclass":
@@ -140,20 +152,22 @@ def label_problems(labels: Iterable[str], data: DataContract, task: str) -> list
 
 
 def declared_classes(label: ColumnSpec) -> list[str]:
-    """A multiclass label's classes in the order of score.py's class indexes (training_jobs/data.py
-    ``_declared_classes``): its categories, or the whole numbers from its min to its max, sorted as text (so
-    ``10`` comes before ``2``); empty when it declares none."""
-    return sorted({class_text(c) for c in spec_classes(label) or ()})
+    """A multiclass label's classes, as the spec spells them, in the order of score.py's class indexes
+    (training_jobs/data.py ``_declared_classes``): training sorts its one spelling of each class as text
+    (``label_key``: ``true`` is ``1``, and ``10`` comes before ``2``); empty when the label declares none."""
+    by_key = {label_key(c): str(c) for c in spec_classes(label) or ()}
+    return [by_key[key] for key in sorted(by_key)]
 
 
 def _binary_problems(counts: Counter[str], data: DataContract) -> list[LabelProblem]:
     label = data.column(data.label)
     as_bool = label.type == "bool"
     positive = binary_spelling(class_text(data.positive_class), as_bool)
-    if as_bool or (positive in ("0", "1") and label.type == "int"):
+    declared = [binary_spelling(class_text(c)) for c in spec_classes(label) or ()]
+    if as_bool:
         known = {"0", "1"}
-    elif label.categories is not None and len(label.categories) == 2:
-        known = {binary_spelling(class_text(c)) for c in label.categories}
+    elif len(set(declared)) == 2 and positive in declared:  # two categories, or an int label's min..max
+        known = set(declared)
     else:
         return []  # the negative class is whatever else the data holds: nothing to hold a label against
     shown = sorted(known, key=lambda value: value != positive)
@@ -166,15 +180,16 @@ def _binary_problems(counts: Counter[str], data: DataContract) -> list[LabelProb
 
 def _multiclass_problems(counts: Counter[str], data: DataContract) -> list[LabelProblem]:
     classes = declared_classes(data.column(data.label))
+    keys = [label_key(c) for c in classes]
     problems = []
     for value, count in counts.most_common():
-        if value.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]+", value):  # an index (ASCII digits only: int() takes "²" for no number)
             index = int(value)
             if index < 0 or (classes and index >= len(classes)):
                 problems.append(LabelProblem(value, count, f"no class has index {index} ({len(classes)} classes)"))
             continue
-        if value in classes:
-            why = f"a class spelt by its value: write its index, {classes.index(value)}"
+        if label_key(value) in keys:
+            why = f"a class spelt by its value: write its index, {keys.index(label_key(value))}"
         else:
             why = "not a class index (multiclass labels are the index score.py answers)"
         problems.append(LabelProblem(value, count, why))
@@ -189,7 +204,7 @@ BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
 def binary_spelling(text: str, bool_label: bool = False) -> str:
     """``true``/``false`` spelt as ``1``/``0`` (training's canonical_label does the same), else the text: how the
     live checks compare a binary label with the positive class. A bool label also reads every spelling its
-    column accepts (``yes``, ``N``, …), as validation and training read the data."""
+    column accepts (``yes``, ``N``, …), as validation reads the data."""
     if bool_label:
         lowered = text.strip().lower()
         return "1" if lowered in BOOL_TRUE else "0" if lowered in BOOL_FALSE else text

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from shared.feedback import FeedbackHeaderError, declared_classes, feedback_rows, label_problems
-from shared.spec import ColumnSpec, DataContract, parse_spec
+from shared.spec import ColumnSpec, DataContract, label_key, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,12 +50,22 @@ def test_a_binary_label_that_is_neither_class_is_named_as_counted_negative() -> 
 def test_a_binary_label_whose_negative_class_the_spec_does_not_name_is_not_judged() -> None:
     free = contract({"type": "string"}, positive="fraud")
     assert problems(["fraud", "legit", "anything"], free) == {}
+    assert problems(["1", "-1"], contract({"type": "int"}, positive=1)) == {}  # no min..max: any other value
+
+
+def test_an_int_label_s_two_classes_are_its_min_and_max() -> None:
+    assert problems(["1", "-1"], contract({"type": "int", "min": -1, "max": 1})) == {}  # -1..1 is three: not judged
+    signed = contract({"type": "category", "categories": ["-1", "1"]}, positive=1)
+    assert problems(["1", "-1"], signed) == {}
+    assert problems(["1", "2"], contract({"type": "int", "min": 1, "max": 2}, positive=1)) == {}
+    assert list(problems(["1", "0"], contract({"type": "int", "min": 1, "max": 2}, positive=1))) == ["0"]
 
 
 def test_a_multiclass_label_must_be_a_class_index_of_the_declared_classes() -> None:
     tickets = contract({"type": "category", "categories": ["sales", "billing", "abuse"]}, task="multiclass")
     assert problems(["0", "1", "2"], tickets, "multiclass") == {}
-    found = problems(["billing", "3", "-1", "refund"], tickets, "multiclass")
+    found = problems(["billing", "3", "-1", "refund", "²"], tickets, "multiclass")
+    assert "not a class index" in found["²"]
     assert found["billing"] == "a class spelt by its value: write its index, 1"  # abuse, billing, sales
     assert found["3"] == "no class has index 3 (3 classes)"
     assert "-1" in found
@@ -71,19 +81,24 @@ def test_int_classes_are_indexed_as_training_sorts_them() -> None:
         {"type": "int", "min": 0, "max": 10},
         {"type": "int", "min": 2, "max": 9},
         {"type": "category", "categories": ["b", "a", "10", "2"]},
+        {"type": "category", "categories": ["true", "false", "maybe"]},  # training spells true 1: index 1
         {"type": "int", "min": 0, "max": 10**6},
         {"type": "float", "min": 0, "max": 1},
     ):
         column = {"name": "y", "nullable": False, "feature": True, **label}
         feature = {"name": "x", "type": "float", "nullable": True, "feature": True}
         job_column = parse_contract({"columns": [feature, column], "label": "y"}).column("y")
-        assert declared_classes(ColumnSpec.model_validate(column)) == (trained(job_column) or []), label
+        ours = [label_key(c) for c in declared_classes(ColumnSpec.model_validate(column))]
+        assert ours == (trained(job_column) or []), label
     assert declared_classes(ColumnSpec.model_validate({"name": "y", "type": "int", "min": 0, "max": 10}))[2] == "10"
 
 
 def test_a_csv_without_the_two_columns_cannot_be_read() -> None:
     with pytest.raises(FeedbackHeaderError, match=r"no request_id and label columns \(header: \['id', 'y'\]\)"):
         list(feedback_rows(io.BytesIO(b"id,y\nr1,1\n"), "labels.csv"))
+    long_line = b"r2," + b"x" * 70_000 + b"\n"
+    rows = list(feedback_rows(io.BytesIO(b"request_id,label\nr1,1\n" + long_line + b"r3,0\n"), "x.csv"))
+    assert [r.request_id if r else None for r in rows] == ["r1", "r3", None], "the over-long line is counted"
     rows = list(feedback_rows(io.BytesIO(b'{"request_id": "r1", "label": 1}\nnot json\n{"label": 0}\n'), "x.jsonl"))
     assert [r.label if r else None for r in rows] == ["1", None, None]
 
