@@ -1393,6 +1393,10 @@ def rollback_shift(payload: dict[str, Any]) -> dict[str, Any]:
     endpoint, current, target = payload["endpoint"], payload.get("champion"), payload["challenger"]
     live = live_map(payload["live"], current, target)
     traffic = _platform().set_traffic(TrafficUpdate(endpoint, Traffic(live=live, mirror={})))
+    # Each move is a step of the run, so `perennial run` shows a paced rollback while it runs (rollback-50, …).
+    share = int(traffic.live.get(target, 0))
+    summary = f"version {payload.get('version', '?')} takes {share} % of the traffic back"
+    _record_step(payload, f"rollback-{share}", dict(traffic.live), {}, "pass", {"summary": summary})
     return {"live": dict(traffic.live)}
 
 

@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperOption
 
 import shared
-from perennial_cli import demo, feedback, host, runs, spec, up, upload, validate
+from perennial_cli import demo, feedback, host, runs, score, spec, up, upload, validate
 
 
 def _flags_show_no_type() -> None:
@@ -53,6 +53,7 @@ app.command("host")(host.host)
 app.command("validate")(validate.validate)
 app.command("upload")(upload.upload)
 app.command("feedback")(feedback.feedback)
+app.command("score")(score.score)
 app.command("demo")(demo.demo)
 app.command("models", rich_help_panel=runs.PANEL)(runs.models)
 app.command("retrain", rich_help_panel=runs.PANEL)(runs.retrain)

@@ -9,6 +9,7 @@ leave the champion at 100 % with the challenger's deployment gone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ import pytest
 
 from perennial_cli.synthetic import fraud_batch
 from shared.housekeeping import repair_traffic, retire_idle_deployments
-from shared.platform import DeploymentRef, ModelRegistration, Traffic, TrafficUpdate
+from shared.platform import DeploymentRef, ModelRegistration, ScoringQuery, Traffic, TrafficUpdate
 from shared.platform.local import FaultSpec
 from shared.spec import load_specs
 from shared.workflow import deployment_name
@@ -223,7 +224,9 @@ def test_the_retired_previous_version_is_redeployed_by_a_manual_rollback(shipped
     assert held == [{previous: 50, champion.deployment: 50}, {previous: 90, champion.deployment: 10}]
     assert detail["status"] == "rolled_back", detail
     assert detail["trigger"]["kind"] == "rollback"
-    assert [s["step"] for s in detail["rollout"]] == ["deploy", "smoke", "rollback"]
+    # Each paced move is a step, so the rollback shows while it runs.
+    steps = ["deploy", "smoke", "rollback-50", "rollback-90", "rollback-100", "rollback"]
+    assert [s["step"] for s in detail["rollout"]] == steps
     restored = shipped.registry.champion("fraud")
     assert restored is not None
     assert restored.version == champion.previous_version
@@ -326,3 +329,36 @@ def test_between_runs_housekeeping_puts_a_left_over_split_right(shipped: Perenni
     assert repaired.reason.endswith(f"with no run in flight: {champion.deployment} back at 100 %")
     assert shipped.traffic(ENDPOINT) == {champion.deployment: 100}
     assert repair_traffic("fraud", spec, platform, shipped.registry) is None, "once put right, left alone"
+
+
+def test_perennial_score_answers_with_the_request_id_a_label_names(
+    shipped: PerennialHost, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`perennial score` plays the client application against the running stack: the endpoint records the request
+    under the id it sent, which is what a delayed label names."""
+    from typer.testing import CliRunner
+
+    from perennial_cli.main import app
+
+    (shipped.workdir / "storage-connection").write_text("UseDevelopmentStorage=true")  # as `perennial up` leaves it
+    row = fraud_batch(1, seed=5).drop(columns=["is_fraud"]).iloc[0].to_dict()
+    payload = tmp_path_factory.mktemp("score") / "request.json"
+    payload.write_text(json.dumps({"data": [row]}, default=str))
+    before = datetime.now(UTC)
+    args = ["score", str(payload), "--model", "fraud", "--request-id", "order-7"]
+    where = ["--state", str(shipped.workdir), "--models", str(shipped.workdir / "models")]
+    result = CliRunner().invoke(app, [*args, *where], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "request id order-7" in result.output
+    assert '"predictions"' in result.output
+    assert "perennial feedback FILE --model fraud" in " ".join(result.output.split())
+    champion = shipped.registry.champion("fraud")
+    assert champion is not None
+    assert champion.deployment is not None
+    records = shipped.platform().scoring_records(
+        ScoringQuery(ENDPOINT, champion.deployment, before, datetime.now(UTC) + timedelta(seconds=5))
+    )
+    assert [r.request_id for r in records.records] == ["order-7"]
+    bad = CliRunner().invoke(app, ["score", "-", "--model", "fraud", *where], input="{not json")
+    assert bad.exit_code == 2
+    assert "is not JSON" in bad.output
