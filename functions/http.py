@@ -14,6 +14,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from functions.coordination import CoordinatorUnreachable
 from shared.housekeeping import HOUSEKEEPING_EVERY, STRANDED_GRACE
+from shared.profile import finite_json
 from shared.tables import ConcurrencyError
 
 logger = logging.getLogger("perennial.api")
@@ -33,8 +34,10 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """``body`` as JSON. A NaN or infinity anywhere in it (a stored drift distance, say) is null: Python would
+    write ``Infinity``, which is not JSON and which clients' parsers refuse."""
     return func.HttpResponse(
-        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+        json.dumps(finite_json(body), default=str), status_code=status, mimetype="application/json", headers=headers
     )
 
 

@@ -54,7 +54,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from shared.profile import OTHER, CategoricalProfile, ColumnProfile, DatasetProfile, NumericProfile, bin_counts
+from shared.profile import (
+    OTHER,
+    CategoricalProfile,
+    ColumnProfile,
+    DatasetProfile,
+    NumericProfile,
+    bin_counts,
+    finite_json,
+)
 from shared.spec import DriftThresholds
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -173,12 +181,13 @@ class DriftReport:
         return [c.column for c in self.columns if c.drifted]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON values only: a distance that is not finite is None (null), never ``Infinity``."""
         return {
             "drifted": self.drifted,
             "drifted_share": self.drifted_share,
             "drifted_columns": self.drifted_columns,
             "thresholds": self.thresholds,
-            "columns": [asdict(c) for c in self.columns],
+            "columns": [finite_json(asdict(c)) for c in self.columns],
             "skipped": self.skipped,
             "notes": self.notes,
         }

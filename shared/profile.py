@@ -53,6 +53,19 @@ class ProfileMismatch(ProfileError):
     """Two profiles describe different columns or use different histogram edges."""
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` (dicts, lists and tuples of JSON values) with each NaN or infinity as None: JSON has no such
+    numbers (Python would write ``Infinity``, which no JSON parser but Python's reads). A last defence; the cast
+    (shared.typecast) keeps non-finite values out of profiles and drift in the first place."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def quantile_edges(values: Iterable[float] | FloatArray, bins: int = DEFAULT_BINS) -> list[float]:
     """Interior bin edges at the ``1/bins … (bins-1)/bins`` quantiles of ``values`` (NaNs ignored).
 
@@ -464,11 +477,9 @@ class DatasetProfile:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": PROFILE_VERSION,
-            "rows": self.rows,
-            "columns": {name: c.to_dict() for name, c in self.columns.items()},
-        }
+        """JSON values only: a non-finite number (which the cast keeps out) would be None, not ``Infinity``."""
+        columns = {name: c.to_dict() for name, c in self.columns.items()}
+        return {"version": PROFILE_VERSION, "rows": self.rows, "columns": finite_json(columns)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)

@@ -17,6 +17,7 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
@@ -496,7 +497,8 @@ def _check_columns(data: DataContract, task: str = "binary") -> list[str]:
     label = next((c for c in data.columns if c.name == data.label), None)
     binary = task == "binary"  # a multiclass model has no positive class (it defaults to 1 unused)
     if binary and label is not None and (why := _positive_class_problem(label, data.positive_class)) is not None:
-        problems.append(_problem("data.positive_class", data.positive_class, why, "use a value the label can take"))
+        fix = BOOL_POSITIVE_HINT if label.type == "bool" else "use a value the label can take"
+        problems.append(_problem("data.positive_class", data.positive_class, why, fix))
     return problems
 
 
@@ -529,8 +531,28 @@ def declared_classes(label: ColumnSpec) -> list[str] | None:
     return None
 
 
+#: How a ``bool`` column spells true and false, in any case (shared/typecast.py reads the data so, and
+#: training_jobs/contract.py BOOL_TRUE / BOOL_FALSE; a test keeps the copies in agreement).
+BOOL_TRUE = frozenset({"true", "1", "t", "yes", "y"})
+BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
+BOOL_POSITIVE_HINT = (
+    "use true (the usual choice) or false; a bool label also reads 1/0, yes/no, y/n and t/f, in any case"
+)
+
+
+def _bool_spelling(value: str | int | bool) -> bool:
+    """Whether ``value`` is one of the values a bool column holds, as its data may spell them."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return value in (0, 1)
+    return value.strip().lower() in BOOL_TRUE | BOOL_FALSE
+
+
 def _positive_class_problem(label: ColumnSpec, positive: str | int | bool) -> str | None:
     """Why ``positive`` can never occur in ``label`` as declared (training would refuse every batch), or None."""
+    if label.type == "bool" and not _bool_spelling(positive):
+        return f"is not a value of the bool label {label.name!r}"
     key = label_key(positive)
     if label.categories and key not in {label_key(c) for c in label.categories}:
         return f"is not one of the label's categories {label.categories}"
@@ -740,28 +762,68 @@ def _guardrail_class_problem(
 
 
 DEFAULT_ENTRY = "training_jobs/train.py"
-#: The options of training_jobs/train.py a candidate may set (each ``params`` / ``search_space`` key becomes
-#: ``--key``), with the values of those that take a choice. The jobs ship without shared/ and train.py imports
-#: torch, so the list is kept here; a test checks it against train.py's own parser.
-TRAIN_PY_OPTIONS: dict[str, tuple[str, ...] | None] = {
-    "lr": None,
-    "width": None,
-    "depth": None,
-    "dropout": None,
-    "weight_decay": None,
-    "batch_size": None,
-    "epochs": None,
-    "max_steps": None,
-    "seed": None,
-    "grad_accum": None,
-    "amp": ("off", "bf16", "fp16"),
-    "imbalance": ("none", "class-weight", "resample"),
-    "threshold": None,
-    "early_stopping_patience": None,
-    "val_fraction": None,
-    "checkpoint_every_steps": None,
-    "checkpoint_every_minutes": None,
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """What train.py's parser accepts for one option (training_jobs/train.py ``_number``, ``_threshold`` and
+    ``choices``): a whole or any number within bounds, one of ``choices``, or a probability or ``auto``."""
+
+    kind: Literal["int", "float", "choice", "threshold"]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def problem(self, value: object, bounds_only: bool = False) -> str | None:
+        """Why train.py would refuse ``value`` (as the job's command line spells it), or None. ``bounds_only``:
+        a search range's end, which need not be whole (the planner rounds what it draws)."""
+        text = str(value)
+        if self.kind == "choice":
+            return None if text in (self.choices or ()) else f"is not one of {', '.join(self.choices or ())}"
+        if self.kind == "threshold" and text.strip().lower() == "auto":
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return "is not a number" + (" (or auto)" if self.kind == "threshold" else "")
+        if not math.isfinite(number):
+            return "is not a finite number"
+        if self.kind == "int" and not number.is_integer() and not bounds_only:
+            return "is not a whole number"
+        low_open = self.low_open or self.kind == "threshold"
+        if self.low is not None and (number <= self.low if low_open else number < self.low):
+            return f"must be {'>' if low_open else '>='} {self.low:g}"
+        if self.kind == "threshold" and number >= 1:
+            return "must be < 1 (or auto)"
+        if self.high is not None and number > self.high:
+            return f"must be <= {self.high:g}"
+        return None
+
+
+#: train.py's candidate options and the values it accepts; a test runs train.py's own parser on the same values.
+TRAIN_PY_RULES: dict[str, OptionRule] = {
+    "lr": OptionRule("float", 0, low_open=True),
+    "width": OptionRule("int", 1),
+    "depth": OptionRule("int", 0),
+    "dropout": OptionRule("float", 0, 0.9),
+    "weight_decay": OptionRule("float", 0),
+    "batch_size": OptionRule("int", 1),
+    "epochs": OptionRule("int", 1),
+    "max_steps": OptionRule("int", 0),
+    "seed": OptionRule("int", 0),
+    "grad_accum": OptionRule("int", 1),
+    "amp": OptionRule("choice", choices=("off", "bf16", "fp16")),
+    "imbalance": OptionRule("choice", choices=("none", "class-weight", "resample")),
+    "threshold": OptionRule("threshold", 0),
+    "early_stopping_patience": OptionRule("int", 0),
+    "val_fraction": OptionRule("float", 0, 0.9, low_open=True),
+    "checkpoint_every_steps": OptionRule("int", 0),
+    "checkpoint_every_minutes": OptionRule("float", 0),
 }
+#: The options of training_jobs/train.py a candidate may set (each ``params`` / ``search_space`` key becomes
+#: ``--key``), with the values of those that take a choice.
+TRAIN_PY_OPTIONS: dict[str, tuple[str, ...] | None] = {name: rule.choices for name, rule in TRAIN_PY_RULES.items()}
 
 
 def _check_training_options(training: TrainingSpec) -> list[str]:
@@ -783,16 +845,45 @@ def _check_training_options(training: TrainingSpec) -> list[str]:
                 problems.append(
                     _problem(path, shown, f"is not an option of {DEFAULT_ENTRY}", f"{guess}use one of {known}")
                 )
-            elif default_entry and (choices := TRAIN_PY_OPTIONS[option]) is not None:
-                values = training.search_space[name].values if section == "search_space" else [setting]
-                given: list[object] = list(values) if values is not None else ["a min/max range"]
-                for value in given:
-                    if value not in choices:
-                        fix = f"use one of {', '.join(choices)}" + (
-                            " as values: [...]" if section == "search_space" else ""
-                        )
-                        problems.append(_problem(path, value, f"is not a choice of --{name.replace('_', '-')}", fix))
+            elif default_entry:
+                problems += _option_value_problems(path, name, option, setting)
     return problems
+
+
+def _option_value_problems(path: str, name: str, option: str, setting: object) -> list[str]:
+    """The values of one params / search_space entry that train.py's parser would refuse (a refused value fails
+    every job that draws it, after its compute was paid for)."""
+    rule, flag = TRAIN_PY_RULES[option], f"--{name.replace('_', '-')}"
+    in_space = isinstance(setting, SearchDimension)
+    if isinstance(setting, SearchDimension) and setting.values is None:
+        if rule.kind == "choice":
+            return [_problem(path, "a min/max range", f"is not a choice of {flag}", _option_fix(rule, in_space))]
+        ends = (("min", setting.min), ("max", setting.max))
+        return [
+            _problem(f"{path}.{end}", value, f"{why} for {flag}", _option_fix(rule, in_space))
+            for end, value in ends
+            if value is not None and (why := rule.problem(value, bounds_only=True))
+        ]
+    values: list[object] = list(setting.values or []) if isinstance(setting, SearchDimension) else [setting]
+    problems = []
+    for value in values:
+        if (why := rule.problem(value)) is not None:
+            what = f"is not a choice of {flag}" if rule.kind == "choice" else f"{why} for {flag}"
+            problems.append(_problem(path, value, what, _option_fix(rule, in_space)))
+    return problems
+
+
+def _option_fix(rule: OptionRule, in_space: bool) -> str:
+    if rule.kind == "choice":
+        return f"use one of {', '.join(rule.choices or ())}" + (" as values: [...]" if in_space else "")
+    if rule.kind == "threshold":
+        return "use auto, or a probability between 0 and 1 such as 0.5"
+    bounds = [
+        f"{'>' if rule.low_open else '>='} {rule.low:g}" if rule.low is not None else "",
+        f"<= {rule.high:g}" if rule.high is not None else "",
+    ]
+    kind = "a whole number" if rule.kind == "int" else "a number"
+    return f"use {kind} " + " and ".join(b for b in bounds if b) + "; train.py --help lists every option"
 
 
 def _check_triggers(triggers: TriggerSpec) -> list[str]:

@@ -6,6 +6,8 @@
   the contract's types, a few blocks at a time. A block holding a value that does not parse is
   re-read as text and cast per column in ``shared.typecast``, so the bad value is reported with its
   row. Rows with the wrong number of fields are skipped and counted (``malformed_rows``), not fatal.
+  An empty field is missing in every column; the other missing tokens (``NA``, ``null``, …) only in a
+  column the contract does not read as text (``NA`` is a value of a string or category column).
   Each block also counts the physical lines it spans, so :meth:`TabularSource.line_of` gives the line a
   row starts on, blank lines and values spanning lines included (see :func:`_block_lines`).
 - Parquet needs random access to its footer. A path or a seekable stream is read in place; a
@@ -34,10 +36,12 @@ from typing import IO, Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shared import parquet_size
+from shared.typecast import MISSING_TOKENS
 
 _T = TypeVar("_T")
 Format = Literal["csv", "parquet"]
@@ -368,8 +372,13 @@ class TabularSource:
                 pa.py_buffer(block),
                 read_options=pacsv.ReadOptions(column_names=self.columns, block_size=len(block) + 1, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=False),
+                # Numbers read the missing tokens (NA, null, NaN, …) as missing; text is read as written, so "NA"
+                # in a string or category column is the value NA, as in Parquet and at scoring (empty: below).
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=present, column_types=column_types, strings_can_be_null=True
+                    include_columns=present,
+                    column_types=column_types,
+                    null_values=MISSING_TOKENS,
+                    strings_can_be_null=False,
                 ),
             )
 
@@ -379,7 +388,7 @@ class TabularSource:
             if typed == text:
                 raise
             table = parse(text)  # a value that is not its type: the caller's cast reports it by row
-        batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+        batch = _empty_as_missing(table.combine_chunks().to_batches()[0]) if table.num_rows else None
         rows = table.num_rows + skipped[0]
         return _ParsedBlock(batch, rows, skipped[0], bad, _block_lines(block, rows))
 
@@ -387,6 +396,48 @@ class TabularSource:
         """The line of the CSV file (the header is line 1) data row ``row`` (from 0, malformed rows
         included) starts on; None when not known. Complete once :meth:`batches` has been read."""
         return self.lines.line_of(row)
+
+
+def _empty_as_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The CSV batch with each text column's empty fields (``,,`` or ``""``) missing: in CSV the empty field is
+    how a missing value is written, in any column. Other missing tokens ("NA", "null") are left to the column's
+    type: the value NA of a string or category column, missing in a bool or timestamp one (shared.typecast)."""
+    columns = batch.columns
+    changed = False
+    for i, column in enumerate(columns):
+        nulled = _text_empty_as_null(column)
+        if nulled is not column:
+            columns[i], changed = nulled, True
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
+
+
+def _text_empty_as_null(column: pa.Array) -> pa.Array:
+    if _is_string_dictionary(column.type):
+        dictionary = column.dictionary
+        codes = np.flatnonzero(_empty_strings(dictionary))  # the code of "" (Arrow's CSV dictionaries hold it once)
+        if not len(codes):
+            return column
+        indices = column.indices
+        missing = pc.is_in(indices, value_set=pa.array(codes, indices.type))
+        return pa.DictionaryArray.from_arrays(pc.if_else(missing, pa.scalar(None, indices.type), indices), dictionary)
+    if not pa.types.is_string(column.type):
+        return column
+    empty = _empty_strings(column)
+    if not empty.any():
+        return column
+    return pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), column)
+
+
+def _empty_strings(values: pa.Array) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which values of a string array are "" (from the offsets buffer, without touching the text)."""
+    buffer = values.buffers()[1]
+    if buffer is None or not len(values):
+        return np.zeros(len(values), np.bool_)
+    offsets = np.frombuffer(buffer, np.int32, count=len(values) + 1, offset=values.offset * 4)
+    empty: np.ndarray[Any, np.dtype[np.bool_]] = offsets[1:] == offsets[:-1]
+    if values.null_count:
+        empty &= values.is_valid().to_numpy(zero_copy_only=False)
+    return empty
 
 
 class _Inline:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,33 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 
 _TRUE = frozenset({"true", "1", "t", "yes", "y"})
 _FALSE = frozenset({"false", "0", "f", "no", "n"})
+
+#: The text that means "missing" in a number, bool or timestamp column: pandas' default ``na_values``
+#: (which training's ``read_csv`` uses), a superset of Arrow's default ``null_values``. In a string or
+#: category column only the empty field is missing ("NA" is the region code NA): see shared.tabular_io.
+MISSING_TOKENS: tuple[str, ...] = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
+_MISSING = frozenset(MISSING_TOKENS)
+_MISSING_SET = pa.array(MISSING_TOKENS, pa.string())
 
 
 @dataclass
@@ -66,23 +94,49 @@ def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_exam
     try:
         values = _fast_cast(array, column_type, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return _slow_cast(array, column_type, target, max_examples)
-    if column_type == "float" and values.null_count < len(values) and _has_nan(values):
-        # NaN is how pandas and many writers spell "missing" in a float column: count it as missing.
-        values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+        if column_type not in ("bool", "timestamp") or not pa.types.is_string(array.type):
+            return _slow_cast(array, column_type, target, max_examples)
+        # Text that spells "missing" ("NA", "null", …) is missing, not bad: null it and try the fast cast again.
+        tokens = pc.is_in(array, value_set=_MISSING_SET)
+        if not pc.any(tokens).as_py():
+            return _slow_cast(array, column_type, target, max_examples)
+        try:
+            values = _fast_cast(pc.if_else(tokens, pa.scalar(None, pa.string()), array), column_type, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return _slow_cast(array, column_type, target, max_examples)
+    if column_type == "float" and values.null_count < len(values) and not _all_finite(values):
+        return _non_finite(values, array, max_examples)
     return CastResult(values=values, missing=values.null_count)
 
 
-def _has_nan(values: pa.Array) -> bool:
-    """Whether a float64 array holds a NaN among its non-null values (numpy on the data buffer: ~5x
-    cheaper than Arrow's is_nan + any; the buffer's null slots are only looked at if it has NaNs)."""
+def _all_finite(values: pa.Array) -> bool:
+    """Whether a float64 array holds only finite numbers among its non-null values (numpy on the data buffer:
+    ~5x cheaper than Arrow's is_nan + any; when the sum is not finite, :func:`_non_finite` looks closer, so
+    a sum that overflows or a null slot's stale bytes cost a second look, not a wrong answer)."""
     data = values.buffers()[1]
     if data is None:
-        return False
+        return True
     raw = np.frombuffer(data, dtype=np.float64, count=len(values), offset=values.offset * 8)
-    if not np.isnan(raw.min()):
-        return False
-    return values.null_count == 0 or bool(pc.any(pc.is_nan(values)).as_py())
+    with np.errstate(all="ignore"):  # inf - inf is NaN: no warning, the answer is the same
+        return math.isfinite(raw.sum())
+
+
+def _non_finite(values: pa.Array, raw: pa.Array, max_examples: int) -> CastResult:
+    """NaN is how pandas and many writers spell "missing" in a float column: missing. An infinity is no
+    measurement (it breaks every mean, histogram and drift distance downstream): a bad value, like text that
+    does not parse, named in the report as it was written (``raw``: the column before the cast)."""
+    values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    infinite = pc.fill_null(pc.is_inf(values), False)
+    bad = int(pc.sum(infinite).as_py() or 0)
+    if not bad:
+        return CastResult(values=values, missing=values.null_count)
+    mask = infinite.to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(mask)
+    examples = [(int(i), _as_text(raw[int(i)].as_py())) for i in rows[:max_examples]]
+    values = pc.if_else(infinite, pa.scalar(None, pa.float64()), values)
+    return CastResult(
+        values=values, missing=values.null_count - bad, bad=bad, bad_examples=examples, bad_mask=mask.astype(np.bool_)
+    )
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -154,12 +208,13 @@ def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) ->
 
 def _slow_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType, max_examples: int) -> CastResult:
     parse = _PARSERS[column_type]
+    missing_text = column_type not in ("string", "category")  # "NA" is a value of a text column
     raw = array.to_pylist()
     parsed: list[Any] = []
     bad_rows: list[int] = []
     missing = 0
     for i, value in enumerate(raw):
-        if value is None:
+        if value is None or (missing_text and isinstance(value, str) and value in _MISSING):
             parsed.append(None)
             missing += 1
             continue
@@ -189,6 +244,8 @@ def _parse_float(value: Any) -> float | None:
     if isinstance(value, bool):
         raise TypeError("a boolean is not a float")
     result = float(value.decode() if isinstance(value, bytes) else value)
+    if math.isinf(result):
+        raise ValueError(f"{value!r} is not a finite number")
     return None if math.isnan(result) else result
 
 
@@ -200,6 +257,10 @@ def _parse_int(value: Any) -> int:
     elif isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{value!r} is not a whole number")
+        result = int(value)
+    elif isinstance(value, Decimal):  # a Parquet decimal column: int() would drop a fraction
+        if not value.is_finite() or value != value.to_integral_value():
+            raise ValueError(f"{value} is not a whole number")
         result = int(value)
     else:
         text = value.decode() if isinstance(value, bytes) else value

@@ -50,7 +50,7 @@ from shared.profile import (
 )
 from shared.spec import ColumnSpec, DataContract, Severity, Task
 from shared.tabular_io import CorruptInput, Format, Source, TabularSource, human_bytes, prefetch, usable_cpus
-from shared.typecast import ARROW_TYPES, conform, numbers, value_counts
+from shared.typecast import _FALSE, _TRUE, ARROW_TYPES, conform, numbers, value_counts
 
 log = logging.getLogger(__name__)
 
@@ -819,10 +819,17 @@ def _declared_classes(label: ColumnSpec) -> list[str]:
 
 
 def _label_key(value: Any, as_bool: bool = False) -> str:
-    if as_bool or isinstance(value, bool):
-        if isinstance(value, str):
-            return "true" if value.strip().lower() in ("1", "true", "t", "yes") else "false"
+    """A label value as the label counts spell it. ``as_bool`` (the positive class of a bool label): every spelling
+    the column's cast reads (typecast's, as training reads them) is "true" or "false"; anything else stays as it
+    is, so a positive class the label cannot hold is one no row has, never quietly the false class."""
+    if isinstance(value, bool):
         return "true" if value else "false"
+    if as_bool:
+        if isinstance(value, int | float) and value in (0, 1):
+            return "true" if value else "false"
+        lowered = str(value).strip().lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return "true" if lowered in _TRUE else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -20,6 +20,11 @@ NUMERIC_TYPES = ("float", "int", "bool")
 CATEGORICAL_TYPES = ("category", "string")
 COLUMN_TYPES = (*NUMERIC_TYPES, *CATEGORICAL_TYPES, "timestamp")
 TASKS = ("binary", "multiclass")
+#: How a ``bool`` column spells true and false, in any case: validation reads a bool column so (shared.typecast,
+#: copied here because the jobs ship without shared/; a test keeps the copies in agreement). Training reads a bool
+#: label and bool features with them, and scoring takes them for a bool feature.
+BOOL_TRUE = frozenset({"true", "1", "t", "yes", "y"})
+BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,11 @@ class Contract:
                 return column
         raise KeyError(name)
 
+    def label_key(self, value: Any) -> str:
+        """A label value (or the positive class) as training spells the label's classes: ``canonical_label``,
+        reading every bool spelling (``yes``, ``N``, ...) when the label column is ``bool``."""
+        return canonical_label(value, as_bool=self.column(self.label).type == "bool")
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "columns": [c.to_json() for c in self.columns],
@@ -79,8 +89,15 @@ class Contract:
         return data
 
 
-def canonical_label(value: Any) -> str:
-    """One spelling per label value, so 1, 1.0, "1", True and "true" name the same class."""
+def canonical_label(value: Any, as_bool: bool = False) -> str:
+    """One spelling per label value, so 1, 1.0, "1", True and "true" name the same class.
+
+    ``as_bool``: the value is from a ``bool`` column, which also spells true and false as the validator reads them
+    (BOOL_TRUE / BOOL_FALSE, any case: ``yes`` is "1", ``N`` is "0"); anything else is spelt as without it."""
+    if as_bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in BOOL_TRUE or lowered in BOOL_FALSE:
+            return "1" if lowered in BOOL_TRUE else "0"
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from training_jobs.contract import Column, Contract, canonical_label
 from training_jobs.errors import DataError, ManifestError, is_transient_io
@@ -28,6 +29,30 @@ from training_jobs.errors import DataError, ManifestError, is_transient_io
 log = logging.getLogger("training_jobs.data")
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+#: Text read as missing in a CSV number, bool or timestamp column (pandas' default ``na_values``, as the app's
+#: validator reads them: shared.typecast.MISSING_TOKENS). In a string or category column only the empty field
+#: is missing. Copied, not imported: training_jobs ships alone.
+MISSING_TOKENS = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
 #: The validation split does not depend on --seed: candidates of one sweep (different seeds)
 #: must be judged on the same rows.
@@ -204,6 +229,7 @@ def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
             head = handle.read(len(PARQUET_MAGIC))
         if file_format(path.name, head) == "parquet":
             frame = pd.read_parquet(path)
+            _decimals_as_numbers(frame, path, contract)
             for name in text_columns:
                 if name not in frame.columns:
                     continue
@@ -212,13 +238,45 @@ def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
                 else:
                     frame[name] = frame[name].astype("string")
             return frame
-        return pd.read_csv(path, dtype=text_columns, low_memory=False)
+        return pd.read_csv(
+            path,
+            dtype=text_columns,
+            keep_default_na=False,
+            na_values=_csv_missing(path, text_columns),
+            low_memory=False,
+        )
     except Exception as exc:  # pandas/pyarrow raise many types; all but an I/O blip mean "this file is unreadable"
         if is_transient_io(exc):
             raise  # the job fails (exit 1) and is retried, unlike a bad file (exit 2, not retried)
         raise DataError(
             f"{path}: cannot read it ({type(exc).__name__}: {exc})", "check the file is CSV or Parquet"
         ) from exc
+
+
+def _csv_missing(path: Path, text_columns: Mapping[str, str]) -> dict[str, list[str]]:
+    """What ``read_csv`` reads as missing in each column, as the validator reads it (shared.tabular_io): in a string
+    or category column only the empty field, so the region code "NA" is the value NA (as in Parquet and at scoring);
+    in every other column the usual tokens (MISSING_TOKENS: pandas' defaults)."""
+    header = pd.read_csv(path, nrows=0).columns
+    return {str(name): [""] if name in text_columns else list(MISSING_TOKENS) for name in header}
+
+
+def _decimals_as_numbers(frame: pd.DataFrame, path: Path, contract: Contract) -> None:
+    """Parquet decimal columns of a float or int column as the validator casts them: float64 (Arrow's cast), and
+    int64 when every value is whole. pandas would give Decimal objects, which no JSON writer takes."""
+    numeric = {c.name: c.type for c in contract.columns if c.type in ("float", "int") and c.name in frame.columns}
+    if not numeric or not any(frame[name].dtype == object for name in numeric):
+        return
+    schema = pq.read_schema(path)
+    for name, kind in numeric.items():
+        if name not in schema.names or not pa.types.is_decimal(schema.field(name).type):
+            continue
+        values = pa.array(frame[name].to_numpy(dtype=object), type=schema.field(name).type, from_pandas=True)
+        try:
+            cast = values.cast(pa.int64()) if kind == "int" else values.cast(pa.float64(), safe=False)
+        except pa.ArrowInvalid:  # an int column holding a fraction: a float, as the validator reads the rest
+            cast = values.cast(pa.float64(), safe=False)
+        frame[name] = cast.to_numpy(zero_copy_only=False)  # int64, or float64 with NaN where one is missing
 
 
 def load_dataset(data: str | Path, contract: Contract, manifest: Manifest | None = None) -> Dataset:
@@ -266,7 +324,7 @@ class LabelSpace:
 
 
 def _label_strings(frame: pd.DataFrame, contract: Contract) -> list[str | None]:
-    return [None if _is_missing(v) else canonical_label(v) for v in frame[contract.label].tolist()]
+    return [None if _is_missing(v) else contract.label_key(v) for v in frame[contract.label].tolist()]
 
 
 def _is_missing(value: Any) -> bool:
@@ -295,7 +353,7 @@ def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
         return _multiclass_space(values, contract)
     if contract.task is None and len(values) > 2:
         return LabelSpace(task="multiclass", classes=tuple(values))
-    positive = canonical_label(contract.positive_class)
+    positive = contract.label_key(contract.positive_class)
     if len(values) > 2:
         _refuse_a_third_value(labels, values, positive, contract)
     if positive not in values:

@@ -58,7 +58,7 @@ from training_jobs.arguments import (  # noqa: E402
 )
 from training_jobs.bundle import Predictor  # noqa: E402
 from training_jobs.comparison import mcnemar, paired_bootstrap, paired_class_bootstrap  # noqa: E402
-from training_jobs.contract import canonical_label, load_contract  # noqa: E402
+from training_jobs.contract import Contract, load_contract  # noqa: E402
 from training_jobs.data import LabelSpace, drop_unlabelled, encode_labels, load_dataset, load_manifest  # noqa: E402
 from training_jobs.errors import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -188,7 +188,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     manifest = load_manifest(args.manifest) if args.manifest else None
     challenger = Predictor.load(args.challenger)
     space = challenger.preprocessor.labels
-    class_guardrails = _class_indexes(args.class_guardrails or [], space)
+    class_guardrails = _class_indexes(args.class_guardrails or [], space, contract)
     champion, unscorable = None, None
     if args.champion is not None:
         try:
@@ -285,12 +285,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _class_indexes(guardrails: list[tuple[str, str]], space: LabelSpace) -> list[tuple[str, int]]:
+def _class_indexes(guardrails: list[tuple[str, str]], space: LabelSpace, contract: Contract) -> list[tuple[str, int]]:
     """Each ``--class-guardrail`` as (metric, the class's index among the model's classes), once each; a class
     the model does not predict is an error (a class is matched as training spells labels: "01" is 1)."""
     resolved: list[tuple[str, int]] = []
     for metric, name in guardrails:
-        key = canonical_label(name)
+        key = contract.label_key(name)
         if key not in space.classes:
             shown = list(space.classes) if len(space.classes) <= 20 else [*space.classes[:20], "..."]
             raise TrainingJobError(

@@ -2,11 +2,13 @@
 
 Every problem names the row index and the column, e.g.
 ``row 3, column 'amount': expected a number, got "12,50" (str)``, so a caller can fix the exact cell.
-Unknown categories are accepted (the model maps them to "other"). A category column takes strings, and
-whole numbers too (5, or 5.0: spelt "5" as training spells a number it read, ``data.as_text``). Keys must be
-contract columns: the features, and the others the contract declares (ids, the label), which are ignored; any
-other key is an error, so a misspelt nullable column is not silently scored as missing. Keys and column names
-are compared in Unicode NFC, so an "é" sent decomposed (e + a combining accent) matches the contract's "é".
+Unknown categories are accepted (the model maps them to "other"). A bool column takes true/false, 0/1 and the
+strings its data may hold ("yes", "N", ...: BOOL_TRUE / BOOL_FALSE, as validation and training read them). A
+category column takes strings, and whole numbers too (5, or 5.0: spelt "5" as training spells a number it read,
+``data.as_text``). Keys must be contract columns: the features, and the others the contract declares (ids, the
+label), which are ignored; any other key is an error, so a misspelt nullable column is not silently scored as
+missing. Keys and column names are compared in Unicode NFC, so an "é" sent decomposed (e + a combining accent)
+matches the contract's "é".
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
-from training_jobs.contract import Column
+from training_jobs.contract import BOOL_FALSE, BOOL_TRUE, Column
+
+#: What a bool column takes besides true/false: 0/1, and these strings in any case (the validator's spellings).
+BOOL_SPELLINGS = BOOL_TRUE | BOOL_FALSE
+BOOL_HINT = 'or 0/1, or a string: "true"/"false", "1"/"0", "yes"/"no", "y"/"n" or "t"/"f", any case'
 
 MAX_ROWS = 10_000
 MAX_BODY_BYTES = 32 << 20  # 10,000 rows of a wide contract fit several times over
@@ -120,9 +126,12 @@ def _check_value(column: Column, value: Any) -> str | None:
             return f"{value} is above the maximum {column.max:g}"
         return None
     if column.type == "bool":
-        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        # As validation and training read a bool column: true/false, 0/1, or a string spelling one (any case).
+        if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
             return None
-        return f"expected true or false, got {_describe(value)}"
+        if isinstance(value, str) and value.strip().lower() in BOOL_SPELLINGS:
+            return None
+        return f"expected true or false ({BOOL_HINT}), got {_describe(value)}"
     if column.type == "category" and isinstance(value, int | float) and not isinstance(value, bool):
         # Training reads a category column of numbers too (a CSV's 5, a Parquet float64's 5.0): both are "5".
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training_jobs.contract import Column, Contract
+from training_jobs.contract import BOOL_FALSE, BOOL_TRUE, Column, Contract
 from training_jobs.data import LabelSpace, as_text
 from training_jobs.errors import ModelBundleError
 
@@ -30,8 +30,7 @@ MAX_LEARNED_CATEGORIES = 1000
 OTHER_INDEX = 0
 #: |standardised value| cap: squares stay far inside float32 in LayerNorm; no real feature gets near it.
 MAX_STANDARD_SCORE = 1e6
-_TRUE = {"true", "1", "yes", "t", "y"}
-_FALSE = {"false", "0", "no", "f", "n"}
+_TRUE, _FALSE = BOOL_TRUE, BOOL_FALSE  # a bool feature's spellings: the validator's (contract.py)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -272,13 +273,23 @@ def _autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
 
 
 def _json_value(value: Any) -> Any:
+    """One value of sample_input.json as the scoring payload takes it: a JSON number, text, bool or null, whatever
+    the reader handed over (a Parquet decimal is a Decimal, a timestamp a Timestamp)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
-    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
-        return None
     if isinstance(value, np.generic):
-        return value.item()
-    return value
+        value = value.item()
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:

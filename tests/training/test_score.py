@@ -134,7 +134,7 @@ def test_init_explains_a_missing_model(tmp_path: Path, monkeypatch: pytest.Monke
             "row 2, column 'count': -1 is below the minimum 0",
         ),
         (json.dumps({"data": [good_row(gap=5000)]}), "row 0, column 'gap': 5000 is above the maximum 1000"),
-        (json.dumps({"data": [good_row(flag="yes")]}), "row 0, column 'flag': expected true or false"),
+        (json.dumps({"data": [good_row(flag="maybe")]}), "row 0, column 'flag': expected true or false"),
         (json.dumps({"data": [good_row(region=[3])]}), "row 0, column 'region': expected a string"),
         (json.dumps({"data": [good_row(region=3.5)]}), "row 0, column 'region': expected a string or a whole number"),
         (json.dumps({"data": [good_row(channel=3)]}), "row 0, column 'channel': expected a string, got 3 (int)"),

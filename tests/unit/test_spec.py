@@ -145,6 +145,53 @@ def test_the_train_py_options_a_spec_may_set_are_train_pys_own() -> None:
     assert {name: tuple(choices) if choices else None for name, choices in parsed.items()} == TRAIN_PY_OPTIONS
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["three", "", "-1", "0", "0.5", "0.9", "0.95", "1", "2", "2.5", "1e9", "nan", "inf", "auto", "AUTO", "True"],
+)
+def test_the_spec_refuses_the_option_values_train_py_refuses(value: str) -> None:
+    """A params value train.py's parser refuses fails every candidate's paid job: `perennial spec check` refuses
+    exactly those (shared/spec.py TRAIN_PY_RULES mirrors train.py's types and bounds)."""
+    import argparse
+
+    from shared.spec import TRAIN_PY_RULES
+    from training_jobs.train import build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for name, rule in TRAIN_PY_RULES.items():
+        action = actions[name]
+        try:
+            if action.choices is not None:
+                accepted = value in action.choices
+            else:
+                assert callable(action.type)
+                action.type(value)
+                accepted = True
+        except argparse.ArgumentTypeError:
+            accepted = False
+        assert (rule.problem(value) is None) == accepted, (name, value, rule.problem(value))
+
+
+def test_spec_check_names_a_bad_option_value_and_its_fix() -> None:
+    document = _fraud_with()
+    document["training"]["params"] = {"threshold": "automatic", "epochs": "three", "dropout": 0.95}
+    document["training"]["search_space"] = {"lr": {"min": 0, "max": 0.1}, "width": {"values": [32, 64.5]}}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(document, "fraud.yaml")
+    assert sorted(refused.value.problems) == [
+        "fraud.yaml: training.params.dropout=0.95 must be <= 0.9 for --dropout (use a number >= 0 and <= 0.9; "
+        "train.py --help lists every option)",
+        "fraud.yaml: training.params.epochs='three' is not a number for --epochs (use a whole number >= 1; train.py "
+        "--help lists every option)",
+        "fraud.yaml: training.params.threshold='automatic' is not a number (or auto) for --threshold (use auto, or "
+        "a probability between 0 and 1 such as 0.5)",
+        "fraud.yaml: training.search_space.lr.min=0.0 must be > 0 for --lr (use a number > 0; train.py --help lists "
+        "every option)",
+        "fraud.yaml: training.search_space.width=64.5 is not a whole number for --width (use a whole number >= 1; "
+        "train.py --help lists every option)",
+    ]
+
+
 def _fraud_with(**data: Any) -> dict[str, Any]:
     document = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8"))
     document["data"].update(data)
