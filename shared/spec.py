@@ -85,7 +85,11 @@ class ColumnSpec(_Strict):
     categories: list[str] | None = Field(
         default=None, description="the allowed values of a category column, e.g. [grocery, travel]"
     )
-    feature: bool = Field(default=True, description="false for ids and timestamps the model must not see")
+    feature: bool = Field(
+        default=True,
+        description="false for ids and other columns the model must not see (a timestamp column is never a feature: "
+        "derive hour or weekday columns upstream)",
+    )
 
 
 class SeverityPolicy(_Strict):
