@@ -465,6 +465,19 @@ def _first_run(comparison: Comparison, spec: PromotionSpec) -> PromotionDecision
         if promote
         else "not promoted: first model below its floor: " + "; ".join(failed)
     )
+    size = _holdout_size(comparison)
+    if not size.passed:
+        # A first model is not held back by a small holdout (there is nothing better to serve), but its floors were
+        # measured on too few rows to mean much, and the run should say so where a person reads it.
+        rows, rare = comparison.n_holdout, comparison.n_positive
+        counted = f"{rows} rows" + ("" if rare is None else f", {rare} of the rarest class")
+        note = (
+            f"note: the floors were measured on a small holdout ({counted}; a comparison needs {MIN_HOLDOUT_ROWS} "
+            f"rows and {MIN_HOLDOUT_POSITIVES} of the rarest class): they say little, and the next run compares its "
+            "challenger with this model only once enough data has landed"
+        )
+        checks.append(Check("holdout_size", True, note, size.evidence))
+        summary += " (on a small holdout)" if promote else ""
     return PromotionDecision(promote, True, summary, tuple(checks))
 
 

@@ -194,6 +194,18 @@ def test_no_first_run_floor_promotes_the_first_model_and_says_so() -> None:
     assert "no first_run_floor set" in decision.reasons[0]
 
 
+def test_a_first_model_judged_on_a_small_holdout_ships_and_the_run_says_the_floors_mean_little() -> None:
+    small = replace(_comparison(champion=False), n_holdout=278, n_positive=12)
+    decision = decide_promotion(small, SPEC)
+    assert decision.promote, "nothing better to serve: a small holdout does not hold a first model back"
+    assert decision.summary == "promote: first model, every first_run_floor met (on a small holdout)"
+    [note] = [c for c in decision.checks if c.name == "holdout_size"]
+    assert note.passed
+    assert note.reason.startswith("note: the floors were measured on a small holdout (278 rows, 12 of the rarest")
+    large = decide_promotion(_comparison(champion=False), SPEC)
+    assert "holdout_size" not in [c.name for c in large.checks]
+
+
 def test_a_comparison_of_another_metric_is_refused() -> None:
     with pytest.raises(PolicyInputError, match="primary_metric is 'roc_auc'") as caught:
         decide_promotion(_comparison(), PromotionSpec(primary_metric="roc_auc"))
