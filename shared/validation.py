@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import gzip
 import json
 import logging
@@ -30,7 +31,7 @@ import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -338,7 +339,7 @@ class _Validator:
                     "re-export the file comma-separated (see wrong_delimiter)"
                 )
             else:
-                hint = ""
+                hint = _near_name_hint(spec.name, [c for c in found if c not in self.states])
             if spec.name == self.contract.label:
                 self.add(
                     Finding(
@@ -803,6 +804,18 @@ def _number_lines(
 
 def _no_line(row: int) -> int | None:
     return None
+
+
+def _near_name_hint(name: str, unknown: Sequence[str]) -> str:
+    """A fix for a contract column the file lacks when one of its unknown columns is nearly that name (``INCOME``
+    or `` age`` for ``income`` / ``age``: names must match exactly); "" when none is."""
+    same = [c for c in unknown if c.strip().casefold() == name.casefold()]
+    if same:
+        return (
+            f"the file has {same[0]!r}, which differs only in case or spaces: rename it {name!r} (names match exactly)"
+        )
+    close = difflib.get_close_matches(name, unknown, n=1, cutoff=0.8)
+    return f"did you mean the file's {close[0]!r}? rename it {name!r}, or add the column" if close else ""
 
 
 def _declared_classes(label: ColumnSpec) -> list[str]:

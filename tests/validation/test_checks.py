@@ -50,6 +50,17 @@ def test_missing_column_and_missing_label(tmp_path: Path) -> None:
     assert label.severity == "error"
 
 
+def test_a_header_that_nearly_names_a_missing_column_says_which_to_rename(tmp_path: Path) -> None:
+    """Names match exactly: an export's `X` or ` n ` is not x or n, and the fix names the near miss."""
+    renamed = {"x": "X", "n": " n ", "y": "Y"}
+    rows = [{renamed.get(k, k): v for k, v in r.items()} for r in good_rows()]
+    report = validate(rows_to_csv(tmp_path / "near.csv", rows), small_contract())
+    fixes = {f.column: f.remediation for f in report.findings if f.check in ("missing_column", "missing_label")}
+    assert fixes["x"] == "the file has 'X', which differs only in case or spaces: rename it 'x' (names match exactly)"
+    assert fixes["n"].startswith("the file has ' n ', which differs only in case or spaces")
+    assert fixes["y"].startswith("the file has 'Y'")
+
+
 def test_type_mismatch_names_the_value_and_row(tmp_path: Path) -> None:
     rows = good_rows(20)
     rows[7]["x"] = "12,5"  # a decimal comma from a European export
