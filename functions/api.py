@@ -490,7 +490,12 @@ async def rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     if error is not None:
         return error
     if not is_whole_number(version, 10):
-        return problem(400, "Bad version", f"version {version!r} must be a version number such as 3", field="version")
+        return problem(
+            400,
+            "Bad version",
+            f"version {version!r} must be a version number such as 3 (ASCII digits, at most 10)",
+            field="version",
+        )
     version = str(int(version))  # '02' is version 2: one spelling for the registry, the champion check and the run
     registry = clients.registry()
     run_id = run_id_for(model, f"rollout:{version}:{_request_key(req)}")
@@ -652,7 +657,8 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
             409,
             "A rollback cannot be aborted",
             f"run {run.run_id} is restoring the previous champion; wait for it to end (GET /api/runs/{run.run_id}), "
-            f"then roll out the version you want with POST /api/models/{run.model}/versions/<version>/rollout",
+            f"then roll out the version you want with POST /api/models/{run.model}/versions/<version>/rollout "
+            f"(from the CLI: perennial run {run.run_id}, then perennial rollout {run.model} VERSION)",
         )
 
     reason = body.get("reason")
