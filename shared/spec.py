@@ -213,7 +213,7 @@ class Guardrail(_Strict):
         "(with class: precision, recall or f1)"
     )
     max_regression: float = Field(ge=0.0, le=1.0, description="the largest allowed drop vs the champion, in [0, 1]")
-    class_: str | int | bool | None = Field(
+    class_: str | int | float | bool | None = Field(
         default=None,
         alias="class",
         description="judge the metric on this class of the label alone (one-vs-rest, from "
@@ -755,8 +755,10 @@ def _guardrail_class_problem(
         return None
     if label.categories is not None:
         fix = f"use one of the label's categories {label.categories}"
-        if isinstance(value, int) and not isinstance(value, bool):
-            fix += ' (quote a code as the data spells it, e.g. class: "01": unquoted, YAML reads 010 as 8)'
+        if isinstance(value, bool):
+            fix += '; quote it, e.g. class: "no": YAML reads an unquoted yes, no, true or false as a boolean'
+        elif isinstance(value, int | float):
+            fix += '; quote a code as the data spells it, e.g. class: "01": YAML reads an unquoted 010 as 8'
         return f"is not a category of the label {label.name!r}", fix
     low, high = declared[0], declared[-1]
     return (

@@ -173,3 +173,11 @@ def test_per_class_guardrails_get_an_option_each_and_count_in_the_bonferroni_cor
     assert args[args.index("--class-guardrail") :] == [
         "--class-guardrail", "recall:urgent", "--guardrail-confidence", "0.95"
     ]  # fmt: skip
+
+
+def test_a_class_yaml_read_as_a_boolean_says_to_quote_it() -> None:
+    """`class: no` is false to YAML: the refusal says to quote it, as the data spells the category."""
+    document = _router(_guardrail("recall", False), label={"type": "category", "categories": ["yes", "no", "maybe"]})
+    [problem] = _refused(document)
+    assert 'quote it, e.g. class: "no": YAML reads an unquoted yes, no, true or false as a boolean' in problem
+    assert parse_spec(_router(_guardrail("recall", "no"), label={"type": "category", "categories": ["yes", "no"]}), "x")
