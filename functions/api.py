@@ -141,8 +141,20 @@ def _run_summary(run: Run) -> dict[str, Any]:
         "decision": run.decision,
         "reasons": run.decision_reasons,
         "registered_version": run.registered_version,
+        "ships_version": _version_shipped(run),
         "error": run.error,
     }
+
+
+def _version_shipped(run: Run) -> str | None:
+    """The version the run registered, or the one a rollout or rollback ships (known from its request, before
+    the run ends)."""
+    answer = run.details.get("answer")
+    asked = answer if isinstance(answer, dict) else {}
+    if run.registered_version:
+        return run.registered_version
+    wanted = asked.get("to_version") if run.trigger_kind == "rollback" else asked.get("version")
+    return str(wanted) if wanted is not None and run.trigger_kind in ("rollback", "rollout") else None
 
 
 def _run_in_progress(registry: Registry, model: str, ours: str) -> func.HttpResponse | None:

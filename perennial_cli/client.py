@@ -147,6 +147,7 @@ class RunSummary(_Body):
     decision: str | None = None
     reasons: list[str] = Field(default_factory=list)
     registered_version: str | None = None
+    ships_version: str | None = None  # registered, or shipped by a rollout or rollback (older hosts: absent)
     error: str | None = None
 
 

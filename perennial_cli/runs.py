@@ -285,7 +285,7 @@ def runs(
 def _runs_table(model: str, found: list[RunSummary], narrow: bool = False) -> Table:
     run_id: Cell[RunSummary] = ("run id", lambda r: escape(r.run_id))
     trigger: Cell[RunSummary] = ("trigger", lambda r: escape(r.trigger.kind))
-    version: Cell[RunSummary] = ("version", lambda r: escape(r.registered_version or ""))
+    version: Cell[RunSummary] = ("version", lambda r: escape(r.ships_version or r.registered_version or ""))
     if narrow:  # run id, trigger, status (the stage while in flight), version, started: fits 80 columns
         status: Cell[RunSummary] = ("status", _status_or_stage)
         started: Cell[RunSummary] = ("started", lambda r: _when_short(r.created_at))

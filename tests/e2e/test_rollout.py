@@ -220,6 +220,8 @@ def test_the_retired_previous_version_is_redeployed_by_a_manual_rollback(shipped
         detail = shipped.run(body["run_id"])
         return detail if detail["status"] not in ("pending", "running") else None
 
+    shipping = shipped.run(body["run_id"])
+    assert shipping["ships_version"] == champion.previous_version, "the runs list shows the version it brings back"
     detail = shipped.wait_for("the rollback", finished, advance=0)
     assert held == [{previous: 50, champion.deployment: 50}, {previous: 90, champion.deployment: 10}]
     assert detail["status"] == "rolled_back", detail
