@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from scipy.stats import qmc
 
-from shared.spec import SearchDimension, TrainingSpec
+from shared.spec import DEFAULT_ENTRY, TRAIN_PY_RULES, SearchDimension, TrainingSpec
 
 ParamValue = float | int | str | bool
 
@@ -60,31 +60,42 @@ def _round(value: float, low: float, high: float) -> float:
     return min(max(float(f"{value:.4g}"), low), high)
 
 
-def _from_unit(dim: SearchDimension, u: float) -> ParamValue:
-    """Map u in [0, 1) onto one option: a value of the list, or a point of the (log) range."""
+def _from_unit(dim: SearchDimension, u: float, whole: bool = False) -> ParamValue:
+    """Map u in [0, 1) onto one option: a value of the list, or a point of the (log) range; ``whole``: the
+    nearest whole number of the range (train.py refuses 507.8 for --width)."""
     if dim.values is not None:
         return dim.values[min(int(u * len(dim.values)), len(dim.values) - 1)]
-    # The spec's invariants guarantee a full range here.
+    # The spec's invariants guarantee a full range here (and, for a whole-number option, a whole number in it).
     assert dim.min is not None
     assert dim.max is not None
     if dim.log:
         value = math.exp(math.log(dim.min) + u * (math.log(dim.max) - math.log(dim.min)))
     else:
         value = dim.min + u * (dim.max - dim.min)
+    if whole:
+        return min(max(round(value), math.ceil(dim.min)), math.floor(dim.max))
     return _round(value, dim.min, dim.max)
 
 
-def _describe(name: str, dim: SearchDimension, u: float, strata: int) -> str:
+def _describe(name: str, dim: SearchDimension, u: float, strata: int, whole: bool = False) -> str:
+    value = _from_unit(dim, u, whole)
     if dim.values is not None:
-        value = _from_unit(dim, u)
         return f"{name}={value!r} (value {dim.values.index(value) + 1} of {dim.values})"
     scale = "log-uniform" if dim.log else "uniform"
     stratum = min(int(u * strata), strata - 1) + 1
-    return f"{name}={_from_unit(dim, u)!r} ({scale}, stratum {stratum}/{strata} of [{dim.min:g}, {dim.max:g}])"
+    return f"{name}={value!r} ({scale}, stratum {stratum}/{strata} of [{dim.min:g}, {dim.max:g}])"
 
 
-def _centre(dim: SearchDimension) -> ParamValue:
-    return _from_unit(dim, 0.5) if dim.values is None else dim.values[0]
+def _centre(dim: SearchDimension, whole: bool = False) -> ParamValue:
+    return _from_unit(dim, 0.5, whole) if dim.values is None else dim.values[0]
+
+
+def _whole_options(training: TrainingSpec) -> frozenset[str]:
+    """The searched options train.py takes as whole numbers (a range of them is drawn as whole numbers)."""
+    if training.entry.replace("\\", "/").removeprefix("./") != DEFAULT_ENTRY:
+        return frozenset()  # another script's options are its own: its ranges are drawn as the spec gives them
+    rules = {name.replace("-", "_"): rule for name, rule in TRAIN_PY_RULES.items()}
+    return frozenset(n for n in training.search_space if (r := rules.get(n.replace("-", "_"))) and r.kind == "int")
 
 
 def _in_space(dim: SearchDimension, value: ParamValue) -> bool:
@@ -113,7 +124,7 @@ def _champion_candidate(
             if not _in_space(dim, champion_params[name]):
                 notes.append(f"{name}={champion_params[name]!r} is outside today's search space, kept as it was")
         else:
-            searched[name] = _centre(dim)
+            searched[name] = _centre(dim, name in _whole_options(training))
             notes.append(f"{name} was not searched for the champion: {searched[name]!r} (the space's centre)")
     shown = ", ".join(f"{k}={v!r}" for k, v in searched.items()) or "the fixed params"
     why = f"the champion's settings ({shown}) retrained on the new data: the warm-start baseline to beat"
@@ -167,16 +178,16 @@ def plan_candidates(
             add(point, f"grid point {i + 1} of {len(grid)} (the whole value grid fits in max_candidates={k})")
         return tuple(planned)
 
+    whole = _whole_options(training)
     sampler = qmc.LatinHypercube(d=len(dims), rng=seed)
     for round_no in range(_MAX_ROUNDS):
         if len(planned) >= k:
             break
         points = sampler.random(n=needed)
         for i, point in enumerate(points):
-            searched = {name: _from_unit(dim, float(u)) for (name, dim), u in zip(dims, point, strict=True)}
-            parts = "; ".join(
-                _describe(name, dim, float(u), needed) for (name, dim), u in zip(dims, point, strict=True)
-            )
+            pairs = list(zip(dims, point, strict=True))
+            searched = {name: _from_unit(dim, float(u), name in whole) for (name, dim), u in pairs}
+            parts = "; ".join(_describe(name, dim, float(u), needed, name in whole) for (name, dim), u in pairs)
             where = f"round {round_no + 1}, " if round_no else ""
             add(searched, f"Latin hypercube point {i + 1}/{needed} ({where}seed {seed}): {parts}")
     return tuple(planned)

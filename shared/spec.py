@@ -783,7 +783,8 @@ class OptionRule:
 
     def problem(self, value: object, bounds_only: bool = False) -> str | None:
         """Why train.py would refuse ``value`` (as the job's command line spells it), or None. ``bounds_only``:
-        a search range's end, which need not be whole (the planner rounds what it draws)."""
+        a search range's end, which need not be whole (shared/planning.py draws a whole-number option's range as
+        whole numbers)."""
         text = str(value)
         if self.kind == "choice":
             return None if text in (self.choices or ()) else f"is not one of {', '.join(self.choices or ())}"
@@ -865,11 +866,19 @@ def _option_value_problems(path: str, name: str, option: str, setting: object) -
         if rule.kind == "choice":
             return [_problem(path, "a min/max range", f"is not a choice of {flag}", _option_fix(rule, in_space))]
         ends = (("min", setting.min), ("max", setting.max))
-        return [
+        problems = [
             _problem(f"{path}.{end}", value, f"{why} for {flag}", _option_fix(rule, in_space))
             for end, value in ends
             if value is not None and (why := rule.problem(value, bounds_only=True))
         ]
+        low, high = setting.min, setting.max
+        # The planner draws a whole-number option's range as whole numbers: there must be one in it.
+        empty = low is not None and high is not None and low <= high and math.ceil(low) > math.floor(high)
+        if rule.kind == "int" and not problems and empty:
+            problems.append(
+                _problem(path, f"[{low:g}, {high:g}]", f"holds no whole number for {flag}", "widen the range")
+            )
+        return problems
     values: list[object] = list(setting.values or []) if isinstance(setting, SearchDimension) else [setting]
     problems = []
     for value in values:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,40 @@ def test_seed_for_run_is_stable() -> None:
 def test_bad_seeds_are_refused(seed: object) -> None:
     with pytest.raises(PlanningError, match="seed="):
         plan_candidates(SPEC, seed)  # type: ignore[arg-type]
+
+
+def test_a_range_of_a_whole_number_option_is_drawn_as_whole_numbers_train_py_accepts() -> None:
+    """`width: {min: 32, max: 512}` once planned 507.8, which train.py refuses: every such job failed, paid for."""
+    from training_jobs.train import build_parser
+
+    space = {
+        "width": SearchDimension(min=32, max=512),
+        "depth": SearchDimension(min=0.5, max=4.4),
+        "batch_size": SearchDimension(min=64, max=4096, log=True),
+        "lr": SearchDimension(min=1e-4, max=1e-1, log=True),
+    }
+    spec = TrainingSpec(max_candidates=8, search_space=space)
+    plan = plan_candidates(spec, 5, champion_params={"lr": 1e-3})
+    assert len(plan) == 8
+    for candidate in plan:
+        for name in ("width", "depth", "batch_size"):
+            value = candidate.params[name]
+            assert isinstance(value, int), (name, value)
+        assert 1 <= candidate.params["depth"] <= 4  # type: ignore[operator]
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in candidate.params.items()]
+        build_parser().parse_args(["--data", "d", "--contract", "c.json", "--output-dir", "o", *argv])
+    assert any(not float(c.params["lr"]).is_integer() for c in plan), "a float option keeps its fractions"
+    custom = TrainingSpec(entry="jobs/my_train.py", max_candidates=3, search_space={"width": space["width"]})
+    assert any(isinstance(c.params["width"], float) for c in plan_candidates(custom, 5)), "another script's own"
+
+
+def test_a_whole_number_range_without_a_whole_number_is_refused() -> None:
+    import yaml
+
+    from shared.spec import SpecError, parse_spec
+
+    root = Path(__file__).resolve().parents[2]
+    document = yaml.safe_load((root / "models" / "fraud.yaml").read_text(encoding="utf-8"))
+    document["training"]["search_space"] = {"width": {"min": 32.2, "max": 32.8}}
+    with pytest.raises(SpecError, match=r"training.search_space.width='\[32.2, 32.8\]' holds no whole number"):
+        parse_spec(document, "fraud.yaml")
