@@ -726,9 +726,16 @@ def _guardrail_class_problem(
 ) -> tuple[str, str] | None:
     """(what is wrong, the fix) when the class ``name`` (``value`` as the YAML gave it) is not a class the model
     predicts (compared as training spells labels, so 1, "1" and "1.0" are one class), or None."""
-    declared = declared_classes(label)
     if label.type == "bool":
-        declared = ["false", "true"]
+        # evaluate.py names a bool label's classes 0 and 1, and the policy finds a guardrail's class among them as
+        # training spells labels, which reads true/false and 1/0 (not yes/no): ask for one of those.
+        if label_key(name) in ("0", "1"):
+            return None
+        return (
+            f"is not a class of the bool label {label.name!r} as a guardrail names it",
+            "use class: true or class: false (or 1 / 0)",
+        )
+    declared = declared_classes(label)
     key = label_key(name)
     if task == "binary":
         positive = label_key(data.positive_class)

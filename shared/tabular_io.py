@@ -412,7 +412,8 @@ def _empty_as_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _text_empty_as_null(column: pa.Array) -> pa.Array:
-    if _is_string_dictionary(column.type):
+    # Arrow's CSV reader gives string (int32 offsets) values only; _empty_strings reads int32 offsets.
+    if _is_string_dictionary(column.type) and column.type.value_type == pa.string():
         dictionary = column.dictionary
         codes = np.flatnonzero(_empty_strings(dictionary))  # the code of "" (Arrow's CSV dictionaries hold it once)
         if not len(codes):

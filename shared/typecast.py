@@ -63,6 +63,21 @@ _MISSING = frozenset(MISSING_TOKENS)
 _MISSING_SET = pa.array(MISSING_TOKENS, pa.string())
 
 
+def label_tokens_as_missing(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A text label column with the missing tokens (``NA``, ``null``, the empty string, …) as missing: an
+    unlabelled row, whatever the label's type and the file's format (training_jobs/data.py reads labels so)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if not _is_text(array.type):
+        return array
+    tokens = pc.is_in(array.cast(pa.string()), value_set=_MISSING_SET)
+    if not pc.any(tokens).as_py():
+        return array
+    return pc.if_else(tokens, pa.scalar(None, array.type), array)
+
+
 @dataclass
 class CastResult:
     """A column in its contract type. ``values`` is null where the input was missing or bad."""
@@ -94,7 +109,7 @@ def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_exam
     try:
         values = _fast_cast(array, column_type, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        if column_type not in ("bool", "timestamp") or not pa.types.is_string(array.type):
+        if column_type not in ("bool", "timestamp", "float", "int") or not pa.types.is_string(array.type):
             return _slow_cast(array, column_type, target, max_examples)
         # Text that spells "missing" ("NA", "null", …) is missing, not bad: null it and try the fast cast again.
         tokens = pc.is_in(array, value_set=_MISSING_SET)

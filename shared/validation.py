@@ -51,7 +51,7 @@ from shared.profile import (
 )
 from shared.spec import ColumnSpec, DataContract, Severity, Task
 from shared.tabular_io import CorruptInput, Format, Source, TabularSource, human_bytes, prefetch, usable_cpus
-from shared.typecast import _FALSE, _TRUE, ARROW_TYPES, conform, numbers, value_counts
+from shared.typecast import _FALSE, _TRUE, ARROW_TYPES, conform, label_tokens_as_missing, numbers, value_counts
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +403,8 @@ class _Validator:
 
     def _column(self, name: str, column: pa.Array, offset: int) -> None:
         state = self.states[name]
+        if name == self.contract.label and state.spec.type in ("string", "category"):
+            column = label_tokens_as_missing(column)  # NA or null: an unlabelled row, as training reads it
         result = conform(column, state.spec.type, MAX_EXAMPLES)
         values = result.values
         if result.bad:

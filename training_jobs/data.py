@@ -53,6 +53,7 @@ MISSING_TOKENS = (
     "nan",
     "null",
 )
+_MISSING_TEXT = frozenset(MISSING_TOKENS)
 PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
 #: The validation split does not depend on --seed: candidates of one sweep (different seeds)
 #: must be judged on the same rows.
@@ -324,7 +325,12 @@ class LabelSpace:
 
 
 def _label_strings(frame: pd.DataFrame, contract: Contract) -> list[str | None]:
-    return [None if _is_missing(v) else contract.label_key(v) for v in frame[contract.label].tolist()]
+    """Each row's label as training spells classes; None for an unlabelled row. A label written ``NA``, ``null``
+    (MISSING_TOKENS) or empty is unlabelled in any file, as validation reads it (a class named NA would be a trap)."""
+    return [
+        None if _is_missing(v) or (isinstance(v, str) and v in _MISSING_TEXT) else contract.label_key(v)
+        for v in frame[contract.label].tolist()
+    ]
 
 
 def _is_missing(value: Any) -> bool:

@@ -71,3 +71,21 @@ def test_other_labels_are_judged_as_before() -> None:
     document = _bool_label("maybe")
     document["data"]["columns"][-1] = {"name": "is_fraud", "type": "category", "categories": ["no", "maybe"]}
     assert parse_spec(document, "fraud.yaml").data.positive_class == "maybe"
+
+
+@pytest.mark.parametrize(("cls", "accepted"), [(True, True), ("false", True), (1, True), ("yes", False), ("N", False)])
+def test_a_bool_label_s_guardrail_class_is_true_or_false(cls: object, accepted: bool) -> None:
+    """evaluate.py writes a bool label's classes as 0 and 1, and the policy finds a guardrail's class among them as
+    training spells labels: yes or N would never be found, so every run would fail the guardrail."""
+    document = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8"))
+    for column in document["data"]["columns"]:
+        if column["name"] == "is_fraud":
+            column.clear()
+            column.update({"name": "is_fraud", "type": "bool", "nullable": False})
+    document["data"]["positive_class"] = "yes"
+    document["promotion"]["guardrails"] = [{"metric": "recall", "class": cls, "max_regression": 0.05}]
+    if accepted:
+        parse_spec(document, "fraud.yaml")
+        return
+    with pytest.raises(SpecError, match="use class: true or class: false"):
+        parse_spec(document, "fraud.yaml")

@@ -144,3 +144,36 @@ def test_the_sample_input_writer_takes_any_value_a_reader_hands_over(tmp_path: P
     train._write_json(tmp_path / "sample_input.json", {"data": [{k: train._json_value(v) for k, v in row.items()}]})
     [written] = json.loads((tmp_path / "sample_input.json").read_text())["data"]
     assert written == {"d": 2.5, "nan": None, "inf": None, "n": 3, "b": True, "t": "2024-01-02T03:04:05", "gap": None}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_text_label_written_na_is_an_unlabelled_row_to_validation_and_training(tmp_path: Path, fmt: str) -> None:
+    """A category label's NA, null or empty cell is "no label yet", not a third class: validation does not warn
+    of an unseen category, and training drops the row instead of refusing a binary label with four values."""
+    spec = DataContract.model_validate(
+        {
+            "label": "y",
+            "positive_class": "fraud",
+            "min_rows": 1,
+            "max_missing_rate": 1.0,
+            "columns": [
+                {"name": "x", "type": "float", "nullable": False},
+                {"name": "y", "type": "category", "nullable": True, "categories": ["fraud", "legit"]},
+            ],
+        }
+    )
+    labels = ["fraud", "legit"] * 50 + ["NA", "null", ""]
+    frame = pd.DataFrame({"x": np.arange(len(labels), dtype=float), "y": labels})
+    path = tmp_path / f"b.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    report = validate(path, spec)
+    assert report.ok, report.summary()
+    assert [f.check for f in report.findings if f.check == "unseen_category"] == []
+    contract = parse_contract({**spec.model_dump(mode="json"), "task": "binary"})
+    loaded = training_data.drop_unlabelled(load_dataset(path, contract).frame, contract)
+    assert len(loaded) == 100
+    space = training_data.infer_label_space(loaded, contract)
+    assert set(space.classes) == {"fraud", "legit"}
