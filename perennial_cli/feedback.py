@@ -17,8 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.up import DEFAULT_STATE
-from perennial_cli.upload import START_HINT, fail, first_line, known_models, storage_for
-from shared.blobpaths import BlobNameError, validate_blob_name
+from perennial_cli.upload import START_HINT, blob_names, fail, first_line, known_models, storage_for
 from shared.spec import ModelSpec
 
 #: How many offending label values a refusal lists.
@@ -60,19 +59,10 @@ def feedback(
             f"use one of: {', '.join(sorted(known)) or 'none'}; or pass the host's spec folder with --models DIR",
             2,
         )
-    names: dict[Path, str] = {}
     for path in files:
-        if not path.is_file():
-            fail(f"{path}: no such file", "give the label files to upload", 2)
-        if not path.name.endswith(FEEDBACK_SUFFIXES):
+        if path.is_file() and not path.name.endswith(FEEDBACK_SUFFIXES):
             fail(f"{path}: not a .csv or .jsonl file", "write labels as CSV (request_id,label[,row]) or JSON lines", 2)
-        names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
-        if list(names.values()).count(names[path]) > 1:
-            fail(f"two of the files would both be feedback/{model}/{names[path]}", "rename one", 2)
-        try:
-            validate_blob_name(f"{model}/{names[path]}", known, FEEDBACK)
-        except BlobNameError as exc:
-            fail(f"feedback/{model}/{names[path]}: {exc.message}", exc.hint, 2)
+    names = blob_names(files, FEEDBACK, model, folder, known, "the label files")
     counted = {path: _checked(path, model, known[model]) for path in files}
     settings, where = storage_for(state)
     relative = ""

@@ -9,6 +9,7 @@ connection string in its state folder while it runs).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -64,19 +65,10 @@ def upload(
             "(perennial up --models DIR), pass that folder with --models DIR",
             2,
         )
-    names: dict[Path, str] = {}
     for path in files:
-        if not path.is_file():
-            fail(f"{path}: no such file", "give the data files to upload", 2)
-        if path.suffix.lower() not in CONTENT_TYPES:
+        if path.is_file() and path.suffix.lower() not in CONTENT_TYPES:
             fail(f"{path}: not a .csv or .parquet file", "Perennial reads CSV and Parquet batches", 2)
-        names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
-        if list(names.values()).count(names[path]) > 1:
-            fail(f"two of the files would both be landing/{model}/{names[path]}", "rename one, or upload them apart", 2)
-        try:
-            validate_blob_name(f"{model}/{names[path]}", known, LANDING)
-        except BlobNameError as exc:
-            fail(f"landing/{model}/{names[path]}: {exc.message}", exc.hint, 2)
+    names = blob_names(files, LANDING, model, folder, known, "the data files")
     settings, where = storage_for(state)
     relative = ""
     try:
@@ -100,6 +92,29 @@ def upload(
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
         fail(f"could not upload landing/{model}/{relative} to {where}: {first_line(exc)}", START_HINT)
     out.print(escape(when_the_run_starts(known[model], models / f"{model}.yaml")), soft_wrap=True)
+
+
+def blob_names(
+    files: list[Path], container: str, model: str, folder: str, known: Mapping[str, ModelSpec], what: str
+) -> dict[Path, str]:
+    """Each file's name under ``<container>/<model>/`` (``folder``/its name), checked before storage is touched:
+    exits 2 for a file that is not there, two files with one name, or a name the app would refuse."""
+    names: dict[Path, str] = {}
+    for path in files:
+        if not path.is_file():
+            fail(f"{path}: no such file", f"give {what} to upload", 2)
+        names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
+        if list(names.values()).count(names[path]) > 1:
+            fail(
+                f"two of the files would both be {container}/{model}/{names[path]}",
+                "rename one, or upload them apart",
+                2,
+            )
+        try:
+            validate_blob_name(f"{model}/{names[path]}", known, container)
+        except BlobNameError as exc:
+            fail(f"{container}/{model}/{names[path]}: {exc.message}", exc.hint, 2)
+    return names
 
 
 def when_the_run_starts(spec: ModelSpec, path: Path) -> str:
