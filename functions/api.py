@@ -465,6 +465,18 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     if champion is None or champion.previous_version is None:
         current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
         return problem(409, "Nothing to roll back to", f"{model} has no previous version: {current}", field="model")
+    restored_by = registry.get_run(model, champion.run_id) if champion.run_id else None
+    if restored_by is not None and restored_by.trigger_kind == "rollback":
+        # Its "previous" version is the one a rollback just took away: a second rollback must not ship it again.
+        return problem(
+            409,
+            "Nothing to roll back to",
+            f"version {champion.version} of {model} was restored by rollback {champion.run_id}, away from version "
+            f"{champion.previous_version}; a rollback goes back, not forward again. To ship version "
+            f"{champion.previous_version} anyway: perennial rollout {model} {champion.previous_version} "
+            f"(POST /api/models/{model}/versions/{champion.previous_version}/rollout)",
+            field="model",
+        )
     if (busy := _run_in_progress(registry, model, run_id)) is not None:
         return busy
     requested_by = str(body.get("requested_by", "api"))

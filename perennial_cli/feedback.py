@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from perennial_cli.score import REQUEST_ID
 from perennial_cli.up import DEFAULT_STATE
 from perennial_cli.upload import START_HINT, blob_names, fail, first_line, known_models, storage_for
 from shared.spec import ModelSpec
@@ -72,7 +73,7 @@ def feedback(
             with path.open("rb") as data:
                 store.upload_feedback(model, relative, data, overwrite=overwrite)
             labels, skipped = counted[path]
-            more = f" ({skipped:,} row(s) without a request_id and label skipped)" if skipped else ""
+            more = f" ({skipped:,} unreadable row(s) skipped: no request_id or label, or a bad row)" if skipped else ""
             out.print(
                 f"[green]✓[/green] {escape(str(path))}: {labels:,} label(s){escape(more)} → "
                 f"feedback/{escape(model)}/{escape(relative)}",
@@ -97,20 +98,31 @@ def _checked(path: Path, model: str, spec: ModelSpec) -> tuple[int, int]:
     from shared.feedback import FeedbackHeaderError, declared_classes, feedback_rows, label_problems
 
     values: Counter[str] = Counter()
+    unrecordable: list[str] = []  # ids the endpoint cannot have recorded: no prediction will ever join them
     skipped = 0
     try:
         with path.open("rb") as data:
             for label in feedback_rows(data, path.name):
                 if label is None:
                     skipped += 1
-                else:
-                    values[label.label] += 1
+                    continue
+                values[label.label] += 1
+                if not REQUEST_ID.fullmatch(label.request_id):
+                    unrecordable.append(label.request_id)
     except FeedbackHeaderError as exc:
         fail(f"{path}: {exc}", "the first line must name the columns: request_id,label (and row, optional)", 2)
     except (UnicodeDecodeError, csv.Error) as exc:
         fail(f"{path} is not UTF-8 CSV / JSON lines: {first_line(exc)}", "save it as UTF-8 text", 2)
     if not values:
         fail(f"{path} holds no label", "each row needs a request_id and a label", 2)
+    if unrecordable:
+        shown = ", ".join(repr(i[:40]) for i in unrecordable[:SHOWN])
+        fail(
+            f"{path}: {len(unrecordable):,} request id(s) the endpoint cannot have recorded, e.g. {shown}",
+            "a label names the id the client sent (1-128 ASCII letters, digits and . _ : -); the endpoint keeps "
+            "any other as a new id, so these labels would never be joined",
+            2,
+        )
     problems = label_problems(values.elements(), spec.data, spec.task)
     if problems:
         lines = "; ".join(f"{p.value!r} ({p.count:,} row(s)): {p.why}" for p in problems[:SHOWN])

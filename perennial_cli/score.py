@@ -8,6 +8,7 @@ The answer comes with the request id the endpoint recorded, which is what a dela
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -19,6 +20,9 @@ from rich.markup import escape
 
 from perennial_cli.up import DEFAULT_STATE
 from perennial_cli.upload import fail, first_line, known_models
+
+#: The request ids the scoring script records as sent (training_jobs/score.py keeps any other as a new id).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def score(
@@ -64,6 +68,12 @@ def score(
     endpoint = known[model].endpoint_name
     platform = LocalPlatform(paths.state)
     rid = request_id or f"cli-{uuid.uuid4().hex[:12]}"
+    if not REQUEST_ID.fullmatch(rid):  # the endpoint would record another id, which no label could name
+        fail(
+            f"--request-id {rid!r} is not an id the endpoint records",
+            "use 1-128 ASCII letters, digits and . _ : - (e.g. ticket-42), as score.py keeps them",
+            2,
+        )
     try:
         platform.get_endpoint(endpoint)
         uri, key = platform.scoring_address(endpoint)
@@ -84,6 +94,7 @@ def score(
     ok = answer.is_success
     colour = "green" if ok else "red"
     answered = answer.headers.get("azureml-model-deployment") or endpoint
+    rid = answer.headers.get("x-request-id") or rid  # the id the endpoint recorded the request under
     out.print(
         f"[{colour}]{answer.status_code}[/{colour}] from {escape(answered)} "
         f"({answer.elapsed.total_seconds() * 1000:.0f} ms), request id [bold]{escape(rid)}[/bold]",
@@ -91,9 +102,12 @@ def score(
     )
     out.print(escape(shown), soft_wrap=True)
     if ok:
+        label = "<class index>" if known[model].task == "multiclass" else "<label>"
+        rows = len(body.get("data") or []) if isinstance(body, dict) and isinstance(body.get("data"), list) else 1
+        row = f",<row 0-{rows - 1}>" if rows > 1 else ""
         out.print(
-            f"Labels for it: a file of request_id,label[,row] rows ({escape(rid)},<label>), then "
-            f"perennial feedback FILE --model {escape(model)}. Scoring URI {escape(uri)} (key {escape(key)}).",
+            f"Labels for it: a file of request_id,label{',row' if row else ''} rows ({escape(rid)},{label}{row}), "
+            f"then perennial feedback FILE --model {escape(model)}. Scoring URI {escape(uri)} (key {escape(key)}).",
             soft_wrap=True,
         )
     else:

@@ -188,8 +188,11 @@ def _multiclass_problems(counts: Counter[str], data: DataContract) -> list[Label
             if index < 0 or (classes and index >= len(classes)):
                 problems.append(LabelProblem(value, count, f"no class has index {index} ({len(classes)} classes)"))
             continue
+        folded = [k.casefold() for k in keys]
         if label_key(value) in keys:
             why = f"a class spelt by its value: write its index, {keys.index(label_key(value))}"
+        elif label_key(value).casefold() in folded:  # "Urgent" for urgent: still a name, in another case
+            why = f"a class spelt by its value (in another case): write its index, {folded.index(label_key(value).casefold())}"
         else:
             why = "not a class index (multiclass labels are the index score.py answers)"
         problems.append(LabelProblem(value, count, why))

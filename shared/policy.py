@@ -722,7 +722,7 @@ def _guardrail(
         within, beyond = high <= limit + _EPS, low > limit + _EPS
         unsettled = not (within or beyond)
         evidence |= {"regression_ci_low": low, "regression_ci_high": high, "confidence": difference.confidence}
-        shown += f", {difference.confidence * 100:.3g}% interval [{low:+.4f}, {high:+.4f}]"
+        shown += f", {difference.confidence * 100:.3g}% interval [{_signed(low)}, {_signed(high)}]"
     shown += f", {_direction(name)} is better)"
     if unsettled and spec.review_uncertain_guardrails:
         ok = True
@@ -738,6 +738,12 @@ def _guardrail(
         verdict = f"{'within' if ok else 'exceeds'} max_regression {limit:g}"
     evidence["settled"] = not unsettled
     return Check(check, ok, f"{shown} {verdict}", evidence), unsettled
+
+
+def _signed(value: float) -> str:
+    """A difference to 4 places with its sign, and no "-0.0000" for a value that rounds to zero."""
+    text = f"{value:+.4f}"
+    return "+0.0000" if text == "-0.0000" else text
 
 
 def _uncomparable_class(

@@ -44,8 +44,9 @@ def test_labels_go_where_the_live_checks_read_them(azurite_connection_string: st
     before = datetime.now(UTC) - timedelta(seconds=5)
     result = perennial(env, "feedback", str(labels), "--model", "fraud", "--folder", "2026/12", "--models", MODELS)
     assert result.exit_code == 0, result.output
-    assert "3 label(s) (1 row(s) without a request_id and label skipped) → feedback/fraud/2026/12/chargebacks.csv" in (
-        result.output
+    assert (
+        "3 label(s) (1 unreadable row(s) skipped: no request_id or label, or a bad row) → feedback/fraud/2026/12/"
+        in (" ".join(result.output.split()))
     )
     store = BlobStore.from_settings(
         StorageSettings(azurite_connection_string, None, None, None, None), load_specs(ROOT / "models")
@@ -88,6 +89,13 @@ def test_labels_the_live_checks_would_miscount_are_refused_before_storage_is_tou
     wrong_kind = perennial(nowhere, "feedback", str(tmp_path / "labels.txt"), "--model", "fraud", *state)
     assert wrong_kind.exit_code == 2
     assert "not a .csv or .jsonl file" in wrong_kind.output
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("request_id,label\nticket 42,1\nok-1,0\n")
+    unrecordable = perennial(nowhere, "feedback", str(spaced), "--model", "fraud", *state)
+    assert unrecordable.exit_code == 2
+    assert "1 request id(s) the endpoint cannot have recorded, e.g. 'ticket 42'" in " ".join(
+        unrecordable.output.split()
+    )
     unknown = perennial(nowhere, "feedback", str(spelt), "--model", "nope", *state)
     assert unknown.exit_code == 2
     assert "no model spec named 'nope'" in unknown.output

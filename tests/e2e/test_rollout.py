@@ -234,6 +234,10 @@ def test_the_retired_previous_version_is_redeployed_by_a_manual_rollback(shipped
     assert restored.version == champion.previous_version
     assert restored.previous_version == champion.version
     assert shipped.traffic(ENDPOINT) == {previous: 100}
+    # Its "previous" version is the one just rolled away from: a second rollback must not ship it again.
+    again = shipped.http.post("/api/models/fraud/rollback", json={"reason": "again"})
+    assert again.status_code == 409, again.text
+    assert f"perennial rollout fraud {champion.version}" in again.json()["detail"]
     # A malformed body is a 400 naming the field.
     bad = shipped.http.post("/api/models/fraud/rollback", json={"immediate": "yes"})
     assert bad.status_code == 400
@@ -361,6 +365,9 @@ def test_perennial_score_answers_with_the_request_id_a_label_names(
         ScoringQuery(ENDPOINT, champion.deployment, before, datetime.now(UTC) + timedelta(seconds=5))
     )
     assert [r.request_id for r in records.records] == ["order-7"]
+    spaced = CliRunner().invoke(app, [*args[:-1], "ticket 42", *where])
+    assert spaced.exit_code == 2, "the endpoint would record another id, which no label could name"
+    assert "is not an id the endpoint records" in spaced.output
     bad = CliRunner().invoke(app, ["score", "-", "--model", "fraud", *where], input="{not json")
     assert bad.exit_code == 2
     assert "is not JSON" in bad.output

@@ -67,6 +67,7 @@ def test_a_multiclass_label_must_be_a_class_index_of_the_declared_classes() -> N
     found = problems(["billing", "3", "-1", "refund", "²"], tickets, "multiclass")
     assert "not a class index" in found["²"]
     assert found["billing"] == "a class spelt by its value: write its index, 1"  # abuse, billing, sales
+    assert problems(["Sales"], tickets, "multiclass")["Sales"].endswith("(in another case): write its index, 2")
     assert found["3"] == "no class has index 3 (3 classes)"
     assert "-1" in found
     assert "not a class index" in found["refund"]
