@@ -214,6 +214,8 @@ class Evaluation(_Body):
     challenger: dict[str, float] = Field(default_factory=dict)
     champion: dict[str, float] | None = None
     difference: Difference | None = None
+    #: {"challenger": {class: {precision, recall, f1, support}}, "champion": {...} or null}; absent before 2026-12-01.
+    per_class: dict[str, dict[str, dict[str, float | None]] | None] | None = None
 
 
 class JobState(_Body):

@@ -179,6 +179,28 @@ def _print_evaluation(out: Console, evaluation: Evaluation) -> None:
     if evaluation.champion is not None:
         champion = {k: v for k, v in evaluation.champion.items() if k != metric}
         out.print(f"  champion:   {escape(_pairs(champion))}", soft_wrap=True)
+    if evaluation.per_class and len(evaluation.per_class.get("challenger") or {}) > 2:
+        _print_per_class(out, evaluation.per_class)
+
+
+def _print_per_class(out: Console, per_class: Mapping[str, Mapping[str, Mapping[str, float | None]] | None]) -> None:
+    """A multiclass model's one-vs-rest recall and precision per class, challenger against champion: what a
+    per-class guardrail judges, and where a macro average hides a class that stopped being found."""
+    ours, theirs = per_class.get("challenger") or {}, per_class.get("champion") or {}
+    table = Table(title="Per class (holdout, one-vs-rest)", title_justify="left")
+    for heading in ("class", "rows", "recall", "precision"):
+        table.add_column(heading, justify="left" if heading == "class" else "right", overflow="fold")
+    for name, values in sorted(ours.items()):
+        old = theirs.get(name, {})
+
+        def pair(
+            metric: str, values: Mapping[str, float | None] = values, old: Mapping[str, float | None] = old
+        ) -> str:
+            shown = _score(values.get(metric))
+            return f"{shown} (was {_score(old.get(metric))})" if theirs else shown
+
+        table.add_row(escape(name), f"{int(values.get('support') or 0):,}", pair("recall"), pair("precision"))
+    out.print(table)
 
 
 def _score(value: float | None) -> str:

@@ -103,6 +103,25 @@ CANNED["/api/runs/credit-scoring-6bf663297ede0e45"] = (
         {
             **json.loads(CANNED["/api/models/credit-scoring/runs"][2])["runs"][0],
             "approval": {"version": "12", "until": "2026-12-01T16:05:00+00:00"},
+            "evaluation": {
+                "candidate": "c1",
+                "primary_metric": "f1",
+                "n_holdout": 900,
+                "challenger": {"f1": 0.81},
+                "champion": {"f1": 0.78},
+                "per_class": {
+                    "challenger": {
+                        "billing": {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 500},
+                        "sales": {"precision": 0.8, "recall": 0.85, "f1": 0.82, "support": 355},
+                        "urgent": {"precision": 0.5, "recall": 0.2, "f1": 0.29, "support": 45},
+                    },
+                    "champion": {
+                        "billing": {"precision": 0.88, "recall": 0.9, "f1": 0.89, "support": 500},
+                        "sales": {"precision": 0.79, "recall": 0.8, "f1": 0.79, "support": 355},
+                        "urgent": {"precision": 0.6, "recall": 0.71, "f1": 0.65, "support": 45},
+                    },
+                },
+            },
         }
     ).encode(),
 )
@@ -364,3 +383,13 @@ def test_a_run_waiting_for_approval_says_until_when_and_how_to_answer(canned: st
     )
     assert "perennial approve credit-scoring-6bf663297ede0e45" in text
     assert "perennial reject credit-scoring-6bf663297ede0e45 --comment WHY" in text
+
+
+def test_a_multiclass_run_shows_each_class_against_the_champion(canned: str) -> None:
+    """A macro average can hide a class that stopped being found: the run shows each class's recall."""
+    result = perennial("run", "credit-scoring-6bf663297ede0e45", "--host", canned, "--key", "k")
+    assert result.exit_code == 0, result.output
+    assert "Per class (holdout, one-vs-rest)" in result.output
+    [urgent] = [line for line in result.output.splitlines() if "urgent" in line]
+    assert "45" in urgent
+    assert "0.2000 (was 0.7100)" in urgent
