@@ -35,6 +35,7 @@ from shared.events import (
     parse_http,
 )
 from shared.logs import correlated
+from shared.policy import rollback_refusal
 from shared.publish import run_completed_event
 from shared.registry import (
     ACTIVE_RUN_STATUSES,
@@ -462,21 +463,15 @@ async def rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     if (earlier := await _earlier_answer(req, client, registry, run_id, fingerprint)) is not None:
         return earlier
     champion = registry.champion(model)
-    if champion is None or champion.previous_version is None:
-        current = f"version {champion.version} is its first champion" if champion else "it has no champion yet"
-        return problem(409, "Nothing to roll back to", f"{model} has no previous version: {current}", field="model")
-    restored_by = registry.get_run(model, champion.run_id) if champion.run_id else None
-    if restored_by is not None and restored_by.trigger_kind == "rollback":
-        # Its "previous" version is the one a rollback just took away: a second rollback must not ship it again.
-        return problem(
-            409,
-            "Nothing to roll back to",
-            f"version {champion.version} of {model} was restored by rollback {champion.run_id}, away from version "
-            f"{champion.previous_version}; a rollback goes back, not forward again. To ship version "
-            f"{champion.previous_version} anyway: perennial rollout {model} {champion.previous_version} "
-            f"(POST /api/models/{model}/versions/{champion.previous_version}/rollout)",
-            field="model",
-        )
+    restored_by = registry.get_run(model, champion.run_id) if champion is not None and champion.run_id else None
+    why_not = rollback_refusal(
+        model,
+        champion.version if champion else None,
+        champion.previous_version if champion else None,
+        restored_by.run_id if restored_by is not None and restored_by.trigger_kind == "rollback" else None,
+    )
+    if why_not is not None or champion is None or champion.previous_version is None:
+        return problem(409, "Nothing to roll back to", why_not or f"{model} has no previous version", field="model")
     if (busy := _run_in_progress(registry, model, run_id)) is not None:
         return busy
     requested_by = str(body.get("requested_by", "api"))

@@ -18,7 +18,16 @@ from rich.markup import escape
 
 from perennial_cli.score import REQUEST_ID
 from perennial_cli.up import DEFAULT_STATE
-from perennial_cli.upload import START_HINT, blob_names, fail, first_line, known_models, storage_for
+from perennial_cli.upload import (
+    START_HINT,
+    ModelsOption,
+    StateOption,
+    blob_names,
+    fail,
+    first_line,
+    known_models,
+    storage_for,
+)
 from shared.spec import ModelSpec
 
 #: How many offending label values a refusal lists.
@@ -32,12 +41,8 @@ def feedback(
     model: str = typer.Option(..., "--model", "-m", help="The model the labels are for, e.g. fraud."),
     folder: str = typer.Option("", "--folder", help="A sub-folder under feedback/<model>/ (default: none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a label file of the same name."),
-    state: Path = typer.Option(
-        DEFAULT_STATE,
-        "--state",
-        help="The state folder of the `perennial up` to upload to, without AzureWebJobsStorage.",
-    ),
-    models: Path = typer.Option(Path("models"), "--models", help="The folder of model specs (*.yaml)."),
+    state: StateOption = DEFAULT_STATE,
+    models: ModelsOption = Path("models"),
 ) -> None:
     """Check label files against MODEL and upload them to feedback/<model>/, where the live checks read them.
 

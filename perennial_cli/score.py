@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from perennial_cli.up import DEFAULT_STATE
-from perennial_cli.upload import fail, first_line, known_models
+from perennial_cli.upload import ModelsOption, fail, first_line, known_models
 
 #: The request ids the scoring script records as sent (training_jobs/score.py keeps any other as a new id).
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -39,7 +39,7 @@ def score(
         None, "--deployment", help="Score with this deployment, not as the endpoint's traffic split chooses."
     ),
     state: Path = typer.Option(DEFAULT_STATE, "--state", help="The state folder of the running `perennial up`."),
-    models: Path = typer.Option(Path("models"), "--models", help="The folder of model specs (*.yaml)."),
+    models: ModelsOption = Path("models"),
 ) -> None:
     """Score rows with MODEL's endpoint of the running `perennial up`; print the answer and its request id.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,6 +28,14 @@ CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet
 START_HINT = "start `perennial up` (from this folder), or set AzureWebJobsStorage to the storage account's settings"
 
 
+#: ``--state`` and ``--models`` of the commands that write to the app's storage (upload, feedback).
+StateOption = Annotated[
+    Path,
+    typer.Option("--state", help="The state folder of the `perennial up` to upload to, without AzureWebJobsStorage."),
+]
+ModelsOption = Annotated[Path, typer.Option("--models", help="The folder of model specs (*.yaml).")]
+
+
 def upload(
     files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV or Parquet files, e.g. batch-001.csv."),
     model: str = typer.Option(..., "--model", "-m", help="The model whose landing folder gets them, e.g. fraud."),
@@ -37,12 +45,8 @@ def upload(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a blob of the same name (a new version, which trains again)."
     ),
-    state: Path = typer.Option(
-        DEFAULT_STATE,
-        "--state",
-        help="The state folder of the `perennial up` to upload to, without AzureWebJobsStorage.",
-    ),
-    models: Path = typer.Option(Path("models"), "--models", help="The folder of model specs (*.yaml)."),
+    state: StateOption = DEFAULT_STATE,
+    models: ModelsOption = Path("models"),
 ) -> None:
     """Upload data files to landing/<model>/: once no new file has landed for a while, a run trains on them.
 

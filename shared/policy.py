@@ -1004,6 +1004,25 @@ def mirror_for_shadow(challenger: str, live_traffic: Mapping[str, int], percent:
 DEFAULT_ROLLBACK_LADDER = (50, 10)
 
 
+def rollback_refusal(
+    model: str, champion: str | None, previous: str | None, restored_by_rollback: str | None
+) -> str | None:
+    """Why ``POST /api/models/{model}/rollback`` has nothing to go back to, or None. ``restored_by_rollback``: the
+    rollback run that made ``champion`` the champion, if one did; its "previous" version is then the one that
+    rollback took away, and a second rollback must not ship it again."""
+    if champion is None:
+        return f"{model} has no previous version: it has no champion yet"
+    if previous is None:
+        return f"{model} has no previous version: version {champion} is its first champion"
+    if restored_by_rollback is not None:
+        return (
+            f"version {champion} of {model} was restored by rollback {restored_by_rollback}, away from version "
+            f"{previous}; a rollback goes back, not forward again. To ship version {previous} anyway: perennial "
+            f"rollout {model} {previous} (POST /api/models/{model}/versions/{previous}/rollout)"
+        )
+    return None
+
+
 def rollback_plan(
     current_traffic: Mapping[str, int],
     champion: str,

@@ -126,3 +126,13 @@ def test_a_multiclass_label_spelt_by_its_value_is_refused_with_each_class_index(
     text = " ".join(refused.output.split())
     assert "'11' (1 row(s)): no class has index 11 (11 classes)" in text
     assert "0=0, 1=1, 2=10, 3=2" in text  # indexes follow training's class order, not the values
+
+
+def test_the_cli_and_the_scoring_script_agree_on_which_request_ids_are_kept() -> None:
+    """`perennial score` and `perennial feedback` refuse the ids score.py would replace by a new one (it ships
+    without perennial_cli/, so each keeps its rule)."""
+    from perennial_cli.score import REQUEST_ID
+    from training_jobs.score import _REQUEST_ID
+
+    for candidate in ("ticket-42", "a.b:c_d", "x" * 128, "x" * 129, "ticket 42", "tïcket", "", "a/b"):
+        assert bool(REQUEST_ID.fullmatch(candidate)) == bool(_REQUEST_ID.match(candidate)), candidate
