@@ -281,3 +281,15 @@ def test_live_map_leaves_out_idle_deployments_the_move_does_not_involve() -> Non
 def test_moves_refuse_an_action_that_is_not_one() -> None:
     with pytest.raises(PolicyInputError, match="RolloutAction"):
         traffic_moves(CH, NEW, 0, SPEC, {"kind": "rollback", "traffic_plan": 5, "mirror": None})
+
+
+def test_a_rollback_goes_back_never_forward_again() -> None:
+    from shared.policy import rollback_refusal
+
+    assert rollback_refusal("fraud", None, None, None) == "fraud has no previous version: it has no champion yet"
+    assert "version 1 is its first champion" in str(rollback_refusal("fraud", "1", None, None))
+    assert rollback_refusal("fraud", "2", "1", None) is None
+    # v3 rolled back to v2: v2's "previous" is v3, the version just taken away.
+    refused = str(rollback_refusal("fraud", "2", "3", "fraud-00000000000000b7"))
+    assert "restored by rollback fraud-00000000000000b7, away from version 3" in refused
+    assert "perennial rollout fraud 3" in refused
