@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from shared.platform.scoring import class_text
-from shared.spec import ColumnSpec, DataContract, label_key
+from shared.spec import BOOL_FALSE, BOOL_TRUE, ColumnSpec, DataContract, label_key
 from shared.spec import declared_classes as spec_classes
 
 #: The longest line a feedback file may have (a label line is a few hundred bytes).
@@ -197,11 +197,6 @@ def _multiclass_problems(counts: Counter[str], data: DataContract) -> list[Label
             why = "not a class index (multiclass labels are the index score.py answers)"
         problems.append(LabelProblem(value, count, why))
     return problems
-
-
-#: How a bool column spells true and false (shared.typecast reads them so; a test keeps the two in agreement).
-BOOL_TRUE = frozenset({"true", "1", "t", "yes", "y"})
-BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
 
 
 def binary_spelling(text: str, bool_label: bool = False) -> str:

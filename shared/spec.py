@@ -535,8 +535,8 @@ def declared_classes(label: ColumnSpec) -> list[str] | None:
     return None
 
 
-#: How a ``bool`` column spells true and false, in any case (shared/typecast.py reads the data so, and
-#: training_jobs/contract.py BOOL_TRUE / BOOL_FALSE; a test keeps the copies in agreement).
+#: How a ``bool`` column spells true and false, in any case: the app's one definition (shared/typecast.py reads
+#: the data with it, shared/feedback.py labels); training_jobs/contract.py keeps a copy, which a test holds equal.
 BOOL_TRUE = frozenset({"true", "1", "t", "yes", "y"})
 BOOL_FALSE = frozenset({"false", "0", "f", "no", "n"})
 BOOL_POSITIVE_HINT = (

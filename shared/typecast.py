@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.spec import ColumnType
+from shared.spec import BOOL_FALSE, BOOL_TRUE, ColumnType
 
 #: The Arrow type every contract type is normalised to.
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -32,8 +32,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 
-_TRUE = frozenset({"true", "1", "t", "yes", "y"})
-_FALSE = frozenset({"false", "0", "f", "no", "n"})
+# How a bool column spells true and false (any case): one definition, shared.spec's, for the whole app.
+_TRUE, _FALSE = BOOL_TRUE, BOOL_FALSE
 
 #: The text that means "missing" in a number, bool or timestamp column: pandas' default ``na_values``
 #: (which training's ``read_csv`` uses), a superset of Arrow's default ``null_values``. In a string or

@@ -102,10 +102,3 @@ def test_a_csv_without_the_two_columns_cannot_be_read() -> None:
     assert [r.request_id if r else None for r in rows] == ["r1", "r3", None], "the over-long line is counted"
     rows = list(feedback_rows(io.BytesIO(b'{"request_id": "r1", "label": 1}\nnot json\n{"label": 0}\n'), "x.jsonl"))
     assert [r.label if r else None for r in rows] == ["1", None, None]
-
-
-def test_a_bool_label_reads_the_spellings_its_column_accepts() -> None:
-    from shared.feedback import BOOL_FALSE, BOOL_TRUE
-    from shared.typecast import _FALSE, _TRUE
-
-    assert (BOOL_TRUE, BOOL_FALSE) == (_TRUE, _FALSE)

@@ -1,7 +1,7 @@
 """A ``bool`` column spelt as validation reads it (true/false, 1/0, yes/no, y/n, t/f, any case) trains and scores.
 
 Validation (shared/typecast.py) reads every one of those spellings; training_jobs ships without shared/, so it keeps
-its own copy (training_jobs/contract.py BOOL_TRUE / BOOL_FALSE), as shared/spec.py and shared/feedback.py do: the
+its own copy (training_jobs/contract.py BOOL_TRUE / BOOL_FALSE) of shared/spec.py's: the
 copies must agree, or a batch that passes ``perennial validate`` fails training (a label ``yes``/``no`` once did:
 ``positive_class=True never occurs in defaulted (values: ['no', 'yes'])``), and a request spelling a bool feature as
 its data does is refused by score.py.
