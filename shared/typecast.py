@@ -209,6 +209,10 @@ def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) ->
     if column_type == "float" and (pa.types.is_integer(source) or pa.types.is_decimal(source)):
         return array.cast(target, safe=False)
     if column_type == "timestamp":
+        if pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_decimal(source):
+            # Arrow would read 1700000000 as microseconds since 1970, silently; the unit is anybody's
+            # guess, so a number is a bad timestamp here as it is in a CSV (the slow path names it).
+            raise pa.ArrowInvalid("numbers are not read as timestamps")
         if pa.types.is_timestamp(source) and source.tz is not None:
             return array.cast(pa.timestamp(source.unit)).cast(target)
         if pa.types.is_string(source):

@@ -130,3 +130,17 @@ def test_bool_and_timestamp_tokens_are_missing_also_when_stored_as_parquet_text(
     bad = {f.column: [e.value for e in f.examples] for f in report.findings if f.check == "type_mismatch"}
     assert bad == {"flag": ["maybe"], "ts": ["soon"]}
     assert (nulls(report, "flag"), nulls(report, "ts")) == (2, 2)  # the token, and the bad value
+
+
+def test_numbers_in_a_parquet_timestamp_column_are_bad_values_not_microseconds(tmp_path: Path) -> None:
+    """Arrow would read an int64 1700000000 as microseconds since 1970 (a date in January 1970); epoch numbers have
+    no unit to trust, so they are a type_mismatch naming the value, as epoch seconds in a CSV are."""
+    frame = pd.DataFrame({"region": ["EU"] * 3, "ts": [1700000000, 1700000060, None], "y": [0, 1, 0]})
+    frame["ts"] = frame["ts"].astype("Int64")
+    frame.to_parquet(tmp_path / "b.parquet", index=False)
+    report = validate(tmp_path / "b.parquet", contract())
+    [finding] = [f for f in report.findings if f.check == "type_mismatch"]
+    assert (finding.column, finding.count) == ("ts", 2)
+    assert [e.value for e in finding.examples] == ["1700000000", "1700000060"]
+    assert "timestamp" in finding.message
+    assert nulls(report, "ts") == 3  # two bad values and the missing one, none as a 1970 date
