@@ -146,6 +146,10 @@ class LocalPlatform:
                 f"compute {spec.name!r}: min {spec.min_instances} / max {spec.max_instances} instances",
                 "use 0 <= min_instances <= max_instances and max_instances >= 1",
             )
+        existing = read_json(self.layout.compute_file(spec.name))
+        if existing is not None:
+            # As Azure ML: an existing cluster is used as it is (its VM size and scale), not updated.
+            return self._compute_state(existing)
         document = {
             "name": spec.name,
             "instance_type": spec.instance_type,

@@ -58,6 +58,17 @@ def _blue_green(h: Harness) -> None:
 # ------------------------------------------------------------------------- jobs
 
 
+def test_an_existing_cluster_is_used_as_it_is_not_resized(harness: Harness) -> None:
+    """Jobs run on the cluster's own VM size; the spec's size only creates a missing cluster (prepare_training
+    warns when they differ)."""
+    created = harness.platform.ensure_compute(ComputeSpec("cpu-cluster", instance_type="Standard_D4s_v3"))
+    again = harness.platform.ensure_compute(ComputeSpec("cpu-cluster", instance_type="Standard_NC4as_T4_v3"))
+    assert created.instance_type.lower() == again.instance_type.lower() == "standard_d4s_v3"
+    if harness.fake is not None:
+        puts = [r for r in harness.fake.requests if r.method == "PUT" and "/computes/cpu-cluster" in r.path]
+        assert len(puts) == 1, "the second call must not send the cluster again"
+
+
 def test_submit_is_idempotent_by_name(harness: Harness) -> None:
     harness.platform.ensure_compute(ComputeSpec("cpu-cluster", max_instances=2))
     spec = harness.job_spec("train-1")

@@ -9,6 +9,7 @@ and registry on Azurite):
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from azure.storage.blob import BlobType
 
 from functions import clients
 from perennial_cli.synthetic import fraud_batch
+from shared.platform import ComputeSpec
 from shared.registry import Run
 from shared.storage import LANDING, QUARANTINE
 from shared.workflow import BlobItem, RunRequest, TriggerInfo
@@ -162,3 +164,20 @@ def test_a_bug_while_validating_leaves_the_batch_in_landing_untrained(
     assert (outcome["ok"], outcome["skipped"], outcome["quarantined_to"]) == (False, True, None)
     assert "could not be validated (TypeError: unsupported operand type(s)): left in landing" in outcome["summary"]
     assert clients.store().ref(LANDING, blob.name).etag == blob.etag
+
+
+def test_a_cluster_of_another_vm_size_is_used_and_the_run_says_so(
+    activity: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The spec's training.instance_type only creates a missing cluster; jobs run on an existing cluster's own size,
+    which prepare_training names in a warning so nobody expects a GPU they do not get."""
+    clients.platform().ensure_compute(ComputeSpec("gpu-cluster", instance_type="Standard_D4s_v3"))
+    run_id = "fraud-00000000000000b9"
+    _run(run_id)
+    outcome = _validate(activity, run_id, _land("b9.csv", GOOD))
+    with caplog.at_level(logging.WARNING, logger="perennial.activities"):
+        prepared = activity("prepare_training", {"model": "fraud", "run_id": run_id, "blobs": [outcome["blob"]]})
+    assert "no_data" not in prepared
+    [warning] = [r.getMessage() for r in caplog.records if "training.instance_type" in r.getMessage()]
+    assert "compute gpu-cluster runs Standard_D4s_v3, not training.instance_type Standard_NC4as_T4_v3" in warning
+    assert clients.platform().ensure_compute(ComputeSpec("gpu-cluster")).instance_type == "Standard_D4s_v3"
