@@ -3,7 +3,8 @@
 Numeric (float, int, bool) columns: missing values are filled with the training median, a
 0/1 missing-indicator column is added for nullable columns, then (x - mean) / std with the
 training mean/std, limited to ±10^6 standard deviations (further out, float32 overflows inside the
-model and a prediction would be NaN). Infinite values count as missing. Categorical (category, string) columns become embedding indices: 0 is
+model and a prediction would be NaN). Infinite values count as missing, and so do the values validation calls a
+type_mismatch: a fraction in an int column, a bool cell that is not one of the spellings (a number other than 0 or 1). Categorical (category, string) columns become embedding indices: 0 is
 "other" (unknown or missing), 1.. are the declared categories (or, when none are declared,
 the most frequent training values). Values are compared as text spelt as the validator's Arrow cast spells
 them (``data.as_text``: a float 2.0 is "2"), in training and at scoring alike.
@@ -60,16 +61,21 @@ def as_float(values: Sequence[Any] | pd.Series | npt.NDArray[Any], kind: str) ->
         def to_bool(v: Any) -> float:
             if v is None or v is pd.NA or (isinstance(v, float) and v != v):
                 return float("nan")
-            if isinstance(v, bool | int | float | np.bool_ | np.integer | np.floating):
-                return float(bool(v))
+            if isinstance(v, bool | np.bool_):
+                return float(v)
+            if isinstance(v, int | float | np.integer | np.floating):
+                # Only 0 and 1 are booleans (as validation and score.py read them); 2 is a bad value: missing.
+                return float(v) if v in (0, 1) else float("nan")
             text = str(v).strip().lower()
             return 1.0 if text in _TRUE else 0.0 if text in _FALSE else float("nan")
 
         return np.array([to_bool(v) for v in series.tolist()], dtype=np.float64)
     converted = series if pd.api.types.is_bool_dtype(series) else pd.to_numeric(series, errors="coerce")
     result: npt.NDArray[np.float64] = converted.astype("float64").to_numpy(na_value=np.nan)
-    # An infinity would make the training mean infinite (every row then -inf) or a score NaN.
-    return np.where(np.isinf(result), np.nan, result)
+    # An infinity would make the training mean infinite (every row then -inf) or a score NaN; a fraction in an int
+    # column is a bad value to validation (type_mismatch: "treated as missing"), so it is missing here too.
+    bad = np.isinf(result) | ((result != np.floor(result)) if kind == "int" else False)
+    return np.where(bad, np.nan, result)
 
 
 @dataclass(frozen=True)

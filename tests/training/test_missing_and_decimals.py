@@ -21,6 +21,7 @@ from tests.training.conftest import Problem, train_in_process
 from training_jobs import data as training_data
 from training_jobs.contract import Contract, parse_contract
 from training_jobs.data import load_dataset
+from training_jobs.preprocessing import as_float
 
 TOKENS = ["NA", "N/A", "null", "NULL", "NaN", "None", "n/a", "#N/A", "<NA>", "nan"]
 
@@ -93,7 +94,7 @@ def test_parquet_decimals_are_read_as_floats_and_whole_ints(tmp_path: Path) -> N
     assert frame["count"].tolist() == written["count"].tolist()
 
 
-def test_an_int_decimal_with_a_fraction_is_bad_in_validation_and_a_float_in_training(tmp_path: Path) -> None:
+def test_an_int_decimal_with_a_fraction_is_bad_in_validation_and_missing_in_training(tmp_path: Path) -> None:
     table = pa.table(
         {
             "n": pa.array([Decimal("1"), Decimal("2.5"), None], pa.decimal128(5, 1)),
@@ -115,6 +116,28 @@ def test_an_int_decimal_with_a_fraction_is_bad_in_validation_and_a_float_in_trai
     frame = load_dataset(tmp_path / "b.parquet", parse_contract(spec.model_dump(mode="json"))).frame
     assert frame["n"].dtype == np.float64
     assert frame["n"].tolist()[:2] == [1.0, 2.5]
+    # The feature the model sees: validation said "bad values were treated as missing", and so they are.
+    assert np.isnan(as_float(frame["n"], "int")).tolist() == [False, True, True]
+
+
+def test_a_number_other_than_0_or_1_in_a_bool_column_is_bad_in_validation_and_missing_in_training(
+    tmp_path: Path,
+) -> None:
+    pq.write_table(pa.table({"flag": pa.array([1, 0, 2, -1]), "y": pa.array([0, 1, 0, 1])}), tmp_path / "b.parquet")
+    spec = DataContract.model_validate(
+        {
+            "label": "y",
+            "min_rows": 1,
+            "max_missing_rate": 1.0,
+            "columns": [{"name": "flag", "type": "bool", "nullable": True}, {"name": "y", "type": "int"}],
+        }
+    )
+    report = validate(tmp_path / "b.parquet", spec)
+    [finding] = [f for f in report.findings if f.check == "type_mismatch"]
+    assert [e.value for e in finding.examples] == ["2", "-1"]
+    frame = load_dataset(tmp_path / "b.parquet", parse_contract(spec.model_dump(mode="json"))).frame
+    assert as_float(frame["flag"], "bool").tolist()[:2] == [1.0, 0.0]
+    assert np.isnan(as_float(frame["flag"], "bool")[2:]).all(), "not quietly true"
 
 
 def test_a_model_trained_on_parquet_decimals_writes_its_sample_input(tmp_path: Path) -> None:
