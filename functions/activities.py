@@ -733,7 +733,10 @@ def record_candidates(payload: dict[str, Any]) -> int:
         if current is None:
             continue
         numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
-        registry.save_candidate(replace(current, job_name=result.job_name, status=result.outcome, metrics=numeric))
+        error = (result.error or None) if result.outcome != "completed" else None
+        registry.save_candidate(
+            replace(current, job_name=result.job_name, status=result.outcome, metrics=numeric, error=error)
+        )
     return len(payload["results"])
 
 

@@ -158,6 +158,7 @@ class Candidate(_Body):
     rationale: str = ""
     job_name: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
 
 
 class SeenBlob(_Body):

@@ -464,6 +464,11 @@ def _print_run(run: RunDetail) -> None:
                 escape(candidate.job_name or ""),
             )
         out.print(table)
+        for candidate in run.candidates:
+            if candidate.error:  # below the table: a log tail does not fit a cell
+                out.print(
+                    f"[red]{escape(candidate.candidate_id)} {escape(candidate.status)}:[/red] {escape(candidate.error)}"
+                )
     elif ships_a_version:
         out.print(f"[dim]Candidates: none (a {escape(run.trigger.kind)} ships a registered version)[/dim]")
     elif ended:

@@ -197,6 +197,8 @@ class Candidate:
     job_name: str | None = None
     status: str = "planned"  # planned | submitted | running | completed | failed | cancelled
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Why its job did not complete (failed, canceled, timed out): each attempt's error, the job's last log lines.
+    error: str | None = None
     updated_at: datetime = field(default_factory=_now)
     etag: str | None = field(default=None, compare=False)
 

@@ -55,6 +55,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PerennialHost]:
         azurite.stop()
 
 
+#: What a failed candidate's job left: its error and the last lines of its log.
+CANDIDATE_ERROR = (
+    "fraud-00000000000000a1-c2-a0: failed (job exited 1; last lines of its log:\n"
+    "step 120 loss nan\nDivergedError: the loss is not finite at step 120; lower --lr)"
+)
+
+
 def seed(host: PerennialHost) -> None:
     registry = host.registry
     registry.create_run(
@@ -73,6 +80,7 @@ def seed(host: PerennialHost) -> None:
             Candidate(
                 "fraud", PROMOTED, "c1", {"lr": 0.01, "width": 32}, status="completed", metrics={"pr_auc": 0.377}
             ),
+            Candidate("fraud", PROMOTED, "c2", {"lr": 0.1, "width": 32}, status="failed", error=CANDIDATE_ERROR),
         ]
     )
     registry.register_version(

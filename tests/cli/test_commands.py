@@ -11,7 +11,7 @@ from perennial_cli.client import ModelVersion
 from perennial_cli.main import app
 from perennial_cli.runs import _data_line
 from shared.publish import RunCompleted, make_event
-from tests.cli.conftest import NOT_PROMOTED, PROMOTED, RUNNING
+from tests.cli.conftest import CANDIDATE_ERROR, NOT_PROMOTED, PROMOTED, RUNNING
 from tests.e2e.harness import KEY, PerennialHost
 
 pytestmark = [pytest.mark.slow, pytest.mark.azurite]
@@ -120,6 +120,9 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert "pr_auc=0.412" in out
     assert "lr=0.003, width=32" in out
     assert "pr_auc=0.377" in out
+    # A failed candidate says why, log tail included, below the table.
+    assert "c2 failed: fraud-00000000000000a1-c2-a0: failed (job exited 1" in out
+    assert "DivergedError: the loss is not finite at step 120; lower --lr" in out
     assert "Decision: promote" in out
     assert "beats the champion's 0.388" in out
     # The holdout numbers the decision rests on, not only the candidates' validation metrics.
@@ -143,6 +146,7 @@ def test_run_shows_candidates_decision_lineage_and_rollout(host: PerennialHost) 
     assert document["version"]["version"] == "3"
     assert len(document["rollout"]) == 3
     assert document["evaluation"]["candidate"] == "c0"
+    assert [c.get("error") for c in document["candidates"]] == [None, None, CANDIDATE_ERROR]
     assert document["evaluation"]["difference"]["p_value"] == 0.003
 
 

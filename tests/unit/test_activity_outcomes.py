@@ -31,9 +31,9 @@ from shared.platform import (
     NotFoundError,
     TransientPlatformError,
 )
-from shared.registry import Champion, Run
+from shared.registry import Candidate, Champion, Run
 from shared.runtime import get_runtime
-from shared.workflow import JobRequest
+from shared.workflow import JobRequest, JobResult
 from tests.fake_topic import CLOSED_TOPIC, fake_topic
 from tests.unit.conftest import clear_caches
 
@@ -171,6 +171,32 @@ def test_a_job_that_completed_without_its_metrics_is_a_failed_attempt(activity: 
     status = activity("job_status", job.dump())
     assert status["phase"] == "failed", "retried per spec, not an exception that ends the run"
     assert "without a readable metrics.json" in status["error"]
+
+
+def test_a_failed_candidate_keeps_why_its_job_failed(activity: Any, tmp_path: Path) -> None:
+    """`perennial run` shows a failed candidate's error (its log's last lines) even when a sibling completed."""
+    run = _run("fraud-00000000000000c5")
+    script = "import sys\nprint('step 120 loss nan')\nprint('DivergedError: lower --lr')\nsys.exit(1)\n"
+    job = _job(tmp_path, run.run_id, script)
+    assert _terminal(job.job_name) == "failed"
+    status = activity("job_status", job.dump())
+    assert status["phase"] == "failed"
+    clients.registry().save_candidates([Candidate("fraud", run.run_id, "c0"), Candidate("fraud", run.run_id, "c1")])
+    failed = JobResult(
+        base_name=job.base_name, job_name=job.job_name, outcome="failed", attempts=1,
+        error=f"{job.job_name}: failed ({status['error']})",
+    )  # fmt: skip
+    completed = JobResult(
+        base_name=f"{run.run_id}-c1", job_name=f"{run.run_id}-c1-a0", outcome="completed", attempts=1,
+        metrics={"pr_auc": 0.4},
+    )  # fmt: skip
+    activity(
+        "record_candidates", {"model": "fraud", "run_id": run.run_id, "results": [failed.dump(), completed.dump()]}
+    )
+    by_id = {c.candidate_id: c for c in clients.registry().candidates("fraud", run.run_id)}
+    assert by_id["c0"].status == "failed"
+    assert "DivergedError: lower --lr" in (by_id["c0"].error or "")
+    assert (by_id["c1"].status, by_id["c1"].error, by_id["c1"].metrics) == ("completed", None, {"pr_auc": 0.4})
 
 
 def test_the_jobs_of_a_run_that_has_ended_are_cancelled_at_their_next_poll(activity: Any, tmp_path: Path) -> None:
