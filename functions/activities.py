@@ -27,7 +27,7 @@ from shared.blobpaths import BlobNameError, quoted_etag
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
 from shared.housekeeping import retire_idle_deployments
-from shared.jobs import StagedInputs, evaluation_job, stage_azure, stage_local, training_job
+from shared.jobs import StagedInputs, evaluation_job, failure_with_log_tail, stage_azure, stage_local, training_job
 from shared.live import champion_reference, live_counts, reference_profile_name, watched_prediction
 from shared.planning import plan_candidates, seed_for_run
 from shared.platform import (
@@ -708,7 +708,7 @@ def job_status(payload: dict[str, Any]) -> dict[str, Any]:
         phase=state.phase,
         status=state.status,
         outputs=state.outputs_uri,
-        error=state.error,
+        error=failure_with_log_tail(platform, state) if state.phase == "failed" else state.error,
         metrics=metrics,
         retryable=state.retryable,
     ).dump()

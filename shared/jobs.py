@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.blobpaths import BlobNameError
 from shared.events import MODEL_TAG
-from shared.platform import JobInput, JobSpec, job_output_uri
+from shared.platform import JobInput, JobSpec, JobState, LogsRequest, MLPlatform, PlatformError, job_output_uri
 from shared.registry import check_id
 from shared.spec import ModelSpec
 from shared.storage import LANDING, MANIFESTS, BlobStore, Manifest
@@ -222,3 +222,24 @@ def evaluation_job(
         display_name=f"{spec.name} evaluation {name}",
         tags={MODEL_TAG: spec.name, "perennial_run": run_id},
     )
+
+
+#: How much of a failed job's log its error carries: enough for train.py's last words (a DataError and its hint, a
+#: traceback's end), small enough for a run record.
+FAILURE_LOG_LINES = 20
+
+
+def failure_with_log_tail(platform: MLPlatform, state: JobState, lines: int = FAILURE_LOG_LINES) -> str:
+    """A failed job's error with the last lines of its log, so `perennial run` shows why (train.py's message and
+    hint) without a trip to the studio. Azure ML's own error only says which process exited with which code; the
+    local runner already puts the tail in its error, which is then left as it is. Best effort: a log that cannot be
+    read leaves the error as the platform gave it."""
+    error = state.error or f"job {state.name} ended {state.status}"
+    try:
+        tail = platform.job_logs(LogsRequest(state.name, tail_lines=lines)).strip()
+    except PlatformError:
+        return error
+    last = tail.splitlines()[-1].strip() if tail else ""
+    if not last or last in error:
+        return error
+    return f"{error}\nlast lines of its log:\n{tail}"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.jobs import failure_with_log_tail
 from shared.platform import (
     CHAMPION_TAG,
     STATUS_PHASES,
@@ -107,6 +108,21 @@ def test_failed_job_says_why(harness: Harness) -> None:
     assert state.error
     assert "3" in state.error
     assert (state.exit_code, state.retryable) == (3, True)
+
+
+def test_a_failed_jobs_error_ends_with_its_logs_last_lines_once(harness: Harness) -> None:
+    """What job_status reports (shared.jobs.failure_with_log_tail): Azure ML's error names only the exit code, so the
+    log's tail is added; the local runner's error already ends with it, and it is not repeated."""
+    harness.platform.ensure_compute(ComputeSpec("cpu-cluster", max_instances=2))
+    harness.platform.submit_job(harness.job_spec("train-tail", exit_code=3))
+    if harness.fake is not None:
+        harness.fake.log_text["train-tail"] = "epoch 1\nfailing with exit code 3\n"
+    harness.finish("train-tail", "Failed", "Execution failed. User process 'python' exited with status code 3")
+    state = harness.wait("train-tail")
+    error = failure_with_log_tail(harness.platform, state)
+    assert error.startswith(state.error or "")
+    assert error.count("failing with exit code 3") == 1
+    assert error.rstrip().endswith("failing with exit code 3")
 
 
 def test_a_job_that_exits_2_says_a_retry_would_fail_alike(harness: Harness) -> None:
