@@ -10,6 +10,7 @@ Storage is found as ``perennial upload`` finds it (AzureWebJobsStorage, else the
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -39,7 +40,13 @@ def feedback(
         ..., metavar="FILE...", help="Label files: .csv with a request_id,label[,row] header, or .jsonl objects."
     ),
     model: str = typer.Option(..., "--model", "-m", help="The model the labels are for, e.g. fraud."),
-    folder: str = typer.Option("", "--folder", help="A sub-folder under feedback/<model>/ (default: none)."),
+    folder: str | None = typer.Option(
+        None,
+        "--folder",
+        show_default=False,
+        help="A sub-folder under feedback/<model>/. Default: the upload's UTC day (YYYY-MM-DD), so the live checks "
+        "list only the days of their window; --folder '' puts the files at the top.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a label file of the same name."),
     state: StateOption = DEFAULT_STATE,
     models: ModelsOption = Path("models"),
@@ -55,7 +62,7 @@ def feedback(
     from azure.core.exceptions import AzureError, ResourceExistsError
 
     from shared.feedback import FEEDBACK_SUFFIXES
-    from shared.storage import FEEDBACK, BlobStore, StorageError
+    from shared.storage import FEEDBACK, BlobStore, StorageError, feedback_day_folder
 
     out = Console(highlight=False)
     known = known_models(models)
@@ -68,7 +75,8 @@ def feedback(
     for path in files:
         if path.is_file() and not path.name.endswith(FEEDBACK_SUFFIXES):
             fail(f"{path}: not a .csv or .jsonl file", "write labels as CSV (request_id,label[,row]) or JSON lines", 2)
-    names = blob_names(files, FEEDBACK, model, folder, known, "the label files")
+    day = feedback_day_folder(datetime.now(UTC)) if folder is None else folder
+    names = blob_names(files, FEEDBACK, model, day, known, "the label files")
     counted = {path: _checked(path, model, known[model]) for path in files}
     settings, where = storage_for(state)
     relative = ""

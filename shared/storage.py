@@ -28,7 +28,7 @@ import logging
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
 from azure.core import MatchConditions
@@ -36,6 +36,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobClient,
+    BlobPrefix,
     BlobProperties,
     BlobServiceClient,
     BlobType,
@@ -271,6 +272,31 @@ def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
         size=int(item.size),
         content_type=item.content_settings.content_type,
     )
+
+
+#: A day folder under feedback/<model>/: the files uploaded that day (UTC), as `perennial feedback` names it.
+DAY_FOLDER = re.compile(r"^(\d{4})-(\d{2})-(\d{2})/$")
+
+
+def feedback_day_folder(moment: datetime) -> str:
+    """The folder `perennial feedback` puts a file uploaded at ``moment`` in: its UTC day, ``YYYY-MM-DD``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _feedback_listing(client: ContainerClient, model: str, start: datetime) -> Iterator[BlobProperties]:
+    """Every blob under ``feedback/<model>/`` but those in day folders of days before ``start`` (a day's slack):
+    a live check reads a window of days, and a year of daily folders is then about eight listings, not the
+    whole history. Other folders and files are listed as before."""
+    oldest = (start.astimezone(UTC) - timedelta(days=1)).date()
+    for item in client.walk_blobs(name_starts_with=f"{model}/", delimiter="/"):
+        if not isinstance(item, BlobPrefix):
+            yield item
+            continue
+        day = DAY_FOLDER.match(item.name[len(model) + 1 :])
+        with contextlib.suppress(ValueError):  # 2026-13-45 is not a day: listed like any folder
+            if day is not None and date(*map(int, day.groups())) < oldest:
+                continue
+        yield from client.list_blobs(name_starts_with=item.name)
 
 
 def _versioned_name(name: str, etag: str) -> str:
@@ -602,9 +628,7 @@ class BlobStore:
 
     # ----------------------------------------------------------------- feedback (delayed labels)
 
-    def upload_feedback(
-        self, model: str, relative: str, data: bytes | IO[bytes], *, overwrite: bool = True
-    ) -> BlobRef:
+    def upload_feedback(self, model: str, relative: str, data: bytes | IO[bytes], *, overwrite: bool = True) -> BlobRef:
         """Put labels under ``feedback/<model>/<relative>`` (.csv or .jsonl; ``perennial feedback``, tests and the
         demo). ``overwrite=False``: ResourceExistsError when the name is taken."""
         path = self.path(FEEDBACK, f"{model}/{relative}")
@@ -623,7 +647,7 @@ class BlobStore:
         client = self.container(FEEDBACK)
         found: list[tuple[datetime, BlobRef]] = []
         try:
-            for item in client.list_blobs(name_starts_with=f"{model}/"):
+            for item in _feedback_listing(client, model, start):
                 modified = item.last_modified
                 if not item.name.endswith(FEEDBACK_SUFFIXES) or modified is None or not start <= modified < end:
                     continue

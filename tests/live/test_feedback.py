@@ -10,7 +10,7 @@ from shared.blobpaths import BlobNameError
 from shared.live import live_counts
 from shared.platform.local import LocalPlatform
 from shared.spec import ModelSpec
-from shared.storage import FEEDBACK, BlobStore, FeedbackLabel
+from shared.storage import FEEDBACK, BlobStore, FeedbackLabel, feedback_day_folder
 from tests.live.conftest import ENDPOINT, Scored, settle, write_scored
 
 pytestmark = pytest.mark.azurite
@@ -60,6 +60,25 @@ def test_only_blobs_modified_in_the_window_are_read(store: BlobStore, model: str
         "old",
         "new",
     ]
+
+
+def test_day_folders_of_days_before_the_window_are_not_listed(store: BlobStore, model: str) -> None:
+    """`perennial feedback` puts a file in the folder of its upload's UTC day; a live check lists only the day
+    folders of its window (a day's slack), so it does not walk a year of labels every hour. Other folders, and a
+    folder that only looks like a day, are listed as before."""
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    today, yesterday = feedback_day_folder(start), feedback_day_folder(start - timedelta(days=1))
+    for folder, request_id in [
+        (today, "today"), (yesterday, "slack"), ("2020-01-01", "old-day"), ("2020-13-45", "not-a-day"),
+        ("batch", "batch"),
+    ]:  # fmt: skip
+        store.upload_feedback(model, f"{folder}/labels.csv", f"request_id,label\n{request_id},1\n".encode())
+    settle()
+    read = sorted(f.request_id for f in store.iter_feedback(model, start, datetime.now(UTC)))
+    # 2020-01-01/ was written just now, so only its folder's day keeps it out.
+    assert read == ["batch", "not-a-day", "slack", "today"]
+    since_2019 = store.iter_feedback(model, datetime(2019, 12, 31, tzinfo=UTC), datetime.now(UTC))
+    assert "old-day" in [f.request_id for f in since_2019], "a window that covers the day lists its folder"
 
 
 def test_a_hostile_feedback_line_is_skipped_not_raised(store: BlobStore, model: str) -> None:
