@@ -125,7 +125,7 @@ def _find_run(runtime: Runtime, run_id: str) -> tuple[Run | None, func.HttpRespo
     except RegistryError as exc:
         return None, problem(400, "Malformed run id", str(exc), field="id")
     if run is None:
-        detail = f"no run {run_id!r}; list runs with GET /api/models/{model}/runs"
+        detail = f"no run {run_id!r}; list runs with `perennial runs {model}` (GET /api/models/{model}/runs)"
         return None, problem(404, "Unknown run", detail, field="id")
     return run, None
 

@@ -37,7 +37,7 @@ SHOWN = 5
 
 def feedback(
     files: list[Path] = typer.Argument(
-        ..., metavar="FILE...", help="Label files: .csv with a request_id,label[,row] header, or .jsonl objects."
+        ..., metavar="FILE", help="Label files: .csv with a request_id,label[,row] header, or .jsonl objects."
     ),
     model: str = typer.Option(..., "--model", "-m", help="The model the labels are for, e.g. fraud."),
     folder: str | None = typer.Option(

@@ -28,7 +28,7 @@ def _spec_files(paths: list[Path]) -> list[Path]:
 @app.command("check")
 def check(
     paths: list[Path] = typer.Argument(
-        ..., help="Spec files to validate, e.g. models/*.yaml; a directory checks every *.yaml in it."
+        ..., metavar="SPEC", help="Spec files to validate, e.g. models/*.yaml; a directory checks every *.yaml in it."
     ),
 ) -> None:
     """Validate model specs; print every problem with its field and fix. Exit 1 if any spec is invalid.
@@ -85,7 +85,7 @@ def load_spec_or_exit(path: Path, code: int) -> ModelSpec:
 
 @app.command("contract")
 def contract(
-    path: Path = typer.Argument(..., help="The model's spec, e.g. models/fraud.yaml."),
+    path: Path = typer.Argument(..., metavar="SPEC", help="The model's spec, e.g. models/fraud.yaml."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write contract.json here instead of printing it."),
 ) -> None:
     """Print a spec's data contract as contract.json, exactly as the platform stages it for jobs.

@@ -37,7 +37,7 @@ ModelsOption = Annotated[Path, typer.Option("--models", help="The folder of mode
 
 
 def upload(
-    files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV or Parquet files, e.g. batch-001.csv."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="CSV or Parquet files, e.g. batch-001.csv."),
     model: str = typer.Option(..., "--model", "-m", help="The model whose landing folder gets them, e.g. fraud."),
     folder: str = typer.Option(
         "", "--folder", help="A sub-folder under landing/<model>/, e.g. 2026/11 (default: none)."

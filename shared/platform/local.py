@@ -412,7 +412,7 @@ class LocalPlatform:
     def _endpoint_document(self, name: str) -> dict[str, Any]:
         document = read_json(self.layout.endpoint_file(name))
         if document is None:
-            raise NotFoundError("endpoint", name, "call ensure_endpoint first")
+            raise NotFoundError("endpoint", name, "an endpoint is created when its model's first version ships")
         return document
 
     def ensure_endpoint(self, spec: EndpointSpec) -> EndpointState:
