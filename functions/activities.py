@@ -26,7 +26,7 @@ from shared import policy
 from shared.blobpaths import BlobNameError, quoted_etag
 from shared.canary import DeploymentSample, WindowP95, analyse_canary
 from shared.events import MODEL_TAG, MONITOR_KINDS, queued_alert_blocked
-from shared.housekeeping import retire_idle_deployments
+from shared.housekeeping import retire_idle_deployments, unclaimed_landing
 from shared.jobs import StagedInputs, evaluation_job, failure_with_log_tail, stage_azure, stage_local, training_job
 from shared.live import champion_reference, live_counts, reference_profile_name, watched_prediction
 from shared.planning import plan_candidates, seed_for_run
@@ -110,7 +110,6 @@ from shared.workflow import (
     claims_left_out,
     deployment_name,
     job_name,
-    unclaimed_blobs,
     usable_request,
 )
 
@@ -178,12 +177,7 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
             work.append(item)
         else:
             logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
-    window = get_runtime().spec(model).training.landed_since(datetime.now(UTC))
-    listing = [
-        BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
-        for b in _store().list_landing(model, window)
-    ]
-    blobs = unclaimed_blobs(listing, registry.seen_etags(model, claimed_since=window))
+    blobs = unclaimed_landing(get_runtime().spec(model), _store(), registry, datetime.now(UTC))
     if blobs:
         work.append({"kind": "blobs", "blobs": [b.dump() for b in blobs]})
     return work

@@ -1,5 +1,5 @@
-"""Timer trigger, every ten minutes: close runs that nothing runs any more and hand requests nothing picked up to
-their coordinator again (``functions.stranded``); purge orchestrations that ended a month ago
+"""Timer trigger, every ten minutes: close runs that nothing runs any more, hand requests nothing picked up to
+their coordinator again and start an ended coordinator again for blobs that wait (``functions.stranded``); purge orchestrations that ended a month ago
 (``functions.retention``); between runs,
 put a left-over traffic split right (the champion back at 100 %) and retire idle deployments (the previous
 champion's after its grace period, leftovers at once); then send the events the topic refused earlier
@@ -16,7 +16,7 @@ import azure.functions as func
 
 from functions import clients
 from functions.retention import purge_ended_orchestrations
-from functions.stranded import close_stranded_runs, deliver_undelivered_request
+from functions.stranded import close_stranded_runs, deliver_undelivered_request, revive_coordinator
 from shared.housekeeping import HOUSEKEEPING_EVERY, repair_traffic, retire_idle_deployments
 from shared.logs import correlated
 from shared.platform import PlatformError
@@ -51,8 +51,10 @@ async def retire_deployments(timer: func.TimerRequest, client: df.DurableOrchest
             try:
                 await close_stranded_runs(client, clients.registry(), clients.publisher(), model, datetime.now(UTC))
                 await deliver_undelivered_request(client, clients.registry(), model, datetime.now(UTC))
+                spec = runtime.specs[model]
+                await revive_coordinator(client, spec, clients.store(), clients.registry(), datetime.now(UTC))
             except Exception as exc:  # one model's trouble must not stop the others
-                logger.warning("could not look for stranded runs or requests of %s: %s", model, exc)
+                logger.warning("could not look for stranded runs, requests or blobs of %s: %s", model, exc)
         try:
             await purge_ended_orchestrations(client, datetime.now(UTC))
         except Exception as exc:  # only storage is at stake: the next tick tries again

@@ -64,6 +64,8 @@ PROVISIONING_MINUTES = 60
 
 #: Work events handled per coordinator generation before continue_as_new (bounds history in a storm).
 EVENTS_PER_GENERATION = 50
+#: How long a coordinator whose claim failed (past MUST_FINISH) waits before it looks in storage again.
+CLAIM_PAUSE = timedelta(minutes=5)
 #: Work kinds that run alone, in this order of precedence, and the orchestrator that runs each.
 EXCLUSIVE_ORCHESTRATORS = {"rollback": "model_rollback", "rollout": "version_rollout"}
 
@@ -149,7 +151,18 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
     work = {"blobs": [], "requests": [exclusive]} if exclusive is not None else pending.dump()
     # Retried: it claims the blobs, then writes the run; a blip between the two must not leave blobs claimed by a
     # run that never starts (claim_run is idempotent: the same work claims for the same run id again).
-    run = yield context.call_activity_with_retry("claim_run", MUST_FINISH, {"model": model, **work})
+    try:
+        run = yield context.call_activity_with_retry("claim_run", MUST_FINISH, {"model": model, **work})
+    except Exception as exc:  # the SDK raises a plain Exception carrying the failure's message
+        # Work that cannot be claimed (storage down past the retries, an item the registry cannot store) must
+        # not end the coordinator: nothing would run for this model again until some event restarted it. The
+        # work is dropped from memory, not lost: what is real is in storage (pending runs, unclaimed landing
+        # blobs), and the next generation's pending_work finds it after a pause. (Each failed attempt is in the
+        # host's log, as every failed activity is.)
+        context.set_custom_status({"model": model, "stage": "claim_failed", "error": _first_line(str(exc))})
+        yield context.create_timer(context.current_utc_datetime + CLAIM_PAUSE)
+        context.continue_as_new({"model": model})
+        return None
     # What waited behind a rollback goes to the next generation; work raised during the run is found in storage.
     following = pending if exclusive is not None else _Pending([], [])
     if run is not None:

@@ -7,6 +7,9 @@ coordinator's crash record fails past its retries. Such a run would block its mo
 A request is recorded as ``pending`` before its work is sent to the model's coordinator. If that send failed
 (the API answered 503) or its event was lost while the coordinator waited idle, nothing would claim it and it
 would block its model just the same: the housekeeping timer sends its work again.
+
+Landed blobs no run has claimed wait for a coordinator too; one that has ended (terminated by an operator, or
+failed on a bug) or never started would leave them until the next blob's event: the timer starts it again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ import azure.durable_functions as df
 
 from functions.coordination import CoordinatorUnreachable, send_work
 from functions.orchestrators import coordinator_id
-from shared.housekeeping import stranded_reason, undelivered_reason
+from shared.housekeeping import (
+    ENDED_STATES,
+    coordinator_to_revive,
+    stranded_reason,
+    unclaimed_landing,
+    undelivered_reason,
+)
 from shared.publish import run_completed_event
 from shared.registry import Registry, Run
 from shared.reliable_publish import ReliablePublisher
+from shared.spec import ModelSpec
+from shared.storage import BlobStore
 from shared.workflow import usable_request
 
 logger = logging.getLogger("perennial.stranded")
@@ -102,3 +113,25 @@ async def deliver_undelivered_request(
         return None
     logger.warning("%s: delivered pending request %s again: %s", model, run_id, why, extra={"model": model})
     return run_id
+
+
+async def revive_coordinator(
+    client: df.DurableOrchestrationClient, spec: ModelSpec, store: BlobStore, registry: Registry, now: datetime
+) -> str | None:
+    """Start ``spec``'s coordinator again with the landed blobs no run has claimed when it has ended or does not
+    exist (:func:`shared.housekeeping.coordinator_to_revive`); why, or None. A live coordinator finds them itself."""
+    status = await client.get_status(coordinator_id(spec.name))
+    state = status.runtime_status.value if status is not None and status.runtime_status is not None else None
+    if state is not None and state not in ENDED_STATES:
+        return None  # alive: it looks in storage between runs; no need to list landing
+    blobs = unclaimed_landing(spec, store, registry, now)
+    why = coordinator_to_revive(state, len(blobs))
+    if why is None:
+        return None
+    try:
+        await send_work(client, spec.name, {"kind": "blobs", "blobs": [b.dump() for b in blobs]})
+    except CoordinatorUnreachable as exc:  # the next tick tries again
+        logger.warning("%s: could not start its coordinator again (%s): %s", spec.name, why, exc)
+        return None
+    logger.warning("%s: started its coordinator again: %s", spec.name, why, extra={"model": spec.name})
+    return why

@@ -256,10 +256,17 @@ def bounded_text(value: str | None, field: str, limit: int) -> str | None:
     return value
 
 
+#: The largest whole number an event may carry: JSON numbers are exact below 2**53, and Azure's largest blob
+#: (about 190 TiB) is far below it. A larger one cannot be stored in the run registry (Table storage's Int64).
+MAX_EVENT_INT = 2**53
+
+
 def _int(obj: Mapping[str, Any], key: str, where: str = "") -> int:
     value = _get(obj, key, where)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EventError(f"{where}{key} must be a non-negative integer", f"{where}{key}", "send e.g. 1024")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EVENT_INT:
+        raise EventError(
+            f"{where}{key} must be a whole number from 0 to 2**53", f"{where}{key}", "send the blob's size, e.g. 1024"
+        )
     return value
 
 

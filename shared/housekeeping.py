@@ -28,7 +28,8 @@ from shared.platform import (
 from shared.policy import Retirement, TrafficRepair, deployments_to_retire, traffic_to_repair
 from shared.registry import Registry, Run
 from shared.spec import ModelSpec
-from shared.workflow import deployment_name
+from shared.storage import BlobStore
+from shared.workflow import BlobItem, deployment_name, unclaimed_blobs
 
 logger = logging.getLogger("perennial.housekeeping")
 
@@ -165,4 +166,29 @@ def undelivered_reason(
         return f"the model's coordinator is {coordinator_state}"
     if coordinator_stage == "idle":
         return "the model's coordinator is idle: the request's work never reached it"
+    return None
+
+
+def unclaimed_landing(spec: ModelSpec, store: BlobStore, registry: Registry, now: datetime) -> list[BlobItem]:
+    """``spec``'s landing blobs (within its training window) whose version no run has claimed: work that a
+    coordinator must find whether or not its event reached it (``pending_work``, and the housekeeping timer's
+    check that a coordinator is there to find it)."""
+    window = spec.training.landed_since(now)
+    listing = [
+        BlobItem(url=b.url, container=b.container, name=b.name, etag=b.etag, size=b.size)
+        for b in store.list_landing(spec.name, window)
+    ]
+    return unclaimed_blobs(listing, registry.seen_etags(spec.name, claimed_since=window))
+
+
+def coordinator_to_revive(coordinator_state: str | None, unclaimed: int) -> str | None:
+    """Why a model's coordinator must be started again, or None: it has ended (an operator terminated it, or it
+    failed on a bug) or never existed, while landed blobs wait that no run has claimed. Left alone, they would
+    wait for the next blob's event or a retrain request."""
+    if unclaimed == 0:
+        return None
+    if coordinator_state is None:
+        return f"{unclaimed} landed blob(s) wait and the model's coordinator does not exist"
+    if coordinator_state in ENDED_STATES:
+        return f"{unclaimed} landed blob(s) wait and the model's coordinator is {coordinator_state}"
     return None

@@ -249,6 +249,8 @@ MALFORMED_EVENTS: list[tuple[str, Any, type[EventError], str]] = [
     ("missing api", _blob(data__api=_DELETE), EventError, "data.api"),
     ("size is text", _blob(data__contentLength="12"), EventError, "data.contentLength"),
     ("size negative", _blob(data__contentLength=-1), EventError, "data.contentLength"),
+    # Past int64 the claim could not be stored, and the model's coordinator failed on it.
+    ("size past 2**53", _blob(data__contentLength=2**64), EventError, "data.contentLength"),
     ("size is bool", _blob(data__contentLength=True), EventError, "data.contentLength"),
     ("eTag is a number", _blob(data__eTag=7), EventError, "data.eTag"),
     (

@@ -282,3 +282,32 @@ def test_a_decision_that_needs_a_persons_review_waits_for_approval_like_the_spec
         assert not any(name in ("staged_rollout", "version_rollout") for _, name, _ in calls), "nothing shipped"
     else:
         assert result["status"] == "promoted", result
+
+
+def test_a_claim_that_keeps_failing_does_not_end_the_coordinator() -> None:
+    """A work item the registry cannot take (or storage down past the retries) once failed the coordinator, and
+    nothing ran for the model again until another event restarted it. Now it pauses, then starts a fresh
+    generation that finds the real work in storage (pending_work) and leaves the bad item behind."""
+    blob = {"url": "http://127.0.0.1/devstoreaccount1/landing/fraud/a.csv", "container": "landing",
+            "name": "fraud/a.csv", "etag": '"0x1"', "size": 10}  # fmt: skip
+    context = DrivenContext({"model": "fraud", "first_work": {"kind": "blobs", "blobs": [blob]}, "ready": True})
+    continued: list[Any] = []
+    context.continue_as_new = continued.append  # type: ignore[method-assign]
+    generator = orchestrators.model_coordinator._function.get_user_function().orchestrator_function(context)
+
+    def step(task: Any) -> Any:
+        name = task[1] if isinstance(task, tuple) else None  # a timer is answered with None
+        if name == "claim_run":
+            return generator.throw(Exception("TableLimitError: property 'size' does not fit in int64"))
+        return generator.send({"max_wait_seconds": 60, "quiet_seconds": 5} if name else None)
+
+    task = next(generator)
+    ended = False
+    while not ended:
+        try:
+            task = step(task)
+        except StopIteration:
+            ended = True
+    assert ("activity", "claim_run", True) in context.calls
+    assert ("timer", "", False) in context.calls[context.calls.index(("activity", "claim_run", True)) :]
+    assert continued == [{"model": "fraud"}], "a fresh generation, carrying nothing it could not claim"

@@ -204,3 +204,30 @@ def test_a_retried_request_sends_the_work_of_its_still_pending_run_again(registr
     assert answer is not None
     assert answer.status_code == 202
     assert client.raised == [], "a run the coordinator already claimed is not sent again"
+
+
+def test_an_ended_coordinator_is_started_again_for_landed_blobs_no_run_claimed(activity: Any) -> None:
+    """A coordinator that failed (or was terminated) left landed data waiting until some later event restarted
+    it; the housekeeping timer starts it again with those blobs. A live one, or nothing waiting, is left alone."""
+    from functions import clients
+    from functions.stranded import revive_coordinator
+    from shared.runtime import get_runtime
+    from shared.storage import LANDING
+
+    spec, store, registry = get_runtime().spec("fraud"), clients.store(), clients.registry()
+
+    def revive(client: Coordinator) -> str | None:
+        return asyncio.run(revive_coordinator(client, spec, store, registry, NOW))  # type: ignore[arg-type]
+
+    assert revive(Coordinator(State.Failed)) is None, "nothing waits"
+    store.container(LANDING).upload_blob("fraud/waiting.csv", b"amount,label\n1,0\n", overwrite=True)
+    live = Coordinator(State.Running, stage="idle")
+    assert revive(live) is None
+    assert live.started == live.raised == []
+    for state in (State.Failed, State.Terminated, None):
+        ended = Coordinator(state)
+        why = revive(ended)
+        assert why is not None
+        assert "1 landed blob(s) wait" in why
+        [work] = ended.started
+        assert [b["name"] for b in work["blobs"]] == ["fraud/waiting.csv"]
