@@ -264,6 +264,11 @@ class PromotionSpec(_Strict):
 
 # --------------------------------------------------------------------------- rollout
 
+#: The longest a bake or a debounce may last. Bounded so that no spec that passes `perennial spec check` can make
+#: an orchestrator's timer arithmetic overflow (timedelta's limit) and fail its coordinator on every run.
+WEEK_MINUTES = 7 * 24 * 60.0
+WEEK_SECONDS = WEEK_MINUTES * 60
+
 
 class Gates(_Strict):
     max_error_rate: Probability = Field(default=0.01, description="largest error rate, in [0, 1], e.g. 0.01")
@@ -284,13 +289,17 @@ class Gates(_Strict):
 class ShadowSpec(_Strict):
     enabled: bool = Field(default=False, description="true to mirror traffic to the challenger first")
     mirror_percent: int = Field(default=10, ge=1, le=50, description="the mirrored share, 1-50 (Azure's limit)")
-    bake_minutes: float = Field(default=15.0, gt=0.0, description="minutes to mirror before judging")
+    bake_minutes: float = Field(
+        default=15.0, gt=0.0, le=WEEK_MINUTES, description="minutes to mirror before judging, up to a week (10080)"
+    )
     min_agreement: Probability = Field(default=0.95, description="the least prediction agreement, in [0, 1]")
 
 
 class ApprovalSpec(_Strict):
     required: bool = Field(default=False, description="true to wait for a person's approval before rollout")
-    timeout_hours: float = Field(default=24.0, gt=0.0, description="hours to wait before giving up")
+    timeout_hours: float = Field(
+        default=24.0, gt=0.0, le=24.0 * 90, description="hours to wait before giving up, up to 90 days (2160)"
+    )
 
 
 class RolloutSpec(_Strict):
@@ -305,7 +314,9 @@ class RolloutSpec(_Strict):
     instance_type: str = Field(default="Standard_DS3_v2", description="an Azure VM size for the deployment")
     instance_count: int = Field(default=1, ge=1, le=100, description="instances per deployment, 1-100")
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, description="e.g. [10, 50, 100]")
-    bake_minutes: float = Field(default=30.0, gt=0.0, description="minutes at each step before judging")
+    bake_minutes: float = Field(
+        default=30.0, gt=0.0, le=WEEK_MINUTES, description="minutes at each step before judging, up to a week (10080)"
+    )
     max_bake_extensions: int = Field(
         default=2, ge=0, le=10, description="extra bakes when inconclusive or marginal, 0-10; then a rollback"
     )
@@ -316,8 +327,12 @@ class RolloutSpec(_Strict):
         description="minutes between the steps of a stepped (soft) rollback, so the champion takes its load "
         "back in stages, 0-60; 0: back to back",
     )
-    probe_timeout_seconds: float = Field(default=30.0, gt=0.0, description="smoke-test timeout in seconds")
-    retire_after_hours: float = Field(default=24.0, ge=0.0, description="hours before the old deployment goes")
+    probe_timeout_seconds: float = Field(
+        default=30.0, gt=0.0, le=600.0, description="smoke-test timeout in seconds, up to 600"
+    )
+    retire_after_hours: float = Field(
+        default=24.0, ge=0.0, le=24.0 * 365, description="hours before the old deployment goes, up to a year (8760)"
+    )
     gates: Gates = Field(default_factory=Gates, description="health gates")
     shadow: ShadowSpec = Field(default_factory=ShadowSpec, description="optional shadow phase")
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="optional approval wait")
@@ -341,15 +356,20 @@ class DriftThresholds(_Strict):
 
 
 class DebounceSpec(_Strict):
-    quiet_seconds: float = Field(default=120.0, ge=0.0, description="seconds without new blobs before training")
-    max_wait_seconds: float = Field(default=900.0, gt=0.0, description="the longest a burst may delay training")
+    quiet_seconds: float = Field(
+        default=120.0, ge=0.0, le=WEEK_SECONDS, description="seconds without new blobs before training, up to a week"
+    )
+    max_wait_seconds: float = Field(
+        default=900.0, gt=0.0, le=WEEK_SECONDS, description="the longest a burst may delay training, up to a week"
+    )
 
 
 class TriggerSpec(_Strict):
     max_model_age_days: float | None = Field(
         default=30.0,
         gt=0.0,
-        description="retrain a model older than this once new data has landed; null: no age check",
+        le=3650.0,
+        description="retrain a model older than this once new data has landed, up to 3650; null: no age check",
     )
     drift: DriftThresholds = Field(default_factory=DriftThresholds, description="drift thresholds")
     performance_drop: Probability = Field(
