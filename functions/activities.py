@@ -411,8 +411,11 @@ def _run_profiles(
 
 @bp.activity_trigger(input_name="payload")
 def validate_blob(payload: dict[str, Any]) -> dict[str, Any]:
-    """Validate one blob against the contract in one streaming pass; quarantine it with its report if it fails."""
-    return _validate_one(payload)
+    """Validate one blob against the contract in one streaming pass; quarantine it with its report if it fails.
+    Says whether the run has been asked to abort meanwhile (a first model validates its blobs one by one)."""
+    outcome = _validate_one(payload)
+    run = _registry().get_run(payload["model"], payload["run_id"])
+    return {**outcome, "run_aborted": True} if run is not None and run.abort_requested else outcome
 
 
 @bp.activity_trigger(input_name="payload")

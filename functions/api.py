@@ -387,6 +387,9 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     selection = body.get("blobs")
     if selection is not None and not isinstance(selection, list):
         return problem(400, "Bad data selection", "blobs must be a list of blob names", field="blobs")
+    if selection == []:
+        detail = f"blobs is empty: leave it out to train on all of landing/{model}/, or name the blobs to train on"
+        return problem(400, "Bad data selection", detail, field="blobs")
     for index, name in enumerate(selection or []):
         if not isinstance(name, str) or not name:
             detail = (

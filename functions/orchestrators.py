@@ -271,6 +271,8 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
             (yield context.call_activity_with_retry("validate_blob", MUST_FINISH, {**run, "blob": blobs[len(checked)]}))
         )
         checked.append(first)
+        if first.run_aborted:  # between two blobs, not after all of them
+            return (yield from finish("aborted", aborted))
         edges = first.edges if first.ok else None
     rest = blobs[len(checked) :]
     chunk = resolved.get("validate_chunk")  # absent from answers recorded before validate_blobs existed

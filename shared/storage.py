@@ -278,6 +278,10 @@ def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
 DAY_FOLDER = re.compile(r"^(\d{4})-(\d{2})-(\d{2})/$")
 
 
+#: The most blobs a retrain request may choose (``landing_selection``).
+MAX_SELECTED_BLOBS = 1000
+
+
 def feedback_day_folder(moment: datetime) -> str:
     """The folder `perennial feedback` puts a file uploaded at ``moment`` in: its UTC day, ``YYYY-MM-DD``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
@@ -397,8 +401,16 @@ class BlobStore:
         """The current versions of the blobs a retrain request chose (``landing/<model>/…`` or ``<model>/…``).
 
         Raises BlobNameError whose field is the item (``blobs[i]``) that is unsafe, in another model's
-        folder, or not there: a request is refused whole, before a run starts, not failed later."""
+        folder, named twice, or not there: a request is refused whole, before a run starts, not failed later.
+        At most MAX_SELECTED_BLOBS names (each costs a request here, and a validation in the run)."""
+        if len(names) > MAX_SELECTED_BLOBS:
+            raise BlobNameError(
+                f"blobs names {len(names):,} blobs; a selection takes at most {MAX_SELECTED_BLOBS:,}",
+                f"leave blobs out to train on all of {LANDING}/{model}/, or retrain on fewer at a time",
+                "blobs",
+            )
         paths: list[BlobPath] = []
+        first_index: dict[str, int] = {}
         for i, name in enumerate(names):  # every name first: an unsafe one is named even after a missing one
             item = f"blobs[{i}]"
             try:
@@ -408,6 +420,10 @@ class BlobStore:
             if path.model != model:
                 hint = f"choose blobs under {LANDING}/{model}/"
                 raise BlobNameError(f"{item}: {name!r} is in the landing folder of {path.model}", hint, item)
+            if (earlier := first_index.setdefault(path.name, i)) != i:
+                raise BlobNameError(
+                    f"{item}: {name!r} names the same blob as blobs[{earlier}]", "name each blob once", item
+                )
             paths.append(path)
         refs: list[BlobRef] = []
         for i, path in enumerate(paths):

@@ -85,6 +85,9 @@ class ValidationOutcome(Message):
     #: Not judged: the version the run listed was overwritten or deleted before it was read (a newer version has
     #: its own event and run). Neither good nor bad: it does not stop a run under ``stop_run``.
     skipped: bool = False
+    #: The run was asked to abort (``validate_blob`` only): a first model's blobs are validated one at a time, and
+    #: the run stops between two of them instead of after all. (Absent from outcomes recorded before: False.)
+    run_aborted: bool = False
 
 
 class CandidatePlan(Message):

@@ -43,12 +43,20 @@ def test_bad_requests_are_4xx_problems(perennial: PerennialHost) -> None:
         (["landing/fraud/ok.csv", "../etc/passwd"], "'..' segment"),
         (["landing/other/x.csv"], "unknown model"),
         (["landing/fraud/never-landed.csv"], "there is no blob landing/fraud/never-landed.csv"),
+        # The same blob twice (spelt two ways) was validated once per entry, and published an event each time.
+        (["landing/fraud/a.csv", "fraud/a.csv"], "'fraud/a.csv' names the same blob as blobs[0]"),
     ):
         response = http.post("/api/models/fraud/retrain", json={"blobs": blobs})
         body = _problem(response, 400)
         assert body["field"] == f"blobs[{len(blobs) - 1}]", body
         assert says in str(body["detail"])
         assert str(body["detail"]).count("(") == 1, "the hint once, not twice"
+    many = _problem(
+        http.post("/api/models/fraud/retrain", json={"blobs": [f"fraud/{i}.csv" for i in range(1001)]}), 400
+    )
+    assert (many["field"], "at most 1,000" in str(many["detail"])) == ("blobs", True)
+    nothing = _problem(http.post("/api/models/fraud/retrain", json={"blobs": []}), 400)
+    assert (nothing["field"], "blobs is empty" in str(nothing["detail"])) == ("blobs", True)
     assert http.get("/api/models/fraud/runs").json()["runs"] == [], "no run was started for a refused request"
     assert _problem(http.get("/api/models/fraud/runs?limit=0"), 400)["field"] == "limit"
     assert _problem(http.get("/api/runs/nope-123"), 404)["field"] == "id"

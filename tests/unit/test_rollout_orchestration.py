@@ -311,3 +311,29 @@ def test_a_claim_that_keeps_failing_does_not_end_the_coordinator() -> None:
     assert ("activity", "claim_run", True) in context.calls
     assert ("timer", "", False) in context.calls[context.calls.index(("activity", "claim_run", True)) :]
     assert continued == [{"model": "fraud"}], "a fresh generation, carrying nothing it could not claim"
+
+
+def test_a_first_model_stops_between_two_blob_validations_when_asked_to_abort() -> None:
+    """A first model validates its blobs one by one; an abort used to wait for all of them (3,000 selected, say)."""
+    blobs = [
+        {"url": f"http://127.0.0.1/devstoreaccount1/landing/fraud/{i}.csv", "container": "landing",
+         "name": f"fraud/{i}.csv", "etag": f'"0x{i}"', "size": 10}
+        for i in range(3)
+    ]  # fmt: skip
+    given = {"model": "fraud", "run_id": RUN_ID, "blobs": blobs,
+             "trigger": {"kind": "manual", "reason": "r", "source_event_id": RUN_ID, "details": {}}}  # fmt: skip
+    finished: list[dict[str, Any]] = []
+
+    def answer(task: Any) -> Any:
+        name, payload = task[1], task[2]
+        if name == "resolve_run_blobs":
+            return {"blobs": blobs, "edges": None}
+        if name == "validate_blob":
+            return {"blob": payload["blob"], "ok": False, "summary": "bad", "run_aborted": True}
+        if name == "finish_run":
+            finished.append(payload)
+        return {}
+
+    result, calls = _drive(orchestrators.continuous_training, given, answer)
+    assert [c for c in calls if c[1] == "validate_blob"] == [("activity", "validate_blob", True)], "one, not three"
+    assert result["status"] == finished[0]["status"] == "aborted"
