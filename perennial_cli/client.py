@@ -4,6 +4,8 @@ One method per API route (see functions/api.py). Answers are parsed into pydanti
 ignore nothing they do not know about (``extra="allow"``), so a newer host still works with an
 older client. Every failure is a :class:`ClientError` carrying a remediation ``hint``:
 
+- :class:`BadArgument`     — an argument that cannot be sent (a key a header cannot carry, text that is not
+                              UTF-8): found before any request, so the CLI exits 2 as for any usage error;
 - :class:`HostUnreachable` — nothing answers at the URL (start a host, or fix ``--host``);
 - :class:`Unauthorized`    — a 401: the function key is missing or wrong;
 - :class:`ProblemError`    — any other 4xx/5xx, with its RFC 9457 problem (title, detail, field, …);
@@ -34,6 +36,7 @@ __all__ = [
     "KEY_ENV",
     "LOCAL_KEY_FILE",
     "Accepted",
+    "BadArgument",
     "Candidate",
     "Champion",
     "ClientError",
@@ -80,6 +83,12 @@ class ClientError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class BadArgument(ClientError):
+    """An argument cannot be sent as it is: a function key that is not printable ASCII (a header cannot carry it), or
+    text that is not UTF-8 (a shell passes the bytes of a non-UTF-8 terminal as lone surrogates). Raised before any
+    request, naming the option or argument; the CLI exits 2, as it does for any other bad argument."""
 
 
 class HostUnreachable(ClientError):
@@ -318,6 +327,10 @@ def normalise_url(url: str) -> str:
         raise ClientError(f"--host {url!r} is not a valid URL ({exc})", f"use e.g. {DEFAULT_HOST_URL}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClientError(f"--host {url!r} is not an http(s) URL", f"use e.g. {DEFAULT_HOST_URL}")
+    try:
+        httpx.URL(url)  # e.g. a host name that is not UTF-8, or not a valid IDNA name
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ClientError(f"--host {_shown(url)} is not a valid URL ({exc})", f"use e.g. {DEFAULT_HOST_URL}") from None
     return url
 
 
@@ -357,7 +370,7 @@ class PerennialClient:
         self._on_wait, self._sleep = on_wait, sleep
         headers = {"accept": "application/json, application/problem+json", "user-agent": "perennial-cli"}
         if key:
-            headers[KEY_HEADER] = key
+            headers[KEY_HEADER] = _checked_key(key)
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -385,15 +398,15 @@ class PerennialClient:
     def runs_page(self, model: str, limit: int = 20, after: str | None = None) -> tuple[list[RunSummary], str | None]:
         """One page of the model's runs, newest first (after run ``after``), and the run id to ask the next page
         after (None: no more)."""
-        params = {"limit": str(limit)} | ({"after": after} if after else {})
-        body = self._json("GET", f"/api/models/{_seg(model)}/runs", params=params)
+        params = {"limit": str(limit)} | ({"after": _checked(after, "--after", RUN_ID_HINT)} if after else {})
+        body = self._json("GET", f"/api/models/{_seg(model, 'MODEL')}/runs", params=params)
         runs = [self._parse(RunSummary, r, "a run") for r in self._list(body, "runs")]
         following = body.get("next") if isinstance(body, dict) else None
         return runs, following if isinstance(following, str) else None
 
     def run_document(self, run_id: str) -> dict[str, Any]:
         """``GET /api/runs/{id}`` exactly as the host sent it."""
-        body = self._json("GET", f"/api/runs/{_seg(run_id)}")
+        body = self._json("GET", f"/api/runs/{_seg(run_id, 'RUN_ID')}")
         if not isinstance(body, dict):
             raise self._unexpected("a run", "a JSON object")
         return body
@@ -415,7 +428,7 @@ class PerennialClient:
             payload["requested_by"] = requested_by
         if blobs:
             payload["blobs"] = blobs
-        response = self._send("POST", f"/api/models/{_seg(model)}/retrain", json=payload, headers=_fresh_key())
+        response = self._send("POST", f"/api/models/{_seg(model, 'MODEL')}/retrain", json=payload, headers=_fresh_key())
         body = self._body(response)
         if not isinstance(body, dict):
             raise self._unexpected("a retrain answer", "a JSON object")
@@ -423,17 +436,17 @@ class PerennialClient:
 
     def approve(self, run_id: str, by: str | None, comment: str | None) -> Accepted:
         """``POST /api/runs/{id}/approve``: answer a run waiting at stage awaiting_approval."""
-        return self._action(f"/api/runs/{_seg(run_id)}/approve", _answer(by, comment))
+        return self._action(f"/api/runs/{_seg(run_id, 'RUN_ID')}/approve", _answer(by, comment))
 
     def reject(self, run_id: str, by: str | None, comment: str | None) -> Accepted:
         """``POST /api/runs/{id}/reject``: the champion stays."""
-        return self._action(f"/api/runs/{_seg(run_id)}/reject", _answer(by, comment))
+        return self._action(f"/api/runs/{_seg(run_id, 'RUN_ID')}/reject", _answer(by, comment))
 
     def abort(self, run_id: str, by: str | None = None, reason: str | None = None) -> Accepted:
         """``POST /api/runs/{id}/abort``: a cooperative stop (jobs cancelled at their next poll); ``by`` and
         ``reason`` end up in the run's reasons."""
         body = {k: v for k, v in (("by", by), ("reason", reason)) if v}
-        return self._action(f"/api/runs/{_seg(run_id)}/abort", body or None)
+        return self._action(f"/api/runs/{_seg(run_id, 'RUN_ID')}/abort", body or None)
 
     def rollback(
         self, model: str, reason: str | None, requested_by: str | None = None, immediate: bool = False
@@ -441,11 +454,11 @@ class PerennialClient:
         """``POST /api/models/{model}/rollback``: put the previous champion back (in paced traffic steps, or in
         one move when ``immediate``)."""
         body: dict[str, Any] = {**_request(reason, requested_by), **({"immediate": True} if immediate else {})}
-        return self._action(f"/api/models/{_seg(model)}/rollback", body, _fresh_key())
+        return self._action(f"/api/models/{_seg(model, 'MODEL')}/rollback", body, _fresh_key())
 
     def rollout(self, model: str, version: str, reason: str | None, requested_by: str | None = None) -> Accepted:
         """``POST /api/models/{model}/versions/{version}/rollout``: ship a registered version in stages."""
-        path = f"/api/models/{_seg(model)}/versions/{_seg(version)}/rollout"
+        path = f"/api/models/{_seg(model, 'MODEL')}/versions/{_seg(version, 'VERSION')}/rollout"
         return self._action(path, _request(reason, requested_by), _fresh_key())
 
     # ----------------------------------------------------------------- plumbing
@@ -464,7 +477,10 @@ class PerennialClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; a 503 that asks to be retried within ``BUSY_WAIT_SECONDS`` (a run record or the model's
         coordinator was busy) is sent again, at most ``BUSY_ATTEMPTS`` times. Every request may be repeated: reads
-        and answers are idempotent, and a request that starts a run carries its own ``Idempotency-Key``."""
+        and answers are idempotent, and a request that starts a run carries its own ``Idempotency-Key``. A JSON body
+        with text that is not UTF-8 is refused (BadArgument) before anything is sent."""
+        if isinstance(kwargs.get("json"), dict):
+            _check_body(kwargs["json"])
         for attempt in range(1, BUSY_ATTEMPTS + 1):
             response = self._send_once(method, path, **kwargs)
             wait = _retry_after(response)
@@ -569,9 +585,87 @@ def _fresh_key() -> dict[str, str]:
     return {"Idempotency-Key": f"cli-{uuid.uuid4()}"}
 
 
-def _seg(value: str) -> str:
-    """One URL path segment: ``a/b`` cannot reach another route."""
-    return quote(value, safe="")
+def _seg(value: str, name: str) -> str:
+    """One URL path segment: ``a/b`` cannot reach another route. ``name`` is the CLI argument it came from (MODEL,
+    RUN_ID, VERSION), for the message when it is not UTF-8."""
+    return quote(_checked(value, name, SEGMENT_HINTS.get(name, "")), safe="")
+
+
+RUN_ID_HINT = "give a run id as `perennial runs MODEL` lists it"
+SEGMENT_HINTS = {
+    "MODEL": "give the model's name as `perennial models` lists it, e.g. fraud",
+    "RUN_ID": RUN_ID_HINT,
+    "VERSION": "give a version as `perennial run RUN_ID` shows it, e.g. 4",
+}
+#: The CLI option each member of a request body comes from, for the message when its text is not UTF-8.
+BODY_OPTIONS = {
+    "reason": "--reason",
+    "requested_by": "--requested-by",
+    "by": "--by",
+    "comment": "--comment",
+    "blobs": "--blob",
+}
+NOT_UTF8_HINT = "the shell passed bytes that are not UTF-8: type it again in a UTF-8 terminal (e.g. LANG=C.UTF-8)"
+TYPOGRAPHIC_QUOTES = "“”„‘’‚«»"
+
+
+def _checked(value: str, name: str, hint: str) -> str:
+    """``value`` when it is UTF-8 text; else BadArgument naming ``name`` and its first byte that is not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        fix = f"{hint}; {NOT_UTF8_HINT}" if hint else NOT_UTF8_HINT
+        raise BadArgument(f"{name} {_shown(value)} is not UTF-8 text: {_char(value[exc.start])}", fix) from None
+    return value
+
+
+def _check_body(body: dict[str, Any]) -> None:
+    """Every text in a request body must be UTF-8 (the host reads JSON as UTF-8); the option it came from is named."""
+    for member, value in body.items():
+        name = BODY_OPTIONS.get(member, member)
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # not echoed: a reason or comment may be long
+                raise BadArgument(f"{name} is not UTF-8 text: {_char(text[exc.start])}", NOT_UTF8_HINT) from None
+
+
+def _checked_key(key: str) -> str:
+    """The function key as the ``x-functions-key`` header can carry it: printable ASCII, no spaces (as every function
+    key is). Anything else, e.g. smart quotes pasted from a document or a line break, is a BadArgument."""
+    for index, char in enumerate(key):
+        if not "!" <= char <= "~":
+            quotes = any(q in key for q in TYPOGRAPHIC_QUOTES)
+            hint = (
+                "remove the typographic quotes a document or chat put around it, and pass" if quotes else "pass"
+            ) + f" the function key exactly as the portal shows it, or for a local host the one in {LOCAL_KEY_FILE}"
+            raise BadArgument(
+                f"--key / {KEY_ENV} must be printable ASCII with no spaces: character {index + 1} is {_char(char)}",
+                hint,
+            )
+    return key
+
+
+def _char(char: str) -> str:
+    """One character for a message: a lone surrogate is the non-UTF-8 byte the shell passed."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"the byte 0x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"a lone surrogate U+{code:04X}"
+    if char.isprintable() and code > 0x7E:
+        return f"{char!r} (U+{code:04X})"
+    return repr(char)  # ' ', '\n', '\t', '\x00'
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted, its non-UTF-8 bytes as ``\\xff`` (as a shell's $'…' writes them), never a lone surrogate."""
+    try:
+        return repr(value.encode("utf-8", "surrogateescape"))[1:]
+    except UnicodeEncodeError:
+        return ascii(value)
 
 
 def _answer(by: str | None, comment: str | None) -> dict[str, Any]:
@@ -618,6 +712,7 @@ def _request(reason: str | None, requested_by: str | None) -> dict[str, str]:
 def requested_by_default() -> str:
     """Who is asking: the OS user (``USER`` / the password database), else ``cli``."""
     try:
-        return getpass.getuser() or "cli"
+        name = getpass.getuser() or "cli"
     except (OSError, KeyError):
-        return os.environ.get("USERNAME", "cli")
+        name = os.environ.get("USERNAME", "cli")
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a user name that is not UTF-8: �

@@ -1,8 +1,9 @@
 """The commands that talk to a running host: models, retrain, runs, run, approve, reject, abort, rollback.
 
 Each one is a thin layer over :class:`perennial_cli.client.PerennialClient`: it makes one call and
-prints the answer as a table. Every failure prints what went wrong and what to do, and exits 1
-(typer itself exits 2 on a usage error).
+prints the answer as a table. Every failure prints what went wrong and what to do, and exits 1; an argument
+that cannot be sent (a key that is not printable ASCII, text that is not UTF-8) exits 2 before any request, as
+typer itself does on a usage error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from perennial_cli.client import (
     KEY_ENV,
     LOCAL_KEY_FILE,
     Accepted,
+    BadArgument,
     ClientError,
     Evaluation,
     JobState,
@@ -91,7 +93,8 @@ def _err() -> Console:
 
 @contextmanager
 def _client(host: str, key: str | None) -> Iterator[PerennialClient]:
-    """A client for ``host``; any ClientError inside the block is printed with its fix and exits 1."""
+    """A client for ``host``; any ClientError inside the block is printed with its fix and exits 1 (2 for a
+    BadArgument: a usage error, found before any request)."""
     try:
         waiting = _err()
         with PerennialClient(
@@ -100,7 +103,7 @@ def _client(host: str, key: str | None) -> Iterator[PerennialClient]:
             yield client
     except ClientError as exc:
         _print_error(exc)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=2 if isinstance(exc, BadArgument) else 1) from None
 
 
 def _print_error(exc: ClientError) -> None:
