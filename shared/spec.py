@@ -1192,6 +1192,8 @@ def read_spec(path: str | Path) -> ModelSpec:
         raise SpecError(
             [f"{path}: is not valid YAML{where} ({getattr(exc, 'problem', exc)}); fix the syntax"]
         ) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError([f"{path}: nests lists or mappings too deeply to read; a spec is a few levels deep"]) from None
     return parse_spec(document, str(path))
 
 

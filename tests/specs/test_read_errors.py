@@ -26,3 +26,11 @@ def test_an_empty_directory_shows_the_spec_file_naming(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         read_spec(tmp_path)
     assert f"e.g. {tmp_path / '<name>.yaml'}" in caught.value.problems[0]
+
+
+def test_yaml_nested_past_the_readers_depth_is_a_spec_error_not_a_traceback(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        read_spec(deep)
+    assert caught.value.problems == [f"{deep}: nests lists or mappings too deeply to read; a spec is a few levels deep"]
