@@ -109,13 +109,15 @@ def feedback_label(record: Mapping[str, Any], blob: str) -> FeedbackLabel | None
         return None
     if raw_row is None or raw_row == "":
         row = 0
+    elif isinstance(raw_row, int) and not isinstance(raw_row, bool) and raw_row >= 0:
+        row = raw_row
     else:
-        try:
-            row = int(str(raw_row).strip())
-        except ValueError:
+        # ASCII digits only: int() would also read "1_0" as 10 and a full-width "１" as 1, and join the label to
+        # a row the producer did not mean.
+        text = str(raw_row).strip()
+        if not (text.isascii() and text.isdigit()):
             return None
-        if row < 0 or isinstance(raw_row, bool):
-            return None
+        row = int(text)
     return FeedbackLabel(request_id=request_id, label=label, row=row, blob=blob)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.blobpaths import BlobNameError
+from shared.feedback import feedback_label
 from shared.live import live_counts
 from shared.platform.local import LocalPlatform
 from shared.spec import ModelSpec
@@ -139,3 +140,14 @@ def test_live_counts_for_the_rollout(store: BlobStore, spec: ModelSpec, platform
 
 def test_feedback_label_defaults() -> None:
     assert FeedbackLabel("r", "1").row == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "read"),
+    [(None, 0), ("", 0), (3, 3), ("3", 3), (" 7 ", 7), ("1_0", None), ("１", None), ("-1", None), (-1, None),
+     (True, None), ("2.0", None), ("x", None)],
+)  # fmt: skip
+def test_a_row_number_is_ascii_digits_or_a_whole_json_number(row: object, read: int | None) -> None:
+    """int() would read "1_0" as row 10 and a full-width "１" as row 1: a label joined to a row nobody meant."""
+    parsed = feedback_label({"request_id": "r", "label": "1", "row": row}, "b.jsonl")
+    assert (parsed.row if parsed is not None else None) == read
