@@ -11,6 +11,7 @@ logged with the reason, and answered ``"action": "suppressed"`` over HTTP; no ru
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -106,7 +107,7 @@ async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestra
         if len(raw) > MAX_BODY_BYTES:
             detail = f"the body is {len(raw):,} bytes; an alert is at most {MAX_BODY_BYTES:,}"
             return problem(413, "Body too large", detail, field="body")
-        if b'"schemaId"' not in raw:  # parse_http would read it as a retrain request and name its fields
+        if not _names_a_schema(raw):  # parse_http would read it as a retrain request and name its fields
             detail = "no schemaId: send the Azure Monitor common alert schema (enable it on the action group)"
             return problem(400, "Not an alert", detail, field="schemaId")
         try:
@@ -120,3 +121,13 @@ async def azure_monitor_alert(req: func.HttpRequest, client: df.DurableOrchestra
         if decision.action == "suppressed":
             body.update(reason=decision.reason, hint=decision.hint)
         return json_response(body, 202)
+
+
+def _names_a_schema(raw: bytes) -> bool:
+    """Whether the body could be an alert: a JSON object with a ``schemaId`` member (spelt with escapes too, as a
+    JSON writer may). A body that is not JSON at all is left to the parser, which says what is wrong with it."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return True
+    return isinstance(document, dict) and "schemaId" in document

@@ -106,7 +106,7 @@ def blob_names(
     names: dict[Path, str] = {}
     for path in files:
         if not path.is_file():
-            fail(f"{path}: no such file", f"give {what} to upload", 2)
+            fail(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}", f"give {what} to upload", 2)
         names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
         if list(names.values()).count(names[path]) > 1:
             fail(

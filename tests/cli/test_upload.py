@@ -60,6 +60,8 @@ def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: 
     missing = perennial(nowhere, "upload", str(tmp_path / "gone.csv"), "--model", "fraud", "--models", MODELS)
     assert missing.exit_code == 2
     assert "no such file" in missing.output
+    folder = perennial(nowhere, "upload", str(tmp_path), "--model", "fraud", "--models", MODELS)
+    assert (folder.exit_code, f"{tmp_path}: is a directory" in folder.output) == (2, True)
     (tmp_path / "notes.txt").write_text("x")
     text = perennial(nowhere, "upload", str(tmp_path / "notes.txt"), "--model", "fraud", "--models", MODELS)
     assert text.exit_code == 2

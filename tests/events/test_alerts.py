@@ -307,3 +307,16 @@ def test_the_webhook_says_what_it_expects(
     problem = json.loads(response.get_body())
     assert problem["title"] == title
     assert problem["field"] == ("body" if status == 413 else "schemaId")
+
+
+def test_a_schema_id_spelt_with_json_escapes_is_read_as_an_alert(
+    app_functions: dict[str, Any], host: dict[str, Any]
+) -> None:
+    """The check for a schemaId looked for its bytes and answered "Not an alert: no schemaId" to one spelt
+    \\u0073chemaId, which JSON reads as the same key; the alert's own problem is named instead."""
+    body = b'{"\\u0073chemaId": "azureMonitorCommonAlertSchema"}'
+    request = func.HttpRequest("POST", "/api/alerts/azure-monitor", body=body)
+    response = _call(app_functions, "azure_monitor_alert", request, host["client"])
+    problem = json.loads(response.get_body())
+    assert (response.status_code, problem["title"]) == (400, "Malformed alert"), problem
+    assert problem["field"] != "schemaId"
