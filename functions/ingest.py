@@ -35,6 +35,14 @@ async def on_blob_created(event: func.EventGridEvent, client: df.DurableOrchestr
             logger.info("event %s needs no action: %s", event.id, trigger.reason)
             return
         blob = trigger.blob
+        if not clients.store().holds(blob.url):
+            # Another account's event (a second subscription pointed at this app): its blobs are not in our landing
+            # container, and a run would find nothing new there. Acknowledged, not retried.
+            logger.warning(
+                "rejected event %s: %s is not in this app's storage account; point that account's Event Grid "
+                "subscription elsewhere", event.id, blob.url, extra={"event_id": event.id},
+            )  # fmt: skip
+            return
         registry = clients.registry()
         seen = registry.seen(trigger.model, blob.url, blob.etag)
         if seen is not None:

@@ -113,6 +113,18 @@ def split_blob_url(url: str) -> tuple[str, str]:
     return unquote(parts[0]), unquote(parts[1])
 
 
+def blob_account(url: str) -> str:
+    """The storage account a blob URL points into, spelt one way: its host (lower case, ``.dfs.`` as ``.blob.``),
+    and for a path-style URL (Azurite, an IP endpoint) the account segment too. "" for a URL that is not http(s)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return ""
+    netloc = parsed.netloc.lower().replace(".dfs.", ".blob.")
+    if ".blob." in netloc:
+        return netloc
+    return f"{netloc}/{parsed.path.lstrip('/').split('/', 1)[0]}"
+
+
 def canonical_blob_url(url: str) -> str:
     """One spelling of a blob's URL, the one the storage SDK's listing gives: a Data Lake event's ``.dfs.``
     host as ``.blob.``, the host in lower case, the name percent-encoded as the SDK does it, no query. A blob is

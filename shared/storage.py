@@ -45,7 +45,14 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
-from shared.blobpaths import BlobNameError, BlobPath, canonical_blob_url, quoted_etag, validate_blob_name
+from shared.blobpaths import (
+    BlobNameError,
+    BlobPath,
+    blob_account,
+    canonical_blob_url,
+    quoted_etag,
+    validate_blob_name,
+)
 from shared.feedback import FEEDBACK_SUFFIXES, FeedbackHeaderError, FeedbackLabel, feedback_rows
 from shared.settings import StorageSettings
 
@@ -396,6 +403,11 @@ class BlobStore:
         if model not in self.known_models:
             raise BlobNameError(f"unknown model {model!r}", f"use one of {sorted(self.known_models)}", "model")
         return sorted(item.name for item in self.container(container).list_blobs(name_starts_with=f"{model}/{folder}/"))
+
+    def holds(self, url: str) -> bool:
+        """Whether ``url`` points into this store's account (an event from another account's subscription does not,
+        and must not start a run here)."""
+        return blob_account(url) == blob_account(self._service.get_blob_client(LANDING, "x").url)
 
     def landing_selection(self, model: str, names: Sequence[str]) -> list[BlobRef]:
         """The current versions of the blobs a retrain request chose (``landing/<model>/…`` or ``<model>/…``).

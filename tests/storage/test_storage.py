@@ -174,3 +174,23 @@ def test_bounded_lines_keep_lines_up_to_the_limit_and_read_past_longer_ones(
     from shared.feedback import bounded_lines as _bounded_lines
 
     assert list(_bounded_lines(io.StringIO(text, newline=""), 8)) == expected
+
+
+def test_the_store_knows_which_blob_urls_are_in_its_account(store: BlobStore, model: str) -> None:
+    """An event from another account's subscription once started a run here (and claimed a blob we never had)."""
+    ours = store.upload_landing(model, "a.csv", b"x,y\n1,2\n")
+    assert store.holds(ours.url)
+    assert store.holds(ours.url.replace("http://", "HTTP://").replace("/landing/", "/other-container/"))
+    account = ours.url.split("/")[3]  # Azurite is path-style: http://127.0.0.1:port/<account>/<container>/…
+    assert not store.holds(ours.url.replace(f"/{account}/", "/someoneelse/", 1))
+    assert not store.holds(f"https://otheraccount.blob.core.windows.net/landing/{model}/a.csv")
+    assert not store.holds("ftp://nowhere/landing/a.csv")
+
+
+def test_a_blob_account_is_spelt_one_way() -> None:
+    from shared.blobpaths import blob_account
+
+    assert blob_account("https://Acct.blob.core.windows.net/landing/fraud/a.csv") == "acct.blob.core.windows.net"
+    assert blob_account("https://acct.dfs.core.windows.net/landing/fraud/a.csv") == "acct.blob.core.windows.net"
+    assert blob_account("http://127.0.0.1:10000/devstoreaccount1/landing/a.csv") == "127.0.0.1:10000/devstoreaccount1"
+    assert blob_account("not a url") == ""
