@@ -21,7 +21,7 @@ import azure.functions as func
 
 import shared
 from functions import clients
-from functions.coordination import debounce_state, job_states, send_work
+from functions.coordination import coordinator_view, job_states, send_work
 from functions.http import answers_503_when_unavailable, json_response, problem
 from functions.stranded import stranded as stranded_because
 from shared.blobpaths import BlobNameError
@@ -311,16 +311,22 @@ def _checked_fields(
 @answers_503_when_unavailable
 async def list_models(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Every model spec with its champion, latest run, the landed blobs its coordinator is collecting for the next
-    run and when that run starts (``waiting``, or null), how many of its events wait to be sent (the event topic
+    run and when that run starts (``waiting``, or null), why its coordinator could not claim its work while it
+    pauses (``claim_failed``, or null), how many of its events wait to be sent (the event topic
     could not take them; the housekeeping timer sends them) and how many the topic refused for good."""
     names = sorted(get_runtime().specs)
-    # The coordinators' states side by side, each bounded (debounce_state), while the records are read off the
+    # The coordinators' states side by side, each bounded (coordinator_view), while the records are read off the
     # worker's event loop: storage clients block.
-    waiting, models = await asyncio.gather(
-        asyncio.gather(*(debounce_state(client, name) for name in names)), asyncio.to_thread(_model_records, names)
+    views, models = await asyncio.gather(
+        asyncio.gather(*(coordinator_view(client, name) for name in names)), asyncio.to_thread(_model_records, names)
     )
     return json_response(
-        {"models": [{**model, "waiting": state} for model, state in zip(models, waiting, strict=True)]}
+        {
+            "models": [
+                {**model, "waiting": waiting, "claim_failed": claim_failed}
+                for model, (waiting, claim_failed) in zip(models, views, strict=True)
+            ]
+        }
     )
 
 

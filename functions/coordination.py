@@ -58,14 +58,17 @@ async def _custom_status(client: df.DurableOrchestrationClient, instance: str) -
     return custom
 
 
-async def debounce_state(client: df.DurableOrchestrationClient, model: str) -> dict[str, Any] | None:
-    """What the model's coordinator waits on before its next run: ``{blobs, starts_at, deadline}`` while it collects
-    a burst of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else
-    None."""
-    custom = await _custom_status(client, coordinator_id(model))
-    if custom is None or custom.get("stage") != "debouncing":
-        return None
-    return {key: custom.get(key) for key in ("blobs", "starts_at", "deadline")}
+async def coordinator_view(
+    client: df.DurableOrchestrationClient, model: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """What the model's coordinator says of its next run: ``{blobs, starts_at, deadline}`` while it collects a burst
+    of landed blobs (a run starts at ``starts_at`` unless another lands first, and by ``deadline``), else None; and
+    why it could not claim its work, while it pauses before looking in storage again, else None."""
+    custom = await _custom_status(client, coordinator_id(model)) or {}
+    stage = custom.get("stage")
+    waiting = {key: custom.get(key) for key in ("blobs", "starts_at", "deadline")} if stage == "debouncing" else None
+    claim_failed = str(custom.get("error") or "unknown error") if stage == "claim_failed" else None
+    return waiting, claim_failed
 
 
 async def job_states(client: df.DurableOrchestrationClient, base_names: list[str]) -> list[dict[str, Any]]:

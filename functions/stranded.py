@@ -128,6 +128,8 @@ async def revive_coordinator(
     why = coordinator_to_revive(state, len(blobs))
     if why is None:
         return None
+    if state == "Failed":  # starting it again replaces its history: keep what it failed on
+        logger.error("%s: its coordinator had failed: %s", spec.name, str(getattr(status, "output", None))[:2000])
     try:
         await send_work(client, spec.name, {"kind": "blobs", "blobs": [b.dump() for b in blobs]})
     except CoordinatorUnreachable as exc:  # the next tick tries again

@@ -290,6 +290,7 @@ class ModelInfo(_Body):
     champion: Champion | None = None
     latest_run: RunSummary | None = None
     waiting: Waiting | None = None  # null: no landed blobs being collected
+    claim_failed: str | None = None  # why the coordinator could not start the next run (it tries again)
     unsent_events: int = 0  # events the topic could not take, waiting for the housekeeping timer
     refused_events: int = 0  # events the topic refused for good, kept in deadletter/<model>/events/
 

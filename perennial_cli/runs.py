@@ -251,6 +251,13 @@ def models(host: HostOption = DEFAULT_HOST_URL, key: KeyOption = None) -> None:
     for model in found:
         if model.waiting is not None:
             out.print(_waiting_line(model.model, model.waiting), soft_wrap=True)
+        if model.claim_failed is not None:
+            out.print(
+                f"[red]{escape(model.model)}: its coordinator could not start the next run ({escape(model.claim_failed)})"
+                "[/red]; it looks in storage again every 5 minutes. If a request it cannot take stays pending, "
+                "`perennial abort RUN_ID` it.",
+                soft_wrap=True,
+            )
         if model.unsent_events:
             out.print(
                 f"[yellow]{escape(model.model)}: {model.unsent_events} event(s) the event topic could not take wait "

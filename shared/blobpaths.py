@@ -9,6 +9,8 @@ parser can use it without importing the storage SDK.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -114,15 +116,17 @@ def split_blob_url(url: str) -> tuple[str, str]:
 
 
 def blob_account(url: str) -> str:
-    """The storage account a blob URL points into, spelt one way: its host (lower case, ``.dfs.`` as ``.blob.``),
-    and for a path-style URL (Azurite, an IP endpoint) the account segment too. "" for a URL that is not http(s)."""
+    """The name of the storage account a blob URL points into, in lower case: the first label of an Azure host
+    (``acct.blob.core.windows.net``, ``acct.dfs…``, ``acct.privatelink.blob…``), or the first path segment of a
+    path-style URL on an IP address or localhost (Azurite). "" when the URL does not say (a custom domain)."""
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        return ""
-    netloc = parsed.netloc.lower().replace(".dfs.", ".blob.")
-    if ".blob." in netloc:
-        return netloc
-    return f"{netloc}/{parsed.path.lstrip('/').split('/', 1)[0]}"
+    host = (parsed.hostname or "").lower() if parsed.scheme in ("http", "https") else ""
+    if ".blob." in host or ".dfs." in host:
+        return host.split(".", 1)[0]
+    path_style = host == "localhost"
+    with contextlib.suppress(ValueError):
+        path_style = path_style or bool(ipaddress.ip_address(host))
+    return parsed.path.lstrip("/").split("/", 1)[0].lower() if path_style else ""
 
 
 def canonical_blob_url(url: str) -> str:

@@ -225,8 +225,9 @@ def evaluation_job(
 
 
 #: How much of a failed job's log its error carries: enough for train.py's last words (a DataError and its hint, a
-#: traceback's end), small enough for a run record.
+#: traceback's end), small enough for a run record and an orchestration history (a printed tensor is one long line).
 FAILURE_LOG_LINES = 20
+FAILURE_LOG_CHARS = 4000
 
 
 def failure_with_log_tail(platform: MLPlatform, state: JobState, lines: int = FAILURE_LOG_LINES) -> str:
@@ -242,4 +243,6 @@ def failure_with_log_tail(platform: MLPlatform, state: JobState, lines: int = FA
     last = tail.splitlines()[-1].strip() if tail else ""
     if not last or last in error:
         return error
+    if len(tail) > FAILURE_LOG_CHARS:
+        tail = f"…{tail[-FAILURE_LOG_CHARS:]}"
     return f"{error}\nlast lines of its log:\n{tail}"

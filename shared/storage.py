@@ -405,9 +405,13 @@ class BlobStore:
         return sorted(item.name for item in self.container(container).list_blobs(name_starts_with=f"{model}/{folder}/"))
 
     def holds(self, url: str) -> bool:
-        """Whether ``url`` points into this store's account (an event from another account's subscription does not,
-        and must not start a run here)."""
-        return blob_account(url) == blob_account(self._service.get_blob_client(LANDING, "x").url)
+        """Whether ``url`` may point into this store's account: an event from another account's subscription does
+        not, and must not start a run here. Account names are compared (not hosts: the app may reach its account
+        through a private endpoint or another spelling of the host); when either name cannot be told (a custom
+        domain), the url is taken as ours: dropping a real event would stop ingestion without an error."""
+        ours = (self._service.account_name or "").lower().removesuffix(".privatelink")
+        theirs = blob_account(url)
+        return not ours or not theirs or ours == theirs
 
     def landing_selection(self, model: str, names: Sequence[str]) -> list[BlobRef]:
         """The current versions of the blobs a retrain request chose (``landing/<model>/…`` or ``<model>/…``).

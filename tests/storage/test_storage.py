@@ -184,13 +184,44 @@ def test_the_store_knows_which_blob_urls_are_in_its_account(store: BlobStore, mo
     account = ours.url.split("/")[3]  # Azurite is path-style: http://127.0.0.1:port/<account>/<container>/…
     assert not store.holds(ours.url.replace(f"/{account}/", "/someoneelse/", 1))
     assert not store.holds(f"https://otheraccount.blob.core.windows.net/landing/{model}/a.csv")
-    assert not store.holds("ftp://nowhere/landing/a.csv")
 
 
-def test_a_blob_account_is_spelt_one_way() -> None:
+AZURE_EVENT_URLS = [
+    "https://stx.blob.core.windows.net/landing/fraud/a.csv",
+    "https://stx.dfs.core.windows.net/landing/fraud/a.csv",
+]
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        BlobServiceClient("https://stx.blob.core.windows.net/"),
+        BlobServiceClient("https://STX.blob.core.windows.net:443"),
+        BlobServiceClient("https://stx.privatelink.blob.core.windows.net"),  # a private endpoint's name
+        BlobServiceClient("https://stx.dfs.core.windows.net"),
+        BlobServiceClient.from_connection_string(
+            "DefaultEndpointsProtocol=https;AccountName=stx;AccountKey=a2V5;BlobEndpoint=https://data.contoso.com/"
+        ),  # a custom domain, with the account named
+        BlobServiceClient("https://data.contoso.com"),  # a custom domain alone: cannot tell, so taken as ours
+    ],
+    ids=["blob", "port-and-case", "privatelink", "dfs", "custom-domain-named", "custom-domain-alone"],
+)
+def test_azures_own_event_urls_are_ours_however_the_app_reaches_its_account(service: BlobServiceClient) -> None:
+    """Dropping a real event would stop ingestion without an error: every way the app may be configured to reach
+    account stx takes the urls Azure's events carry for it (https://stx.blob… and, from Data Lake, .dfs.)."""
+    store = BlobStore(service, known_models={"fraud"})
+    assert [store.holds(url) for url in AZURE_EVENT_URLS] == [True, True]
+    if service.account_name:
+        assert not store.holds("https://other.blob.core.windows.net/landing/fraud/a.csv")
+
+
+def test_a_blob_account_is_the_account_name() -> None:
     from shared.blobpaths import blob_account
 
-    assert blob_account("https://Acct.blob.core.windows.net/landing/fraud/a.csv") == "acct.blob.core.windows.net"
-    assert blob_account("https://acct.dfs.core.windows.net/landing/fraud/a.csv") == "acct.blob.core.windows.net"
-    assert blob_account("http://127.0.0.1:10000/devstoreaccount1/landing/a.csv") == "127.0.0.1:10000/devstoreaccount1"
+    assert blob_account("https://Acct.blob.core.windows.net/landing/fraud/a.csv") == "acct"
+    assert blob_account("https://acct.dfs.core.windows.net/landing/fraud/a.csv") == "acct"
+    assert blob_account("https://acct.privatelink.blob.core.windows.net/landing/a.csv") == "acct"
+    assert blob_account("http://127.0.0.1:10000/devstoreaccount1/landing/a.csv") == "devstoreaccount1"
+    assert blob_account("http://localhost:10000/DevStoreAccount1/landing/a.csv") == "devstoreaccount1"
+    assert blob_account("https://data.contoso.com/landing/a.csv") == ""
     assert blob_account("not a url") == ""

@@ -231,3 +231,27 @@ def test_an_ended_coordinator_is_started_again_for_landed_blobs_no_run_claimed(a
         assert "1 landed blob(s) wait" in why
         [work] = ended.started
         assert [b["name"] for b in work["blobs"]] == ["fraud/waiting.csv"]
+
+
+@pytest.mark.parametrize(
+    ("custom", "waiting", "claim_failed"),
+    [
+        ({"stage": "idle"}, None, None),
+        ({"stage": "debouncing", "blobs": 2, "starts_at": "t1", "deadline": "t2"},
+         {"blobs": 2, "starts_at": "t1", "deadline": "t2"}, None),
+        ({"stage": "claim_failed", "error": "TableLimitError: too large"}, None, "TableLimitError: too large"),
+        (None, None, None),
+    ],
+)  # fmt: skip
+def test_the_model_listing_says_when_a_coordinator_cannot_claim_its_work(
+    custom: dict[str, Any] | None, waiting: dict[str, Any] | None, claim_failed: str | None
+) -> None:
+    """GET /api/models reads the coordinator's custom status: a burst it collects (waiting), or why it could not
+    start the next run while it pauses (claim_failed), which `perennial models` prints in red."""
+    from functions.coordination import coordinator_view
+
+    class Client:
+        async def get_status(self, instance: str) -> Status:
+            return Status(State.Running, custom)
+
+    assert asyncio.run(coordinator_view(Client(), "fraud")) == (waiting, claim_failed)  # type: ignore[arg-type]
