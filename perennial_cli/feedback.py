@@ -44,7 +44,7 @@ def feedback(
         None,
         "--folder",
         show_default=False,
-        help="A sub-folder under feedback/<model>/. Default: the upload's UTC day (YYYY-MM-DD), so the live checks "
+        help="A sub-folder under feedback/<model>/. Default: by-upload-day/<the upload's UTC day>, so the live checks "
         "list only the days of their window; --folder '' puts the files at the top.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a label file of the same name."),

@@ -281,29 +281,45 @@ def _listed_ref(client: ContainerClient, item: BlobProperties) -> BlobRef:
     )
 
 
-#: A day folder under feedback/<model>/: the files uploaded that day (UTC), as `perennial feedback` names it.
+#: Where `perennial feedback` puts label files, by the UTC day of their upload: ``feedback/<model>/by-upload-day/
+#: YYYY-MM-DD/``. The folder is the CLI's own, so its day is the upload's by contract; a producer's folders named
+#: by other dates (the day a label is about, say) are not mistaken for it.
+UPLOAD_DAYS = "by-upload-day"
 DAY_FOLDER = re.compile(r"^(\d{4})-(\d{2})-(\d{2})/$")
-
+#: More folders than this beside by-upload-day/ are read in one listing of the model's folder, not one each.
+MAX_FOLDER_LISTINGS = 20
 
 #: The most blobs a retrain request may choose (``landing_selection``).
 MAX_SELECTED_BLOBS = 1000
 
 
 def feedback_day_folder(moment: datetime) -> str:
-    """The folder `perennial feedback` puts a file uploaded at ``moment`` in: its UTC day, ``YYYY-MM-DD``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+    """The folder `perennial feedback` puts a file uploaded at ``moment`` in: ``by-upload-day/<its UTC day>``."""
+    return f"{UPLOAD_DAYS}/{moment.astimezone(UTC):%Y-%m-%d}"
 
 
 def _feedback_listing(client: ContainerClient, model: str, start: datetime) -> Iterator[BlobProperties]:
-    """Every blob under ``feedback/<model>/`` but those in day folders of days before ``start`` (a day's slack):
-    a live check reads a window of days, and a year of daily folders is then about eight listings, not the
-    whole history. Other folders and files are listed as before."""
-    oldest = (start.astimezone(UTC) - timedelta(days=1)).date()
+    """Every blob under ``feedback/<model>/`` but those under ``by-upload-day/`` in the folders of days before
+    ``start`` (less a day's slack): a live check reads a window of days, and a year of uploads is then about
+    eight listings, not the whole history. Every other file and folder is listed as before."""
+    days = f"{model}/{UPLOAD_DAYS}/"
+    folders: list[str] = []
     for item in client.walk_blobs(name_starts_with=f"{model}/", delimiter="/"):
         if not isinstance(item, BlobPrefix):
             yield item
+        elif item.name != days:
+            folders.append(item.name)
+    if len(folders) > MAX_FOLDER_LISTINGS:  # e.g. a producer's hourly folders: one listing, not thousands
+        yield from (b for b in client.list_blobs(name_starts_with=f"{model}/") if b.name.startswith(tuple(folders)))
+    else:
+        for folder in folders:
+            yield from client.list_blobs(name_starts_with=folder)
+    oldest = (start.astimezone(UTC) - timedelta(days=1)).date()
+    for item in client.walk_blobs(name_starts_with=days, delimiter="/"):
+        if not isinstance(item, BlobPrefix):
+            yield item  # a file directly under by-upload-day/: read, as anywhere else
             continue
-        day = DAY_FOLDER.match(item.name[len(model) + 1 :])
+        day = DAY_FOLDER.match(item.name[len(days) :])
         with contextlib.suppress(ValueError):  # 2026-13-45 is not a day: listed like any folder
             if day is not None and date(*map(int, day.groups())) < oldest:
                 continue

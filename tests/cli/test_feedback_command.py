@@ -67,7 +67,7 @@ def test_labels_go_where_the_live_checks_read_them(azurite_connection_string: st
     # Without --folder: the upload's UTC day, which lets the live checks skip older days' folders.
     dated = perennial(env, "feedback", str(labels), "-m", "fraud", "--overwrite", "--models", MODELS)
     assert dated.exit_code == 0, dated.output
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    day = "by-upload-day/" + datetime.now(UTC).strftime("%Y-%m-%d")
     assert f"feedback/fraud/{day}/chargebacks.csv" in " ".join(dated.output.split())
     assert service.get_blob_client("feedback", f"fraud/{day}/chargebacks.csv").exists()
 

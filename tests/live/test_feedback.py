@@ -63,23 +63,36 @@ def test_only_blobs_modified_in_the_window_are_read(store: BlobStore, model: str
     ]
 
 
-def test_day_folders_of_days_before_the_window_are_not_listed(store: BlobStore, model: str) -> None:
-    """`perennial feedback` puts a file in the folder of its upload's UTC day; a live check lists only the day
-    folders of its window (a day's slack), so it does not walk a year of labels every hour. Other folders, and a
-    folder that only looks like a day, are listed as before."""
+def test_upload_day_folders_of_days_before_the_window_are_not_listed(store: BlobStore, model: str) -> None:
+    """`perennial feedback` puts a file in by-upload-day/<its upload's UTC day>/; a live check lists only the days
+    of its window there (a day's slack), so it does not walk a year of labels every hour. A producer's own folders,
+    named by any date, and a folder that only looks like a day, are listed as before."""
     start = datetime.now(UTC) - timedelta(seconds=2)
     today, yesterday = feedback_day_folder(start), feedback_day_folder(start - timedelta(days=1))
+    assert today.startswith("by-upload-day/")
     for folder, request_id in [
-        (today, "today"), (yesterday, "slack"), ("2020-01-01", "old-day"), ("2020-13-45", "not-a-day"),
-        ("batch", "batch"),
+        (today, "today"), (yesterday, "slack"), ("by-upload-day/2020-01-01", "old-upload-day"),
+        ("by-upload-day/2020-13-45", "not-a-day"), ("by-upload-day", "loose"),
+        ("2020-01-01", "producer-day"), ("batch", "batch"),
     ]:  # fmt: skip
         store.upload_feedback(model, f"{folder}/labels.csv", f"request_id,label\n{request_id},1\n".encode())
     settle()
     read = sorted(f.request_id for f in store.iter_feedback(model, start, datetime.now(UTC)))
-    # 2020-01-01/ was written just now, so only its folder's day keeps it out.
-    assert read == ["batch", "not-a-day", "slack", "today"]
+    # by-upload-day/2020-01-01/ was written just now, so only its folder's day keeps it out.
+    assert read == ["batch", "loose", "not-a-day", "producer-day", "slack", "today"]
     since_2019 = store.iter_feedback(model, datetime(2019, 12, 31, tzinfo=UTC), datetime.now(UTC))
-    assert "old-day" in [f.request_id for f in since_2019], "a window that covers the day lists its folder"
+    assert "old-upload-day" in [f.request_id for f in since_2019], "a window that covers the day lists its folder"
+
+
+def test_many_producer_folders_are_read_in_one_listing(store: BlobStore, model: str) -> None:
+    """A producer writing an hourly folder would otherwise cost one listing per folder, every check."""
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    for hour in range(25):
+        store.upload_feedback(model, f"2026-11-30T{hour:02d}/labels.csv", f"request_id,label\nh{hour},1\n".encode())
+    store.upload_feedback(model, f"{feedback_day_folder(start)}/labels.csv", b"request_id,label\nup,1\n")
+    settle()
+    read = [f.request_id for f in store.iter_feedback(model, start, datetime.now(UTC))]
+    assert sorted(read) == sorted([f"h{hour}" for hour in range(25)] + ["up"]), "each file once"
 
 
 def test_a_hostile_feedback_line_is_skipped_not_raised(store: BlobStore, model: str) -> None:
