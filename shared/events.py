@@ -240,6 +240,25 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str = "") -> str | None:
     return value
 
 
+def _unicode_only(value: Any, path: str) -> None:
+    """Refuse a document with text that is not Unicode anywhere in it (JSON's ``\\ud800``, a key included): it
+    would reach a run's reason or details, which the registry and every log line must encode as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EventError(
+                f"{path} is not valid Unicode text", path, "send UTF-8 text without lone surrogates"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _unicode_only(key, f"a key of {path or 'the body'}")
+            _unicode_only(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _unicode_only(item, f"{path}[{index}]")
+
+
 def bounded_text(value: str | None, field: str, limit: int) -> str | None:
     """``value`` when it is text (encodable as UTF-8: JSON's ``\\ud800`` and a header's non-UTF-8 bytes are not)
     of at most ``limit`` characters; an :class:`EventError` naming ``field`` otherwise."""
@@ -614,6 +633,9 @@ def parse_event(event: Any, known: KnownModels | Collection[str]) -> Trigger:
     models = KnownModels.of(known)
     try:
         env = _envelope(event)
+        for name, text in (("id", env.id), ("eventType", env.type), ("topic", env.source), ("subject", env.subject)):
+            _unicode_only(text, name)
+        _unicode_only(env.data, "data")
         if env.type == BLOB_CREATED:
             return _blob_created(env, models)
         if env.type == DRIFT:
@@ -765,6 +787,7 @@ def parse_http(
         )
         raw = _obj(raw, "body")
         if raw.get("schemaId") == COMMON_ALERT_SCHEMA:
+            _unicode_only(raw, "")
             return _monitor_alert(raw, models)
         if "schemaId" in raw:
             raise EventError(

@@ -252,6 +252,8 @@ MALFORMED_EVENTS: list[tuple[str, Any, type[EventError], str]] = [
     # Past int64 the claim could not be stored, and the model's coordinator failed on it.
     ("size past 2**53", _blob(data__contentLength=2**64), EventError, "data.contentLength"),
     ("size is bool", _blob(data__contentLength=True), EventError, "data.contentLength"),
+    # Text that is not Unicode would reach a run's reason and fail every write of it.
+    ("lone surrogate in data", _blob(data__contentType="text/\ud800"), EventError, "data.contentType"),
     ("eTag is a number", _blob(data__eTag=7), EventError, "data.eTag"),
     (
         "wrong container",
@@ -386,6 +388,8 @@ MALFORMED_HTTP: list[tuple[str, Any, str]] = [
     ("manual model unknown", {"model": "spam"}, "model"),
     ("manual reason a list", {"model": "fraud", "reason": ["x"]}, "reason"),
     ("not an object", "[1, 2]", "body"),
+    ("alert rule not Unicode", _alert(alertRule="fraud-\ud800"), "data.essentials.alertRule"),
+    ("alert target not Unicode", _alert(alertTargetIDs=["/x/\udcff"]), "data.essentials.alertTargetIDs[0]"),
 ]
 
 
