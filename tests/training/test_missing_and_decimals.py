@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.spec import DataContract
-from shared.validation import validate
+from shared.validation import Finding, validate
 from tests.training import synthetic
 from tests.training.conftest import Problem, train_in_process
 from training_jobs import data as training_data
@@ -94,6 +94,21 @@ def test_parquet_decimals_are_read_as_floats_and_whole_ints(tmp_path: Path) -> N
     assert frame["count"].tolist() == written["count"].tolist()
 
 
+def _validated_and_loaded(path: Path, column: str, kind: str) -> tuple[list[Finding], pd.DataFrame]:
+    """The type_mismatch findings validation reports for ``column`` (of type ``kind``, beside an int label y), and
+    the frame training reads from the same file."""
+    spec = DataContract.model_validate(
+        {
+            "label": "y",
+            "min_rows": 1,
+            "max_missing_rate": 1.0,
+            "columns": [{"name": column, "type": kind, "nullable": True}, {"name": "y", "type": "int"}],
+        }
+    )
+    findings = [f for f in validate(path, spec).findings if f.check == "type_mismatch"]
+    return findings, load_dataset(path, parse_contract(spec.model_dump(mode="json"))).frame
+
+
 def test_an_int_decimal_with_a_fraction_is_bad_in_validation_and_missing_in_training(tmp_path: Path) -> None:
     table = pa.table(
         {
@@ -102,18 +117,8 @@ def test_an_int_decimal_with_a_fraction_is_bad_in_validation_and_missing_in_trai
         }
     )
     pq.write_table(table, tmp_path / "b.parquet")
-    spec = DataContract.model_validate(
-        {
-            "label": "y",
-            "min_rows": 1,
-            "max_missing_rate": 1.0,
-            "columns": [{"name": "n", "type": "int", "nullable": True}, {"name": "y", "type": "int"}],
-        }
-    )
-    report = validate(tmp_path / "b.parquet", spec)
-    [finding] = [f for f in report.findings if f.check == "type_mismatch"]
+    [finding], frame = _validated_and_loaded(tmp_path / "b.parquet", "n", "int")
     assert [(e.row, e.value) for e in finding.examples] == [(1, "2.5")]  # not quietly the int 2
-    frame = load_dataset(tmp_path / "b.parquet", parse_contract(spec.model_dump(mode="json"))).frame
     assert frame["n"].dtype == np.float64
     assert frame["n"].tolist()[:2] == [1.0, 2.5]
     # The feature the model sees: validation said "bad values were treated as missing", and so they are.
@@ -124,18 +129,8 @@ def test_a_number_other_than_0_or_1_in_a_bool_column_is_bad_in_validation_and_mi
     tmp_path: Path,
 ) -> None:
     pq.write_table(pa.table({"flag": pa.array([1, 0, 2, -1]), "y": pa.array([0, 1, 0, 1])}), tmp_path / "b.parquet")
-    spec = DataContract.model_validate(
-        {
-            "label": "y",
-            "min_rows": 1,
-            "max_missing_rate": 1.0,
-            "columns": [{"name": "flag", "type": "bool", "nullable": True}, {"name": "y", "type": "int"}],
-        }
-    )
-    report = validate(tmp_path / "b.parquet", spec)
-    [finding] = [f for f in report.findings if f.check == "type_mismatch"]
+    [finding], frame = _validated_and_loaded(tmp_path / "b.parquet", "flag", "bool")
     assert [e.value for e in finding.examples] == ["2", "-1"]
-    frame = load_dataset(tmp_path / "b.parquet", parse_contract(spec.model_dump(mode="json"))).frame
     assert as_float(frame["flag"], "bool").tolist()[:2] == [1.0, 0.0]
     assert np.isnan(as_float(frame["flag"], "bool")[2:]).all(), "not quietly true"
 
