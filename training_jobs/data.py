@@ -1,8 +1,10 @@
 """Reading the data: a folder of CSV/Parquet files (an Azure ML uri_folder mount) or one file.
 
 A manifest pins the exact files and their sha256: a listed file that is missing or changed
-stops the job (the model card would otherwise lie about its data). Labels are mapped to class
-indices here, and the train/validation split is made here, once, the same way on every rank.
+stops the job (the model card would otherwise lie about its data). Files are read in name order
+(a manifest's listing order plays no part). Labels are mapped to class indices here, and the
+train/validation split is made here, once, the same way on every rank: by row identity (the hash
+the holdout uses), so copies of a row never straddle training and validation.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ MISSING_TOKENS = (
 )
 _MISSING_TEXT = frozenset(MISSING_TOKENS)
 PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
-#: The validation split does not depend on --seed: candidates of one sweep (different seeds)
-#: must be judged on the same rows.
-SPLIT_SEED = 0
+#: Salts mixed into the holdout's identity hashes to order identities for the validation split and for
+#: train.py's two threshold folds: each its own order, independent of the holdout's (and of --seed: the
+#: candidates of one sweep are judged on the same rows).
+SPLIT_SALT = 0x5EED_0000_0000_0001
+FOLD_SALT = 0x5EED_0000_0000_0002
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,9 @@ def _find_files(data: Path, manifest: Manifest | None) -> list[Path]:
     if manifest is not None:
         base = data if data.is_dir() else data.parent
         paths: list[Path] = []
-        for entry in manifest.files:
+        # In name order, as the data hash sorts them: the rows' order (and so the training order) must not
+        # depend on how the manifest happens to list the files.
+        for entry in sorted(manifest.files, key=lambda f: f.name):
             path = base / entry.name
             if not path.is_file():
                 raise ManifestError(
@@ -443,18 +449,42 @@ def encode_labels(frame: pd.DataFrame, contract: Contract, space: LabelSpace) ->
 
 
 def stratified_split(
-    y: npt.NDArray[np.int64], val_fraction: float, seed: int = SPLIT_SEED
+    y: npt.NDArray[np.int64], identities: npt.NDArray[np.uint64], val_fraction: float, salt: int = SPLIT_SALT
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(train, val) row indices; every class keeps its share in both (a 1% class must reach val)."""
-    rng = np.random.default_rng(seed)
-    train: list[npt.NDArray[np.int64]] = []
-    val: list[npt.NDArray[np.int64]] = []
-    for cls in np.unique(y):
-        rows = np.flatnonzero(y == cls).astype(np.int64)
-        rng.shuffle(rows)
-        n_val = round(len(rows) * val_fraction)
-        if len(rows) >= 2:
-            n_val = min(max(n_val, 1), len(rows) - 1)
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    """(train, val) row indices, chosen by row identity: ``identities`` are the rows' holdout hashes
+    (HoldoutRule.hashes), so every row of one identity (a key exported twice, a duplicated row) falls on the
+    same side. Per class, the identities are ordered by their hash mixed with ``salt`` and the first
+    ``round(val_fraction * n)`` go to validation: at least one and at most n - 1 when a class has two or
+    more identities (a 1% class must reach val). The split depends on the rows' identities and labels only,
+    not on their order. An identity whose rows carry different labels counts for its most frequent label (of
+    equal counts, the lowest class index): it has to sit on one side, and that side is chosen with that class."""
+    groups, group_of = np.unique(identities, return_inverse=True)  # groups sorted by hash: order-free
+    group_of = group_of.reshape(-1)
+    n_classes = int(y.max()) + 1 if len(y) else 1
+    pairs, counts = np.unique(group_of * n_classes + y, return_counts=True)
+    pair_group, pair_class = pairs // n_classes, pairs % n_classes
+    first = np.lexsort((pair_class, -counts, pair_group))  # per group: most rows first, then lowest class
+    is_first = np.r_[True, pair_group[first][1:] != pair_group[first][:-1]]
+    group_class = np.empty(len(groups), dtype=np.int64)
+    group_class[pair_group[first][is_first]] = pair_class[first][is_first]
+    order = mix(groups, salt)
+    in_val = np.zeros(len(groups), dtype=bool)
+    for cls in np.unique(group_class):
+        members = np.flatnonzero(group_class == cls)
+        members = members[np.argsort(order[members], kind="stable")]
+        n_val = round(len(members) * val_fraction)
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        in_val[members[:n_val]] = True
+    val = in_val[group_of]
+    return np.flatnonzero(~val).astype(np.int64), np.flatnonzero(val).astype(np.int64)
+
+
+def mix(hashes: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.uint64]:
+    """splitmix64's finaliser of ``hashes + salt``: a bijection of 64-bit integers, so a salt gives identities
+    an order of its own, unrelated to the holdout's ``hash < fraction * 2**64`` (no second pass over the rows'
+    text). uint64 arithmetic wraps, as the finaliser wants."""
+    z = hashes.astype(np.uint64) + np.uint64(salt)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return np.asarray(z ^ (z >> np.uint64(31)), dtype=np.uint64)

@@ -10,7 +10,9 @@ row whose key is missing, or every row of a contract without a key, is identifie
 in every contract column instead (each as canonical text, length-prefixed, in contract order).
 
 train.py drops holdout rows before anything else sees the data (the validation split, the
-preprocessing statistics, early stopping, the threshold); evaluate.py scores only holdout rows.
+preprocessing statistics, early stopping, the threshold); evaluate.py scores only holdout rows. The
+validation split reuses the same hashes (mixed with a salt of its own: data.stratified_split), so the
+copies of a row sit on one side there too.
 Every run trains on the whole landing folder, so a row stays on its side run after run: no
 challenger and no champion has trained on a holdout row. The rule is nested in the fraction (the
 holdout at 0.1 is part of the holdout at 0.2), which lets evaluate.py score a champion trained

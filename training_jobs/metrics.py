@@ -124,9 +124,15 @@ def f1_threshold(y: IntArray, p: FloatArray) -> float | None:
 
 
 def classification_metrics(
-    y: IntArray, p: FloatArray, threshold: float = 0.5, classes: list[str] | None = None
+    y: IntArray,
+    p: FloatArray,
+    threshold: float = 0.5,
+    classes: list[str] | None = None,
+    predictions: IntArray | None = None,
 ) -> dict[str, Any]:
-    """accuracy, precision, recall, f1, roc_auc, pr_auc, ece and per-class precision/recall/support."""
+    """accuracy, precision, recall, f1, roc_auc, pr_auc, ece and per-class precision/recall/support. The
+    threshold-dependent ones judge ``predictions`` when given (train.py's cross-fitted predictions), else the
+    classes ``p`` and ``threshold`` predict."""
     k = p.shape[1] if p.ndim == 2 else 2
     names = classes or [str(i) for i in range(k)]
     if not _finite(p):
@@ -137,7 +143,7 @@ def classification_metrics(
             "n": len(y),
             "threshold": threshold,
         }
-    pred = predict_classes(p, threshold)
+    pred = predict_classes(p, threshold) if predictions is None else predictions
     per_class: dict[str, dict[str, float | int | None]] = {}
     present: list[tuple[float, float]] = []  # (precision, recall) of each class in the labels or predictions
     for c in range(k):

@@ -54,6 +54,7 @@ if not __package__:
     _make_package_importable()
 
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -81,6 +82,7 @@ from training_jobs.checkpoint import (  # noqa: E402
 )
 from training_jobs.contract import load_contract  # noqa: E402
 from training_jobs.data import (  # noqa: E402
+    FOLD_SALT,
     drop_unlabelled,
     encode_labels,
     infer_label_space,
@@ -97,7 +99,7 @@ from training_jobs.errors import (  # noqa: E402
     TrainingJobError,
 )
 from training_jobs.files import write_atomically  # noqa: E402
-from training_jobs.holdout import HoldoutRule  # noqa: E402
+from training_jobs.holdout import HoldoutRule, in_holdout  # noqa: E402
 from training_jobs.metrics import classification_metrics, f1_threshold, json_safe, metric_value  # noqa: E402
 from training_jobs.model import ModelConfig, TabularMLP, probabilities  # noqa: E402
 from training_jobs.preprocessing import Preprocessor  # noqa: E402
@@ -106,6 +108,10 @@ from training_jobs.tracking import Tracker  # noqa: E402
 log = logging.getLogger("training_jobs.train")
 
 PRIMARY_METRIC = "pr_auc"  # early stopping watches this on the validation split
+#: What depends on the threshold, and so is cross-fitted with ``--threshold auto`` (see _cross_fit).
+THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "per_class")
+#: Which rows validate: a checkpoint written under another rule (before: by row position) must not be continued.
+SPLIT_RULE = "identity"
 SAMPLE_ROWS = 5
 #: Test hook (fault injection): deliver a real SIGTERM to ourselves after this optimiser step.
 SIGTERM_AT_STEP_ENV = "TRAINING_JOBS_SIGTERM_AT_STEP"
@@ -337,12 +343,13 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     contract = load_contract(args.contract)
     manifest = load_manifest(args.manifest) if args.manifest else None
     dataset = load_dataset(args.data, contract, manifest)
-    frame, holdout = _without_holdout(
+    frame, identities, holdout = _without_holdout(
         drop_unlabelled(dataset.frame, contract), HoldoutRule.for_contract(contract, args.holdout_fraction)
     )
     labels = infer_label_space(frame, contract)
     y_all = encode_labels(frame, contract, labels)
-    train_rows, val_rows = stratified_split(y_all, args.val_fraction)
+    # By row identity (the holdout's hash, salted): copies of a row never straddle training and validation.
+    train_rows, val_rows = stratified_split(y_all, identities, args.val_fraction)
     preprocessor = Preprocessor.fit(frame.iloc[train_rows], contract, labels)
     numeric, categorical = preprocessor.transform(frame, len(frame))
     device = ctx.device
@@ -352,6 +359,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     v_num = torch.from_numpy(numeric[val_rows]).to(device)
     v_cat = torch.from_numpy(categorical[val_rows]).to(device)
     v_y = torch.from_numpy(y_all[val_rows]).to(device)
+    v_fold = torch.from_numpy(_threshold_folds(y_all[val_rows], identities[val_rows])).to(device)
     n_train = len(train_rows)
 
     # ---- batch geometry: global batch = grad_accum × world_size × micro-batch, all equal
@@ -443,8 +451,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
         probs = torch.cat(chunks) if chunks else torch.zeros(empty, device=device)
         probs = distributed.gather_rows(ctx, probs.float())
         targets = distributed.gather_rows(ctx, v_y[mine])
+        folds = distributed.gather_rows(ctx, v_fold[mine])
         model.train()
-        return {"p": probs.cpu().double().numpy(), "y": targets.cpu().numpy()}
+        return {"p": probs.cpu().double().numpy(), "y": targets.cpu().numpy(), "fold": folds.cpu().numpy()}
 
     tracker = Tracker(enabled=ctx.is_main)
     params = _params(args, batch_size, ctx.world_size)
@@ -576,8 +585,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     progress.elapsed_s += time.monotonic() - started
     started = time.monotonic()
     if ctx.is_main:
-        preprocessor = _with_threshold(preprocessor, args.threshold, scored)
-        metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress, weights_step)
+        cross_fit = _cross_fit(scored, labels.classes) if args.threshold == "auto" and labels.task == "binary" else None
+        preprocessor = _with_threshold(preprocessor, args.threshold, scored, cross_fit)
+        metrics = _final_metrics(scored, preprocessor, labels.classes, n_train, progress, weights_step, cross_fit)
         _checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler, scaler, progress, "final")
         write_bundle(out, model, config, preprocessor)
         _write_json(out / METRICS, metrics)
@@ -702,10 +712,13 @@ def _why_undefined(scored: dict[str, Any]) -> str:
     return "the validation split has too few rows of some class"
 
 
-def _with_threshold(preprocessor: Preprocessor, wanted: str | float, scored: dict[str, Any]) -> Preprocessor:
+def _with_threshold(
+    preprocessor: Preprocessor, wanted: str | float, scored: dict[str, Any], cross_fit: dict[str, Any] | None = None
+) -> Preprocessor:
     """The preprocessor with the threshold the model ships with (score.py and evaluate.py use it): ``wanted``, or
-    for ``auto`` the positive class's best-F1 threshold on the validation split. Says so when the threshold leaves
-    the validation split without a single predicted positive: its precision, recall and F1 are then 0."""
+    for ``auto`` the positive class's best-F1 threshold on the validation split (printed with its in-sample F1 and
+    ``cross_fit``'s honest one). Says so when the threshold leaves the validation split without a single predicted
+    positive: its precision, recall and F1 are then 0."""
     if preprocessor.labels.task != "binary":
         if wanted != 0.5:
             log.warning("--threshold applies to binary models only; a multiclass model predicts its likeliest class")
@@ -718,7 +731,8 @@ def _with_threshold(preprocessor: Preprocessor, wanted: str | float, scored: dic
     elif wanted == "auto":
         print(
             f"threshold={threshold:.6g} (the positive class's best F1 on the validation split: "
-            f"{metric_value('f1', y, p, threshold):.4f}, against {metric_value('f1', y, p, 0.5):.4f} at 0.5)",
+            f"{metric_value('f1', y, p, threshold):.4f} in-sample, {(cross_fit or {}).get('f1', math.nan):.4f} "
+            f"cross-fitted, against {metric_value('f1', y, p, 0.5):.4f} at 0.5)",
             flush=True,
         )
     if (y == 1).any() and np.isfinite(p).all() and not (p >= threshold).any():
@@ -730,6 +744,32 @@ def _with_threshold(preprocessor: Preprocessor, wanted: str | float, scored: dic
     return replace(preprocessor, threshold=threshold)
 
 
+def _threshold_folds(y: npt.NDArray[np.int64], identities: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """Each validation row's fold (0 or 1) for cross-fitting ``--threshold auto``: by identity, stratified by
+    class, as the validation split is (so copies of a row share a fold); a salt of its own orders the halves."""
+    fold = np.zeros(len(y), dtype=np.int64)
+    if len(y):
+        _, second = stratified_split(y, identities, 0.5, salt=FOLD_SALT)
+        fold[second] = 1
+    return fold
+
+
+def _cross_fit(scored: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
+    """``--threshold auto``'s honest precision/recall/F1. The shipped threshold is tuned on every validation row,
+    so its metrics on those rows flatter it (on data without signal, precision above the base rate). Instead each
+    fold is predicted at the threshold tuned on the other fold (0.5 when that one has no positive row), and the
+    threshold-dependent metrics are computed from those out-of-fold predictions."""
+    y, p, fold = scored["y"], scored["p"], scored["fold"]
+    predicted = np.zeros(len(y), dtype=np.int64)
+    thresholds: list[float] = []
+    for k in (0, 1):
+        tuned = f1_threshold(y[fold != k], p[fold != k])
+        thresholds.append(0.5 if tuned is None else tuned)
+        predicted[fold == k] = p[fold == k] >= thresholds[-1]
+    metrics = classification_metrics(y, p, classes=list(classes), predictions=predicted)
+    return {**{k: metrics[k] for k in THRESHOLD_METRICS}, "thresholds": thresholds}
+
+
 def _final_metrics(
     scored: dict[str, Any],
     preprocessor: Preprocessor,
@@ -737,8 +777,12 @@ def _final_metrics(
     n_train: int,
     progress: Progress,
     weights_step: int,
+    cross_fit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     metrics = classification_metrics(scored["y"], scored["p"], preprocessor.threshold, list(classes))
+    if cross_fit is not None:  # out-of-fold: not the shipped threshold's in-sample flattery (see _cross_fit)
+        metrics.update({k: cross_fit[k] for k in THRESHOLD_METRICS})
+        metrics["threshold_cross_fit"] = {"folds": 2, "thresholds": cross_fit["thresholds"]}
     metrics["n_val"] = metrics.pop("n")
     metrics["n_train"] = n_train
     metrics["primary_metric"] = PRIMARY_METRIC
@@ -750,16 +794,20 @@ def _final_metrics(
     return metrics
 
 
-def _without_holdout(frame: pd.DataFrame, rule: HoldoutRule) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The rows train.py may use (holdout rows dropped) and the model card's record of the holdout."""
-    held = rule.mask(frame)
+def _without_holdout(
+    frame: pd.DataFrame, rule: HoldoutRule
+) -> tuple[pd.DataFrame, npt.NDArray[np.uint64], dict[str, Any]]:
+    """The rows train.py may use (holdout rows dropped), their identity hashes (the validation split reuses them)
+    and the model card's record of the holdout."""
+    hashes = rule.hashes(frame)
+    held = in_holdout(hashes, rule.fraction)
     if held.all():
         raise DataError(
             f"all {len(frame)} labelled row(s) fall in the holdout ({rule.describe()})",
             "add data: about a share --holdout-fraction of the rows is held out for evaluation",
         )
     record = {**rule.to_json(), "rows": int(held.sum())}
-    return frame.loc[~held].reset_index(drop=True), record
+    return frame.loc[~held].reset_index(drop=True), hashes[~held], record
 
 
 def _fingerprint(
@@ -773,6 +821,7 @@ def _fingerprint(
     fingerprint.update(
         batch_size=batch_size,
         val_fraction=args.val_fraction,
+        split=SPLIT_RULE,
         holdout_fraction=args.holdout_fraction,
         data_hash=data_hash,
         inputs=hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16],

@@ -50,10 +50,12 @@ def test_imbalance_handling_raises_rare_class_recall(results: dict[str, dict[str
 def test_an_auto_threshold_finds_the_rare_class_the_default_one_misses(results: dict[str, dict[str, float]]) -> None:
     """--threshold auto trains the same model (the same weights: ROC-AUC and PR-AUC are equal) and ships the
     threshold that maximises F1 on the validation split: at 0.5 the plain model flags almost nothing, so its
-    precision, recall and F1 (what guardrails compare) say nothing."""
+    precision, recall and F1 (what guardrails compare) say nothing. auto's reported metrics are cross-fitted
+    (each half of validation at the threshold tuned on the other), so they carry no tuning luck: over --seed 0-4
+    F1 0.17-0.22 against 0.00-0.15 at 0.5 (in-sample it read 0.26-0.32), recall 0.29-0.37 against 0.00-0.09."""
     none, auto = results["none"], results["auto"]
     assert (auto["roc_auc"], auto["pr_auc"]) == (none["roc_auc"], none["pr_auc"])
     assert auto["threshold"] < 0.5
     assert auto["shipped_threshold"] == auto["threshold"], "score.py and evaluate.py use the threshold chosen"
-    assert auto["f1"] >= none["f1"] + 0.2, (auto["f1"], none["f1"])
+    assert auto["f1"] > none["f1"], (auto["f1"], none["f1"])
     assert auto["recall"] >= none["recall"] + 0.15

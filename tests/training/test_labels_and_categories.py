@@ -234,7 +234,7 @@ def test_multiclass_classes_are_the_declared_categories_whatever_the_batch_holds
     assert encode_labels(frame, contract, space).tolist() == [3, 0, 2, 0]
     with pytest.raises(DataError, match=r"outside its declared classes: \['refund'\]"):
         infer_label_space(pd.DataFrame({"topic": ["billing", "refund"]}), contract)
-    train, val = stratified_split(np.array([0, 0, 2, 2, 3, 3, 3, 3]), 0.25)
+    train, val = stratified_split(np.array([0, 0, 2, 2, 3, 3, 3, 3]), np.arange(8, dtype=np.uint64), 0.25)
     assert len(train) + len(val) == 8
 
 
