@@ -208,6 +208,9 @@ def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) ->
         return array.cast(pa.bool_())
     if column_type == "float" and (pa.types.is_integer(source) or pa.types.is_decimal(source)):
         return array.cast(target, safe=False)
+    if column_type == "int" and pa.types.is_string(source) and pc.any(pc.match_substring_regex(array, "[xX]")).as_py():
+        # Arrow reads "0x17" as 23 (pandas, in training: missing); the slow path calls it a bad value.
+        raise pa.ArrowInvalid("hexadecimal text is not read as an int")
     if column_type == "timestamp":
         if pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_decimal(source):
             # Arrow would read 1700000000 as microseconds since 1970, silently; the unit is anybody's
@@ -259,10 +262,19 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def _number_text(value: str | bytes) -> str:
+    """Text that may be read as a number: ASCII, no ``_``. Python's int() and float() also read "1_000", "٣" and a
+    full-width "１", which pandas (training) reads as missing: a value the two would read apart is a bad value."""
+    text = value.decode() if isinstance(value, bytes) else value
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not a number written in ASCII digits")
+    return text
+
+
 def _parse_float(value: Any) -> float | None:
     if isinstance(value, bool):
         raise TypeError("a boolean is not a float")
-    result = float(value.decode() if isinstance(value, bytes) else value)
+    result = float(_number_text(value) if isinstance(value, str | bytes) else value)
     if math.isinf(result):
         raise ValueError(f"{value!r} is not a finite number")
     return None if math.isnan(result) else result
@@ -282,7 +294,7 @@ def _parse_int(value: Any) -> int:
             raise ValueError(f"{value} is not a whole number")
         result = int(value)
     else:
-        text = value.decode() if isinstance(value, bytes) else value
+        text = _number_text(value)
         try:
             result = int(text)
         except (ValueError, TypeError):

@@ -439,12 +439,12 @@ class _Validator:
         """``low`` and ``high`` are the batch's min and max (numpy scalars, exact for int64)."""
         lo, hi = state.spec.min, state.spec.max
         if lo is not None and low < lo:
-            mask = pc.less(values, lo)
+            mask = pc.less(values, _bound(values, lo, math.ceil))
             count = int(pc.sum(mask).as_py() or 0)
             rows = _rows_where(mask, offset) if len(state.below.examples) < MAX_EXAMPLES else []
             state.below.add(count, [Example(r, str(values[r - offset].as_py())) for r in rows])
         if hi is not None and high > hi:
-            mask = pc.greater(values, hi)
+            mask = pc.greater(values, _bound(values, hi, math.floor))
             count = int(pc.sum(mask).as_py() or 0)
             rows = _rows_where(mask, offset) if len(state.above.examples) < MAX_EXAMPLES else []
             state.above.add(count, [Example(r, str(values[r - offset].as_py())) for r in rows])
@@ -739,6 +739,15 @@ def _lanes(workers: int) -> Iterator[_Lanes | None]:
         yield lanes
     finally:
         lanes.close()
+
+
+def _bound(values: pa.Array, bound: float, whole: Callable[[float], int]) -> Any:
+    """A range bound to compare ``values`` with: for an int column the whole number that gives the same answer for
+    whole values (``ceil`` of a lower bound, ``floor`` of an upper one) as an int64, since Arrow would compare as
+    doubles and refuse an int past 2**53; the bound as it is otherwise."""
+    if not pa.types.is_integer(values.type):
+        return bound
+    return pa.scalar(min(max(whole(bound), -(2**63)), 2**63 - 1), pa.int64())
 
 
 def _read_types(contract: DataContract) -> dict[str, pa.DataType]:
