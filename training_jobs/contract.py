@@ -74,8 +74,12 @@ class Contract:
 
     def label_key(self, value: Any) -> str:
         """A label value (or the positive class) as training spells the label's classes: ``canonical_label``,
-        reading every bool spelling (``yes``, ``N``, ...) when the label column is ``bool``."""
-        return canonical_label(value, as_bool=self.column(self.label).type == "bool")
+        reading every bool spelling (``yes``, ``N``, ...) when the label column is ``bool``. A text label's value
+        with spaces around it is a value of its own, as the validator reads it (" yes" is not "yes")."""
+        kind = self.column(self.label).type
+        if kind in CATEGORICAL_TYPES and isinstance(value, str) and value != value.strip():
+            return value
+        return canonical_label(value, as_bool=kind == "bool")
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

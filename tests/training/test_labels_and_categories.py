@@ -209,6 +209,31 @@ def test_a_binary_label_holding_a_third_value_is_a_data_error_naming_it() -> Non
     assert infer_label_space(frame.iloc[:7], contract).classes == ("paid", "defaulted")
 
 
+def test_a_text_label_with_spaces_around_it_is_a_value_of_its_own_to_validation_and_training(tmp_path: Path) -> None:
+    """Training stripped " yes" into "yes" and trained 50 extra positives on a batch validation had only warned
+    about; now validation refuses a label outside its declared classes, and training reads " yes" as it does."""
+    from shared.spec import DataContract
+    from shared.validation import validate
+
+    document = {
+        "label": "answer",
+        "positive_class": "yes",
+        "min_rows": 1,
+        "columns": [
+            {"name": "x", "type": "float", "nullable": True},
+            {"name": "answer", "type": "category", "nullable": False, "categories": ["no", "yes"]},
+        ],
+    }
+    path = tmp_path / "b.csv"
+    path.write_text("x,answer\n" + "".join(f"{i},{v}\n" for i, v in enumerate(["no", "yes", "no", " yes"] * 5)))
+    [finding] = [f for f in validate(path, DataContract.model_validate(document)).findings if f.column == "answer"]
+    assert (finding.check, finding.severity, finding.count) == ("unseen_category", "error", 5)
+    assert "training would refuse the batch" in finding.message
+    contract = parse_contract({**document, "task": "binary"})
+    with pytest.raises(DataError, match="holds 3 values"):
+        infer_label_space(load_dataset(path, contract).frame, contract)
+
+
 def test_train_py_refuses_a_binary_batch_with_a_third_label_value(tmp_path: Path) -> None:
     frame = _tickets(400, seed=5, rare=True)
     problem = _problem(tmp_path, frame, task="binary")
