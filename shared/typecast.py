@@ -200,6 +200,8 @@ def _fast_cast(array: pa.Array, column_type: ColumnType, target: pa.DataType) ->
     if source == target:
         return array
     if column_type in ("string", "category"):
+        if pa.types.is_floating(source):  # a float NaN is missing, as pandas (training) reads it, not the text "nan"
+            array = pc.if_else(pc.is_nan(array), pa.scalar(None, source), array)
         return array.cast(pa.string())
     if column_type == "bool" and not (pa.types.is_string(source) or pa.types.is_boolean(source)):
         raise pa.ArrowInvalid("only strings and booleans are cast to bool on the fast path")

@@ -144,3 +144,15 @@ def test_numbers_in_a_parquet_timestamp_column_are_bad_values_not_microseconds(t
     assert [e.value for e in finding.examples] == ["1700000000", "1700000060"]
     assert "timestamp" in finding.message
     assert nulls(report, "ts") == 3  # two bad values and the missing one, none as a 1970 date
+
+
+def test_a_float_nan_in_a_parquet_category_column_is_missing_not_the_text_nan(tmp_path: Path) -> None:
+    """pandas writes a gap in a numeric code column as NaN; training reads it as missing, and so does validation
+    now (it was the category "nan", an unseen value, and a required column's gap went unnoticed)."""
+    frame = pd.DataFrame({"region": [1.0, float("nan"), 2.0], "y": [0, 1, 0]})
+    frame.to_parquet(tmp_path / "b.parquet", index=False)
+    report = validate(tmp_path / "b.parquet", contract())
+    assert nulls(report, "region") == 1
+    assert "nan" not in counts(report, "region")
+    [required] = [f for f in report.findings if f.check == "null_in_required"]
+    assert (required.column, required.count) == ("region", 1)
