@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -149,8 +151,8 @@ def test_numbers_in_a_parquet_timestamp_column_are_bad_values_not_microseconds(t
 def test_a_float_nan_in_a_parquet_category_column_is_missing_not_the_text_nan(tmp_path: Path) -> None:
     """pandas writes a gap in a numeric code column as NaN; training reads it as missing, and so does validation
     now (it was the category "nan", an unseen value, and a required column's gap went unnoticed)."""
-    frame = pd.DataFrame({"region": [1.0, float("nan"), 2.0], "y": [0, 1, 0]})
-    frame.to_parquet(tmp_path / "b.parquet", index=False)
+    nan = pa.array([1.0, float("nan"), 2.0], pa.float64(), from_pandas=False)  # a real NaN, not a null
+    pq.write_table(pa.table({"region": nan, "y": pa.array([0, 1, 0])}), tmp_path / "b.parquet")
     report = validate(tmp_path / "b.parquet", contract())
     assert nulls(report, "region") == 1
     assert "nan" not in counts(report, "region")
