@@ -100,10 +100,7 @@ class SeverityPolicy(_Strict):
     null_in_required: Severity = Field(default="error", description="error or warning")
     missing_rate: Severity = Field(default="error", description="error or warning")
     out_of_range: Severity = Field(default="error", description="error or warning")
-    unseen_category: Severity = Field(
-        default="warning",
-        description="error or warning; in the label always an error (training refuses a class it was not given)",
-    )
+    unseen_category: Severity = Field(default="warning", description="error or warning")
     too_few_rows: Severity = Field(default="error", description="error or warning")
     duplicate_key: Severity = Field(default="warning", description="error or warning")
     label_imbalance: Severity = Field(default="warning", description="error or warning")

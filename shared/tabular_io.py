@@ -382,7 +382,7 @@ class TabularSource:
                 ),
             )
 
-        if typed != text and (b"0x" in block or b"0X" in block):
+        if typed != text and ((b"x" in block and b"0x" in block) or (b"X" in block and b"0X" in block)):
             # Arrow's CSV reader reads "0x17" in an int column as 23 (pandas, in training: missing): ints that may be
             # written so arrive as text, where the cast refuses hexadecimal (shared.typecast).
             typed = {name: text.get(name, kind) if pa.types.is_integer(kind) else kind for name, kind in typed.items()}

@@ -104,8 +104,8 @@ def conform(array: pa.Array | pa.ChunkedArray, column_type: ColumnType, max_exam
                 array = array.cast(pa.dictionary(array.type.index_type, pa.string()))
             return CastResult(values=array, missing=array.null_count)
         array = array.dictionary_decode()
-    if pa.types.is_large_string(array.type):
-        array = array.cast(pa.string())
+    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        array = array.cast(pa.string())  # one kind of text for the casts and checks below (the hex guard, say)
     try:
         values = _fast_cast(array, column_type, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):

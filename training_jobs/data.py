@@ -473,8 +473,9 @@ def stratified_split(
         members = np.flatnonzero(group_class == cls)
         members = members[np.argsort(order[members], kind="stable")]
         n_val = round(len(members) * val_fraction)
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
+        # Two or more identities: both sides get some. One: training does (a model must see the class; with
+        # --val-fraction above 0.5 it went to validation and the model trained without it).
+        n_val = min(max(n_val, 1), len(members) - 1) if len(members) >= 2 else 0
         in_val[members[:n_val]] = True
     val = in_val[group_of]
     return np.flatnonzero(~val).astype(np.int64), np.flatnonzero(val).astype(np.int64)

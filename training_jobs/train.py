@@ -350,6 +350,13 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, preemption: P
     y_all = encode_labels(frame, contract, labels)
     # By row identity (the holdout's hash, salted): copies of a row never straddle training and validation.
     train_rows, val_rows = stratified_split(y_all, identities, args.val_fraction)
+    if not len(val_rows):
+        raise DataError(
+            f"no row reaches the validation split: the {len(frame)} labelled row(s) have one identity per class "
+            f"({HoldoutRule.for_contract(contract, args.holdout_fraction).describe()})",
+            "check data.key: it must tell rows apart (a key shared by every row, or one that follows the label, "
+            "is not a key); or add data",
+        )
     preprocessor = Preprocessor.fit(frame.iloc[train_rows], contract, labels)
     numeric, categorical = preprocessor.transform(frame, len(frame))
     device = ctx.device

@@ -56,6 +56,29 @@ def test_copies_of_an_identity_never_straddle_the_split_and_row_order_plays_no_p
     assert set(ids[shuffled][val_shuffled]) == set(ids[val_rows]), "the same identities, whatever the order"
 
 
+@pytest.mark.parametrize("val_fraction", [0.2, 0.6, 0.9])
+def test_a_class_of_one_identity_trains_whatever_the_validation_fraction(val_fraction: float) -> None:
+    """Every positive row under one key: with --val-fraction above 0.5 the class went to validation whole, and the
+    model trained without a single positive row."""
+    y = np.array([0] * 30 + [1] * 5, dtype=np.int64)
+    identities = np.r_[np.arange(1, 31), np.full(5, 99)].astype(np.uint64)
+    train_rows, val_rows = stratified_split(y, identities, val_fraction)
+    assert (y[train_rows] == 1).sum() == 5, "every positive row trains"
+    assert 0 < len(val_rows) < 30
+
+
+def test_a_batch_whose_rows_share_one_key_is_a_data_error_naming_the_key(tmp_path: Path) -> None:
+    """A key that does not tell rows apart leaves no row for validation: exit 2 naming data.key, not a model whose
+    metrics.json reports precision 0.0 on no rows."""
+    data_dir, contract_path = synthetic.write_problem(tmp_path, rows=600, seed=3, positive_rate=0.1)
+    batch = data_dir / "batch-000.csv"
+    frame = pd.read_csv(batch)
+    frame["row_id"] = "same"
+    frame.to_csv(batch, index=False)
+    assert train_in_process(Problem(data_dir, contract_path, tmp_path), tmp_path / "out", "--max-steps", "5") == 2
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
 def test_an_identity_with_two_labels_goes_with_its_majority_label_and_keeps_every_class_in_validation() -> None:
     y = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 0], dtype=np.int64)
     ids = np.array([7, 7, 7, 8, 9, 1, 2, 3, 4, 5], dtype=np.uint64)  # identity 7: labels 0, 0, 1

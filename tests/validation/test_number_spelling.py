@@ -85,3 +85,14 @@ def test_an_int_past_2_53_is_checked_against_the_range_not_a_crash(tmp_path: Pat
         ("out_of_range", "1 value(s) above max=36500", ["9007199254740993"]),
         ("out_of_range", "1 value(s) below min=0", ["-4611686018427387904"]),
     ]
+
+
+def test_text_numbers_in_parquet_view_and_large_strings_get_the_same_checks(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for kind in (pa.large_string(), pa.string_view()):
+        path = tmp_path / f"{kind}.parquet"
+        values = pa.array(["0x17", "5"], pa.string()).cast(kind)
+        pq.write_table(pa.table({"n": values, "x": pa.array([0.5, 1.5]), "y": pa.array([0, 1])}), path)
+        assert _bad(path) == {"n": 1}, kind
