@@ -301,6 +301,13 @@ class TabularSource:
     ) -> Iterator[pa.RecordBatch]:
         if not present:
             return
+        # A contract column named twice: which copy is the column? (Other repeats, such as the empty names of a
+        # header's trailing commas, are columns nobody reads.) As for Parquet, the file is refused.
+        repeated = sorted({c for c in present if self.columns.count(c) > 1})
+        if repeated:
+            raise CorruptInput(
+                f"the CSV header names column(s) {repeated} more than once", "write each column once, under one name"
+            )
         source = self._source
         handle: Any
         if isinstance(source, str | Path):

@@ -96,3 +96,13 @@ def test_text_numbers_in_parquet_view_and_large_strings_get_the_same_checks(tmp_
         values = pa.array(["0x17", "5"], pa.string()).cast(kind)
         pq.write_table(pa.table({"n": values, "x": pa.array([0.5, 1.5]), "y": pa.array([0, 1])}), path)
         assert _bad(path) == {"n": 1}, kind
+
+
+def test_a_csv_header_naming_a_contract_column_twice_is_refused_as_parquet_is(tmp_path: Path) -> None:
+    """Both readers silently took the first copy; which one the producer meant is anybody's guess."""
+    path = write_csv_text(tmp_path / "b.csv", "n,x,n,y,,\n1,0.5,2,0,,\n")
+    [finding] = validate(path, contract()).errors
+    assert finding.check == "corrupt_input"
+    assert "names column(s) ['n'] more than once" in finding.message
+    # Empty names from a header's trailing commas repeat too, but name no contract column: still read.
+    assert validate(write_csv_text(tmp_path / "c.csv", "n,x,y,,\n1,0.5,0,,\n1,1.5,1,,\n"), contract()).errors == []
