@@ -1,9 +1,8 @@
 """Timer trigger, every ten minutes: close runs that nothing runs any more, hand requests nothing picked up to
-their coordinator again and start an ended coordinator again for blobs that wait (``functions.stranded``); purge orchestrations that ended a month ago
-(``functions.retention``); between runs,
-put a left-over traffic split right (the champion back at 100 %) and retire idle deployments (the previous
-champion's after its grace period, leftovers at once); then send the events the topic refused earlier
-(``shared.reliable_publish``)."""
+their coordinator again and start an ended coordinator again for blobs that wait (``functions.stranded``); purge
+orchestrations that ended a month ago (``functions.retention``); between runs, put a left-over traffic split right
+(the champion back at 100 %) and retire idle deployments (the previous champion's after its grace period,
+leftovers at once); then send the events the topic refused earlier (``shared.reliable_publish``)."""
 
 from __future__ import annotations
 

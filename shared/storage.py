@@ -289,9 +289,6 @@ DAY_FOLDER = re.compile(r"^(\d{4})-(\d{2})-(\d{2})/$")
 #: More folders than this beside by-upload-day/ are read in one listing of the model's folder, not one each.
 MAX_FOLDER_LISTINGS = 20
 
-#: The most blobs a retrain request may choose (``landing_selection``).
-MAX_SELECTED_BLOBS = 1000
-
 
 def feedback_day_folder(moment: datetime) -> str:
     """The folder `perennial feedback` puts a file uploaded at ``moment`` in: ``by-upload-day/<its UTC day>``."""
@@ -349,6 +346,10 @@ def _ref(client: BlobClient) -> BlobRef:
         size=int(props.size),
         content_type=props.content_settings.content_type,
     )
+
+
+#: The most blobs a retrain request may choose (``BlobStore.landing_selection``).
+MAX_SELECTED_BLOBS = 1000
 
 
 class BlobStore:

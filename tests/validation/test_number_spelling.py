@@ -12,7 +12,7 @@ import pytest
 
 from shared.spec import DataContract
 from shared.validation import validate
-from tests.validation.conftest import write_csv_text
+from tests.validation.conftest import small_contract, write_csv_text
 from training_jobs.contract import parse_contract
 from training_jobs.data import load_dataset
 from training_jobs.preprocessing import as_float
@@ -21,17 +21,14 @@ ODD = ["0x17", "0X1f", "1_000", "٣", "１", "2_5.5"]
 
 
 def contract() -> DataContract:
-    return DataContract.model_validate(
-        {
-            "label": "y",
-            "min_rows": 1,
-            "max_missing_rate": 1.0,
-            "columns": [
-                {"name": "n", "type": "int", "nullable": True},
-                {"name": "x", "type": "float", "nullable": True},
-                {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 1},
-            ],
-        }
+    return small_contract(
+        key=None,
+        max_missing_rate=1.0,
+        columns=[
+            {"name": "n", "type": "int", "nullable": True},
+            {"name": "x", "type": "float", "nullable": True},
+            {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 1},
+        ],
     )
 
 
@@ -68,15 +65,12 @@ def test_a_csv_block_with_0x_in_a_text_column_still_reads_its_ints(tmp_path: Pat
 def test_an_int_past_2_53_is_checked_against_the_range_not_a_crash(tmp_path: Path) -> None:
     """Arrow compared an int column with a float bound as doubles and raised on 9007199254740993, so the batch
     was never judged (a bug of ours, retried for ever)."""
-    spec = DataContract.model_validate(
-        {
-            "label": "y",
-            "min_rows": 1,
-            "columns": [
-                {"name": "age", "type": "int", "nullable": False, "min": 0, "max": 36500},
-                {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 1},
-            ],
-        }
+    spec = small_contract(
+        key=None,
+        columns=[
+            {"name": "age", "type": "int", "nullable": False, "min": 0, "max": 36500},
+            {"name": "y", "type": "int", "nullable": False, "min": 0, "max": 1},
+        ],
     )
     path = write_csv_text(tmp_path / "b.csv", "age,y\n12,0\n9007199254740993,1\n-4611686018427387904,0\n")
     report = validate(path, spec)
