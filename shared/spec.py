@@ -541,6 +541,21 @@ def label_key(value: object) -> str:
     return str(int(number)) if math.isfinite(number) and number.is_integer() else text
 
 
+def label_class(value: object, column_type: str) -> str:
+    """The class training reads ``value`` as, in a label column of ``column_type`` (training_jobs/contract.py
+    ``Contract.label_key``; a test holds the two equal). ``label_key``'s spelling, except that a text label's value
+    with spaces around it is a class of its own (" yes" is not "yes", as validation reads text) and a ``bool``
+    label reads every bool spelling (``yes`` is "1"). Validation counts a batch's classes with it, so a batch
+    training would refuse for its labels fails validation instead of the training job."""
+    if isinstance(value, str):
+        if column_type in ("string", "category") and value != value.strip():
+            return value
+        lowered = value.strip().lower()
+        if column_type == "bool" and (lowered in BOOL_TRUE or lowered in BOOL_FALSE):
+            return "1" if lowered in BOOL_TRUE else "0"
+    return label_key(value)
+
+
 def declared_classes(label: ColumnSpec) -> list[str] | None:
     """The classes a label column declares, spelt as the spec spells them: its categories, or the whole numbers from
     its min to its max (at most MAX_DECLARED_CLASSES); None when it declares none. shared/validation.py and

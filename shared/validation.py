@@ -10,7 +10,8 @@ prefetched, some queued for the column lanes) plus the profile and the key set
 Checks (their severities come from ``data.severity`` in the spec): missing columns, type
 mismatches (with the failing values and where they are), nulls in non-nullable columns, the
 missing rate, numeric ranges, unknown categories, too few rows, duplicate keys, the label's
-presence and class balance, and a CSV header that is one column of ``;``-, tab- or
+presence and class balance, label values training would refuse (``label_class``: always an error),
+and a CSV header that is one column of ``;``-, tab- or
 ``|``-separated names (another CSV dialect). Input that cannot be read at all (truncated
 Parquet, ragged or binary CSV, a wrong encoding, an empty file) produces a failed report that
 says why. A read that fails for a reason that says nothing about the bytes (a dropped connection,
@@ -49,7 +50,8 @@ from shared.profile import (
     DatasetProfile,
     ProfileBuilder,
 )
-from shared.spec import ColumnSpec, DataContract, Severity, Task
+from shared.spec import ColumnSpec, DataContract, Severity, Task, label_class, label_key
+from shared.spec import declared_classes as spec_declared_classes
 from shared.tabular_io import CorruptInput, Format, Source, TabularSource, human_bytes, prefetch, usable_cpus
 from shared.typecast import _FALSE, _TRUE, ARROW_TYPES, conform, label_tokens_as_missing, numbers, value_counts
 
@@ -72,6 +74,7 @@ Check = Literal[
     "too_few_rows",
     "duplicate_key",
     "label_imbalance",
+    "label_class",
     "wrong_delimiter",
 ]
 
@@ -286,7 +289,8 @@ class _Validator:
         self.rows = 0
         self.states = {c.name: _ColumnState(spec=c) for c in contract.columns}
         for state in self.states.values():
-            if state.spec.categories is not None:
+            # The label's categories are its declared classes, checked by the class training reads (_check_label_classes).
+            if state.spec.categories is not None and state.spec.name != contract.label:
                 state.allowed = frozenset(state.spec.categories)
         kwargs: dict[str, Any] = {"bins": bins, "sample_size": sample_size, "top_k": top_k}
         self.profiler = (
@@ -298,6 +302,9 @@ class _Validator:
         self.duplicates = _Tally()
         self.label_counts: dict[str, int] = {}
         self.label_overflow = False
+        # The labelled rows by the class training reads (spec.label_class), and where each class first occurs.
+        self.label_classes: dict[str, int] = {}
+        self.label_class_rows: dict[str, Example] = {}
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -433,7 +440,7 @@ class _Validator:
         if name == self.contract.key and self.keys is not None:
             self._check_keys(values, offset)
         if name == self.contract.label:
-            self._count_labels(values, present, bounds)
+            self._count_labels(values, offset, present, bounds)
 
     def _check_range(self, state: _ColumnState, values: pa.Array, offset: int, low: Any, high: Any) -> None:
         """``low`` and ``high`` are the batch's min and max (numpy scalars, exact for int64)."""
@@ -493,7 +500,11 @@ class _Validator:
         self.duplicates.add(count, examples)
 
     def _count_labels(
-        self, values: pa.Array, present: np.ndarray[Any, Any] | None, bounds: tuple[float, float] | None
+        self,
+        values: pa.Array,
+        offset: int,
+        present: np.ndarray[Any, Any] | None,
+        bounds: tuple[float, float] | None,
     ) -> None:
         if self.label_overflow:
             return
@@ -509,9 +520,19 @@ class _Validator:
         else:
             counted = value_counts(values)
             pairs = list(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+        kind = self.states[self.contract.label].spec.type
+        new: dict[str, Any] = {}  # classes this batch is the first to hold, by one of their values
         for v, c in pairs:
             key = _label_key(v)
             self.label_counts[key] = self.label_counts.get(key, 0) + int(c)
+            cls = label_class(v, kind)
+            if cls not in self.label_classes:
+                new.setdefault(cls, v)
+            self.label_classes[cls] = self.label_classes.get(cls, 0) + int(c)
+        if new and len(self.label_classes) <= MAX_LABEL_CLASSES:  # past it the classes are not checked one by one
+            rows = _first_rows(values, list(new.values()), offset)
+            for (cls, v), row in zip(new.items(), rows, strict=True):
+                self.label_class_rows[cls] = Example(row, str(v))
         if len(self.label_counts) > MAX_LABEL_CLASSES:
             self.label_overflow = True
             self.notes.append(
@@ -624,8 +645,59 @@ class _Validator:
                 f"more than {self.keys.max_keys:,} distinct keys: duplicate keys were checked exactly on a "
                 f"{self.keys.coverage:.1%} hash sample of the key space (bounded memory)"
             )
-        if c.label in present and not self.label_overflow and self.rows:
-            self._check_label_balance()
+        if c.label in present and self.rows:
+            self._check_label_classes()  # past MAX_LABEL_CLASSES too: a binary label of so many values is no label
+            if not self.label_overflow:
+                self._check_label_balance()
+
+    def _check_label_classes(self) -> None:
+        """Refuse a batch whose labels training would refuse (training_jobs/data.py infer_label_space), so it is
+        quarantined here, saying which values to fix, instead of failing the run's training job: a value outside
+        the label's declared classes (its categories; a multiclass int label's min..max), or a third class in a
+        binary label that declares none. Classes are compared as training spells them (``spec.label_class``:
+        ``1.0`` is ``1``, `` yes`` is not ``yes``)."""
+        c = self.contract
+        label = self.states[c.label].spec
+        declared = spec_declared_classes(label) if self.task == "multiclass" or label.categories is not None else None
+        if declared is not None:
+            known = {label_key(d) for d in declared}  # as training reads the spec's classes
+            outside = [k for k in self.label_classes if k not in known]
+            if not outside:
+                return
+            shown = declared if len(declared) <= 20 else [*declared[:20], "..."]
+            message = f"the label holds value(s) outside its declared classes {shown}: "
+            remediation = f"fix the labels, or declare the value(s) in the spec (the categories of {c.label!r}" + (
+                ", or its min/max)" if label.type == "int" else ")"
+            )
+        elif self.task == "binary" and len(self.label_classes) > 2:
+            positive = label_class(c.positive_class, label.type)
+            others = sorted((k for k in self.label_classes if k != positive), key=lambda k: (-self.label_classes[k], k))
+            negative, outside = others[0], others[1:]
+            held = f"more than {MAX_LABEL_CLASSES:,}" if self.label_overflow else f"{len(self.label_classes)}"
+            message = (
+                f"the task is binary but the label holds {held} classes: besides the positive "
+                f"class {positive!r} and {negative!r} (the most frequent other) it holds "
+            )
+            remediation = (
+                f"fix the labels (every one must be {negative!r} or {positive!r}), or set task: multiclass in the spec"
+            )
+        else:
+            return
+        outside.sort(key=lambda k: (-self.label_classes[k], k))
+        shown_values = [(self.label_class_rows[k].value if k in self.label_class_rows else k) for k in outside[:10]]
+        listed = ", ".join(f"{v!r}×{self.label_classes[k]:,}" for v, k in zip(shown_values, outside, strict=False))
+        more = f" and {len(outside) - 10:,} more" if len(outside) > 10 else ""
+        self.add(
+            Finding(
+                "label_class",
+                "error",
+                message + listed + more + " (training cannot use this batch)",
+                remediation,
+                column=c.label,
+                count=sum(self.label_classes[k] for k in outside),
+                examples=[self.label_class_rows[k] for k in outside if k in self.label_class_rows][:MAX_EXAMPLES],
+            )
+        )
 
     def _check_label_balance(self) -> None:
         c = self.contract
@@ -827,6 +899,18 @@ def _near_name_hint(name: str, unknown: Sequence[str]) -> str:
         )
     close = difflib.get_close_matches(name, unknown, n=1, cutoff=0.8)
     return f"did you mean the file's {close[0]!r}? rename it {name!r}, or add the column" if close else ""
+
+
+def _first_rows(values: pa.Array, wanted: list[Any], offset: int) -> list[int | None]:
+    """The row of ``values`` (a batch starting at row ``offset``) that first holds each of ``wanted``: one pass."""
+    dictionary = pa.types.is_dictionary(values.type)
+    target = values.dictionary if dictionary else values
+    positions = pc.index_in(target, value_set=pa.array(wanted, target.type))
+    if dictionary:
+        positions = pc.take(positions, values.indices)
+    found, first = np.unique(positions.fill_null(-1).to_numpy(zero_copy_only=False), return_index=True)
+    where = dict(zip(found.tolist(), first.tolist(), strict=True))
+    return [offset + where[i] if i in where else None for i in range(len(wanted))]
 
 
 def _declared_classes(label: ColumnSpec) -> list[str]:

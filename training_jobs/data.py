@@ -366,6 +366,7 @@ def infer_label_space(frame: pd.DataFrame, contract: Contract) -> LabelSpace:
     if contract.task is None and len(values) > 2:
         return LabelSpace(task="multiclass", classes=tuple(values))
     positive = contract.label_key(contract.positive_class)
+    _refuse_undeclared_values(values, contract)
     if len(values) > 2:
         _refuse_a_third_value(labels, values, positive, contract)
     if positive not in values:
@@ -417,6 +418,22 @@ def _declared_classes(column: Column) -> list[str] | None:
         if 0 < last - first + 1 <= MAX_DECLARED_CLASSES:
             return sorted({canonical_label(v) for v in range(first, last + 1)})
     return None
+
+
+def _refuse_undeclared_values(values: list[str], contract: Contract) -> None:
+    """A binary label that declares its categories holds no other value (validation refuses it too): without this
+    a batch of ``yes`` and ``maybe`` would train ``maybe`` as the negative class of a label declared ``[no, yes]``."""
+    column = contract.column(contract.label)
+    if not column.is_categorical or column.categories is None:
+        return
+    declared = {canonical_label(c) for c in column.categories}
+    outside = [v for v in values if v not in declared]
+    if outside:
+        raise DataError(
+            f"{contract.label} holds value(s) outside its declared categories: {outside[:5]} "
+            f"(declared: {sorted(declared)})",
+            "fix the data, or declare the value(s) among the label column's categories in the spec",
+        )
 
 
 def _refuse_a_third_value(labels: list[str | None], values: list[str], positive: str, contract: Contract) -> None:

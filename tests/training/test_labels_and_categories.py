@@ -211,7 +211,8 @@ def test_a_binary_label_holding_a_third_value_is_a_data_error_naming_it() -> Non
 
 def test_a_text_label_with_spaces_around_it_is_a_value_of_its_own_to_validation_and_training(tmp_path: Path) -> None:
     """Training stripped " yes" into "yes" and trained 50 extra positives on a batch validation had warned about
-    as a value outside the declared categories; now training reads " yes" as validation does, and refuses it."""
+    as a value outside the declared categories; now both read " yes" as a class of its own, and refuse it (validation
+    with an error, so the batch is quarantined before a training job is spent on it)."""
     from shared.spec import DataContract
     from shared.validation import validate
 
@@ -226,10 +227,13 @@ def test_a_text_label_with_spaces_around_it_is_a_value_of_its_own_to_validation_
     }
     path = tmp_path / "b.csv"
     path.write_text("x,answer\n" + "".join(f"{i},{v}\n" for i, v in enumerate(["no", "yes", "no", " yes"] * 5)))
-    [finding] = [f for f in validate(path, DataContract.model_validate(document)).findings if f.column == "answer"]
-    assert (finding.check, finding.count) == ("unseen_category", 5)
+    report = validate(path, DataContract.model_validate(document))
+    [finding] = [f for f in report.findings if f.column == "answer"]
+    assert (finding.check, finding.severity, finding.count, report.ok) == ("label_class", "error", 5, False)
+    assert "' yes'×5" in finding.message
+    assert [(e.row, e.value) for e in finding.examples] == [(3, " yes")]
     contract = parse_contract({**document, "task": "binary"})
-    with pytest.raises(DataError, match="holds 3 values"):
+    with pytest.raises(DataError, match=r"outside its declared categories: \[' yes'\]"):
         infer_label_space(load_dataset(path, contract).frame, contract)
 
 

@@ -242,6 +242,21 @@ def test_the_spec_reads_label_values_as_training_does() -> None:
         assert label_key(value) == canonical_label(value), value
 
 
+def test_validation_counts_label_classes_as_training_reads_them() -> None:
+    """shared.spec.label_class (validation's reading of a batch's label classes) is a copy of training's
+    Contract.label_key, for every label type: a batch validation passes must be one training can take."""
+    from shared.spec import label_class
+    from training_jobs.contract import parse_contract
+
+    values: list[object] = [1, 0, 1.0, 2.5, "1", "1.0", "01", " 1 ", True, False, "true", "False", "yes", " yes"]
+    values += ["N", "maybe", "nan", "1e3", "", "Ja"]
+    for kind in ("string", "category", "bool", "int", "float"):
+        columns = [{"name": "x", "type": "float"}, {"name": "y", "type": kind}]
+        contract = parse_contract({"columns": columns, "label": "y", "positive_class": 1, "key": None})
+        for value in values:
+            assert label_class(value, kind) == contract.label_key(value), (kind, value)
+
+
 def test_unquoted_category_codes_are_refused_with_how_to_quote_them() -> None:
     """YAML reads [010, 011] as 8 and 9 (octal) and [01, 02] as 1 and 2: taking the numbers as the codes would
     turn the data's "01" into an unseen category, so the spec asks for the codes as the data spells them."""
