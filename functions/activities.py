@@ -78,6 +78,7 @@ from shared.registry import (
     Run,
     run_id_for,
 )
+from shared.run_labels import batch_label_classes, binary_label_problem
 from shared.runtime import get_runtime
 from shared.spec import TriggerSpec
 from shared.storage import (
@@ -558,7 +559,16 @@ def prepare_training(payload: dict[str, Any]) -> dict[str, Any]:
     seen = registry.seen_etags(model, claimed_since=window)
     registry.claim_blobs(model, run_id, [(e.url, e.etag, e.size) for e in manifest.blobs if e.etag not in seen])
 
-    profile = merge_profiles(_run_profiles(store, model, run_id, blobs, payload.get("edges")))
+    label_classes: dict[str, frozenset[str] | None] = {}
+
+    def noting_labels(profiles: Iterator[DatasetProfile]) -> Iterator[DatasetProfile]:
+        for blob, batch in zip(blobs, profiles, strict=True):
+            label_classes[blob.name] = batch_label_classes(spec.data, batch)
+            yield batch
+
+    profile = merge_profiles(noting_labels(_run_profiles(store, model, run_id, blobs, payload.get("edges"))))
+    if (problem := binary_label_problem(spec.data, spec.task, label_classes)) is not None:
+        return {"no_data": [problem]}  # before any job: the batches are claimed, and a fixed upload is a new version
     store.put_json(MANIFESTS, reference_profile_name(model, run_id), profile.to_dict())
     drift_summary: dict[str, Any] = {}
     reference = _champion_reference(model)

@@ -322,7 +322,7 @@ def continuous_training(context: df.DurableOrchestrationContext) -> Orchestratio
         return (yield from finish("aborted", aborted))
     # The edges too: a blob whose kept verdict expired since is profiled again on them.
     prepared = yield context.call_activity("prepare_training", {**run, "blobs": good, "edges": edges})
-    if prepared.get("no_data"):  # every valid blob was overwritten or deleted before the manifest pinned it
+    if prepared.get("no_data"):  # every valid blob changed before the manifest pinned it, or their labels conflict
         return (yield from finish("no_valid_data", list(prepared["no_data"])))
     plans = [CandidatePlan.load(p) for p in prepared["candidates"]]
 

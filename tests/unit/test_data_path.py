@@ -181,3 +181,23 @@ def test_a_cluster_of_another_vm_size_is_used_and_the_run_says_so(
     [warning] = [r.getMessage() for r in caplog.records if "training.instance_type" in r.getMessage()]
     assert "compute gpu-cluster runs Standard_D4s_v3, not training.instance_type Standard_NC4as_T4_v3" in warning
     assert clients.platform().ensure_compute(ComputeSpec("gpu-cluster")).instance_type == "Standard_D4s_v3"
+
+
+def test_a_run_whose_batches_hold_no_positive_label_ends_before_any_job(activity: Any) -> None:
+    """Positives stopped arriving: each batch only warns (label_imbalance is a warning in fraud.yaml), and taken
+    together the training job would have stopped on them after its queue and start-up."""
+    run_id = "fraud-00000000000000ba"
+    _run(run_id)
+    batches = [
+        _land(f"ba-{i}.csv", fraud_batch(1200, seed=20 + i).assign(is_fraud=0).to_csv(index=False).encode())
+        for i in range(2)
+    ]
+    first = _validate(activity, run_id, batches[0])  # as the orchestrator does for a first model: the rest on its edges
+    payload = {"model": "fraud", "run_id": run_id, "edges": first["edges"]}
+    second = activity("validate_blob", {**payload, "blob": batches[1].dump()})
+    assert [first["ok"], second["ok"]] == [True, True]
+    prepared = activity("prepare_training", {**payload, "blobs": [first["blob"], second["blob"]]})
+    [reason] = prepared["no_data"]
+    assert reason.startswith("the run's batches together hold no row of the positive class '1' of 'is_fraud'")
+    assert "'0' in fraud/ba-0.csv, fraud/ba-1.csv" in reason
+    assert clients.registry().candidates("fraud", run_id) == []
