@@ -164,13 +164,30 @@ def coordinator_settings(payload: dict[str, Any]) -> dict[str, Any]:
     return {"quiet_seconds": debounce.quiet_seconds, "max_wait_seconds": debounce.max_wait_seconds}
 
 
+#: How far back pending_work looks for claims whose run was never recorded: a coordinator whose claim failed asks
+#: for work again after its pause (CLAIM_PAUSE, 5 minutes).
+ORPHAN_CLAIM_LOOKBACK = timedelta(days=1)
+#: A claim younger than this is left alone: its run may still be on its way (an activity Azure runs twice).
+ORPHAN_CLAIM_GRACE = timedelta(minutes=1)
+
+
 @bp.activity_trigger(input_name="payload")
 def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Work the model's coordinator may not have heard of: requests accepted (pending runs, oldest first) and
     landing blobs no run has claimed. Their events may have been lost: a Python orchestrator's
-    continue_as_new drops events it had not consumed, such as those raised while a run went on."""
+    continue_as_new drops events it had not consumed, such as those raised while a run went on. Claims of a run
+    that was never recorded (claim_run failed between the two) are released first, so their blobs are found."""
     model = payload["model"]
     registry = _registry()
+    now = datetime.now(UTC)
+    # Before the listing, so that a burst whose run record failed to follow its claims is found unclaimed again.
+    if released := registry.release_unrecorded_claims(model, now - ORPHAN_CLAIM_LOOKBACK, now - ORPHAN_CLAIM_GRACE):
+        logger.warning(
+            "released %d blob claim(s) of %s whose run was never recorded: %s",
+            len(released),
+            model,
+            ", ".join(sorted({c.run_id for c in released})),
+        )
     work: list[dict[str, Any]] = []
     # The same runs the API's 409 sees (Registry.active_runs), oldest first.
     for run in reversed([r for r in registry.active_runs(model) if r.status == "pending"]):
@@ -178,7 +195,7 @@ def pending_work(payload: dict[str, Any]) -> list[dict[str, Any]]:
             work.append(item)
         else:
             logger.warning("pending run %s of %s carries no usable work item; left as it is", run.run_id, model)
-    blobs = unclaimed_landing(get_runtime().spec(model), _store(), registry, datetime.now(UTC))
+    blobs = unclaimed_landing(get_runtime().spec(model), _store(), registry, now)
     if blobs:
         work.append({"kind": "blobs", "blobs": [b.dump() for b in blobs]})
     return work

@@ -157,10 +157,9 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         # Work that cannot be claimed (storage down past the retries, an item the registry cannot store) must
         # not end the coordinator: nothing would run for this model again until some event restarted it. The
         # work is dropped from memory; what is real is in storage (pending runs, unclaimed landing blobs), and
-        # the next generation's pending_work finds it after a pause. Not all of it: blobs whose claim was written
-        # before the run record failed count as claimed (docs/architecture.md, Known gaps), and a request that
-        # can never be claimed is tried again every pause until aborted. (Each failed attempt is in the host's
-        # log, as every failed activity is.)
+        # the next generation's pending_work finds it after a pause, releasing first the claims of a burst whose
+        # run record failed. A request that can never be claimed is tried again every pause until aborted
+        # (docs/architecture.md, Known gaps). (Each failed attempt is in the host's log, as every failed activity is.)
         context.set_custom_status({"model": model, "stage": "claim_failed", "error": _first_line(str(exc))})
         yield context.create_timer(context.current_utc_datetime + CLAIM_PAUSE)
         context.continue_as_new({"model": model})

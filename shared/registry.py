@@ -682,6 +682,30 @@ class Registry:
             )
         return {e["blob_etag"] for e in rows}
 
+    def release_unrecorded_claims(self, model: str, since: datetime, before: datetime) -> list[SeenBlob]:
+        """Free the claims made from ``since`` up to ``before`` by a run that has no record, and return them.
+
+        claim_run writes a burst's claims, then its run: a failure between the two (storage down past the
+        activity's retries) left those blob versions claimed by a run that never existed, so no run took them
+        until some later run listed the whole folder. Only the model's coordinator claims for a run not yet
+        recorded, and it asks for this between claims (``pending_work``), so a claim older than ``before`` whose run
+        is missing is such an orphan. Its index row goes first: a release cut short is finished by the next one."""
+        since, before = (t if t.tzinfo is not None else t.replace(tzinfo=UTC) for t in (since, before))
+        rows = self.runs_table.query(model, "seen:", where="Timestamp ge @since", parameters={"since": since})
+        by_run: dict[str, list[SeenBlob]] = {}
+        for claim in (_decode(SeenBlob, row) for row in rows):
+            if claim.seen_at < before:
+                by_run.setdefault(claim.run_id, []).append(claim)
+        released: list[SeenBlob] = []
+        for run_id, claims in sorted(by_run.items()):
+            if self.get_run(model, run_id) is not None:
+                continue
+            for claim in claims:
+                self.runs_table.delete(model, self._claimed_key(run_id, claim.url, claim.blob_etag))
+                self.runs_table.delete(model, self._seen_key(claim.url, claim.blob_etag))
+            released.extend(claims)
+        return released
+
     def run_blobs(self, model: str, run_id: str, created_at: datetime | None = None) -> list[SeenBlob]:
         """The blob versions ``run_id`` (created at ``created_at``, if known) claimed: one range read of its
         ``claimed:`` rows. A run created before CLAIMS_INDEXED_SINCE (or of unknown age) may have claimed some of
