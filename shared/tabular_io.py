@@ -59,6 +59,8 @@ PARQUET_BATCH_ROWS = 131_072
 PARQUET_BATCH_BYTES = 32 << 20  # decoded bytes a Parquet batch may take (fewer rows when rows are wide)
 MAX_EXAMPLES = 5
 COUNT_SLICE = 1 << 18  # bytes of a block whose line ends are counted at once
+#: What a blank line may hold: pandas' C reader (training) skips a line of spaces and tabs as it skips an empty one.
+WHITESPACE = " \t\r"
 MAX_LINE_STEPS = 1 << 19  # places where a CSV's lines and rows part that are remembered (16 bytes each: 8 MiB)
 
 
@@ -363,18 +365,22 @@ class TabularSource:
         """Parse whole CSV lines (typed; all as text if a value does not parse)."""
         bad: list[tuple[int | None, str]] = []  # the first few malformed rows (1-based within the block)
         skipped = [0]
+        blank = [0]  # lines of spaces or tabs so far, which Arrow numbers as rows
 
         def on_bad_row(row: Any) -> str:
+            if not row.text.strip(WHITESPACE):
+                blank[0] += 1  # blank, as pandas (training) reads it: not a row, and not malformed
+                return "skip"
             skipped[0] += 1
             if len(bad) < MAX_EXAMPLES:
                 body = row.text if len(row.text) <= 200 else row.text[:200] + "…"
-                number = row.number if row.number is not None and row.number >= 1 else None
+                number = row.number - blank[0] if row.number is not None and row.number >= 1 else None
                 bad.append((number, f"{row.actual_columns} fields: {body}"))
             return "skip"
 
         def parse(column_types: Mapping[str, pa.DataType]) -> pa.Table:
             bad.clear()
-            skipped[0] = 0
+            skipped[0] = blank[0] = 0
             return pacsv.read_csv(
                 pa.py_buffer(block),
                 read_options=pacsv.ReadOptions(column_names=self.columns, block_size=len(block) + 1, use_threads=False),
@@ -534,10 +540,13 @@ def _block_lines(block: bytes, rows: int) -> _BlockLines:
     end_at = positions[record_end]
     start_lines = np.concatenate(([0], end_lines + 1))
     start_at = np.concatenate(([0], end_at + 1))
-    stop_at = np.concatenate((end_at, [len(data)]))  # the last record may have no line end
-    length = stop_at - start_at
-    blank = (length == 0) | ((length == 1) & (data[np.minimum(start_at, len(data) - 1)] == 13))
-    blank[-1] = length[-1] == 0  # text after the last line end is a row
+    # A record of nothing but spaces and tabs is blank (on_bad_row skips it), as is an empty one. Each is reduced
+    # with the line end after it (the next record's start), which is blank too; text after the last line end is a
+    # row unless it is blank.
+    blankish = (data == 32) | (data == 9) | (data == 13) | (data == 10)
+    blank = np.ones(len(start_at), bool)
+    inside = start_at < len(data)
+    blank[inside] = np.logical_and.reduceat(blankish, start_at[inside])
     starts = start_lines[~blank]
     return _BlockLines(lines, starts.astype(np.int64)) if len(starts) == rows else unknown
 

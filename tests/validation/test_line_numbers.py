@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shared import tabular_io
@@ -172,3 +173,18 @@ def test_line_map_keeps_steps_only_where_lines_and_rows_part(monkeypatch: pytest
     capped.add(2, 2, 5, _BlockLines(4, np.array([1, 3])))  # two more steps: past the cap
     capped.add(4, 2, 9, _BlockLines(2, None))
     assert [capped.line_of(r) for r in range(5)] == [2, 4, None, None, None]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_lines_of_spaces_and_tabs_are_blank_not_malformed(tmp_path: Path, ending: str) -> None:
+    """pandas (training) skips a line of spaces or tabs as it skips an empty one: validation must not fail the
+    batch for it, nor count it a row. A line of spaces and commas is still a short row."""
+    lines = [HEADER, "   ", good(0), below("bad-a"), "\t", " \t ", good(1), below("bad-b"), "  ,  ", good(2), "  "]
+    path = write_csv_text(tmp_path / "spaces.csv", ending.join(lines))
+    report = validate(path, small_contract())
+    assert report.rows == 5, "the blank lines are not rows (nor is the short one: it is malformed)"
+    assert example_lines(report) == [line_of(path, "bad-a"), line_of(path, "bad-b")] == [4, 8]
+    assert example_lines(report, "malformed_rows") == [9]
+    assert report.notes == [], "every row's line is known"
+    training = pd.read_csv(path, keep_default_na=False, dtype=str)
+    assert len(training) == 6, "the rows pandas reads, the same short row included"
