@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # numpy, pyarrow and scipy load when a file is validated, not
 
 
 def validate(
-    path: Path = typer.Argument(..., metavar="FILE", help="A CSV or Parquet file (format from the extension or the PAR1 magic)."),
+    path: Path = typer.Argument(
+        ..., metavar="FILE", help="A CSV or Parquet file (format from the extension or the PAR1 magic)."
+    ),
     spec: Path = typer.Option(
         ..., "--spec", help="The model spec whose data contract applies, e.g. models/fraud.yaml."
     ),

@@ -30,7 +30,21 @@ HEAVY = (
     "scipy", "pandas", "pyarrow", "numpy", "torch", "sklearn", "devhost.host", "shared.validation", "shared.live",
     "azure.storage.blob", "azure.data.tables", "aiohttp",
 )  # fmt: skip
-COMMANDS = ("up", "host", "validate", "upload", "feedback", "score", "demo", "spec", "models", "retrain", "runs", "run", "approve")
+COMMANDS = (
+    "up",
+    "host",
+    "validate",
+    "upload",
+    "feedback",
+    "score",
+    "demo",
+    "spec",
+    "models",
+    "retrain",
+    "runs",
+    "run",
+    "approve",
+)
 
 
 def perennial(*args: str, env: dict[str, str | None] | None = None) -> Result:
