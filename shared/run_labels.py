@@ -16,6 +16,8 @@ from shared.spec import DataContract, Task, label_class
 
 #: Batches named per class in the message; the rest are counted.
 MAX_BATCHES_NAMED = 3
+#: From here on a float (a numeric profile's min and max) cannot hold every whole number.
+EXACT_FLOAT_INTS = 2**53
 
 
 def batch_label_classes(contract: DataContract, profile: DatasetProfile) -> frozenset[str] | None:
@@ -34,6 +36,8 @@ def batch_label_classes(contract: DataContract, profile: DatasetProfile) -> froz
     numeric = column.numeric
     if numeric is None or not numeric.count:
         return frozenset() if column.rows == column.nulls else None  # every row unlabelled: no class
+    if max(abs(numeric.min), abs(numeric.max)) >= EXACT_FLOAT_INTS:
+        return None  # the summary's floats no longer tell neighbouring whole numbers apart
     if numeric.min == numeric.max or (column.type == "int" and numeric.max - numeric.min == 1):
         return frozenset({label_class(numeric.min, column.type), label_class(numeric.max, column.type)})
     return None

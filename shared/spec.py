@@ -531,6 +531,8 @@ def label_key(value: object) -> str:
     1, 1.0, "1", True and "true" are the same class."""
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)  # exactly: float() would make 2**53 + 1 the class of 2**53
     text = str(value).strip()
     if text.lower() in ("true", "false"):
         return "1" if text.lower() == "true" else "0"

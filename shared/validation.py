@@ -654,16 +654,16 @@ class _Validator:
         """Refuse a batch whose labels training would refuse (training_jobs/data.py infer_label_space), so it is
         quarantined here, saying which values to fix, instead of failing the run's training job: a value outside
         the label's declared classes (its categories; a multiclass int label's min..max), or a third class in a
-        binary label that declares none. Classes are compared as training spells them (``spec.label_class``:
+        binary label (one that declares three categories, too). Classes are compared as training spells them (``spec.label_class``:
         ``1.0`` is ``1``, `` yes`` is not ``yes``)."""
         c = self.contract
         label = self.states[c.label].spec
         declared = spec_declared_classes(label) if self.task == "multiclass" or label.categories is not None else None
+        outside: list[str] = []
         if declared is not None:
             known = {label_key(d) for d in declared}  # as training reads the spec's classes
             outside = [k for k in self.label_classes if k not in known]
-            if not outside:
-                return
+        if declared is not None and outside:
             shown = declared if len(declared) <= 20 else [*declared[:20], "..."]
             message = f"the label holds value(s) outside its declared classes {shown}: "
             remediation = f"fix the labels, or declare the value(s) in the spec (the categories of {c.label!r}" + (

@@ -127,3 +127,11 @@ def test_multiclass_labels_are_not_judged_here(tmp_path: Path) -> None:
     """A multiclass model's classes are the declared ones whatever a run holds: training judges them."""
     document = _document({"type": "string"}, 1)
     assert _problem(tmp_path, document, "multiclass", a=["yes", "no"], b=["yes", "maybe"]) is None
+
+
+def test_int_labels_past_two_to_the_53_are_left_to_training(tmp_path: Path) -> None:
+    """A profile keeps min and max as floats, which cannot tell 2**53 from 2**53 + 1: read as one class, the run
+    would end although training (which reads the ints exactly) trains on two."""
+    document = _document({"type": "int"}, 2**53 + 1)
+    assert _problem(tmp_path, document, "binary", a=[str(2**53), str(2**53 + 1)]) is None
+    assert not _training_refuses(tmp_path, document, "binary")

@@ -238,7 +238,8 @@ def test_the_spec_reads_label_values_as_training_does() -> None:
     from shared.spec import label_key
     from training_jobs.contract import canonical_label
 
-    for value in (1, 0, 1.0, 2.5, "1", "1.0", " 1 ", True, False, "true", "False", "fraud", " yes ", "nan", "1e3"):
+    values = (1, 0, 1.0, 2.5, "1", "1.0", " 1 ", True, False, "true", "False", "fraud", " yes ", "nan", "1e3", 2**53 + 1)
+    for value in values:
         assert label_key(value) == canonical_label(value), value
 
 
@@ -249,7 +250,7 @@ def test_validation_counts_label_classes_as_training_reads_them() -> None:
     from training_jobs.contract import parse_contract
 
     values: list[object] = [1, 0, 1.0, 2.5, "1", "1.0", "01", " 1 ", True, False, "true", "False", "yes", " yes"]
-    values += ["N", "maybe", "nan", "1e3", "", "Ja"]
+    values += ["N", "maybe", "nan", "1e3", "", "Ja", 2**53 + 1, -(2**53) - 1, float(2**60)]
     for kind in ("string", "category", "bool", "int", "float"):
         columns = [{"name": "x", "type": "float"}, {"name": "y", "type": kind}]
         contract = parse_contract({"columns": columns, "label": "y", "positive_class": 1, "key": None})

@@ -140,3 +140,19 @@ def test_a_binary_label_of_many_values_is_refused_without_counting_each(tmp_path
     assert "the label holds more than 1,000 classes" in finding.message
     assert not report.ok
     assert any("more than 1000 distinct values" in note for note in report.notes)
+
+
+def test_a_third_class_fails_a_binary_label_even_when_its_categories_declare_it(tmp_path: Path) -> None:
+    """The spec may declare three categories for a binary label (a class some batches no longer hold); a batch
+    holding all three still cannot train a binary model."""
+    document = _contract({"type": "category", "categories": ["no", "yes", "maybe"]})
+    path = _csv(tmp_path, ["no", "yes", "maybe", "yes", "no"])
+    [finding] = _label_findings(_validated(path, document, "binary"))
+    assert (finding.check, finding.severity, finding.count) == ("label_class", "error", 1)
+    assert "the task is binary but the label holds 3 classes" in finding.message
+    assert "'yes' and 'no' (the most frequent other) it holds 'maybe'×1" in finding.message
+    with pytest.raises(DataError, match=r"holds 3 values but the task is binary"):
+        _trained_classes(path, document, "binary")
+    two = _csv(tmp_path, ["no", "yes", "no"])
+    assert _validated(two, document, "binary").ok
+    assert _trained_classes(two, document, "binary").classes == ("no", "yes")
