@@ -459,6 +459,10 @@ class ColumnProfile:
 class DatasetProfile:
     rows: int = 0
     columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    #: The label's classes as training spells them (``shared.spec.label_class``) and their rows, counted by
+    #: validation; None when not counted (no label column, more classes than validation counts one by one, or a
+    #: profile written before 2026-12-01). A numeric label's column profile keeps no values: this does.
+    label_classes: dict[str, int] | None = None
 
     def merge(self, other: DatasetProfile) -> DatasetProfile:
         """The profile of both batches together; columns present in only one are kept as they are."""
@@ -466,7 +470,12 @@ class DatasetProfile:
         for name in [*self.columns, *(n for n in other.columns if n not in self.columns)]:
             a, b = self.columns.get(name), other.columns.get(name)
             merged[name] = a.merge(b) if a is not None and b is not None else (a or b)  # type: ignore[assignment]
-        return DatasetProfile(rows=self.rows + other.rows, columns=merged)
+        classes = None
+        if self.label_classes is not None and other.label_classes is not None:
+            classes = dict(self.label_classes)
+            for cls, rows in other.label_classes.items():
+                classes[cls] = classes.get(cls, 0) + rows
+        return DatasetProfile(rows=self.rows + other.rows, columns=merged, label_classes=classes)
 
     def edges(self) -> dict[str, list[float]]:
         """The histogram edges of each numeric column, to profile later batches on the same bins."""
@@ -479,7 +488,10 @@ class DatasetProfile:
     def to_dict(self) -> dict[str, Any]:
         """JSON values only: a non-finite number (which the cast keeps out) would be None, not ``Infinity``."""
         columns = {name: c.to_dict() for name, c in self.columns.items()}
-        return {"version": PROFILE_VERSION, "rows": self.rows, "columns": finite_json(columns)}
+        data: dict[str, Any] = {"version": PROFILE_VERSION, "rows": self.rows, "columns": finite_json(columns)}
+        if self.label_classes is not None:  # absent when not counted: older readers see the profile they know
+            data["label_classes"] = dict(self.label_classes)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
@@ -492,9 +504,11 @@ class DatasetProfile:
                     f"profile version {data.get('version')!r} is not {PROFILE_VERSION}; rebuild the reference "
                     "profile with this version of perennial (perennial validate DATA --spec … --profile-out …)"
                 )
+            classes = data.get("label_classes")
             return cls(
                 rows=int(data["rows"]),
                 columns={name: ColumnProfile.from_dict(name, c) for name, c in data["columns"].items()},
+                label_classes=None if classes is None else {str(k): int(v) for k, v in classes.items()},
             )
         except ProfileError:
             raise

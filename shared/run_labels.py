@@ -23,9 +23,13 @@ EXACT_FLOAT_INTS = 2**53
 def batch_label_classes(contract: DataContract, profile: DatasetProfile) -> frozenset[str] | None:
     """The label classes a batch's profile holds, as training spells them; None when the profile cannot tell.
 
-    A text or bool label's profile counts its values (None past its top_k). A numeric one keeps only a summary, but
-    its min and max are values it holds: an int label whose max is at most its min + 1 holds exactly those (the
-    usual 0/1 label), and any label whose min is its max holds that one; other spans are not known."""
+    Validation counts them (``label_classes``). A profile without that count (kept from before it existed, or of a
+    label with more values than validation counts) is read from the label's column: a text or bool label's profile
+    counts its values (None past its top_k); a numeric one keeps only a summary, but its min and max are values it
+    holds: an int label whose max is at most its min + 1 holds exactly those (the usual 0/1 label), and any label
+    whose min is its max holds that one; other spans are not known."""
+    if profile.label_classes is not None:
+        return frozenset(profile.label_classes)
     column = profile.columns.get(contract.label)
     if column is None:
         return None

@@ -1042,6 +1042,8 @@ def _validate(
                     )
             checker.finish(present)
             profile = checker.profiler.finish()
+            if contract.label in present and not checker.label_overflow:
+                profile.label_classes = dict(checker.label_classes)
     except CorruptInput as exc:
         where = f" after {checker.rows:,} rows" if checker.rows else ""
         checker.add(Finding("corrupt_input", "error", f"{exc.reason}{where}", exc.remediation))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from shared.profile import DatasetProfile
 from shared.run_labels import batch_label_classes, binary_label_problem
 from shared.spec import DataContract, Task
 from shared.validation import validate
@@ -89,14 +90,41 @@ def test_int_batches_without_a_positive_row_end_the_run(tmp_path: Path) -> None:
     assert _training_refuses(tmp_path, document, "binary")
 
 
-def test_an_int_label_whose_span_hides_its_values_is_left_to_training(tmp_path: Path) -> None:
+def test_int_batches_whose_spans_hide_a_third_class_end_the_run(tmp_path: Path) -> None:
+    """Each batch holds two classes and passes alone (0 and 5; 0 and 1): a numeric profile's min and max cannot
+    tell which, validation's class counts (the profile's label_classes) can."""
+    document = _document({"type": "int"}, 1)
+    problem = _problem(tmp_path, document, "binary", a=["0", "5", "0"], b=["0", "1"])
+    assert problem is not None
+    assert "together hold 3 classes of the binary label 'y' ('0' in a, b; '1' in b; '5' in a)" in problem
+    assert _training_refuses(tmp_path, document, "binary")
+
+
+def test_a_profile_without_class_counts_is_read_from_its_summary_or_left_to_training(tmp_path: Path) -> None:
+    """A kept verdict's profile written before the counts existed: an int label's min and max tell 0/1 apart, a
+    wider span is not known (training judges it)."""
     document = _document({"type": "int"}, 1)
     contract = DataContract.model_validate(document)
-    [path] = _batches(tmp_path, a=["0", "5", "0"]).values()
-    report = validate(path, contract)
-    assert report.profile is not None
-    assert batch_label_classes(contract, report.profile) is None
+    spans = _batches(tmp_path, wide=["0", "5", "0"], usual=["0", "1", ""])
+    older = {}
+    for name, path in spans.items():
+        report = validate(path, contract)
+        assert report.profile is not None
+        stored = report.profile.to_dict()
+        assert stored["label_classes"] == {"wide": {"0": 2, "5": 1}, "usual": {"0": 1, "1": 1}}[name]
+        del stored["label_classes"]
+        older[name] = DatasetProfile.from_dict(stored)
+    assert batch_label_classes(contract, older["wide"]) is None
+    assert batch_label_classes(contract, older["usual"]) == {"0", "1"}
     assert binary_label_problem(contract, "binary", {"a": None, "b": frozenset({"2"})}) is None
+
+
+def test_class_counts_add_up_across_batches_and_are_lost_with_any_batch_without_them() -> None:
+    a = DatasetProfile(rows=3, label_classes={"0": 2, "1": 1})
+    b = DatasetProfile(rows=2, label_classes={"1": 1, "5": 1})
+    assert a.merge(b).label_classes == {"0": 2, "1": 2, "5": 1}
+    assert DatasetProfile.from_dict(a.merge(b).to_dict()).label_classes == {"0": 2, "1": 2, "5": 1}
+    assert a.merge(DatasetProfile(rows=1)).label_classes is None
 
 
 def test_a_bool_label_of_false_only_has_no_positive_class(tmp_path: Path) -> None:
