@@ -6,17 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.canary import CanaryVerdict, DeploymentSample, MetricResult, analyse_canary
-from shared.spec import Gates
-
-GATES = Gates(
-    max_error_rate=0.01,
-    max_p95_latency_ms=300,
-    max_latency_ratio=1.5,
-    max_positive_rate_shift=0.05,
-    max_accuracy_drop=0.02,
-    min_samples=50,
-    confidence=0.99,
-)
+from tests.policy.synthetic import GATES
 
 
 def _metric(verdict: CanaryVerdict, name: str) -> MetricResult:
