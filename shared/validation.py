@@ -289,7 +289,8 @@ class _Validator:
         self.rows = 0
         self.states = {c.name: _ColumnState(spec=c) for c in contract.columns}
         for state in self.states.values():
-            # The label's categories are its declared classes, checked by the class training reads (_check_label_classes).
+            # The label's categories are its declared classes, checked by the class training reads
+            # (_check_label_classes).
             if state.spec.categories is not None and state.spec.name != contract.label:
                 state.allowed = frozenset(state.spec.categories)
         kwargs: dict[str, Any] = {"bins": bins, "sample_size": sample_size, "top_k": top_k}
@@ -654,8 +655,8 @@ class _Validator:
         """Refuse a batch whose labels training would refuse (training_jobs/data.py infer_label_space), so it is
         quarantined here, saying which values to fix, instead of failing the run's training job: a value outside
         the label's declared classes (its categories; a multiclass int label's min..max), or a third class in a
-        binary label (one that declares three categories, too). Classes are compared as training spells them (``spec.label_class``:
-        ``1.0`` is ``1``, `` yes`` is not ``yes``)."""
+        binary label (one that declares three categories, too). Classes are compared as training spells them
+        (``spec.label_class``: ``1.0`` is ``1``, `` yes`` is not ``yes``)."""
         c = self.contract
         label = self.states[c.label].spec
         declared = spec_declared_classes(label) if self.task == "multiclass" or label.categories is not None else None
