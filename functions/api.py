@@ -390,6 +390,9 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     body, error = _json_body(req)
     if error is not None or body is None:
         return error or problem(400, "Malformed request", "send a JSON object")
+    # A null is a field left out (docs/api.md), here as on the other routes: for the unknown-field check and for the
+    # Idempotency-Key's fingerprint, so {"reason": null} replays the request sent without it.
+    body = {name: value for name, value in body.items() if value is not None}
     selection = body.get("blobs")
     if selection is not None and not isinstance(selection, list):
         return problem(400, "Bad data selection", "blobs must be a list of blob names", field="blobs")
@@ -712,9 +715,10 @@ async def abort(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     if not updated.abort_requested:
         return problem(409, "Run is not running", f"run {run.run_id} is already {updated.status}")
     if updated.status == "aborted":
-        clients.publisher().publish(
-            [run_completed_event(updated.model, updated.run_id, updated.status, None, updated.decision_reasons)]
-        )
+        # Off the event loop, which every route shares: a slow topic (or devhost's own, served on this loop) must
+        # not hold up this answer nor any other request.
+        event = run_completed_event(updated.model, updated.run_id, updated.status, None, updated.decision_reasons)
+        await asyncio.to_thread(clients.publisher().publish, [event])
         logger.info("closed %s on request by %s: %s", run.run_id, by, updated.decision_reasons[0])
         return json_response({"run_id": updated.run_id, "status": updated.status, "abort": "done"}, 200)
     # Wake a run that is waiting (for approval, or in a rollout's bake) so it acts now, not at the wait's end.

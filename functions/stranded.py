@@ -14,6 +14,7 @@ failed on a bug) or never started would leave them until the next blob's event: 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -78,9 +79,8 @@ async def close_stranded_runs(
         updated = registry.update_run(model, run.run_id, close)
         if updated.status != "failed" or updated.error != reason:
             continue
-        publisher.publish(
-            [run_completed_event(model, updated.run_id, updated.status, updated.decision, updated.decision_reasons)]
-        )
+        event = run_completed_event(model, updated.run_id, updated.status, updated.decision, updated.decision_reasons)
+        await asyncio.to_thread(publisher.publish, [event])  # off the event loop the HTTP routes share
         logger.warning("%s: %s", run.run_id, reason, extra={"model": model, "run_id": run.run_id})
         closed.append(updated)
     return closed

@@ -741,6 +741,7 @@ _MANUAL_FIELDS = frozenset({"model", "reason", "requested_by", "request_id"})
 
 
 def _manual(raw: dict[str, Any], known: KnownModels, request_id: str | None, extra: Collection[str]) -> Trigger:
+    raw = {name: value for name, value in raw.items() if value is not None}  # a null is a field left out
     fields = _MANUAL_FIELDS | set(extra)
     unknown = sorted(set(raw) - fields)
     if unknown:
