@@ -650,8 +650,11 @@ def parse_event(event: Any, known: KnownModels | Collection[str]) -> Trigger:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
         # A shape we did not foresee: still a bad event, never a crash.
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise EventError(
-            f"the event is malformed ({type(exc).__name__})", "event", "compare with docs/events.md"
+            f"the event is malformed ({type(exc).__name__}{': ' + detail if detail else ''})",
+            "event",
+            "compare with docs/events.md",
         ) from None
     raise UnknownEventTypeError(
         f"event type {env.type[:100]!r} is not handled",

@@ -167,6 +167,10 @@ def parse_perennial_data(event_type: str, data_version: str | None, data: Any) -
         raise EventDataError(
             f"unknown Perennial event type {event_type!r}", "eventType", f"use one of {known}"
         ) from None
+    if data_version is not None and not isinstance(data_version, str):
+        raise EventDataError(
+            f"{event_type} dataVersion {data_version!r} is not a string", "dataVersion", f'send "{DATA_VERSION}"'
+        )
     major = (data_version or "").split(".")[0]
     if major != DATA_VERSION.split(".")[0]:
         raise EventDataError(

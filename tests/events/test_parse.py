@@ -199,6 +199,27 @@ def test_perennial_retrain_requested() -> None:
     assert parse_event(newer_minor, KNOWN).actionable
 
 
+def test_a_malformed_field_is_named_in_the_refusal() -> None:
+    """A refused event is only logged (Event Grid gets a 200 or a 400 listing it): the message is the only clue."""
+    raw = samples.RETRAIN_REQUESTED
+    numbered = func.EventGridEvent(  # as the worker builds it from a body whose dataVersion is a number
+        id=raw["id"],
+        data=raw["data"],
+        topic=raw.get("topic", ""),
+        subject=raw["subject"],
+        event_type=raw["eventType"],
+        event_time=datetime(2026, 12, 1, tzinfo=UTC),
+        data_version=1,
+    )
+    with pytest.raises(EventError, match="dataVersion 1 is not a string") as refused:
+        parse_event(numbered, KNOWN)
+    assert refused.value.field == "dataVersion"
+    broken = copy.deepcopy(samples.BLOB_CREATED)
+    broken["data"]["url"] = "http://[::1/landing/fraud/b1.csv"
+    with pytest.raises(EventError, match=r"malformed \(ValueError: Invalid IPv6 URL\)"):
+        parse_event(broken, KNOWN)
+
+
 def test_manual_request() -> None:
     t = parse_http(json.dumps(samples.MANUAL).encode(), KNOWN, request_id="req-1")
     assert (t.kind, t.model, t.reason, t.event_id) == ("manual", "fraud", "new labels from the fraud team", "req-1")
