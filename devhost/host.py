@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -134,8 +135,11 @@ class DevHost:
         )
         for component in self.components:
             app.add_routes(component.routes())
-        # The HTTP trigger catch-all goes last so it never shadows /runtime, /admin or a component.
-        app.add_routes([web.route("*", f"/{prefix}/{{tail:.*}}" if prefix else "/{tail:.*}", http_handler)])
+        # The HTTP trigger catch-all goes last so it never shadows /runtime, /admin or a component. Case-blind like
+        # the Functions host's routing (/API/MODELS is /api/models), and its tail may hold a %0A: the route answers.
+        tail = "{tail:(?s:.*)}"
+        catch_all = f"/{{_prefix:(?i:{re.escape(prefix)})}}/{tail}" if prefix else f"/{tail}"
+        app.add_routes([web.route("*", catch_all, http_handler)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         sock = _bind(self.port)

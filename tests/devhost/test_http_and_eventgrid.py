@@ -28,6 +28,7 @@ def test_http_trigger_sees_route_query_headers_and_body(patterns: Harness) -> No
 def test_optional_and_constrained_route_parameters(patterns: Harness) -> None:
     assert patterns.http.get("/api/echo/hello").json()["route"] == {"word": "hello"}
     assert patterns.http.get("/api/ECHO/hello/7").status_code == 201  # routes match case-insensitively
+    assert patterns.http.get("/API/echo/hello/7").status_code == 201, "the route prefix too"
     assert patterns.http.get("/api/echo/hello/not-a-number").status_code == 404  # {n:int?}
 
 
@@ -68,6 +69,9 @@ def test_unknown_route_is_404(patterns: Harness) -> None:
     response = patterns.http.get("/api/nothing-here")
     assert response.status_code == 404
     assert "no HTTP function" in response.json()["detail"]
+    line_break = patterns.http.get("/api/nothing%0Ahere")  # aiohttp's own text 404 before: not problem+json
+    assert line_break.status_code == 404
+    assert line_break.headers["content-type"].startswith("application/problem+json")
 
 
 def _webhook(patterns: Harness, function: str, kind: str, body: object) -> object:
