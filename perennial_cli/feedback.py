@@ -20,7 +20,6 @@ from rich.markup import escape
 from perennial_cli.score import REQUEST_ID
 from perennial_cli.up import DEFAULT_STATE
 from perennial_cli.upload import (
-    START_HINT,
     ModelsOption,
     StateOption,
     blob_names,
@@ -28,6 +27,7 @@ from perennial_cli.upload import (
     first_line,
     known_models,
     storage_for,
+    storage_hint,
 )
 from shared.spec import ModelSpec
 
@@ -95,7 +95,7 @@ def feedback(
     except ResourceExistsError:
         fail(f"feedback/{model}/{relative} exists already", "give the file another name, or pass --overwrite")
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
-        fail(f"could not upload feedback/{model}/{relative} to {where}: {first_line(exc)}", START_HINT)
+        fail(f"could not upload feedback/{model}/{relative} to {where}: {first_line(exc)}", storage_hint(exc, where))
     out.print(
         "Labels count by upload time: the schedule's live-performance check (triggers.performance_drop, last 7 days) "
         f"and any canary bake in progress read them. Follow with: perennial runs {escape(model)}",
@@ -127,7 +127,13 @@ def _checked(path: Path, model: str, spec: ModelSpec) -> tuple[int, int]:
     except (UnicodeDecodeError, csv.Error) as exc:
         fail(f"{path} is not UTF-8 CSV / JSON lines: {first_line(exc)}", "save it as UTF-8 text", 2)
     if not values:
-        fail(f"{path} holds no label", "each row needs a request_id and a label", 2)
+        unreadable = f": all {skipped:,} row(s) are unreadable" if skipped else ""
+        fail(
+            f"{path} holds no label{unreadable}",
+            "each row needs a request_id and a label, and a row column, when there is one, holds the row's place in "
+            "the scored request: empty or a whole number from 0",
+            2,
+        )
     if unrecordable:
         shown = ", ".join(repr(i[:40]) for i in unrecordable[:SHOWN])
         fail(

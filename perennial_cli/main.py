@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import typer
@@ -23,6 +24,9 @@ def _flags_show_no_type() -> None:
 
 
 _flags_show_no_type()
+# The Azure SDK's credential chain logs every failed sign-in attempt as a WARNING, a block of lines per retry, which
+# Python prints when nothing else handles it: the command's own message says what failed and what to do.
+logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 app = typer.Typer(
     name="perennial",

@@ -117,7 +117,8 @@ def score(
 def _payload(path: Path) -> Any:
     """The request body: JSON from the file, or stdin for ``-``; exits 2 with the reason when it is not JSON."""
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Notepad, PowerShell) is not part of the JSON.
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"{path}: cannot be read: {first_line(exc)}", 'give a UTF-8 JSON file: {"data": [{column: value}]}', 2)
     try:

@@ -94,7 +94,7 @@ def upload(
             "give the file another name (each batch is a new file), or pass --overwrite to replace it",
         )
     except (StorageError, AzureError, OSError) as exc:  # the files listed above it went up; this one did not
-        fail(f"could not upload landing/{model}/{relative} to {where}: {first_line(exc)}", START_HINT)
+        fail(f"could not upload landing/{model}/{relative} to {where}: {first_line(exc)}", storage_hint(exc, where))
     out.print(escape(when_the_run_starts(known[model], models / f"{model}.yaml")), soft_wrap=True)
 
 
@@ -107,6 +107,8 @@ def blob_names(
     for path in files:
         if not path.is_file():
             fail(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}", f"give {what} to upload", 2)
+        if path.stat().st_size == 0:  # the app would never read it: an empty blob trains nothing and starts no run
+            fail(f"{path}: the file is empty", f"give {what} to upload: a file with a header and rows", 2)
         names[path] = "/".join(part for part in (folder.strip("/"), path.name) if part)
         if list(names.values()).count(names[path]) > 1:
             fail(
@@ -135,6 +137,9 @@ def when_the_run_starts(spec: ModelSpec, path: Path) -> str:
 
 
 def known_models(models: Path) -> dict[str, ModelSpec]:
+    if not models.is_dir():
+        what = "is a file, not a folder" if models.exists() else "does not exist"
+        fail(f"the models folder {models} {what}", "pass --models with the folder of the model specs (*.yaml)", 2)
     try:
         return load_specs(models)
     except SpecError as exc:
@@ -153,7 +158,7 @@ def storage_for(state: Path) -> tuple[StorageSettings, str]:
     if any((name == "AzureWebJobsStorage" or name.startswith("AzureWebJobsStorage__")) and value.strip()
            for name, value in os.environ.items()):  # fmt: skip
         try:
-            return storage_settings(os.environ), "the storage named by AzureWebJobsStorage"
+            return storage_settings(os.environ), FROM_SETTINGS
         except SettingsError as exc:
             fail(f"AzureWebJobsStorage is not usable: {exc.problems[0]}", "fix the setting, or unset it", 2)
     recorded = StackPaths(state).storage_connection
@@ -163,6 +168,29 @@ def storage_for(state: Path) -> tuple[StorageSettings, str]:
             fail(f"the `perennial up` that ran on {state} is gone (its Azurite does not answer)", START_HINT)
         return StorageSettings(connection, None, None, None, None), f"the Azurite of `perennial up` ({state})"
     fail(f"no storage to upload to: AzureWebJobsStorage is not set and no `perennial up` runs on {state}", START_HINT)
+
+
+#: ``storage_for``'s name for storage the environment's settings name.
+FROM_SETTINGS = "the storage named by AzureWebJobsStorage"
+
+
+def storage_hint(exc: BaseException, where: str) -> str:
+    """What to do about a failed upload: the local stack's hint, unless the environment named the storage, whose
+    settings (or the signed-in identity, for identity-based settings) are then what to check."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    if where != FROM_SETTINGS:
+        return START_HINT
+    if isinstance(exc, ClientAuthenticationError):
+        return (
+            "sign in as an identity that holds Storage Blob Data Contributor on the account (az login; "
+            "AzureWebJobsStorage__accountName settings use DefaultAzureCredential), or set AzureWebJobsStorage to the "
+            "account's connection string; unset it to use `perennial up`"
+        )
+    return (
+        "check AzureWebJobsStorage (the account name or connection string, and that this machine can reach the "
+        "account), or unset it to upload to `perennial up`"
+    )
 
 
 def first_line(exc: BaseException) -> str:

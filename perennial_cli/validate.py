@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from perennial_cli.spec import load_spec_or_exit
+from perennial_cli.upload import CONTENT_TYPES
 
 if TYPE_CHECKING:  # numpy, pyarrow and scipy load when a file is validated, not with every command's --help
     from shared.drift import DriftReport
@@ -85,6 +86,13 @@ def validate(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         _print(report, drift, written)
+    if path.suffix.lower() not in CONTENT_TYPES:  # read by its bytes here; the app takes landing blobs by name
+        err.print(
+            f"note: {escape(path.name)} is not named .csv or .parquet, which `perennial upload` and the app require: "
+            "rename it before uploading",
+            highlight=False,
+            soft_wrap=True,
+        )
     if write_error is not None:  # the report above still stands; the exit code says the command did not finish
         _unwritable(err, profile_out, f"{write_error}; pass --profile-out a writable file path")
     if not report.ok:

@@ -499,6 +499,11 @@ class DatasetProfile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetProfile:
         try:
+            if "version" not in data:  # another JSON file (a contract, a report), not an old profile
+                raise ProfileError(
+                    "not a perennial profile (it has no version); pass a file written by "
+                    "`perennial validate … --profile-out`"
+                )
             if data.get("version") != PROFILE_VERSION:
                 raise ProfileError(
                     f"profile version {data.get('version')!r} is not {PROFILE_VERSION}; rebuild the reference "

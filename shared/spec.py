@@ -1148,9 +1148,9 @@ def _problems_past_faults(document: dict[str, Any], errors: Sequence[Any]) -> li
 def parse_spec(document: Any, source: str) -> ModelSpec:
     """Validate an already-parsed YAML document; ``source`` names it in errors."""
     if not isinstance(document, dict):
-        raise SpecError(
-            [f"{source}: the spec must be a YAML mapping (name:, data:, ...), got {type(document).__name__}"]
-        )
+        kinds = {type(None): "an empty document", list: "a list", str: "a line of text", int: "a number"}
+        got = kinds.get(type(document), type(document).__name__)
+        raise SpecError([f"{source}: the spec must be a YAML mapping (name:, data:, ...), not {got}"])
     try:
         spec = ModelSpec.model_validate(document)
     except ValidationError as exc:

@@ -712,6 +712,11 @@ def _csv_header(prefix: bytes, size: int | None) -> list[str]:
             "the file is Parquet (it starts with PAR1) but its name says CSV",
             "rename it to .parquet and upload it again",
         )
+    if prefix.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" in prefix[:4096]:
+        raise CorruptInput(
+            "the file is UTF-16 text (Excel's 'Unicode Text', or a PowerShell redirect), not UTF-8",
+            "save it as 'CSV UTF-8' (or convert it: iconv -f UTF-16 -t UTF-8 in.csv > out.csv) and upload it again",
+        )
     if b"\x00" in prefix[:4096]:
         raise CorruptInput(
             "the file is binary, not CSV text", "upload a CSV or Parquet file (Parquet files start with PAR1)"

@@ -91,6 +91,13 @@ def test_labels_the_live_checks_would_miscount_are_refused_before_storage_is_tou
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"request_id": "r1"}\n')
     assert perennial(nowhere, "feedback", str(empty), "--model", "fraud", *state).exit_code == 2
+    rows = tmp_path / "rows.csv"
+    rows.write_text("request_id,label,row\nr1,1,abc\nr2,0,-3\n")  # labelled, but at no row of a request
+    bad_rows = perennial(nowhere, "feedback", str(rows), "--model", "fraud", *state)
+    assert bad_rows.exit_code == 2
+    text = " ".join(bad_rows.output.split())
+    assert "holds no label: all 2 row(s) are unreadable" in text
+    assert "empty or a whole number from 0" in text, "the row column is named as a cause"
     (tmp_path / "labels.txt").write_text("request_id,label\nr1,1\n")
     wrong_kind = perennial(nowhere, "feedback", str(tmp_path / "labels.txt"), "--model", "fraud", *state)
     assert wrong_kind.exit_code == 2

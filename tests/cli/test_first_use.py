@@ -297,3 +297,23 @@ def test_only_loopback_endpoints_are_probed(listening: int) -> None:
     down = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
     assert refusing([f"http://127.0.0.1:{listening}/x", down, "https://st.blob.core.windows.net"]) == [down]
     assert refusing(["http://127.0.0.1:notaport/x"]) == []
+
+
+def test_validate_says_a_file_upload_would_refuse_for_its_name(tmp_path: Path) -> None:
+    """validate reads a file by its bytes; the app takes landing blobs only by a .csv or .parquet name."""
+    text = tmp_path / "batch.txt"
+    text.write_text("transaction_id,amount\n1,3.5\n")
+    result = perennial("validate", str(text), "--spec", SPEC)
+    assert "batch.txt is not named .csv or .parquet" in " ".join(result.output.split())
+    named = tmp_path / "batch.csv"
+    named.write_text("transaction_id,amount\n1,3.5\n")
+    assert "not named" not in perennial("validate", str(named), "--spec", SPEC).output
+
+
+def test_a_score_request_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad and PowerShell write UTF-8 with a BOM, which json refuses ("Unexpected UTF-8 BOM")."""
+    from perennial_cli.score import _payload
+
+    request = tmp_path / "request.json"
+    request.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [{"amount": 1.5}]}).encode())
+    assert _payload(request) == {"data": [{"amount": 1.5}]}

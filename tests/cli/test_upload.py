@@ -57,6 +57,9 @@ def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: 
     assert "no model spec named 'nope'" in unknown.output
     assert "fraud" in unknown.output  # the known ones
     assert "--models DIR" in " ".join(unknown.output.split())  # a host started with specs of its own elsewhere
+    no_models = perennial(nowhere, "upload", str(batch), "--model", "fraud", "--models", str(tmp_path / "nope"))
+    assert no_models.exit_code == 2
+    assert f"the models folder {tmp_path / 'nope'} does not exist" in " ".join(no_models.output.split())
     missing = perennial(nowhere, "upload", str(tmp_path / "gone.csv"), "--model", "fraud", "--models", MODELS)
     assert missing.exit_code == 2
     assert "no such file" in missing.output
@@ -66,6 +69,9 @@ def test_what_cannot_be_uploaded_is_refused_before_storage_is_touched(tmp_path: 
     text = perennial(nowhere, "upload", str(tmp_path / "notes.txt"), "--model", "fraud", "--models", MODELS)
     assert text.exit_code == 2
     assert "not a .csv or .parquet file" in text.output
+    (tmp_path / "empty.csv").write_bytes(b"")  # the app would skip it: no run, and no word of why
+    empty = perennial(nowhere, "upload", str(tmp_path / "empty.csv"), "--model", "fraud", "--models", MODELS)
+    assert (empty.exit_code, "empty.csv: the file is empty" in empty.output) == (2, True)
     unsafe = perennial(nowhere, "upload", str(batch), "--model", "fraud", "--folder", "../x", "--models", MODELS)
     assert unsafe.exit_code == 2
     assert "'..'" in unsafe.output
@@ -96,3 +102,18 @@ def test_a_perennial_up_that_was_killed_is_not_waited_for(tmp_path: Path, batch:
     assert result.exit_code == 1
     assert "is gone (its Azurite does not answer)" in " ".join(result.output.split())
     assert time.monotonic() - started < 10, "no waiting through the storage SDK's retries"
+
+
+def test_a_failure_with_storage_the_settings_name_says_to_check_those_settings() -> None:
+    """Not "start perennial up" when AzureWebJobsStorage is set: its account, its key or the signed-in identity is
+    what to check."""
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+    from perennial_cli.upload import FROM_SETTINGS, START_HINT, storage_hint
+
+    signed_out = storage_hint(ClientAuthenticationError("DefaultAzureCredential failed"), FROM_SETTINGS)
+    assert "az login" in signed_out
+    assert "Storage Blob Data Contributor" in signed_out
+    unreachable = storage_hint(ServiceRequestError("name does not resolve"), FROM_SETTINGS)
+    assert "check AzureWebJobsStorage" in unreachable
+    assert storage_hint(ServiceRequestError("refused"), "the Azurite of `perennial up` (.perennial)") == START_HINT

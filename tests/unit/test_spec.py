@@ -302,3 +302,10 @@ def test_validation_and_training_declare_the_same_multiclass_classes() -> None:
         job_column = parse_contract({"columns": [feature, column], "label": "y"}).column("y")
         assert set(validated(spec_column)) == set(trained(job_column) or []), label
         assert {label_key(c) for c in declared_classes(spec_column) or []} == set(trained(job_column) or []), label
+
+
+@pytest.mark.parametrize(("text", "says"), [("", "an empty document"), ("- a\n- b\n", "a list"), ("fraud\n", "a line")])
+def test_a_spec_that_is_not_a_mapping_says_what_it_is_in_words(tmp_path: Path, text: str, says: str) -> None:
+    (tmp_path / "fraud.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError, match=f"must be a YAML mapping \\(name:, data:, ...\\), not {says}"):
+        load_spec(tmp_path / "fraud.yaml")

@@ -53,6 +53,16 @@ def test_binary_junk(tmp_path: Path) -> None:
     assert "Parquet" in corrupt(validate(write_csv_text(tmp_path / "junk.parquet", junk), small_contract()))
 
 
+def test_a_utf16_export_is_told_to_be_saved_as_utf8(tmp_path: Path) -> None:
+    """Excel's "Unicode Text" and PowerShell's redirects write UTF-16 with a byte-order mark: not junk."""
+    text = "id,x\nr1,1\n"
+    for encoding in ("utf-16", "utf-16-be"):
+        data = text.encode(encoding) if encoding == "utf-16" else b"\xfe\xff" + text.encode(encoding)
+        report = validate(write_csv_text(tmp_path / f"{encoding}.csv", data), small_contract())
+        assert "UTF-16 text" in corrupt(report)
+        assert "CSV UTF-8" in next(f.remediation for f in report.findings if f.check == "corrupt_input")
+
+
 def test_a_parquet_file_named_csv_is_told_to_take_its_own_name(tmp_path: Path) -> None:
     """The name's suffix decides the format (as the training job decides it), so the fix is the name, not the file."""
     pq.write_table(pa.Table.from_pylist(good_rows(100)), tmp_path / "batch.parquet")

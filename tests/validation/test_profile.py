@@ -149,6 +149,7 @@ def test_quantile_edges() -> None:
         ("[1]", "JSON object"),
         ('{"version": 99}', "version"),
         ('{"version": 1}', "not a perennial profile"),
+        ('{"columns": [{"name": "amount"}], "label": "y"}', r"not a perennial profile \(it has no version\)"),
     ],
 )
 def test_bad_profile_json_says_what_to_do(text: str, match: str) -> None:
