@@ -79,6 +79,8 @@ def make_handler(
             return problem(404, "Not Found", f"no Event Grid function named {name!r}; known: {known}")
         try:
             body = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge as exc:  # as the HTTP routes answer it (Event Grid sends at most 1 MB)
+            return problem(413, "Payload Too Large", f"the body is larger than devhost's limit: {exc.text}")
         except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested beyond reason
             return problem(400, "Bad Request", f"the body is not JSON: {exc}")
         events = body if isinstance(body, list) else [body]

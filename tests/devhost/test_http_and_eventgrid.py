@@ -60,6 +60,14 @@ def test_a_body_over_the_hosts_limit_is_a_413_and_a_key_that_is_not_text_a_401(p
     assert too_big.status_code == 413
     assert too_big.headers["content-type"].startswith("application/problem+json")
     assert "larger than devhost's limit" in too_big.json()["detail"]
+    webhook = patterns.http.post(  # the Event Grid webhook answers it the same way
+        "/runtime/webhooks/eventgrid",
+        params={"functionName": "on_event", "code": patterns.key},
+        headers={"aeg-event-type": "Notification"},
+        content=b"x" * (100 * 1024 * 1024 + 1),
+    )
+    assert webhook.status_code == 413
+    assert webhook.headers["content-type"].startswith("application/problem+json")
     odd_key = patterns.http.post("/api/admin-only", headers={"x-functions-key": b"\xff\xfe"})
     assert odd_key.status_code == 401
     assert odd_key.headers["content-type"].startswith("application/problem+json")
