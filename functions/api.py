@@ -362,7 +362,9 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
         return error
     limit_text = req.params.get("limit", "20")
     if not is_whole_number(limit_text, 10) or not 1 <= int(limit_text) <= 1000:
-        return problem(400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000", field="limit")
+        return problem(
+            400, "Bad limit", f"limit={limit_text!r} must be a whole number 1-1000 (leave it out for 20)", field="limit"
+        )
     limit, after = int(limit_text), req.params.get("after") or None
     try:
         runs = clients.registry().runs(model, limit=limit + 1, after=after)  # one more: is there a next page?
@@ -417,7 +419,10 @@ async def retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
         )
     if body.get("model") is not None and body["model"] != model:
         return problem(
-            400, "Model mismatch", f"body names {body['model']!r} but the URL names {model!r}", field="model"
+            400,
+            "Model mismatch",
+            f"body names {body['model']!r} but the URL names {model!r} (leave model out of the body: the URL says it)",
+            field="model",
         )
     body["model"] = model
     with correlated():
