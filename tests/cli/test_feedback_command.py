@@ -143,9 +143,14 @@ def test_a_multiclass_label_spelt_by_its_value_is_refused_with_each_class_index(
 
 def test_the_cli_and_the_scoring_script_agree_on_which_request_ids_are_kept() -> None:
     """`perennial score` and `perennial feedback` refuse the ids score.py would replace by a new one (it ships
-    without perennial_cli/, so each keeps its rule)."""
+    without perennial_cli/, so each keeps its rule), and the local scoring server keeps the same ones: a label
+    `perennial feedback` refuses was once one the local endpoint had recorded (``a@b``)."""
     from perennial_cli.score import REQUEST_ID
+    from shared.platform.scoring import valid_request_id
     from training_jobs.score import _REQUEST_ID
 
-    for candidate in ("ticket-42", "a.b:c_d", "x" * 128, "x" * 129, "ticket 42", "tïcket", "", "a/b"):
-        assert bool(REQUEST_ID.fullmatch(candidate)) == bool(_REQUEST_ID.match(candidate)), candidate
+    candidates = ("ticket-42", "a.b:c_d", "x" * 128, "x" * 129, "ticket 42", "tïcket", "", "a/b", "a@b", "a+b=")
+    for candidate in candidates:
+        kept = bool(REQUEST_ID.fullmatch(candidate))
+        assert kept == bool(_REQUEST_ID.match(candidate)), candidate
+        assert kept == valid_request_id(candidate), candidate
