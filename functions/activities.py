@@ -1383,7 +1383,9 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
             state = platform.create_or_update_deployment(_deployment_spec(model, previous, request.run_id))
             provisioning = state.provisioning
     except DeploymentFailedError as exc:
-        return {"error": f"the previous version {previous} could not be deployed again: {exc}"}
+        error = f"the previous version {previous} could not be deployed again: {exc}"
+        # A deployment made again here that failed goes again (rollback_discard), as a failed challenger does.
+        return {"error": error, "endpoint": endpoint, "challenger": target, "keep_on_failure": kept}
     current = champion.deployment if champion.deployment in found else None
     if not provisioning:  # otherwise deployment_provisioned records it when it ends
         _record_step(payload, "deploy", {}, {}, "pass", {"deployment": target, "restored": kept})
@@ -1396,6 +1398,25 @@ def rollback_prepare(payload: dict[str, Any]) -> dict[str, Any]:
         "keep_on_failure": kept,  # the kept deployment stays; one recreated here goes if it fails
         "provisioning": provisioning,
     }
+
+
+@bp.activity_trigger(input_name="payload")
+def rollback_discard(payload: dict[str, Any]) -> None:
+    """Delete the previous version's deployment a failed rollback made again (it failed provisioning, or did not
+    finish in time): no run would own it, and housekeeping would keep it as the previous champion's for its
+    grace period. Only one carrying this run's tag: a deployment an earlier run made stays."""
+    platform = _platform()
+    endpoint, target = payload["endpoint"], payload["challenger"]
+    found = {d.name: d for d in platform.list_deployments(endpoint)}
+    if target not in found or found[target].tags.get("perennial_run") != payload["run_id"]:
+        return
+    traffic = platform.get_traffic(endpoint)
+    if traffic.live_percent(target) or traffic.mirror_percent(target):  # never so before its smoke test: left alone
+        logger.warning("rollback %s: %s takes traffic; not deleted", payload["run_id"], target)
+        return
+    with contextlib.suppress(NotFoundError):
+        platform.delete_deployment(DeploymentRef(endpoint, target))
+    logger.info("rollback %s: removed %s, which it had deployed again and which failed", payload["run_id"], target)
 
 
 @bp.activity_trigger(input_name="payload")

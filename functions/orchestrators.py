@@ -685,6 +685,9 @@ def model_rollback(context: df.DurableOrchestrationContext) -> Orchestration:
                 "error": f"the previous version {plan['version']} could not be deployed again: {provisioned['error']}",
             }
     if plan.get("error"):
+        if plan.get("challenger") and not plan.get("keep_on_failure", True):
+            # Made again by this run and failed: no run would own it (a kept one stays for its grace period).
+            yield context.call_activity_with_retry("rollback_discard", MUST_FINISH, {**run, **plan})
         reasons = [plan["error"]]
         yield context.call_activity_with_retry(
             "finish_run", MUST_FINISH, {**run, "status": "failed", "reasons": reasons}

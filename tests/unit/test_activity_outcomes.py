@@ -21,9 +21,10 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from functions import activities, clients
+from functions import activities, clients, orchestrators
 from shared.platform import (
     ComputeSpec,
+    DeploymentFailedError,
     DeploymentRef,
     DeploymentSpec,
     DeploymentState,
@@ -31,11 +32,13 @@ from shared.platform import (
     NotFoundError,
     TransientPlatformError,
 )
+from shared.platform import Traffic as EndpointTraffic
 from shared.registry import Candidate, Champion, Run
 from shared.runtime import get_runtime
 from shared.workflow import JobRequest, JobResult
 from tests.fake_topic import CLOSED_TOPIC, fake_topic
 from tests.unit.conftest import clear_caches
+from tests.unit.test_rollout_orchestration import _drive
 
 pytestmark = pytest.mark.azurite
 
@@ -590,6 +593,53 @@ def test_a_previous_version_whose_deployment_is_being_deleted_is_not_kept(
     plan = activity("rollback_prepare", request)
     assert plan["keep_on_failure"] is False
     assert platform.created == ["fraud-v1"]
+
+
+class _FailsProvisioning(_Deployments):
+    """Azure's answer to a deployment that ends Failed: the PUT leaves it there, and the adapter raises."""
+
+    def create_or_update_deployment(self, spec: DeploymentSpec) -> DeploymentState:
+        made = super().create_or_update_deployment(spec)
+        self.existing[spec.name] = replace(made, provisioning_state="Failed")
+        raise DeploymentFailedError(f"deployment {spec.name!r} ended Failed", "read its logs")
+
+    def get_traffic(self, endpoint: str) -> EndpointTraffic:
+        return EndpointTraffic(live={"fraud-v2": 100}, mirror={})
+
+    def delete_deployment(self, ref: DeploymentRef) -> None:
+        del self.existing[ref.name]
+
+
+def test_a_rollback_whose_recreated_deployment_fails_deletes_it_again(
+    activity: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left there, no run would own it and housekeeping would keep it as the previous champion's deployment."""
+    run = _run("fraud-00000000000000a8")
+    _champion(Champion("fraud", "2", "fraud-earlier", deployment="fraud-v2", previous_version="1"))
+    platform = _FailsProvisioning(_deployment("fraud-v2", "2", "fraud-earlier"))  # fraud-v1 was retired
+    monkeypatch.setattr(activities, "_platform", lambda: platform)
+    request = {"model": "fraud", "run_id": run.run_id, "blobs": [],
+               "trigger": {"kind": "rollback", "reason": "r", "source_event_id": run.run_id}}  # fmt: skip
+    plan = activity("rollback_prepare", request)
+    assert plan["error"].startswith("the previous version 1 could not be deployed again")
+    _, calls = _drive(orchestrators.model_rollback, request, lambda task: plan if task[1] == "rollback_prepare" else {})
+    assert [c[1] for c in calls] == ["record_stage", "rollback_prepare", "rollback_discard", "finish_run"]
+    activity("rollback_discard", {"model": "fraud", "run_id": run.run_id, **plan})
+    assert sorted(platform.existing) == ["fraud-v2"]
+    # Still provisioning (or Failed) when the rollback's wait for it ends: the same.
+    waited = {**plan, "provisioning": True, "champion": "fraud-v2", "version": "1"}
+    del waited["error"]
+    answers = {"rollback_prepare": waited, "deployment_provisioned": {"provisioning": False, "error": "ended Failed"}}
+    _, calls = _drive(
+        orchestrators.model_rollback,
+        request,
+        lambda task: answers.get(task[1], {}) if isinstance(task, tuple) else None,
+    )
+    assert [c[1] for c in calls if c[0] == "activity"][-2:] == ["rollback_discard", "finish_run"]
+    # One an earlier run made is never deleted by it.
+    platform.existing["fraud-v1"] = _deployment("fraud-v1", "1", "fraud-earlier")
+    activity("rollback_discard", {"model": "fraud", "run_id": run.run_id, **plan})
+    assert "fraud-v1" in platform.existing
 
 
 def _scored(champion: bool) -> dict[str, Any]:
