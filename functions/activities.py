@@ -206,7 +206,8 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Turn gathered work into one run: claim its blobs (a blob version trains once) and create the run record.
 
     Returns the RunRequest, or None when nothing is left to do (every blob already trained, or the request
-    is a redelivery of a run that already finished).
+    is a redelivery of a run that already finished), or ``{"busy": <run id>}`` while another run of the model
+    is still running (nothing claimed; the coordinator waits and tries again).
     """
     model: str = payload["model"]
     blobs = [BlobItem.load(b) for b in payload.get("blobs", [])]
@@ -231,6 +232,13 @@ def claim_run(payload: dict[str, Any]) -> dict[str, Any] | None:
         )
     else:
         return None
+    # One run at a time per model. The coordinator waits for its run, but one that ended while its run went on
+    # (terminated by an operator, failed on a bug) and was started again by the next blob or by housekeeping would
+    # start a second run beside it, and a second rollout on the same endpoint. Nothing is claimed: it waits.
+    others = [r for r in registry.active_runs(model, excluding=run_id) if r.status == "running"]
+    if others:
+        logger.info("%s waits: run %s of %s is still running", run_id, others[0].run_id, model)
+        return {"busy": others[0].run_id}
     claimed = registry.claim_blobs(model, run_id, [(b.url, b.etag, b.size) for b in blobs]).claimed if blobs else []
     if blobs and not claimed and not requests:
         logger.info("every blob of this burst already trained; no run for %s", model)

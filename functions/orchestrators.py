@@ -64,7 +64,8 @@ PROVISIONING_MINUTES = 60
 
 #: Work events handled per coordinator generation before continue_as_new (bounds history in a storm).
 EVENTS_PER_GENERATION = 50
-#: How long a coordinator whose claim failed (past MUST_FINISH) waits before it looks in storage again.
+#: How long a coordinator whose claim failed (past MUST_FINISH), or found another run of its model still running,
+#: waits before it tries again.
 CLAIM_PAUSE = timedelta(minutes=5)
 #: Work kinds that run alone, in this order of precedence, and the orchestrator that runs each.
 EXCLUSIVE_ORCHESTRATORS = {"rollback": "model_rollback", "rollout": "version_rollout"}
@@ -163,6 +164,16 @@ def model_coordinator(context: df.DurableOrchestrationContext) -> Orchestration:
         context.set_custom_status({"model": model, "stage": "claim_failed", "error": _first_line(str(exc))})
         yield context.create_timer(context.current_utc_datetime + CLAIM_PAUSE)
         context.continue_as_new({"model": model})
+        return None
+    if run is not None and run.get("busy"):
+        # Another run of this model is still running: this coordinator was started again (by the next blob, or by
+        # housekeeping) after the one that ran it ended. Nothing was claimed; the work waits for that run to end
+        # (or for housekeeping to close it, if nothing runs it any more), then starts at once.
+        if exclusive is not None:
+            pending.requests.insert(0, exclusive)
+        context.set_custom_status({"model": model, "stage": "waiting_for_run", "run_id": run["busy"]})
+        yield context.create_timer(context.current_utc_datetime + CLAIM_PAUSE)
+        context.continue_as_new({"model": model, "ready": True, **pending.dump()})
         return None
     # What waited behind a rollback goes to the next generation; work raised during the run is found in storage.
     following = pending if exclusive is not None else _Pending([], [])

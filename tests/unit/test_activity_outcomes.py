@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,21 @@ from tests.unit.conftest import clear_caches
 from tests.unit.test_rollout_orchestration import _drive
 
 pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture(autouse=True)
+def _runs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The module's tests share one Azurite: a run a test left running would keep the next test's claim_run
+    waiting (one run at a time per model), whatever order they run in."""
+    if "activity" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("activity")  # set up first, so that its storage settings outlive this teardown
+    yield
+    registry = clients.registry()
+    for run in registry.active_runs("fraud"):
+        if run.status == "running":
+            registry.update_run("fraud", run.run_id, lambda r: replace(r, status="failed", stage="done"))
 
 
 def _run(run_id: str, status: str = "running") -> Run:
@@ -676,3 +692,21 @@ def test_a_decision_records_the_champion_it_compared_with(activity: Any, champio
     activity("decide_promotion", {"model": "fraud", "run_id": run_id, "evaluation": evaluation, "best": best})
     run = clients.registry().require_run("fraud", run_id)
     assert run.details["compared_with"] == ("7" if champion else None)
+
+
+def test_no_second_run_starts_while_one_of_the_model_runs(activity: Any) -> None:
+    """A coordinator that ended while its run went on (terminated by an operator, failed on a bug) is started
+    again by the next blob or by housekeeping: its claim must not start a second run, and a second rollout on the
+    same endpoint, beside the first."""
+    rolling = _run("fraud-00000000000000b9")
+    clients.store().upload_landing("fraud", "while-rolling-out.csv", b"id,amount\n1,2.0\n")
+    [work] = [w for w in activity("pending_work", {"model": "fraud"}) if w["kind"] == "blobs"]
+    assert activity("claim_run", {"model": "fraud", **work, "requests": []}) == {"busy": rolling.run_id}
+    assert [r.run_id for r in clients.registry().active_runs("fraud")] == [rolling.run_id]
+    still = [w for w in activity("pending_work", {"model": "fraud"}) if w["kind"] == "blobs"]
+    assert still == [work], "nothing was claimed: the blobs wait for the next try"
+    clients.registry().update_run("fraud", rolling.run_id, lambda r: replace(r, status="promoted", stage="done"))
+    started = activity("claim_run", {"model": "fraud", **work, "requests": []})
+    assert [b["name"] for b in started["blobs"]] == ["fraud/while-rolling-out.csv"]
+    again = activity("claim_run", {"model": "fraud", **work, "requests": []})  # the activity retried
+    assert again["run_id"] == started["run_id"], "its own run does not make it wait"

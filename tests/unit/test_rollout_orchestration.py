@@ -313,6 +313,27 @@ def test_a_claim_that_keeps_failing_does_not_end_the_coordinator() -> None:
     assert continued == [{"model": "fraud"}], "a fresh generation, carrying nothing it could not claim"
 
 
+def test_a_coordinator_started_again_while_its_run_goes_on_waits_for_it_with_its_work() -> None:
+    """claim_run answers busy while another run of the model runs (the coordinator that ran it ended and a blob
+    started a new one): no second run starts; the work is kept, and tried again after a pause without a debounce."""
+    blob = {"url": "http://127.0.0.1/devstoreaccount1/landing/fraud/a.csv", "container": "landing",
+            "name": "fraud/a.csv", "etag": '"0x1"', "size": 10}  # fmt: skip
+    context = DrivenContext({"model": "fraud", "first_work": {"kind": "blobs", "blobs": [blob]}, "ready": True})
+    continued: list[Any] = []
+    context.continue_as_new = continued.append  # type: ignore[method-assign]
+    answers = {"coordinator_settings": {"max_wait_seconds": 60, "quiet_seconds": 5}, "claim_run": {"busy": RUN_ID}}
+    _drive(
+        orchestrators.model_coordinator,
+        context.given,
+        lambda t: answers.get(t[1]) if isinstance(t, tuple) else None,
+        context,
+    )
+    assert not [c for c in context.calls if c[0] == "sub"], "no second run"
+    claimed_at = context.calls.index(("activity", "claim_run", True))
+    assert ("timer", "", False) in context.calls[claimed_at:]
+    assert continued == [{"model": "fraud", "ready": True, "blobs": [blob], "requests": []}]
+
+
 def test_a_first_model_stops_between_two_blob_validations_when_asked_to_abort() -> None:
     """A first model validates its blobs one by one; an abort used to wait for all of them (3,000 selected, say)."""
     blobs = [
