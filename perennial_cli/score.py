@@ -58,6 +58,13 @@ def score(
     if model not in known:
         fail(f"no model spec named {model!r} in {models}", f"use one of: {', '.join(sorted(known)) or 'none'}", 2)
     body = _payload(payload)
+    rid = request_id or f"cli-{uuid.uuid4().hex[:12]}"
+    if not REQUEST_ID.fullmatch(rid):  # the endpoint would record another id, which no label could name
+        fail(
+            f"--request-id {rid!r} is not an id the endpoint records",
+            "use 1-128 ASCII letters, digits and . _ : - (e.g. ticket-42), as score.py keeps them",
+            2,
+        )
     paths = StackPaths(state)
     if not paths.storage_connection.is_file():
         fail(
@@ -67,13 +74,6 @@ def score(
         )
     endpoint = known[model].endpoint_name
     platform = LocalPlatform(paths.state)
-    rid = request_id or f"cli-{uuid.uuid4().hex[:12]}"
-    if not REQUEST_ID.fullmatch(rid):  # the endpoint would record another id, which no label could name
-        fail(
-            f"--request-id {rid!r} is not an id the endpoint records",
-            "use 1-128 ASCII letters, digits and . _ : - (e.g. ticket-42), as score.py keeps them",
-            2,
-        )
     try:
         platform.get_endpoint(endpoint)
         uri, key = platform.scoring_address(endpoint)

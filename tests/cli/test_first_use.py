@@ -317,3 +317,13 @@ def test_a_score_request_saved_with_a_byte_order_mark_is_read(tmp_path: Path) ->
     request = tmp_path / "request.json"
     request.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [{"amount": 1.5}]}).encode())
     assert _payload(request) == {"data": [{"amount": 1.5}]}
+
+
+def test_a_bad_request_id_is_refused_before_the_stack_is_looked_for(tmp_path: Path) -> None:
+    """A usage error is one whatever runs: it was reported as "no `perennial up` runs" instead."""
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"data": [{"amount": 1.5}]}))
+    no_stack = ["--state", str(tmp_path / "no-stack"), "--models", str(ROOT / "models")]
+    result = perennial("score", str(request), "--model", "fraud", "--request-id", "bad id", *no_stack)
+    assert result.exit_code == 2, result.output
+    assert "--request-id 'bad id' is not an id the endpoint records" in " ".join(result.output.split())
