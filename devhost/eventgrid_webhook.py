@@ -88,8 +88,10 @@ def make_handler(
         if kind == "SubscriptionValidation":
             first = events[0] if events and isinstance(events[0], dict) else {}
             code = (first.get("data") or {}).get("validationCode") if isinstance(first.get("data"), dict) else None
-            if not code:
-                return problem(400, "Bad Request", "a SubscriptionValidation event needs data.validationCode")
+            if not code or not isinstance(code, str):
+                return problem(
+                    400, "Bad Request", "a SubscriptionValidation event needs data.validationCode (a string)"
+                )
             return web.json_response({"validationResponse": code})
         if kind == "Unsubscribe":
             return web.Response(status=202)

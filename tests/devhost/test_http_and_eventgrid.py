@@ -108,6 +108,10 @@ def test_eventgrid_subscription_validation_handshake(patterns: Harness) -> None:
     response = _webhook(patterns, "on_event", "SubscriptionValidation", VALIDATION)
     assert response.status_code == 200  # type: ignore[attr-defined]
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}  # type: ignore[attr-defined]
+    for code in (42, {"a": 1}):  # echoed back as they were before
+        odd = [{**VALIDATION[0], "data": {"validationCode": code}}]
+        refused = _webhook(patterns, "on_event", "SubscriptionValidation", odd)
+        assert refused.status_code == 400  # type: ignore[attr-defined]
 
 
 def test_eventgrid_schema_array_invokes_once_per_event(patterns: Harness) -> None:
