@@ -41,8 +41,7 @@ def host(
     Example: perennial host --component devhost.eventgrid:component --component devhost.mlservice.component:component
     """
     if clock not in ("real", "virtual"):
-        typer.echo(f"--clock {clock!r} must be 'real' or 'virtual'", err=True)
-        raise typer.Exit(code=2)
+        _fail(f"--clock {clock!r} must be 'real' or 'virtual'", "leave it out for real time; virtual is for tests")
     _check_storage(settings if settings is not None else app.resolve().parent / "local.settings.json")
 
     from devhost.run import HostOptions, run  # the host's own imports (aiohttp, the app's SDKs) load here

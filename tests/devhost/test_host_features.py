@@ -206,7 +206,8 @@ def test_cli_errors_exit_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFi
 
     result = CliRunner().invoke(cli, ["host", "--clock", "sometimes"])
     assert result.exit_code == 2
-    assert "must be 'real' or 'virtual'" in result.output
+    assert "✗ --clock 'sometimes' must be 'real' or 'virtual'" in result.output
+    assert "fix: leave it out for real time" in result.output, "as every other refusal says it"
     assert run(HostOptions(app=tmp_path / "missing_app.py", port=0, state=tmp_path / "state")) == 2
     err = capsys.readouterr().err
     assert "missing_app.py does not exist" in err
