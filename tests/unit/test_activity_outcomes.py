@@ -46,8 +46,8 @@ pytestmark = pytest.mark.azurite
 
 @pytest.fixture(autouse=True)
 def _runs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The module's tests share one Azurite: a run a test left running would keep the next test's claim_run
-    waiting (one run at a time per model), whatever order they run in."""
+    """The module's tests share one Azurite: a run a test left pending or running would keep the next test's
+    claim_run waiting (one run at a time per model), whatever order they run in."""
     if "activity" not in request.fixturenames:
         yield
         return
@@ -55,8 +55,7 @@ def _runs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     registry = clients.registry()
     for run in registry.active_runs("fraud"):
-        if run.status == "running":
-            registry.update_run("fraud", run.run_id, lambda r: replace(r, status="failed", stage="done"))
+        registry.update_run("fraud", run.run_id, lambda r: replace(r, status="failed", stage="done"))
 
 
 def _run(run_id: str, status: str = "running") -> Run:
